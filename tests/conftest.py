@@ -1,0 +1,25 @@
+"""Shared fixtures: tiny models and a tiny SynthCaps set, built once per session."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_config():
+    from hade.config import ModelConfig
+
+    return ModelConfig(
+        audio_encoder="htsat-test",
+        text_encoder="minilm",
+        text_pretrained=False,
+        text_overrides={"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64},
+        embed_dim=32,
+        max_text_tokens=24,
+    )
