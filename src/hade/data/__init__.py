@@ -1,0 +1,1 @@
+"""Audio IO, data-set readers and the SynthCaps generator."""

@@ -1,0 +1,205 @@
+"""Audio IO, wrapped once: decode to float32 mono at a target rate, crop/pad, cheap header checks.
+
+Every failure is an :class:`~hade.errors.AudioError` whose message names the file and what was
+expected, so a reader or a batch job can record it as a ``Problem`` and carry on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from hade.errors import AudioError, InputError
+
+# File extensions of the container formats libsndfile reads (only those this build supports).
+_FORMAT_EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "WAV": (".wav",),
+    "WAVEX": (".wav",),
+    "FLAC": (".flac",),
+    "OGG": (".ogg", ".oga", ".opus"),
+    "MP3": (".mp3",),
+    "AIFF": (".aiff", ".aif", ".aifc"),
+    "AU": (".au", ".snd"),
+    "CAF": (".caf",),
+    "W64": (".w64",),
+    "RF64": (".rf64",),
+}
+
+
+def _supported_extensions() -> tuple[str, ...]:
+    try:
+        available = set(sf.available_formats())
+    except Exception:  # pragma: no cover - very old soundfile
+        available = {"WAV", "FLAC", "OGG"}
+    out: list[str] = []
+    for fmt, exts in _FORMAT_EXTENSIONS.items():
+        if fmt in available:
+            out.extend(e for e in exts if e not in out)
+    return tuple(out)
+
+
+AUDIO_EXTENSIONS: tuple[str, ...] = _supported_extensions()
+"""Lower-case file extensions (with the dot) that :func:`load_audio` can decode."""
+
+FIT_MODES = ("start", "center", "random")
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """Header facts of an audio file (no samples decoded)."""
+
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+    subtype: str
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate > 0 else 0.0
+
+    def num_samples_at(self, sample_rate: int) -> int:
+        """Approximate length after resampling to ``sample_rate``."""
+        if self.sample_rate <= 0:
+            return 0
+        return int(round(self.frames * sample_rate / self.sample_rate))
+
+
+def _expected() -> str:
+    return "expected a non-empty audio file readable by libsndfile (" + ", ".join(AUDIO_EXTENSIONS) + ")"
+
+
+def _check_rate(sample_rate: int) -> int:
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise InputError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
+    return int(sample_rate)
+
+
+def _sf_reason(exc: BaseException) -> str:
+    msg = str(exc).strip() or type(exc).__name__
+    return f"unreadable or corrupt ({msg})"
+
+
+def audio_problem(path: str | Path) -> str | None:
+    """Cheap header check. Returns why ``path`` is unusable, or None when the header looks fine."""
+    try:
+        audio_info(path)
+    except AudioError as exc:
+        return getattr(exc, "reason", str(exc))
+    return None
+
+
+def _audio_error(path: Path, reason: str) -> AudioError:
+    err = AudioError(f"audio file {path}: {reason}; {_expected()}")
+    err.path = path  # type: ignore[attr-defined]
+    err.reason = reason  # type: ignore[attr-defined]
+    return err
+
+
+def audio_info(path: str | Path) -> AudioInfo:
+    """Read only the header of ``path``; raise AudioError if missing, unreadable or empty."""
+    p = Path(path)
+    if not p.exists():
+        raise _audio_error(p, "file not found")
+    if not p.is_file():
+        raise _audio_error(p, "not a regular file")
+    try:
+        info = sf.info(str(p))
+    except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError/TypeError...
+        raise _audio_error(p, _sf_reason(exc)) from None
+    if info.samplerate <= 0:
+        raise _audio_error(p, f"invalid sample rate {info.samplerate} in header")
+    if info.frames <= 0:
+        raise _audio_error(p, "contains 0 samples")
+    return AudioInfo(
+        path=p,
+        sample_rate=int(info.samplerate),
+        channels=int(info.channels),
+        frames=int(info.frames),
+        format=str(info.format),
+        subtype=str(info.subtype),
+    )
+
+
+def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Decode ``path`` to a float32 mono waveform [T] at ``sample_rate``.
+
+    Channels are averaged; the rate is converted with soxr (HQ) when it differs. Raises AudioError
+    (naming the file) for a missing, unreadable/corrupt, empty or non-finite (NaN/Inf) file.
+    Silence is accepted.
+    """
+    target = _check_rate(sample_rate)
+    p = Path(path)
+    if not p.exists():
+        raise _audio_error(p, "file not found")
+    if not p.is_file():
+        raise _audio_error(p, "not a regular file")
+    try:
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise _audio_error(p, _sf_reason(exc)) from None
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise _audio_error(p, "contains 0 samples")
+    wave = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
+    finite = np.isfinite(wave)
+    if not finite.all():
+        bad = int((~finite).sum())
+        raise _audio_error(p, f"contains {bad} non-finite sample(s) (NaN/Inf) of {wave.shape[0]}")
+    if int(sr) != target:
+        wave = soxr.resample(wave, int(sr), target, quality="HQ")
+        if wave.shape[0] == 0:
+            raise _audio_error(p, f"too short to resample from {sr} Hz to {target} Hz (0 samples left)")
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def fit_length(
+    wave: np.ndarray,
+    num_samples: int,
+    mode: str = "start",
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Crop or zero-pad (on the right) ``wave`` [T] to exactly ``num_samples``.
+
+    mode: "start" (keep the beginning) and "center" are deterministic (evaluation); "random" picks a
+    uniformly random crop offset with ``rng`` (training; required).
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples <= 0:
+        raise InputError(f"num_samples must be a positive integer, got {num_samples!r}")
+    if mode not in FIT_MODES:
+        raise InputError(f"fit_length mode must be one of {', '.join(FIT_MODES)}; got {mode!r}")
+    if mode == "random" and rng is None:
+        raise InputError("fit_length(mode='random') needs rng (a numpy Generator); use 'start' or 'center' for evaluation")
+    w = np.asarray(wave, dtype=np.float32)
+    if w.ndim != 1:
+        raise InputError(f"fit_length expects a 1-D waveform [T], got shape {tuple(w.shape)}")
+    n = int(num_samples)
+    t = w.shape[0]
+    if t == n:
+        return w
+    if t > n:
+        excess = t - n
+        if mode == "start":
+            offset = 0
+        elif mode == "center":
+            offset = excess // 2
+        else:
+            offset = int(rng.integers(0, excess + 1))  # type: ignore[union-attr]
+        return np.ascontiguousarray(w[offset : offset + n])
+    out = np.zeros(n, dtype=np.float32)
+    out[:t] = w
+    return out
+
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "FIT_MODES",
+    "AudioInfo",
+    "audio_info",
+    "audio_problem",
+    "fit_length",
+    "load_audio",
+]
