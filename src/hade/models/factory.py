@@ -1,0 +1,45 @@
+"""One factory: `create_model(ModelConfig)` builds any combination of encoders and head."""
+from __future__ import annotations
+
+import dataclasses
+
+from hade.config import ModelConfig
+from hade.errors import InputError
+from hade.models.encoders.htsat import HTSAT_PRESETS, HTSATConfig, HTSATEncoder
+from hade.models.encoders.text_bert import (
+    TextEncoder,
+    bert_from_config,
+    load_text_backbone,
+    load_tokenizer,
+    resolve_text_dir,
+)
+from hade.models.heads import build_head
+from hade.models.retrieval import RetrievalModel
+
+
+def audio_config(config: ModelConfig) -> HTSATConfig:
+    if config.audio_encoder not in HTSAT_PRESETS:
+        raise InputError(f"audio_encoder: unknown preset {config.audio_encoder!r}; available: {sorted(HTSAT_PRESETS)}")
+    preset = HTSAT_PRESETS[config.audio_encoder]
+    valid = {f.name for f in dataclasses.fields(HTSATConfig)}
+    unknown = sorted(set(config.audio_overrides) - valid)
+    if unknown:
+        raise InputError(f"audio_overrides: unknown HTSATConfig field(s) {unknown}; valid: {sorted(valid)}")
+    return dataclasses.replace(preset, **config.audio_overrides)
+
+
+def create_model(config: ModelConfig, tokenizer_dir: str | None = None) -> RetrievalModel:
+    """Build a model. With `config.text_config` set (a saved checkpoint's config) the text encoder is built
+    with random weights from that config and the tokenizer comes from `tokenizer_dir`; otherwise the text
+    backbone is loaded from `config.text_encoder` and `config.text_config` is filled in."""
+    audio_encoder = HTSATEncoder(audio_config(config))
+    if config.text_config is not None:
+        bert = bert_from_config(config.text_config)
+        tokenizer = load_tokenizer(tokenizer_dir or resolve_text_dir(config.text_encoder))
+    else:
+        bert, tokenizer, config.text_config = load_text_backbone(
+            config.text_encoder, config.text_pretrained, config.text_overrides)
+    text_encoder = TextEncoder(bert, pooling=config.text_pooling)
+    head = build_head(config.head, list(audio_encoder.stage_dims), text_encoder.hidden_size,
+                      text_encoder.num_layers, config.embed_dim, config.head_options)
+    return RetrievalModel(config, audio_encoder, text_encoder, head, tokenizer)

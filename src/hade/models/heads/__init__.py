@@ -1,0 +1,84 @@
+"""Retrieval heads behind one interface, and the registry that builds them by name.
+
+Names of HADE's tables: `dp`, `tha`, `tha+dp`, `dcr`, `tha+dcr`, and Table 3's `dp+ld`, `dp+ld+la`,
+`dp+ld+la+ca` (= `dcr`). Options (`ModelConfig.head_options`) are routed to the part whose constructor
+takes them (e.g. `lam` to THA, `factors`/`alpha`/`beta` to DCR).
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+from hade.errors import InputError
+from hade.models.heads.base import RetrievalHead, score_all
+from hade.models.heads.composite import SumHead
+from hade.models.heads.dcr import FactorHead
+from hade.models.heads.dp import DPHead
+from hade.models.heads.tha import THAHead
+
+# name -> builder(audio_dims, text_dim, text_layers, embed_dim, options) -> head
+HEADS: dict[str, Callable[..., RetrievalHead]] = {}
+
+
+def register_head(name: str) -> Callable[[Callable[..., RetrievalHead]], Callable[..., RetrievalHead]]:
+    def wrap(builder: Callable[..., RetrievalHead]) -> Callable[..., RetrievalHead]:
+        HEADS[name] = builder
+        return builder
+
+    return wrap
+
+
+def _take(cls: type, options: dict[str, Any], used: set[str]) -> dict[str, Any]:
+    params = inspect.signature(cls.__init__).parameters
+    picked = {k: v for k, v in options.items() if k in params}
+    used.update(picked)
+    return picked
+
+
+def _factor_flags(name: str) -> dict[str, bool] | None:
+    """dp -> no factor losses; dp+ld(+la)(+ca) -> Table 3 rows; dcr -> all."""
+    parts = [p for p in name.split("+") if p != "tha"]
+    if parts == ["dcr"]:
+        return {"use_ld": True, "use_la": True, "use_ca": True}
+    if parts and parts[0] == "dp" and set(parts[1:]) <= {"ld", "la", "ca"}:
+        return {"use_ld": "ld" in parts, "use_la": "la" in parts, "use_ca": "ca" in parts}
+    return None
+
+
+def _composite_builder(name: str) -> Callable[..., RetrievalHead]:
+    def build(audio_dims: list[int], text_dim: int, text_layers: int, embed_dim: int,
+              options: dict[str, Any]) -> RetrievalHead:
+        used: set[str] = set()
+        parts: dict[str, RetrievalHead] = {}
+        if "tha" in name.split("+"):
+            parts["tha"] = THAHead(audio_dims, text_dim, text_layers, embed_dim, **_take(THAHead, options, used))
+        flags = _factor_flags(name)
+        if flags is not None:
+            if not any(flags.values()):
+                parts["dp"] = DPHead(audio_dims, text_dim, embed_dim)
+            else:
+                opts = _take(FactorHead, options, used)
+                parts["dcr"] = FactorHead(audio_dims, text_dim, embed_dim, **{**opts, **flags})
+        unknown = sorted(set(options) - used)
+        if unknown:
+            raise InputError(f"head_options: {unknown} are not options of head {name!r}")
+        return next(iter(parts.values())) if len(parts) == 1 else SumHead(parts)
+
+    return build
+
+
+for _name in ("dp", "tha", "tha+dp", "dcr", "tha+dcr", "dp+ld", "dp+ld+la", "dp+ld+la+ca"):
+    register_head(_name)(_composite_builder(_name))
+
+
+def build_head(name: str, audio_dims: list[int], text_dim: int, text_layers: int, embed_dim: int,
+               options: dict[str, Any] | None = None) -> RetrievalHead:
+    if name not in HEADS:
+        raise InputError(f"head: unknown head {name!r}; available heads are {sorted(HEADS)}")
+    try:
+        return HEADS[name](audio_dims, text_dim, text_layers, embed_dim, dict(options or {}))
+    except (TypeError, ValueError) as e:
+        raise InputError(f"head {name!r}: {e}") from None
+
+
+__all__ = ["HEADS", "RetrievalHead", "build_head", "register_head", "score_all"]

@@ -1,0 +1,126 @@
+"""DCR + CA: disentangled cross-modal representation with confidence-aware aggregation (HADE 2.3-2.4).
+
+The pooled vectors are projected (as in DP) to D dimensions read as K latent factors of D/K each,
+e_k = W_k t̄ (the rows of the last projection layer, taken K at a time). On a batch of matched pairs:
+
+  z = (e - E[e]) / sqrt(Var[e])            per dimension, over the batch
+  C_ij = E_b[(z_i^t)ᵀ z_j^a] / (D/K)       [K, K]; C_ii = 1 when factor i agrees perfectly
+  L_D = Σ_{i≠j} C_ij²   (inter-factor decoupling),   L_A = Σ_i (1 - C_ii)²   (intra-factor alignment)
+
+CA: g_i = MLP([e_i^t, e_i^a]) (Linear → ReLU → Linear, shared by the factors) and
+S_DCR = Σ_i g_i cos(e_i^t, e_i^a). The paper leaves g unnormalised; `ca_output="softmax"` (default)
+normalises the K confidences to sum to one so that S_DCR stays in [-1, 1] and shares the NT-Xent
+temperature with DP and THA; `"linear"` is the literal form, `"sigmoid"` bounds each weight.
+
+Without CA the score is DP's cosine of the whole vector, so the Table 3 rows DP, +L_D, +L_A, +CA
+differ only in what the table says. CA makes the score depend on both sides: all pairs are computed in
+audio chunks from precomputed halves of the first CA layer, u_t = W1_t e_t and v_a = W1_a e_a + b1,
+so a pair costs relu(u_t + v_a)·w2 instead of a full MLP on the concatenation.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hade.models.encoders.types import AudioFeatures, TextFeatures
+from hade.models.heads.dp import DPHead
+from hade.models.heads.reprs import Reprs
+
+EPS = 1e-5
+
+
+def factor_correlation(text_factors: torch.Tensor, audio_factors: torch.Tensor) -> torch.Tensor:
+    """C [K, K] from matched factors [B, K, d] (batch-standardised per dimension)."""
+    def standardise(e: torch.Tensor) -> torch.Tensor:
+        return (e - e.mean(0, keepdim=True)) / e.var(0, unbiased=False, keepdim=True).add(EPS).sqrt()
+
+    zt, za = standardise(text_factors), standardise(audio_factors)
+    batch, _, width = zt.shape
+    return torch.einsum("bid,bjd->ij", zt, za) / (batch * width)
+
+
+def decoupling_loss(c: torch.Tensor) -> torch.Tensor:
+    """L_D = Σ_{i≠j} C_ij²."""
+    off = c - torch.diag_embed(torch.diagonal(c))
+    return off.square().sum()
+
+
+def alignment_loss(c: torch.Tensor) -> torch.Tensor:
+    """L_A = Σ_i (1 - C_ii)²."""
+    return (1 - torch.diagonal(c)).square().sum()
+
+
+class FactorHead(DPHead):
+    """DP projection read as K factors, with optional L_D, L_A and CA (`dcr` = all three)."""
+
+    def __init__(self, audio_dims: list[int], text_dim: int, embed_dim: int = 256, factors: int = 8,
+                 use_ld: bool = True, use_la: bool = True, use_ca: bool = True, alpha: float = 0.01,
+                 beta: float = 0.005, ca_hidden: int = 64, ca_output: str = "softmax",
+                 memory_budget_mb: float = 256.0) -> None:
+        super().__init__(audio_dims, text_dim, embed_dim)
+        if embed_dim % factors:
+            raise ValueError(f"DCR: embed_dim {embed_dim} is not divisible by factors K={factors}")
+        if ca_output not in ("softmax", "sigmoid", "linear"):
+            raise ValueError(f"DCR: ca_output must be softmax, sigmoid or linear, got {ca_output!r}")
+        self.factors, self.width = factors, embed_dim // factors
+        self.use_ld, self.use_la, self.use_ca = use_ld, use_la, use_ca
+        self.alpha, self.beta, self.ca_output = alpha, beta, ca_output
+        self.factorised = not use_ca
+        self.memory_budget = memory_budget_mb * 2**20
+        if use_ca:
+            self.ca_text = nn.Linear(self.width, ca_hidden, bias=False)  # W1 split: [W1_t | W1_a]
+            self.ca_audio = nn.Linear(self.width, ca_hidden)
+            self.ca_out = nn.Linear(ca_hidden, 1)
+
+    def _factors(self, projected: torch.Tensor) -> torch.Tensor:
+        return projected.view(projected.shape[0], self.factors, self.width)  # [B, K, D/K]
+
+    def text_repr(self, features: TextFeatures) -> Reprs:
+        e = self.text_proj(features.pooled)
+        return {"embed": F.normalize(e, dim=-1), "factors": self._factors(e)}
+
+    def audio_repr(self, features: AudioFeatures) -> Reprs:
+        e = self.audio_proj(features.pooled)
+        return {"embed": F.normalize(e, dim=-1), "factors": self._factors(e)}
+
+    def confidences(self, text_factors: torch.Tensor, audio_factors: torch.Tensor) -> torch.Tensor:
+        """g [T, A, K] for every pair (one audio chunk: memory T·A·K·hidden)."""
+        u = self.ca_text(text_factors)  # [T, K, h]
+        v = self.ca_audio(audio_factors)  # [A, K, h]
+        g = self.ca_out(torch.relu(u[:, None] + v[None])).squeeze(-1)  # [T, A, K]
+        if self.ca_output == "softmax":
+            return torch.softmax(g, dim=-1)
+        if self.ca_output == "sigmoid":
+            return torch.sigmoid(g)
+        return g
+
+    def score(self, text: Reprs, audio: Reprs) -> torch.Tensor:
+        if not self.use_ca:
+            return text["embed"] @ audio["embed"].T
+        t_unit = F.normalize(text["factors"], dim=-1)  # [T, K, d]
+        a_unit = F.normalize(audio["factors"], dim=-1)  # [A, K, d]
+        n_text, n_audio = t_unit.shape[0], a_unit.shape[0]
+        per_audio = 4 * n_text * self.factors * (2 * self.ca_out.in_features + 2)
+        chunk = max(1, int(self.memory_budget // per_audio))
+        parts = []
+        for a0 in range(0, n_audio, chunk):
+            a_part = a_unit[a0:a0 + chunk]
+            cos = torch.einsum("tkd,akd->tak", t_unit, a_part)  # [T, A, K]
+            g = self.confidences(text["factors"], audio["factors"][a0:a0 + chunk])
+            parts.append((g * cos).sum(-1))
+        return torch.cat(parts, 1)
+
+    def aux_losses(self, text: Reprs, audio: Reprs) -> dict[str, torch.Tensor]:
+        if not (self.use_ld or self.use_la):
+            return {}
+        c = factor_correlation(text["factors"], audio["factors"])
+        out = {}
+        if self.use_ld:
+            out["decoupling"] = self.alpha * decoupling_loss(c)
+        if self.use_la:
+            out["alignment"] = self.beta * alignment_loss(c)
+        return out
+
+    def pooled_embeddings(self, text: Reprs, audio: Reprs) -> tuple[torch.Tensor, torch.Tensor]:
+        return text["embed"], audio["embed"]

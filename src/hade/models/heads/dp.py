@@ -1,0 +1,37 @@
+"""DP: the dot-product (cosine) baseline of the ATR literature (Mei et al. 2022; HADE's "DP (HTSAT)").
+
+Pooled audio vector (mean of the last HTSAT stage) and pooled text vector (CLS) are projected by a
+two-layer MLP into a joint space and compared by cosine similarity: S_DP = <â, t̂> / (‖â‖‖t̂‖).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hade.models.encoders.types import AudioFeatures, TextFeatures
+from hade.models.heads.base import RetrievalHead
+from hade.models.heads.reprs import Reprs
+
+
+def projection(in_dim: int, out_dim: int) -> nn.Sequential:
+    """Linear → ReLU → Linear, as the DP/WavCaps projection heads."""
+    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.ReLU(), nn.Linear(out_dim, out_dim))
+
+
+class DPHead(RetrievalHead):
+    factorised = True
+
+    def __init__(self, audio_dims: list[int], text_dim: int, embed_dim: int = 256) -> None:
+        super().__init__()
+        self.audio_proj = projection(audio_dims[-1], embed_dim)
+        self.text_proj = projection(text_dim, embed_dim)
+
+    def text_repr(self, features: TextFeatures) -> Reprs:
+        return {"embed": F.normalize(self.text_proj(features.pooled), dim=-1)}  # [B, D]
+
+    def audio_repr(self, features: AudioFeatures) -> Reprs:
+        return {"embed": F.normalize(self.audio_proj(features.pooled), dim=-1)}  # [B, D]
+
+    def score(self, text: Reprs, audio: Reprs) -> torch.Tensor:
+        return text["embed"] @ audio["embed"].T
