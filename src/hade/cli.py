@@ -1,0 +1,152 @@
+"""`hade` command line: synth, train, eval, demo."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from hade.errors import HadeError
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="generate a SynthCaps captioned-audio data set")
+    p.add_argument("out", type=Path, help="output directory")
+    p.add_argument("--clips", type=int, default=400, help="number of clips over all splits")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sample-rate", type=int, default=16000)
+    p.add_argument("--duration", type=float, default=4.0, help="clip length in seconds")
+    p.add_argument("--layout", choices=["clotho", "audiocaps", "wavcaps"], default="clotho")
+    p.add_argument("--event-types", default=None, help="comma-separated subset of event types")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a retrieval model")
+    p.add_argument("--data", type=Path, required=True, help="data set root (Clotho/AudioCaps/WavCaps/JSONL layout)")
+    p.add_argument("--out", type=Path, default=Path("runs/default"), help="run directory (resumed when present)")
+    p.add_argument("--head", default=None, help="retrieval head, e.g. dp")
+    p.add_argument("--config", type=Path, default=None, help="JSON file with TrainConfig fields (and 'model')")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--audio-encoder", default=None, help="HTSAT preset: htsat-tiny (paper), htsat-cpu (demo)")
+    p.add_argument("--text-encoder", default=None, help="'minilm' or a local BERT directory")
+    p.add_argument("--no-resume", action="store_true", help="start over even if the run directory has a checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a checkpoint under the community protocol")
+    p.add_argument("--ckpt", type=Path, required=True, help="checkpoint directory (e.g. RUN/checkpoints/best)")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--split", default="evaluation")
+    p.add_argument("--clip-seconds", type=float, default=None, help="default: the training clip length")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", type=Path, default=None, help="write the metrics JSON here")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="synthesise data, train a small model on CPU, evaluate, show results")
+    p.add_argument("--out", type=Path, default=Path("demo-run"))
+    p.add_argument("--clips", type=int, default=None)
+    p.add_argument("--minutes", type=float, default=None, help="training budget")
+    p.add_argument("--head", default=None)
+    p.add_argument("--quiet", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hade", description="Audio-text retrieval toolkit")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_synth, _add_train, _add_eval, _add_demo):
+        add(sub)
+    return parser
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from hade.data.synthcaps import generate
+
+    events = [e.strip() for e in args.event_types.split(",")] if args.event_types else None
+    summary = generate(args.out, clips=args.clips, seed=args.seed, sample_rate=args.sample_rate,
+                       duration=args.duration, layout=args.layout, event_types=events)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def train_config_from_args(args: argparse.Namespace):
+    from hade.config import TrainConfig, load_json_config
+
+    cfg = load_json_config(args.config, TrainConfig) if args.config else TrainConfig()
+    for name in ("epochs", "batch_size", "lr", "max_steps", "seed"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(cfg, name, value)
+    if args.head is not None:
+        cfg.model.head = args.head
+    if args.audio_encoder is not None:
+        cfg.model.audio_encoder = args.audio_encoder
+    if args.text_encoder is not None:
+        cfg.model.text_encoder = args.text_encoder
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from hade.train.trainer import train
+
+    summary = train(args.data, args.out, train_config_from_args(args), resume=not args.no_resume,
+                    progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from hade.checkpoint import load
+    from hade.data.readers import read_split
+    from hade.eval.evaluate import evaluate
+    from hade.eval.metrics import format_metrics_table
+    from hade.utils.atomic import write_json_atomic
+
+    model = load(args.ckpt, device=args.device)
+    split = read_split(args.data, args.split)
+    clip_seconds = args.clip_seconds or model.max_samples / model.sample_rate
+    metrics = evaluate(model, split, clip_seconds, args.batch_size, progress=not args.quiet)
+    metrics["checkpoint"] = str(args.ckpt)
+    if args.out:
+        write_json_atomic(args.out, metrics)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(format_metrics_table(metrics, metrics["chance"]))
+        if metrics["skipped"]:
+            print(f"skipped {len(metrics['skipped'])} item(s); see the JSON output for details")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from hade.demo import run_demo
+
+    return run_demo(args.out, clips=args.clips, minutes=args.minutes, head=args.head, progress=not args.quiet)
+
+
+COMMANDS = {"synth": cmd_synth, "train": cmd_train, "eval": cmd_eval, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except HadeError as e:
+        print(f"hade {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hade {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

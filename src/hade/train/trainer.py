@@ -1,0 +1,217 @@
+"""Training loop: AdamW, warm-up + cosine, validation every epoch with best-checkpoint selection,
+atomic checkpoints and true resume (model, optimiser, scheduler, RNG and data position).
+
+Layout of a run directory:
+    train_config.json            the TrainConfig of the run
+    checkpoints/last/            model + train_state.pt (optimiser, scheduler, RNG, position)
+    checkpoints/best/            the model with the best validation score
+    metrics.json, curve.png      history of losses and validation metrics
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hade.checkpoint import load_train_state, save_model
+from hade.config import TrainConfig, from_dict, to_dict
+from hade.data.dataset import ClipAudioStore, TrainPairs, collate, epoch_batches
+from hade.data.readers import read_split
+from hade.data.types import SplitData
+from hade.errors import InputError
+from hade.eval.evaluate import clip_samples, evaluate
+from hade.losses import nt_xent
+from hade.models.factory import create_model
+from hade.models.retrieval import RetrievalModel
+from hade.train.curves import plot_curves
+from hade.train.schedule import param_groups, warmup_cosine
+from hade.utils.atomic import recover_dir, write_json_atomic
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved with every checkpoint."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def training_loss(model: RetrievalModel, batch: dict[str, Any], temperature: float) -> dict[str, torch.Tensor]:
+    """L = L_S + Σ weighted auxiliary losses of the head (α L_D + β L_A for DCR)."""
+    audio = model.encode_audio(batch["audio"].to(model.device))
+    text = model.encode_text(batch["caption"])
+    scores = model.score(text, audio)
+    losses = {"nt_xent": nt_xent(scores, temperature, batch["clip_index"].to(model.device))}
+    losses.update(model.head.aux_losses(text, audio))
+    losses["loss"] = sum(losses.values())
+    return losses
+
+
+def selection_score(metrics: dict[str, Any], metric: str) -> float:
+    t2a, a2t = metrics["t2a"], metrics["a2t"]
+    if metric == "t2a_r_sum":
+        return t2a["R@1"] + t2a["R@5"] + t2a["R@10"]
+    if metric == "r_sum":
+        return sum(t2a[k] + a2t[k] for k in ("R@1", "R@5", "R@10"))
+    if metric == "map10":
+        return (t2a["mAP@10"] + a2t["mAP@10"]) / 2
+    raise InputError(f"select_metric: expected t2a_r_sum, r_sum or map10, got {metric!r}")
+
+
+class Trainer:
+    def __init__(self, data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
+                 progress: bool = True, log: Callable[[str], None] = print) -> None:
+        self.data_dir = Path(data_dir)
+        self.out_dir = Path(out_dir)
+        self.config = config
+        self.progress = progress
+        self.log = log
+
+    # ---- set-up -------------------------------------------------------------------------
+    def _load_data(self, sample_rate: int, samples: int) -> tuple[ClipAudioStore, SplitData | None]:
+        train_split = read_split(self.data_dir, "development")
+        store = ClipAudioStore(train_split, sample_rate, cache=True)
+        problems = list(train_split.problems) + list(store.validate(progress=self.progress))
+        if problems:
+            self.log(f"skipped {len(problems)} bad training item(s); first: {problems[0].source}: {problems[0].reason}")
+        if not store.split.clips:
+            raise InputError(f"{self.data_dir}: no usable training clips in split 'development'")
+        try:
+            val_split = read_split(self.data_dir, "validation")
+        except InputError as e:
+            self.log(f"no validation split ({e}); selecting the last checkpoint")
+            val_split = None
+        return store, val_split
+
+    def run(self, resume: bool = True, stop_after_steps: int | None = None) -> dict[str, Any]:
+        """Train; with `resume` continue from checkpoints/last when present. `stop_after_steps` ends the
+        run early (after a checkpoint), as an interruption would."""
+        cfg = self.config
+        last_dir = self.out_dir / "checkpoints" / "last"
+        recover_dir(last_dir)
+        state = load_train_state(last_dir) if resume else None
+        if state is not None:
+            saved = from_dict(TrainConfig, state["config"], f"{last_dir}/train_state.pt")
+            if to_dict(saved) != to_dict(cfg):
+                self.log("resuming with the configuration saved in the run (it differs from the one given)")
+            cfg = self.config = saved
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        model = create_model(cfg.model)
+        samples = clip_samples(model, cfg.clip_seconds)
+        store, val_split = self._load_data(model.sample_rate, samples)
+        pairs = TrainPairs(store, samples, seed=cfg.seed)
+        steps_per_epoch = len(epoch_batches(len(pairs), pairs.pair_clip_index, cfg.batch_size, cfg.seed, 0))
+        if steps_per_epoch == 0:
+            raise InputError(f"batch_size {cfg.batch_size} is larger than the {len(pairs)} training pairs")
+        total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+        optimizer = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.text_lr, cfg.weight_decay))
+        scheduler = warmup_cosine(optimizer, total_steps, int(cfg.warmup_fraction * total_steps), cfg.min_lr_ratio)
+        prog = Progress()
+        if state is not None:
+            from safetensors.torch import load_model as st_load_model
+
+            st_load_model(model, str(last_dir / "model.safetensors"))
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["torch_rng"])
+            prog = Progress(**state["progress"])
+            self.log(f"resumed at epoch {prog.epoch}, step {prog.global_step}")
+        else:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.out_dir / "train_config.json", to_dict(cfg))
+        model.train()
+        started = time.time()
+        stop = False
+        bar = tqdm(total=total_steps, initial=prog.global_step, desc="train", disable=not self.progress)
+        while prog.global_step < total_steps and prog.epoch < math.ceil(total_steps / steps_per_epoch) and not stop:
+            pairs.set_epoch(prog.epoch)
+            batches = epoch_batches(len(pairs), pairs.pair_clip_index, cfg.batch_size, cfg.seed, prog.epoch)
+            running: list[float] = []
+            for index in batches[prog.step_in_epoch:]:
+                losses = training_loss(model, collate([pairs[i] for i in index]), cfg.model.temperature)
+                optimizer.zero_grad(set_to_none=True)
+                losses["loss"].backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                prog.global_step += 1
+                prog.step_in_epoch += 1
+                running.append(float(losses["loss"].detach()))
+                prog.history.append({"step": prog.global_step, "epoch": prog.epoch,
+                                     **{k: round(float(v.detach()), 6) for k, v in losses.items()}})
+                bar.update(1)
+                bar.set_postfix(loss=f"{running[-1]:.3f}")
+                done = prog.global_step >= total_steps
+                if prog.global_step % cfg.save_every_steps == 0 and not done and prog.step_in_epoch < len(batches):
+                    self._save_last(model, optimizer, scheduler, prog, cfg)
+                if stop_after_steps is not None and prog.global_step >= stop_after_steps and not done:
+                    self._save_last(model, optimizer, scheduler, prog, cfg)
+                    stop = True
+                    break
+                if done:
+                    break
+            if stop:
+                break
+            self._end_epoch(model, val_split, prog, cfg, running)
+            self._save_last(model, optimizer, scheduler, prog, cfg)
+        bar.close()
+        summary = {"global_step": prog.global_step, "epochs_done": prog.epoch, "best_epoch": prog.best_epoch,
+                   "best_score": prog.best_score, "stopped_early": stop, "seconds": round(time.time() - started, 1),
+                   "out_dir": str(self.out_dir)}
+        self._write_metrics(prog)
+        return summary
+
+    # ---- epoch end, checkpoints ---------------------------------------------------------
+    def _end_epoch(self, model: RetrievalModel, val_split: SplitData | None, prog: Progress, cfg: TrainConfig,
+                   running: list[float]) -> None:
+        record: dict[str, Any] = {"epoch": prog.epoch, "step": prog.global_step,
+                                  "train_loss": float(np.mean(running)) if running else None}
+        if val_split is not None:
+            metrics = evaluate(model, val_split, cfg.clip_seconds, cfg.eval_batch_size, progress=False)
+            model.train()
+            score = selection_score(metrics, cfg.select_metric)
+            record.update(val=metrics, score=score)
+            self.log(f"epoch {prog.epoch}: loss {record['train_loss']:.4f}  val T2A R@1 {metrics['t2a']['R@1']:.1f} "
+                     f"A2T R@1 {metrics['a2t']['R@1']:.1f}  ({cfg.select_metric} {score:.2f})")
+        else:
+            score = float(prog.epoch)
+        if score > prog.best_score:
+            prog.best_score, prog.best_epoch = score, prog.epoch
+            save_model(model, self.out_dir / "checkpoints" / "best", extra={"epoch": prog.epoch, "record": record})
+        prog.history.append({"epoch_end": prog.epoch, **record})
+        prog.epoch += 1
+        prog.step_in_epoch = 0
+        self._write_metrics(prog)
+
+    def _save_last(self, model: RetrievalModel, optimizer: torch.optim.Optimizer,
+                   scheduler: torch.optim.lr_scheduler.LRScheduler, prog: Progress, cfg: TrainConfig) -> None:
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "torch_rng": torch.get_rng_state(), "progress": prog.__dict__, "config": to_dict(cfg)}
+        save_model(model, self.out_dir / "checkpoints" / "last", train_state=state)
+
+    def _write_metrics(self, prog: Progress) -> None:
+        write_json_atomic(self.out_dir / "metrics.json", {"best_epoch": prog.best_epoch,
+                                                          "best_score": prog.best_score, "history": prog.history})
+        plot_curves(prog.history, self.out_dir / "curve.png")
+
+
+def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume: bool = True,
+          progress: bool = True, stop_after_steps: int | None = None) -> dict[str, Any]:
+    return Trainer(data_dir, out_dir, config, progress).run(resume, stop_after_steps)
+
+
+def load_run_config(out_dir: str | Path) -> TrainConfig:
+    return from_dict(TrainConfig, json.loads((Path(out_dir) / "train_config.json").read_text()))

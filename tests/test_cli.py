@@ -1,0 +1,35 @@
+"""The command line end to end on tiny settings, and its error handling."""
+import json
+
+from hade.cli import main
+from hade.config import TrainConfig, to_dict
+
+
+def test_synth_train_eval_from_the_command_line(tmp_path, tiny_model_config, capsys):
+    data = tmp_path / "data"
+    assert main(["synth", str(data), "--clips", "24", "--sample-rate", "8000", "--duration", "1.0"]) == 0
+    assert (data / "clotho_captions_evaluation.csv").is_file()
+    cfg = TrainConfig(epochs=1, batch_size=8, clip_seconds=1.0, model=tiny_model_config)
+    (tmp_path / "cfg.json").write_text(json.dumps(to_dict(cfg)))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), "--config", str(tmp_path / "cfg.json"),
+                 "--head", "dp", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--ckpt", str(run / "checkpoints" / "best"), "--data", str(data), "--split", "test",
+                 "--out", str(tmp_path / "m.json"), "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert "T2A" in table and "A2T" in table and "chance" in table
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert set(metrics["t2a"]) >= {"R@1", "R@5", "R@10", "mAP@10", "medR", "meanR"}
+    assert metrics["num_audios"] == 4 and metrics["num_texts"] == 20
+
+
+def test_errors_are_one_clear_line_without_traceback(tmp_path, capsys):
+    assert main(["eval", "--ckpt", str(tmp_path), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "not a hade checkpoint" in err and "Traceback" not in err
+    (tmp_path / "bad.json").write_text('{"epochs": 1, "bogus": 2}')
+    assert main(["train", "--data", str(tmp_path), "--config", str(tmp_path / "bad.json")]) == 2
+    assert "unknown field(s) ['bogus']" in capsys.readouterr().err
+    assert main(["synth", str(tmp_path / "s"), "--clips", "1"]) == 2
+    assert "clips" in capsys.readouterr().err
