@@ -34,6 +34,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--audio-encoder", default=None, help="HTSAT preset: htsat-tiny (paper), htsat-cpu (demo)")
     p.add_argument("--text-encoder", default=None, help="'minilm' or a local BERT directory")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--no-resume", action="store_true", help="start over even if the run directory has a checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -82,7 +83,7 @@ def train_config_from_args(args: argparse.Namespace):
     from hade.config import TrainConfig, load_json_config
 
     cfg = load_json_config(args.config, TrainConfig) if args.config else TrainConfig()
-    for name in ("epochs", "batch_size", "lr", "max_steps", "seed"):
+    for name in ("epochs", "batch_size", "lr", "max_steps", "seed", "device"):
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)

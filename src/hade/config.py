@@ -66,6 +66,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps in total (None: all epochs)
     eval_batch_size: int = 64
     select_metric: str = "t2a_r_sum"  # T2A R@1+R@5+R@10 on the validation split, as the DP baseline
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     model: ModelConfig = field(default_factory=ModelConfig)
 
 

@@ -58,6 +58,18 @@ def training_loss(model: RetrievalModel, batch: dict[str, Any], temperature: flo
     return losses
 
 
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"device: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {name!r}: CUDA is not available on this machine")
+    return device
+
+
 def selection_score(metrics: dict[str, Any], metric: str) -> float:
     t2a, a2t = metrics["t2a"], metrics["a2t"]
     if metric == "t2a_r_sum":
@@ -108,7 +120,7 @@ class Trainer:
             cfg = self.config = saved
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
-        model = create_model(cfg.model)
+        model = create_model(cfg.model).to(resolve_device(cfg.device))
         samples = clip_samples(model, cfg.clip_seconds)
         store, val_split = self._load_data(model.sample_rate, samples)
         pairs = TrainPairs(store, samples, seed=cfg.seed)
@@ -123,6 +135,7 @@ class Trainer:
             from safetensors.torch import load_model as st_load_model
 
             st_load_model(model, str(last_dir / "model.safetensors"))
+            model.to(resolve_device(cfg.device))
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["torch_rng"])
