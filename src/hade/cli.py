@@ -1,4 +1,4 @@
-"""`hade` command line: synth, train, eval, demo."""
+"""`hade` command line: synth, train, eval, demo, ablate."""
 from __future__ import annotations
 
 import argparse
@@ -61,10 +61,21 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
+def _add_ablate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ablate", help="run the rows of one of HADE's tables over several seeds")
+    p.add_argument("--table", required=True, choices=["1", "2", "3", "4", "5"])
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=None, help="default: runs/ablate-table{N}")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--config", type=Path, default=None, help="base TrainConfig JSON (default: the demo's)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--quiet", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hade", description="Audio-text retrieval toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_synth, _add_train, _add_eval, _add_demo):
+    for add in (_add_synth, _add_train, _add_eval, _add_demo, _add_ablate):
         add(sub)
     return parser
 
@@ -134,7 +145,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.out, clips=args.clips, minutes=args.minutes, head=args.head, progress=not args.quiet)
 
 
-COMMANDS = {"synth": cmd_synth, "train": cmd_train, "eval": cmd_eval, "demo": cmd_demo}
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from hade.config import TrainConfig, load_json_config
+    from hade.demo import demo_config
+    from hade.experiments.ablate import ablate
+
+    base = load_json_config(args.config, TrainConfig) if args.config else demo_config("dp", epochs=6)
+    if args.epochs is not None:
+        base.epochs = args.epochs
+    out = args.out or Path(f"runs/ablate-table{args.table}")
+    ablate(args.table, args.data, out, seeds=args.seeds, base=base, progress=not args.quiet)
+    print((out / f"table{args.table}.md").read_text())
+    return 0
+
+
+COMMANDS = {"synth": cmd_synth, "train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "ablate": cmd_ablate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""Reproducible experiments: the paper's ablation tables."""

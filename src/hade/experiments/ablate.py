@@ -1,0 +1,144 @@
+"""`hade ablate --table N`: the rows of HADE's tables, trained and evaluated on one data set with one
+budget over several seeds, resumable row by row (each finished seed leaves an `eval.json`; a killed
+training run resumes from its own checkpoint).
+
+Output in OUT/: `table{N}.md` (ours as mean ± std over seeds beside the paper's numbers) and
+`table{N}.json` (every seed's metrics).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from hade.checkpoint import load
+from hade.config import TrainConfig, to_dict
+from hade.data.readers import read_split
+from hade.errors import InputError
+from hade.eval.evaluate import evaluate
+from hade.experiments.paper_tables import COLUMNS, DATASET, PAPER
+from hade.train.trainer import train
+from hade.utils.atomic import write_json_atomic, write_text_atomic
+
+METRIC_KEYS = (("t2a", "R@1"), ("t2a", "R@5"), ("t2a", "R@10"), ("a2t", "R@1"), ("a2t", "R@5"), ("a2t", "R@10"))
+
+
+@dataclass
+class Row:
+    name: str  # as in the paper's table
+    apply: Callable[[TrainConfig], None]  # edits a copy of the base config
+
+
+def _head(name: str) -> Callable[[TrainConfig], None]:
+    def apply(cfg: TrainConfig) -> None:
+        cfg.model.head = name
+
+    return apply
+
+
+def _factors(k: int) -> Callable[[TrainConfig], None]:
+    def apply(cfg: TrainConfig) -> None:
+        cfg.model.head = "dcr"
+        cfg.model.embed_dim = k * (cfg.model.embed_dim // k)  # D/K must be whole
+        cfg.model.head_options = {**cfg.model.head_options, "factors": k}
+
+    return apply
+
+
+def _weight(name: str, value: float) -> Callable[[TrainConfig], None]:
+    def apply(cfg: TrainConfig) -> None:
+        cfg.model.head = "dcr"
+        cfg.model.head_options = {**cfg.model.head_options, name: value}
+
+    return apply
+
+
+def table_rows(table: str) -> list[Row]:
+    if table in ("1", "2"):
+        return [Row(h, _head(h)) for h in ("dp", "tha", "tha+dp", "dcr", "tha+dcr")]
+    if table == "3":
+        return [Row(h, _head(h)) for h in ("dp", "dp+ld", "dp+ld+la", "dp+ld+la+ca")]
+    if table == "4":
+        return [Row(f"K={k}", _factors(k)) for k in (6, 8, 10)]
+    if table == "5":
+        return ([Row(f"alpha={a}", _weight("alpha", a)) for a in (0.005, 0.01, 0.02)]
+                + [Row(f"beta={b}", _weight("beta", b)) for b in (0.001, 0.005, 0.01)])
+    raise InputError(f"--table: expected 1, 2, 3, 4 or 5, got {table!r}")
+
+
+def _slug(name: str) -> str:
+    return name.replace("+", "_").replace("=", "_")
+
+
+def run_row_seed(row: Row, seed: int, base: TrainConfig, data_dir: Path, out: Path, progress: bool,
+                 log: Callable[[str], None]) -> dict[str, Any]:
+    """Train (or resume) one row with one seed and evaluate its best checkpoint; cached in eval.json."""
+    run_dir = out / "rows" / _slug(row.name) / f"seed{seed}"
+    done = run_dir / "eval.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    cfg = copy.deepcopy(base)
+    cfg.seed = seed
+    row.apply(cfg)
+    log(f"row {row.name!r}, seed {seed}: head {cfg.model.head} {cfg.model.head_options or ''}")
+    summary = train(data_dir, run_dir, cfg, progress=progress)
+    model = load(run_dir / "checkpoints" / "best")
+    metrics = evaluate(model, read_split(data_dir, "evaluation"), cfg.clip_seconds, cfg.eval_batch_size,
+                       progress=False)
+    result = {"row": row.name, "seed": seed, "config": to_dict(cfg), "train": summary, "metrics": metrics}
+    write_json_atomic(done, result)
+    return result
+
+
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and (sample) std over seeds for each reported metric."""
+    out: dict[str, Any] = {}
+    for (direction, key), column in zip(METRIC_KEYS, COLUMNS):
+        values = [r["metrics"][direction][key] for r in results]
+        out[column] = {"mean": statistics.fmean(values),
+                       "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
+    values = [r["metrics"]["t2a"]["mAP@10"] for r in results]
+    out["T2A mAP@10"] = {"mean": statistics.fmean(values),
+                         "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
+    out["train seconds"] = statistics.fmean(r["train"]["seconds"] for r in results)
+    return out
+
+
+def markdown_table(table: str, summary: dict[str, dict[str, Any]], seeds: int, data_dir: Path) -> str:
+    paper = PAPER[table]
+    lines = [f"# HADE Table {table}: ours on `{data_dir}` ({seeds} seed(s), mean ± std) vs. the paper "
+             f"({DATASET[table]})", "",
+             "| row | " + " | ".join(f"{c} (ours)" for c in COLUMNS) + " | T2A mAP@10 (ours) | "
+             + " | ".join(f"{c} (paper)" for c in COLUMNS) + " |",
+             "|---" * (2 * len(COLUMNS) + 2) + "|"]
+    for name, stats in summary.items():
+        ours = [f"{stats[c]['mean']:.1f} ± {stats[c]['std']:.1f}" for c in COLUMNS]
+        theirs = [f"{v:.1f}" for v in paper.get(name, ())] or ["–"] * len(COLUMNS)
+        lines.append(f"| {name} | " + " | ".join(ours) + f" | {stats['T2A mAP@10']['mean']:.1f} | "
+                     + " | ".join(theirs) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def ablate(table: str, data_dir: str | Path, out: str | Path, seeds: int = 3, base: TrainConfig | None = None,
+           progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    rows = table_rows(str(table))
+    if seeds < 1:
+        raise InputError(f"--seeds: expected at least 1, got {seeds}")
+    data_dir, out = Path(data_dir), Path(out)
+    from hade.demo import demo_config
+
+    base = base or demo_config("dp", epochs=6)
+    summary: dict[str, Any] = {}
+    all_results: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        results = [run_row_seed(row, seed, base, data_dir, out, progress, log) for seed in range(seeds)]
+        all_results[row.name] = results
+        summary[row.name] = summarise(results)
+        # partial tables after every row, so an interrupted ablation still shows what is done
+        write_json_atomic(out / f"table{table}.json", {"table": table, "seeds": seeds, "summary": summary,
+                                                       "paper": PAPER[str(table)], "runs": all_results})
+        write_text_atomic(out / f"table{table}.md", markdown_table(str(table), summary, seeds, data_dir))
+    return summary
