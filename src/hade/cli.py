@@ -1,4 +1,4 @@
-"""`hade` command line: synth, train, eval, demo, ablate."""
+"""`hade` command line: synth, train, eval, demo, ablate, explain (index, search, serve in their packages)."""
 from __future__ import annotations
 
 import argparse
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_synth, _add_train, _add_eval, _add_demo, _add_ablate):
         add(sub)
+    from hade.explain import add_explain_parser
+
+    add_explain_parser(sub)
     return parser
 
 
@@ -159,7 +162,14 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"synth": cmd_synth, "train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "ablate": cmd_ablate}
+def cmd_explain(args: argparse.Namespace) -> int:
+    from hade.explain import cmd_explain as run
+
+    return run(args)
+
+
+COMMANDS = {"synth": cmd_synth, "train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "ablate": cmd_ablate,
+            "explain": cmd_explain}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

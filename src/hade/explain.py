@@ -1,0 +1,355 @@
+"""Explanations of one audio–text score (`hade explain`): THA attention maps, CA weights, factor similarities.
+
+For every THA level (HTSAT stage s ↔ BERT block b) the token-level attention of the head
+(`THAHead.attention`) is mapped back to seconds:
+
+* α [M, N] (text-enhanced: for each audio token, a softmax over the words) becomes `text_to_audio`
+  [N_words, T_bins]: column t is the mean of α's rows over the tokens in time bin t, so every
+  column still sums to 1 over the words.
+* β [M, N] (audio-enhanced: for each word, a softmax over the audio tokens) becomes `audio_to_text`
+  [N_words, T_bins] the same way (mean over the bin's tokens), so Σ_t bin_tokens[t]·audio_to_text[n, t] = 1.
+
+Time bins are the intervals between the distinct token boundaries of `AudioFeatures.token_seconds`; on
+HTSAT grids the tokens of one time chunk tile it, so a bin is exactly the span shared by the tokens of
+different frequency rows, and those are averaged. For DCR/CA heads the factor similarities cos(e_i^t, e_i^a),
+the CA weights g_i and their products (which sum to S_DCR) are reported. Fields a head lacks are None.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hade.errors import InputError
+from hade.models.heads.composite import SumHead
+from hade.models.heads.dcr import FactorHead
+from hade.models.heads.tha import THAHead
+from hade.models.retrieval import RetrievalModel
+
+AudioInput = str | Path | np.ndarray | torch.Tensor
+
+
+@dataclass
+class LevelExplanation:
+    """One THA level. N = words shown, M = audio tokens of the stage, T = time bins."""
+
+    level: int  # 1-based level number (file tha_level{level}.png)
+    audio_stage: int  # HTSAT stage (1-based)
+    text_block: int  # BERT block (1-based)
+    text_to_audio: np.ndarray  # [N, T] α binned: each column sums to 1 over words
+    audio_to_text: np.ndarray  # [N, T] β binned: Σ_t bin_tokens[t] * row = 1 for each word
+    time_edges: np.ndarray  # [T + 1] seconds, from 0 to the clip length
+    bin_tokens: np.ndarray  # [T] number of audio tokens averaged in each bin
+    text_enhanced: float  # S_te of this level (before the head's scale)
+    audio_enhanced: float  # S_ae of this level (before the head's scale)
+    alpha: np.ndarray  # [M, N] token-level α restricted to the words shown
+    beta: np.ndarray  # [M, N] token-level β restricted to the words shown
+    token_seconds: np.ndarray  # [M, 2] (start, end) seconds of each audio token
+
+
+@dataclass
+class Explanation:
+    """Everything `hade explain` shows; arrays are numpy, absent parts are None. K = factors."""
+
+    text: str
+    score: float  # total model score of the pair (= model.score)
+    clip_seconds: float  # length of the waveform that was encoded (after crop/pad)
+    audio_seconds: float  # length of the input audio before crop/pad
+    words: list[str] | None = None  # word-piece tokens in THA's word mask (rows of the maps)
+    levels: list[LevelExplanation] | None = None
+    tha_score: float | None = None  # THA part of the score: scale * Σ_l (S_te + S_ae)
+    tha_scale: float | None = None
+    factor_similarity: np.ndarray | None = None  # [K] cos(e_i^t, e_i^a)
+    confidence: np.ndarray | None = None  # [K] CA weights g_i (after ca_output)
+    factor_contribution: np.ndarray | None = None  # [K] g_i * cos_i; sums to dcr_score
+    dcr_score: float | None = None  # factor part of the score
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (arrays as lists, NaN as None)."""
+        def conv(v: Any) -> Any:
+            if isinstance(v, np.ndarray):
+                return conv(v.tolist())
+            if isinstance(v, (list, tuple)):
+                return [conv(x) for x in v]
+            if isinstance(v, dict):
+                return {k: conv(x) for k, x in v.items()}
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            if isinstance(v, LevelExplanation):
+                return conv(v.__dict__)
+            return v
+
+        return conv(self.__dict__)
+
+
+# ---- finding the parts ----------------------------------------------------------------------------
+def _find_part(head: torch.nn.Module, cls: type) -> Any:
+    """The head itself if it is a `cls`, else the first such part of a (nested) SumHead, else None."""
+    if isinstance(head, cls):
+        return head
+    if isinstance(head, SumHead):
+        for part in head.parts.values():
+            found = _find_part(part, cls)
+            if found is not None:
+                return found
+    return None
+
+
+# ---- inputs -----------------------------------------------------------------------------------------
+def _waveform(model: RetrievalModel, audio: AudioInput, clip_seconds: float | None) -> tuple[np.ndarray, float]:
+    """-> (float32 waveform [clip samples] cropped from the start / zero-padded, input duration in s)."""
+    from hade.data.audio import fit_length, load_audio
+    from hade.eval.evaluate import clip_samples
+
+    sr = model.sample_rate
+    if isinstance(audio, (str, Path)):
+        wave = load_audio(audio, sr)  # AudioError (an InputError) names the file
+    elif isinstance(audio, (np.ndarray, torch.Tensor)):
+        arr = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
+        if arr.ndim == 2 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.ndim != 1 or arr.shape[0] == 0:
+            raise InputError(f"audio waveform must be a non-empty 1-D array [samples] at {sr} Hz, "
+                             f"got shape {tuple(arr.shape)}")
+        if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+            raise InputError(f"audio waveform must hold real numbers, got dtype {arr.dtype}")
+        wave = arr.astype(np.float32)
+        if not np.isfinite(wave).all():
+            raise InputError("audio waveform contains non-finite samples (NaN/Inf)")
+    else:
+        raise InputError(f"audio must be a file path or a waveform array, got {type(audio).__name__}")
+    if clip_seconds is None:
+        clip_seconds = model.max_samples / sr
+    if isinstance(clip_seconds, bool) or not isinstance(clip_seconds, (int, float)) \
+            or not math.isfinite(clip_seconds) or clip_seconds <= 0:
+        raise InputError(f"clip_seconds must be a positive number of seconds, got {clip_seconds!r}")
+    n = max(1, clip_samples(model, float(clip_seconds)))
+    return fit_length(wave, n, mode="start"), wave.shape[0] / sr
+
+
+def time_bins(token_seconds: np.ndarray, tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """token_seconds [M, 2] -> (edges [T + 1] seconds, bin index of each token [M]).
+
+    Edges are the distinct token boundaries (closer than `tol` merged); a token belongs to the bin
+    holding the middle of its span (on HTSAT grids its span is exactly that bin).
+    """
+    ts = np.asarray(token_seconds, dtype=np.float64)
+    bounds = np.unique(ts.reshape(-1))
+    edges = bounds[np.concatenate([[True], np.diff(bounds) > tol])]
+    if edges.shape[0] < 2:
+        edges = np.array([edges[0], edges[0] + tol])
+    index = np.searchsorted(edges, ts.mean(1), side="right") - 1
+    return edges, np.clip(index, 0, edges.shape[0] - 2)
+
+
+def bin_tokens(values: np.ndarray, index: np.ndarray, num_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """values [M, N] per token -> (mean over each bin's tokens, transposed [N, T]; counts [T]).
+
+    Bins without tokens are NaN (only possible when a token spans several time chunks).
+    """
+    counts = np.bincount(index, minlength=num_bins)
+    sums = np.zeros((num_bins, values.shape[1]))
+    np.add.at(sums, index, values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts[:, None]
+    return means.T, counts
+
+
+# ---- the explanation --------------------------------------------------------------------------------
+@torch.no_grad()
+def explain(model: RetrievalModel, audio: AudioInput, text: str,
+            clip_seconds: float | None = None) -> Explanation:
+    """Explain model.score(text, audio) for one pair.
+
+    audio: a file path (decoded and resampled to model.sample_rate) or a waveform [samples] already at
+        model.sample_rate; it is cropped from the start (or zero-padded) to `clip_seconds` (default: the
+        longest clip the audio encoder holds), as in evaluation.
+    Raises InputError (AudioError for files) on unusable audio, empty text or a bad clip length.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"text must be a non-empty caption, got {text!r}")
+    wave, audio_seconds = _waveform(model, audio, clip_seconds)
+    was_training = model.training
+    model.eval()
+    try:
+        waveform = torch.from_numpy(wave)[None].to(model.device)
+        features = model.audio_encoder(waveform)
+        audio_r = model.head.audio_repr(features)
+        ids, mask = model.tokenize([text])
+        text_r = model.head.text_repr(model.text_encoder(ids, mask))
+        score = float(model.score(text_r, audio_r)[0, 0])
+        expl = Explanation(text=text, score=score, clip_seconds=wave.shape[0] / model.sample_rate,
+                           audio_seconds=audio_seconds)
+
+        tha = _find_part(model.head, THAHead)
+        if tha is not None:
+            words_on = text_r["tha_mask"][0].cpu().numpy().astype(bool)
+            tokens = model.tokenizer.convert_ids_to_tokens(ids[0].tolist())
+            expl.words = [t for t, on in zip(tokens, words_on) if on]
+            expl.tha_score = float(tha.score(text_r, audio_r)[0, 0])
+            expl.tha_scale = float(tha.scale)
+            expl.levels = []
+            for i, att in enumerate(tha.attention(text_r, audio_r)):
+                stage = tha.audio_stages[i]
+                seconds = features.token_seconds[stage - 1].detach().cpu().double().numpy()
+                alpha = att["alpha"].detach().cpu().double().numpy()[:, words_on]
+                beta = att["beta"].detach().cpu().double().numpy()[:, words_on]
+                edges, index = time_bins(seconds)
+                t2a, counts = bin_tokens(alpha, index, edges.shape[0] - 1)
+                a2t, _ = bin_tokens(beta, index, edges.shape[0] - 1)
+                expl.levels.append(LevelExplanation(
+                    level=i + 1, audio_stage=stage, text_block=tha.text_blocks[i], text_to_audio=t2a,
+                    audio_to_text=a2t, time_edges=edges, bin_tokens=counts,
+                    text_enhanced=float(att["text_enhanced"]), audio_enhanced=float(att["audio_enhanced"]),
+                    alpha=alpha, beta=beta, token_seconds=seconds))
+
+        factor = _find_part(model.head, FactorHead)
+        if factor is not None:
+            tf, af = text_r["factors"][:1], audio_r["factors"][:1]  # [1, K, d]
+            cos = (F.normalize(tf, dim=-1) * F.normalize(af, dim=-1)).sum(-1)[0]  # [K]
+            expl.factor_similarity = cos.cpu().double().numpy()
+            expl.dcr_score = float(factor.score(text_r, audio_r)[0, 0])
+            if factor.use_ca:
+                g = factor.confidences(tf, af)[0, 0]  # [K]
+                expl.confidence = g.cpu().double().numpy()
+                expl.factor_contribution = expl.confidence * expl.factor_similarity
+    finally:
+        model.train(was_training)
+    return expl
+
+
+# ---- figures ----------------------------------------------------------------------------------------
+def _save(fig: Any, path: Path) -> Path:
+    from hade.utils.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    return path
+
+
+def save_figures(expl: Explanation, out_dir: str | Path) -> list[Path]:
+    """Write `tha_level{i}.png` (both directions as word × seconds heat maps) per THA level and
+    `factors.png` (factor similarity, CA weight, contribution); returns the paths written (none for DP)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    written: list[Path] = []
+    for lv in expl.levels or []:
+        n_words = len(expl.words or [])
+        fig, axes = plt.subplots(1, 2, figsize=(13, max(3.2, 0.32 * n_words + 2.0)), constrained_layout=True)
+        maps = [(lv.text_to_audio, f"text→audio (α: words per audio token)\nS_te = {lv.text_enhanced:.3f}"),
+                (lv.audio_to_text, f"audio→text (β: audio tokens per word)\nS_ae = {lv.audio_enhanced:.3f}")]
+        for ax, (values, title) in zip(axes, maps):
+            mesh = ax.pcolormesh(lv.time_edges, np.arange(n_words + 1), np.ma.masked_invalid(values),
+                                 cmap="viridis", shading="flat")
+            ax.set_yticks(np.arange(n_words) + 0.5, labels=expl.words or [], fontsize=9)
+            ax.invert_yaxis()
+            ax.set_xlabel("time (s)")
+            ax.set_xlim(0, lv.time_edges[-1])
+            ax.set_title(title, fontsize=10)
+            if expl.audio_seconds < expl.clip_seconds:
+                ax.axvline(expl.audio_seconds, color="white", ls="--", lw=1)
+            fig.colorbar(mesh, ax=ax, label="mean attention per token")
+        fig.suptitle(f"THA level {lv.level}: HTSAT stage {lv.audio_stage} ↔ BERT block {lv.text_block}"
+                     f" — level score S_te + S_ae = {lv.text_enhanced + lv.audio_enhanced:.3f}\n“{expl.text}”",
+                     fontsize=11)
+        written.append(_save(fig, out / f"tha_level{lv.level}.png"))
+        plt.close(fig)
+    if expl.factor_similarity is not None:
+        k = expl.factor_similarity.shape[0]
+        bars = [(r"$\cos(e_i^t, e_i^a)$", expl.factor_similarity)]
+        if expl.confidence is not None:
+            bars += [(r"CA weight $g_i$", expl.confidence),
+                     (r"contribution $g_i \cdot \cos$", expl.factor_contribution)]
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * k + 3), 4), constrained_layout=True)
+        width = 0.8 / len(bars)
+        x = np.arange(k)
+        for j, (label, values) in enumerate(bars):
+            ax.bar(x + (j - (len(bars) - 1) / 2) * width, values, width, label=label)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(x, labels=[f"factor {i + 1}" for i in range(k)])
+        ax.set_ylabel("value")
+        ax.legend(fontsize=9)
+        ax.set_title(f"DCR factors — S_DCR = {expl.dcr_score:.3f}, total score = {expl.score:.3f}\n“{expl.text}”",
+                     fontsize=10)
+        written.append(_save(fig, out / "factors.png"))
+        plt.close(fig)
+    return written
+
+
+# ---- text summary and CLI ---------------------------------------------------------------------------
+def format_summary(expl: Explanation, top: int = 3) -> str:
+    """Short text: score, per level the `top` words by α mass and where each attends most (β), factors."""
+    lines = [f"score {expl.score:.4f}  text “{expl.text}”  clip {expl.clip_seconds:.2f} s"
+             + (f" (audio {expl.audio_seconds:.2f} s, zero-padded)" if expl.audio_seconds < expl.clip_seconds
+                else "")]
+    if expl.levels is not None and expl.words:
+        lines.append(f"THA {expl.tha_score:.4f} = {expl.tha_scale:g} × Σ levels (S_te + S_ae)")
+        for lv in expl.levels:
+            mass = lv.alpha.sum(0) / max(lv.alpha.shape[0], 1)  # share of the audio tokens' word weight
+            parts = []
+            for n in np.argsort(-mass, kind="stable")[:top]:
+                t = int(np.nanargmax(lv.audio_to_text[n]))
+                parts.append(f"{expl.words[n]!r} {100 * mass[n]:.0f}% @ "
+                             f"{lv.time_edges[t]:.2f}-{lv.time_edges[t + 1]:.2f} s")
+            lines.append(f"  level {lv.level} (stage {lv.audio_stage} ↔ block {lv.text_block}): "
+                         f"S_te {lv.text_enhanced:.3f}  S_ae {lv.audio_enhanced:.3f}; " + ", ".join(parts))
+    if expl.factor_similarity is not None:
+        lines.append(f"DCR {expl.dcr_score:.4f}; cos per factor: "
+                     + " ".join(f"{v:+.3f}" for v in expl.factor_similarity))
+        if expl.confidence is not None:
+            lines.append("  CA weights g: " + " ".join(f"{v:.3f}" for v in expl.confidence))
+    return "\n".join(lines)
+
+
+def add_explain_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `hade explain` to a sub-parser set (dispatch with `cmd_explain`)."""
+    p = subparsers.add_parser("explain", help="explain one audio-text score (attention maps, factor weights)")
+    p.add_argument("--ckpt", type=Path, required=True, help="checkpoint directory")
+    p.add_argument("--audio", type=Path, required=True, help="audio file (resampled to the model's rate)")
+    p.add_argument("--text", required=True, help="caption to explain")
+    p.add_argument("--out", type=Path, default=Path("explain-out"), help="directory for the PNG figures")
+    p.add_argument("--json", action="store_true", help="also write explanation.json with all arrays")
+    p.add_argument("--clip-seconds", type=float, default=None, help="default: the longest clip the model holds")
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Run `hade explain`: print a summary and the files written. Errors are InputError (HadeError)."""
+    from hade.checkpoint import load
+    from hade.utils.atomic import write_json_atomic
+
+    if not str(args.text).strip():
+        raise InputError("--text: the caption is empty")
+    audio = Path(args.audio)
+    if not audio.is_file():
+        raise InputError(f"--audio {audio}: file not found")
+    model = load(args.ckpt, device=getattr(args, "device", "cpu"))
+    expl = explain(model, audio, args.text, getattr(args, "clip_seconds", None))
+    files = save_figures(expl, args.out)
+    if args.json:
+        target = Path(args.out) / "explanation.json"
+        write_json_atomic(target, expl.to_dict())
+        files.append(target)
+    print(format_summary(expl))
+    if not files:
+        print("(this head has no THA levels or factors to draw)")
+    for f in files:
+        print(f"wrote {f}")
+    return 0
+
+
+__all__ = ["Explanation", "LevelExplanation", "add_explain_parser", "cmd_explain", "explain",
+           "format_summary", "save_figures", "time_bins", "bin_tokens"]
