@@ -1,0 +1,16 @@
+"""Search engine: index a folder of audio with a retrieval model, then search it by text or by example.
+
+    from hade.index import build_index, Index
+    build_index("sounds/", "sounds.idx", ckpt="runs/x/checkpoints/best")
+    index = Index.open("sounds.idx")
+    for hit in index.search("a dog barks while rain falls", k=10):
+        print(hit.path, hit.start, hit.end, hit.score)
+
+See `hade.index.store` for the on-disk layout, `hade.index.ann` for the ANN parameters,
+`hade.index.search` for how queries are scored.
+"""
+from hade.index.build import build_index
+from hade.index.finalize import merge_indexes
+from hade.index.search import Hit, Index, Window, search
+
+__all__ = ["Hit", "Index", "Window", "build_index", "merge_indexes", "search"]

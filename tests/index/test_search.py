@@ -1,0 +1,126 @@
+"""Searching: two-stage results vs exhaustive scoring, re-ranking heads, IVF, audio queries, per-file."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hade.index import Hit, Index, build_index, search
+from hade.index.search import rank
+
+QUERIES = ["a dog barks while rain falls", "a bell rings twice", "birds chirp and then a car passes",
+           "an engine idles", "footsteps on gravel", "a door slams", "thunder rumbles far away", "a baby cries",
+           "speech and music", "a whistle blows"]
+
+
+@pytest.fixture(scope="module")
+def head_indexes(ckpt_factory, synth_dir, tmp_path_factory, single_thread):
+    """{head: index dir} for a re-ranking head (THA+DCR: token features + CA) and pure THA."""
+    root = tmp_path_factory.mktemp("heads")
+    out = {}
+    for head in ("tha+dcr", "tha"):
+        ckpt = ckpt_factory(root / f"ckpt-{head}", head=head)
+        out[head] = root / f"{head}.idx"
+        with single_thread():
+            build_index(synth_dir, out[head], ckpt, progress=False)
+    return out
+
+
+def assert_same_hits(a: list[Hit], b: list[Hit]) -> None:
+    assert [h.id for h in a] == [h.id for h in b]
+    np.testing.assert_allclose([h.score for h in a], [h.score for h in b], rtol=1e-5, atol=1e-6)
+
+
+def test_two_stage_equals_exhaustive_when_candidates_cover_the_index(dp_index, head_indexes):
+    for path in (dp_index[0], head_indexes["tha+dcr"]):
+        ix = Index.open(path)
+        assert ix.ann_params.kind == "flat"
+        for q in QUERIES[:3]:
+            full = ix.search(q, k=10, exhaustive=True)
+            assert_same_hits(ix.search(q, k=10, candidates=len(ix)), full)
+            scores = ix.scores(q)  # the reference: model.score over every stored window
+            best = np.lexsort((ix.table["id"], -scores))[:10]
+            assert [h.id for h in full] == [int(ix.table["id"][p]) for p in best]
+        ix.close()
+
+
+def test_rerank_uses_the_heads_score_with_stored_token_features(head_indexes):
+    ix = Index.open(head_indexes["tha+dcr"])
+    assert {"tha_audio_0", "tha_audio_1", "tha_audio_2", "factors", "embed"} == set(ix.info()["repr_keys"])
+    assert not ix.model.head.factorised
+    q = QUERIES[0]
+    hits = ix.search(q, k=3, candidates=len(ix))
+    pos = np.searchsorted(ix.table["id"], [h.id for h in hits])
+    arrays = ix.reprs.gather(pos)
+    with torch.no_grad():
+        expect = ix.model.score(ix.model.encode_text([q]), {k: torch.from_numpy(v).float() for k, v in arrays.items()})
+    np.testing.assert_allclose([h.score for h in hits], expect[0].numpy(), rtol=1e-5, atol=1e-6)
+    pooled = arrays["embed"].astype(np.float32) @ ix.model.encode_text([q])["embed"][0].detach().numpy()
+    assert not np.allclose(pooled, expect[0].numpy(), atol=1e-3)  # the re-ranked score is not the ANN's cosine
+    ix.close()
+
+
+def test_pure_tha_searches_exhaustively(head_indexes):
+    ix = Index.open(head_indexes["tha"])
+    assert ix.info()["ann"]["kind"] == "exhaustive" and ix.ann is None and ix.info()["pooled_key"] is None
+    hits = ix.search(QUERIES[1], k=5, candidates=2)  # candidates do not limit an exhaustive search
+    assert_same_hits(hits, ix.search(QUERIES[1], k=5, exhaustive=True))
+    wave = ix.window_audio(hits[0].id)
+    assert ix.search(wave, k=1)[0].id == hits[0].id  # audio query: token-mean cosine
+    ix.close()
+
+
+def test_audio_query_finds_the_clip_itself(dp_index, synth_dir):
+    ix = Index.open(dp_index[0])
+    for wid in (1, 20):
+        w = ix.get(wid)
+        by_path = ix.search(synth_dir / w.path, k=3)
+        assert by_path[0].id == wid and by_path[0].score == pytest.approx(1.0, abs=2e-3)
+        assert ix.search(ix.window_audio(wid), k=1)[0].id == wid
+    ix.close()
+
+
+def test_per_file_collapses_windows_and_ties_break_by_id(dp_ckpt, tmp_path):
+    import shutil
+
+    import soundfile as sf
+
+    data = tmp_path / "d"
+    data.mkdir()
+    sf.write(data / "a.wav", np.random.default_rng(0).uniform(-0.3, 0.3, 5 * 8000).astype(np.float32), 8000)
+    shutil.copyfile(data / "a.wav", data / "b.wav")  # identical windows -> tied scores
+    build_index(data, tmp_path / "idx", dp_ckpt, window=1.0, hop=0.5, progress=False)
+    ix = Index.open(tmp_path / "idx")
+    hits = ix.search("a dog barks", k=100)
+    assert len(hits) == len(ix) == 18
+    for a, b in zip(hits, hits[1:]):
+        assert a.score > b.score or (a.score == b.score and a.id < b.id)
+    files = ix.search("a dog barks", k=10, per_file=True)
+    assert [h.path for h in files] == ["a.wav", "b.wav"] and files[0].score == files[1].score
+    assert search(tmp_path / "idx", "a dog barks", k=2)[0] == hits[0]
+    ix.close()
+
+
+def test_rank_orders_by_score_then_id():
+    ids = np.array([5, 3, 9, 1])
+    scores = np.array([0.5, 0.9, 0.9, 0.1], dtype=np.float32)
+    assert rank(ids, scores, 3) == [(3, pytest.approx(0.9)), (9, pytest.approx(0.9)), (5, 0.5)]
+    assert [i for i, _ in rank(ids, scores, 10, file_of=np.array([1, 2, 2, 1]))] == [3, 5]
+
+
+def test_ivf_path_finds_the_exact_top_hit_for_most_queries(dp_ckpt, synth_dir, tmp_path):
+    stats = build_index(synth_dir, tmp_path / "idx", dp_ckpt, window=0.5, hop=0.25, ann_threshold=50,
+                        batch_size=24, progress=False)
+    ann = stats["ann"]
+    assert stats["windows"] == 24 * 3 and ann["kind"] == "ivf" and ann["nlist"] >= 4
+    assert ann["nprobe"] < ann["nlist"]  # the default probes only some lists
+    ix = Index.open(tmp_path / "idx")
+    nprobe = max(1, ann["nlist"] // 4)  # visit a quarter of the lists
+    found = sum(ix.search(q, k=1, candidates=10, nprobe=nprobe)[0].id == ix.search(q, k=1, exhaustive=True)[0].id
+                for q in QUERIES)
+    assert found >= 7, found
+    audio_found = sum(ix.search(ix.window_audio(w), k=1, nprobe=nprobe)[0].id == w for w in range(1, 72, 9))
+    assert audio_found >= 6, audio_found
+    assert_same_hits(ix.search(QUERIES[0], k=5, candidates=len(ix), nprobe=ann["nlist"]),
+                     ix.search(QUERIES[0], k=5, exhaustive=True))
+    ix.close()
