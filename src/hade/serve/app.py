@@ -1,0 +1,236 @@
+"""`hade serve`: a FastAPI app over one search index, plus the static web page at `/`.
+
+Endpoints (every error is JSON ``{"error": "..."}`` with a 4xx code; 500 only for bugs):
+
+* ``GET  /search?q=&k=&per_file=``   text query -> ranked windows (id, path, start, end, score, audio_url)
+* ``POST /search/audio?k=&per_file=`` multipart field ``file``: a query clip (<= max_upload_bytes)
+* ``GET  /audio/{id}``               the indexed file holding window ``id`` (HTTP Range supported)
+* ``GET  /explain/{id}?q=``          THA word x time maps of ``q`` vs the window (file time), factor weights
+* ``GET  /health``                   status, counts, model head and fingerprint
+* ``GET  /``                         the search page (static HTML/JS/CSS, no external resources)
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hade.errors import HadeError
+from hade.serve.files import file_response
+from hade.serve.service import (MAX_K, MAX_QUERY_CHARS, MAX_UPLOAD_BYTES, IndexLike, NoAlignment, NotFound,
+                                SearchService, media_type)
+
+log = logging.getLogger("hade.serve")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers on top of the file itself
+
+# The page loads nothing from elsewhere; this makes the browser enforce it.
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "content-security-policy": ("default-src 'self'; media-src 'self' blob:; img-src 'self' data:; "
+                                "style-src 'self'; script-src 'self'; connect-src 'self'; "
+                                "frame-ancestors 'none'; base-uri 'self'; form-action 'self'"),
+}
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None,
+                   **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+class BodyLimitMiddleware:
+    """Reject request bodies over `max_bytes` with 413 JSON, by Content-Length or while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"request body larger than {self.max_bytes} bytes"
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    await error_response(400, "invalid Content-Length header")(scope, receive, send)
+                    return
+                if too_big:
+                    await error_response(413, message)(scope, receive, send)
+                    return
+        received = 0
+        exceeded = False
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            msg = await receive()
+            if msg["type"] == "http.request":
+                received += len(msg.get("body", b""))
+                if received > self.max_bytes:
+                    exceeded = True
+                    raise _TooLarge()
+            return msg
+
+        async def guarded_send(msg: Message) -> None:
+            nonlocal started
+            if exceeded:  # the app answered a body it could not read whole: replace by our 413
+                return
+            started = started or msg["type"] == "http.response.start"
+            await send(msg)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _TooLarge:
+            pass
+        if exceeded and not started:
+            await error_response(413, message)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class SecurityHeadersMiddleware:
+    """Add SECURITY_HEADERS (CSP: nothing from other origins, nosniff, ...) to every HTTP response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.extra = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                present = {name.lower() for name, _ in msg.get("headers", [])}
+                msg["headers"] = list(msg.get("headers", [])) + [h for h in self.extra if h[0] not in present]
+            await send(msg)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(x) for x in err.get("loc", ()) if x not in ("query", "path", "body")]
+        where = ".".join(loc) or "request"
+        parts.append(f"{where}: {err.get('msg', 'invalid value')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return error_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(422, _validation_message(exc))
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> Response:
+        return error_response(404, str(exc))
+
+    @app.exception_handler(NoAlignment)
+    async def no_alignment(request: Request, exc: NoAlignment) -> Response:
+        return error_response(409, str(exc), **{k: v for k, v in exc.payload.items() if k != "error"})
+
+    @app.exception_handler(HadeError)
+    async def input_error(request: Request, exc: HadeError) -> Response:
+        return error_response(400, str(exc))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal server error")
+
+
+def create_app(index: IndexLike, max_upload_bytes: int = MAX_UPLOAD_BYTES, threads: int | None = None,
+               candidates: int = 100) -> FastAPI:
+    """The web app over an open index (see `hade.index.Index.open`).
+
+    max_upload_bytes: largest query clip accepted by POST /search/audio (413 above).
+    threads: if given, `torch.set_num_threads(threads)` (process-wide).
+    candidates: shortlist size passed to `index.search` (at least k).
+    """
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+    service = SearchService(index, max_upload_bytes=max_upload_bytes, candidates=candidates)
+    # No /docs: Swagger UI loads from a CDN, and the page must work offline (the schema is at /openapi.json).
+    app = FastAPI(title="hade search", version="0.1.0", docs_url=None, redoc_url=None)
+    app.state.service = service
+    _install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_upload_bytes + MULTIPART_OVERHEAD)
+
+    app.add_middleware(SecurityHeadersMiddleware)
+
+    def with_urls(request: Request, hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return [{**h, "audio_url": f"{root}/audio/{h['id']}"} for h in hits]
+
+    k_param = Query(10, ge=1, le=MAX_K, description=f"number of results, 1..{MAX_K}")
+    per_file_param = Query(False, description="at most one window per file")
+
+    @app.get("/search")
+    def search(request: Request,
+               q: str = Query(..., min_length=1, max_length=MAX_QUERY_CHARS, description="what to look for"),
+               k: int = k_param, per_file: bool = per_file_param) -> dict[str, Any]:
+        """Text query -> the k best windows."""
+        hits = service.search_text(q, k=k, per_file=per_file)
+        return {"query": q.strip(), "k": k, "per_file": per_file, "results": with_urls(request, hits)}
+
+    @app.post("/search/audio")
+    def search_audio(request: Request, file: UploadFile = File(..., description="query clip"),
+                     k: int = k_param, per_file: bool = per_file_param) -> dict[str, Any]:
+        """Query by example: an uploaded clip (decoded with soundfile) -> the k best windows."""
+        data = file.file.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise StarletteHTTPException(413, f"the upload is larger than {max_upload_bytes} bytes")
+        hits = service.search_audio(data, k=k, per_file=per_file)
+        return {"query": file.filename or "upload", "k": k, "per_file": per_file,
+                "results": with_urls(request, hits)}
+
+    @app.get("/audio/{window_id}")
+    def audio(request: Request, window_id: int) -> Response:
+        """The indexed file holding a window (the page seeks to the window); single-range requests -> 206."""
+        path = service.audio_file(window_id)
+        return file_response(request, path, media_type(path))
+
+    @app.get("/explain/{window_id}")
+    def explain(window_id: int,
+                q: str = Query(..., min_length=1, max_length=MAX_QUERY_CHARS, description="query text")
+                ) -> dict[str, Any]:
+        """Word x time attention maps (per THA level) and factor weights of `q` vs the window."""
+        return service.explain(window_id, q)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return service.health()
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8",
+                            headers={"cache-control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+__all__ = ["BodyLimitMiddleware", "STATIC_DIR", "create_app"]

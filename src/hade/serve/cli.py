@@ -1,0 +1,86 @@
+"""CLI helpers for `hade serve INDEX`: the lead wires `add_serve_parser` / `cmd_serve` into hade.cli."""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from pathlib import Path
+
+from hade.errors import InputError
+
+DEFAULT_UPLOAD_MIB = 20.0  # = hade.serve.service.MAX_UPLOAD_BYTES (not imported: keeps `hade --help` light)
+
+
+def default_threads() -> int:
+    """Torch threads for the server: the CPUs this process may use, at most 4 (one request at a time)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
+def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `hade serve` to a sub-parser set (dispatch with `cmd_serve`)."""
+    p = subparsers.add_parser("serve", help="serve a search index over HTTP with a web page")
+    p.add_argument("index", type=Path, help="index directory (written by `hade index`)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--root", type=Path, default=None,
+                   help="where the indexed files are now (default: the folder they were indexed from)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+    p.add_argument("--threads", type=int, default=None,
+                   help=f"torch CPU threads (default: min(4, CPUs) = {default_threads()})")
+    p.add_argument("--max-upload-mb", type=float, default=DEFAULT_UPLOAD_MIB,
+                   help="largest query clip accepted by POST /search/audio, in MiB (default 20)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if not 0 < args.port < 65536:
+        raise InputError(f"--port must be 1..65535, got {args.port}")
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
+    if not args.max_upload_mb > 0:
+        raise InputError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    if not Path(args.index).exists():
+        raise InputError(f"index {args.index}: not found; build one with `hade index`")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Open the index and run uvicorn until interrupted. Errors are InputError (HadeError)."""
+    import uvicorn
+
+    from hade.index import Index
+    from hade.serve.app import create_app
+
+    _check_args(args)
+    threads = args.threads if args.threads is not None else default_threads()
+    root = getattr(args, "root", None)
+    if root is not None and not Path(root).is_dir():
+        raise InputError(f"--root {root}: not a folder")
+    index = Index.open(args.index, device=args.device, **({"root": root} if root is not None else {}))
+    app = create_app(index, max_upload_bytes=int(args.max_upload_mb * 2**20), threads=threads)
+    if not _is_loopback(args.host):
+        print(f"hade serve: warning: listening on {args.host}; the index's audio is readable by anyone "
+              "who can reach this address (no authentication)", file=sys.stderr)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"hade serve: {len(index)} windows from {args.index}; open http://{shown}:{args.port}/", flush=True)
+    # One worker process: the model is loaded once, inference is serialised inside the app.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1)
+    return 0
+
+
+__all__ = ["add_serve_parser", "cmd_serve", "default_threads"]

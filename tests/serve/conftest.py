@@ -1,0 +1,209 @@
+"""Fixtures for `hade serve`: a tiny SynthCaps folder, a tiny THA+DCR model, an index over them, servers.
+
+`serve_index` is a real `hade.index.Index` when that package is importable, otherwise `FakeIndex`, a
+stand-in with the same duck-typed interface (ids from 1 like SQLite, windows of half a second).
+"""
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+WINDOW_SECONDS = 0.5
+
+
+def load_benchmark() -> Any:
+    """benchmarks/load.py as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("hade_bench_load", ROOT / "benchmarks" / "load.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class FakeHit:
+    id: int
+    path: str
+    start: float
+    end: float
+    score: float
+
+
+@dataclass
+class FakeWindow:
+    id: int
+    path: str
+    start: float
+    end: float
+
+
+class FakeIndex:
+    """Index stand-in: half-second windows over every WAV under `root`; scores from a hash of the query.
+
+    Counts concurrent calls into the model-using methods (`max_active`) so tests can check the server
+    serialises inference.
+    """
+
+    def __init__(self, root: Path, model: Any) -> None:
+        from hade.data.audio import audio_info
+
+        self.root = Path(root)
+        self.model = model
+        self.windows: dict[int, FakeWindow] = {}
+        wid = 1
+        for f in sorted(self.root.rglob("*.wav")):
+            duration = audio_info(f).duration
+            rel = f.relative_to(self.root).as_posix()
+            start = 0.0
+            while start < duration - 1e-6:
+                self.windows[wid] = FakeWindow(wid, rel, start, min(duration, start + WINDOW_SECONDS))
+                wid += 1
+                start += WINDOW_SECONDS
+        self.active = 0
+        self.max_active = 0
+        self._count_lock = threading.Lock()
+
+    def _enter(self) -> None:
+        with self._count_lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+
+    def _exit(self) -> None:
+        with self._count_lock:
+            self.active -= 1
+
+    def search(self, query: Any, k: int = 10, candidates: int = 100, per_file: bool = False) -> list[FakeHit]:
+        self._enter()
+        try:
+            time.sleep(0.002)  # widen the window for overlapping calls
+            if isinstance(query, np.ndarray):
+                assert query.ndim == 1 and query.dtype == np.float32
+                seed = zlib.crc32(query[:256].tobytes())
+            else:
+                assert isinstance(query, str) and query.strip()
+                seed = zlib.crc32(query.encode())
+            hits = [FakeHit(w.id, w.path, w.start, w.end, float(np.cos(seed + 7 * w.id)))
+                    for w in self.windows.values()]
+            hits.sort(key=lambda h: -h.score)
+            if per_file:
+                seen: set[str] = set()
+                hits = [h for h in hits if not (h.path in seen or seen.add(h.path))]
+            return hits[:k]
+        finally:
+            self._exit()
+
+    def get(self, id: int) -> FakeWindow:
+        return self.windows[id]
+
+    def audio_path(self, id: int) -> Path:
+        return self.root / self.windows[id].path
+
+    def window_audio(self, id: int) -> np.ndarray:
+        from hade.data.audio import load_audio
+
+        w = self.windows[id]
+        sr = self.model.sample_rate
+        wave = load_audio(self.audio_path(id), sr)
+        return wave[int(round(w.start * sr)):int(round(w.end * sr))]
+
+    def info(self) -> dict[str, Any]:
+        return {"files": len({w.path for w in self.windows.values()}), "windows": len(self.windows),
+                "root": str(self.root)}
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+
+def tiny_model(config: Any, head: str, **options: Any) -> Any:
+    import hade
+    from hade.config import ModelConfig
+
+    torch.manual_seed(0)
+    return hade.create_model(ModelConfig(**{**config.__dict__, "head": head, "head_options": options})).eval()
+
+
+@pytest.fixture(scope="session")
+def audio_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from hade.data.synthcaps import generate
+
+    out = tmp_path_factory.mktemp("serve-audio")
+    generate(out, clips=12, sample_rate=8000, duration=1.0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def serve_model(tiny_model_config: Any) -> Any:
+    return tiny_model(tiny_model_config, "tha+dcr", factors=4)
+
+
+def real_index(folder: Path, model: Any, work: Path) -> Any:
+    """A real `hade.index.Index` over `folder` (half-second windows, quarter-second hop)."""
+    from hade.checkpoint import save_model
+    from hade.index import Index, build_index
+
+    save_model(model, work / "ckpt")
+    build_index(folder, work / "index", ckpt=work / "ckpt", window=WINDOW_SECONDS, hop=WINDOW_SECONDS / 2,
+                progress=False)
+    return Index.open(work / "index")
+
+
+@pytest.fixture(scope="session")
+def serve_index(audio_folder: Path, serve_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The index every API/browser test uses: real when hade.index exists, else the fake."""
+    if importlib.util.find_spec("hade.index") is None:
+        return FakeIndex(audio_folder, serve_model)
+    return real_index(audio_folder, serve_model, tmp_path_factory.mktemp("serve-index"))
+
+
+@pytest.fixture(scope="session")
+def dp_index(audio_folder: Path, tiny_model_config: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """An index whose model's head has no THA (plain dot product)."""
+    model = tiny_model(tiny_model_config, "dp")
+    if importlib.util.find_spec("hade.index") is None:
+        return FakeIndex(audio_folder, model)
+    return real_index(audio_folder, model, tmp_path_factory.mktemp("serve-index-dp"))
+
+
+@pytest.fixture(scope="session")
+def fake_index(audio_folder: Path, serve_model: Any) -> FakeIndex:
+    """The fake, which counts overlapping calls (`max_active`)."""
+    return FakeIndex(audio_folder, serve_model)
+
+
+@pytest.fixture(scope="session")
+def app(serve_index: Any) -> Any:
+    from hade.serve.app import create_app
+
+    return create_app(serve_index)
+
+
+@pytest.fixture(scope="session")
+def client(app: Any) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def bench() -> Any:
+    """benchmarks/load.py as a module."""
+    return load_benchmark()
+
+
+@pytest.fixture(scope="session")
+def live_server(app: Any, bench: Any) -> Iterator[Any]:
+    """The app served by uvicorn on 127.0.0.1:<free port> in a background thread."""
+    server = bench.BackgroundServer(app)
+    with server:
+        yield server

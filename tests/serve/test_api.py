@@ -1,0 +1,287 @@
+"""`hade serve` HTTP API through FastAPI's TestClient: results, bounds, JSON errors, audio + Range, explain."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+
+from hade.serve.app import create_app
+from hade.serve.files import Unsatisfiable, parse_range
+
+
+def first_hit(client: TestClient, q: str = "a dog barks", **params) -> dict:
+    r = client.get("/search", params={"q": q, **params})
+    assert r.status_code == 200, r.text
+    return r.json()["results"][0]
+
+
+def assert_json_error(r, status: int) -> str:
+    assert r.status_code == status, r.text[:300] if "json" in r.headers.get("content-type", "") else r.headers
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert isinstance(body["error"], str) and body["error"]
+    return body["error"]
+
+
+# ---- search ---------------------------------------------------------------------------------------
+def test_health(client, serve_index):
+    r = client.get("/health")
+    assert r.status_code == 200
+    h = r.json()
+    assert h["status"] == "ok"
+    assert h["windows"] == len(serve_index)
+    assert h["head"] == serve_index.model.config.head
+    assert isinstance(h["model_fingerprint"], str) and len(h["model_fingerprint"]) >= 16
+    assert h["sample_rate"] == serve_index.model.sample_rate
+    assert client.get("/health").json()["model_fingerprint"] == h["model_fingerprint"]  # cached, stable
+
+
+def test_search_text(client, serve_index):
+    r = client.get("/search", params={"q": "  a dog barks ", "k": 5})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["query"] == "a dog barks" and body["k"] == 5
+    results = body["results"]
+    assert 1 <= len(results) <= 5
+    for hit in results:
+        assert set(hit) == {"id", "path", "start", "end", "score", "audio_url"}
+        assert hit["audio_url"] == f"/audio/{hit['id']}"
+        assert 0 <= hit["start"] < hit["end"]
+        assert not Path(hit["path"]).is_absolute()
+        assert serve_index.get(hit["id"]).path == hit["path"]
+    scores = [h["score"] for h in results]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_search_per_file(client):
+    results = client.get("/search", params={"q": "rain", "k": 100, "per_file": "true"}).json()["results"]
+    paths = [h["path"] for h in results]
+    assert len(paths) == len(set(paths)) > 1
+
+
+@pytest.mark.parametrize("params", [
+    {"q": "x", "k": 0}, {"q": "x", "k": 101}, {"q": "x", "k": "ten"}, {"q": "x", "per_file": "maybe"},
+    {"q": ""}, {"q": "a" * 501}, {},
+])
+def test_search_bounds_are_422_json(client, params):
+    message = assert_json_error(client.get("/search", params=params), 422)
+    assert "k" in message or "q" in message or "per_file" in message
+
+
+def test_search_blank_query_is_400(client):
+    assert "empty" in assert_json_error(client.get("/search", params={"q": "   "}), 400)
+
+
+def test_k_bounds_inclusive(client):
+    assert len(client.get("/search", params={"q": "x", "k": 1}).json()["results"]) == 1
+    assert client.get("/search", params={"q": "x", "k": 100}).status_code == 200
+    assert client.get("/search", params={"q": "a" * 500}).status_code == 200
+
+
+def test_unknown_route_and_method_are_json(client):
+    assert_json_error(client.get("/nope"), 404)
+    assert_json_error(client.post("/search", params={"q": "x"}), 405)
+    assert_json_error(client.get("/static/nope.js"), 404)
+
+
+def test_security_headers_and_page(client):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert 'id="search-form"' in r.text and 'id="q"' in r.text
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    assert r.headers["x-content-type-options"] == "nosniff"
+    for asset in ("/static/app.js", "/static/heatmap.js", "/static/style.css"):
+        a = client.get(asset)
+        assert a.status_code == 200 and len(a.text) > 100
+    page = r.text + "".join(client.get(f"/static/{n}").text for n in ("app.js", "heatmap.js", "style.css"))
+    assert "http://" not in page and "https://" not in page and "//cdn" not in page  # offline page
+
+
+# ---- audio ----------------------------------------------------------------------------------------
+def test_audio_whole_file(client, serve_index):
+    hit = first_hit(client)
+    r = client.get(hit["audio_url"])
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "audio/wav"
+    assert r.headers["accept-ranges"] == "bytes"
+    assert r.content == Path(serve_index.audio_path(hit["id"])).read_bytes()
+
+
+def test_audio_range_requests(client, serve_index):
+    hit = first_hit(client)
+    data = Path(serve_index.audio_path(hit["id"])).read_bytes()
+    size = len(data)
+    r = client.get(hit["audio_url"], headers={"Range": "bytes=10-109"})
+    assert r.status_code == 206
+    assert r.headers["content-range"] == f"bytes 10-109/{size}"
+    assert r.content == data[10:110]
+    r = client.get(hit["audio_url"], headers={"Range": "bytes=100-"})  # what <audio> sends to seek
+    assert r.status_code == 206 and r.content == data[100:]
+    r = client.get(hit["audio_url"], headers={"Range": "bytes=-50"})
+    assert r.status_code == 206 and r.content == data[-50:]
+    r = client.get(hit["audio_url"], headers={"Range": f"bytes={size}-"})
+    assert_json_error(r, 416)
+    assert r.headers["content-range"] == f"bytes */{size}"
+    r = client.get(hit["audio_url"], headers={"Range": "bytes=0-1,5-9"})  # multi-range: ignored
+    assert r.status_code == 200 and r.content == data
+    etag = client.get(hit["audio_url"]).headers["etag"]
+    r = client.get(hit["audio_url"], headers={"Range": "bytes=0-9", "If-Range": etag})
+    assert r.status_code == 206 and r.content == data[:10]
+    r = client.get(hit["audio_url"], headers={"Range": "bytes=0-9", "If-Range": '"stale"'})
+    assert r.status_code == 200 and r.content == data
+
+
+def test_parse_range():
+    assert parse_range(None, 100) is None
+    assert parse_range("bytes=0-", 100) == (0, 99)
+    assert parse_range("bytes=90-200", 100) == (90, 99)
+    assert parse_range("bytes=-10", 100) == (90, 99)
+    assert parse_range("bytes=-1000", 100) == (0, 99)
+    assert parse_range("items=0-5", 100) is None
+    assert parse_range("bytes=5-2", 100) is None
+    with pytest.raises(Unsatisfiable):
+        parse_range("bytes=100-", 100)
+    with pytest.raises(Unsatisfiable):
+        parse_range("bytes=-0", 100)
+
+
+@pytest.mark.parametrize("url, status", [
+    ("/audio/0", 404), ("/audio/-1", 404), ("/audio/99999999", 404), ("/audio/99999999999999999999999", 404),
+    ("/audio/1.5", 422), ("/audio/abc", 422), ("/audio/..%2F..%2Fetc%2Fpasswd", 404),
+    ("/audio/%2Fetc%2Fpasswd", 404), ("/audio/", 404), ("/static/..%2F..%2Fapp.py", 404),
+    ("/static/%2E%2E/app.py", 404),
+])
+def test_audio_only_by_known_id(client, url, status):
+    r = client.get(url)
+    assert_json_error(r, status)
+    assert b"root:" not in r.content and b"create_app" not in r.content
+
+
+def test_audio_file_gone_is_404(tmp_path, serve_index):
+    class Moved:
+        model = serve_index.model
+
+        def __getattr__(self, name):
+            return getattr(serve_index, name)
+
+        def __len__(self):
+            return len(serve_index)
+
+        def audio_path(self, id):
+            return tmp_path / "deleted.wav"
+
+    with TestClient(create_app(Moved())) as c:
+        assert "no longer" in assert_json_error(c.get("/audio/1"), 404)
+
+
+# ---- audio upload ---------------------------------------------------------------------------------
+def wav_bytes(seconds: float = 0.7, sr: int = 16000, channels: int = 2, fmt: str = "WAV") -> bytes:
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    sf.write(buf, 0.1 * rng.standard_normal((int(seconds * sr), channels)), sr, format=fmt)
+    return buf.getvalue()
+
+
+def test_search_by_audio(client):
+    files = {"file": ("query.wav", wav_bytes(), "audio/wav")}
+    r = client.post("/search/audio", files=files, params={"k": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["query"] == "query.wav" and len(body["results"]) == 3
+    r = client.post("/search/audio", files={"file": ("q.flac", wav_bytes(fmt="FLAC", channels=1), "audio/flac")})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("payload", [b"", b"not audio at all" * 10, b"RIFF\x00\x00\x00\x00WAVEfmt "])
+def test_search_by_bad_audio_is_400(client, payload):
+    r = client.post("/search/audio", files={"file": ("bad.wav", payload, "audio/wav")})
+    message = assert_json_error(r, 400)
+    assert "audio" in message or "empty" in message
+
+
+def test_search_by_audio_bounds(client):
+    assert_json_error(client.post("/search/audio"), 422)  # no file field
+    files = {"file": ("query.wav", wav_bytes(), "audio/wav")}
+    assert_json_error(client.post("/search/audio", files=files, params={"k": 0}), 422)
+    silent = io.BytesIO()
+    sf.write(silent, np.full(800, np.nan, dtype=np.float32), 8000, format="WAV", subtype="FLOAT")
+    r = client.post("/search/audio", files={"file": ("nan.wav", silent.getvalue(), "audio/wav")})
+    assert "non-finite" in assert_json_error(r, 400)
+
+
+def test_upload_size_limit(serve_index):
+    small = create_app(serve_index, max_upload_bytes=4000)
+    with TestClient(small) as c:
+        big = wav_bytes(seconds=3.0, sr=16000, channels=1)  # 96 kB > 4000 + 64 kB multipart allowance
+        r = c.post("/search/audio", files={"file": ("big.wav", big, "audio/wav")})
+        assert_json_error(r, 413)
+
+        def chunks():  # no Content-Length: the limit is enforced while streaming
+            for _ in range(40):
+                yield b"x" * 4096
+
+        r = c.post("/search/audio", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"})
+        assert_json_error(r, 413)
+        # a file over the upload limit but within the multipart allowance is still refused
+        r = c.post("/search/audio", files={"file": ("mid.wav", wav_bytes(0.3, 8000, 1), "audio/wav")})
+        assert "larger than 4000" in assert_json_error(r, 413)
+
+
+# ---- explain --------------------------------------------------------------------------------------
+def test_explain_shapes(client, serve_index):
+    hit = first_hit(client, "a dog barks loudly")
+    r = client.get(f"/explain/{hit['id']}", params={"q": "a dog barks loudly"})
+    assert r.status_code == 200, r.text
+    e = r.json()
+    assert e["id"] == hit["id"] and e["path"] == hit["path"] and e["start"] == pytest.approx(hit["start"])
+    words = e["words"]
+    assert words == serve_index.model.tokenizer.tokenize("a dog barks loudly")
+    assert len(e["levels"]) >= 1
+    for lv in e["levels"]:
+        edges = np.asarray(lv["time_edges"])
+        t = edges.shape[0] - 1
+        assert t >= 1 and np.all(np.diff(edges) > 0)
+        assert edges[0] == pytest.approx(hit["start"], abs=1e-6)  # file time, not window time
+        assert edges[-1] == pytest.approx(hit["start"] + e["clip_seconds"], abs=1e-3)
+        for key in ("text_to_audio", "audio_to_text"):
+            m = np.asarray(lv[key], dtype=float)
+            assert m.shape == (len(words), t)
+        t2a = np.asarray(lv["text_to_audio"], dtype=float)
+        assert np.allclose(np.nansum(t2a, axis=0)[~np.isnan(t2a).all(0)], 1.0, atol=1e-4)
+        assert len(lv["bin_tokens"]) == t
+        assert lv["level_score"] == pytest.approx(lv["text_enhanced"] + lv["audio_enhanced"])
+    assert len(e["factor_similarity"]) == 4 and len(e["confidence"]) == 4
+    assert isinstance(e["score"], float)
+
+
+def test_explain_errors(client, dp_index):
+    hit = first_hit(client)
+    assert_json_error(client.get(f"/explain/{hit['id']}"), 422)
+    assert_json_error(client.get(f"/explain/{hit['id']}", params={"q": ""}), 422)
+    assert_json_error(client.get(f"/explain/{hit['id']}", params={"q": "a" * 501}), 422)
+    assert_json_error(client.get(f"/explain/{hit['id']}", params={"q": "  "}), 400)
+    assert_json_error(client.get("/explain/0", params={"q": "dog"}), 404)
+    assert_json_error(client.get("/explain/abc", params={"q": "dog"}), 422)
+    with TestClient(create_app(dp_index)) as c:
+        r = c.get(f"/explain/{hit['id']}", params={"q": "a dog barks"})
+        assert "no THA" in assert_json_error(r, 409)
+        body = r.json()
+        assert isinstance(body["score"], float) and body["levels"] == [] and body["words"] == []
+        assert body["head"] == "dp"
+
+
+def test_internal_errors_are_json_500(serve_index):
+    class Broken:
+        model = serve_index.model
+
+        def search(self, *a, **kw):
+            raise RuntimeError("boom /secret/path")
+
+    with TestClient(create_app(Broken()), raise_server_exceptions=False) as c:
+        r = c.get("/search", params={"q": "x"})
+        assert assert_json_error(r, 500) == "internal server error"
+        assert "secret" not in r.text
