@@ -29,4 +29,8 @@ def __getattr__(name: str) -> Any:
         from hade import config
 
         return getattr(config, name)
+    if name == "Index":
+        from hade.index import Index
+
+        return Index
     raise AttributeError(name)

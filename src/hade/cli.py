@@ -78,8 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_synth, _add_train, _add_eval, _add_demo, _add_ablate):
         add(sub)
     from hade.explain import add_explain_parser
+    from hade.index.cli import add_index_parsers
+    from hade.serve.cli import add_serve_parser
 
     add_explain_parser(sub)
+    add_index_parsers(sub)
+    add_serve_parser(sub)
     return parser
 
 
@@ -168,11 +172,20 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from hade.serve.cli import cmd_serve as run
+
+    return run(args)
+
+
 COMMANDS = {"synth": cmd_synth, "train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "ablate": cmd_ablate,
-            "explain": cmd_explain}
+            "explain": cmd_explain, "serve": cmd_serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from hade.index.cli import INDEX_COMMANDS
+
+    COMMANDS.update(INDEX_COMMANDS)
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
