@@ -1,7 +1,8 @@
 """Retrieval heads behind one interface, and the registry that builds them by name.
 
 Names of HADE's tables: `dp`, `tha`, `tha+dp`, `dcr`, `tha+dcr`, and Table 3's `dp+ld`, `dp+ld+la`,
-`dp+ld+la+ca` (= `dcr`). Options (`ModelConfig.head_options`) are routed to the part whose constructor
+`dp+ld+la+ca` (= `dcr`); the co-attention networks of Sun et al. as `coatt-single`, `coatt-stacked`,
+`coatt-iterated`; DiffATR's generative scoring as `diffatr`. Options (`ModelConfig.head_options`) are routed to the part whose constructor
 takes them (e.g. `lam` to THA, `factors`/`alpha`/`beta` to DCR).
 """
 from __future__ import annotations
@@ -11,8 +12,10 @@ from typing import Any, Callable
 
 from hade.errors import InputError
 from hade.models.heads.base import RetrievalHead, score_all
+from hade.models.heads.coattention import build_coattention
 from hade.models.heads.composite import SumHead
 from hade.models.heads.dcr import FactorHead
+from hade.models.heads.diffatr import build_diffatr
 from hade.models.heads.dp import DPHead
 from hade.models.heads.tha import THAHead
 
@@ -69,6 +72,20 @@ def _composite_builder(name: str) -> Callable[..., RetrievalHead]:
 
 for _name in ("dp", "tha", "tha+dp", "dcr", "tha+dcr", "dp+ld", "dp+ld+la", "dp+ld+la+ca"):
     register_head(_name)(_composite_builder(_name))
+
+
+def _with_design(design: str) -> Callable[..., RetrievalHead]:
+    def build(audio_dims: list[int], text_dim: int, text_layers: int, embed_dim: int,
+              options: dict[str, Any]) -> RetrievalHead:
+        return build_coattention(audio_dims, text_dim, text_layers, embed_dim, {**options, "design": design})
+
+    return build
+
+
+for _design in ("single", "stacked", "iterated"):
+    register_head(f"coatt-{_design}")(_with_design(_design))
+
+register_head("diffatr")(build_diffatr)
 
 
 def build_head(name: str, audio_dims: list[int], text_dim: int, text_layers: int, embed_dim: int,

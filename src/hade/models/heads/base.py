@@ -21,6 +21,9 @@ class RetrievalHead(nn.Module):
     """
 
     factorised: bool = False
+    # True when a text's scores depend on the whole candidate set passed to `score` (DiffATR normalises
+    # over candidates): all-pairs scoring must then pass every audio in one call.
+    set_scoring: bool = False
 
     def text_repr(self, features: TextFeatures) -> Reprs:
         """Per-text representation; every tensor is [B_t, ...]."""
@@ -51,6 +54,8 @@ def score_all(
 ) -> torch.Tensor:
     """All-pairs scores [T, A] computed block by block (text_block × audio_block at a time)."""
     n_text, n_audio = num_items(text), num_items(audio)
+    if head.set_scoring:
+        audio_block = n_audio
     rows = []
     for t0 in range(0, n_text, text_block):
         t_part = slice_reprs(text, t0, t0 + text_block)
