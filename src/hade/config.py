@@ -67,6 +67,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     select_metric: str = "t2a_r_sum"  # T2A R@1+R@5+R@10 on the validation split, as the DP baseline
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    caption_augment: float = 0.0  # probability of a rule-based paraphrase per training caption (0: off)
     model: ModelConfig = field(default_factory=ModelConfig)
 
 

@@ -71,3 +71,25 @@ def test_no_training_data_is_a_clear_error(tmp_path, tiny_model_config):
 
     with pytest.raises(InputError):
         train(tmp_path, tmp_path / "run", tiny_train_config(tiny_model_config), progress=False)
+
+
+def test_caption_augmentation_is_used_and_reproducible(synth_dir, tmp_path, tiny_model_config, monkeypatch):
+    import hade.train.trainer as trainer_mod
+
+    seen: list[list[str]] = []
+    original = trainer_mod.training_loss
+
+    def spy(model, batch, temperature):
+        seen.append(list(batch["caption"]))
+        return original(model, batch, temperature)
+
+    monkeypatch.setattr(trainer_mod, "training_loss", spy)
+    cfg = tiny_train_config(tiny_model_config, epochs=1, caption_augment=1.0)
+    train(synth_dir, tmp_path / "a", cfg, progress=False, stop_after_steps=2)
+    first, seen[:] = list(seen), []
+    train(synth_dir, tmp_path / "b", cfg, progress=False, stop_after_steps=2)
+    assert seen == first  # same seed, same paraphrases
+    plain = tiny_train_config(tiny_model_config, epochs=1)
+    seen.clear()
+    train(synth_dir, tmp_path / "c", plain, progress=False, stop_after_steps=2)
+    assert seen != first  # augmentation changed some captions

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from hade.checkpoint import load_train_state, save_model
 from hade.config import TrainConfig, from_dict, to_dict
+from hade.data.augment import CaptionAugmenter
 from hade.data.dataset import ClipAudioStore, TrainPairs, collate, epoch_batches
 from hade.data.readers import read_split
 from hade.data.types import SplitData
@@ -144,6 +145,7 @@ class Trainer:
         else:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.out_dir / "train_config.json", to_dict(cfg))
+        augmenter = CaptionAugmenter(cfg.caption_augment, cfg.seed) if cfg.caption_augment > 0 else None
         model.train()
         started = time.time()
         stop = False
@@ -153,7 +155,11 @@ class Trainer:
             batches = epoch_batches(len(pairs), pairs.pair_clip_index, cfg.batch_size, cfg.seed, prog.epoch)
             running: list[float] = []
             for index in batches[prog.step_in_epoch:]:
-                losses = training_loss(model, collate([pairs[i] for i in index]), cfg.model.temperature)
+                batch = collate([pairs[i] for i in index])
+                if augmenter is not None:  # seeded per (seed, epoch, pair): reproducible and resumable
+                    batch["caption"] = [augmenter(c, np.random.default_rng([cfg.seed, prog.epoch, i, 3]))
+                                        for c, i in zip(batch["caption"], index)]
+                losses = training_loss(model, batch, cfg.model.temperature)
                 optimizer.zero_grad(set_to_none=True)
                 losses["loss"].backward()
                 if cfg.grad_clip:
