@@ -47,6 +47,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clip-seconds", type=float, default=None, help="default: the training clip length")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out", type=Path, default=None, help="write the metrics JSON here")
+    p.add_argument("--aux-captions", default=None,
+                   help="HCI+AC: 'synthcaps' (simulated captioner) or a JSON/CSV file of generated captions")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--quiet", action="store_true")
@@ -133,7 +135,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model = load(args.ckpt, device=args.device)
     split = read_split(args.data, args.split)
     clip_seconds = args.clip_seconds or model.max_samples / model.sample_rate
-    metrics = evaluate(model, split, clip_seconds, args.batch_size, progress=not args.quiet)
+    aux = None
+    if args.aux_captions:
+        from hade.data.captioner import build_captioner
+
+        aux = build_captioner(args.aux_captions, args.data, args.split).caption(split.clips)
+    metrics = evaluate(model, split, clip_seconds, args.batch_size, progress=not args.quiet, aux_captions=aux)
     metrics["checkpoint"] = str(args.ckpt)
     if args.out:
         write_json_atomic(args.out, metrics)

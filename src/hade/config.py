@@ -68,6 +68,9 @@ class TrainConfig:
     select_metric: str = "t2a_r_sum"  # T2A R@1+R@5+R@10 on the validation split, as the DP baseline
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     caption_augment: float = 0.0  # probability of a rule-based paraphrase per training caption (0: off)
+    aux_captions: str | None = None  # HCI+AC: "synthcaps" (simulated captioner) or a JSON/CSV captions file
+    aux_error_rate: float = 0.2  # error rate of the simulated SynthCaps captioner
+    aux_pairs: bool = True  # also train on (clip, auxiliary caption) pairs
     model: ModelConfig = field(default_factory=ModelConfig)
 
 

@@ -184,7 +184,7 @@ def explain(model: RetrievalModel, audio: AudioInput, text: str,
         features = model.audio_encoder(waveform)
         audio_r = model.head.audio_repr(features)
         ids, mask = model.tokenize([text])
-        text_r = model.head.text_repr(model.text_encoder(ids, mask))
+        text_r = model.head.text_repr(model.text_features([text]))  # phrases for HCI, as in evaluation
         score = float(model.score(text_r, audio_r)[0, 0])
         expl = Explanation(text=text, score=score, clip_seconds=wave.shape[0] / model.sample_rate,
                            audio_seconds=audio_seconds)

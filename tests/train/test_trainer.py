@@ -93,3 +93,27 @@ def test_caption_augmentation_is_used_and_reproducible(synth_dir, tmp_path, tiny
     seen.clear()
     train(synth_dir, tmp_path / "c", plain, progress=False, stop_after_steps=2)
     assert seen != first  # augmentation changed some captions
+
+
+def test_hci_with_auxiliary_captions_trains_on_extra_pairs(synth_dir, tmp_path, tiny_model_config, monkeypatch):
+    import hade.train.trainer as trainer_mod
+
+    batches = []
+    original = trainer_mod.training_loss
+
+    def spy(model, batch, temperature):
+        batches.append(batch)
+        return original(model, batch, temperature)
+
+    monkeypatch.setattr(trainer_mod, "training_loss", spy)
+    cfg = tiny_train_config(tiny_model_config, epochs=1, aux_captions="synthcaps", aux_error_rate=0.3)
+    cfg.model.head = "hci+ac"
+    summary = train(synth_dir, tmp_path / "run", cfg, progress=False)
+    assert summary["epochs_done"] == 1
+    aux = [a for b in batches for a in b["aux"]]
+    assert any(a for a in aux)  # clips carried their generated caption to the audio side
+    # the extra (clip, generated caption) pairs are in the training set, with the caption hidden from the audio
+    pairs = [(cap, a) for b in batches for cap, a in zip(b["caption"], b["aux"])]
+    assert any(a is None for _, a in pairs)
+    # plain 5 captions x 42 development clips would give 210 pairs; the extra pairs add more steps
+    assert summary["global_step"] > 210 // 16

@@ -39,8 +39,10 @@ def clip_samples(model: RetrievalModel, clip_seconds: float) -> int:
 
 @torch.no_grad()
 def encode_split(model: RetrievalModel, split: SplitData, clip_seconds: float, batch_size: int = 64,
-                 progress: bool = True) -> EncodedSplit:
-    """Encode each clip once and each caption once (representations kept on the CPU)."""
+                 progress: bool = True, aux_captions: dict[str, str] | None = None) -> EncodedSplit:
+    """Encode each clip once and each caption once (representations kept on the CPU).
+
+    aux_captions: clip id -> machine-generated caption, for heads that use them (HCI+AC)."""
     was_training = model.training
     model.eval()
     store = ClipAudioStore(split, model.sample_rate)
@@ -51,7 +53,8 @@ def encode_split(model: RetrievalModel, split: SplitData, clip_seconds: float, b
     loader = DataLoader(clips, batch_size=batch_size, shuffle=False, num_workers=0)
     audio_parts = []
     for batch in tqdm(loader, desc=f"encode audio [{split.name}]", disable=not progress, leave=False):
-        audio_parts.append(reprs_to(model.encode_audio(batch["audio"].to(model.device)), "cpu"))
+        aux = [aux_captions.get(c) for c in batch["clip_id"]] if aux_captions else None
+        audio_parts.append(reprs_to(model.encode_audio(batch["audio"].to(model.device), aux), "cpu"))
     captions, text_clip = captions_with_clip_index(split)
     text_parts = []
     for start in tqdm(range(0, len(captions), batch_size), desc=f"encode text [{split.name}]",
@@ -70,9 +73,9 @@ def score_split(model: RetrievalModel, encoded: EncodedSplit, block: int = 1024)
 
 
 def evaluate(model: RetrievalModel, split: SplitData, clip_seconds: float, batch_size: int = 64,
-             progress: bool = True) -> dict:
+             progress: bool = True, aux_captions: dict[str, str] | None = None) -> dict:
     """Metrics dict: t2a/a2t R@k, mAP@10, medR, meanR, plus chance level and skipped items."""
-    encoded = encode_split(model, split, clip_seconds, batch_size, progress)
+    encoded = encode_split(model, split, clip_seconds, batch_size, progress, aux_captions)
     scores = score_split(model, encoded)
     metrics = retrieval_metrics(scores.numpy(), encoded.text_clip)
     metrics["chance"] = chance_metrics(len(encoded.captions), len(encoded.clip_ids), encoded.text_clip)

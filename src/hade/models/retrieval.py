@@ -7,6 +7,8 @@ import torch
 from torch import nn
 
 from hade.config import ModelConfig
+from hade.data.chunker import token_phrase_index
+from hade.models.encoders.types import TextFeatures
 from hade.models.encoders.text_bert import TextEncoder
 from hade.models.heads.base import RetrievalHead
 from hade.models.heads.reprs import Reprs
@@ -46,15 +48,41 @@ class RetrievalModel(nn.Module):
                                max_length=self.config.max_text_tokens, return_tensors="pt")
         return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
 
-    def encode_audio(self, waveform: torch.Tensor) -> Reprs:
-        """waveform [B, T] at `sample_rate` -> head representations of the B clips."""
-        return self.head.audio_repr(self.audio_encoder(waveform))
+    def _head_flag(self, name: str) -> bool:
+        """True when the head or one of its parts declares `name` (needs_phrases, uses_aux_captions)."""
+        return any(getattr(m, name, False) for m in self.head.modules())
+
+    def text_features(self, captions: list[str]) -> TextFeatures:
+        """Text encoder features of `captions`; with a head that `needs_phrases` (HCI) and a fast tokenizer
+        also `phrase_index` [B, N] from the rule-based chunker (hade.data.chunker) and the offset mapping."""
+        captions = list(captions)
+        if not (self._head_flag("needs_phrases") and getattr(self.tokenizer, "is_fast", False)):
+            return self.text_encoder(*self.tokenize(captions))
+        batch = self.tokenizer(captions, padding=True, truncation=True, max_length=self.config.max_text_tokens,
+                               return_tensors="pt", return_offsets_mapping=True)
+        features = self.text_encoder(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+        features.phrase_index = token_phrase_index(captions, batch["offset_mapping"]).to(self.device)
+        return features
+
+    def encode_audio(self, waveform: torch.Tensor, aux_captions: list[str | None] | None = None) -> Reprs:
+        """waveform [B, T] at `sample_rate` -> head representations of the B clips.
+
+        aux_captions: optionally one auxiliary (machine-generated) caption per clip, None or "" where a clip
+        has none; encoded by the text encoder into `AudioFeatures.aux_text` when the head uses them
+        (`uses_aux_captions`, HCI+AC) and ignored otherwise.
+        """
+        features = self.audio_encoder(waveform)
+        if aux_captions is not None and self._head_flag("uses_aux_captions"):
+            if len(aux_captions) != waveform.shape[0]:
+                raise ValueError(f"encode_audio: {len(aux_captions)} auxiliary captions for {waveform.shape[0]} clips")
+            features.aux_text = self.text_features([c or "" for c in aux_captions])
+        return self.head.audio_repr(features)
 
     def encode_text_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Reprs:
         return self.head.text_repr(self.text_encoder(input_ids, attention_mask))
 
     def encode_text(self, captions: list[str]) -> Reprs:
-        return self.encode_text_tokens(*self.tokenize(captions))
+        return self.head.text_repr(self.text_features(captions))
 
     def score(self, text: Reprs, audio: Reprs) -> torch.Tensor:
         """[num_texts, num_audios] similarities."""

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from hade.checkpoint import load_train_state, save_model
 from hade.config import TrainConfig, from_dict, to_dict
 from hade.data.augment import CaptionAugmenter
+from hade.data.captioner import build_captioner, with_aux_pairs
 from hade.data.dataset import ClipAudioStore, TrainPairs, collate, epoch_batches
 from hade.data.readers import read_split
 from hade.data.types import SplitData
@@ -49,8 +50,10 @@ class Progress:
 
 
 def training_loss(model: RetrievalModel, batch: dict[str, Any], temperature: float) -> dict[str, torch.Tensor]:
-    """L = L_S + Σ weighted auxiliary losses of the head (α L_D + β L_A for DCR)."""
-    audio = model.encode_audio(batch["audio"].to(model.device))
+    """L = L_S + Σ weighted auxiliary losses of the head (α L_D + β L_A for DCR).
+
+    batch["aux"] (optional): one auxiliary caption (or None) per clip, for HCI+AC."""
+    audio = model.encode_audio(batch["audio"].to(model.device), batch.get("aux"))
     text = model.encode_text(batch["caption"])
     scores = model.score(text, audio)
     losses = {"nt_xent": nt_xent(scores, temperature, batch["clip_index"].to(model.device))}
@@ -94,6 +97,14 @@ class Trainer:
     # ---- set-up -------------------------------------------------------------------------
     def _load_data(self, sample_rate: int, samples: int) -> tuple[ClipAudioStore, SplitData | None]:
         train_split = read_split(self.data_dir, "development")
+        cfg = self.config
+        self.aux_train: dict[str, str] | None = None
+        self.aux_val: dict[str, str] | None = None
+        if cfg.aux_captions:
+            captioner = build_captioner(cfg.aux_captions, self.data_dir, "development", cfg.aux_error_rate, cfg.seed)
+            self.aux_train = captioner.caption(train_split.clips)
+            if cfg.aux_pairs:
+                train_split = with_aux_pairs(train_split, self.aux_train)
         store = ClipAudioStore(train_split, sample_rate, cache=True)
         problems = list(train_split.problems) + list(store.validate(progress=self.progress))
         if problems:
@@ -105,6 +116,9 @@ class Trainer:
         except InputError as e:
             self.log(f"no validation split ({e}); selecting the last checkpoint")
             val_split = None
+        if cfg.aux_captions and val_split is not None:
+            self.aux_val = build_captioner(cfg.aux_captions, self.data_dir, "validation", cfg.aux_error_rate,
+                                           cfg.seed).caption(val_split.clips)
         return store, val_split
 
     def run(self, resume: bool = True, stop_after_steps: int | None = None) -> dict[str, Any]:
@@ -156,6 +170,10 @@ class Trainer:
             running: list[float] = []
             for index in batches[prog.step_in_epoch:]:
                 batch = collate([pairs[i] for i in index])
+                if self.aux_train is not None:  # a pair made from the aux caption must not see it on the audio side
+                    clips = [store.clips[int(c)].clip_id for c in batch["clip_index"]]
+                    batch["aux"] = [None if self.aux_train.get(c) == cap else self.aux_train.get(c)
+                                    for c, cap in zip(clips, batch["caption"])]
                 if augmenter is not None:  # seeded per (seed, epoch, pair): reproducible and resumable
                     batch["caption"] = [augmenter(c, np.random.default_rng([cfg.seed, prog.epoch, i, 3]))
                                         for c, i in zip(batch["caption"], index)]
@@ -199,7 +217,8 @@ class Trainer:
         record: dict[str, Any] = {"epoch": prog.epoch, "step": prog.global_step,
                                   "train_loss": float(np.mean(running)) if running else None}
         if val_split is not None:
-            metrics = evaluate(model, val_split, cfg.clip_seconds, cfg.eval_batch_size, progress=False)
+            metrics = evaluate(model, val_split, cfg.clip_seconds, cfg.eval_batch_size, progress=False,
+                               aux_captions=self.aux_val)
             model.train()
             score = selection_score(metrics, cfg.select_metric)
             record.update(val=metrics, score=score)

@@ -2,7 +2,8 @@
 
 Names of HADE's tables: `dp`, `tha`, `tha+dp`, `dcr`, `tha+dcr`, and Table 3's `dp+ld`, `dp+ld+la`,
 `dp+ld+la+ca` (= `dcr`); the co-attention networks of Sun et al. as `coatt-single`, `coatt-stacked`,
-`coatt-iterated`; DiffATR's generative scoring as `diffatr`. Options (`ModelConfig.head_options`) are routed to the part whose constructor
+`coatt-iterated`; DiffATR's generative scoring as `diffatr`; hierarchical cross-modal interaction as `hci` and, with
+auxiliary captions, `hci+ac`. Options (`ModelConfig.head_options`) are routed to the part whose constructor
 takes them (e.g. `lam` to THA, `factors`/`alpha`/`beta` to DCR).
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from hade.models.heads.coattention import build_coattention
 from hade.models.heads.composite import SumHead
 from hade.models.heads.dcr import FactorHead
 from hade.models.heads.diffatr import build_diffatr
+from hade.models.heads.hci import HCI_BUILDERS
 from hade.models.heads.dp import DPHead
 from hade.models.heads.tha import THAHead
 
@@ -86,6 +88,8 @@ for _design in ("single", "stacked", "iterated"):
     register_head(f"coatt-{_design}")(_with_design(_design))
 
 register_head("diffatr")(build_diffatr)
+for _name, _builder in HCI_BUILDERS.items():  # hci, hci+ac
+    register_head(_name)(_builder)
 
 
 def build_head(name: str, audio_dims: list[int], text_dim: int, text_layers: int, embed_dim: int,
