@@ -65,10 +65,12 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ablate", help="run the rows of one of HADE's tables over several seeds")
-    p.add_argument("--table", required=True, choices=["1", "2", "3", "4", "5"])
+    p.add_argument("--table", required=True, choices=["1", "2", "3", "4", "5", "compare", "ood"])
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, default=None, help="default: runs/ablate-table{N}")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--ood-data", type=Path, default=None,
+                   help="--table ood: a SynthCaps set of held-out event types (hade synth --event-types ...)")
     p.add_argument("--config", type=Path, default=None, help="base TrainConfig JSON (default: the demo's)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
@@ -168,7 +170,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         base.epochs = args.epochs
     out = args.out or Path(f"runs/ablate-table{args.table}")
-    ablate(args.table, args.data, out, seeds=args.seeds, base=base, progress=not args.quiet)
+    ablate(args.table, args.data, out, seeds=args.seeds, base=base, progress=not args.quiet, ood_data=args.ood_data)
     print((out / f"table{args.table}.md").read_text())
     return 0
 

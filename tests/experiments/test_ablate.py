@@ -43,3 +43,32 @@ def test_table3_runs_resumes_and_writes_markdown(tmp_path, tiny_model_config, mo
     monkeypatch.setattr(mod, "train", lambda *a, **k: pytest.fail("retrained a finished row"))
     again = ablate("3", data, tmp_path / "out", seeds=2, base=base, progress=False, log=lambda s: None)
     assert again["dp"]["T2A R@1"] == summary["dp"]["T2A R@1"]
+
+
+def test_compare_rows_cover_every_system():
+    rows = {r.name: r for r in table_rows("compare")}
+    assert list(rows) == ["dp", "tha+dcr", "coatt-single", "coatt-stacked", "coatt-iterated", "hci", "hci+ac",
+                          "diffatr"]
+    cfg = TrainConfig()
+    rows["hci+ac"].apply(cfg)
+    assert cfg.model.head == "hci+ac" and cfg.aux_captions == "synthcaps"
+
+
+def test_ood_table_evaluates_on_the_held_out_set(tmp_path, tiny_model_config):
+    from hade.data.synthcaps import EVENT_TYPES
+
+    names = sorted(EVENT_TYPES)
+    generate(tmp_path / "in", clips=24, seed=0, sample_rate=8000, duration=1.0, event_types=names[:16], progress=False)
+    generate(tmp_path / "ood", clips=24, seed=1, sample_rate=8000, duration=1.0, event_types=names[16:],
+             progress=False)
+    base = TrainConfig(epochs=1, batch_size=8, clip_seconds=1.0, model=ModelConfig(**tiny_model_config.__dict__))
+    with pytest.raises(InputError, match="--ood-data"):
+        ablate("ood", tmp_path / "in", tmp_path / "out", seeds=1, base=base, progress=False, log=lambda s: None)
+    summary = ablate("ood", tmp_path / "in", tmp_path / "out", seeds=1, base=base, progress=False,
+                     log=lambda s: None, ood_data=tmp_path / "ood")
+    assert list(summary) == ["dp", "tha+dcr", "diffatr"]
+    run = json.loads((tmp_path / "out" / "table" "ood.json").read_text())["runs"]["dp"][0]
+    assert run["metrics"]["num_audios"] == 4 and "in_domain_metrics" in run
+    assert run["metrics"]["score_seconds_per_1k2"] > 0
+    md = (tmp_path / "out" / "tableood.md").read_text()
+    assert "Out of domain" in md and "| diffatr |" in md

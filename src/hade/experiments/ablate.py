@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -18,7 +19,9 @@ from hade.checkpoint import load
 from hade.config import TrainConfig, to_dict
 from hade.data.readers import read_split
 from hade.errors import InputError
-from hade.eval.evaluate import evaluate
+from hade.data.captioner import build_captioner
+from hade.eval.evaluate import encode_split, score_split
+from hade.eval.metrics import chance_metrics, retrieval_metrics
 from hade.experiments.paper_tables import COLUMNS, DATASET, PAPER
 from hade.train.trainer import train
 from hade.utils.atomic import write_json_atomic, write_text_atomic
@@ -56,7 +59,23 @@ def _weight(name: str, value: float) -> Callable[[TrainConfig], None]:
     return apply
 
 
+def _aux_head(name: str) -> Callable[[TrainConfig], None]:
+    def apply(cfg: TrainConfig) -> None:
+        cfg.model.head = name
+        cfg.aux_captions = cfg.aux_captions or "synthcaps"
+
+    return apply
+
+
+COMPARE_HEADS = ("dp", "tha+dcr", "coatt-single", "coatt-stacked", "coatt-iterated", "hci", "hci+ac", "diffatr")
+OOD_HEADS = ("dp", "tha+dcr", "diffatr")
+
+
 def table_rows(table: str) -> list[Row]:
+    if table == "compare":
+        return [Row(h, _aux_head(h) if h.endswith("+ac") else _head(h)) for h in COMPARE_HEADS]
+    if table == "ood":
+        return [Row(h, _head(h)) for h in OOD_HEADS]
     if table in ("1", "2"):
         return [Row(h, _head(h)) for h in ("dp", "tha", "tha+dp", "dcr", "tha+dcr")]
     if table == "3":
@@ -66,16 +85,29 @@ def table_rows(table: str) -> list[Row]:
     if table == "5":
         return ([Row(f"alpha={a}", _weight("alpha", a)) for a in (0.005, 0.01, 0.02)]
                 + [Row(f"beta={b}", _weight("beta", b)) for b in (0.001, 0.005, 0.01)])
-    raise InputError(f"--table: expected 1, 2, 3, 4 or 5, got {table!r}")
+    raise InputError(f"--table: expected 1, 2, 3, 4, 5, compare or ood, got {table!r}")
 
 
 def _slug(name: str) -> str:
     return name.replace("+", "_").replace("=", "_")
 
 
+def _timed_metrics(model, split, cfg: TrainConfig, aux: dict[str, str] | None) -> dict[str, Any]:
+    """Evaluation metrics plus the all-pairs scoring time, in seconds per 1k × 1k pairs."""
+    encoded = encode_split(model, split, cfg.clip_seconds, cfg.eval_batch_size, progress=False, aux_captions=aux)
+    started = time.perf_counter()
+    scores = score_split(model, encoded)
+    seconds = time.perf_counter() - started
+    metrics = retrieval_metrics(scores.numpy(), encoded.text_clip)
+    metrics["chance"] = chance_metrics(len(encoded.captions), len(encoded.clip_ids), encoded.text_clip)
+    metrics["score_seconds_per_1k2"] = seconds * 1e6 / scores.numel()
+    return metrics
+
+
 def run_row_seed(row: Row, seed: int, base: TrainConfig, data_dir: Path, out: Path, progress: bool,
-                 log: Callable[[str], None]) -> dict[str, Any]:
-    """Train (or resume) one row with one seed and evaluate its best checkpoint; cached in eval.json."""
+                 log: Callable[[str], None], ood_data: Path | None = None) -> dict[str, Any]:
+    """Train (or resume) one row with one seed and evaluate its best checkpoint; cached in eval.json.
+    With `ood_data`, the reported metrics are on that set's evaluation split (in-domain ones kept too)."""
     run_dir = out / "rows" / _slug(row.name) / f"seed{seed}"
     done = run_dir / "eval.json"
     if done.is_file():
@@ -86,9 +118,16 @@ def run_row_seed(row: Row, seed: int, base: TrainConfig, data_dir: Path, out: Pa
     log(f"row {row.name!r}, seed {seed}: head {cfg.model.head} {cfg.model.head_options or ''}")
     summary = train(data_dir, run_dir, cfg, progress=progress)
     model = load(run_dir / "checkpoints" / "best")
-    metrics = evaluate(model, read_split(data_dir, "evaluation"), cfg.clip_seconds, cfg.eval_batch_size,
-                       progress=False)
-    result = {"row": row.name, "seed": seed, "config": to_dict(cfg), "train": summary, "metrics": metrics}
+    result = {"row": row.name, "seed": seed, "config": to_dict(cfg), "train": summary}
+    for key, root in (("metrics", data_dir), ("ood_metrics", ood_data)):
+        if root is None:
+            continue
+        split = read_split(root, "evaluation")
+        aux = (build_captioner(cfg.aux_captions, root, "evaluation", cfg.aux_error_rate, cfg.seed).caption(split.clips)
+               if cfg.aux_captions else None)
+        result[key] = _timed_metrics(model, split, cfg, aux)
+    if ood_data is not None:
+        result["in_domain_metrics"], result["metrics"] = result["metrics"], result.pop("ood_metrics")
     write_json_atomic(done, result)
     return result
 
@@ -100,14 +139,33 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         values = [r["metrics"][direction][key] for r in results]
         out[column] = {"mean": statistics.fmean(values),
                        "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
-    values = [r["metrics"]["t2a"]["mAP@10"] for r in results]
-    out["T2A mAP@10"] = {"mean": statistics.fmean(values),
-                         "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
+    for direction in ("t2a", "a2t"):
+        values = [r["metrics"][direction]["mAP@10"] for r in results]
+        out[f"{direction.upper()} mAP@10"] = {"mean": statistics.fmean(values),
+                                              "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                                              "values": values}
     out["train seconds"] = statistics.fmean(r["train"]["seconds"] for r in results)
+    out["score s per 1k×1k"] = statistics.fmean(r["metrics"].get("score_seconds_per_1k2", float("nan"))
+                                                for r in results)
     return out
 
 
+def markdown_other(table: str, summary: dict[str, dict[str, Any]], seeds: int, data_dir: Path) -> str:
+    """Tables without paper numbers (compare, ood): ours only, with mAP@10 and costs."""
+    title = {"compare": "All systems on one data set and budget",
+             "ood": "Out of domain: trained without the held-out event types, tested on clips made only of them"}
+    cols = list(COLUMNS) + ["T2A mAP@10", "A2T mAP@10"]
+    lines = [f"# {title[table]} — `{data_dir}`, {seeds} seed(s), mean ± std", "",
+             "| head | " + " | ".join(cols) + " | train s | score s / 1k×1k |", "|---" * (len(cols) + 3) + "|"]
+    for name, stats in summary.items():
+        lines.append(f"| {name} | " + " | ".join(f"{stats[c]['mean']:.1f} ± {stats[c]['std']:.1f}" for c in cols)
+                     + f" | {stats['train seconds']:.0f} | {stats['score s per 1k×1k']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(table: str, summary: dict[str, dict[str, Any]], seeds: int, data_dir: Path) -> str:
+    if table not in PAPER:
+        return markdown_other(table, summary, seeds, data_dir)
     paper = PAPER[table]
     lines = [f"# HADE Table {table}: ours on `{data_dir}` ({seeds} seed(s), mean ± std) vs. the paper "
              f"({DATASET[table]})", "",
@@ -123,8 +181,11 @@ def markdown_table(table: str, summary: dict[str, dict[str, Any]], seeds: int, d
 
 
 def ablate(table: str, data_dir: str | Path, out: str | Path, seeds: int = 3, base: TrainConfig | None = None,
-           progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+           progress: bool = True, log: Callable[[str], None] = print,
+           ood_data: str | Path | None = None) -> dict[str, Any]:
     rows = table_rows(str(table))
+    if (table == "ood") != (ood_data is not None):
+        raise InputError("--ood-data (a SynthCaps set made only of held-out event types) goes with --table ood")
     if seeds < 1:
         raise InputError(f"--seeds: expected at least 1, got {seeds}")
     data_dir, out = Path(data_dir), Path(out)
@@ -134,11 +195,12 @@ def ablate(table: str, data_dir: str | Path, out: str | Path, seeds: int = 3, ba
     summary: dict[str, Any] = {}
     all_results: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        results = [run_row_seed(row, seed, base, data_dir, out, progress, log) for seed in range(seeds)]
+        results = [run_row_seed(row, seed, base, data_dir, out, progress, log,
+                                Path(ood_data) if ood_data is not None else None) for seed in range(seeds)]
         all_results[row.name] = results
         summary[row.name] = summarise(results)
         # partial tables after every row, so an interrupted ablation still shows what is done
         write_json_atomic(out / f"table{table}.json", {"table": table, "seeds": seeds, "summary": summary,
-                                                       "paper": PAPER[str(table)], "runs": all_results})
+                                                       "paper": PAPER.get(str(table)), "runs": all_results})
         write_text_atomic(out / f"table{table}.md", markdown_table(str(table), summary, seeds, data_dir))
     return summary
