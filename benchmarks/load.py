@@ -11,7 +11,6 @@ Only standard-library HTTP is used; it stops by itself after `--requests` reques
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import socket
 import sys
@@ -23,6 +22,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
+from hade.serve.cli import is_loopback_host
+
 DEFAULT_QUERIES = (
     "a dog barks", "rain falls on a roof", "a siren wails in the distance", "birds chirp",
     "footsteps on gravel", "an engine idles", "someone knocks on a door", "a bell rings twice",
@@ -31,13 +32,7 @@ DEFAULT_QUERIES = (
 
 
 def is_loopback_url(url: str) -> bool:
-    host = urllib.parse.urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(urllib.parse.urlsplit(url).hostname or "")
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -100,13 +100,18 @@ def _audio_error(path: Path, reason: str) -> AudioError:
     return err
 
 
-def audio_info(path: str | Path) -> AudioInfo:
-    """Read only the header of ``path``; raise AudioError if missing, unreadable or empty."""
+def _existing_file(path: str | Path) -> Path:
     p = Path(path)
     if not p.exists():
         raise _audio_error(p, "file not found")
     if not p.is_file():
         raise _audio_error(p, "not a regular file")
+    return p
+
+
+def audio_info(path: str | Path) -> AudioInfo:
+    """Read only the header of ``path``; raise AudioError if missing, unreadable or empty."""
+    p = _existing_file(path)
     try:
         info = sf.info(str(p))
     except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError/TypeError...
@@ -133,11 +138,7 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     Silence is accepted.
     """
     target = _check_rate(sample_rate)
-    p = Path(path)
-    if not p.exists():
-        raise _audio_error(p, "file not found")
-    if not p.is_file():
-        raise _audio_error(p, "not a regular file")
+    p = _existing_file(path)
     try:
         data, sr = sf.read(str(p), dtype="float32", always_2d=True)
     except Exception as exc:

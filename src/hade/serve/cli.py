@@ -50,7 +50,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError(f"index {args.index}: not found; build one with `hade index`")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
     if host == "localhost":
         return True
     try:
@@ -73,7 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise InputError(f"--root {root}: not a folder")
     index = Index.open(args.index, device=args.device, **({"root": root} if root is not None else {}))
     app = create_app(index, max_upload_bytes=int(args.max_upload_mb * 2**20), threads=threads)
-    if not _is_loopback(args.host):
+    if not is_loopback_host(args.host):
         print(f"hade serve: warning: listening on {args.host}; the index's audio is readable by anyone "
               "who can reach this address (no authentication)", file=sys.stderr)
     shown = f"[{args.host}]" if ":" in args.host else args.host
