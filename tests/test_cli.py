@@ -33,3 +33,19 @@ def test_errors_are_one_clear_line_without_traceback(tmp_path, capsys):
     assert "unknown field(s) ['bogus']" in capsys.readouterr().err
     assert main(["synth", str(tmp_path / "s"), "--clips", "1"]) == 2
     assert "clips" in capsys.readouterr().err
+
+
+def test_eval_is_deterministic_to_the_last_digit(tmp_path, tiny_model_config):
+    import hade
+    from hade.checkpoint import save_model
+    from hade.data.readers import read_split
+    from hade.data.synthcaps import generate
+    from hade.eval.evaluate import evaluate
+
+    generate(tmp_path / "d", clips=20, seed=5, sample_rate=8000, duration=1.0, progress=False)
+    save_model(hade.create_model(tiny_model_config), tmp_path / "ckpt")
+    runs = []
+    for _ in range(2):  # a fresh load each time, as two separate `hade eval` runs
+        model = hade.load(tmp_path / "ckpt")
+        runs.append(evaluate(model, read_split(tmp_path / "d", "evaluation"), 1.0, batch_size=3, progress=False))
+    assert json.dumps(runs[0], sort_keys=True) == json.dumps(runs[1], sort_keys=True)

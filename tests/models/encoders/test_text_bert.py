@@ -45,3 +45,23 @@ def test_mean_pooling_ignores_padding():
 def test_bad_text_encoder_path_is_clear(tmp_path):
     with pytest.raises(InputError, match="local BERT directory"):
         load_text_backbone(str(tmp_path / "nope"))
+
+
+def test_any_local_bert_directory_works_and_tha_maps_12_blocks(tmp_path, tiny_model_config):
+    """A BERT-base-like directory (12 blocks): loaded by path, and THA aligns stages 2/3/4 with blocks 4/10/12."""
+    import hade
+    from hade.config import ModelConfig
+
+    bert, tokenizer, _ = load_text_backbone("minilm", pretrained=False,
+                                            overrides={"num_hidden_layers": 12, "hidden_size": 32,
+                                                       "num_attention_heads": 2, "intermediate_size": 64})
+    bert.save_pretrained(tmp_path / "bert12")
+    tokenizer.save_pretrained(tmp_path / "bert12")
+    cfg = ModelConfig(**{**tiny_model_config.__dict__, "text_encoder": str(tmp_path / "bert12"),
+                         "text_pretrained": True, "text_overrides": {}, "head": "tha"})
+    model = hade.create_model(cfg).eval()
+    assert model.text_encoder.num_layers == 12
+    assert model.head.text_blocks == (4, 10, 12) and model.head.audio_stages == (2, 3, 4)
+    # the weights came from the directory, not from a fresh initialisation
+    saved = bert.state_dict()["encoder.layer.11.output.dense.weight"]
+    torch.testing.assert_close(model.text_encoder.bert.state_dict()["encoder.layer.11.output.dense.weight"], saved)
