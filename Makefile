@@ -3,13 +3,17 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+REFERENCE_HTSAT := laion_clap==1.1.7 torchlibrosa==0.1.0 librosa==0.11.0 numba==0.68.1 llvmlite==0.50.0 \
+	lazy_loader==0.6 decorator==5.3.1 msgpack==1.2.4 pooch==1.9.0 platformdirs==4.14.8
 
 .PHONY: demo test install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0 -e '.[dev]'
+	# the reference HTSAT (LAION-CLAP) for the equality test; --no-deps keeps torch at 2.13.0
+	$(BIN)/pip install --quiet --no-deps $(REFERENCE_HTSAT)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -83,8 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
         add(sub)
     from hade.explain import add_explain_parser
     from hade.index.cli import add_index_parsers
+    from hade.models.convert import add_convert_parser
     from hade.serve.cli import add_serve_parser
 
+    add_convert_parser(sub)
     add_explain_parser(sub)
     add_index_parsers(sub)
     add_serve_parser(sub)
@@ -187,7 +189,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run(args)
 
 
-COMMANDS = {"synth": cmd_synth, "train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "ablate": cmd_ablate,
+def cmd_convert(args: argparse.Namespace) -> int:
+    from hade.models.convert import cmd_convert as run
+
+    return run(args)
+
+
+COMMANDS = {"convert": cmd_convert, "synth": cmd_synth, "train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "ablate": cmd_ablate,
             "explain": cmd_explain, "serve": cmd_serve}
 
 
