@@ -35,6 +35,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio-encoder", default=None, help="HTSAT preset: htsat-tiny (paper), htsat-cpu (demo)")
     p.add_argument("--text-encoder", default=None, help="'minilm' or a local BERT directory")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
+                   help="mixed precision: bf16 on CPU or CUDA, fp16 on CUDA")
+    p.add_argument("--grad-accum-steps", type=int, default=None,
+                   help="split each batch into this many micro-batches (negatives come from the micro-batch)")
+    p.add_argument("--grad-checkpointing", action="store_true", default=None,
+                   help="activation checkpointing in both encoders")
     p.add_argument("--no-resume", action="store_true", help="start over even if the run directory has a checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -107,7 +113,8 @@ def train_config_from_args(args: argparse.Namespace):
     from hade.config import TrainConfig, load_json_config
 
     cfg = load_json_config(args.config, TrainConfig) if args.config else TrainConfig()
-    for name in ("epochs", "batch_size", "lr", "max_steps", "seed", "device"):
+    for name in ("epochs", "batch_size", "lr", "max_steps", "seed", "device", "precision", "grad_accum_steps",
+                 "grad_checkpointing"):
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)

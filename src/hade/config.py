@@ -71,6 +71,9 @@ class TrainConfig:
     aux_captions: str | None = None  # HCI+AC: "synthcaps" (simulated captioner) or a JSON/CSV captions file
     aux_error_rate: float = 0.2  # error rate of the simulated SynthCaps captioner
     aux_pairs: bool = True  # also train on (clip, auxiliary caption) pairs
+    precision: str = "fp32"  # "fp32", "bf16" (autocast; CPU or CUDA) or "fp16" (CUDA, with GradScaler)
+    grad_accum_steps: int = 1  # micro-batches per optimizer step (negatives then come from the micro-batch)
+    grad_checkpointing: bool = False  # recompute encoder activations in backward (saves memory)
     model: ModelConfig = field(default_factory=ModelConfig)
 
 

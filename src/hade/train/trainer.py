@@ -32,6 +32,7 @@ from hade.eval.evaluate import clip_samples, evaluate
 from hade.losses import nt_xent
 from hade.models.factory import create_model
 from hade.models.retrieval import RetrievalModel
+from hade.train import distributed as ddp
 from hade.train.curves import plot_curves
 from hade.train.schedule import param_groups, warmup_cosine
 from hade.utils.atomic import recover_dir, write_json_atomic
@@ -125,8 +126,11 @@ class Trainer:
         """Train; with `resume` continue from checkpoints/last when present. `stop_after_steps` ends the
         run early (after a checkpoint), as an interruption would."""
         cfg = self.config
+        ctx = self.ctx = ddp.current()
         last_dir = self.out_dir / "checkpoints" / "last"
-        recover_dir(last_dir)
+        if ctx.is_main:
+            recover_dir(last_dir)
+        ctx.barrier()
         state = load_train_state(last_dir) if resume else None
         if state is not None:
             saved = from_dict(TrainConfig, state["config"], f"{last_dir}/train_state.pt")
@@ -135,13 +139,22 @@ class Trainer:
             cfg = self.config = saved
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
-        model = create_model(cfg.model).to(resolve_device(cfg.device))
+        device = ddp.local_device(resolve_device(cfg.device), ctx)
+        ddp.check_precision(cfg.precision, device)
+        model = create_model(cfg.model).to(device)
+        if ctx.rank:  # same initial weights on every rank, distinct dropout masks
+            torch.manual_seed(cfg.seed + ctx.rank)
+        if cfg.grad_checkpointing:
+            ddp.enable_grad_checkpointing(model)
         samples = clip_samples(model, cfg.clip_seconds)
         store, val_split = self._load_data(model.sample_rate, samples)
         pairs = TrainPairs(store, samples, seed=cfg.seed)
         steps_per_epoch = len(epoch_batches(len(pairs), pairs.pair_clip_index, cfg.batch_size, cfg.seed, 0))
         if steps_per_epoch == 0:
             raise InputError(f"batch_size {cfg.batch_size} is larger than the {len(pairs)} training pairs")
+        if cfg.batch_size % (ctx.world_size * cfg.grad_accum_steps):
+            raise InputError(f"batch_size {cfg.batch_size} must be divisible by processes x grad_accum_steps "
+                             f"({ctx.world_size} x {cfg.grad_accum_steps})")
         total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
         optimizer = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.text_lr, cfg.weight_decay))
         scheduler = warmup_cosine(optimizer, total_steps, int(cfg.warmup_fraction * total_steps), cfg.min_lr_ratio)
@@ -150,45 +163,61 @@ class Trainer:
             from safetensors.torch import load_model as st_load_model
 
             st_load_model(model, str(last_dir / "model.safetensors"))
-            model.to(resolve_device(cfg.device))
+            model.to(device)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["torch_rng"])
+            ddp.restore_rng(state, ctx)
             prog = Progress(**state["progress"])
-            self.log(f"resumed at epoch {prog.epoch}, step {prog.global_step}")
-        else:
+            if ctx.is_main:
+                self.log(f"resumed at epoch {prog.epoch}, step {prog.global_step}")
+        elif ctx.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.out_dir / "train_config.json", to_dict(cfg))
+        ctx.barrier()
+        wrapped = ddp.wrap_ddp(model, cfg.model.temperature, ctx) if ctx.enabled else None
+        scaler = ddp.grad_scaler(cfg.precision, device)
         augmenter = CaptionAugmenter(cfg.caption_augment, cfg.seed) if cfg.caption_augment > 0 else None
         model.train()
         started = time.time()
         stop = False
-        bar = tqdm(total=total_steps, initial=prog.global_step, desc="train", disable=not self.progress)
+        bar = tqdm(total=total_steps, initial=prog.global_step, desc="train",
+                   disable=not (self.progress and ctx.is_main))
         while prog.global_step < total_steps and prog.epoch < math.ceil(total_steps / steps_per_epoch) and not stop:
             pairs.set_epoch(prog.epoch)
             batches = epoch_batches(len(pairs), pairs.pair_clip_index, cfg.batch_size, cfg.seed, prog.epoch)
             running: list[float] = []
-            for index in batches[prog.step_in_epoch:]:
-                batch = collate([pairs[i] for i in index])
-                if self.aux_train is not None:  # a pair made from the aux caption must not see it on the audio side
-                    clips = [store.clips[int(c)].clip_id for c in batch["clip_index"]]
-                    batch["aux"] = [None if self.aux_train.get(c) == cap else self.aux_train.get(c)
-                                    for c, cap in zip(clips, batch["caption"])]
-                if augmenter is not None:  # seeded per (seed, epoch, pair): reproducible and resumable
-                    batch["caption"] = [augmenter(c, np.random.default_rng([cfg.seed, prog.epoch, i, 3]))
-                                        for c, i in zip(batch["caption"], index)]
-                losses = training_loss(model, batch, cfg.model.temperature)
+            for global_index in batches[prog.step_in_epoch:]:
                 optimizer.zero_grad(set_to_none=True)
-                losses["loss"].backward()
+                micro = ddp.micro_batches(global_index, cfg.grad_accum_steps)
+                parts: list[dict[str, float]] = []
+                for k, part in enumerate(micro):
+                    batch = self._batch(pairs, store, augmenter, ddp.local_slice(part, ctx), prog.epoch)
+                    with ddp.maybe_no_sync(wrapped, k < len(micro) - 1), ddp.autocast(cfg.precision, device):
+                        if wrapped is not None:
+                            out = wrapped(batch)
+                            back = out["backward"]
+                        else:
+                            out = training_loss(model, batch, cfg.model.temperature)
+                            back = out["loss"]
+                    back = back / len(micro)  # the step optimises the mean of the micro-batch losses
+                    (scaler.scale(back) if scaler is not None else back).backward()
+                    parts.append(ddp.reduce_losses(out, ctx))
+                loss_values = {key: float(np.mean([p[key] for p in parts])) for key in parts[0]}
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
                 scheduler.step()
                 prog.global_step += 1
                 prog.step_in_epoch += 1
-                running.append(float(losses["loss"].detach()))
+                running.append(loss_values["loss"])
                 prog.history.append({"step": prog.global_step, "epoch": prog.epoch,
-                                     **{k: round(float(v.detach()), 6) for k, v in losses.items()}})
+                                     **{k: round(v, 6) for k, v in loss_values.items()}})
                 bar.update(1)
                 bar.set_postfix(loss=f"{running[-1]:.3f}")
                 done = prog.global_step >= total_steps
@@ -208,12 +237,33 @@ class Trainer:
         summary = {"global_step": prog.global_step, "epochs_done": prog.epoch, "best_epoch": prog.best_epoch,
                    "best_score": prog.best_score, "stopped_early": stop, "seconds": round(time.time() - started, 1),
                    "out_dir": str(self.out_dir)}
-        self._write_metrics(prog)
+        if ctx.is_main:
+            self._write_metrics(prog)
+        ctx.barrier()
         return summary
+
+    def _batch(self, pairs: TrainPairs, store: ClipAudioStore, augmenter: CaptionAugmenter | None,
+               index: list[int], epoch: int) -> dict[str, Any]:
+        cfg = self.config
+        batch = collate([pairs[i] for i in index])
+        if self.aux_train is not None:  # a pair made from the aux caption must not see it on the audio side
+            clips = [store.clips[int(c)].clip_id for c in batch["clip_index"]]
+            batch["aux"] = [None if self.aux_train.get(c) == cap else self.aux_train.get(c)
+                            for c, cap in zip(clips, batch["caption"])]
+        if augmenter is not None:  # seeded per (seed, epoch, pair): reproducible and resumable
+            batch["caption"] = [augmenter(c, np.random.default_rng([cfg.seed, epoch, i, 3]))
+                                for c, i in zip(batch["caption"], index)]
+        return batch
 
     # ---- epoch end, checkpoints ---------------------------------------------------------
     def _end_epoch(self, model: RetrievalModel, val_split: SplitData | None, prog: Progress, cfg: TrainConfig,
                    running: list[float]) -> None:
+        """Validation, best checkpoint and metrics on rank 0 only; the other ranks wait at a barrier."""
+        if not self.ctx.is_main:
+            prog.epoch += 1
+            prog.step_in_epoch = 0
+            self.ctx.barrier()
+            return
         record: dict[str, Any] = {"epoch": prog.epoch, "step": prog.global_step,
                                   "train_loss": float(np.mean(running)) if running else None}
         if val_split is not None:
@@ -233,12 +283,19 @@ class Trainer:
         prog.epoch += 1
         prog.step_in_epoch = 0
         self._write_metrics(prog)
+        self.ctx.barrier()
 
     def _save_last(self, model: RetrievalModel, optimizer: torch.optim.Optimizer,
                    scheduler: torch.optim.lr_scheduler.LRScheduler, prog: Progress, cfg: TrainConfig) -> None:
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "progress": prog.__dict__, "config": to_dict(cfg)}
-        save_model(model, self.out_dir / "checkpoints" / "last", train_state=state)
+        """Rank 0 writes checkpoints/last (with every rank's RNG state); the other ranks wait."""
+        rng = ddp.all_rng_states(self.ctx)
+        if self.ctx.is_main:
+            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "torch_rng": rng[0], "progress": prog.__dict__, "config": to_dict(cfg)}
+            if self.ctx.enabled:
+                state["torch_rng_ranks"] = rng
+            save_model(model, self.out_dir / "checkpoints" / "last", train_state=state)
+        self.ctx.barrier()
 
     def _write_metrics(self, prog: Progress) -> None:
         write_json_atomic(self.out_dir / "metrics.json", {"best_epoch": prog.best_epoch,
