@@ -14,8 +14,9 @@ temperature with DP and THA; `"linear"` is the literal form, `"sigmoid"` bounds 
 
 Without CA the score is DP's cosine of the whole vector, so the Table 3 rows DP, +L_D, +L_A, +CA
 differ only in what the table says. CA makes the score depend on both sides: all pairs are computed in
-audio chunks from precomputed halves of the first CA layer, u_t = W1_t e_t and v_a = W1_a e_a + b1,
-so a pair costs relu(u_t + v_a)·w2 instead of a full MLP on the concatenation.
+audio chunks from halves of the first CA layer computed once per item, u_t = W1_t e_t and
+v_a = W1_a e_a + b1, so a pair costs relu(u_t + v_a)·w2 instead of a full MLP on the concatenation; on CPU
+a chunk's [T, Ac, K, h] activations are kept cache-sized (4 MiB), elsewhere within `memory_budget_mb`.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from hade.models.heads.dp import DPHead
 from hade.models.heads.reprs import Reprs
 
 EPS = 1e-5
+CPU_BLOCK_BYTES = 2**22  # one block's [T, Ac, K, h] CA activations on CPU: cache-sized
 
 
 def factor_correlation(text_factors: torch.Tensor, audio_factors: torch.Tensor) -> torch.Tensor:
@@ -86,29 +88,33 @@ class FactorHead(DPHead):
 
     def confidences(self, text_factors: torch.Tensor, audio_factors: torch.Tensor) -> torch.Tensor:
         """g [T, A, K] for every pair (one audio chunk: memory T·A·K·hidden)."""
-        u = self.ca_text(text_factors)  # [T, K, h]
-        v = self.ca_audio(audio_factors)  # [A, K, h]
-        g = self.ca_out(torch.relu(u[:, None] + v[None])).squeeze(-1)  # [T, A, K]
+        return self._weights(self.ca_text(text_factors), self.ca_audio(audio_factors))
+
+    def _weights(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """g [T, A, K] from the first CA layer's halves u = W1_t e_t [T, K, h] and v = W1_a e_a + b1 [A, K, h]."""
+        g = self.ca_out(torch.relu_(u[:, None] + v[None])).squeeze(-1)  # [T, A, K]
         if self.ca_output == "softmax":
             return torch.softmax(g, dim=-1)
         if self.ca_output == "sigmoid":
             return torch.sigmoid(g)
         return g
 
+    def _audio_chunk(self, n_text: int, device: torch.device) -> int:
+        """Audios per block: the [T, Ac, K, h] hidden tensor within the memory budget and, on CPU, cache-sized."""
+        per_audio = 4 * n_text * self.factors * (2 * self.ca_out.in_features + 2)  # bytes
+        budget = self.memory_budget if device.type != "cpu" else min(self.memory_budget, CPU_BLOCK_BYTES)
+        return max(1, int(budget // per_audio))
+
     def score(self, text: Reprs, audio: Reprs) -> torch.Tensor:
         if not self.use_ca:
             return text["embed"] @ audio["embed"].T
         t_unit = F.normalize(text["factors"], dim=-1)  # [T, K, d]
         a_unit = F.normalize(audio["factors"], dim=-1)  # [A, K, d]
-        n_text, n_audio = t_unit.shape[0], a_unit.shape[0]
-        per_audio = 4 * n_text * self.factors * (2 * self.ca_out.in_features + 2)
-        chunk = max(1, int(self.memory_budget // per_audio))
-        parts = []
-        for a0 in range(0, n_audio, chunk):
-            a_part = a_unit[a0:a0 + chunk]
-            cos = torch.einsum("tkd,akd->tak", t_unit, a_part)  # [T, A, K]
-            g = self.confidences(text["factors"], audio["factors"][a0:a0 + chunk])
-            parts.append((g * cos).sum(-1))
+        cos = torch.einsum("tkd,akd->tak", t_unit, a_unit)  # [T, A, K]
+        u, v = self.ca_text(text["factors"]), self.ca_audio(audio["factors"])  # CA's first layer, once per item
+        chunk = self._audio_chunk(t_unit.shape[0], t_unit.device)
+        parts = [(self._weights(u, v[a0:a0 + chunk]) * cos[:, a0:a0 + chunk]).sum(-1)
+                 for a0 in range(0, a_unit.shape[0], chunk)]
         return torch.cat(parts, 1)
 
     def aux_losses(self, text: Reprs, audio: Reprs) -> dict[str, torch.Tensor]:
