@@ -135,15 +135,14 @@ def run_row_seed(row: Row, seed: int, base: TrainConfig, data_dir: Path, out: Pa
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and (sample) std over seeds for each reported metric."""
     out: dict[str, Any] = {}
+    def stats(values: list[float]) -> dict[str, Any]:
+        return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "values": values}
+
     for (direction, key), column in zip(METRIC_KEYS, COLUMNS):
-        values = [r["metrics"][direction][key] for r in results]
-        out[column] = {"mean": statistics.fmean(values),
-                       "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
+        out[column] = stats([r["metrics"][direction][key] for r in results])
     for direction in ("t2a", "a2t"):
-        values = [r["metrics"][direction]["mAP@10"] for r in results]
-        out[f"{direction.upper()} mAP@10"] = {"mean": statistics.fmean(values),
-                                              "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                                              "values": values}
+        out[f"{direction.upper()} mAP@10"] = stats([r["metrics"][direction]["mAP@10"] for r in results])
     out["train seconds"] = statistics.fmean(r["train"]["seconds"] for r in results)
     out["score s per 1k×1k"] = statistics.fmean(r["metrics"].get("score_seconds_per_1k2", float("nan"))
                                                 for r in results)
