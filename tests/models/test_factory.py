@@ -21,8 +21,9 @@ def test_tiny_model_encodes_and_scores_all_pairs(tiny_model_config):
 
 def test_text_config_is_filled_for_checkpoints(tiny_model_config):
     cfg = ModelConfig(**{**tiny_model_config.__dict__, "text_config": None})
-    hade.create_model(cfg)
-    assert cfg.text_config["hidden_size"] == 32
+    model = hade.create_model(cfg)
+    assert model.config.text_config["hidden_size"] == 32
+    assert cfg.text_config is None  # the caller's config (shared fixtures!) is left as it was
 
 
 def test_unknown_head_and_preset_are_clear_errors(tiny_model_config):

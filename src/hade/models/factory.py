@@ -31,7 +31,9 @@ def audio_config(config: ModelConfig) -> HTSATConfig:
 def create_model(config: ModelConfig, tokenizer_dir: str | None = None) -> RetrievalModel:
     """Build a model. With `config.text_config` set (a saved checkpoint's config) the text encoder is built
     with random weights from that config and the tokenizer comes from `tokenizer_dir`; otherwise the text
-    backbone is loaded from `config.text_encoder` and `config.text_config` is filled in."""
+    backbone is loaded from `config.text_encoder` and the model's copy of the config gets `text_config`
+    filled in (the caller's config is not changed)."""
+    config = dataclasses.replace(config)
     audio_encoder = HTSATEncoder(audio_config(config))
     if config.text_config is not None:
         bert = bert_from_config(config.text_config)
