@@ -17,7 +17,7 @@ from hade.config import ModelConfig, from_dict, to_dict
 from hade.errors import InputError
 from hade.models.factory import create_model
 from hade.models.retrieval import RetrievalModel
-from hade.utils.atomic import atomic_dir, atomic_path, recover_dir
+from hade.utils.atomic import atomic_dir, recover_dir
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -78,8 +78,3 @@ def load_train_state(path: str | Path) -> dict[str, Any] | None:
     if not file.is_file():
         return None
     return torch.load(file, map_location="cpu", weights_only=True)
-
-
-def save_torch_atomic(obj: Any, target: str | Path) -> None:
-    with atomic_path(target) as tmp:
-        torch.save(obj, tmp)

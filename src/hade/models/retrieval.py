@@ -78,9 +78,6 @@ class RetrievalModel(nn.Module):
             features.aux_text = self.text_features([c or "" for c in aux_captions])
         return self.head.audio_repr(features)
 
-    def encode_text_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Reprs:
-        return self.head.text_repr(self.text_encoder(input_ids, attention_mask))
-
     def encode_text(self, captions: list[str]) -> Reprs:
         return self.head.text_repr(self.text_features(captions))
 

@@ -9,7 +9,6 @@ Layout of a run directory:
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -306,7 +305,3 @@ class Trainer:
 def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume: bool = True,
           progress: bool = True, stop_after_steps: int | None = None) -> dict[str, Any]:
     return Trainer(data_dir, out_dir, config, progress).run(resume, stop_after_steps)
-
-
-def load_run_config(out_dir: str | Path) -> TrainConfig:
-    return from_dict(TrainConfig, json.loads((Path(out_dir) / "train_config.json").read_text()))

@@ -127,6 +127,3 @@ class FactorHead(DPHead):
         if self.use_la:
             out["alignment"] = self.beta * alignment_loss(c)
         return out
-
-    def pooled_embeddings(self, text: Reprs, audio: Reprs) -> tuple[torch.Tensor, torch.Tensor]:
-        return text["embed"], audio["embed"]

@@ -315,9 +315,6 @@ class DiffATRHead(DPHead):
             losses.append(self.generation_loss(a, t, 1, g))
         return {"generation": self.generation_weight * sum(losses) / len(losses)}
 
-    def pooled_embeddings(self, text: Reprs, audio: Reprs) -> tuple[torch.Tensor, torch.Tensor]:
-        return text["embed"], audio["embed"]
-
 
 def build_diffatr(audio_dims: list[int], text_dim: int, text_layers: int, embed_dim: int,
                   options: dict[str, Any]) -> DiffATRHead:
