@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""hade's HTSAT audio encoder against LAION-CLAP's reference HTSAT at the same configuration and inputs.
+
+    .venv/bin/python benchmarks/encoder.py [--batch 4] [--seconds 10] [--rounds 5] [--threads 2]
+                                           [--device cpu|cuda|auto] [--backward] [--compile] [--json]
+
+Both models are HTSAT-tiny with LAION-CLAP's 48 kHz front end; the reference gets seeded random weights
+(random BatchNorm statistics and LayerNorm affines too) and hade's encoder loads them through the
+LAION-CLAP key map, as `hade convert` does. One process, the same thread count, the same waveforms:
+  * equality: max |ours - reference| per Swin stage and on the pooled latent (fp32);
+  * speed: `--rounds` rounds, each times the reference then hade on the same batch (after a warm-up
+    call each); clips/s is the batch over the median time, and the ratio is hade / reference.
+    The reference is timed as users call it (``model({"waveform": x})``), which also runs its TSCAM
+    tagging head; that head is one conv + pooling (1.1 % of its 14.1 GFLOP per 10 s clip), so it does not
+    account for the ratio. `--backward` times forward + backward of the pooled output's sum instead.
+  * `--compile` adds a row for ``torch.compile(hade)`` (compile time reported separately);
+  * on CUDA, rows for bf16 and fp16 autocast are added for both models.
+Exits 1 when the outputs differ by more than --tol (1e-4).
+
+Measured (this 2-core Xeon, torch 2.13 CPU, 10 s clips, batch 4, 2 threads; the ratio is the result,
+clips/s depend on the machine's load): see the README's benchmark section for the latest figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import warnings
+from typing import Any, Callable
+
+import torch
+
+from hade.models.encoders.laion_reference import (ReferenceUnavailable, hade_from_reference, reference_tiny,
+                                                  run_reference)
+
+SAMPLE_RATE = 48000
+# the reference calls torch.meshgrid without `indexing` (a deprecation warning on every forward)
+warnings.filterwarnings("ignore", message="torch.meshgrid")
+
+
+def waveforms(batch: int, seconds: float, seed: int = 1) -> torch.Tensor:
+    """[batch, seconds·48 kHz]: a chirp plus a tone plus noise (non-trivial spectra), seeded."""
+    g = torch.Generator().manual_seed(seed)
+    n = int(seconds * SAMPLE_RATE)
+    t = torch.arange(n) / SAMPLE_RATE
+    out = []
+    for i in range(batch):
+        f0 = 220.0 * (1 + i)
+        clean = 0.3 * torch.sin(2 * torch.pi * f0 * t) + 0.2 * torch.sin(2 * torch.pi * 2000.0 * t * (1 + t / 4))
+        out.append(clean + 0.05 * torch.randn(n, generator=g))
+    return torch.stack(out)
+
+
+def max_differences(reference: torch.nn.Module, ours: torch.nn.Module, wave: torch.Tensor) -> dict[str, Any]:
+    """Max |difference| per stage and on the pooled latent, fp32, without gradients."""
+    ref_stages, ref_pooled = run_reference(reference, wave)
+    with torch.no_grad():
+        got = ours(wave)
+    stages = [float((a - b).abs().max()) for a, b in zip(got.stages, ref_stages)]
+    return {"stages": stages, "pooled": float((got.pooled - ref_pooled).abs().max())}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _runner(fn: Callable[[torch.Tensor], torch.Tensor], wave: torch.Tensor, backward: bool,
+            amp: torch.dtype | None) -> Callable[[], None]:
+    def run() -> None:
+        with torch.autocast(wave.device.type, dtype=amp, enabled=amp is not None):
+            if backward:
+                fn(wave).float().sum().backward()
+            else:
+                with torch.no_grad():
+                    fn(wave)
+    return run
+
+
+def time_side_by_side(runs: dict[str, Callable[[], None]], rounds: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per call for each named run: one warm-up call each, then `rounds` rounds of one call each
+    in turn (interleaved, so a change in the machine's load hits every run alike)."""
+    for run in runs.values():
+        run()
+    _sync(device)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            _sync(device)
+            start = time.perf_counter()
+            run()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def measure(batch: int = 4, seconds: float = 10.0, rounds: int = 5, threads: int | None = 2,
+            device: str = "cpu", backward: bool = False, compile_ours: bool = False, seed: int = 0) -> dict[str, Any]:
+    """Run the comparison; returns the differences, and per row clips/s of both models and the ratio."""
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       "cpu" if device == "auto" else device)
+    reference = reference_tiny(seed)
+    ours, _ = hade_from_reference(reference)
+    reference, ours = reference.to(dev), ours.to(dev)
+    wave = waveforms(batch, seconds).to(dev)
+    diffs = max_differences(reference, ours, wave)
+
+    def ref_forward(x: torch.Tensor) -> torch.Tensor:
+        return reference({"waveform": x}, device=x.device)["embedding"]
+
+    def our_forward(x: torch.Tensor) -> torch.Tensor:
+        return ours(x).pooled
+
+    precisions: list[tuple[str, torch.dtype | None]] = [("fp32", None)]
+    if dev.type == "cuda":
+        precisions += [("bf16", torch.bfloat16), ("fp16", torch.float16)]
+    runs: dict[str, Callable[[], None]] = {}
+    for label, amp in precisions:
+        runs[f"reference {label}"] = _runner(ref_forward, wave, backward, amp)
+        runs[f"hade {label}"] = _runner(our_forward, wave, backward, amp)
+    compile_seconds = None
+    if compile_ours:
+        compiled = torch.compile(ours)
+        start = time.perf_counter()
+        _runner(lambda x: compiled(x).pooled, wave, backward, None)()  # compilation happens on the first call
+        _sync(dev)
+        compile_seconds = time.perf_counter() - start
+        runs["hade fp32 compiled"] = _runner(lambda x: compiled(x).pooled, wave, backward, None)
+    times = time_side_by_side(runs, rounds, dev)
+    median = {name: statistics.median(ts) for name, ts in times.items()}
+    rows = []
+    for label, _ in precisions:
+        ref_t, our_t = median[f"reference {label}"], median[f"hade {label}"]
+        rows.append({"precision": label, "reference_clips_s": batch / ref_t, "hade_clips_s": batch / our_t,
+                     "ratio": ref_t / our_t})
+    if compile_ours:
+        ref_t, our_t = median["reference fp32"], median["hade fp32 compiled"]
+        rows.append({"precision": "fp32 compiled", "reference_clips_s": batch / ref_t, "hade_clips_s": batch / our_t,
+                     "ratio": ref_t / our_t, "compile_s": compile_seconds})
+    return {"device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+            "threads": torch.get_num_threads(), "batch": batch, "seconds": seconds, "rounds": rounds,
+            "mode": "forward+backward" if backward else "forward (no_grad)", "max_diff": diffs, "rows": rows,
+            "times_s": times}
+
+
+def report(result: dict[str, Any]) -> str:
+    lines = [f"HTSAT-tiny (LAION front end, 48 kHz), {result['batch']} × {result['seconds']:g} s clips, "
+             f"{result['mode']}, device {result['device_name']}, {result['threads']} threads, "
+             f"median of {result['rounds']} interleaved rounds",
+             "max |hade - reference|: stages " + ", ".join(f"{d:.2g}" for d in result["max_diff"]["stages"])
+             + f"; pooled {result['max_diff']['pooled']:.2g}",
+             f"{'precision':<14} {'reference clips/s':>18} {'hade clips/s':>13} {'ratio':>7}"]
+    for row in result["rows"]:
+        extra = f"  (compile {row['compile_s']:.0f} s)" if "compile_s" in row else ""
+        lines.append(f"{row['precision']:<14} {row['reference_clips_s']:>18.2f} {row['hade_clips_s']:>13.2f} "
+                     f"{row['ratio']:>6.2f}×{extra}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--backward", action="store_true", help="time forward + backward instead of inference")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile(hade encoder)")
+    p.add_argument("--tol", type=float, default=1e-4)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    if args.batch < 1 or args.rounds < 1 or args.seconds <= 0:
+        p.error("--batch and --rounds must be >= 1 and --seconds > 0")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available")
+    try:
+        result = measure(args.batch, args.seconds, args.rounds, args.threads or None, args.device,
+                         args.backward, args.compile)
+    except ReferenceUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2) if args.json else report(result))
+    worst = max(result["max_diff"]["stages"] + [result["max_diff"]["pooled"]])
+    if worst > args.tol:
+        print(f"FAIL: outputs differ by {worst:.3g} > {args.tol:g}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
