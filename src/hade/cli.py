@@ -79,6 +79,8 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
                    help="--table ood: a SynthCaps set of held-out event types (hade synth --event-types ...)")
     p.add_argument("--config", type=Path, default=None, help="base TrainConfig JSON (default: the demo's)")
     p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--rows", default=None,
+                   help="comma-separated subset of the table's rows to run (others are reported when finished)")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -179,7 +181,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         base.epochs = args.epochs
     out = args.out or Path(f"runs/ablate-table{args.table}")
-    ablate(args.table, args.data, out, seeds=args.seeds, base=base, progress=not args.quiet, ood_data=args.ood_data)
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
+    ablate(args.table, args.data, out, seeds=args.seeds, base=base, progress=not args.quiet, ood_data=args.ood_data,
+           rows=rows)
     print((out / f"table{args.table}.md").read_text())
     return 0
 

@@ -72,3 +72,51 @@ def test_ood_table_evaluates_on_the_held_out_set(tmp_path, tiny_model_config):
     assert run["metrics"]["score_seconds_per_1k2"] > 0
     md = (tmp_path / "out" / "tableood.md").read_text()
     assert "Out of domain" in md and "| diffatr |" in md
+
+
+def _fake_runs(monkeypatch):
+    """Replace training + evaluation by a stub that records (row, seed) and writes a plausible eval.json."""
+    import hade.experiments.ablate as mod
+    from hade.utils.atomic import write_json_atomic
+
+    calls = []
+
+    def fake(row, seed, base, data_dir, run_dir, progress, log, ood_data):
+        calls.append((row.name, seed))
+        side = {"R@1": 10.0 + seed, "R@5": 50.0, "R@10": 70.0, "mAP@10": 30.0}
+        result = {"row": row.name, "seed": seed, "train": {"seconds": 1.0},
+                  "metrics": {"t2a": side, "a2t": side, "score_seconds_per_1k2": 0.5}}
+        write_json_atomic(run_dir / "eval.json", result)
+        return result
+
+    monkeypatch.setattr(mod, "_train_and_evaluate", fake)
+    return calls
+
+
+def test_rows_subset_runs_only_those_and_reports_finished_others(tmp_path, monkeypatch):
+    calls = _fake_runs(monkeypatch)
+    summary = ablate("3", tmp_path, tmp_path / "out", seeds=2, progress=False, log=lambda s: None, rows=["dp+ld"])
+    assert calls == [("dp+ld", 0), ("dp+ld", 1)] and list(summary) == ["dp+ld"]
+    summary = ablate("3", tmp_path, tmp_path / "out", seeds=2, progress=False, log=lambda s: None, rows=["dp"])
+    assert calls[2:] == [("dp", 0), ("dp", 1)]
+    assert list(summary) == ["dp", "dp+ld"]  # the table's order; dp+ld came from the finished runs
+    assert "| dp+ld |" in (tmp_path / "out" / "table3.md").read_text()
+    # a row with a seed missing is left out rather than reported on fewer seeds
+    (tmp_path / "out" / "rows" / "dp_ld" / "seed1" / "eval.json").unlink()
+    summary = ablate("3", tmp_path, tmp_path / "out", seeds=2, progress=False, log=lambda s: None, rows=["dp"])
+    assert list(summary) == ["dp"] and len(calls) == 4
+    with pytest.raises(InputError, match="not in table 3"):
+        ablate("3", tmp_path, tmp_path / "out", seeds=2, progress=False, log=lambda s: None, rows=["tha"])
+
+
+def test_a_run_being_trained_elsewhere_is_refused(tmp_path, monkeypatch):
+    from hade.experiments.ablate import _run_lock, run_row_seed
+
+    calls = _fake_runs(monkeypatch)
+    row = table_rows("1")[0]
+    with _run_lock(tmp_path / "rows" / "dp" / "seed0"):
+        with pytest.raises(InputError, match="another `hade ablate` is training"):
+            run_row_seed(row, 0, TrainConfig(), tmp_path, tmp_path, False, lambda s: None)
+    assert calls == []
+    run_row_seed(row, 0, TrainConfig(), tmp_path, tmp_path, False, lambda s: None)  # released: it runs
+    assert calls == [("dp", 0)]

@@ -2,13 +2,21 @@
 budget over several seeds, resumable row by row (each finished seed leaves an `eval.json`; a killed
 training run resumes from its own checkpoint).
 
+Rows live in OUT/rows/<row>/seed<k>/ and are keyed by row name only, so tables that share a row (the
+`dp` of Tables 1-3 and `compare`) share its runs when given the same OUT and base config. `rows=` runs
+a subset (e.g. one worker per row group, in parallel); the other rows enter the written table when all
+their seeds are already finished. A run directory is locked (flock) while it trains, so two workers on
+one OUT never train the same run: the second one stops with an error naming the run.
+
 Output in OUT/: `table{N}.md` (ours as mean ± std over seeds beside the paper's numbers) and
 `table{N}.json` (every seed's metrics).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -104,6 +112,33 @@ def _timed_metrics(model, split, cfg: TrainConfig, aux: dict[str, str] | None) -
     return metrics
 
 
+@contextlib.contextmanager
+def _run_lock(run_dir: Path):
+    """Exclusive lock on `run_dir` for this process (released when it ends, even when killed)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{run_dir}: another `hade ablate` is training this run; give this worker other "
+                             f"--rows or wait for it") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _cached(row: Row, seeds: int, out: Path) -> list[dict[str, Any]] | None:
+    """The finished results of every seed of `row` in `out`, or None when one is missing."""
+    files = [out / "rows" / _slug(row.name) / f"seed{seed}" / "eval.json" for seed in range(seeds)]
+    return [json.loads(f.read_text()) for f in files] if all(f.is_file() for f in files) else None
+
+
 def run_row_seed(row: Row, seed: int, base: TrainConfig, data_dir: Path, out: Path, progress: bool,
                  log: Callable[[str], None], ood_data: Path | None = None) -> dict[str, Any]:
     """Train (or resume) one row with one seed and evaluate its best checkpoint; cached in eval.json.
@@ -112,6 +147,15 @@ def run_row_seed(row: Row, seed: int, base: TrainConfig, data_dir: Path, out: Pa
     done = run_dir / "eval.json"
     if done.is_file():
         return json.loads(done.read_text())
+    with _run_lock(run_dir):
+        if done.is_file():  # finished by another worker between the check above and the lock
+            return json.loads(done.read_text())
+        return _train_and_evaluate(row, seed, base, data_dir, run_dir, progress, log, ood_data)
+
+
+def _train_and_evaluate(row: Row, seed: int, base: TrainConfig, data_dir: Path, run_dir: Path, progress: bool,
+                        log: Callable[[str], None], ood_data: Path | None) -> dict[str, Any]:
+    done = run_dir / "eval.json"
     cfg = copy.deepcopy(base)
     cfg.seed = seed
     row.apply(cfg)
@@ -181,8 +225,14 @@ def markdown_table(table: str, summary: dict[str, dict[str, Any]], seeds: int, d
 
 def ablate(table: str, data_dir: str | Path, out: str | Path, seeds: int = 3, base: TrainConfig | None = None,
            progress: bool = True, log: Callable[[str], None] = print,
-           ood_data: str | Path | None = None) -> dict[str, Any]:
-    rows = table_rows(str(table))
+           ood_data: str | Path | None = None, rows: list[str] | None = None) -> dict[str, Any]:
+    """Run the table's rows (or only those named in `rows`) over `seeds` seeds and write OUT/table{N}.md/.json;
+    returns the summary of every row in the written table."""
+    all_rows = table_rows(str(table))
+    if rows is not None:
+        unknown = sorted(set(rows) - {r.name for r in all_rows})
+        if unknown:
+            raise InputError(f"--rows: {unknown} not in table {table}; its rows are {[r.name for r in all_rows]}")
     if (table == "ood") != (ood_data is not None):
         raise InputError("--ood-data (a SynthCaps set made only of held-out event types) goes with --table ood")
     if seeds < 1:
@@ -193,9 +243,14 @@ def ablate(table: str, data_dir: str | Path, out: str | Path, seeds: int = 3, ba
     base = base or demo_config("dp", epochs=6)
     summary: dict[str, Any] = {}
     all_results: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        results = [run_row_seed(row, seed, base, data_dir, out, progress, log,
-                                Path(ood_data) if ood_data is not None else None) for seed in range(seeds)]
+    for row in all_rows:
+        if rows is None or row.name in rows:
+            results = [run_row_seed(row, seed, base, data_dir, out, progress, log,
+                                    Path(ood_data) if ood_data is not None else None) for seed in range(seeds)]
+        else:
+            results = _cached(row, seeds, out)
+            if results is None:
+                continue
         all_results[row.name] = results
         summary[row.name] = summarise(results)
         # partial tables after every row, so an interrupted ablation still shows what is done
