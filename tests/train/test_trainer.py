@@ -54,8 +54,13 @@ def test_interrupted_run_resumes_to_the_same_weights(synth_dir, tmp_path, tiny_m
     assert straight["stopped_early"] and straight["global_step"] == 10
     first = train(synth_dir, tmp_path / "b", cfg, progress=False, stop_after_steps=3)
     assert first["global_step"] == 3
+    saved_seconds = torch.load(tmp_path / "b" / "checkpoints" / "last" / "train_state.pt",
+                               weights_only=True)["progress"]["train_seconds"]
+    assert 0 < saved_seconds <= first["seconds"]
     second = train(synth_dir, tmp_path / "b", cfg, progress=False, stop_after_steps=10)
     assert second["global_step"] == 10
+    # the reported training time covers both sessions
+    assert second["seconds"] >= saved_seconds + second["seconds_this_run"] - 1e-3
     wa = load_file(tmp_path / "a" / "checkpoints" / "last" / "model.safetensors")
     wb = load_file(tmp_path / "b" / "checkpoints" / "last" / "model.safetensors")
     assert wa.keys() == wb.keys()

@@ -47,6 +47,7 @@ class Progress:
     best_score: float = -math.inf
     best_epoch: int = -1
     history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0  # wall-clock seconds in the training loop over every (resumed) session
 
 
 def training_loss(model: RetrievalModel, batch: dict[str, Any], temperature: float) -> dict[str, torch.Tensor]:
@@ -178,6 +179,7 @@ class Trainer:
         augmenter = CaptionAugmenter(cfg.caption_augment, cfg.seed) if cfg.caption_augment > 0 else None
         model.train()
         started = time.time()
+        self._virtual_start = started - prog.train_seconds  # as if every earlier session ran just before this one
         stop = False
         bar = tqdm(total=total_steps, initial=prog.global_step, desc="train",
                    disable=not (self.progress and ctx.is_main))
@@ -233,9 +235,10 @@ class Trainer:
             self._end_epoch(model, val_split, prog, cfg, running)
             self._save_last(model, optimizer, scheduler, prog, cfg)
         bar.close()
+        prog.train_seconds = time.time() - self._virtual_start
         summary = {"global_step": prog.global_step, "epochs_done": prog.epoch, "best_epoch": prog.best_epoch,
-                   "best_score": prog.best_score, "stopped_early": stop, "seconds": round(time.time() - started, 1),
-                   "out_dir": str(self.out_dir)}
+                   "best_score": prog.best_score, "stopped_early": stop, "seconds": round(prog.train_seconds, 3),
+                   "seconds_this_run": round(time.time() - started, 3), "out_dir": str(self.out_dir)}
         if ctx.is_main:
             self._write_metrics(prog)
         ctx.barrier()
@@ -288,6 +291,7 @@ class Trainer:
                    scheduler: torch.optim.lr_scheduler.LRScheduler, prog: Progress, cfg: TrainConfig) -> None:
         """Rank 0 writes checkpoints/last (with every rank's RNG state); the other ranks wait."""
         rng = ddp.all_rng_states(self.ctx)
+        prog.train_seconds = time.time() - self._virtual_start
         if self.ctx.is_main:
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "torch_rng": rng[0], "progress": prog.__dict__, "config": to_dict(cfg)}
