@@ -41,6 +41,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="split each batch into this many micro-batches (negatives come from the micro-batch)")
     p.add_argument("--grad-checkpointing", action="store_true", default=None,
                    help="activation checkpointing in both encoders")
+    p.add_argument("--init-from", default=None,
+                   help="start from these weights: a hade checkpoint directory (e.g. from `hade convert`) or an "
+                        "HTS-AT / LAION-CLAP / WavCaps checkpoint file (audio encoder only)")
     p.add_argument("--no-resume", action="store_true", help="start over even if the run directory has a checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -116,7 +119,7 @@ def train_config_from_args(args: argparse.Namespace):
 
     cfg = load_json_config(args.config, TrainConfig) if args.config else TrainConfig()
     for name in ("epochs", "batch_size", "lr", "max_steps", "seed", "device", "precision", "grad_accum_steps",
-                 "grad_checkpointing"):
+                 "grad_checkpointing", "init_from"):
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)

@@ -74,6 +74,7 @@ class TrainConfig:
     precision: str = "fp32"  # "fp32", "bf16" (autocast; CPU or CUDA) or "fp16" (CUDA, with GradScaler)
     grad_accum_steps: int = 1  # micro-batches per optimizer step (negatives then come from the micro-batch)
     grad_checkpointing: bool = False  # recompute encoder activations in backward (saves memory)
+    init_from: str | None = None  # fresh runs start from these weights (hade.train.init): a checkpoint dir or HTSAT file
     model: ModelConfig = field(default_factory=ModelConfig)
 
 

@@ -3,6 +3,7 @@ atomic checkpoints and true resume (model, optimiser, scheduler, RNG and data po
 
 Layout of a run directory:
     train_config.json            the TrainConfig of the run
+    init.json                    what `init_from` loaded (fresh runs that start from existing weights)
     checkpoints/last/            model + train_state.pt (optimiser, scheduler, RNG, position)
     checkpoints/best/            the model with the best validation score
     metrics.json, curve.png      history of losses and validation metrics
@@ -33,6 +34,7 @@ from hade.models.factory import create_model
 from hade.models.retrieval import RetrievalModel
 from hade.train import distributed as ddp
 from hade.train.curves import plot_curves
+from hade.train.init import initialise_from
 from hade.train.schedule import param_groups, warmup_cosine
 from hade.utils.atomic import recover_dir, write_json_atomic
 
@@ -170,9 +172,15 @@ class Trainer:
             prog = Progress(**state["progress"])
             if ctx.is_main:
                 self.log(f"resumed at epoch {prog.epoch}, step {prog.global_step}")
-        elif ctx.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.out_dir / "train_config.json", to_dict(cfg))
+        else:
+            report = initialise_from(model, cfg.init_from) if cfg.init_from else None
+            if ctx.is_main:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(self.out_dir / "train_config.json", to_dict(cfg))
+                if report is not None:
+                    self.log(f"initialised from {report['source']} ({report['kind']}): {report['loaded']} tensors "
+                             f"loaded, {len(report['fresh'])} fresh")
+                    write_json_atomic(self.out_dir / "init.json", report)
         ctx.barrier()
         wrapped = ddp.wrap_ddp(model, cfg.model.temperature, ctx) if ctx.enabled else None
         scaler = ddp.grad_scaler(cfg.precision, device)

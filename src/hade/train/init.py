@@ -1,0 +1,128 @@
+"""Start a fresh training run from existing weights: `TrainConfig.init_from` / `hade train --init-from PATH`.
+
+PATH is either
+* a hade checkpoint directory (from `hade convert`, or `RUN/checkpoints/best` of another run): every
+  tensor of the new model whose name and shape match is loaded. Both encoders must load completely and
+  be built the same way (same HTSAT geometry and front end, same tokenizer vocabulary), otherwise the
+  run is refused; head tensors load where they match and the rest start fresh, so a `tha+dcr` run can
+  start from a `tha` or `dp` checkpoint;
+* a foreign HTSAT checkpoint file (HTS-AT ``sed_model.*``, LAION-CLAP ``audio_branch.*``, WavCaps, or a
+  plain HTSAT state dict): only the audio encoder is loaded, through the explicit key map of
+  :mod:`hade.models.convert`, which refuses partial loads. A LAION-CLAP encoder needs LAION's 48 kHz front
+  end in ``model.audio_overrides`` (the run is refused otherwise: its features would not match).
+Files are read without unpickling code (safetensors, or ``torch.load(weights_only=True)``). Resumed runs
+ignore `init_from`: their own checkpoint is newer.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hade.checkpoint import TOKENIZER_DIR, WEIGHTS_FILE, read_model_config
+from hade.errors import InputError
+from hade.models.convert import LAION_FRONT_END, apply_state_dict, map_state_dict, read_checkpoint
+from hade.models.encoders.htsat import htsat_config
+from hade.models.retrieval import RetrievalModel
+
+# HTSATConfig fields that only shape training (regularisation), not what the weights mean
+_TRAINING_ONLY = {"drop_rate", "attn_drop_rate", "drop_path_rate", "spec_augment", "time_drop_width",
+                  "freq_drop_width", "drop_stripes"}
+ENCODERS = ("audio_encoder.", "text_encoder.")
+
+
+def _audio_geometry(audio_encoder: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    cfg = htsat_config(audio_encoder, **overrides).to_dict()
+    return {k: v for k, v in cfg.items() if k not in _TRAINING_ONLY}
+
+
+def _from_checkpoint_dir(model: RetrievalModel, path: Path) -> dict[str, Any]:
+    theirs = read_model_config(path)
+    ours_audio = _audio_geometry(model.config.audio_encoder, model.config.audio_overrides)
+    theirs_audio = _audio_geometry(theirs.audio_encoder, theirs.audio_overrides)
+    differ = {k: (theirs_audio.get(k), v) for k, v in ours_audio.items() if theirs_audio.get(k) != v}
+    if differ:
+        raise InputError(f"init_from {path}: its audio encoder is built differently (field: checkpoint vs this run) "
+                         f"{differ}; use the checkpoint's audio_encoder/audio_overrides")
+    weights_file = path / WEIGHTS_FILE
+    if not weights_file.is_file():
+        raise InputError(f"init_from {path}: missing {WEIGHTS_FILE}")
+    from safetensors.torch import load_file
+
+    weights = load_file(str(weights_file), device="cpu")
+    own = model.state_dict()
+    source: dict[str, str] = {}  # our name -> the checkpoint's name
+    fresh = []
+    for name, value in own.items():
+        other = next((n for n in _candidates(name, model.config.head, theirs.head) if n in weights), None)
+        if other is not None and weights[other].shape == value.shape:
+            source[name] = other
+        else:
+            fresh.append(name)
+    loaded = list(source)
+    bad = [n for n in fresh if n.startswith(ENCODERS)]
+    if bad:
+        raise InputError(f"init_from {path}: {len(bad)} encoder tensor(s) missing or of another shape in the checkpoint "
+                         f"(e.g. {bad[:5]}); the encoders must match this run's audio_encoder/text_encoder")
+    vocab = _checkpoint_vocab(path)
+    if vocab is not None and vocab != model.tokenizer.get_vocab():
+        raise InputError(f"init_from {path}: its tokenizer vocabulary differs from this run's text encoder "
+                         f"({model.config.text_encoder!r}); the text weights would be read with the wrong tokens")
+    with torch.no_grad():
+        for name, other in source.items():
+            own[name].copy_(weights[other])
+    unused = sorted(set(weights) - set(source.values()))
+    return {"source": str(path), "kind": "hade", "head": theirs.head, "loaded": len(loaded),
+            "fresh": fresh, "unused": unused}
+
+
+def _candidates(name: str, our_head: str, their_head: str) -> list[str]:
+    """Checkpoint names that may hold our tensor `name`: the same name, and across a sum head and one of its
+    parts (`head.parts.tha.x` of a `tha+dcr` run <-> `head.x` of a `tha` run, and back)."""
+    out = [name]
+    if name.startswith("head.parts."):
+        part, rest = name[len("head.parts."):].split(".", 1)
+        if part == their_head:
+            out.append(f"head.{rest}")
+    elif name.startswith("head.") and our_head in their_head.split("+"):
+        out.append(f"head.parts.{our_head}.{name[len('head.'):]}")
+    return out
+
+
+def _checkpoint_vocab(path: Path) -> dict[str, int] | None:
+    tok_dir = path / TOKENIZER_DIR
+    if not tok_dir.is_dir():
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tok_dir)).get_vocab()
+
+
+def _from_foreign_file(model: RetrievalModel, path: Path) -> dict[str, Any]:
+    mapped, report = map_state_dict(read_checkpoint(path))
+    report.source = str(path)
+    if report.kind == "laion-clap":
+        geometry = _audio_geometry(model.config.audio_encoder, model.config.audio_overrides)
+        wrong = {k: (geometry.get(k), v) for k, v in LAION_FRONT_END.items() if geometry.get(k) != v}
+        if wrong:
+            raise InputError(f"init_from {path}: a LAION-CLAP encoder was trained with LAION's front end; set "
+                             f"model.audio_overrides to {LAION_FRONT_END} (this run differs in {wrong})")
+    apply_state_dict(model.audio_encoder, mapped, report)
+    return {"source": str(path), "kind": report.kind, "loaded": len(report.matched),
+            "fresh": [n for n in model.state_dict() if not n.startswith("audio_encoder.")],
+            "unused": sorted(report.skipped) + sorted(report.unexpected)}
+
+
+def initialise_from(model: RetrievalModel, path: str | Path) -> dict[str, Any]:
+    """Load the weights at `path` into `model` (see the module docstring); returns a report with `source`,
+    `kind`, `loaded` (tensor count), `fresh` (the model's tensors left as initialised) and `unused`."""
+    path = Path(path)
+    if path.is_dir():
+        return _from_checkpoint_dir(model, path)
+    if path.is_file():
+        return _from_foreign_file(model, path)
+    raise InputError(f"init_from {path}: no such checkpoint directory or file")
+
+
+__all__ = ["initialise_from"]
