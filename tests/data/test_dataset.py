@@ -11,7 +11,6 @@ from torch.utils.data import DataLoader
 
 from hade.data.dataset import (
     ClipAudioStore,
-    EvalClips,
     PairBatchSampler,
     TrainPairs,
     captions_with_clip_index,
@@ -97,17 +96,9 @@ def test_train_pairs_deterministic_crops(tmp_path):
     assert len(offsets) >= 3  # different epochs/seeds give different crops
 
 
-def test_eval_clips_and_captions(tmp_path):
+def test_captions_with_clip_index(tmp_path):
     split = noise_split(tmp_path)
     store = ClipAudioStore(split, 16000)
-    ev = EvalClips(store, clip_samples=2000)
-    assert len(ev) == 3
-    item = ev[0]
-    assert item["clip_index"] == 0 and item["clip_id"] == "c0"
-    np.testing.assert_array_equal(item["audio"].numpy(), store.get(0)[:2000])  # mode="start"
-    assert torch.equal(ev[0]["audio"], ev[0]["audio"])
-    centered = EvalClips(store, clip_samples=2000, mode="center")[0]["audio"].numpy()
-    np.testing.assert_array_equal(centered, store.get(0)[1000:3000])
     caps, idx = captions_with_clip_index(split)
     assert caps == ["clip 0 caption 0", "clip 0 caption 1", "clip 1 caption 0",
                     "clip 2 caption 0", "clip 2 caption 1", "clip 2 caption 2"]
@@ -122,7 +113,8 @@ def test_collate(tmp_path):
     assert batch["audio"].shape == (4, 1500) and batch["audio"].dtype == torch.float32
     assert batch["caption"] == [ds[i]["caption"] for i in range(4)]
     assert batch["clip_index"].dtype == torch.long and batch["clip_index"].tolist() == [0, 0, 1, 2]
-    full = collate([EvalClips(store)[i] for i in range(3)])  # variable lengths: padded + lengths
+    items = [{"audio": torch.from_numpy(store.get(i).copy()), "clip_index": i, "clip_id": f"c{i}"} for i in range(3)]
+    full = collate(items)  # variable lengths: padded + lengths
     assert full["audio"].shape == (3, 4000) and full["audio_lengths"].tolist() == [4000, 3000, 1000]
     assert torch.equal(full["audio"][2, 1000:], torch.zeros(3000))
     assert full["clip_id"] == ["c0", "c1", "c2"]

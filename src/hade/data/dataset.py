@@ -162,36 +162,6 @@ class TrainPairs(Dataset):
         }
 
 
-class EvalClips(Dataset):
-    """One item per clip, deterministically fitted to ``clip_samples`` (None: full length, padded in collate)."""
-
-    def __init__(self, store: ClipAudioStore, clip_samples: int | None = None, mode: str = "start") -> None:
-        if mode == "random":
-            raise InputError("EvalClips needs a deterministic mode ('start' or 'center'), got 'random'")
-        if clip_samples is not None and (
-            isinstance(clip_samples, bool) or not isinstance(clip_samples, (int, np.integer)) or clip_samples <= 0
-        ):
-            raise InputError(f"clip_samples must be a positive integer or None, got {clip_samples!r}")
-        self.store = store
-        self.clip_samples = None if clip_samples is None else int(clip_samples)
-        self.mode = mode
-
-    def __len__(self) -> int:
-        return len(self.store)
-
-    def __getitem__(self, index: int) -> dict:
-        if index < 0:
-            index += len(self.store)
-        wave = self.store.get(index)
-        if self.clip_samples is not None:
-            wave = fit_length(wave, self.clip_samples, mode=self.mode)
-        return {
-            "audio": torch.from_numpy(np.array(wave, dtype=np.float32, copy=True)),
-            "clip_index": int(index),
-            "clip_id": self.store.clips[index].clip_id,
-        }
-
-
 def captions_with_clip_index(split: SplitData | ClipAudioStore) -> tuple[list[str], np.ndarray]:
     """Flat caption list (clip order, then caption order) and each caption's clip index (int64)."""
     clips = split.clips
@@ -306,7 +276,6 @@ class PairBatchSampler(Sampler):
 
 __all__ = [
     "ClipAudioStore",
-    "EvalClips",
     "PairBatchSampler",
     "TrainPairs",
     "captions_with_clip_index",

@@ -6,15 +6,19 @@ and ties in the score matrix are broken by the rule stated in `hade.eval.metrics
 """
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from hade.data.dataset import ClipAudioStore, EvalClips, captions_with_clip_index
-from hade.data.types import Problem, SplitData
+from hade.data.audio import fit_length, load_audio
+from hade.data.dataset import captions_with_clip_index
+from hade.data.types import Clip, Problem, SplitData
+from hade.errors import AudioError, InputError
 from hade.eval.metrics import chance_metrics, retrieval_metrics
 from hade.models.heads import score_all
 from hade.models.heads.reprs import Reprs, cat_reprs, reprs_to
@@ -37,24 +41,66 @@ def clip_samples(model: RetrievalModel, clip_seconds: float) -> int:
     return min(model.max_samples, int(round(clip_seconds * model.sample_rate)))
 
 
+def _decoded_clips(clips: list[Clip], sample_rate: int, samples: int, ahead: int) -> Iterator[tuple[Clip, np.ndarray | str]]:
+    """(clip, waveform fitted to `samples` from the start) in order, or (clip, reason) when it cannot be decoded.
+    One background thread decodes up to `ahead` clips in advance (soundfile and soxr release the GIL), so
+    decoding overlaps encoding and only the fitted waveforms of that window are held in memory."""
+    def decode(clip: Clip) -> np.ndarray | str:
+        try:
+            return fit_length(load_audio(clip.audio_path, sample_rate), samples, mode="start")
+        except AudioError as exc:
+            return getattr(exc, "reason", str(exc))
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: deque = deque()
+        for clip in clips:
+            pending.append((clip, pool.submit(decode, clip)))
+            if len(pending) > ahead:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+
+
 @torch.no_grad()
 def encode_split(model: RetrievalModel, split: SplitData, clip_seconds: float, batch_size: int = 64,
                  progress: bool = True, aux_captions: dict[str, str] | None = None) -> EncodedSplit:
     """Encode each clip once and each caption once (representations kept on the CPU).
 
+    Each clip is decoded once, fitted to `clip_seconds` from the start and encoded; clips that cannot be
+    decoded are dropped (with their captions) and reported in `problems`.
     aux_captions: clip id -> machine-generated caption, for heads that use them (HCI+AC)."""
     was_training = model.training
     model.eval()
-    store = ClipAudioStore(split, model.sample_rate)
-    store.validate(progress=progress)  # undecodable clips are dropped and reported
-    split = store.split
+    samples = clip_samples(model, clip_seconds)
     problems = list(split.problems)
-    clips = EvalClips(store, clip_samples(model, clip_seconds), mode="start")
-    loader = DataLoader(clips, batch_size=batch_size, shuffle=False, num_workers=0)
-    audio_parts = []
-    for batch in tqdm(loader, desc=f"encode audio [{split.name}]", disable=not progress, leave=False):
-        aux = [aux_captions.get(c) for c in batch["clip_id"]] if aux_captions else None
-        audio_parts.append(reprs_to(model.encode_audio(batch["audio"].to(model.device), aux), "cpu"))
+    kept: list[Clip] = []
+    audio_parts: list[Reprs] = []
+    waves: list[np.ndarray] = []
+
+    def flush() -> None:
+        batch_clips = kept[len(kept) - len(waves):]
+        aux = [aux_captions.get(c.clip_id) for c in batch_clips] if aux_captions else None
+        audio = torch.from_numpy(np.stack(waves)).to(model.device)
+        audio_parts.append(reprs_to(model.encode_audio(audio, aux), "cpu"))
+        waves.clear()
+
+    decoded = _decoded_clips(split.clips, model.sample_rate, samples, ahead=2 * batch_size)
+    for clip, wave in tqdm(decoded, total=len(split.clips), desc=f"encode audio [{split.name}]", unit="clip",
+                           disable=not progress, leave=False):
+        if isinstance(wave, str):
+            problems.append(Problem(source=str(clip.audio_path), reason=f"{wave}; clip {clip.clip_id!r} dropped"))
+            continue
+        kept.append(clip)
+        waves.append(np.asarray(wave, dtype=np.float32))
+        if len(waves) == batch_size:
+            flush()
+    if waves:
+        flush()
+    if not kept:
+        raise InputError(f"split {split.name!r}: no clip could be decoded ({len(split.clips)} listed)")
+    split = SplitData(name=split.name, clips=kept, problems=problems)
     captions, text_clip = captions_with_clip_index(split)
     text_parts = []
     for start in tqdm(range(0, len(captions), batch_size), desc=f"encode text [{split.name}]",

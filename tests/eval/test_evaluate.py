@@ -1,0 +1,51 @@
+"""The evaluation pass: each clip decoded and encoded once, undecodable clips dropped and reported."""
+import pytest
+import torch
+
+import hade
+import hade.eval.evaluate as evaluate_mod
+from hade.data.readers import read_split
+from hade.data.synthcaps import generate
+from hade.errors import InputError
+from hade.eval.evaluate import encode_split, evaluate
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, clips=40, seed=0, sample_rate=8000, duration=1.0, progress=False)
+    return read_split(root, "evaluation")
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_config):
+    torch.manual_seed(0)
+    return hade.create_model(tiny_model_config).eval()
+
+
+def test_each_clip_is_decoded_once_and_encoding_is_batch_independent(split, model, monkeypatch):
+    calls = []
+    real = evaluate_mod.load_audio
+    monkeypatch.setattr(evaluate_mod, "load_audio", lambda path, sr: calls.append(path) or real(path, sr))
+    a = encode_split(model, split, 1.0, batch_size=3, progress=False)
+    assert sorted(calls) == sorted(c.audio_path for c in split.clips)
+    b = encode_split(model, split, 1.0, batch_size=64, progress=False)
+    assert a.clip_ids == [c.clip_id for c in split.clips] == b.clip_ids
+    for key in a.audio:
+        torch.testing.assert_close(a.audio[key], b.audio[key], rtol=1e-4, atol=1e-5)
+
+
+def test_an_undecodable_clip_is_dropped_with_its_captions_and_reported(split, model, tmp_path):
+    bad = split.clips[1]
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio")
+    clips = list(split.clips)
+    clips[1] = type(bad)(**{**bad.__dict__, "audio_path": broken})
+    damaged = type(split)(name=split.name, clips=clips, problems=[])
+    metrics = evaluate(model, damaged, 1.0, progress=False)
+    assert metrics["num_audios"] == len(clips) - 1
+    assert metrics["num_texts"] == sum(len(c.captions) for c in clips) - len(bad.captions)
+    assert any(str(broken) in p["source"] and repr(bad.clip_id) in p["reason"] for p in metrics["skipped"])
+    nothing = type(split)(name=split.name, clips=[clips[1]], problems=[])
+    with pytest.raises(InputError, match="no clip could be decoded"):
+        encode_split(model, nothing, 1.0, progress=False)
