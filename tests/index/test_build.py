@@ -217,3 +217,15 @@ def test_window_bounds():
     assert window_bounds(110, 40, 20) == [(0, 40), (20, 60), (40, 80), (60, 100), (70, 110)]
     assert window_bounds(30, 40, 20) == [(0, 30)]
     assert window_bounds(40, 40, 20) == [(0, 40)]
+
+
+def test_a_head_with_auxiliary_captions_is_noted(dp_index, ckpt_factory, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    folder = tmp_path / "few"
+    folder.mkdir()
+    sf.write(folder / "tone.wav", (0.1 * np.sin(np.arange(8000) / 5.0)).astype(np.float32), 8000)
+    assert dp_index[1]["notes"] == []
+    stats = build_index(folder, tmp_path / "ac.idx", ckpt_factory(tmp_path / "ac", head="hci+ac"), progress=False)
+    assert stats["windows"] == 1 and len(stats["notes"]) == 1 and "auxiliary captions" in stats["notes"][0]

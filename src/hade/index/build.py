@@ -76,7 +76,7 @@ class _Builder:
         self.stats: dict[str, Any] = {k: 0 for k in (
             "files_seen", "unchanged_files", "hashed_files", "touched_files", "reused_files", "encoded_files",
             "encoded_windows", "encoder_calls", "removed_files", "commits")}
-        self.stats["errors"], self.stats["new_errors"] = [], []
+        self.stats["errors"], self.stats["new_errors"], self.stats["notes"] = [], [], []
 
     @property
     def model(self):
@@ -85,6 +85,10 @@ class _Builder:
 
             self._model = load(self.model_dir, device=self.device)
             self._text0 = self._model.encode_text([""])
+            if self._model.uses_aux_captions:
+                self.stats["notes"].append(
+                    f"head {self._model.config.head!r} uses auxiliary captions, which indexed files do not have: "
+                    "windows are encoded without them, so search scores come from its audio-caption branch only")
         return self._model
 
     # ---- encoding ------------------------------------------------------------------------------
@@ -264,7 +268,8 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
     precision: 'float16' (default) or 'float32' storage of the representations; fixed at creation.
     Returns statistics: files_seen, unchanged_files, hashed_files, touched_files (same bytes, new mtime),
     reused_files (same bytes as another indexed file), encoded_files, encoded_windows, encoder_calls,
-    removed_files, errors / new_errors ([{path, reason}]), files, windows, ann, seconds.
+    removed_files, errors / new_errors ([{path, reason}]), notes (what the user should know, e.g. an unused
+    model branch), files, windows, ann, seconds.
     """
     t0 = time.perf_counter()
     folder, out = Path(folder), Path(out)

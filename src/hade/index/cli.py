@@ -81,6 +81,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         print(json.dumps(stats, indent=2))
     else:
         _report_errors(stats)
+        for note in stats["notes"]:
+            print(f"note: {note}")
         print(f"{args.out}: {stats['files']} files, {stats['windows']} windows ({stats['ann']['kind']} ANN); "
               f"this run: {stats['encoded_files']} encoded, {stats['unchanged_files']} unchanged, "
               f"{stats['touched_files'] + stats['reused_files']} reused, {stats['removed_files']} removed, "

@@ -48,6 +48,11 @@ class RetrievalModel(nn.Module):
                                max_length=self.config.max_text_tokens, return_tensors="pt")
         return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
 
+    @property
+    def uses_aux_captions(self) -> bool:
+        """True when the head (HCI+AC) takes auxiliary captions with the audio (`encode_audio(aux_captions=)`)."""
+        return self._head_flag("uses_aux_captions")
+
     def _head_flag(self, name: str) -> bool:
         """True when the head or one of its parts declares `name` (needs_phrases, uses_aux_captions)."""
         return any(getattr(m, name, False) for m in self.head.modules())
