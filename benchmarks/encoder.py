@@ -18,8 +18,16 @@ LAION-CLAP key map, as `hade convert` does. One process, the same thread count, 
     and fp16 rows on CUDA; each such row also gives hade's max |low precision - fp32| on the pooled output.
 Exits 1 when the outputs differ by more than --tol (1e-4).
 
-Measured (this 2-core Xeon, torch 2.13 CPU, 10 s clips, batch 4, 2 threads; the ratio is the result,
-clips/s depend on the machine's load): see the README's benchmark section for the latest figures.
+Measured (this 2-core Xeon with AMX, torch 2.13 CPU, 10 s clips, batch 2-4; the machine was shared
+with two training jobs, so clips/s vary and only the ratios, measured side by side, mean something):
+  fp32 inference: 1.76-2.1× at 1 thread, 1.53-2.13× at 2 threads (lower when the cores are busier);
+  max |difference| 2.4e-5 per stage, 1e-6 pooled. bf16 autocast: 1.47-1.62× the reference in bf16, and
+  2.3× hade's own fp32 speed (pooled output within 0.02 of fp32). Forward + backward: ~1.0×.
+  Where the time goes (torch profiler, 1 thread, 2 clips): hade 0.85 s = 57 % linear layers (addmm),
+  15 % copies (window partition, shifts, head split), 7 % fused attention (SDPA); the reference 1.8 s =
+  30 % addmm, 23 % bmm + 6 % softmax (unfused attention), 13 % its STFT/mel convolutions, 7 % gelu, 10 %
+  copies. `--compile` (inductor, 1 thread): 2.05× against eager hade's 1.91× in the same run, after 156 s
+  of compilation, so hade does not compile by default.
 """
 from __future__ import annotations
 
