@@ -16,7 +16,7 @@ from hade.losses import nt_xent, nt_xent_partial
 from hade.models.factory import create_model
 from hade.train import distributed as ddp
 
-HEADS = [("dp", {}), ("dcr", {"factors": 4})]
+HEADS = [("dp", {}), ("dcr", {"factors": 4}), ("tha+dcr", {"factors": 4, "part_loss_weight": 0.5})]
 CAPTIONS = ["a dog barks", "rain falls on a roof", "birds", "a car passes by on a wet street at night",
             "people talk in a crowded hall while music plays", "wind", "a door slams shut twice", "water drips"]
 CLIPS = [0, 1, 2, 3, 4, 5, 2, 7]  # pairs 2 and 6 (on different ranks) share a clip: not negatives

@@ -159,12 +159,13 @@ def distributed_training_loss(model: nn.Module, batch: dict[str, Any], temperatu
     b = ids.shape[0]
     start = ctx.rank * b
     text_loc, audio_loc = slice_reprs(text_all, start, start + b), slice_reprs(audio_all, start, start + b)
-    rows = model.score(text_loc, audio_all)
+    rows = model.head.contrastive_scores(text_loc, audio_all)
     if getattr(model.head, "set_scoring", False):
-        cols = model.score(text_all, audio_all)[:, start:start + b]
+        cols = {k: (s[:, start:start + b], w) for k, (s, w) in model.head.contrastive_scores(text_all, audio_all).items()}
     else:
-        cols = model.score(text_all, audio_loc)
-    losses = {"nt_xent": nt_xent_partial(rows.float(), cols.float(), temperature, ids_all, start)}
+        cols = model.head.contrastive_scores(text_all, audio_loc)
+    losses = {f"nt_xent{suffix}": weight * nt_xent_partial(r.float(), cols[suffix][0].float(), temperature, ids_all, start)
+              for suffix, (r, weight) in rows.items()}
     for name, value in model.head.aux_losses(text_all, audio_all).items():
         losses[name] = value / ctx.world_size
     losses["loss"] = sum(losses.values())

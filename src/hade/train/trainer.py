@@ -53,13 +53,15 @@ class Progress:
 
 
 def training_loss(model: RetrievalModel, batch: dict[str, Any], temperature: float) -> dict[str, torch.Tensor]:
-    """L = L_S + Σ weighted auxiliary losses of the head (α L_D + β L_A for DCR).
+    """L = L_S + Σ weighted auxiliary losses of the head (α L_D + β L_A for DCR); heads may add weighted
+    contrastive terms on other score matrices (`contrastive_scores`, e.g. per part of a sum head).
 
     batch["aux"] (optional): one auxiliary caption (or None) per clip, for HCI+AC."""
     audio = model.encode_audio(batch["audio"].to(model.device), batch.get("aux"))
     text = model.encode_text(batch["caption"])
-    scores = model.score(text, audio)
-    losses = {"nt_xent": nt_xent(scores, temperature, batch["clip_index"].to(model.device))}
+    ids = batch["clip_index"].to(model.device)
+    losses = {f"nt_xent{suffix}": weight * nt_xent(scores, temperature, ids)
+              for suffix, (scores, weight) in model.head.contrastive_scores(text, audio).items()}
     losses.update(model.head.aux_losses(text, audio))
     losses["loss"] = sum(losses.values())
     return losses

@@ -64,10 +64,14 @@ def _composite_builder(name: str) -> Callable[..., RetrievalHead]:
             else:
                 opts = _take(FactorHead, options, used)
                 parts["dcr"] = FactorHead(audio_dims, text_dim, embed_dim, **{**opts, **flags})
+        if len(parts) > 1:
+            used.update(_take(SumHead, options, set()))
         unknown = sorted(set(options) - used)
         if unknown:
             raise InputError(f"head_options: {unknown} are not options of head {name!r}")
-        return next(iter(parts.values())) if len(parts) == 1 else SumHead(parts)
+        if len(parts) == 1:
+            return next(iter(parts.values()))
+        return SumHead(parts, **_take(SumHead, options, set()))
 
     return build
 

@@ -37,6 +37,11 @@ class RetrievalHead(nn.Module):
         """Similarity of every text with every audio: [B_t, B_a] (higher = more similar)."""
         raise NotImplementedError
 
+    def contrastive_scores(self, text: Reprs, audio: Reprs) -> dict[str, tuple[torch.Tensor, float]]:
+        """The score matrices that training puts through NT-Xent, with their weights: {suffix: ([B_t, B_a],
+        weight)}; the loss of suffix "" is `nt_xent`, others `nt_xent<suffix>`. Default: `score` alone."""
+        return {"": (self.score(text, audio), 1.0)}
+
     def aux_losses(self, text: Reprs, audio: Reprs) -> dict[str, torch.Tensor]:
         """Extra weighted training losses on a batch of matched pairs (row i of text ↔ row i of audio)."""
         return {}
