@@ -5,7 +5,7 @@ from hade.cli import main
 from hade.config import TrainConfig, to_dict
 
 
-def test_synth_train_eval_from_the_command_line(tmp_path, tiny_model_config, capsys):
+def test_synth_train_eval_from_the_command_line(tmp_path, tiny_model_config, capsys, monkeypatch):
     data = tmp_path / "data"
     assert main(["synth", str(data), "--clips", "24", "--sample-rate", "8000", "--duration", "1.0"]) == 0
     assert (data / "clotho_captions_evaluation.csv").is_file()
@@ -22,6 +22,20 @@ def test_synth_train_eval_from_the_command_line(tmp_path, tiny_model_config, cap
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert set(metrics["t2a"]) >= {"R@1", "R@5", "R@10", "mAP@10", "medR", "meanR"}
     assert metrics["num_audios"] == 4 and metrics["num_texts"] == 20
+    # the checkpoint records the training clip length, and eval defaults to it (the encoder stretches
+    # whatever it gets to one image, so another length would shift every input)
+    assert json.loads((run / "checkpoints" / "best" / "config.json").read_text())["clip_seconds"] == 1.0
+    import hade
+    import hade.eval.evaluate as evaluate_mod
+
+    assert hade.load(run / "checkpoints" / "best").clip_samples == 8000  # 1 s at 8 kHz; the encoder holds 2.05 s
+    seen = []
+    real = evaluate_mod.evaluate
+    monkeypatch.setattr(evaluate_mod, "evaluate", lambda m, split, seconds, *a, **k: seen.append(seconds)
+                        or real(m, split, seconds, *a, **k))
+    assert main(["eval", "--ckpt", str(run / "checkpoints" / "best"), "--data", str(data), "--split", "test",
+                 "--quiet"]) == 0
+    assert seen == [1.0]
 
 
 def test_errors_are_one_clear_line_without_traceback(tmp_path, capsys):

@@ -150,7 +150,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     model = load(args.ckpt, device=args.device)
     split = read_split(args.data, args.split)
-    clip_seconds = args.clip_seconds or model.max_samples / model.sample_rate
+    clip_seconds = args.clip_seconds or model.clip_samples / model.sample_rate
     aux = None
     if args.aux_captions:
         from hade.data.captioner import build_captioner

@@ -32,6 +32,9 @@ class ModelConfig:
     text_pooling: `cls` (paper) or `mean` (masked mean of the last block).
     head: a registered head name (`hade.models.heads.HEADS`), e.g. `dp`.
     head_options: keyword options for the head's constructor.
+    clip_seconds: length of the clips the model was trained on, recorded by the trainer. The encoder
+        stretches whatever it is given to a fixed image, so evaluation, indexing and explanations default
+        to this length (None, e.g. an untrained or converted model: the encoder's longest input).
     """
 
     audio_encoder: str = "htsat-cpu"
@@ -46,6 +49,7 @@ class ModelConfig:
     head_options: dict[str, Any] = field(default_factory=dict)
     embed_dim: int = 256
     temperature: float = 0.07
+    clip_seconds: float | None = None
 
 
 @dataclass

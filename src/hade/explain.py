@@ -127,7 +127,7 @@ def _waveform(model: RetrievalModel, audio: AudioInput, clip_seconds: float | No
     else:
         raise InputError(f"audio must be a file path or a waveform array, got {type(audio).__name__}")
     if clip_seconds is None:
-        clip_seconds = model.max_samples / sr
+        clip_seconds = model.clip_samples / sr
     if isinstance(clip_seconds, bool) or not isinstance(clip_seconds, (int, float)) \
             or not math.isfinite(clip_seconds) or clip_seconds <= 0:
         raise InputError(f"clip_seconds must be a positive number of seconds, got {clip_seconds!r}")
@@ -321,7 +321,7 @@ def add_explain_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--text", required=True, help="caption to explain")
     p.add_argument("--out", type=Path, default=Path("explain-out"), help="directory for the PNG figures")
     p.add_argument("--json", action="store_true", help="also write explanation.json with all arrays")
-    p.add_argument("--clip-seconds", type=float, default=None, help="default: the longest clip the model holds")
+    p.add_argument("--clip-seconds", type=float, default=None, help="default: the clip length the model was trained on (else the longest it holds)")
     p.add_argument("--device", default="cpu")
     return p
 

@@ -229,3 +229,11 @@ def test_a_head_with_auxiliary_captions_is_noted(dp_index, ckpt_factory, tmp_pat
     assert dp_index[1]["notes"] == []
     stats = build_index(folder, tmp_path / "ac.idx", ckpt_factory(tmp_path / "ac", head="hci+ac"), progress=False)
     assert stats["windows"] == 1 and len(stats["notes"]) == 1 and "auxiliary captions" in stats["notes"][0]
+
+
+def test_default_window_is_the_training_clip_length():
+    from hade.index.windows import resolve_window
+
+    assert resolve_window(16000, 81919, None, None, clip_samples=64000) == (64000, 32000)
+    assert resolve_window(16000, 81919, None, None) == (81919, 40959)  # unknown: the longest input
+    assert resolve_window(48000, 10**7, None, None, clip_samples=10**6)[0] == 480000  # capped to 10 s

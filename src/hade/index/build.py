@@ -316,7 +316,8 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
 
                 mcfg = read_model_config(ckpt)
                 acfg = audio_config(mcfg)
-                w, h = resolve_window(acfg.sample_rate, acfg.max_samples, window, hop)
+                trained = int(round(mcfg.clip_seconds * acfg.sample_rate)) if mcfg.clip_seconds else None
+                w, h = resolve_window(acfg.sample_rate, acfg.max_samples, window, hop, trained)
                 copy_model(ckpt, store.model_dir)
                 with store.transaction():
                     store.set_meta(schema=SCHEMA_VERSION, fingerprint=new_fp, root=str(folder.resolve()),

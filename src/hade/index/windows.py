@@ -62,10 +62,11 @@ def window_bounds(num_samples: int, window: int, hop: int) -> list[tuple[int, in
 
 
 def resolve_window(model_sample_rate: int, max_samples: int, window: float | None,
-                   hop: float | None) -> tuple[int, int]:
-    """Window and hop in samples: window defaults to the model's clip length capped to 10 s, hop to half."""
+                   hop: float | None, clip_samples: int | None = None) -> tuple[int, int]:
+    """Window and hop in samples: window defaults to the model's clip length (`clip_samples`, the length it
+    was trained on, else `max_samples`) capped to 10 s; hop to half the window."""
     if window is None:
-        w = min(max_samples, int(round(MAX_DEFAULT_WINDOW * model_sample_rate)))
+        w = min(clip_samples or max_samples, max_samples, int(round(MAX_DEFAULT_WINDOW * model_sample_rate)))
     else:
         w = int(round(float(window) * model_sample_rate))
         if w > max_samples:

@@ -39,6 +39,13 @@ class RetrievalModel(nn.Module):
         return self.audio_encoder.max_samples
 
     @property
+    def clip_samples(self) -> int:
+        """Samples of the clip length the model was trained on (`config.clip_seconds`), else `max_samples`."""
+        if self.config.clip_seconds:
+            return max(1, min(self.max_samples, int(round(self.config.clip_seconds * self.sample_rate))))
+        return self.max_samples
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 

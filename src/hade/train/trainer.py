@@ -146,6 +146,7 @@ class Trainer:
         device = ddp.local_device(resolve_device(cfg.device), ctx)
         ddp.check_precision(cfg.precision, device)
         model = create_model(cfg.model).to(device)
+        model.config.clip_seconds = cfg.clip_seconds  # saved with the checkpoints: the model's operating length
         if ctx.rank:  # same initial weights on every rank, distinct dropout masks
             torch.manual_seed(cfg.seed + ctx.rank)
         if cfg.grad_checkpointing:
