@@ -11,4 +11,4 @@ def test_demo_runs_end_to_end_on_a_few_clips(tmp_path, capsys):
     metrics = json.loads((tmp_path / "eval_metrics.json").read_text())
     assert metrics["num_audios"] >= 3 and "chance" in metrics
     saved = json.loads((tmp_path / "run" / "checkpoints" / "best" / "config.json").read_text())
-    assert saved["head"] == DEMO_HEAD == "tha" and saved["clip_seconds"] == 4.0
+    assert saved["head"] == DEMO_HEAD == "tha+dcr" and saved["clip_seconds"] == 4.0

@@ -20,7 +20,7 @@ from hade.checkpoint import load
 from hade.utils.atomic import write_json_atomic
 
 DEMO_CLIPS = 480
-DEMO_HEAD = "tha"  # the best HADE head on SynthCaps at this scale (README, results)
+DEMO_HEAD = "tha+dcr"  # the best HADE head on SynthCaps at this scale (docs/results.md)
 DEMO_EPOCHS = 6
 
 
