@@ -4,7 +4,7 @@
 L = L_S(S) + w Σ_h L_S(S_h) + aux. Why it exists: on SynthCaps at the demo's scale the pooled-vector
 part (DP/DCR) fits the training pairs much faster than THA, takes the shared loss, and leaves THA's
 scores with a 2-3x smaller spread than when THA is trained alone, so the sum ranks like its pooled
-part (see the README's results); a term per part keeps every part trained for retrieval on its own.
+part (docs/results.md); a term per part keeps every part trained for retrieval on its own.
 """
 from __future__ import annotations
 
