@@ -100,6 +100,10 @@ def _slug(name: str) -> str:
     return name.replace("+", "_").replace("=", "_")
 
 
+def _run_dir(out: Path, row: Row, seed: int) -> Path:
+    return out / "rows" / _slug(row.name) / f"seed{seed}"
+
+
 def _timed_metrics(model, split, cfg: TrainConfig, aux: dict[str, str] | None) -> dict[str, Any]:
     """Evaluation metrics plus the all-pairs scoring time, in seconds per 1k × 1k pairs."""
     encoded = encode_split(model, split, cfg.clip_seconds, cfg.eval_batch_size, progress=False, aux_captions=aux)
@@ -135,7 +139,7 @@ def _run_lock(run_dir: Path):
 
 def _cached(row: Row, seeds: int, out: Path) -> list[dict[str, Any]] | None:
     """The finished results of every seed of `row` in `out`, or None when one is missing."""
-    files = [out / "rows" / _slug(row.name) / f"seed{seed}" / "eval.json" for seed in range(seeds)]
+    files = [_run_dir(out, row, seed) / "eval.json" for seed in range(seeds)]
     return [json.loads(f.read_text()) for f in files] if all(f.is_file() for f in files) else None
 
 
@@ -143,7 +147,7 @@ def run_row_seed(row: Row, seed: int, base: TrainConfig, data_dir: Path, out: Pa
                  log: Callable[[str], None], ood_data: Path | None = None) -> dict[str, Any]:
     """Train (or resume) one row with one seed and evaluate its best checkpoint; cached in eval.json.
     With `ood_data`, the reported metrics are on that set's evaluation split (in-domain ones kept too)."""
-    run_dir = out / "rows" / _slug(row.name) / f"seed{seed}"
+    run_dir = _run_dir(out, row, seed)
     done = run_dir / "eval.json"
     if done.is_file():
         return json.loads(done.read_text())
