@@ -106,10 +106,10 @@ def encode_counter(monkeypatch):
     counts = {"calls": 0, "windows": 0}
     original = RetrievalModel.encode_audio
 
-    def counting(self, waveform):
+    def counting(self, waveform, aux_captions=None):
         counts["calls"] += 1
         counts["windows"] += int(waveform.shape[0])
-        return original(self, waveform)
+        return original(self, waveform, aux_captions)
 
     monkeypatch.setattr(RetrievalModel, "encode_audio", counting)
     return counts

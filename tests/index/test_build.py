@@ -113,11 +113,11 @@ def test_interrupted_build_resumes_to_the_same_index(dp_ckpt, dp_index, fresh_da
     original = RetrievalModel.encode_audio
     calls = {"n": 0}
 
-    def failing(self, waveform):
+    def failing(self, waveform, aux_captions=None):
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("killed")
-        return original(self, waveform)
+        return original(self, waveform, aux_captions)
 
     monkeypatch.setattr(RetrievalModel, "encode_audio", failing)
     with pytest.raises(RuntimeError, match="killed"):

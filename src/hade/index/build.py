@@ -6,14 +6,20 @@ same bytes as one already indexed — a copy or a rename — reuses its stored w
 removed. Work is committed in SQLite transactions after every encoder batch (files whose windows are
 all encoded, their chunk of arrays written atomically first), so a killed run resumes where it stopped.
 At the end the ANN index is rebuilt from the store when anything changed (`hade.index.finalize`).
+
+Auxiliary captions (heads that use them, HCI+AC): `aux_captions` maps a file — by its path relative to
+the folder, or else by its file name — to a machine-generated caption, and its windows are encoded with
+it. The caption is stored per file, so a later run with a changed caption re-encodes that file only;
+a run without `aux_captions` leaves already indexed files as they are and encodes new ones without.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -48,6 +54,7 @@ class _Job:
     parts: list[dict[str, np.ndarray]] = field(default_factory=list)
     done: int = 0
     reuse: list[tuple] = field(default_factory=list)
+    aux: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -65,8 +72,9 @@ def _wipe(out: Path) -> None:
 
 class _Builder:
     def __init__(self, store: Store, folder: Path, model_dir: Path, window: int, hop: int, batch_size: int,
-                 precision: str, device: str, progress: bool) -> None:
+                 precision: str, device: str, progress: bool, aux_captions: dict[str, str] | None = None) -> None:
         self.store, self.folder, self.model_dir = store, folder, model_dir
+        self.aux = aux_captions
         self.window, self.hop, self.batch_size = window, hop, max(1, int(batch_size))
         self.precision, self.device, self.progress = precision, device, progress
         self._model = None
@@ -75,7 +83,8 @@ class _Builder:
         self.buffer: list[tuple[_Job, int]] = []
         self.stats: dict[str, Any] = {k: 0 for k in (
             "files_seen", "unchanged_files", "hashed_files", "touched_files", "reused_files", "encoded_files",
-            "encoded_windows", "encoder_calls", "removed_files", "commits")}
+            "encoded_windows", "encoder_calls", "removed_files", "commits", "captioned_files",
+            "recaptioned_files")}
         self.stats["errors"], self.stats["new_errors"], self.stats["notes"] = [], [], []
 
     @property
@@ -85,10 +94,14 @@ class _Builder:
 
             self._model = load(self.model_dir, device=self.device)
             self._text0 = self._model.encode_text([""])
-            if self._model.uses_aux_captions:
+            if self.aux is not None and not self._model.uses_aux_captions:
+                raise InputError(f"--aux-captions: head {self._model.config.head!r} does not use auxiliary "
+                                 "captions (only HCI+AC does); index without them")
+            if self._model.uses_aux_captions and self.aux is None:
                 self.stats["notes"].append(
                     f"head {self._model.config.head!r} uses auxiliary captions, which indexed files do not have: "
-                    "windows are encoded without them, so search scores come from its audio-caption branch only")
+                    "new windows are encoded without them, so their search scores come from its audio-caption "
+                    "branch only; give a file of generated captions with --aux-captions")
         return self._model
 
     # ---- encoding ------------------------------------------------------------------------------
@@ -99,7 +112,8 @@ class _Builder:
             s, e = job.bounds[w]
             batch[i, :e - s] = job.wave[s:e]
         model = self.model
-        reprs = model.encode_audio(torch.from_numpy(batch).to(model.device))
+        aux = [job.aux for job, _ in items]
+        reprs = model.encode_audio(torch.from_numpy(batch).to(model.device), aux if any(aux) else None)
         self.stats["encoder_calls"] += 1
         self.stats["encoded_windows"] += len(items)
         if "pooled_key" not in self.meta:
@@ -156,10 +170,11 @@ class _Builder:
                     c.execute("DELETE FROM windows WHERE file_id=?", (old[0],))
                     c.execute("DELETE FROM files WHERE id=?", (old[0],))
                 n = len(job.bounds) if job.kind == "encode" else len(job.reuse)
-                fid = c.execute("INSERT INTO files(path, size, mtime_ns, sha256, status, error, duration, num_windows) "
-                                "VALUES(?,?,?,?,?,?,?,?)", (job.rel, job.size, job.mtime_ns, job.sha,
-                                                            "error" if job.kind == "error" else "ok", job.error,
-                                                            job.duration, 0 if job.kind == "error" else n)).lastrowid
+                fid = c.execute("INSERT INTO files(path, size, mtime_ns, sha256, status, error, duration, num_windows, "
+                                "aux_caption) VALUES(?,?,?,?,?,?,?,?,?)",
+                                (job.rel, job.size, job.mtime_ns, job.sha, "error" if job.kind == "error" else "ok",
+                                 job.error, job.duration, 0 if job.kind == "error" else n,
+                                 None if job.kind == "error" else job.aux)).lastrowid
                 sr = self.meta["sample_rate"]
                 if job.kind == "encode":
                     c.executemany("INSERT INTO windows(file_id, start, end, start_sample, end_sample, chunk, row) "
@@ -175,6 +190,20 @@ class _Builder:
         self.stats["commits"] += 1
 
     # ---- the pass ------------------------------------------------------------------------------
+    def caption_of(self, rel: str) -> str | None:
+        """The auxiliary caption for the file at `rel` (by relative path, else by file name), or None."""
+        if not self.aux:
+            return None
+        return self.aux.get(rel) or self.aux.get(PurePosixPath(rel).name)
+
+    def _recaption(self, rel: str, st: os.stat_result, row: tuple | None) -> _Job | None:
+        """An 'encode' job when --aux-captions gives an indexed, readable file another caption than the one
+        its windows were encoded with (its bytes are unchanged, so the stored hash is kept)."""
+        if self.aux is None or row is None or row[4] != "ok" or self.caption_of(rel) == row[6]:
+            return None
+        self.stats["recaptioned_files"] += 1
+        return _Job("encode", rel, st.st_size, st.st_mtime_ns, sha=row[3], aux=self.caption_of(rel))
+
     def _classify(self, rel: str, path: Path, known: dict[str, tuple]) -> _Job | None:
         """None for an unchanged file; otherwise the job that brings the store up to date."""
         try:
@@ -184,6 +213,9 @@ class _Builder:
             return None
         row = known.get(rel)
         if row is not None and row[1] == st.st_size and row[2] == st.st_mtime_ns:
+            recaption = self._recaption(rel, st, row)
+            if recaption is not None:
+                return recaption
             self.stats["unchanged_files"] += 1
             if row[4] == "error":
                 self.stats["errors"].append({"path": rel, "reason": row[5]})
@@ -194,25 +226,32 @@ class _Builder:
             return _Job("error", rel, st.st_size, st.st_mtime_ns, error=f"cannot read ({e.strerror or e})")
         self.stats["hashed_files"] += 1
         if row is not None and row[3] == sha:
+            recaption = self._recaption(rel, st, row)
+            if recaption is not None:
+                return recaption
             self.stats["touched_files"] += 1
             if row[4] == "error":
                 self.stats["errors"].append({"path": rel, "reason": row[5]})
             return _Job("touch", rel, st.st_size, st.st_mtime_ns, sha=sha)
+        aux = self.caption_of(rel)
         same = self.store.conn.execute("SELECT id, status, error, duration FROM files WHERE sha256=? AND path!=? "
-                                       "ORDER BY id LIMIT 1", (sha, rel)).fetchone()
+                                       "AND (status='error' OR aux_caption IS ?) ORDER BY id LIMIT 1",
+                                       (sha, rel, aux)).fetchone()
         if same is not None:
             self.stats["reused_files"] += 1
             if same[1] == "error":
                 return _Job("error", rel, st.st_size, st.st_mtime_ns, sha=sha, error=same[2])
             wins = self.store.conn.execute("SELECT start, end, start_sample, end_sample, chunk, row FROM windows "
                                            "WHERE file_id=? ORDER BY id", (same[0],)).fetchall()
-            return _Job("reuse", rel, st.st_size, st.st_mtime_ns, sha=sha, duration=same[3], reuse=wins)
-        return _Job("encode", rel, st.st_size, st.st_mtime_ns, sha=sha)
+            return _Job("reuse", rel, st.st_size, st.st_mtime_ns, sha=sha, duration=same[3], reuse=wins, aux=aux)
+        return _Job("encode", rel, st.st_size, st.st_mtime_ns, sha=sha, aux=aux)
 
     def run(self, files: list[tuple[str, Path]]) -> dict[str, Any]:
         known = {r[0]: r for r in self.store.conn.execute(
-            "SELECT path, size, mtime_ns, sha256, status, error FROM files")}
+            "SELECT path, size, mtime_ns, sha256, status, error, aux_caption FROM files")}
         self.stats["files_seen"] = len(files)
+        if self.aux is not None:
+            _ = self.model  # fail early when the head does not use auxiliary captions
         sr = self.meta["sample_rate"]
         bar = tqdm(files, desc="index", unit="file", disable=not self.progress, dynamic_ncols=True)
         for rel, path in bar:
@@ -229,6 +268,7 @@ class _Builder:
                     job.bounds = window_bounds(len(job.wave), self.window, self.hop)
                     self.buffer.extend((job, i) for i in range(len(job.bounds)))
                     self.stats["encoded_files"] += 1
+                    self.stats["captioned_files"] += job.aux is not None
             if job.kind == "error":
                 self.stats["errors"].append({"path": rel, "reason": job.error})
                 self.stats["new_errors"].append({"path": rel, "reason": job.error})
@@ -252,13 +292,31 @@ class _Builder:
                 c.executemany("DELETE FROM files WHERE path=?", gone)
                 self.store.bump_generation()
         self.stats["removed_files"] = len(gone)
+        if self.aux is not None:
+            self._note_captions(files)
         return self.stats
+
+    def _note_captions(self, files: list[tuple[str, Path]]) -> None:
+        """Notes on --aux-captions: indexed files without a caption, and captions that matched no file
+        (usually ids in another form than the relative path or file name)."""
+        rels = [rel for rel, _ in files]
+        used = {rel for rel in rels if self.caption_of(rel) is not None}
+        if len(used) < len(rels):
+            missing = sorted(set(rels) - used)
+            self.stats["notes"].append(f"--aux-captions has no caption for {len(missing)} of {len(rels)} files "
+                                       f"(e.g. {missing[:3]}); they are encoded without one")
+        names = {PurePosixPath(rel).name for rel in rels}
+        unmatched = sorted(k for k in self.aux if k not in used and k not in names)
+        if unmatched:
+            self.stats["notes"].append(f"--aux-captions: {len(unmatched)} captions match no indexed file by relative "
+                                       f"path or file name (e.g. {unmatched[:3]})")
 
 
 def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = None, *, window: float | None = None,
                 hop: float | None = None, batch_size: int = 16, ann_threshold: int | None = None,
                 shard: str | tuple[int, int] | None = None, rebuild: bool = False, precision: str | None = None,
-                device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+                device: str = "cpu", progress: bool = True,
+                aux_captions: str | Path | dict[str, str] | None = None) -> dict[str, Any]:
     """Index (or bring up to date) the audio files under `folder` into the index directory `out`.
 
     ckpt: checkpoint directory; required for a new index, optional afterwards (the index's copy is used).
@@ -266,10 +324,14 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
     shard: 'i/N' to index only the files whose relative-path hash falls in slice i of N (see `merge_indexes`).
     ann_threshold: windows from which the ANN is IVF instead of exact (default: the index's, else 50 000).
     precision: 'float16' (default) or 'float32' storage of the representations; fixed at creation.
+    aux_captions: for heads that use auxiliary captions (HCI+AC), a JSON/CSV file of generated captions
+    (`hade.data.captioner.FileCaptioner` formats) or a dict, keyed by path relative to `folder` or by file
+    name (see the module docstring). A head that does not use them raises InputError.
     Returns statistics: files_seen, unchanged_files, hashed_files, touched_files (same bytes, new mtime),
     reused_files (same bytes as another indexed file), encoded_files, encoded_windows, encoder_calls,
-    removed_files, errors / new_errors ([{path, reason}]), notes (what the user should know, e.g. an unused
-    model branch), files, windows, ann, seconds.
+    removed_files, captioned_files (encoded with an auxiliary caption), recaptioned_files (re-encoded
+    because their caption changed), errors / new_errors ([{path, reason}]), notes (what the user
+    should know, e.g. an unused model branch), files, windows, ann, seconds.
     """
     t0 = time.perf_counter()
     folder, out = Path(folder), Path(out)
@@ -280,6 +342,7 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
         raise InputError(f"--precision must be float16 or float32, got {precision!r}")
     if out.exists() and not (out / DB_FILE).exists() and any(p.name != ".lock" for p in out.iterdir()):
         raise InputError(f"{out}: exists and is not a hade index; give a new or empty --out folder")
+    captions = _read_captions(aux_captions)
     new_fp = model_fingerprint(ckpt) if ckpt is not None else None
     with write_lock(out):
         if rebuild:
@@ -332,7 +395,7 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
             store.cleanup()
             files = [(rel, p) for rel, p in scan_folder(folder, exclude=out) if in_shard(rel, shard_t)]
             builder = _Builder(store, folder, store.model_dir, meta["window_samples"], meta["hop_samples"],
-                               batch_size, meta["precision"], device, progress)
+                               batch_size, meta["precision"], device, progress, captions)
             stats = builder.run(files)
             stats["ann"] = finalize(store, int(ann_threshold), progress=progress)
             counts = store.conn.execute("SELECT (SELECT COUNT(*) FROM files WHERE status='ok'), "
@@ -342,3 +405,17 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
             store.close()
     stats["seconds"] = round(time.perf_counter() - t0, 3)
     return stats
+
+
+def _read_captions(aux_captions: str | Path | dict[str, str] | None) -> dict[str, str] | None:
+    """The caption table of `build_index(aux_captions=)`: a file read by FileCaptioner, or a checked dict."""
+    if aux_captions is None:
+        return None
+    if isinstance(aux_captions, dict):
+        bad = [k for k, v in aux_captions.items() if not isinstance(k, str) or not isinstance(v, str) or not v.strip()]
+        if bad:
+            raise InputError(f"aux_captions: expected {{file: non-empty caption}}, bad entries for {bad[:3]}")
+        return {k: v.strip() for k, v in aux_captions.items()}
+    from hade.data.captioner import FileCaptioner
+
+    return FileCaptioner(aux_captions).captions

@@ -1,6 +1,6 @@
 """`hade index` and `hade search` subcommands (wired into `hade.cli` by `add_index_parsers`).
 
-    hade index DIR --ckpt CKPT --out INDEX [--window S] [--hop S] [--shard i/N] [--rebuild]
+    hade index DIR --ckpt CKPT --out INDEX [--window S] [--hop S] [--shard i/N] [--rebuild] [--aux-captions F]
     hade index merge OUT PART1 PART2 ...
     hade search INDEX "a dog barks while rain falls" -k 10 [--candidates N] [--per-file] [--json]
     hade search INDEX --audio query.wav -k 10
@@ -37,6 +37,9 @@ def add_index_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rebuild", action="store_true", help="discard the existing index (e.g. for a new model)")
     p.add_argument("--precision", choices=["float16", "float32"], default=None,
                    help="storage of the representations (default float16)")
+    p.add_argument("--aux-captions", type=Path, default=None, metavar="FILE",
+                   help="HCI+AC models: JSON/CSV of machine-generated captions keyed by path relative to DIR "
+                        "or by file name; each file's windows are encoded with its caption")
     p.add_argument("--root", type=Path, default=None, help="merge: folder the merged files live in now")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
@@ -76,7 +79,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     stats = build_index(args.paths[0], args.out, args.ckpt, window=args.window, hop=args.hop,
                         batch_size=args.batch_size, ann_threshold=args.ann_threshold,
                         shard=args.shard, rebuild=args.rebuild, precision=args.precision, device=args.device,
-                        progress=not args.quiet)
+                        progress=not args.quiet, aux_captions=args.aux_captions)
     if args.json:
         print(json.dumps(stats, indent=2))
     else:

@@ -128,8 +128,9 @@ def merge_indexes(out: str | Path, parts: list[str | Path], ann_threshold: int |
         spec_meta = next((m for m in metas if m.get("repr_spec")), first)
         files: dict[str, tuple[int, tuple]] = {}
         for i, s in enumerate(stores):
-            for row in s.conn.execute("SELECT id, path, size, mtime_ns, sha256, status, error, duration, num_windows "
-                                      "FROM files"):
+            aux = "aux_caption" if "aux_caption" in s.file_columns() else "NULL"
+            for row in s.conn.execute("SELECT id, path, size, mtime_ns, sha256, status, error, duration, num_windows, "
+                                      f"{aux} FROM files"):
                 if row[1] in files:
                     if files[row[1]][1][4] != row[4]:
                         raise InputError(f"{row[1]} is in {parts[files[row[1]][0]]} and {parts[i]} with different "
@@ -165,7 +166,7 @@ def merge_indexes(out: str | Path, parts: list[str | Path], ann_threshold: int |
                             meta[k] = spec_meta[k]
                     dest.set_meta(**meta)
                     c.executemany("INSERT INTO files(id, path, size, mtime_ns, sha256, status, error, duration, "
-                                  "num_windows) VALUES(?,?,?,?,?,?,?,?,?)",
+                                  "num_windows, aux_caption) VALUES(?,?,?,?,?,?,?,?,?,?)",
                                   [(file_ids[p], p, *row[2:]) for p, (_, row) in sorted(files.items())])
                     dest.bump_generation()
                 bar = tqdm(total=len(order), desc="merge", unit="window", disable=not progress)

@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS files (
     status TEXT NOT NULL,               -- 'ok' or 'error'
     error TEXT,                         -- why an 'error' file was skipped
     duration REAL,                      -- seconds (at the model's rate)
-    num_windows INTEGER NOT NULL DEFAULT 0
+    num_windows INTEGER NOT NULL DEFAULT 0,
+    aux_caption TEXT                    -- the auxiliary caption its windows were encoded with (HCI+AC), or NULL
 );
 CREATE INDEX IF NOT EXISTS files_sha ON files(sha256);
 CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, rows INTEGER NOT NULL);
@@ -130,10 +131,16 @@ class Store:
         self.conn.execute("PRAGMA synchronous=NORMAL")
         if create:
             self.conn.executescript(SCHEMA)
+            if "aux_caption" not in self.file_columns():  # indexes written before auxiliary captions existed
+                self.conn.execute("ALTER TABLE files ADD COLUMN aux_caption TEXT")
         schema = self.meta().get("schema")
         if schema is not None and schema != SCHEMA_VERSION:
             raise InputError(f"{self.root}: index format {schema}, this hade reads format {SCHEMA_VERSION}; "
                              "rebuild it with `hade index --rebuild`")
+
+    def file_columns(self) -> set[str]:
+        """Column names of the files table (older indexes lack `aux_caption` until a build adds it)."""
+        return {row[1] for row in self.conn.execute("PRAGMA table_info(files)")}
 
     # ---- paths -----------------------------------------------------------------------------------
     @property
