@@ -36,6 +36,11 @@ def test_synth_train_eval_from_the_command_line(tmp_path, tiny_model_config, cap
     assert main(["eval", "--ckpt", str(run / "checkpoints" / "best"), "--data", str(data), "--split", "test",
                  "--quiet"]) == 0
     assert seen == [1.0]
+    assert main(["eval", "--ckpt", str(run / "checkpoints" / "best"), "--data", str(data), "--split", "test",
+                 "--compute", "bf16", "--out", str(tmp_path / "bf16.json"), "--quiet"]) == 0
+    low = json.loads((tmp_path / "bf16.json").read_text())
+    assert low["compute"] == "bf16" and metrics.get("compute") == "fp32"
+    assert low["num_texts"] == 20 and set(low["t2a"]) == set(metrics["t2a"])
 
 
 def test_errors_are_one_clear_line_without_traceback(tmp_path, capsys):

@@ -53,8 +53,9 @@ def read_model_config(path: str | Path) -> ModelConfig:
     return from_dict(ModelConfig, data, str(config_file))
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> RetrievalModel:
-    """Load a checkpoint directory into a model in eval mode."""
+def load(path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32") -> RetrievalModel:
+    """Load a checkpoint directory into a model in eval mode. precision: "fp32", "bf16" or "fp16" (CUDA)
+    autocast of the encoders (`RetrievalModel.set_inference_precision`); InputError on a bad value."""
     path = Path(path)
     recover_dir(path)
     config = read_model_config(path)
@@ -70,7 +71,11 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> RetrievalModel
     if missing or unexpected:
         raise InputError(f"{weights}: weights do not match the config: missing {sorted(missing)[:10]}, "
                          f"unexpected {sorted(unexpected)[:10]}")
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    try:
+        return model.set_inference_precision(precision)
+    except ValueError as e:
+        raise InputError(f"precision: {e}") from None
 
 
 def load_train_state(path: str | Path) -> dict[str, Any] | None:

@@ -59,6 +59,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--aux-captions", default=None,
                    help="HCI+AC: 'synthcaps' (simulated captioner) or a JSON/CSV file of generated captions")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--compute", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="encoder precision (autocast): bf16 on CPUs with AMX/AVX512-BF16 or CUDA, fp16 on CUDA; "
+                        "scores stay fp32")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--quiet", action="store_true")
 
@@ -148,7 +151,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from hade.eval.metrics import format_metrics_table
     from hade.utils.atomic import write_json_atomic
 
-    model = load(args.ckpt, device=args.device)
+    model = load(args.ckpt, device=args.device, precision=args.compute)
     split = read_split(args.data, args.split)
     clip_seconds = args.clip_seconds or model.clip_samples / model.sample_rate
     aux = None
@@ -157,7 +160,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         aux = build_captioner(args.aux_captions, args.data, args.split).caption(split.clips)
     metrics = evaluate(model, split, clip_seconds, args.batch_size, progress=not args.quiet, aux_captions=aux)
-    metrics["checkpoint"] = str(args.ckpt)
+    metrics["checkpoint"], metrics["compute"] = str(args.ckpt), args.compute
     if args.out:
         write_json_atomic(args.out, metrics)
     if args.json:

@@ -237,3 +237,14 @@ def test_default_window_is_the_training_clip_length():
     assert resolve_window(16000, 81919, None, None, clip_samples=64000) == (64000, 32000)
     assert resolve_window(16000, 81919, None, None) == (81919, 40959)  # unknown: the longest input
     assert resolve_window(48000, 10**7, None, None, clip_samples=10**6)[0] == 480000  # capped to 10 s
+
+
+def test_bf16_compute_builds_an_index_close_to_fp32(dp_ckpt, dp_index, synth_dir, tmp_path, windows_of):
+    stats = build_index(synth_dir, tmp_path / "bf16.idx", dp_ckpt, compute="bf16", batch_size=8, progress=False)
+    assert stats["windows"] == 24
+    ref, low = windows_of(dp_index[0]), windows_of(tmp_path / "bf16.idx")
+    assert low.keys() == ref.keys()
+    gaps = [np.abs(low[k][1]["embed"] - ref[k][1]["embed"]).max() for k in ref]
+    assert 0 < max(gaps) < 0.05
+    with pytest.raises(InputError, match="--compute must be fp32, bf16 or fp16"):
+        build_index(synth_dir, tmp_path / "x.idx", dp_ckpt, compute="int8", progress=False)

@@ -72,9 +72,10 @@ def _wipe(out: Path) -> None:
 
 class _Builder:
     def __init__(self, store: Store, folder: Path, model_dir: Path, window: int, hop: int, batch_size: int,
-                 precision: str, device: str, progress: bool, aux_captions: dict[str, str] | None = None) -> None:
+                 precision: str, device: str, progress: bool, aux_captions: dict[str, str] | None = None,
+                 compute: str = "fp32") -> None:
         self.store, self.folder, self.model_dir = store, folder, model_dir
-        self.aux = aux_captions
+        self.aux, self.compute = aux_captions, compute
         self.window, self.hop, self.batch_size = window, hop, max(1, int(batch_size))
         self.precision, self.device, self.progress = precision, device, progress
         self._model = None
@@ -92,7 +93,7 @@ class _Builder:
         if self._model is None:
             from hade.checkpoint import load
 
-            self._model = load(self.model_dir, device=self.device)
+            self._model = load(self.model_dir, device=self.device, precision=self.compute)
             self._text0 = self._model.encode_text([""])
             if self.aux is not None and not self._model.uses_aux_captions:
                 raise InputError(f"--aux-captions: head {self._model.config.head!r} does not use auxiliary "
@@ -316,7 +317,7 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
                 hop: float | None = None, batch_size: int = 16, ann_threshold: int | None = None,
                 shard: str | tuple[int, int] | None = None, rebuild: bool = False, precision: str | None = None,
                 device: str = "cpu", progress: bool = True,
-                aux_captions: str | Path | dict[str, str] | None = None) -> dict[str, Any]:
+                aux_captions: str | Path | dict[str, str] | None = None, compute: str = "fp32") -> dict[str, Any]:
     """Index (or bring up to date) the audio files under `folder` into the index directory `out`.
 
     ckpt: checkpoint directory; required for a new index, optional afterwards (the index's copy is used).
@@ -327,6 +328,8 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
     aux_captions: for heads that use auxiliary captions (HCI+AC), a JSON/CSV file of generated captions
     (`hade.data.captioner.FileCaptioner` formats) or a dict, keyed by path relative to `folder` or by file
     name (see the module docstring). A head that does not use them raises InputError.
+    compute: encoder precision, "fp32", "bf16" (CPU with AMX/AVX512-BF16, or CUDA) or "fp16" (CUDA); see
+    `RetrievalModel.set_inference_precision`. It may differ between runs on the same index.
     Returns statistics: files_seen, unchanged_files, hashed_files, touched_files (same bytes, new mtime),
     reused_files (same bytes as another indexed file), encoded_files, encoded_windows, encoder_calls,
     removed_files, captioned_files (encoded with an auxiliary caption), recaptioned_files (re-encoded
@@ -338,6 +341,8 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder; give the folder of audio files to index")
     shard_t = parse_shard(shard)
+    if compute not in ("fp32", "bf16", "fp16"):
+        raise InputError(f"--compute must be fp32, bf16 or fp16, got {compute!r}")
     if precision not in (None, "float16", "float32"):
         raise InputError(f"--precision must be float16 or float32, got {precision!r}")
     if out.exists() and not (out / DB_FILE).exists() and any(p.name != ".lock" for p in out.iterdir()):
@@ -395,7 +400,7 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
             store.cleanup()
             files = [(rel, p) for rel, p in scan_folder(folder, exclude=out) if in_shard(rel, shard_t)]
             builder = _Builder(store, folder, store.model_dir, meta["window_samples"], meta["hop_samples"],
-                               batch_size, meta["precision"], device, progress, captions)
+                               batch_size, meta["precision"], device, progress, captions, compute)
             stats = builder.run(files)
             stats["ann"] = finalize(store, int(ann_threshold), progress=progress)
             counts = store.conn.execute("SELECT (SELECT COUNT(*) FROM files WHERE status='ok'), "

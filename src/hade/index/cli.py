@@ -40,6 +40,8 @@ def add_index_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--aux-captions", type=Path, default=None, metavar="FILE",
                    help="HCI+AC models: JSON/CSV of machine-generated captions keyed by path relative to DIR "
                         "or by file name; each file's windows are encoded with its caption")
+    p.add_argument("--compute", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="encoder precision (autocast): bf16 on CPUs with AMX/AVX512-BF16 or CUDA, fp16 on CUDA")
     p.add_argument("--root", type=Path, default=None, help="merge: folder the merged files live in now")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
@@ -79,7 +81,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     stats = build_index(args.paths[0], args.out, args.ckpt, window=args.window, hop=args.hop,
                         batch_size=args.batch_size, ann_threshold=args.ann_threshold,
                         shard=args.shard, rebuild=args.rebuild, precision=args.precision, device=args.device,
-                        progress=not args.quiet, aux_captions=args.aux_captions)
+                        progress=not args.quiet, aux_captions=args.aux_captions,
+                        compute=args.compute)
     if args.json:
         print(json.dumps(stats, indent=2))
     else:

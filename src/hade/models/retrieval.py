@@ -1,6 +1,7 @@
 """The two-stream retrieval model: HTSAT audio encoder + BERT text encoder + a retrieval head."""
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -17,7 +18,8 @@ from hade.models.heads.reprs import Reprs
 class RetrievalModel(nn.Module):
     """Encodes each side once into head representations and scores all pairs.
 
-    `tokenizer` is the text encoder's tokenizer (a plain attribute, not a module).
+    `tokenizer` is the text encoder's tokenizer (a plain attribute, not a module). `set_inference_precision`
+    makes `encode_audio`/`encode_text` run under autocast in eval mode (training is not affected).
     """
 
     def __init__(self, config: ModelConfig, audio_encoder: nn.Module, text_encoder: TextEncoder,
@@ -28,6 +30,30 @@ class RetrievalModel(nn.Module):
         self.text_encoder = text_encoder
         self.head = head
         self.tokenizer = tokenizer
+        self.inference_dtype: torch.dtype | None = None  # autocast dtype of encode_* in eval mode
+
+    def set_inference_precision(self, precision: str) -> "RetrievalModel":
+        """"fp32" (default), "bf16" (CPU with AVX512-BF16/AMX, or CUDA) or "fp16" (CUDA only): the autocast
+        dtype of `encode_audio`/`encode_text` in eval mode. Their outputs are always float32, and `score`
+        runs in float32, so rankings differ from fp32 only through the encoders' rounding."""
+        dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+        if precision not in dtypes:
+            raise ValueError(f"inference precision must be one of {sorted(dtypes)}, got {precision!r}")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("inference precision fp16 needs a CUDA device (CPU float16 kernels are slow); "
+                             "use bf16 on CPU")
+        self.inference_dtype = dtypes[precision]
+        return self
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.inference_dtype is None or self.training:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.inference_dtype)
+
+    def _float32(self, reprs: Reprs) -> Reprs:
+        if self.inference_dtype is None or self.training:
+            return reprs
+        return {k: v.float() if torch.is_floating_point(v) else v for k, v in reprs.items()}
 
     @property
     def sample_rate(self) -> int:
@@ -83,15 +109,19 @@ class RetrievalModel(nn.Module):
         has none; encoded by the text encoder into `AudioFeatures.aux_text` when the head uses them
         (`uses_aux_captions`, HCI+AC) and ignored otherwise.
         """
-        features = self.audio_encoder(waveform)
-        if aux_captions is not None and self._head_flag("uses_aux_captions"):
-            if len(aux_captions) != waveform.shape[0]:
-                raise ValueError(f"encode_audio: {len(aux_captions)} auxiliary captions for {waveform.shape[0]} clips")
-            features.aux_text = self.text_features([c or "" for c in aux_captions])
-        return self.head.audio_repr(features)
+        if aux_captions is not None and self._head_flag("uses_aux_captions") and len(aux_captions) != waveform.shape[0]:
+            raise ValueError(f"encode_audio: {len(aux_captions)} auxiliary captions for {waveform.shape[0]} clips")
+        with self._autocast():
+            features = self.audio_encoder(waveform)
+            if aux_captions is not None and self._head_flag("uses_aux_captions"):
+                features.aux_text = self.text_features([c or "" for c in aux_captions])
+            reprs = self.head.audio_repr(features)
+        return self._float32(reprs)
 
     def encode_text(self, captions: list[str]) -> Reprs:
-        return self.head.text_repr(self.text_features(captions))
+        with self._autocast():
+            reprs = self.head.text_repr(self.text_features(captions))
+        return self._float32(reprs)
 
     def score(self, text: Reprs, audio: Reprs) -> torch.Tensor:
         """[num_texts, num_audios] similarities."""
