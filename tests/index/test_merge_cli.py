@@ -57,6 +57,11 @@ def test_cli_index_search_and_merge(dp_ckpt, fresh_data, tmp_path, capsys):
     assert table[0].split() == ["rank", "file", "window", "score"] and len(table) == 3
     assert main(["search", str(out), "--audio", str(fresh_data / hits[0]["path"]), "-k", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["path"] == hits[0]["path"]
+    assert main(["search", str(out), "--audio", str(fresh_data / hits[0]["path"]), "-k", "1", "--json",
+                 "--compute", "bf16"]) == 0  # the query is encoded under bf16 autocast and still finds itself
+    assert json.loads(capsys.readouterr().out)[0]["path"] == hits[0]["path"]
+    assert main(["search", str(out), "x", "--compute", "fp16"]) == 2  # fp16 needs CUDA
+    assert "precision: " in capsys.readouterr().err
     assert main(["search", str(out)]) == 2
     assert "give a text query or --audio" in capsys.readouterr().err
     assert main(["index", str(fresh_data), "--out", str(out), "--window", "1.5"]) == 2

@@ -48,7 +48,7 @@ def test_cmd_serve_runs_uvicorn_with_the_app(serve_index, monkeypatch, capsys):
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.update(app=app, **kw))
     threads = torch.get_num_threads()
     try:
-        assert cmd_serve(parse(str(serve_index.path), "--port", "8765", "--threads", "1")) == 0
+        assert cmd_serve(parse(str(serve_index.path), "--port", "8765", "--threads", "1", "--compute", "bf16")) == 0
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
@@ -56,4 +56,5 @@ def test_cmd_serve_runs_uvicorn_with_the_app(serve_index, monkeypatch, capsys):
     assert "http://127.0.0.1:8765/" in capsys.readouterr().out
     with TestClient(calls["app"]) as c:
         health = c.get("/health").json()
+    assert calls["app"].state.service.index.model.inference_dtype == torch.bfloat16
     assert health["windows"] == len(serve_index) and health["model_fingerprint"] == serve_index.info()["fingerprint"]

@@ -60,6 +60,8 @@ def add_index_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per query (more = better recall)")
     s.add_argument("--root", type=Path, default=None, help="folder the indexed files live in now")
     s.add_argument("--device", default="cpu")
+    s.add_argument("--compute", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="query encoder precision (autocast; bf16 on CPUs with AMX/AVX512-BF16 or CUDA)")
     s.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -120,7 +122,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise InputError("hade search: -k and --candidates must be positive")
     from hade.index.search import Index
 
-    index = Index.open(args.index, device=args.device, root=args.root)
+    index = Index.open(args.index, device=args.device, root=args.root, precision=args.compute)
     try:
         query = args.query if args.audio is None else args.audio
         hits = index.search(query, k=args.k, candidates=args.candidates, per_file=args.per_file,

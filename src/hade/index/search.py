@@ -108,23 +108,28 @@ class Index:
 
     @classmethod
     def open(cls, path: str | Path, device: str | torch.device = "cpu", root: str | Path | None = None,
-             verify: bool = True) -> "Index":
+             verify: bool = True, precision: str = "fp32") -> "Index":
         """Open INDEX for searching with its own model copy. root: where the indexed files are now (default:
-        the folder they were indexed from). verify: check the model copy against the stored fingerprint."""
+        the folder they were indexed from). verify: check the model copy against the stored fingerprint.
+        precision: "fp32", "bf16" or "fp16" (CUDA) autocast for encoding queries (`hade.load`)."""
         from hade.checkpoint import load
 
         path = Path(path)
         store = Store(path)
-        meta = store.meta()
-        if "fingerprint" not in meta:
-            raise InputError(f"{path}: empty index (interrupted before anything was stored); run `hade index`")
-        if not ann_is_current(store):
-            raise InputError(f"{path}: the index changed after its ANN was built (interrupted or running "
-                             "`hade index`?); run `hade index` again to finish it")
-        if verify and model_fingerprint(store.model_dir) != meta["fingerprint"]:
-            raise InputError(f"{path}: model/ does not match the fingerprint the index was built with")
-        model = load(store.model_dir, device=device)
-        return cls(path, store, model, meta, Path(root) if root is not None else Path(meta["root"]))
+        try:  # close the SQLite connection when the index cannot be opened
+            meta = store.meta()
+            if "fingerprint" not in meta:
+                raise InputError(f"{path}: empty index (interrupted before anything was stored); run `hade index`")
+            if not ann_is_current(store):
+                raise InputError(f"{path}: the index changed after its ANN was built (interrupted or running "
+                                 "`hade index`?); run `hade index` again to finish it")
+            if verify and model_fingerprint(store.model_dir) != meta["fingerprint"]:
+                raise InputError(f"{path}: model/ does not match the fingerprint the index was built with")
+            model = load(store.model_dir, device=device, precision=precision)
+            return cls(path, store, model, meta, Path(root) if root is not None else Path(meta["root"]))
+        except BaseException:
+            store.close()
+            raise
 
     def close(self) -> None:
         self.store.close()

@@ -31,6 +31,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--root", type=Path, default=None,
                    help="where the indexed files are now (default: the folder they were indexed from)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+    p.add_argument("--compute", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="query encoder precision (autocast; bf16 on CPUs with AMX/AVX512-BF16 or CUDA)")
     p.add_argument("--threads", type=int, default=None,
                    help=f"torch CPU threads (default: min(4, CPUs) = {default_threads()})")
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_UPLOAD_MIB,
@@ -72,7 +74,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     root = getattr(args, "root", None)
     if root is not None and not Path(root).is_dir():
         raise InputError(f"--root {root}: not a folder")
-    index = Index.open(args.index, device=args.device, **({"root": root} if root is not None else {}))
+    index = Index.open(args.index, device=args.device, precision=args.compute,
+                       **({"root": root} if root is not None else {}))
     app = create_app(index, max_upload_bytes=int(args.max_upload_mb * 2**20), threads=threads)
     if not is_loopback_host(args.host):
         print(f"hade serve: warning: listening on {args.host}; the index's audio is readable by anyone "
