@@ -10,7 +10,8 @@ At the end the ANN index is rebuilt from the store when anything changed (`hade.
 Auxiliary captions (heads that use them, HCI+AC): `aux_captions` maps a file — by its path relative to
 the folder, or else by its file name — to a machine-generated caption, and its windows are encoded with
 it. The caption is stored per file, so a later run with a changed caption re-encodes that file only;
-a run without `aux_captions` leaves already indexed files as they are and encodes new ones without.
+a run without `aux_captions` leaves already indexed files as they are and encodes new or changed ones
+without.
 """
 from __future__ import annotations
 
