@@ -120,3 +120,35 @@ def test_a_run_being_trained_elsewhere_is_refused(tmp_path, monkeypatch):
     assert calls == []
     run_row_seed(row, 0, TrainConfig(), tmp_path, tmp_path, False, lambda s: None)  # released: it runs
     assert calls == [("dp", 0)]
+
+
+def test_a_worker_does_its_other_runs_first_then_waits_for_a_busy_one(tmp_path, monkeypatch):
+    import threading
+
+    from hade.experiments.ablate import _run_dir, _run_lock
+    from hade.utils.atomic import write_json_atomic
+
+    calls = _fake_runs(monkeypatch)
+    row = table_rows("3")[0]
+    held, logs = threading.Event(), []
+    other_result = {"row": "dp", "seed": 0, "train": {"seconds": 1.0},
+                    "metrics": {"t2a": {"R@1": 99.0, "R@5": 99.0, "R@10": 99.0, "mAP@10": 99.0},
+                                "a2t": {"R@1": 99.0, "R@5": 99.0, "R@10": 99.0, "mAP@10": 99.0},
+                                "score_seconds_per_1k2": 0.5}}
+
+    def other_worker():  # trains dp seed 0 until this worker has run seed 1 and started waiting
+        with _run_lock(_run_dir(tmp_path / "out", row, 0)):
+            held.set()
+            deadline = threading.Event()
+            while not any("waiting for the other worker" in line for line in logs) and not deadline.wait(0.05):
+                pass
+            write_json_atomic(_run_dir(tmp_path / "out", row, 0) / "eval.json", other_result)
+
+    thread = threading.Thread(target=other_worker)
+    thread.start()
+    held.wait(10)
+    summary = ablate("3", tmp_path, tmp_path / "out", seeds=2, progress=False, log=logs.append, rows=["dp"])
+    thread.join(10)
+    assert calls == [("dp", 1)]  # seed 0 was the other worker's: taken from its eval.json, not retrained
+    assert any("training this run" in line and "other runs first" in line for line in logs)
+    assert summary["dp"]["T2A R@1"]["mean"] == pytest.approx((99.0 + 11.0) / 2)

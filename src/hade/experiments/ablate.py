@@ -6,7 +6,8 @@ Rows live in OUT/rows/<row>/seed<k>/ and are keyed by row name only, so tables t
 `dp` of Tables 1-3 and `compare`) share its runs when given the same OUT and base config. `rows=` runs
 a subset (e.g. one worker per row group, in parallel); the other rows enter the written table when all
 their seeds are already finished. A run directory is locked (flock) while it trains, so two workers on
-one OUT never train the same run: the second one stops with an error naming the run.
+one OUT never train the same run: a worker that finds a run locked goes on with its other runs, then
+waits for the locked ones and takes their results (or trains one itself if the other worker died).
 
 Output in OUT/: `table{N}.md` (ours as mean ± std over seeds beside the paper's numbers) and
 `table{N}.json` (every seed's metrics).
@@ -116,9 +117,14 @@ def _timed_metrics(model, split, cfg: TrainConfig, aux: dict[str, str] | None) -
     return metrics
 
 
+class RunBusy(InputError):
+    """Another worker holds the run's lock."""
+
+
 @contextlib.contextmanager
-def _run_lock(run_dir: Path):
-    """Exclusive lock on `run_dir` for this process (released when it ends, even when killed)."""
+def _run_lock(run_dir: Path, block: bool = False):
+    """Exclusive lock on `run_dir` for this process (released when it ends, even when killed); RunBusy
+    when another process holds it, unless `block` (then wait for it)."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no locking
@@ -128,10 +134,10 @@ def _run_lock(run_dir: Path):
     fd = os.open(run_dir / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
         except BlockingIOError:
-            raise InputError(f"{run_dir}: another `hade ablate` is training this run; give this worker other "
-                             f"--rows or wait for it") from None
+            raise RunBusy(f"{run_dir}: another `hade ablate` is training this run; give this worker other "
+                          f"--rows or wait for it") from None
         yield
     finally:
         os.close(fd)
@@ -144,14 +150,15 @@ def _cached(row: Row, seeds: int, out: Path) -> list[dict[str, Any]] | None:
 
 
 def run_row_seed(row: Row, seed: int, base: TrainConfig, data_dir: Path, out: Path, progress: bool,
-                 log: Callable[[str], None], ood_data: Path | None = None) -> dict[str, Any]:
+                 log: Callable[[str], None], ood_data: Path | None = None, block: bool = False) -> dict[str, Any]:
     """Train (or resume) one row with one seed and evaluate its best checkpoint; cached in eval.json.
-    With `ood_data`, the reported metrics are on that set's evaluation split (in-domain ones kept too)."""
+    With `ood_data`, the reported metrics are on that set's evaluation split (in-domain ones kept too).
+    RunBusy when another worker is training the run, unless `block` (then wait for it first)."""
     run_dir = _run_dir(out, row, seed)
     done = run_dir / "eval.json"
     if done.is_file():
         return json.loads(done.read_text())
-    with _run_lock(run_dir):
+    with _run_lock(run_dir, block):
         if done.is_file():  # finished by another worker between the check above and the lock
             return json.loads(done.read_text())
         return _train_and_evaluate(row, seed, base, data_dir, run_dir, progress, log, ood_data)
@@ -245,20 +252,36 @@ def ablate(table: str, data_dir: str | Path, out: str | Path, seeds: int = 3, ba
     from hade.demo import demo_config
 
     base = base or demo_config("dp", epochs=6)
-    summary: dict[str, Any] = {}
-    all_results: dict[str, list[dict[str, Any]]] = {}
+    ood = Path(ood_data) if ood_data is not None else None
+    all_results: dict[str, list[dict[str, Any] | None]] = {}
+    busy: list[tuple[Row, int]] = []  # runs another worker is training: waited for after ours
+
+    def write() -> dict[str, Any]:
+        done = {name: res for name, res in all_results.items() if None not in res}
+        summary = {name: summarise(res) for name, res in done.items()}
+        write_json_atomic(out / f"table{table}.json", {"table": table, "seeds": seeds, "summary": summary,
+                                                       "paper": PAPER.get(str(table)), "runs": done})
+        write_text_atomic(out / f"table{table}.md", markdown_table(str(table), summary, seeds, data_dir))
+        return summary
+
     for row in all_rows:
         if rows is None or row.name in rows:
-            results = [run_row_seed(row, seed, base, data_dir, out, progress, log,
-                                    Path(ood_data) if ood_data is not None else None) for seed in range(seeds)]
+            results: list[dict[str, Any] | None] = []
+            for seed in range(seeds):
+                try:
+                    results.append(run_row_seed(row, seed, base, data_dir, out, progress, log, ood))
+                except RunBusy as e:
+                    log(f"{e}: doing the other runs first")
+                    busy.append((row, seed))
+                    results.append(None)
         else:
             results = _cached(row, seeds, out)
             if results is None:
                 continue
         all_results[row.name] = results
-        summary[row.name] = summarise(results)
-        # partial tables after every row, so an interrupted ablation still shows what is done
-        write_json_atomic(out / f"table{table}.json", {"table": table, "seeds": seeds, "summary": summary,
-                                                       "paper": PAPER.get(str(table)), "runs": all_results})
-        write_text_atomic(out / f"table{table}.md", markdown_table(str(table), summary, seeds, data_dir))
-    return summary
+        write()  # partial tables after every row, so an interrupted ablation still shows what is done
+    for row, seed in busy:
+        log(f"{_run_dir(out, row, seed)}: waiting for the other worker to finish it")
+        all_results[row.name][seed] = run_row_seed(row, seed, base, data_dir, out, progress, log, ood, block=True)
+        write()
+    return write()
