@@ -7,15 +7,17 @@
 Each head is built as `hade ablate --table compare` trains it (htsat-cpu + pretrained MiniLM, the
 table's row options; HCI+AC gets one auxiliary caption per clip) and takes full optimizer steps
 (`hade.train.trainer.training_loss`, backward, AdamW) on the same fixed batch of random waveforms and
-SynthCaps-like captions. After one warm-up step per head, `--rounds` rounds each time one step of
+SynthCaps captions (`caption_for_scene` on random scenes: 15 words on average, up to ~40, as in the
+data `hade ablate` trains on; the cost of THA and co-attention grows with the caption length). After one warm-up step per head, `--rounds` rounds each time one step of
 every head in turn, so a change in machine load hits all heads alike; a head's time is its median
 over rounds, and the ratio is that over DP's. The compare table's "train s" column is wall-clock
 under whatever else ran on the machine; these ratios are the fair comparison of cost.
 
 Measured (this 2-core AMX Xeon, torch 2.13 CPU, 1 thread, batch 32 of 4 s clips, median of 3 rounds,
 while two 1-thread training jobs ran), seconds per step and ratio to DP:
-  dp 1.31 (1.00), tha+dcr 1.91 (1.46), coatt-single 3.40 (2.60), coatt-stacked 8.12 (6.20),
-  coatt-iterated 7.46 (5.71), hci 1.25 (0.96), hci+ac 1.50 (1.14), diffatr 1.26 (0.96).
+  dp 1.68 (1.00), tha+dcr 2.55 (1.52), coatt-single 5.30 (3.15), coatt-stacked 12.63 (7.51),
+  coatt-iterated 12.89 (7.67), hci 1.80 (1.07), hci+ac 2.69 (1.60), diffatr 1.81 (1.08).
+  (With short 8-17-word captions instead: tha+dcr 1.46, coatt-single 2.60, stacked 6.20, iterated 5.71.)
 Co-attention pays for its pair-dependent layers: every one of the B² in-batch pairs runs the guided
 attention units and their FFNs (stacked and iterated add a second, fully pair-dependent module).
 """
@@ -27,24 +29,24 @@ import json
 import statistics
 import time
 
+import numpy as np
 import torch
 
 import hade
 from hade.config import TrainConfig
+from hade.data.synthcaps import EVENT_TYPES
+from hade.data.synthcaps.captions import caption_for_scene
+from hade.data.synthcaps.scenes import sample_scene
 from hade.experiments.ablate import COMPARE_HEADS, table_rows
 from hade.train.trainer import training_loss
 
-WORDS = ("a dog barks twice", "rain falls steadily on a roof", "a siren wails in the distance",
-         "birds chirp while wind blows", "a bell rings three times", "water bubbles in a pot",
-         "a car engine idles then stops", "people talk quietly in a large hall")
-
-
-def batch_for(model, size: int, seconds: float, generator: torch.Generator) -> dict:
-    """Random waveforms [size, seconds·rate] and captions of 8-17 words, one clip per caption."""
-    audio = 0.1 * torch.randn(size, int(seconds * model.sample_rate), generator=generator)
-    captions = [f"{WORDS[i % len(WORDS)]} and {WORDS[(3 * i + 1) % len(WORDS)]}" for i in range(size)]
-    return {"audio": audio, "caption": captions, "clip_index": torch.arange(size),
-            "aux": [WORDS[(5 * i + 2) % len(WORDS)] for i in range(size)]}
+def batch_for(model, size: int, seconds: float, seed: int = 0) -> dict:
+    """Random waveforms [size, seconds·rate], one SynthCaps caption (and one auxiliary caption) per clip."""
+    rng = np.random.default_rng(seed)
+    scenes = [sample_scene(rng, sorted(EVENT_TYPES)) for _ in range(size)]
+    audio = 0.1 * torch.randn(size, int(seconds * model.sample_rate), generator=torch.Generator().manual_seed(seed))
+    return {"audio": audio, "caption": [caption_for_scene(s, rng) for s in scenes], "clip_index": torch.arange(size),
+            "aux": [caption_for_scene(s, rng) for s in scenes]}
 
 
 def build(head: str) -> tuple[torch.nn.Module, torch.optim.Optimizer, float]:
@@ -82,7 +84,7 @@ def main() -> None:
     runs = {}
     for head in heads:
         model, optimizer, temperature = build(head)
-        batch = batch_for(model, args.batch, args.seconds, torch.Generator().manual_seed(0))
+        batch = batch_for(model, args.batch, args.seconds)
         step(model, optimizer, temperature, batch)  # warm-up
         runs[head] = (model, optimizer, temperature, batch)
     times: dict[str, list[float]] = {h: [] for h in heads}
