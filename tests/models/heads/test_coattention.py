@@ -42,7 +42,7 @@ def test_shapes(design, pooling):
     assert text["coatt_text"].shape == (3, 7, 16) and text["coatt_text_mask"].sum(1).tolist() == [4, 7, 2]
     assert audio["coatt_audio"].shape == (3, TOKENS[-1], 16) and bool(audio["coatt_audio_mask"].all())
     scores = head.score(text, head.audio_repr(features(5, seed=1)[0]))
-    assert scores.shape == (3, 5) and bool(torch.isfinite(scores).all()) and float(scores.abs().max()) <= 1 + 1e-9
+    assert scores.shape == (3, 5) and bool(torch.isfinite(scores).all()) and float(scores.detach().abs().max()) <= 1 + 1e-9
     t, a = head.pooled_embeddings(text, audio)
     assert t.shape == (3, 16) and a.shape == (3, 16)
     torch.testing.assert_close(t.norm(dim=-1), torch.ones(3, dtype=torch.float64))
@@ -159,3 +159,28 @@ def test_good_options_build():
         "design": "iterated", "layers": 2, "iterations": 3, "share_weights": False, "heads": 4, "dropout": 0.0,
         "audio_stage": 3, "text_block": 2, "pooling": "mean", "memory_budget_mb": 8, "exclude_special": True})
     assert isinstance(head, CoAttentionHead) and head.audio_stage == 3 and head.text_block == 2
+
+
+def test_length_groups_bound_the_padding():
+    from hade.models.heads.coattention import length_groups
+
+    assert length_groups([40, 35, 30, 29, 20, 16, 15, 3]) == [[0, 1, 2], [3], [4, 5, 6], [7]]
+    assert length_groups([5, 5, 5]) == [[0, 1, 2]] and length_groups([]) == []
+    lengths = sorted(torch.randint(1, 41, (64,), generator=torch.Generator().manual_seed(0)).tolist(), reverse=True)
+    groups = length_groups(lengths)
+    assert [i for g in groups for i in g] == list(range(64))
+    assert all(lengths[g[-1]] >= 0.75 * lengths[g[0]] for g in groups)
+    padded = sum(lengths[g[0]] * len(g) for g in groups)
+    assert padded < 1.34 * sum(lengths) < 0.75 * 40 * 64  # vs. padding every caption to the longest
+
+
+def test_texts_of_very_different_lengths_are_scored_in_their_own_order():
+    head = make_head("stacked").eval()
+    audio_f, text_f = features(6, lengths=[2, 7, 7, 1, 5, 3])
+    text, audio = head.text_repr(text_f), head.audio_repr(audio_f)
+    with torch.no_grad():
+        scores = head.score(text, audio)
+        for t in range(6):  # each text alone, trimmed to its own length
+            n = int(text["coatt_text_mask"][t].sum())
+            alone = {"coatt_text": text["coatt_text"][t:t + 1, :n], "coatt_text_mask": text["coatt_text_mask"][t:t + 1, :n]}
+            torch.testing.assert_close(scores[t], head.score(alone, audio)[0], atol=1e-10, rtol=1e-9)
