@@ -15,9 +15,10 @@ under whatever else ran on the machine; these ratios are the fair comparison of 
 
 Measured (this 2-core AMX Xeon, torch 2.13 CPU, 1 thread, batch 32 of 4 s clips, median of 3 rounds,
 while two 1-thread training jobs ran), seconds per step and ratio to DP:
-  dp 1.68 (1.00), tha+dcr 2.55 (1.52), coatt-single 5.30 (3.15), coatt-stacked 12.63 (7.51),
-  coatt-iterated 12.89 (7.67), hci 1.80 (1.07), hci+ac 2.69 (1.60), diffatr 1.81 (1.08).
-  (With short 8-17-word captions instead: tha+dcr 1.46, coatt-single 2.60, stacked 6.20, iterated 5.71.)
+  dp 1.68 (1.00), tha+dcr 2.55 (1.52), hci 1.80 (1.07), hci+ac 2.69 (1.60), diffatr 1.81 (1.08);
+  co-attention, scoring texts in length groups (a later run, DP 1.61): coatt-single 4.10 (2.55),
+  coatt-stacked 8.84 (5.50), coatt-iterated 8.95 (5.57). Before the length groups, when every caption
+  was padded to the batch's longest: 5.30 (3.15), 12.63 (7.51), 12.89 (7.67).
 Co-attention pays for its pair-dependent layers: every one of the B² in-batch pairs runs the guided
 attention units and their FFNs (stacked and iterated add a second, fully pair-dependent module).
 """
