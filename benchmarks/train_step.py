@@ -8,8 +8,8 @@ Each head is built as `hade ablate --table compare` trains it (htsat-cpu + pretr
 table's row options; HCI+AC gets one auxiliary caption per clip) and takes full optimizer steps
 (`hade.train.trainer.training_loss`, backward, AdamW) on the same fixed batch of random waveforms and
 SynthCaps captions (`caption_for_scene` on random scenes: 15 words on average, up to ~40, as in the
-data `hade ablate` trains on; the cost of THA and co-attention grows with the caption length). After one warm-up step per head, `--rounds` rounds each time one step of
-every head in turn, so a change in machine load hits all heads alike; a head's time is its median
+data `hade ablate` trains on; the cost of THA and co-attention grows with the caption length). After
+one warm-up step per head, `--rounds` rounds each time one step of every head in turn, so a change in machine load hits all heads alike; a head's time is its median
 over rounds, and the ratio is that over DP's. The compare table's "train s" column is wall-clock
 under whatever else ran on the machine; these ratios are the fair comparison of cost.
 
@@ -40,6 +40,7 @@ from hade.data.synthcaps.captions import caption_for_scene
 from hade.data.synthcaps.scenes import sample_scene
 from hade.experiments.ablate import COMPARE_HEADS, table_rows
 from hade.train.trainer import training_loss
+
 
 def batch_for(model, size: int, seconds: float, seed: int = 0) -> dict:
     """Random waveforms [size, seconds·rate], one SynthCaps caption (and one auxiliary caption) per clip."""

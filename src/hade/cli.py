@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from hade.config import PRECISIONS
 from hade.errors import HadeError
 
 
@@ -35,7 +36,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio-encoder", default=None, help="HTSAT preset: htsat-tiny (paper), htsat-cpu (demo)")
     p.add_argument("--text-encoder", default=None, help="'minilm' or a local BERT directory")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="mixed precision: bf16 on CPU or CUDA, fp16 on CUDA")
     p.add_argument("--grad-accum-steps", type=int, default=None,
                    help="split each batch into this many micro-batches (negatives come from the micro-batch)")
@@ -59,7 +60,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--aux-captions", default=None,
                    help="HCI+AC: 'synthcaps' (simulated captioner) or a JSON/CSV file of generated captions")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--compute", choices=["fp32", "bf16", "fp16"], default="fp32",
+    p.add_argument("--compute", choices=PRECISIONS, default="fp32",
                    help="encoder precision (autocast): bf16 on CPUs with AMX/AVX512-BF16 or CUDA, fp16 on CUDA; "
                         "scores stay fp32")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

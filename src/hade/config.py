@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 from hade.errors import InputError
 
+PRECISIONS = ("fp32", "bf16", "fp16")  # TrainConfig.precision and the encoders' inference autocast (--compute)
+
 T = TypeVar("T")
 
 

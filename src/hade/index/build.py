@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from hade.config import PRECISIONS
 from hade.data.audio import load_audio
 from hade.errors import AudioError, InputError
 from hade.index.ann import DEFAULT_THRESHOLD
@@ -201,10 +202,11 @@ class _Builder:
     def _recaption(self, rel: str, st: os.stat_result, row: tuple | None) -> _Job | None:
         """An 'encode' job when --aux-captions gives an indexed, readable file another caption than the one
         its windows were encoded with (its bytes are unchanged, so the stored hash is kept)."""
-        if self.aux is None or row is None or row[4] != "ok" or self.caption_of(rel) == row[6]:
+        caption = self.caption_of(rel)
+        if self.aux is None or row is None or row[4] != "ok" or caption == row[6]:
             return None
         self.stats["recaptioned_files"] += 1
-        return _Job("encode", rel, st.st_size, st.st_mtime_ns, sha=row[3], aux=self.caption_of(rel))
+        return _Job("encode", rel, st.st_size, st.st_mtime_ns, sha=row[3], aux=caption)
 
     def _classify(self, rel: str, path: Path, known: dict[str, tuple]) -> _Job | None:
         """None for an unchanged file; otherwise the job that brings the store up to date."""
@@ -342,7 +344,7 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder; give the folder of audio files to index")
     shard_t = parse_shard(shard)
-    if compute not in ("fp32", "bf16", "fp16"):
+    if compute not in PRECISIONS:  # checked here: the model is loaded only when something needs encoding
         raise InputError(f"--compute must be fp32, bf16 or fp16, got {compute!r}")
     if precision not in (None, "float16", "float32"):
         raise InputError(f"--precision must be float16 or float32, got {precision!r}")

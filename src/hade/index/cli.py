@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from hade.config import PRECISIONS
 from hade.errors import HadeError, InputError
 
 
@@ -40,7 +41,7 @@ def add_index_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--aux-captions", type=Path, default=None, metavar="FILE",
                    help="HCI+AC models: JSON/CSV of machine-generated captions keyed by path relative to DIR "
                         "or by file name; each file's windows are encoded with its caption")
-    p.add_argument("--compute", choices=["fp32", "bf16", "fp16"], default="fp32",
+    p.add_argument("--compute", choices=PRECISIONS, default="fp32",
                    help="encoder precision (autocast): bf16 on CPUs with AMX/AVX512-BF16 or CUDA, fp16 on CUDA")
     p.add_argument("--root", type=Path, default=None, help="merge: folder the merged files live in now")
     p.add_argument("--device", default="cpu")
@@ -60,7 +61,7 @@ def add_index_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per query (more = better recall)")
     s.add_argument("--root", type=Path, default=None, help="folder the indexed files live in now")
     s.add_argument("--device", default="cpu")
-    s.add_argument("--compute", choices=["fp32", "bf16", "fp16"], default="fp32",
+    s.add_argument("--compute", choices=PRECISIONS, default="fp32",
                    help="query encoder precision (autocast; bf16 on CPUs with AMX/AVX512-BF16 or CUDA)")
     s.add_argument("--json", action="store_true", help="print JSON")
 

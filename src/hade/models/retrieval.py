@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hade.config import ModelConfig
+from hade.config import PRECISIONS, ModelConfig
 from hade.data.chunker import token_phrase_index
 from hade.models.encoders.types import TextFeatures
 from hade.models.encoders.text_bert import TextEncoder
@@ -36,13 +36,12 @@ class RetrievalModel(nn.Module):
         """"fp32" (default), "bf16" (CPU with AVX512-BF16/AMX, or CUDA) or "fp16" (CUDA only): the autocast
         dtype of `encode_audio`/`encode_text` in eval mode. Their outputs are always float32, and `score`
         runs in float32, so rankings differ from fp32 only through the encoders' rounding."""
-        dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-        if precision not in dtypes:
-            raise ValueError(f"inference precision must be one of {sorted(dtypes)}, got {precision!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"inference precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         if precision == "fp16" and self.device.type != "cuda":
             raise ValueError("inference precision fp16 needs a CUDA device (CPU float16 kernels are slow); "
                              "use bf16 on CPU")
-        self.inference_dtype = dtypes[precision]
+        self.inference_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         return self
 
     def _autocast(self) -> contextlib.AbstractContextManager:

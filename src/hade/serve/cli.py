@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from hade.config import PRECISIONS
 from hade.errors import InputError
 
 DEFAULT_UPLOAD_MIB = 20.0  # = hade.serve.service.MAX_UPLOAD_BYTES (not imported: keeps `hade --help` light)
@@ -31,7 +32,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--root", type=Path, default=None,
                    help="where the indexed files are now (default: the folder they were indexed from)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
-    p.add_argument("--compute", choices=["fp32", "bf16", "fp16"], default="fp32",
+    p.add_argument("--compute", choices=PRECISIONS, default="fp32",
                    help="query encoder precision (autocast; bf16 on CPUs with AMX/AVX512-BF16 or CUDA)")
     p.add_argument("--threads", type=int, default=None,
                    help=f"torch CPU threads (default: min(4, CPUs) = {default_threads()})")

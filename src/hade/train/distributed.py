@@ -39,11 +39,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from hade.config import PRECISIONS
 from hade.errors import InputError
 from hade.losses import nt_xent_partial
 from hade.models.heads.reprs import Reprs, slice_reprs
-
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
