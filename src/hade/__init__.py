@@ -3,7 +3,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from hade.utils.offline import force_offline
+
 __version__ = "0.1.0"
+
+# Before anything can import transformers: hade never downloads (see hade.utils.offline for why).
+force_offline()
 
 if TYPE_CHECKING:
     from hade.config import ModelConfig, TrainConfig
@@ -18,7 +23,9 @@ def create_model(config: "ModelConfig") -> "RetrievalModel":
 
 
 def load(path: Any, device: Any = "cpu") -> "RetrievalModel":
-    """Load a checkpoint directory written by `hade train` (safetensors; no code is unpickled)."""
+    """Load a checkpoint directory written by `hade train` (safetensors; no code is unpickled).
+
+    A missing, truncated or corrupt file of the checkpoint raises hade.errors.InputError naming it."""
     from hade.checkpoint import load as _load
 
     return _load(path, device)

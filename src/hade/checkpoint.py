@@ -1,20 +1,25 @@
 """Saving and loading models: a directory with config.json, model.safetensors and tokenizer/.
 
 Loading never unpickles code: weights come from safetensors, training state through
-torch.load(weights_only=True).
+torch.load(weights_only=True). Loading never reaches the network (hade.utils.offline), and every
+missing, truncated or corrupt file raises InputError naming that file.
 """
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file as st_load_file
 from safetensors.torch import load_model as st_load_model
 from safetensors.torch import save_model as st_save_model
 
 from hade.config import ModelConfig, from_dict, to_dict
 from hade.errors import InputError
+from hade.models.encoders.text_bert import load_tokenizer
 from hade.models.factory import create_model
 from hade.models.retrieval import RetrievalModel
 from hade.utils.atomic import atomic_dir, recover_dir
@@ -42,32 +47,82 @@ def save_model(model: RetrievalModel, path: str | Path, extra: dict[str, Any] | 
 
 
 def read_model_config(path: str | Path) -> ModelConfig:
+    """The ModelConfig of checkpoint directory `path`; InputError naming config.json when it is missing,
+    not UTF-8 JSON, or not a ModelConfig."""
     path = Path(path)
     config_file = path / CONFIG_FILE
     if not config_file.is_file():
         raise InputError(f"{path}: not a hade checkpoint (no {CONFIG_FILE}); give a directory written by `hade train`")
     try:
-        data = json.loads(config_file.read_text())
+        data = json.loads(config_file.read_bytes().decode("utf-8"))
     except json.JSONDecodeError as e:
         raise InputError(f"{config_file}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{config_file}: unreadable ({_one_line(e)}); expected the UTF-8 JSON written by "
+                         "`hade train`") from None
     return from_dict(ModelConfig, data, str(config_file))
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    return " ".join(str(error).split())[:limit]
+
+
+def check_checkpoint_files(path: Path) -> None:
+    """InputError naming the first missing part of checkpoint directory `path` (config.json is checked
+    by read_model_config). Checked before anything is built so that an incomplete copy fails at once,
+    and so that transformers never sees a missing tokenizer folder (it would take it for a Hub repo id)."""
+    tokenizer_dir = path / TOKENIZER_DIR
+    if not tokenizer_dir.is_dir():
+        raise InputError(f"{tokenizer_dir}: missing; the checkpoint is incomplete (`hade train` writes "
+                         f"{CONFIG_FILE}, {WEIGHTS_FILE} and {TOKENIZER_DIR}/ together); copy the whole "
+                         "checkpoint directory again")
+    if not (path / WEIGHTS_FILE).is_file():
+        raise InputError(f"{path / WEIGHTS_FILE}: missing; the checkpoint is incomplete; copy the whole "
+                         "checkpoint directory again")
+
+
+def load_weights(model: torch.nn.Module, weights: Path, strict: bool = True) -> tuple[list[str], list[str]]:
+    """Load safetensors file `weights` into `model`; returns (missing, unexpected) key lists when not
+    `strict`. InputError naming the file when it is truncated or corrupt (safetensors raises
+    SafetensorError with a bare header message) or does not fit the model (RuntimeError from torch)."""
+    try:
+        return st_load_model(model, str(weights), strict=strict)
+    except SafetensorError as e:
+        raise InputError(f"{weights}: truncated or corrupt safetensors file ({_one_line(e)}); copy the "
+                         "checkpoint again or retrain") from None
+    except (RuntimeError, OSError) as e:
+        raise InputError(f"{weights}: cannot load weights for the model described by {CONFIG_FILE}: "
+                         f"{_one_line(e, 400)}") from None
+
+
+def read_weights(weights: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of safetensors file `weights` (on CPU); InputError naming the file when it cannot be read."""
+    try:
+        return st_load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise InputError(f"{weights}: truncated or corrupt safetensors file ({_one_line(e)})") from None
+
+
+def _build(path: Path, config: ModelConfig) -> RetrievalModel:
+    tokenizer = load_tokenizer(path / TOKENIZER_DIR)  # its errors name the tokenizer file
+    try:
+        return create_model(config, tokenizer=tokenizer)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:  # InputError is a ValueError
+        raise InputError(f"{path / CONFIG_FILE}: does not describe a model this version of hade can build: "
+                         f"{_one_line(e, 400)}") from None
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32") -> RetrievalModel:
     """Load a checkpoint directory into a model in eval mode. precision: "fp32", "bf16" or "fp16" (CUDA)
-    autocast of the encoders (`RetrievalModel.set_inference_precision`); InputError on a bad value."""
+    autocast of the encoders (`RetrievalModel.set_inference_precision`). Every missing, truncated or
+    corrupt file, and a bad precision, raise InputError naming it."""
     path = Path(path)
     recover_dir(path)
     config = read_model_config(path)
-    model = create_model(config, tokenizer_dir=str(path / TOKENIZER_DIR))
+    check_checkpoint_files(path)
+    model = _build(path, config)
     weights = path / WEIGHTS_FILE
-    if not weights.is_file():
-        raise InputError(f"{path}: missing {WEIGHTS_FILE}")
-    try:
-        missing, unexpected = st_load_model(model, str(weights), strict=False)
-    except (RuntimeError, OSError) as e:
-        raise InputError(f"{weights}: cannot load weights for the model described by {CONFIG_FILE}: "
-                         f"{' '.join(str(e).split())[:400]}") from None
+    missing, unexpected = load_weights(model, weights, strict=False)
     if missing or unexpected:
         raise InputError(f"{weights}: weights do not match the config: missing {sorted(missing)[:10]}, "
                          f"unexpected {sorted(unexpected)[:10]}")
@@ -78,8 +133,23 @@ def load(path: str | Path, device: str | torch.device = "cpu", precision: str = 
         raise InputError(f"precision: {e}") from None
 
 
+# What a resumable training state holds (written by hade.train.trainer.Trainer._save_last).
+TRAIN_STATE_KEYS = ("optimizer", "scheduler", "torch_rng", "progress", "config")
+
+
 def load_train_state(path: str | Path) -> dict[str, Any] | None:
+    """The training state of checkpoint directory `path`, or None when it has none. InputError naming the
+    file when it is truncated, corrupt or not a hade training state."""
     file = Path(path) / TRAIN_STATE_FILE
     if not file.is_file():
         return None
-    return torch.load(file, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
+        raise InputError(f"{file}: truncated or corrupt training state ({type(e).__name__}: {_one_line(e)}); "
+                         "the run cannot resume from it: start it over with --no-resume") from None
+    missing = [k for k in TRAIN_STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise InputError(f"{file}: not a hade training state (missing {missing}); start the run over with "
+                         "--no-resume")
+    return state

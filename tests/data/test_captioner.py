@@ -100,6 +100,9 @@ def test_file_captioner_json_and_csv(tmp_path):
     ("list.json", '[{"caption": "x"}]', r"list\.json: item 0: expected an object with a clip id"),
     ("kind.json", '"just text"', r"kind\.json: expected a JSON object"),
     ("head.csv", "name,text\nc1,x\n", r"head\.csv: line 1: header must name a clip id column"),
+    ("nocaption.csv", "clip_id,text\nc1,x\n", r"nocaption\.csv: line 1: header must name .* and 'caption', "
+                                           r"got \['clip_id', 'text'\]"),
+    ("clotho.csv", "file_name,caption_1,caption_2\nc1,x,y\n", r"clotho\.csv: line 1: header must name .* 'caption'"),
     ("dup.csv", "clip_id,caption\nc1,x\nc2,y\nc1,z\n",
      r"dup\.csv: line 4: clip 'c1' has a second caption \(first at line 2\)"),
     ("short.csv", "clip_id,caption\nc1,x\nc2\n", r"short\.csv: line 3: 1 fields, the header has 2"),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -327,3 +328,47 @@ def test_non_utf8_csv(tmp_path):
     path.write_bytes(b"file_name,caption_1\nx.wav,caf\xe9\n")
     with pytest.raises(InputError, match=r"clotho_captions_evaluation\.csv:2: not valid UTF-8"):
         read_split(tmp_path, "test")
+
+
+# ----------------------------------------------------------------------------- missing caption columns
+
+CLOTHO_HEADER = "file_name,caption_1,caption_2,caption_3,caption_4,caption_5"
+
+
+@pytest.mark.parametrize("header,missing", [
+    ("file_name,caption_1,caption_2,caption_4,caption_5", "caption_3"),
+    ("file_name,caption_1,caption_2,caption_4", "caption_3, caption_5"),
+    ("file_name,caption_1,caption_2,caption_3", "caption_4, caption_5"),
+    ("file_name,caption_1", "caption_2, caption_3, caption_4, caption_5"),
+])
+def test_clotho_file_missing_a_caption_column_is_an_error(tmp_path, header, missing):
+    path = tmp_path / "clotho_captions_development.csv"
+    path.write_text(header + "\n" + "a.wav" + ",x" * header.count("caption_") + "\n")
+    tiny_wav(tmp_path / "development" / "a.wav")
+    with pytest.raises(InputError) as info:
+        read_split(tmp_path, "development")
+    assert str(info.value) == (f"{path}: missing caption column(s) {missing}; expected header '{CLOTHO_HEADER}', "
+                               f"found '{header}'")
+
+
+def test_other_csv_in_clotho_layout_may_have_fewer_captions_with_a_warning(tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text("file_name,caption_1,caption_2\na.wav,one,two\n")
+    tiny_wav(tmp_path / "mine" / "a.wav")
+    with pytest.warns(UserWarning, match=r"mine\.csv: only 2 caption column\(s\); Clotho has 5 \(missing caption_3, "
+                                         r"caption_4, caption_5\)"):
+        data = read_split(path)
+    assert data.clips[0].captions == ("one", "two")
+    path.write_text("file_name,caption_1,caption_3\na.wav,one,three\n")  # a gap is never fine
+    with pytest.raises(InputError, match=r"mine\.csv: missing caption column\(s\) caption_2, caption_4, caption_5"):
+        read_split(path)
+
+
+@pytest.mark.parametrize("where", ["directory", "file", "layout"])
+def test_audiocaps_csv_without_caption_column_is_an_error(tmp_path, where):
+    path = tmp_path / "train.csv"
+    path.write_text("audiocap_id,youtube_id,start_time\n1,abc,0\n")
+    root, kw = {"directory": (tmp_path, {}), "file": (path, {}), "layout": (tmp_path, {"layout": "audiocaps"})}[where]
+    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:1: missing required column\(s\) 'caption'; "
+                                         r"expected header 'audiocap_id,youtube_id,start_time,caption'"):
+        read_split(root, "train", **kw)

@@ -13,6 +13,7 @@ from hade.models.convert import (
     format_report,
     load_audio_checkpoint,
     map_state_dict,
+    read_checkpoint,
 )
 from hade.models.encoders.htsat import build_htsat
 
@@ -170,3 +171,13 @@ def test_convert_checkpoint_round_trip(tmp_path, tiny_model_config):
     wav = torch.randn(1, 8000)
     with torch.no_grad():
         assert torch.allclose(model.audio_encoder(wav).pooled, src(wav).pooled)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_damaged_safetensors_named(tmp_path, damage):
+    path = tmp_path / "clap.safetensors"
+    save_file({"audio_branch.patch_embed.proj.weight": torch.zeros(4, 4)}, str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x00garbage" * 16)
+    with pytest.raises(InputError, match=r"clap\.safetensors: truncated or corrupt safetensors file"):
+        read_checkpoint(path)

@@ -10,7 +10,7 @@ from hade.config import ModelConfig, TrainConfig
 from hade.data.readers import read_split
 from hade.data.synthcaps import generate
 from hade.eval.evaluate import evaluate
-from hade.train.trainer import train
+from hade.train.trainer import Trainer, train
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,47 @@ def test_interrupted_run_resumes_to_the_same_weights(synth_dir, tmp_path, tiny_m
     ha = json.loads((tmp_path / "a" / "metrics.json").read_text())["history"]
     hb = json.loads((tmp_path / "b" / "metrics.json").read_text())["history"]
     assert [h.get("loss") for h in ha] == pytest.approx([h.get("loss") for h in hb], rel=1e-5)
+
+
+def test_epoch_loss_after_a_resume_covers_the_whole_epoch(synth_dir, tmp_path, tiny_model_config):
+    cfg = tiny_train_config(tiny_model_config, epochs=1, save_every_steps=1000)
+    train(synth_dir, tmp_path / "a", cfg, progress=False)
+    train(synth_dir, tmp_path / "b", cfg, progress=False, stop_after_steps=3)
+    train(synth_dir, tmp_path / "b", cfg, progress=False)  # resumes mid-epoch, at step 3
+    ha = json.loads((tmp_path / "a" / "metrics.json").read_text())["history"]
+    hb = json.loads((tmp_path / "b" / "metrics.json").read_text())["history"]
+    (end_a,), (end_b,) = ([h for h in history if "epoch_end" in h] for history in (ha, hb))
+    steps = [h["loss"] for h in ha if "step" in h and "epoch_end" not in h]
+    assert len(steps) > 3 and end_a["train_loss"] == pytest.approx(sum(steps) / len(steps), rel=1e-6)
+    assert end_b["train_loss"] == pytest.approx(end_a["train_loss"], rel=1e-5)
+
+
+def test_start_removes_temporaries_of_killed_checkpoint_writes(tmp_path, tiny_model_config):
+    from hade.errors import InputError
+
+    checkpoints = tmp_path / "run" / "checkpoints"
+    stale = [checkpoints / ".last.k1ll3d00.999999999@this-host.tmp", checkpoints / ".best.k1ll3d00.tmp",
+             tmp_path / "run" / ".metrics.json.k1ll3d00.1@another-host.tmp"]
+    for path in stale[:2]:
+        path.mkdir(parents=True)
+        (path / "model.safetensors").write_bytes(b"half a checkpoint")
+    stale[2].write_text("{")
+    logged = []
+    with pytest.raises(InputError):  # no data: the run stops right after its start-up clean-up
+        Trainer(tmp_path / "no-data", tmp_path / "run", tiny_train_config(tiny_model_config), progress=False,
+                log=logged.append).run()
+    assert not any(p.exists() for p in stale)
+    assert any("removed 3 temporary file(s)" in line for line in logged)
+
+
+def test_corrupt_training_state_stops_the_resume_with_a_clear_error(tmp_path, tiny_model_config):
+    from hade.errors import InputError
+
+    state = tmp_path / "run" / "checkpoints" / "last" / "train_state.pt"
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(InputError, match=r"train_state.pt: truncated or corrupt training state .*--no-resume"):
+        train(tmp_path, tmp_path / "run", tiny_train_config(tiny_model_config), progress=False)
 
 
 def test_no_training_data_is_a_clear_error(tmp_path, tiny_model_config):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from hade.config import ModelConfig
 from hade.errors import InputError
@@ -28,16 +29,18 @@ def audio_config(config: ModelConfig) -> HTSATConfig:
     return dataclasses.replace(preset, **config.audio_overrides)
 
 
-def create_model(config: ModelConfig, tokenizer_dir: str | None = None) -> RetrievalModel:
+def create_model(config: ModelConfig, tokenizer_dir: str | None = None, tokenizer: Any = None) -> RetrievalModel:
     """Build a model. With `config.text_config` set (a saved checkpoint's config) the text encoder is built
-    with random weights from that config and the tokenizer comes from `tokenizer_dir`; otherwise the text
-    backbone is loaded from `config.text_encoder` and the model's copy of the config gets `text_config`
-    filled in (the caller's config is not changed)."""
+    with random weights from that config and the tokenizer is `tokenizer`, or comes from `tokenizer_dir`;
+    otherwise the text backbone is loaded from `config.text_encoder` and the model's copy of the config gets
+    `text_config` filled in (the caller's config is not changed)."""
     config = dataclasses.replace(config)
     audio_encoder = HTSATEncoder(audio_config(config))
     if config.text_config is not None:
         bert = bert_from_config(config.text_config)
-        tokenizer = load_tokenizer(tokenizer_dir or resolve_text_dir(config.text_encoder))
+        if tokenizer is None:
+            tokenizer = load_tokenizer(tokenizer_dir or resolve_text_dir(config.text_encoder))
+        _check_vocab_fits(tokenizer, config.text_config)
     else:
         bert, tokenizer, config.text_config = load_text_backbone(
             config.text_encoder, config.text_pretrained, config.text_overrides)
@@ -45,3 +48,12 @@ def create_model(config: ModelConfig, tokenizer_dir: str | None = None) -> Retri
     head = build_head(config.head, list(audio_encoder.stage_dims), text_encoder.hidden_size,
                       text_encoder.num_layers, config.embed_dim, config.head_options)
     return RetrievalModel(config, audio_encoder, text_encoder, head, tokenizer)
+
+
+def _check_vocab_fits(tokenizer: Any, text_config: dict[str, Any]) -> None:
+    """Token ids index the text encoder's embedding table: a tokenizer with more tokens than the table has
+    rows would fail on the first rare word, far from the cause (a tokenizer from another model)."""
+    rows = text_config.get("vocab_size")
+    if isinstance(rows, int) and len(tokenizer) > rows:
+        raise InputError(f"tokenizer: {len(tokenizer)} tokens, but the text encoder's vocab_size is {rows}; "
+                         "the tokenizer belongs to another model")

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from hade.checkpoint import TOKENIZER_DIR, WEIGHTS_FILE, read_model_config
+from hade.checkpoint import TOKENIZER_DIR, WEIGHTS_FILE, read_model_config, read_weights
 from hade.errors import InputError
 from hade.models.convert import LAION_FRONT_END, apply_state_dict, map_state_dict, read_checkpoint
 from hade.models.encoders.htsat import htsat_config
@@ -48,9 +48,7 @@ def _from_checkpoint_dir(model: RetrievalModel, path: Path) -> dict[str, Any]:
     weights_file = path / WEIGHTS_FILE
     if not weights_file.is_file():
         raise InputError(f"init_from {path}: missing {WEIGHTS_FILE}")
-    from safetensors.torch import load_file
-
-    weights = load_file(str(weights_file), device="cpu")
+    weights = read_weights(weights_file)
     own = model.state_dict()
     source: dict[str, str] = {}  # our name -> the checkpoint's name
     fresh = []
@@ -94,9 +92,9 @@ def _checkpoint_vocab(path: Path) -> dict[str, int] | None:
     tok_dir = path / TOKENIZER_DIR
     if not tok_dir.is_dir():
         return None
-    from transformers import AutoTokenizer
+    from hade.models.encoders.text_bert import load_tokenizer
 
-    return AutoTokenizer.from_pretrained(str(tok_dir)).get_vocab()
+    return load_tokenizer(tok_dir).get_vocab()
 
 
 def _from_foreign_file(model: RetrievalModel, path: Path) -> dict[str, Any]:

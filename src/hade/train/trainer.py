@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hade.checkpoint import load_train_state, save_model
+from hade.checkpoint import WEIGHTS_FILE, load_train_state, load_weights, save_model
 from hade.config import TrainConfig, from_dict, to_dict
 from hade.data.augment import CaptionAugmenter
 from hade.data.captioner import build_captioner, with_aux_pairs
@@ -36,7 +36,7 @@ from hade.train import distributed as ddp
 from hade.train.curves import plot_curves
 from hade.train.init import initialise_from
 from hade.train.schedule import param_groups, warmup_cosine
-from hade.utils.atomic import recover_dir, write_json_atomic
+from hade.utils.atomic import recover_dir, remove_stale_temps, write_json_atomic
 
 
 @dataclass
@@ -52,6 +52,21 @@ class Progress:
     train_seconds: float = 0.0  # wall-clock seconds in the training loop over every (resumed) session
 
 
+@dataclass
+class _Loop:
+    """What every step of a run works with (built once by Trainer.run)."""
+
+    model: RetrievalModel
+    wrapped: torch.nn.Module | None  # the DDP wrapper when several processes train
+    scaler: Any  # torch.amp.GradScaler for fp16, else None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    pairs: TrainPairs
+    store: ClipAudioStore
+    augmenter: CaptionAugmenter | None
+    device: torch.device
+
+
 def training_loss(model: RetrievalModel, batch: dict[str, Any], temperature: float) -> dict[str, torch.Tensor]:
     """L = L_S + Σ weighted auxiliary losses of the head (α L_D + β L_A for DCR); heads may add weighted
     contrastive terms on other score matrices (`contrastive_scores`, e.g. per part of a sum head).
@@ -65,6 +80,13 @@ def training_loss(model: RetrievalModel, batch: dict[str, Any], temperature: flo
     losses.update(model.head.aux_losses(text, audio))
     losses["loss"] = sum(losses.values())
     return losses
+
+
+def epoch_losses(history: list[dict[str, Any]], epoch: int) -> list[float]:
+    """The loss of every step of `epoch` recorded in `history`. Why the history and not a list kept by the
+    loop: a resumed run restarts the loop mid-epoch, and its epoch loss must cover the steps done before
+    the interruption too (the history is saved with every checkpoint)."""
+    return [h["loss"] for h in history if h.get("epoch") == epoch and "loss" in h and "epoch_end" not in h]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -129,18 +151,14 @@ class Trainer:
     def run(self, resume: bool = True, stop_after_steps: int | None = None) -> dict[str, Any]:
         """Train; with `resume` continue from checkpoints/last when present. `stop_after_steps` ends the
         run early (after a checkpoint), as an interruption would."""
-        cfg = self.config
         ctx = self.ctx = ddp.current()
         last_dir = self.out_dir / "checkpoints" / "last"
         if ctx.is_main:
             recover_dir(last_dir)
+            self._remove_stale_temps()
         ctx.barrier()
-        state = load_train_state(last_dir) if resume else None
-        if state is not None:
-            saved = from_dict(TrainConfig, state["config"], f"{last_dir}/train_state.pt")
-            if to_dict(saved) != to_dict(cfg):
-                self.log("resuming with the configuration saved in the run (it differs from the one given)")
-            cfg = self.config = saved
+        state = self._saved_state(last_dir) if resume else None
+        cfg = self.config  # the run's saved configuration when resuming
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         device = ddp.local_device(resolve_device(cfg.device), ctx)
@@ -163,31 +181,11 @@ class Trainer:
         total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
         optimizer = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.text_lr, cfg.weight_decay))
         scheduler = warmup_cosine(optimizer, total_steps, int(cfg.warmup_fraction * total_steps), cfg.min_lr_ratio)
-        prog = Progress()
-        if state is not None:
-            from safetensors.torch import load_model as st_load_model
-
-            st_load_model(model, str(last_dir / "model.safetensors"))
-            model.to(device)
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            ddp.restore_rng(state, ctx)
-            prog = Progress(**state["progress"])
-            if ctx.is_main:
-                self.log(f"resumed at epoch {prog.epoch}, step {prog.global_step}")
-        else:
-            report = initialise_from(model, cfg.init_from) if cfg.init_from else None
-            if ctx.is_main:
-                self.out_dir.mkdir(parents=True, exist_ok=True)
-                write_json_atomic(self.out_dir / "train_config.json", to_dict(cfg))
-                if report is not None:
-                    self.log(f"initialised from {report['source']} ({report['kind']}): {report['loaded']} tensors "
-                             f"loaded, {len(report['fresh'])} fresh")
-                    write_json_atomic(self.out_dir / "init.json", report)
+        prog = self._start(state, last_dir, model, optimizer, scheduler, device)
         ctx.barrier()
-        wrapped = ddp.wrap_ddp(model, cfg.model.temperature, ctx) if ctx.enabled else None
-        scaler = ddp.grad_scaler(cfg.precision, device)
-        augmenter = CaptionAugmenter(cfg.caption_augment, cfg.seed) if cfg.caption_augment > 0 else None
+        loop = _Loop(model, ddp.wrap_ddp(model, cfg.model.temperature, ctx) if ctx.enabled else None,
+                     ddp.grad_scaler(cfg.precision, device), optimizer, scheduler, pairs, store,
+                     CaptionAugmenter(cfg.caption_augment, cfg.seed) if cfg.caption_augment > 0 else None, device)
         model.train()
         started = time.time()
         self._virtual_start = started - prog.train_seconds  # as if every earlier session ran just before this one
@@ -197,54 +195,27 @@ class Trainer:
         while prog.global_step < total_steps and prog.epoch < math.ceil(total_steps / steps_per_epoch) and not stop:
             pairs.set_epoch(prog.epoch)
             batches = epoch_batches(len(pairs), pairs.pair_clip_index, cfg.batch_size, cfg.seed, prog.epoch)
-            running: list[float] = []
             for global_index in batches[prog.step_in_epoch:]:
-                optimizer.zero_grad(set_to_none=True)
-                micro = ddp.micro_batches(global_index, cfg.grad_accum_steps)
-                parts: list[dict[str, float]] = []
-                for k, part in enumerate(micro):
-                    batch = self._batch(pairs, store, augmenter, ddp.local_slice(part, ctx), prog.epoch)
-                    with ddp.maybe_no_sync(wrapped, k < len(micro) - 1), ddp.autocast(cfg.precision, device):
-                        if wrapped is not None:
-                            out = wrapped(batch)
-                            back = out["backward"]
-                        else:
-                            out = training_loss(model, batch, cfg.model.temperature)
-                            back = out["loss"]
-                    back = back / len(micro)  # the step optimises the mean of the micro-batch losses
-                    (scaler.scale(back) if scaler is not None else back).backward()
-                    parts.append(ddp.reduce_losses(out, ctx))
-                loss_values = {key: float(np.mean([p[key] for p in parts])) for key in parts[0]}
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                scheduler.step()
+                loss_values = self._step(loop, global_index, prog.epoch)
                 prog.global_step += 1
                 prog.step_in_epoch += 1
-                running.append(loss_values["loss"])
                 prog.history.append({"step": prog.global_step, "epoch": prog.epoch,
                                      **{k: round(v, 6) for k, v in loss_values.items()}})
                 bar.update(1)
-                bar.set_postfix(loss=f"{running[-1]:.3f}")
+                bar.set_postfix(loss=f"{loss_values['loss']:.3f}")
                 done = prog.global_step >= total_steps
                 if prog.global_step % cfg.save_every_steps == 0 and not done and prog.step_in_epoch < len(batches):
-                    self._save_last(model, optimizer, scheduler, prog, cfg)
+                    self._save_last(loop, prog)
                 if stop_after_steps is not None and prog.global_step >= stop_after_steps and not done:
-                    self._save_last(model, optimizer, scheduler, prog, cfg)
+                    self._save_last(loop, prog)
                     stop = True
                     break
                 if done:
                     break
             if stop:
                 break
-            self._end_epoch(model, val_split, prog, cfg, running)
-            self._save_last(model, optimizer, scheduler, prog, cfg)
+            self._end_epoch(model, val_split, prog, cfg)
+            self._save_last(loop, prog)
         bar.close()
         prog.train_seconds = time.time() - self._virtual_start
         summary = {"global_step": prog.global_step, "epochs_done": prog.epoch, "best_epoch": prog.best_epoch,
@@ -254,6 +225,83 @@ class Trainer:
             self._write_metrics(prog)
         ctx.barrier()
         return summary
+
+    def _start(self, state: dict[str, Any] | None, last_dir: Path, model: RetrievalModel,
+               optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+               device: torch.device) -> Progress:
+        """Restore model, optimiser, schedule, RNG and progress from `state`; or, for a fresh run, apply
+        `init_from` and write the run's configuration."""
+        cfg, ctx = self.config, self.ctx
+        if state is not None:
+            load_weights(model, last_dir / WEIGHTS_FILE)
+            model.to(device)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            ddp.restore_rng(state, ctx)
+            prog = Progress(**state["progress"])
+            if ctx.is_main:
+                self.log(f"resumed at epoch {prog.epoch}, step {prog.global_step}")
+            return prog
+        report = initialise_from(model, cfg.init_from) if cfg.init_from else None
+        if ctx.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.out_dir / "train_config.json", to_dict(cfg))
+            if report is not None:
+                self.log(f"initialised from {report['source']} ({report['kind']}): {report['loaded']} tensors "
+                         f"loaded, {len(report['fresh'])} fresh")
+                write_json_atomic(self.out_dir / "init.json", report)
+        return Progress()
+
+    def _step(self, loop: _Loop, global_index: list[int], epoch: int) -> dict[str, float]:
+        """One optimiser step on global batch `global_index` (this rank's slice, in micro-batches); returns
+        the losses averaged over micro-batches and ranks."""
+        cfg, ctx = self.config, self.ctx
+        loop.optimizer.zero_grad(set_to_none=True)
+        micro = ddp.micro_batches(global_index, cfg.grad_accum_steps)
+        parts: list[dict[str, float]] = []
+        for k, part in enumerate(micro):
+            batch = self._batch(loop.pairs, loop.store, loop.augmenter, ddp.local_slice(part, ctx), epoch)
+            with ddp.maybe_no_sync(loop.wrapped, k < len(micro) - 1), ddp.autocast(cfg.precision, loop.device):
+                if loop.wrapped is not None:
+                    out = loop.wrapped(batch)
+                    back = out["backward"]
+                else:
+                    out = training_loss(loop.model, batch, cfg.model.temperature)
+                    back = out["loss"]
+            back = back / len(micro)  # the step optimises the mean of the micro-batch losses
+            (loop.scaler.scale(back) if loop.scaler is not None else back).backward()
+            parts.append(ddp.reduce_losses(out, ctx))
+        if loop.scaler is not None:
+            loop.scaler.unscale_(loop.optimizer)
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(loop.model.parameters(), cfg.grad_clip)
+        if loop.scaler is not None:
+            loop.scaler.step(loop.optimizer)
+            loop.scaler.update()
+        else:
+            loop.optimizer.step()
+        loop.scheduler.step()
+        return {key: float(np.mean([p[key] for p in parts])) for key in parts[0]}
+
+    def _saved_state(self, last_dir: Path) -> dict[str, Any] | None:
+        """The training state to resume from (None: start afresh); adopts the run's saved TrainConfig."""
+        state = load_train_state(last_dir)
+        if state is not None:
+            saved = from_dict(TrainConfig, state["config"], f"{last_dir}/train_state.pt")
+            if to_dict(saved) != to_dict(self.config):
+                self.log("resuming with the configuration saved in the run (it differs from the one given)")
+            self.config = saved
+        return state
+
+    def _remove_stale_temps(self) -> None:
+        """Temporaries of writes killed in an earlier session (a checkpoint's are tens of MB). This trainer
+        is the run's only writer, so they go whatever host wrote them."""
+        targets = [self.out_dir / "checkpoints" / name for name in ("last", "best")]
+        targets += [self.out_dir / name for name in ("train_config.json", "init.json", "metrics.json", "curve.png")]
+        removed = [p for target in targets for p in remove_stale_temps(target, foreign_age_s=0)]
+        if removed:
+            self.log(f"removed {len(removed)} temporary file(s) left by an interrupted write: "
+                     f"{', '.join(p.name for p in removed)}")
 
     def _batch(self, pairs: TrainPairs, store: ClipAudioStore, augmenter: CaptionAugmenter | None,
                index: list[int], epoch: int) -> dict[str, Any]:
@@ -269,16 +317,16 @@ class Trainer:
         return batch
 
     # ---- epoch end, checkpoints ---------------------------------------------------------
-    def _end_epoch(self, model: RetrievalModel, val_split: SplitData | None, prog: Progress, cfg: TrainConfig,
-                   running: list[float]) -> None:
+    def _end_epoch(self, model: RetrievalModel, val_split: SplitData | None, prog: Progress, cfg: TrainConfig) -> None:
         """Validation, best checkpoint and metrics on rank 0 only; the other ranks wait at a barrier."""
         if not self.ctx.is_main:
             prog.epoch += 1
             prog.step_in_epoch = 0
             self.ctx.barrier()
             return
+        losses = epoch_losses(prog.history, prog.epoch)
         record: dict[str, Any] = {"epoch": prog.epoch, "step": prog.global_step,
-                                  "train_loss": float(np.mean(running)) if running else None}
+                                  "train_loss": float(np.mean(losses)) if losses else None}
         if val_split is not None:
             metrics = evaluate(model, val_split, cfg.clip_seconds, cfg.eval_batch_size, progress=False,
                                aux_captions=self.aux_val)
@@ -298,17 +346,16 @@ class Trainer:
         self._write_metrics(prog)
         self.ctx.barrier()
 
-    def _save_last(self, model: RetrievalModel, optimizer: torch.optim.Optimizer,
-                   scheduler: torch.optim.lr_scheduler.LRScheduler, prog: Progress, cfg: TrainConfig) -> None:
+    def _save_last(self, loop: _Loop, prog: Progress) -> None:
         """Rank 0 writes checkpoints/last (with every rank's RNG state); the other ranks wait."""
         rng = ddp.all_rng_states(self.ctx)
         prog.train_seconds = time.time() - self._virtual_start
         if self.ctx.is_main:
-            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "torch_rng": rng[0], "progress": prog.__dict__, "config": to_dict(cfg)}
+            state = {"optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(),
+                     "torch_rng": rng[0], "progress": prog.__dict__, "config": to_dict(self.config)}
             if self.ctx.enabled:
                 state["torch_rng_ranks"] = rng
-            save_model(model, self.out_dir / "checkpoints" / "last", train_state=state)
+            save_model(loop.model, self.out_dir / "checkpoints" / "last", train_state=state)
         self.ctx.barrier()
 
     def _write_metrics(self, prog: Progress) -> None:

@@ -6,6 +6,7 @@ directory (`load_text_backbone`) is kept apart so that model code does no file I
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from torch import nn
 
 from hade.errors import InputError
 from hade.models.encoders.types import TextFeatures
+from hade.utils.offline import force_offline
 
 BUNDLED_MINILM = "minilm"
 
@@ -70,22 +72,76 @@ def resolve_text_dir(name_or_path: str) -> Path:
             f"text_encoder {name_or_path!r}: expected 'minilm' or a local BERT directory with config.json, "
             "weights and tokenizer files (nothing is downloaded)"
         )
+    _check_json_object(path / "config.json", "BERT config")
     return path
 
 
 def _quiet_transformers() -> None:
-    """transformers 5 prints load reports and progress bars; hade reports what matters itself."""
+    """transformers 5 prints load reports and progress bars; hade reports what matters itself.
+
+    Also re-asserts offline mode (hade.utils.offline): every transformers call goes through here."""
     from transformers.utils import logging as hf_logging
 
+    force_offline()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
 
+# Files of a saved tokenizer that must parse as JSON objects when present.
+_TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+# A tokenizer folder holds its vocabulary in one of these (fast tokenizer, or WordPiece vocab).
+_VOCAB_FILES = ("tokenizer.json", "vocab.txt")
+
+
+def check_tokenizer_dir(path: Path) -> None:
+    """InputError naming the file when the tokenizer folder `path` is missing, has no vocabulary, or holds
+    a file that does not parse. Why check first: transformers takes a missing folder for a Hub repo id,
+    and builds a 5-token tokenizer (every word [UNK]) without a word of warning when tokenizer.json is gone;
+    damaged files raise JSONDecodeError, UnicodeDecodeError, KeyError or TypeError from deep inside."""
+    if not path.is_dir():
+        raise InputError(f"{path}: tokenizer folder missing; expected a folder with tokenizer.json or vocab.txt")
+    if not any((path / name).is_file() for name in _VOCAB_FILES):
+        raise InputError(f"{path}: no tokenizer vocabulary (expected {' or '.join(_VOCAB_FILES)} in the folder)")
+    for name in _TOKENIZER_JSON:
+        if (path / name).is_file():
+            _check_json_object(path / name, "tokenizer file")
+    vocab = path / "vocab.txt"
+    if vocab.is_file():
+        try:
+            vocab.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"{vocab}: unreadable vocabulary ({_one_line(e)}); expected UTF-8 text, "
+                             "one token per line") from None
+
+
+def _check_json_object(file: Path, what: str) -> None:
+    """InputError naming `file` unless it holds a UTF-8 JSON object (transformers would raise a bare
+    JSONDecodeError or UnicodeDecodeError, or fail later on a list)."""
+    try:
+        data = json.loads(file.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{file}: unreadable {what} ({_one_line(e)}); expected a JSON object as written by "
+                         "save_pretrained") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{file}: expected a JSON object, got {type(data).__name__}")
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    return " ".join(str(error).split())[:limit]
+
+
 def load_tokenizer(path: str | Path):
+    """A tokenizer from a local folder, never from the network; InputError naming the folder when it is
+    missing or damaged."""
+    path = Path(path)
+    check_tokenizer_dir(path)
     from transformers import AutoTokenizer
 
     _quiet_transformers()
-    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - transformers raises many unrelated types for a damaged folder
+        raise InputError(f"{path}: cannot load the tokenizer ({type(e).__name__}: {_one_line(e)})") from None
 
 
 def load_text_backbone(
@@ -100,7 +156,11 @@ def load_text_backbone(
     _quiet_transformers()
     path = resolve_text_dir(name_or_path)
     tokenizer = load_tokenizer(path)
-    config = BertConfig.from_pretrained(str(path), local_files_only=True)
+    try:
+        config = BertConfig.from_pretrained(str(path), local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - JSONDecodeError, OSError, validation errors of any type
+        raise InputError(f"{path / 'config.json'}: not a usable BERT config "
+                         f"({type(e).__name__}: {_one_line(e)})") from None
     if config.model_type != "bert":
         raise InputError(f"{path}/config.json: model_type {config.model_type!r} is not a BERT-family model")
     for key, value in (overrides or {}).items():
@@ -108,14 +168,24 @@ def load_text_backbone(
             raise InputError(f"text_overrides: BertConfig has no field {key!r}")
         setattr(config, key, value)
     if pretrained and not overrides:
-        bert = BertModel.from_pretrained(str(path), local_files_only=True, add_pooling_layer=False)
+        try:
+            bert = BertModel.from_pretrained(str(path), local_files_only=True, add_pooling_layer=False)
+        except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, RuntimeError from a damaged file
+            raise InputError(f"{path}: cannot load the BERT weights ({type(e).__name__}: {_one_line(e)})") from None
     else:
         bert = BertModel(config, add_pooling_layer=False)
     return bert, tokenizer, config.to_dict()
 
 
 def bert_from_config(config_dict: dict[str, Any]) -> nn.Module:
-    """A BertModel with random weights from a saved config dict (weights come from a checkpoint)."""
+    """A BertModel with random weights from a saved config dict (weights come from a checkpoint);
+    InputError when the dict does not describe a BERT model (the caller names the file)."""
     from transformers import BertConfig, BertModel
 
-    return BertModel(BertConfig.from_dict(config_dict), add_pooling_layer=False)
+    _quiet_transformers()
+    if not isinstance(config_dict, dict):
+        raise InputError(f"text_config: expected a JSON object (a BertConfig), got {type(config_dict).__name__}")
+    try:
+        return BertModel(BertConfig.from_dict(config_dict), add_pooling_layer=False)
+    except Exception as e:  # noqa: BLE001 - huggingface_hub's strict dataclasses raise their own types
+        raise InputError(f"text_config: not a usable BertConfig ({type(e).__name__}: {_one_line(e)})") from None
