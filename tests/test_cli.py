@@ -30,8 +30,8 @@ def test_synth_train_eval_from_the_command_line(tmp_path, tiny_model_config, cap
 
     assert hade.load(run / "checkpoints" / "best").clip_samples == 8000  # 1 s at 8 kHz; the encoder holds 2.05 s
     seen = []
-    real = evaluate_mod.evaluate
-    monkeypatch.setattr(evaluate_mod, "evaluate", lambda m, split, seconds, *a, **k: seen.append(seconds)
+    real = evaluate_mod.evaluate_run
+    monkeypatch.setattr(evaluate_mod, "evaluate_run", lambda m, split, seconds, *a, **k: seen.append(seconds)
                         or real(m, split, seconds, *a, **k))
     assert main(["eval", "--ckpt", str(run / "checkpoints" / "best"), "--data", str(data), "--split", "test",
                  "--quiet"]) == 0
@@ -68,3 +68,87 @@ def test_eval_is_deterministic_to_the_last_digit(tmp_path, tiny_model_config):
         model = hade.load(tmp_path / "ckpt")
         runs.append(evaluate(model, read_split(tmp_path / "d", "evaluation"), 1.0, batch_size=3, progress=False))
     assert json.dumps(runs[0], sort_keys=True) == json.dumps(runs[1], sort_keys=True)
+
+
+def _two_checkpoints(tmp_path, tiny_model_config):
+    import torch
+
+    import hade
+    from hade.checkpoint import save_model
+    from hade.data.synthcaps import generate
+
+    generate(tmp_path / "d", clips=40, seed=5, sample_rate=8000, duration=1.0, progress=False)
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        save_model(hade.create_model(tiny_model_config), tmp_path / f"ckpt{seed}")
+
+
+def test_eval_intervals_per_query_results_and_dcase_round_trip(tmp_path, tiny_model_config, capsys):
+    import numpy as np
+
+    from hade.eval.per_query import load_per_query
+
+    _two_checkpoints(tmp_path, tiny_model_config)
+    common = ["--data", str(tmp_path / "d"), "--clip-seconds", "1.0", "--quiet"]
+    assert main(["eval", "--ckpt", str(tmp_path / "ckpt0"), *common, "--out", str(tmp_path / "a.json"),
+                 "--bootstrap", "200", "--seed", "3", "--dcase-csv", str(tmp_path / "sub.csv")]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads((tmp_path / "a.json").read_text())
+    r1, (lo, hi) = metrics["t2a"]["R@1"], metrics["ci"]["t2a"]["R@1"]
+    assert f"{r1:.1f}  [{lo:.1f}, {hi:.1f}]" in out and "200 resamples, seed 3" in out
+    assert metrics["ci"]["settings"]["resamples"] == 200 and metrics["ci"]["settings"]["seed"] == 3
+    assert metrics["per_query_file"] == "a.per_query.npz"
+    pq = load_per_query(tmp_path / "a.per_query.npz")
+    assert pq.num_texts == metrics["num_texts"] and pq.num_audios == metrics["num_audios"]
+    assert 100 * np.count_nonzero(pq.t2a_rank <= 1) / pq.num_texts == r1 and pq.file_names[0].endswith(".wav")
+    # the same run again: identical intervals (seeded); --bootstrap 0: none
+    assert main(["eval", "--ckpt", str(tmp_path / "ckpt0"), *common, "--bootstrap", "200", "--seed", "3",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ci"] == metrics["ci"]
+    assert main(["eval", "--ckpt", str(tmp_path / "ckpt0"), *common, "--bootstrap", "0", "--json"]) == 0
+    assert "ci" not in json.loads(capsys.readouterr().out)
+    # the DCASE file scores exactly as hade eval reported, without a checkpoint
+    assert main(["eval", "--dcase-score", str(tmp_path / "sub.csv"), "--data", str(tmp_path / "d"), "--json",
+                 "--bootstrap", "200", "--seed", "3"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    for name in ("R@1", "R@5", "R@10", "mAP@10"):
+        assert scored["t2a"][name] == metrics["t2a"][name]
+        assert scored["ci"]["t2a"][name] == metrics["ci"]["t2a"][name]  # same draws, same per-query values
+    assert main(["eval", "--data", str(tmp_path / "d")]) == 2
+    assert "--ckpt: a checkpoint directory is needed" in capsys.readouterr().err
+
+
+def test_compare_two_and_several_results(tmp_path, tiny_model_config, capsys):
+    _two_checkpoints(tmp_path, tiny_model_config)
+    common = ["--data", str(tmp_path / "d"), "--clip-seconds", "1.0", "--quiet", "--bootstrap", "0"]
+    for seed in (0, 1):
+        assert main(["eval", "--ckpt", str(tmp_path / f"ckpt{seed}"), *common,
+                     "--out", str(tmp_path / f"m{seed}.json")]) == 0
+    assert main(["eval", "--ckpt", str(tmp_path / "ckpt0"), *common, "--split", "validation",
+                 "--out", str(tmp_path / "val.json")]) == 0
+    capsys.readouterr()
+    a, b = str(tmp_path / "m0.json"), str(tmp_path / "m1.json")
+    assert main(["compare", a, b, "--bootstrap", "100", "--permutations", "200", "--out",
+                 str(tmp_path / "cmp.json")]) == 0
+    text = capsys.readouterr().out
+    assert "A = m0" in text and "B = m1" in text and "T2A R@1" in text and "sign-flip" in text
+    result = json.loads((tmp_path / "cmp.json").read_text())
+    m0, m1 = (json.loads((tmp_path / f"m{s}.json").read_text()) for s in (0, 1))
+    assert result["t2a"]["R@1"]["diff"] == m0["t2a"]["R@1"] - m1["t2a"]["R@1"]
+    assert 0 < result["t2a"]["R@1"]["p"] <= 1 and result["settings"]["permutations"] == 200
+    # --baseline naming the first of two: the difference is the other minus it
+    assert main(["compare", a, b, "--baseline", "m0", "--bootstrap", "20", "--permutations", "20", "--json"]) == 0
+    swapped = json.loads(capsys.readouterr().out)
+    assert swapped["t2a"]["R@1"]["diff"] == m1["t2a"]["R@1"] - m0["t2a"]["R@1"]
+    # three results against a named baseline, Holm-adjusted
+    assert main(["compare", a, b, str(tmp_path / "m1.per_query.npz"), "--names", "dp,x,y", "--baseline", "dp",
+                 "--bootstrap", "50", "--permutations", "100", "--json"]) == 0
+    many = json.loads(capsys.readouterr().out)
+    assert many["baseline"] == "dp" and set(many["systems"]) == {"x", "y"}
+    assert many["systems"]["x"]["t2a"]["R@1"]["p_holm"] >= many["systems"]["x"]["t2a"]["R@1"]["p"]
+    # not the same split: a clear error
+    assert main(["compare", a, str(tmp_path / "val.json")]) == 2
+    assert "not results on the same split" in capsys.readouterr().err
+    (tmp_path / "old.json").write_text(json.dumps(m0 | {"per_query_file": None}))
+    assert main(["compare", a, str(tmp_path / "old.json")]) == 2
+    assert "has no per-query results" in capsys.readouterr().err

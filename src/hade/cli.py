@@ -51,12 +51,21 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint under the community protocol")
-    p.add_argument("--ckpt", type=Path, required=True, help="checkpoint directory (e.g. RUN/checkpoints/best)")
+    p.add_argument("--ckpt", type=Path, default=None,
+                   help="checkpoint directory (e.g. RUN/checkpoints/best); not needed with --dcase-score")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", default="evaluation")
     p.add_argument("--clip-seconds", type=float, default=None, help="default: the training clip length")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--out", type=Path, default=None, help="write the metrics JSON here")
+    p.add_argument("--out", type=Path, default=None,
+                   help="write the metrics JSON here, and the per-query results beside it (NAME.per_query.npz)")
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="bootstrap resamples (over clips) for the 95%% intervals; 0: no intervals")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (results are reproducible)")
+    p.add_argument("--dcase-csv", type=Path, default=None,
+                   help="also write a DCASE retrieval submission (caption,fname_1,...,fname_10) here")
+    p.add_argument("--dcase-score", type=Path, default=None,
+                   help="score this DCASE submission CSV against --data/--split (no checkpoint needed)")
     p.add_argument("--aux-captions", default=None,
                    help="HCI+AC: 'synthcaps' (simulated captioner) or a JSON/CSV file of generated captions")
     p.add_argument("--device", default="cpu")
@@ -65,6 +74,22 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                         "scores stay fp32")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--quiet", action="store_true")
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="paired comparison of evaluations of one split (intervals, p-values)")
+    p.add_argument("results", nargs="+", type=Path,
+                   help="metrics JSONs written by `hade eval --out` (their .per_query.npz beside them), or the "
+                        ".per_query.npz files; two or more")
+    p.add_argument("--names", default=None, help="comma-separated labels (default: the file names)")
+    p.add_argument("--baseline", default=None,
+                   help="the label to compare against (differences are other − baseline); default: the second of "
+                        "two results, the first of more (then Holm-adjusted p-values)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples over clips")
+    p.add_argument("--permutations", type=int, default=10000, help="random sign flips of the randomisation test")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="also write the comparison as JSON here")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -94,7 +119,7 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hade", description="Audio-text retrieval toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_synth, _add_train, _add_eval, _add_demo, _add_ablate):
+    for add in (_add_synth, _add_train, _add_eval, _add_compare, _add_demo, _add_ablate):
         add(sub)
     from hade.explain import add_explain_parser
     from hade.index.cli import add_index_parsers
@@ -145,13 +170,47 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dcase_score(args: argparse.Namespace) -> int:
+    from hade.data.dataset import captions_with_clip_index
+    from hade.data.readers import read_split
+    from hade.eval.dcase import score_dcase
+    from hade.eval.stats import format_cis
+    from hade.utils.atomic import write_json_atomic
+
+    split = read_split(args.data, args.split, verify_audio=False)
+    captions, text_clip = captions_with_clip_index(split)
+    names = [Path(c.audio_path).name for c in split.clips]
+    result = score_dcase(args.dcase_score, captions, text_clip, names, args.bootstrap, args.seed)
+    result["split"] = split.name
+    if args.out:
+        write_json_atomic(args.out, result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{args.dcase_score}: {result['num_listed']} of {len(captions)} captions have their file in the top 10")
+        if "ci" in result:
+            print(format_cis(result, result["ci"]))
+        else:
+            print("\n".join(f"T2A {m:<7}{v:>7.1f}" for m, v in result["t2a"].items() if m != "num_queries"))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from hade.checkpoint import load
     from hade.data.readers import read_split
-    from hade.eval.evaluate import evaluate
+    from hade.errors import InputError
+    from hade.eval import evaluate as evaluate_mod
     from hade.eval.metrics import format_metrics_table
+    from hade.eval.per_query import per_query_path, save_per_query
+    from hade.eval.stats import bootstrap_cis, format_cis
     from hade.utils.atomic import write_json_atomic
 
+    if args.bootstrap < 0:
+        raise InputError(f"--bootstrap: expected 0 (no intervals) or a number of resamples, got {args.bootstrap}")
+    if args.dcase_score:
+        return _dcase_score(args)
+    if args.ckpt is None:
+        raise InputError("--ckpt: a checkpoint directory is needed (except with --dcase-score FILE)")
     model = load(args.ckpt, device=args.device, precision=args.compute)
     split = read_split(args.data, args.split)
     clip_seconds = args.clip_seconds or model.clip_samples / model.sample_rate
@@ -160,16 +219,80 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from hade.data.captioner import build_captioner
 
         aux = build_captioner(args.aux_captions, args.data, args.split).caption(split.clips)
-    metrics = evaluate(model, split, clip_seconds, args.batch_size, progress=not args.quiet, aux_captions=aux)
+    run = evaluate_mod.evaluate_run(model, split, clip_seconds, args.batch_size, progress=not args.quiet,
+                                    aux_captions=aux)
+    metrics = run.metrics
     metrics["checkpoint"], metrics["compute"] = str(args.ckpt), args.compute
+    if args.bootstrap:
+        metrics["ci"] = bootstrap_cis(run.per_query, args.bootstrap, args.seed)
     if args.out:
+        pq_file = per_query_path(args.out)
+        save_per_query(pq_file, run.per_query)
+        metrics["per_query_file"] = pq_file.name
         write_json_atomic(args.out, metrics)
+    if args.dcase_csv:
+        from hade.eval.dcase import write_dcase_csv
+
+        write_dcase_csv(args.dcase_csv, run.captions, run.per_query)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
         print(format_metrics_table(metrics, metrics["chance"]))
+        if "ci" in metrics:
+            print(format_cis(metrics, metrics["ci"]))
         if metrics["skipped"]:
             print(f"skipped {len(metrics['skipped'])} item(s); see the JSON output for details")
+    return 0
+
+
+def _load_result(path: Path):
+    """Per-query results of a `hade eval --out` JSON (via its per_query_file) or of a .per_query.npz."""
+    from hade.errors import InputError
+    from hade.eval.per_query import load_per_query, per_query_path
+
+    if path.suffix == ".npz":
+        return load_per_query(path)
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable metrics JSON of `hade eval --out` ({exc})") from None
+    name = meta.get("per_query_file") if isinstance(meta, dict) else None
+    if not name:
+        raise InputError(f"{path}: has no per-query results (no 'per_query_file'); evaluate again with "
+                         f"`hade eval --out {path}` to write them")
+    return load_per_query(path.parent / name if (path.parent / name).is_file() else per_query_path(path))
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from hade.errors import InputError
+    from hade.eval import stats
+    from hade.utils.atomic import write_json_atomic
+
+    if len(args.results) < 2:
+        raise InputError("compare: give at least two results (metrics JSONs of `hade eval --out`)")
+    names = ([n.strip() for n in args.names.split(",")] if args.names
+             else [p.name.removesuffix(".json").removesuffix(".per_query.npz") for p in args.results])
+    if len(names) != len(args.results) or len(set(names)) != len(names):
+        raise InputError(f"--names: need {len(args.results)} distinct labels, got {names}")
+    results = [_load_result(p) for p in args.results]
+    for name, pq in zip(names[1:], results[1:]):
+        stats.check_same_split(results[0], pq, names[0], name)
+    if args.baseline is not None and args.baseline not in names:
+        raise InputError(f"--baseline: {args.baseline!r} is not one of the labels {names}")
+    common = (args.bootstrap, args.permutations, args.seed)
+    if len(results) == 2:  # A - B, with B the baseline (the second result unless --baseline names the first)
+        a, b = (1, 0) if args.baseline == names[0] else (0, 1)
+        out = stats.compare(results[a], results[b], *common)
+        text = stats.format_comparison(out, names[a], names[b])
+    else:
+        baseline = args.baseline or names[0]
+        systems = [stats.Named(n, stats.directions(pq)) for n, pq in zip(names, results)]
+        out = {"baseline": baseline, "systems": stats.compare_many(systems, baseline, *common),
+               "settings": stats.settings(args.bootstrap, args.seed, args.permutations)}
+        text = stats.format_many(out["systems"], baseline, out["settings"])
+    if args.out:
+        write_json_atomic(args.out, out)
+    print(json.dumps(out, indent=2) if args.json else text)
     return 0
 
 
@@ -213,7 +336,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return run(args)
 
 
-COMMANDS = {"convert": cmd_convert, "synth": cmd_synth, "train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "ablate": cmd_ablate,
+COMMANDS = {"convert": cmd_convert, "synth": cmd_synth, "train": cmd_train, "eval": cmd_eval, "compare": cmd_compare,
+            "demo": cmd_demo, "ablate": cmd_ablate,
             "explain": cmd_explain, "serve": cmd_serve}
 
 

@@ -49,3 +49,18 @@ def test_an_undecodable_clip_is_dropped_with_its_captions_and_reported(split, mo
     nothing = type(split)(name=split.name, clips=[clips[1]], problems=[])
     with pytest.raises(InputError, match="no clip could be decoded"):
         encode_split(model, nothing, 1.0, progress=False)
+
+
+def test_evaluate_run_adds_per_query_results_that_reproduce_the_metrics(split, model):
+    from hade.eval.evaluate import evaluate_run
+    from hade.eval.per_query import a2t_values, point_estimate, t2a_values
+
+    run = evaluate_run(model, split, 1.0, progress=False)
+    assert run.metrics == evaluate(model, split, 1.0, progress=False)
+    pq = run.per_query
+    assert pq.clip_ids == [c.clip_id for c in split.clips] and pq.split == split.name
+    assert pq.file_names == [c.audio_path.name for c in split.clips]
+    assert run.captions == [t for c in split.clips for t in c.captions]
+    for direction, qv in (("t2a", t2a_values(pq)), ("a2t", a2t_values(pq))):
+        for name in ("R@1", "R@5", "R@10", "mAP@10", "medR", "meanR"):
+            assert point_estimate(qv, name) == run.metrics[direction][name], (direction, name)

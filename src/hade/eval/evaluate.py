@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from hade.data.dataset import captions_with_clip_index
 from hade.data.types import Clip, Problem, SplitData
 from hade.errors import AudioError, InputError
 from hade.eval.metrics import chance_metrics, retrieval_metrics
+from hade.eval.per_query import PerQuery, per_query_results
 from hade.models.heads import score_all
 from hade.models.heads.reprs import Reprs, cat_reprs, reprs_to
 from hade.models.retrieval import RetrievalModel
@@ -35,6 +37,7 @@ class EncodedSplit:
     clip_ids: list[str]
     captions: list[str]
     problems: list[Problem]
+    file_names: list[str] = field(default_factory=list)  # audio file name of each clip (DCASE submissions)
 
 
 def clip_samples(model: RetrievalModel, clip_seconds: float) -> int:
@@ -108,7 +111,8 @@ def encode_split(model: RetrievalModel, split: SplitData, clip_seconds: float, b
         text_parts.append(reprs_to(model.encode_text(captions[start:start + batch_size]), "cpu"))
     model.train(was_training)
     return EncodedSplit(cat_reprs(text_parts), cat_reprs(audio_parts), np.asarray(text_clip),
-                        [c.clip_id for c in split.clips], captions, problems)
+                        [c.clip_id for c in split.clips], captions, problems,
+                        [Path(c.audio_path).name for c in split.clips])
 
 
 @torch.no_grad()
@@ -118,13 +122,41 @@ def score_split(model: RetrievalModel, encoded: EncodedSplit, block: int = 1024)
     return score_all(model.head, text, audio, text_block=block, audio_block=block)
 
 
-def evaluate(model: RetrievalModel, split: SplitData, clip_seconds: float, batch_size: int = 64,
-             progress: bool = True, aux_captions: dict[str, str] | None = None) -> dict:
-    """Metrics dict: t2a/a2t R@k, mAP@10, medR, meanR, plus chance level and skipped items."""
-    encoded = encode_split(model, split, clip_seconds, batch_size, progress, aux_captions)
-    scores = score_split(model, encoded)
-    metrics = retrieval_metrics(scores.numpy(), encoded.text_clip)
+@dataclass
+class EvalRun:
+    """One evaluation: the metrics dict, per-query results and the caption texts [T] (clip order)."""
+
+    metrics: dict
+    per_query: PerQuery
+    captions: list[str]
+
+
+def _metrics(scores: np.ndarray, encoded: EncodedSplit, split_name: str) -> dict:
+    metrics = retrieval_metrics(scores, encoded.text_clip)
     metrics["chance"] = chance_metrics(len(encoded.captions), len(encoded.clip_ids), encoded.text_clip)
-    metrics["split"] = split.name
+    metrics["split"] = split_name
     metrics["skipped"] = [{"source": p.source, "reason": p.reason} for p in encoded.problems]
     return metrics
+
+
+def metrics_and_queries(scores: np.ndarray, encoded: EncodedSplit, split_name: str) -> EvalRun:
+    """Metrics (with chance level and skipped items) and per-query results of a [T, A] score matrix."""
+    metrics = _metrics(scores, encoded, split_name)
+    pq = per_query_results(scores, encoded.text_clip, encoded.clip_ids, encoded.file_names or None,
+                           encoded.captions, split_name)
+    return EvalRun(metrics, pq, list(encoded.captions))
+
+
+def evaluate_run(model: RetrievalModel, split: SplitData, clip_seconds: float, batch_size: int = 64,
+                 progress: bool = True, aux_captions: dict[str, str] | None = None) -> EvalRun:
+    """Encode, score all pairs and compute metrics and per-query results (see :mod:`hade.eval.per_query`)."""
+    encoded = encode_split(model, split, clip_seconds, batch_size, progress, aux_captions)
+    return metrics_and_queries(score_split(model, encoded).numpy(), encoded, split.name)
+
+
+def evaluate(model: RetrievalModel, split: SplitData, clip_seconds: float, batch_size: int = 64,
+             progress: bool = True, aux_captions: dict[str, str] | None = None) -> dict:
+    """Metrics dict: t2a/a2t R@k, mAP@10, medR, meanR, plus chance level and skipped items (no per-query
+    results: the trainer's validation uses this)."""
+    encoded = encode_split(model, split, clip_seconds, batch_size, progress, aux_captions)
+    return _metrics(score_split(model, encoded).numpy(), encoded, split.name)

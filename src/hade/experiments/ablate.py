@@ -9,8 +9,17 @@ their seeds are already finished. A run directory is locked (flock) while it tra
 one OUT never train the same run: a worker that finds a run locked goes on with its other runs, then
 waits for the locked ones and takes their results (or trains one itself if the other worker died).
 
-Output in OUT/: `table{N}.md` (ours as mean ± std over seeds beside the paper's numbers) and
-`table{N}.json` (every seed's metrics).
+Output in OUT/: `table{N}.md` (ours as mean ± std over seeds beside the paper's numbers, then every row's
+difference to the table's baseline) and `table{N}.json` (every seed's metrics, the differences).
+
+Differences to the baseline (`dp`; Table 4: `K=8`, Table 5: `alpha=0.01`, the paper's chosen settings):
+each run saves its per-query results (`per_query.npz`, see `hade.eval.per_query`) beside `eval.json`.
+Seeds are pooled by averaging each query's value over the seeds (a caption's R@1 over 3 seeds is 0, 1/3,
+2/3 or 1), so the comparison is of the seed-averaged systems on the same queries; the difference gets a
+paired-bootstrap 95 % interval over clips and a paired sign-flip p-value (`hade.eval.stats`, seed 0),
+Holm-adjusted over the table's rows.  A finished run without `per_query.npz` (from before it existed) is
+re-evaluated from its `checkpoints/best` (deterministic, so its metrics are unchanged) and the file saved;
+a run without a checkpoint makes its row's difference "n/a".
 """
 from __future__ import annotations
 
@@ -25,16 +34,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hade.checkpoint import load
-from hade.config import TrainConfig, to_dict
+from hade.config import TrainConfig, from_dict, to_dict
 from hade.data.readers import read_split
 from hade.errors import InputError
 from hade.data.captioner import build_captioner
-from hade.eval.evaluate import encode_split, score_split
-from hade.eval.metrics import chance_metrics, retrieval_metrics
+from hade.eval import stats
+from hade.eval.evaluate import EvalRun, encode_split, metrics_and_queries, score_split
+from hade.eval.per_query import PerQuery, QueryValues, load_per_query, save_per_query
 from hade.experiments.paper_tables import COLUMNS, DATASET, PAPER
 from hade.train.trainer import train
 from hade.utils.atomic import write_json_atomic, write_text_atomic
 
+BASELINE = {"4": "K=8", "5": "alpha=0.01"}  # other tables: "dp"
+DIFF_METRICS = ("R@1", "R@5", "R@10", "mAP@10")
+PER_QUERY = "per_query.npz"
 METRIC_KEYS = (("t2a", "R@1"), ("t2a", "R@5"), ("t2a", "R@10"), ("a2t", "R@1"), ("a2t", "R@5"), ("a2t", "R@10"))
 
 
@@ -101,20 +114,38 @@ def _slug(name: str) -> str:
     return name.replace("+", "_").replace("=", "_")
 
 
-def _run_dir(out: Path, row: Row, seed: int) -> Path:
-    return out / "rows" / _slug(row.name) / f"seed{seed}"
+def _run_dir(out: Path, row: Row | str, seed: int) -> Path:
+    return out / "rows" / _slug(row if isinstance(row, str) else row.name) / f"seed{seed}"
 
 
-def _timed_metrics(model, split, cfg: TrainConfig, aux: dict[str, str] | None) -> dict[str, Any]:
-    """Evaluation metrics plus the all-pairs scoring time, in seconds per 1k × 1k pairs."""
+def _timed_metrics(model, split, cfg: TrainConfig, aux: dict[str, str] | None) -> EvalRun:
+    """Evaluation metrics (plus the all-pairs scoring time, in seconds per 1k × 1k pairs) and per-query results."""
     encoded = encode_split(model, split, cfg.clip_seconds, cfg.eval_batch_size, progress=False, aux_captions=aux)
     started = time.perf_counter()
     scores = score_split(model, encoded)
     seconds = time.perf_counter() - started
-    metrics = retrieval_metrics(scores.numpy(), encoded.text_clip)
-    metrics["chance"] = chance_metrics(len(encoded.captions), len(encoded.clip_ids), encoded.text_clip)
-    metrics["score_seconds_per_1k2"] = seconds * 1e6 / scores.numel()
-    return metrics
+    run = metrics_and_queries(scores.numpy(), encoded, split.name)
+    del run.metrics["split"], run.metrics["skipped"]  # as before: eval.json keeps metrics and chance only
+    run.metrics["score_seconds_per_1k2"] = seconds * 1e6 / scores.numel()
+    return run
+
+
+def _evaluate_sets(model, cfg: TrainConfig, data_dir: Path, ood_data: Path | None) -> tuple[dict, PerQuery]:
+    """Metrics on the data set's evaluation split (and on ood_data's, then the reported one) and the reported
+    set's per-query results: ``({"metrics": ..., ["in_domain_metrics": ...]}, per_query)``."""
+    out: dict[str, Any] = {}
+    reported = None
+    for key, root in (("metrics", data_dir), ("ood_metrics", ood_data)):
+        if root is None:
+            continue
+        split = read_split(root, "evaluation")
+        aux = (build_captioner(cfg.aux_captions, root, "evaluation", cfg.aux_error_rate, cfg.seed).caption(split.clips)
+               if cfg.aux_captions else None)
+        run = _timed_metrics(model, split, cfg, aux)
+        out[key], reported = run.metrics, run.per_query
+    if ood_data is not None:
+        out["in_domain_metrics"], out["metrics"] = out["metrics"], out.pop("ood_metrics")
+    return out, reported
 
 
 class RunBusy(InputError):
@@ -174,30 +205,80 @@ def _train_and_evaluate(row: Row, seed: int, base: TrainConfig, data_dir: Path, 
     summary = train(data_dir, run_dir, cfg, progress=progress)
     model = load(run_dir / "checkpoints" / "best")
     result = {"row": row.name, "seed": seed, "config": to_dict(cfg), "train": summary}
-    for key, root in (("metrics", data_dir), ("ood_metrics", ood_data)):
-        if root is None:
-            continue
-        split = read_split(root, "evaluation")
-        aux = (build_captioner(cfg.aux_captions, root, "evaluation", cfg.aux_error_rate, cfg.seed).caption(split.clips)
-               if cfg.aux_captions else None)
-        result[key] = _timed_metrics(model, split, cfg, aux)
-    if ood_data is not None:
-        result["in_domain_metrics"], result["metrics"] = result["metrics"], result.pop("ood_metrics")
+    metrics, per_query = _evaluate_sets(model, cfg, data_dir, ood_data)
+    result.update(metrics)
+    save_per_query(run_dir / PER_QUERY, per_query)  # before eval.json: a finished run always has both
     write_json_atomic(done, result)
     return result
+
+
+def run_per_query(run_dir: Path, result: dict[str, Any], data_dir: Path, ood_data: Path | None,
+                  log: Callable[[str], None]) -> PerQuery | None:
+    """The per-query results of a finished run: its per_query.npz, or (an older run) re-evaluated from its
+    checkpoint and saved; None when the run has neither (its differences are then "n/a")."""
+    path = run_dir / PER_QUERY
+    if path.is_file():
+        return load_per_query(path)
+    ckpt = run_dir / "checkpoints" / "best"
+    if not ckpt.is_dir() or "config" not in result:
+        return None
+    log(f"{run_dir}: no {PER_QUERY}; re-evaluating {ckpt} for the per-query results")
+    cfg = from_dict(TrainConfig, result["config"], f"{run_dir / 'eval.json'}: config")
+    _, per_query = _evaluate_sets(load(ckpt), cfg, data_dir, ood_data)
+    save_per_query(path, per_query)
+    return per_query
+
+
+def _pooled(per_seed: list[PerQuery], where: str) -> dict[str, QueryValues]:
+    """Both directions' per-query values averaged over seeds (all seeds on the same split)."""
+    for k, pq in enumerate(per_seed[1:], start=1):
+        stats.check_same_split(per_seed[0], pq, f"{where} seed 0", f"{where} seed {k}")
+    dirs = [stats.directions(pq) for pq in per_seed]
+    pooled = {}
+    for d, first in dirs[0].items():
+        values = {m: sum(x[d].values[m] for x in dirs) / len(dirs) for m in DIFF_METRICS}
+        pooled[d] = QueryValues(values, {m: first.scale[m] for m in DIFF_METRICS}, first.unit, first.num_units)
+    return pooled
+
+
+def differences(table: str, done: dict[str, list[dict[str, Any]]], out: Path, data_dir: Path,
+                ood_data: Path | None, log: Callable[[str], None]) -> dict[str, Any]:
+    """Every finished row against the table's baseline (see the module docstring); rows without per-query
+    results (or all rows, when the baseline has none) get None."""
+    baseline = BASELINE.get(str(table), "dp")
+    systems, missing, first = [], [], {}
+    for name, results in done.items():
+        runs = [run_per_query(_run_dir(out, name, r["seed"]), r, data_dir, ood_data, log) for r in results]
+        if any(pq is None for pq in runs):
+            missing.append(name)
+        else:
+            systems.append(stats.Named(name, _pooled(runs, f"row {name}")))
+            first[name] = runs[0]
+    info: dict[str, Any] = {"baseline": baseline, "pooling": "each query's value averaged over the seeds",
+                            "settings": stats.settings(stats.DEFAULT_RESAMPLES, stats.DEFAULT_SEED,
+                                                       stats.DEFAULT_PERMUTATIONS), "rows": {}}
+    if baseline not in {s.name for s in systems}:
+        info["rows"] = {name: None for name in done if name != baseline}
+        return info
+    for name in first:
+        stats.check_same_split(first[baseline], first[name], f"row {baseline}", f"row {name}")
+    info["rows"] = {name: None for name in missing if name != baseline}
+    info["rows"].update(stats.compare_many(systems, baseline, metrics=DIFF_METRICS))
+    info["rows"] = {name: info["rows"][name] for name in done if name in info["rows"]}  # the table's order
+    return info
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and (sample) std over seeds for each reported metric."""
     out: dict[str, Any] = {}
-    def stats(values: list[float]) -> dict[str, Any]:
+    def mean_std(values: list[float]) -> dict[str, Any]:
         return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                 "values": values}
 
     for (direction, key), column in zip(METRIC_KEYS, COLUMNS):
-        out[column] = stats([r["metrics"][direction][key] for r in results])
+        out[column] = mean_std([r["metrics"][direction][key] for r in results])
     for direction in ("t2a", "a2t"):
-        out[f"{direction.upper()} mAP@10"] = stats([r["metrics"][direction]["mAP@10"] for r in results])
+        out[f"{direction.upper()} mAP@10"] = mean_std([r["metrics"][direction]["mAP@10"] for r in results])
     out["train seconds"] = statistics.fmean(r["train"]["seconds"] for r in results)
     out["score s per 1k×1k"] = statistics.fmean(r["metrics"].get("score_seconds_per_1k2", float("nan"))
                                                 for r in results)
@@ -217,7 +298,36 @@ def markdown_other(table: str, summary: dict[str, dict[str, Any]], seeds: int, d
     return "\n".join(lines) + "\n"
 
 
-def markdown_table(table: str, summary: dict[str, dict[str, Any]], seeds: int, data_dir: Path) -> str:
+def _diff_cell(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "n/a"
+    p = r.get("p_holm", r["p"])
+    return f"{r['diff']:+.1f} [{r['ci'][0]:+.1f}, {r['ci'][1]:+.1f}] p={p:.3g}"
+
+
+def markdown_differences(diffs: dict[str, Any]) -> str:
+    """The rows' differences to the baseline: ``+Δ [95 % CI] p=…`` per column (Holm-adjusted p)."""
+    base, s = diffs["baseline"], diffs["settings"]
+    cols = [(d, m) for d in ("t2a", "a2t") for m in DIFF_METRICS]
+    lines = [f"## Difference to {base} (seeds pooled per query; 95 % paired-bootstrap interval over clips, "
+             f"{s['resamples']} resamples; two-sided sign-flip p, {s['permutations']} flips, Holm-adjusted over "
+             f"the rows; seed {s['seed']})", "",
+             "| row | " + " | ".join(f"{d.upper()} {m}" for d, m in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, res in diffs["rows"].items():
+        cells = [_diff_cell(None if res is None else res[d][m]) for d, m in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if not diffs["rows"]:
+        lines.append(f"| (no row to compare with {base} yet) |" + " |" * len(cols))
+    return "\n".join(lines) + "\n"
+
+
+def markdown_table(table: str, summary: dict[str, dict[str, Any]], seeds: int, data_dir: Path,
+                   diffs: dict[str, Any] | None = None) -> str:
+    main = _markdown_main(table, summary, seeds, data_dir)
+    return main if diffs is None else main + "\n" + markdown_differences(diffs)
+
+
+def _markdown_main(table: str, summary: dict[str, dict[str, Any]], seeds: int, data_dir: Path) -> str:
     if table not in PAPER:
         return markdown_other(table, summary, seeds, data_dir)
     paper = PAPER[table]
@@ -259,9 +369,11 @@ def ablate(table: str, data_dir: str | Path, out: str | Path, seeds: int = 3, ba
     def write() -> dict[str, Any]:
         done = {name: res for name, res in all_results.items() if None not in res}
         summary = {name: summarise(res) for name, res in done.items()}
+        diffs = differences(str(table), done, out, data_dir, ood, log)
         write_json_atomic(out / f"table{table}.json", {"table": table, "seeds": seeds, "summary": summary,
-                                                       "paper": PAPER.get(str(table)), "runs": done})
-        write_text_atomic(out / f"table{table}.md", markdown_table(str(table), summary, seeds, data_dir))
+                                                       "differences": diffs, "paper": PAPER.get(str(table)),
+                                                       "runs": done})
+        write_text_atomic(out / f"table{table}.md", markdown_table(str(table), summary, seeds, data_dir, diffs))
         return summary
 
     for row in all_rows:

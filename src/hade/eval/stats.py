@@ -1,0 +1,274 @@
+"""Uncertainty of retrieval metrics: bootstrap intervals, paired comparisons, Holm correction.
+
+Resampling unit
+---------------
+The unit is the clip (those with at least one caption).  One bootstrap resample draws U clips with
+replacement; T2A uses every caption of each drawn clip (a clip's five captions move together: they share
+the audio and are not independent queries), A2T uses the drawn clips themselves.  Both directions use
+the same draws.  For a mean metric, the resampled value is ``Σ_u n_u·S_u / Σ_u n_u·N_u`` with ``n_u`` the
+times unit u was drawn, ``S_u`` the sum of its queries' values and ``N_u`` their number (a matrix product,
+so 1,000 resamples of Clotho's 5,225 captions take milliseconds); ``medR`` is the floor of the weighted
+median of the ranks.
+
+Intervals are percentile intervals (``numpy.quantile``, linear interpolation) of B resamples (default
+1,000) drawn by ``numpy.random.default_rng(SeedSequence([seed, 0]))`` (default seed 0): the same inputs
+and settings give the same numbers, on any machine.
+
+Paired comparison
+-----------------
+Two systems on the same split: the difference A − B of each metric, a paired-bootstrap interval (the same
+resampled clips for both systems) and a two-sided paired sign-flip randomisation test: under the null the
+two systems are exchangeable on each clip, so each clip's summed difference gets a random sign; the
+p-value is ``(1 + #{|T*| >= |T|}) / (1 + P)`` over P random sign vectors (default 10,000) drawn by
+``default_rng(SeedSequence([seed, 1]))``.  The test is for mean metrics; ``medR`` gets an interval only.
+With several systems against one baseline, :func:`holm` adjusts the p-values (per metric and direction).
+
+Written by hand rather than with scipy.stats.bootstrap / permutation_test: those resample or permute
+independent observations, and here the observations come in clusters (a clip's captions) that must be
+resampled and sign-flipped together; the counts-matrix form also reuses one set of draws for every metric
+and both directions, and for both systems of a paired comparison.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from hade.errors import InputError
+from hade.eval.per_query import PerQuery, QueryValues, a2t_values, point_estimate, t2a_values
+
+DEFAULT_RESAMPLES = 1000
+DEFAULT_PERMUTATIONS = 10000
+DEFAULT_SEED = 0
+LEVEL = 0.95
+# Metrics compared by `hade compare` and printed with intervals by `hade eval`.
+REPORT_METRICS = ("R@1", "R@5", "R@10", "mAP@10", "medR", "meanR")
+_CHUNK = 1000  # resamples / sign vectors per block (bounded memory)
+
+
+def _rng(seed: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), stream]))
+
+
+def resample_counts(num_units: int, resamples: int, seed: int = DEFAULT_SEED) -> np.ndarray:
+    """``[B, U]`` int32: how many times each unit is drawn in each of B resamples of U units."""
+    if resamples < 1 or num_units < 1:
+        raise InputError(f"bootstrap: need at least 1 resample and 1 unit, got {resamples} and {num_units}")
+    draws = _rng(seed, 0).integers(0, num_units, size=(resamples, num_units))
+    flat = draws + (np.arange(resamples) * num_units)[:, None]
+    return np.bincount(flat.ravel(), minlength=resamples * num_units).reshape(resamples, num_units).astype(np.int32)
+
+
+def _unit_sums(qv: QueryValues, metric: str) -> np.ndarray:
+    return np.bincount(qv.unit, weights=qv.values[metric], minlength=qv.num_units)
+
+
+def _weighted_floor_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Floor median of each row's multiset: ``values`` [Q] repeated ``weights[b, q]`` times -> [B]."""
+    order = np.argsort(values, kind="stable")
+    v, cw = values[order], np.cumsum(weights[:, order], axis=1)
+    n = cw[:, -1]
+    lo = (cw <= ((n - 1) // 2)[:, None]).sum(axis=1)
+    hi = (cw <= (n // 2)[:, None]).sum(axis=1)
+    return np.floor((v[lo] + v[hi]) / 2)
+
+
+def bootstrap_metric(qv: QueryValues, metric: str, counts: np.ndarray) -> np.ndarray:
+    """[B] values of ``metric`` over the resamples given by ``counts`` [B, U]."""
+    if metric == "medR":
+        return np.concatenate([_weighted_floor_median(qv.values[metric], c[:, qv.unit])
+                               for c in np.array_split(counts, max(1, len(counts) // _CHUNK))])
+    n_u = np.bincount(qv.unit, minlength=qv.num_units).astype(np.float64)
+    c = counts.astype(np.float64)
+    return qv.scale[metric] * (c @ _unit_sums(qv, metric)) / (c @ n_u)
+
+
+def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> list[float]:
+    """[low, high] percentile interval of ``samples`` [B]."""
+    a = (1 - level) / 2
+    lo, hi = np.quantile(samples, [a, 1 - a])
+    return [float(lo), float(hi)]
+
+
+def directions(pq: PerQuery) -> dict[str, QueryValues]:
+    """Per-query values of both directions: ``{"t2a": QueryValues, "a2t": QueryValues}``."""
+    return {"t2a": t2a_values(pq), "a2t": a2t_values(pq)}
+
+
+def settings(resamples: int, seed: int, permutations: int | None = None) -> dict:
+    out = {"resamples": int(resamples), "seed": int(seed), "level": LEVEL, "interval": "percentile",
+           "unit": "clip (T2A: a clip's captions resampled together; A2T: clips)",
+           "rng": "numpy default_rng(SeedSequence([seed, 0]))"}
+    if permutations is not None:
+        out.update(permutations=int(permutations), test="paired sign-flip per clip, two-sided, p=(1+#extreme)/(1+P)",
+                   permutation_rng="numpy default_rng(SeedSequence([seed, 1]))")
+    return out
+
+
+def bootstrap_cis(pq: PerQuery, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
+                  metrics: Sequence[str] = REPORT_METRICS) -> dict:
+    """``{"t2a": {metric: [lo, hi]}, "a2t": {...}, "settings": {...}}``: 95 % bootstrap intervals."""
+    dirs = directions(pq)
+    counts = resample_counts(dirs["a2t"].num_units, resamples, seed)
+    out: dict = {d: {m: percentile_interval(bootstrap_metric(qv, m, counts)) for m in metrics}
+                 for d, qv in dirs.items()}
+    out["settings"] = settings(resamples, seed)
+    return out
+
+
+def sign_flip_pvalues(unit_diffs: dict[str, np.ndarray], permutations: int = DEFAULT_PERMUTATIONS,
+                      seed: int = DEFAULT_SEED) -> dict[str, float]:
+    """Two-sided paired sign-flip p-values, one per entry of ``unit_diffs`` (metric -> [U] summed A−B per unit).
+
+    All metrics share the same random sign vectors.  Ties with the observed statistic count as extreme
+    (relative tolerance 1e-9, so that float rounding cannot make an equal value look smaller).
+    """
+    if permutations < 1:
+        raise InputError(f"permutations: expected at least 1, got {permutations}")
+    names = list(unit_diffs)
+    d = np.stack([unit_diffs[m] for m in names], axis=1)  # [U, M]
+    observed = np.abs(d.sum(axis=0)) * (1 - 1e-9)
+    extreme = np.zeros(len(names), dtype=np.int64)
+    rng = _rng(seed, 1)
+    for start in range(0, permutations, _CHUNK):
+        n = min(_CHUNK, permutations - start)
+        signs = rng.integers(0, 2, size=(n, d.shape[0]), dtype=np.int8).astype(np.float64) * 2 - 1
+        extreme += (np.abs(signs @ d) >= observed).sum(axis=0)
+    return {m: float((1 + extreme[i]) / (1 + permutations)) for i, m in enumerate(names)}
+
+
+def check_same_split(a: PerQuery, b: PerQuery, name_a: str = "A", name_b: str = "B") -> None:
+    """InputError unless ``a`` and ``b`` are results on the same captions and clips (in the same order)."""
+    problems = []
+    if a.clip_ids != b.clip_ids:
+        problems.append(f"clips differ ({a.num_audios} vs {b.num_audios} clips)")
+    if a.text_clip.shape != b.text_clip.shape or not np.array_equal(a.text_clip, b.text_clip):
+        problems.append(f"caption→clip maps differ ({a.num_texts} vs {b.num_texts} captions)")
+    if a.captions_sha256 != b.captions_sha256:
+        problems.append("caption texts differ")
+    if problems:
+        raise InputError(f"{name_a} and {name_b} are not results on the same split: " + "; ".join(problems)
+                         + " — compare evaluations of one split (same data, same --split)")
+
+
+def compare_values(a: dict[str, QueryValues], b: dict[str, QueryValues], resamples: int = DEFAULT_RESAMPLES,
+                   permutations: int = DEFAULT_PERMUTATIONS, seed: int = DEFAULT_SEED,
+                   metrics: Sequence[str] = REPORT_METRICS) -> dict:
+    """Paired comparison A − B per direction and metric: ``{dir: {metric: {a, b, diff, ci, p}}}``.
+
+    ``a``/``b``: ``{"t2a": QueryValues, "a2t": QueryValues}`` with the same units (same split).
+    """
+    counts = resample_counts(a["a2t"].num_units, resamples, seed)
+    out: dict = {}
+    for d in a:
+        qa, qb = a[d], b[d]
+        rows = {}
+        for m in metrics:
+            boot = bootstrap_metric(qa, m, counts) - bootstrap_metric(qb, m, counts)
+            pa, pb = point_estimate(qa, m), point_estimate(qb, m)
+            rows[m] = {"a": pa, "b": pb, "diff": pa - pb, "ci": percentile_interval(boot), "p": None}
+        means = [m for m in metrics if m != "medR"]
+        diffs = {m: _unit_sums(qa, m) - _unit_sums(qb, m) for m in means}
+        for m, p in sign_flip_pvalues(diffs, permutations, seed).items():
+            rows[m]["p"] = p
+        out[d] = rows
+    return out
+
+
+def compare(a: PerQuery, b: PerQuery, resamples: int = DEFAULT_RESAMPLES, permutations: int = DEFAULT_PERMUTATIONS,
+            seed: int = DEFAULT_SEED, metrics: Sequence[str] = REPORT_METRICS) -> dict:
+    """Paired comparison of two evaluations of the same split (see :func:`compare_values`)."""
+    check_same_split(a, b)
+    out = compare_values(directions(a), directions(b), resamples, permutations, seed, metrics)
+    out["settings"] = settings(resamples, seed, permutations)
+    return out
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm–Bonferroni adjusted p-values (same order; None stays None)."""
+    idx = [i for i, p in enumerate(pvalues) if p is not None]
+    order = sorted(idx, key=lambda i: pvalues[i])
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * float(pvalues[i])))
+        out[i] = running
+    return out
+
+
+@dataclass
+class Named:
+    """A labelled evaluation for :func:`compare_many`."""
+
+    name: str
+    values: dict[str, QueryValues]
+
+
+def compare_many(systems: Sequence[Named], baseline: str, resamples: int = DEFAULT_RESAMPLES,
+                 permutations: int = DEFAULT_PERMUTATIONS, seed: int = DEFAULT_SEED,
+                 metrics: Sequence[str] = REPORT_METRICS) -> dict:
+    """Every system against ``baseline``: ``{name: {dir: {metric: {..., p, p_holm}}}}`` (Holm over systems)."""
+    by_name = {s.name: s for s in systems}
+    if baseline not in by_name:
+        raise InputError(f"--baseline: {baseline!r} is not one of {list(by_name)}")
+    others = [s for s in systems if s.name != baseline]
+    out = {s.name: compare_values(s.values, by_name[baseline].values, resamples, permutations, seed, metrics)
+           for s in others}
+    for d in ("t2a", "a2t"):
+        for m in metrics:
+            adjusted = holm([out[s.name][d][m]["p"] for s in others])
+            for s, p in zip(others, adjusted):
+                out[s.name][d][m]["p_holm"] = p
+    return out
+
+
+def _fmt(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _fmt_p(p: float | None) -> str:
+    return "-" if p is None else (f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}")
+
+
+def format_cis(metrics: dict, cis: dict) -> str:
+    """Lines ``T2A R@1   17.8  [14.2, 21.4]`` for every metric with an interval, then the settings."""
+    lines = []
+    for d in ("t2a", "a2t"):
+        for m, (lo, hi) in cis.get(d, {}).items():
+            lines.append(f"{d.upper()} {m:<7}{_fmt(metrics[d].get(m)):>7}  [{_fmt(lo)}, {_fmt(hi)}]")
+    s = cis["settings"]
+    lines.append(f"95 % intervals: percentile bootstrap over clips (a clip's captions together), "
+                 f"{s['resamples']} resamples, seed {s['seed']}")
+    return "\n".join(lines)
+
+
+def format_comparison(result: dict, name_a: str, name_b: str) -> str:
+    """Text table of :func:`compare`'s result: one line per direction and metric."""
+    head = f"{'metric':<11}{name_a[:12]:>12}{name_b[:12]:>12}{'A-B':>8}  {'95% CI':<18}{'p':>8}"
+    lines = [f"A = {name_a}", f"B = {name_b}", head, "-" * len(head)]
+    for d in ("t2a", "a2t"):
+        for m, r in result[d].items():
+            ci = f"[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]"
+            lines.append(f"{d.upper() + ' ' + m:<11}{_fmt(r['a']):>12}{_fmt(r['b']):>12}{r['diff']:>+8.1f}  "
+                         f"{ci:<18}{_fmt_p(r['p']):>8}")
+    s = result["settings"]
+    lines.append(f"paired bootstrap over clips ({s['resamples']} resamples), sign-flip test per clip "
+                 f"({s['permutations']} flips, two-sided), seed {s['seed']}; medR: interval only")
+    return "\n".join(lines)
+
+
+def format_many(result: dict, baseline: str, settings_: dict) -> str:
+    """Text table of :func:`compare_many`: one line per system, direction and metric, Holm-adjusted p."""
+    head = f"{'system':<16}{'metric':<11}{'diff':>8}  {'95% CI':<18}{'p':>8}{'p (Holm)':>10}"
+    lines = [f"against baseline {baseline}", head, "-" * len(head)]
+    for name, res in result.items():
+        for d in ("t2a", "a2t"):
+            for m, r in res[d].items():
+                ci = f"[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]"
+                lines.append(f"{name[:15]:<16}{d.upper() + ' ' + m:<11}{r['diff']:>+8.1f}  {ci:<18}"
+                             f"{_fmt_p(r['p']):>8}{_fmt_p(r['p_holm']):>10}")
+    lines.append(f"paired bootstrap over clips ({settings_['resamples']} resamples), sign-flip test per clip "
+                 f"({settings_['permutations']} flips), Holm over the {len(result)} comparisons; "
+                 f"seed {settings_['seed']}")
+    return "\n".join(lines)
