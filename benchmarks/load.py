@@ -3,10 +3,18 @@
 
     python benchmarks/load.py --url http://127.0.0.1:8000 --requests 200 --concurrency 8
     python benchmarks/load.py --index runs/my-index --requests 100   # starts a server in-process
+    python benchmarks/load.py --mixed [--index IDX | --model tiny|demo] [--uploads 8 --clip-seconds 590] [--quick]
 
 Sends GET /search (and every `--audio-every`-th request GET /audio/{id} with a Range header for a hit
 seen so far), then prints p50/p95 latency and the error count; exits 1 when any request failed.
 Only standard-library HTTP is used; it stops by itself after `--requests` requests.
+
+--mixed starts `hade serve` as a subprocess on a free loopback port (over --index, or over an index it
+builds from a generated SynthCaps folder and `--model`: tiny, or demo = make demo's THA+DCR), measures
+text-query latency alone, then while `--uploads` concurrent long-audio uploads run (each retried
+promptly when refused with 503, so audio is being encoded all along), and reads the server's RSS from
+/proc/PID/status: baseline (after warm-up), peak (sampled, and VmHWM) and final (after the burst). Goals (issue 12, on 2 cores): text p95 during the uploads within 3x
+its value alone; final RSS within 20 % of the baseline. Exits 1 when a request fails other than a 503.
 """
 from __future__ import annotations
 
@@ -153,7 +161,310 @@ class BackgroundServer:
         self.thread.join(timeout=10)
 
 
+# ---- mixed load: long audio uploads + text queries against a `hade serve` subprocess ---------------
+def read_rss(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak) of process `pid` in bytes, from /proc/PID/status."""
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def long_clip(seconds: float, sample_rate: int = 8000) -> bytes:
+    """A WAV (16-bit mono) of `seconds` of tones in noise, built block by block."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    rng = np.random.default_rng(0)
+    total = int(seconds * sample_rate)
+    with sf.SoundFile(buf, "w", samplerate=sample_rate, channels=1, subtype="PCM_16", format="WAV") as f:
+        for start in range(0, total, sample_rate * 10):
+            t = np.arange(start, min(total, start + sample_rate * 10)) / sample_rate
+            f.write(0.3 * np.sin(2 * np.pi * (300 + 50 * (start // sample_rate % 7)) * t)
+                    + 0.05 * rng.standard_normal(t.shape[0]))
+    return buf.getvalue()
+
+
+def multipart(field: str, filename: str, data: bytes, content_type: str = "audio/wav") -> tuple[bytes, str]:
+    """(body, content-type header) of a multipart/form-data request with one file field."""
+    boundary = f"hade-bench-{time.monotonic_ns():x}"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
+            f"Content-Type: {content_type}\r\n\r\n").encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def http(url: str, data: bytes | None = None, headers: dict[str, str] | None = None,
+         timeout: float = 600.0) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of one request; HTTP errors are returned, not raised."""
+    req = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (loopback checked)
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+class ServerProcess:
+    """`hade serve INDEX` as a subprocess on a free loopback port (context manager)."""
+
+    def __init__(self, index: str, extra: Sequence[str] = ()) -> None:
+        import subprocess
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "hade.cli", "serve", str(index), "--port", str(self.port),
+               "--log-level", "warning", *extra]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def __enter__(self) -> "ServerProcess":
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hade serve exited with {self.proc.returncode}: {self.proc.stderr.read()[-2000:]}")
+            try:
+                if http(f"{self.url}/health", timeout=5)[0] in (200, 503):
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.__exit__()
+        raise RuntimeError("hade serve did not answer /health within 120 s")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except Exception:  # noqa: BLE001
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+def build_bench_index(work: str, clips: int = 24, model: str = "tiny") -> str:
+    """A SynthCaps folder, a model with random audio weights and an index over them under `work`; returns
+    the index path. model: "tiny" (a few-layer test model, fast) or "demo" (the architecture `make demo`
+    trains: THA+DCR over HTSAT-cpu and pretrained MiniLM; untrained weights cost the same compute)."""
+    import os
+
+    import torch
+
+    import hade
+    from hade.checkpoint import save_model
+    from hade.config import ModelConfig
+    from hade.data.synthcaps import generate
+    from hade.index import build_index
+
+    if model not in ("tiny", "demo"):
+        raise ValueError(f"--model: expected tiny or demo, got {model!r}")
+    index = os.path.join(work, "bench.idx" if model == "tiny" else f"bench-{model}.idx")
+    if os.path.exists(os.path.join(index, "index.sqlite")):
+        return index
+    sounds = os.path.join(work, "sounds")
+    if not os.path.isdir(sounds):
+        generate(sounds, clips=clips, sample_rate=8000, duration=4.0, progress=False)
+    torch.manual_seed(0)
+    if model == "demo":
+        from hade.demo import demo_config
+
+        config = demo_config("tha+dcr", epochs=1).model
+    else:
+        config = ModelConfig(audio_encoder="htsat-test", text_encoder="minilm", text_pretrained=False,
+                             text_overrides={"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2,
+                                             "intermediate_size": 64}, embed_dim=32, max_text_tokens=24, head="dp")
+    ckpt = os.path.join(work, f"ckpt-{model}")
+    save_model(hade.create_model(config).eval(), ckpt)
+    build_index(sounds, index, ckpt=ckpt, progress=False)
+    return index
+
+
+def _text_loop(base: str, stop: threading.Event | None, count: int, latencies: list[float],
+               errors: list[str]) -> None:
+    """Sequential text queries: `count` of them, or until `stop` is set (then at least one)."""
+    i = 0
+    while (stop is None and i < count) or (stop is not None and (i == 0 or not stop.is_set())):
+        params = urllib.parse.urlencode({"q": DEFAULT_QUERIES[i % len(DEFAULT_QUERIES)], "k": 10})
+        t0 = time.perf_counter()
+        status, _, body = http(f"{base}/search?{params}", timeout=120)
+        latencies.append((time.perf_counter() - t0) * 1000)
+        if status != 200:
+            errors.append(f"text: HTTP {status} {body[:200]!r}")
+        i += 1
+
+
+RETRY_SLEEP_S = 1.0  # default pause before retrying a refused upload (the server advertises 5 s)
+
+
+def _upload(base: str, body: bytes, ctype: str, result: dict[str, Any], lock: threading.Lock,
+            retry_sleep: float | None = RETRY_SLEEP_S) -> None:
+    """One upload, retried while the server answers 503 (at most 2000 tries).
+
+    Retries after `retry_sleep` seconds rather than the advertised Retry-After (which it checks is
+    present), so the server has audio to encode all along while the text queries are measured; None
+    honours Retry-After. Each refused upload is still sent whole (urllib has no Expect: 100-continue),
+    so short pauses also measure the cost of refusing a retry storm.
+    """
+    t0 = time.perf_counter()
+    for _ in range(2000):
+        try:
+            status, headers, text = http(f"{base}/search/audio?k=5", data=body, headers={"Content-Type": ctype})
+        except OSError as e:
+            status, headers, text = -1, {}, str(e).encode()
+        if status != 503:
+            break
+        with lock:
+            result["refused"] += 1
+            if not any(k.lower() == "retry-after" for k in headers):
+                result["errors"].append("upload: 503 without Retry-After")
+        advertised = float(next((v for k, v in headers.items() if k.lower() == "retry-after"), "1"))
+        time.sleep(advertised if retry_sleep is None else retry_sleep)
+    with lock:
+        if status == 200:
+            result["ok"] += 1
+            result["latencies"].append((time.perf_counter() - t0) * 1000)
+        else:
+            result["errors"].append(f"upload: HTTP {status} {text[:200]!r}")
+
+
+def _rss_sampler(pid: int, stop: threading.Event, peak: list[int]) -> None:
+    while not stop.wait(0.05):
+        try:
+            peak[0] = max(peak[0], read_rss(pid)["VmRSS"])
+        except OSError:
+            return
+
+
+def run_mixed(base: str, pid: int, clip: bytes, uploads: int = 8, text_alone: int = 40,
+              settle_s: float = 3.0, retry_sleep: float | None = RETRY_SLEEP_S) -> dict[str, Any]:
+    """Text latency alone, then during `uploads` concurrent uploads of `clip`; the server's RSS around it."""
+    if not is_loopback_url(base):
+        raise ValueError(f"{base}: the load test only talks to loopback (127.0.0.1, ::1, localhost)")
+    errors: list[str] = []
+    body, ctype = multipart("file", "long.wav", clip)
+    small, small_type = multipart("file", "warm.wav", clip[:44 + 8000 * 2 * 2])  # header + ~2 s: warm-up
+    _text_loop(base, None, 3, [], errors)
+    http(f"{base}/search/audio?k=5", data=small, headers={"Content-Type": small_type})
+    time.sleep(0.5)
+    baseline = read_rss(pid)["VmRSS"]
+    alone: list[float] = []
+    _text_loop(base, None, text_alone, alone, errors)
+    lock, stop, sampler_stop = threading.Lock(), threading.Event(), threading.Event()
+    up: dict[str, Any] = {"ok": 0, "refused": 0, "errors": [], "latencies": []}
+    peak = [baseline]
+    sampler = threading.Thread(target=_rss_sampler, args=(pid, sampler_stop, peak), daemon=True)
+    sampler.start()
+    during: list[float] = []
+    text = threading.Thread(target=_text_loop, args=(base, stop, 0, during, errors), daemon=True)
+    workers = [threading.Thread(target=_upload, args=(base, body, ctype, up, lock, retry_sleep), daemon=True)
+               for _ in range(uploads)]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    time.sleep(0.2)  # let the uploads reach the server before the text client starts measuring
+    text.start()
+    for w in workers:
+        w.join()
+    burst_s = time.perf_counter() - t0
+    stop.set()
+    text.join()
+    time.sleep(settle_s)
+    sampler_stop.set()
+    sampler.join()
+    rss = read_rss(pid)
+    errors += up["errors"]
+    p95_alone, p95_during = percentile(alone, 95), percentile(during, 95)
+    return {
+        "uploads": uploads, "clip_bytes": len(clip), "burst_s": burst_s, "retry_sleep": retry_sleep,
+        "uploads_ok": up["ok"], "uploads_refused_503": up["refused"],
+        "upload_p50_ms": percentile(up["latencies"], 50), "upload_max_ms": max(up["latencies"], default=None),
+        "text_alone_n": len(alone), "text_alone_p50_ms": percentile(alone, 50), "text_alone_p95_ms": p95_alone,
+        "text_during_n": len(during), "text_during_p50_ms": percentile(during, 50),
+        "text_during_p95_ms": p95_during, "text_during_max_ms": max(during, default=None),
+        "p95_ratio": p95_during / p95_alone if p95_alone and p95_during else None,
+        "rss_baseline": baseline, "rss_peak_sampled": peak[0], "rss_vmhwm": rss["VmHWM"], "rss_final": rss["VmRSS"],
+        "rss_final_ratio": rss["VmRSS"] / baseline, "errors": len(errors), "error_samples": errors[:5],
+    }
+
+
+def format_mixed(stats: dict[str, Any]) -> str:
+    def ms(v: Any) -> str:
+        return "-" if v is None else f"{v:.0f} ms"
+
+    def mb(v: int) -> str:
+        return f"{v / 2**20:.0f} MiB"
+
+    ratio = stats["p95_ratio"]
+    final = stats["rss_final_ratio"]
+    retry = "Retry-After" if stats.get("retry_sleep") is None else f"{stats['retry_sleep']:g} s"
+    lines = [
+        f"{stats['uploads']} concurrent uploads of {stats['clip_bytes'] / 1e6:.1f} MB: {stats['uploads_ok']} answered, "
+        f"{stats['uploads_refused_503']} refusals (503 + Retry-After; retried after {retry}), burst {stats['burst_s']:.1f} s, "
+        f"upload latency p50 {ms(stats['upload_p50_ms'])} max {ms(stats['upload_max_ms'])}",
+        f"text query        alone: p50 {ms(stats['text_alone_p50_ms'])}  p95 {ms(stats['text_alone_p95_ms'])}  "
+        f"(n={stats['text_alone_n']})",
+        f"text query during burst: p50 {ms(stats['text_during_p50_ms'])}  p95 {ms(stats['text_during_p95_ms'])}  "
+        f"max {ms(stats['text_during_max_ms'])}  (n={stats['text_during_n']})",
+        f"text p95 during/alone: {'-' if ratio is None else f'{ratio:.2f}x'} (goal <= 3x: "
+        f"{'met' if ratio is not None and ratio <= 3 else 'NOT met'})",
+        f"server RSS: baseline {mb(stats['rss_baseline'])}, peak {mb(stats['rss_peak_sampled'])} "
+        f"(VmHWM {mb(stats['rss_vmhwm'])}), final {mb(stats['rss_final'])} = {final:.2f}x baseline "
+        f"(goal <= 1.2x: {'met' if final <= 1.2 else 'NOT met'})",
+        f"errors: {stats['errors']}",
+    ]
+    return "\n".join(lines + [f"  {e}" for e in stats["error_samples"]])
+
+
+def mixed_main(argv: Sequence[str]) -> int:
+    import tempfile
+
+    p = argparse.ArgumentParser(prog="load.py --mixed", description="long audio uploads + text queries")
+    p.add_argument("--index", help="index directory (default: build one from SynthCaps and --model)")
+    p.add_argument("--model", choices=["tiny", "demo"], default="tiny",
+                   help="model of the generated index: tiny (default, fast) or demo (make demo's THA+DCR "
+                        "architecture, untrained)")
+    p.add_argument("--work", help="folder for the generated index (default: a temporary folder)")
+    p.add_argument("--uploads", type=int, default=None, help="concurrent uploads (default 8; --quick 4)")
+    p.add_argument("--clip-seconds", type=float, default=None, help="upload length (default 590; --quick 60)")
+    p.add_argument("--text-queries", type=int, default=None, help="text queries alone (default 100; --quick 10)")
+    p.add_argument("--retry-sleep", type=float, default=RETRY_SLEEP_S,
+                   help=f"seconds before retrying a refused upload (default {RETRY_SLEEP_S}; "
+                        "0 or less: honour Retry-After)")
+    p.add_argument("--quick", action="store_true", help="a small run for tests (4 x 60 s uploads)")
+    p.add_argument("--serve-arg", action="append", default=[], help="extra `hade serve` argument (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    args = p.parse_args(argv)
+    uploads = args.uploads or (4 if args.quick else 8)
+    seconds = args.clip_seconds or (60.0 if args.quick else 590.0)
+    text_alone = args.text_queries or (10 if args.quick else 100)
+    if uploads < 1 or not 0 < seconds <= 600 or text_alone < 1:
+        p.error("--uploads and --text-queries must be >= 1, --clip-seconds in (0, 600]")
+    with tempfile.TemporaryDirectory(prefix="hade-load-") as tmp:
+        index = args.index or build_bench_index(args.work or tmp, model=args.model)
+        clip = long_clip(seconds)
+        with ServerProcess(index, args.serve_arg) as server:
+            stats = run_mixed(server.url, server.pid, clip, uploads=uploads, text_alone=text_alone,
+                              settle_s=1.0 if args.quick else 3.0,
+                              retry_sleep=args.retry_sleep if args.retry_sleep > 0 else None)
+    print(json.dumps(stats, indent=2) if args.json else format_mixed(stats))
+    return 1 if stats["errors"] else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--mixed" in argv:
+        argv.remove("--mixed")
+        return mixed_main(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", help="running server, e.g. http://127.0.0.1:8000 (loopback only)")

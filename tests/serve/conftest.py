@@ -5,7 +5,10 @@ stand-in with the same duck-typed interface (ids from 1 like SQLite, windows of 
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
+import stat
 import threading
 import time
 import zlib
@@ -47,11 +50,18 @@ class FakeWindow:
     end: float
 
 
+AUDIO_QUERY_BATCH = 8  # = hade.index.search.AUDIO_QUERY_BATCH
+
+
 class FakeIndex:
     """Index stand-in: half-second windows over every WAV under `root`; scores from a hash of the query.
 
-    Counts concurrent calls into the model-using methods (`max_active`) so tests can check the server
-    serialises inference.
+    Mirrors the contract of `hade.index.search.Index`: `search(..., guard=)` runs each "model call" (the
+    text encoding; each batch of AUDIO_QUERY_BATCH windows of an audio query) inside `with guard():`,
+    `open_audio` verifies the file against the size and mtime recorded at construction, `health()` reports
+    `problems` (set `damaged` to simulate a damaged file; searches then raise IndexDamaged).
+    Counts concurrent model calls (`max_active`) so tests can check the server serialises inference, and
+    calls `on_batch(kind, i)` inside the guard of each model call when set (tests block or record there).
     """
 
     def __init__(self, root: Path, model: Any) -> None:
@@ -60,10 +70,13 @@ class FakeIndex:
         self.root = Path(root)
         self.model = model
         self.windows: dict[int, FakeWindow] = {}
+        self.stats: dict[str, tuple[int, int]] = {}
         wid = 1
         for f in sorted(self.root.rglob("*.wav")):
             duration = audio_info(f).duration
             rel = f.relative_to(self.root).as_posix()
+            st = f.stat()
+            self.stats[rel] = (st.st_size, st.st_mtime_ns)
             start = 0.0
             while start < duration - 1e-6:
                 self.windows[wid] = FakeWindow(wid, rel, start, min(duration, start + WINDOW_SECONDS))
@@ -72,6 +85,25 @@ class FakeIndex:
         self.active = 0
         self.max_active = 0
         self._count_lock = threading.Lock()
+        self.damaged: str | None = None
+        self.on_batch: Any = None
+
+    def _model_call(self, guard: Any, kind: str, i: int) -> None:
+        with (guard() if guard is not None else contextlib.nullcontext()):
+            self._enter()
+            try:
+                time.sleep(0.002)  # widen the window for overlapping calls
+                if self.on_batch is not None:
+                    self.on_batch(kind, i)
+            finally:
+                self._exit()
+
+    def _check(self) -> None:
+        from hade.errors import IndexDamaged
+
+        if self.damaged:
+            raise IndexDamaged(f"fake.idx/{self.damaged} is truncated; repair with `hade index {self.root} "
+                               "--out fake.idx`", file=self.damaged, repair="hade index")
 
     def _enter(self) -> None:
         with self._count_lock:
@@ -82,31 +114,59 @@ class FakeIndex:
         with self._count_lock:
             self.active -= 1
 
-    def search(self, query: Any, k: int = 10, candidates: int = 100, per_file: bool = False) -> list[FakeHit]:
-        self._enter()
-        try:
-            time.sleep(0.002)  # widen the window for overlapping calls
-            if isinstance(query, np.ndarray):
-                assert query.ndim == 1 and query.dtype == np.float32
-                seed = zlib.crc32(query[:256].tobytes())
-            else:
-                assert isinstance(query, str) and query.strip()
-                seed = zlib.crc32(query.encode())
-            hits = [FakeHit(w.id, w.path, w.start, w.end, float(np.cos(seed + 7 * w.id)))
-                    for w in self.windows.values()]
-            hits.sort(key=lambda h: -h.score)
-            if per_file:
-                seen: set[str] = set()
-                hits = [h for h in hits if not (h.path in seen or seen.add(h.path))]
-            return hits[:k]
-        finally:
-            self._exit()
+    def search(self, query: Any, k: int = 10, candidates: int = 100, per_file: bool = False, *,
+               guard: Any = None) -> list[FakeHit]:
+        self._check()
+        if isinstance(query, np.ndarray):
+            assert query.ndim == 1 and query.dtype == np.float32
+            seed = zlib.crc32(query[:256].tobytes())
+            windows = max(1, int(np.ceil(query.shape[0] / (WINDOW_SECONDS * self.model.sample_rate))))
+            for i in range(-(-windows // AUDIO_QUERY_BATCH)):
+                self._model_call(guard, "audio", i)
+        else:
+            assert isinstance(query, str) and query.strip()
+            seed = zlib.crc32(query.encode())
+            self._model_call(guard, "text", 0)
+        hits = [FakeHit(w.id, w.path, w.start, w.end, float(np.cos(seed + 7 * w.id)))
+                for w in self.windows.values()]
+        hits.sort(key=lambda h: -h.score)
+        if per_file:
+            seen: set[str] = set()
+            hits = [h for h in hits if not (h.path in seen or seen.add(h.path))]
+        return hits[:k]
 
     def get(self, id: int) -> FakeWindow:
         return self.windows[id]
 
     def audio_path(self, id: int) -> Path:
-        return self.root / self.windows[id].path
+        f, _ = self.open_audio(id)
+        f.close()
+        return Path(os.path.realpath(self.root / self.windows[id].path))
+
+    def open_audio(self, id: int) -> tuple[Any, os.stat_result]:
+        """The contract's checks: inside the root, O_NOFOLLOW on the resolved path, same size and mtime."""
+        from hade.errors import StaleFile
+
+        rel = self.windows[id].path
+        real = os.path.realpath(self.root / rel)
+        base = os.path.realpath(self.root)
+        if os.path.commonpath([base, real]) != base:
+            raise StaleFile(f"{rel} resolves outside the indexed folder", reason="outside")
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise StaleFile(f"{rel} is no longer on disk; re-run `hade index`", reason="missing") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != self.stats[rel]:
+            os.close(fd)
+            raise StaleFile(f"{rel} changed since it was indexed; re-run `hade index`", reason="changed")
+        return os.fdopen(fd, "rb"), st
+
+    def health(self) -> dict[str, Any]:
+        if self.damaged:
+            return {"status": "degraded", "problems": [{"file": self.damaged, "problem": "is truncated"}],
+                    "repair": f"hade index {self.root} --out fake.idx"}
+        return {"status": "ok", "problems": [], "repair": None}
 
     def window_audio(self, id: int) -> np.ndarray:
         from hade.data.audio import load_audio
@@ -181,17 +241,43 @@ def fake_index(audio_folder: Path, serve_model: Any) -> FakeIndex:
 
 
 @pytest.fixture(scope="session")
+def fake_index_cls() -> type[FakeIndex]:
+    """The FakeIndex class (tests build their own over private folders)."""
+    return FakeIndex
+
+
+@pytest.fixture(scope="session")
+def real_index_fn() -> Any:
+    """`real_index(folder, model, work)`: build and open a real index (needs hade.index)."""
+    return real_index
+
+
+@pytest.fixture(scope="session")
 def app(serve_index: Any) -> Any:
     from hade.serve.app import create_app
 
     return create_app(serve_index)
 
 
-@pytest.fixture(scope="session")
-def client(app: Any) -> Iterator[Any]:
+LOCAL = "http://localhost"  # TestClient's default Host, "testserver", is refused by the Host check
+
+
+def make_local_client(app: Any, **kwargs: Any) -> Any:
+    """A TestClient whose requests carry `Host: localhost` (a name the server accepts)."""
     from fastapi.testclient import TestClient
 
-    with TestClient(app) as c:
+    return TestClient(app, base_url=LOCAL, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def local_client() -> Any:
+    """`local_client(app, **TestClient kwargs)`: a TestClient sending `Host: localhost`."""
+    return make_local_client
+
+
+@pytest.fixture(scope="session")
+def client(app: Any) -> Iterator[Any]:
+    with make_local_client(app) as c:
         yield c
 
 

@@ -161,23 +161,6 @@ def test_audio_only_by_known_id(client, url, status):
     assert b"root:" not in r.content and b"create_app" not in r.content
 
 
-def test_audio_file_gone_is_404(tmp_path, serve_index):
-    class Moved:
-        model = serve_index.model
-
-        def __getattr__(self, name):
-            return getattr(serve_index, name)
-
-        def __len__(self):
-            return len(serve_index)
-
-        def audio_path(self, id):
-            return tmp_path / "deleted.wav"
-
-    with TestClient(create_app(Moved())) as c:
-        assert "no longer" in assert_json_error(c.get("/audio/1"), 404)
-
-
 # ---- audio upload ---------------------------------------------------------------------------------
 def wav_bytes(seconds: float = 0.7, sr: int = 16000, channels: int = 2, fmt: str = "WAV") -> bytes:
     rng = np.random.default_rng(0)
@@ -213,9 +196,9 @@ def test_search_by_audio_bounds(client):
     assert "non-finite" in assert_json_error(r, 400)
 
 
-def test_upload_size_limit(serve_index):
+def test_upload_size_limit(serve_index, local_client):
     small = create_app(serve_index, max_upload_bytes=4000)
-    with TestClient(small) as c:
+    with local_client(small) as c:
         big = wav_bytes(seconds=3.0, sr=16000, channels=1)  # 96 kB > 4000 + 64 kB multipart allowance
         r = c.post("/search/audio", files={"file": ("big.wav", big, "audio/wav")})
         assert_json_error(r, 413)
@@ -258,7 +241,7 @@ def test_explain_shapes(client, serve_index):
     assert isinstance(e["score"], float)
 
 
-def test_explain_errors(client, dp_index):
+def test_explain_errors(client, dp_index, local_client):
     hit = first_hit(client)
     assert_json_error(client.get(f"/explain/{hit['id']}"), 422)
     assert_json_error(client.get(f"/explain/{hit['id']}", params={"q": ""}), 422)
@@ -266,7 +249,7 @@ def test_explain_errors(client, dp_index):
     assert_json_error(client.get(f"/explain/{hit['id']}", params={"q": "  "}), 400)
     assert_json_error(client.get("/explain/0", params={"q": "dog"}), 404)
     assert_json_error(client.get("/explain/abc", params={"q": "dog"}), 422)
-    with TestClient(create_app(dp_index)) as c:
+    with local_client(create_app(dp_index)) as c:
         r = c.get(f"/explain/{hit['id']}", params={"q": "a dog barks"})
         assert "no THA" in assert_json_error(r, 409)
         body = r.json()
@@ -274,14 +257,14 @@ def test_explain_errors(client, dp_index):
         assert body["head"] == "dp"
 
 
-def test_internal_errors_are_json_500(serve_index):
+def test_internal_errors_are_json_500(serve_index, local_client):
     class Broken:
         model = serve_index.model
 
         def search(self, *a, **kw):
             raise RuntimeError("boom /secret/path")
 
-    with TestClient(create_app(Broken()), raise_server_exceptions=False) as c:
+    with local_client(create_app(Broken()), raise_server_exceptions=False) as c:
         r = c.get("/search", params={"q": "x"})
         assert assert_json_error(r, 500) == "internal server error"
         assert "secret" not in r.text

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from fastapi.testclient import TestClient
 
 from hade.errors import InputError
 from hade.serve.cli import add_serve_parser, cmd_serve, default_threads
@@ -39,7 +38,7 @@ def test_argument_errors(tmp_path, monkeypatch, argv, message):
         cmd_serve(parse(*[a.replace("{idx}", str(tmp_path / "idx")) for a in argv]))
 
 
-def test_cmd_serve_runs_uvicorn_with_the_app(serve_index, monkeypatch, capsys):
+def test_cmd_serve_runs_uvicorn_with_the_app(serve_index, monkeypatch, capsys, local_client):
     if not hasattr(serve_index, "path"):
         pytest.skip("hade.index is not available (fake index)")
     import uvicorn
@@ -54,7 +53,70 @@ def test_cmd_serve_runs_uvicorn_with_the_app(serve_index, monkeypatch, capsys):
         torch.set_num_threads(threads)
     assert calls["host"] == "127.0.0.1" and calls["port"] == 8765 and calls["workers"] == 1
     assert "http://127.0.0.1:8765/" in capsys.readouterr().out
-    with TestClient(calls["app"]) as c:
+    with local_client(calls["app"]) as c:
         health = c.get("/health").json()
     assert calls["app"].state.service.index.model.inference_dtype == torch.bfloat16
     assert health["windows"] == len(serve_index) and health["model_fingerprint"] == serve_index.info()["fingerprint"]
+
+
+def test_limits_options():
+    args = parse("my.idx", "--allowed-host", "a.lan", "--allowed-host", "10.0.0.5", "--max-audio-queue", "0",
+                 "--max-text-queue", "4")
+    assert args.allowed_host == ["a.lan", "10.0.0.5"] and args.max_audio_queue == 0 and args.max_text_queue == 4
+    defaults = parse("my.idx")
+    assert defaults.allowed_host == [] and defaults.max_audio_queue == 2 and defaults.max_text_queue == 32
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--allowed-host", "http://x.lan/"], "--allowed-host"), (["--allowed-host", " "], "--allowed-host"),
+    (["--max-audio-queue", "-1"], "--max-audio-queue"), (["--max-text-queue", "0"], "--max-text-queue"),
+])
+def test_limit_argument_errors(tmp_path, monkeypatch, argv, message):
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: pytest.fail("must not start a server"))
+    with pytest.raises(InputError, match=message):
+        cmd_serve(parse(str(tmp_path), *argv))
+
+
+def test_cmd_serve_checks_hosts(fake_index_cls, audio_folder, serve_model, monkeypatch, tmp_path, capsys,
+                                local_client):
+    import uvicorn
+
+    import hade.index
+
+    monkeypatch.setattr(hade.index.Index, "open", classmethod(lambda cls, *a, **kw: fake_index_cls(audio_folder,
+                                                                                                    serve_model)))
+    calls = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.update(app=app, **kw))
+    threads = torch.get_num_threads()
+    try:
+        cmd_serve(parse(str(tmp_path), "--host", "192.168.7.7", "--allowed-host", "search.lan", "--threads", "1"))
+    finally:
+        torch.set_num_threads(threads)
+    assert "warning" in capsys.readouterr().err
+    with local_client(calls["app"]) as c:
+        for host in ("search.lan", "192.168.7.7:8000", "localhost:8000", "127.0.0.1"):
+            assert c.get("/health", headers={"Host": host}).status_code == 200, host
+        r = c.get("/health", headers={"Host": "evil.example"})
+        assert r.status_code == 400 and "--allowed-host" in r.json()["error"]
+
+
+def test_serve_on_a_damaged_index_fails_with_one_line(tmp_path, monkeypatch, capsys):
+    import uvicorn
+
+    import hade.index
+    from hade.cli import main
+    from hade.errors import IndexDamaged
+
+    def damaged(cls, *a, **kw):
+        raise IndexDamaged("x.idx/arrays/c000001/embed.npy is truncated (expected 100 bytes, found 10); "
+                           "repair with `hade index sounds --out x.idx`", file="arrays/c000001/embed.npy",
+                           repair="hade index sounds --out x.idx")
+
+    monkeypatch.setattr(hade.index.Index, "open", classmethod(damaged))
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: pytest.fail("must not start a server"))
+    assert main(["serve", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("hade serve: error: ") and "embed.npy" in err[0]
+    assert "Traceback" not in err[0]

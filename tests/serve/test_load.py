@@ -43,3 +43,32 @@ def test_loopback_only(bench):
     assert bench.is_loopback_url("http://127.0.0.1:1") and bench.is_loopback_url("http://[::1]:1")
     assert not bench.is_loopback_url("http://example.com/")
     assert bench.percentile([3.0, 1.0, 2.0, 4.0], 50) == 2.0 and bench.percentile([], 95) is None
+
+
+def test_mixed_quick_against_a_server_process(serve_index, bench):
+    """`load.py --mixed --quick`: long uploads + text queries against `hade serve` in a subprocess."""
+    if not hasattr(serve_index, "path"):
+        pytest.skip("hade.index is not available (fake index)")
+    clip = bench.long_clip(20.0)
+    with bench.ServerProcess(str(serve_index.path)) as server:
+        stats = bench.run_mixed(server.url, server.pid, clip, uploads=4, text_alone=5, settle_s=0.2)
+    assert stats["errors"] == 0, stats["error_samples"]
+    assert stats["uploads_ok"] == 4  # refusals (503) are retried after Retry-After, never errors
+    assert stats["text_during_n"] >= 1 and stats["text_alone_n"] == 5
+    assert 0 < stats["rss_baseline"] <= stats["rss_peak_sampled"] and stats["rss_vmhwm"] > 0  # VmHWM syncs lazily
+    report = bench.format_mixed(stats)
+    assert "text p95 during/alone" in report and "server RSS" in report and "errors: 0" in report
+
+
+def test_multipart_and_clip(bench):
+    import io
+
+    import soundfile as sf
+
+    clip = bench.long_clip(3.0)
+    info = sf.info(io.BytesIO(clip))
+    assert info.samplerate == 8000 and info.frames == 24000 and info.channels == 1
+    body, ctype = bench.multipart("file", "a.wav", b"DATA")
+    boundary = ctype.split("boundary=")[1]
+    assert body.startswith(f"--{boundary}\r\n".encode()) and body.endswith(f"--{boundary}--\r\n".encode())
+    assert b'name="file"; filename="a.wav"' in body and b"\r\n\r\nDATA\r\n" in body

@@ -7,10 +7,13 @@
         print(hit.path, hit.start, hit.end, hit.score)
 
 See `hade.index.store` for the on-disk layout, `hade.index.ann` for the ANN parameters,
-`hade.index.search` for how queries are scored.
+`hade.index.search` for how queries are scored, `hade.index.integrity` for checksums, `--check` and
+repair by a re-run.
 """
 from hade.index.build import build_index
 from hade.index.finalize import merge_indexes
+from hade.index.integrity import CheckResult, Problem, check_index
 from hade.index.search import Hit, Index, Window, search
 
-__all__ = ["Hit", "Index", "Window", "build_index", "merge_indexes", "search"]
+__all__ = ["CheckResult", "Hit", "Index", "Problem", "Window", "build_index", "check_index", "merge_indexes",
+           "search"]

@@ -12,6 +12,16 @@ the folder, or else by its file name — to a machine-generated caption, and its
 it. The caption is stored per file, so a later run with a changed caption re-encodes that file only;
 a run without `aux_captions` leaves already indexed files as they are and encodes new or changed ones
 without.
+
+Symbolic links: a file (or a folder) under `folder` that resolves outside it is not indexed unless
+`follow_external_links` (``--follow-external-links``); it is listed in ``stats["skipped"]``. The choice
+is stored in the index meta, and the server hands out external targets only for such an index.
+
+Integrity and repair: every array chunk, the ANN and the model copy are recorded (size, sha256) when
+written; a re-run first removes temporaries of killed writes, then checks what was recorded and repairs
+damage — re-encoding only the files whose windows lived in a damaged chunk, re-copying a damaged model
+copy from --ckpt, rebuilding a damaged ANN, rebuilding from scratch when index.sqlite is unreadable — and
+says what it repaired in ``stats["repaired"]`` (see `hade.index.repair`, `hade.index.integrity`).
 """
 from __future__ import annotations
 
@@ -32,10 +42,11 @@ from hade.data.audio import load_audio
 from hade.errors import AudioError, InputError
 from hade.index.ann import DEFAULT_THRESHOLD
 from hade.index.finalize import finalize
+from hade.index.repair import remove_stale_temps, repair_store, set_aside_damaged_db
 from hade.index.store import (ARRAYS_DIR, DB_FILE, MODEL_DIR, SCHEMA_VERSION, Store, copy_model,
                               model_fingerprint, sha256_file, write_lock)
-from hade.index.windows import (in_shard, parse_shard, resolve_window, scan_folder, to_numpy,  # noqa: F401
-                                window_bounds)
+from hade.index.windows import (in_shard, parse_shard, resolve_window, scan_audio, scan_folder,  # noqa: F401
+                                to_numpy, window_bounds)
 
 POOLED_EXTRA_KEY = "_pooled"
 
@@ -320,8 +331,9 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
                 hop: float | None = None, batch_size: int = 16, ann_threshold: int | None = None,
                 shard: str | tuple[int, int] | None = None, rebuild: bool = False, precision: str | None = None,
                 device: str = "cpu", progress: bool = True,
-                aux_captions: str | Path | dict[str, str] | None = None, compute: str = "fp32") -> dict[str, Any]:
-    """Index (or bring up to date) the audio files under `folder` into the index directory `out`.
+                aux_captions: str | Path | dict[str, str] | None = None, compute: str = "fp32",
+                follow_external_links: bool = False) -> dict[str, Any]:
+    """Index (or bring up to date, repairing damage) the audio files under `folder` into the index `out`.
 
     ckpt: checkpoint directory; required for a new index, optional afterwards (the index's copy is used).
     window, hop: seconds (default: the model's clip length capped to 10 s, and half of it); fixed at creation.
@@ -333,10 +345,13 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
     name (see the module docstring). A head that does not use them raises InputError.
     compute: encoder precision, "fp32", "bf16" (CPU with AMX/AVX512-BF16, or CUDA) or "fp16" (CUDA); see
     `RetrievalModel.set_inference_precision`. It may differ between runs on the same index.
+    follow_external_links: index files that are (or lie in folders that are) symbolic links resolving
+    outside `folder`; by default they are skipped and listed in "skipped".
     Returns statistics: files_seen, unchanged_files, hashed_files, touched_files (same bytes, new mtime),
     reused_files (same bytes as another indexed file), encoded_files, encoded_windows, encoder_calls,
     removed_files, captioned_files (encoded with an auxiliary caption), recaptioned_files (re-encoded
-    because their caption changed), errors / new_errors ([{path, reason}]), notes (what the user
+    because their caption changed), errors / new_errors ([{path, reason}]), skipped ([{path, reason}],
+    external symlinks), repaired (what was damaged and how it was repaired), notes (what the user
     should know, e.g. an unused model branch), files, windows, ann, seconds.
     """
     t0 = time.perf_counter()
@@ -353,58 +368,34 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
     captions = _read_captions(aux_captions)
     new_fp = model_fingerprint(ckpt) if ckpt is not None else None
     with write_lock(out):
+        repaired = [f"removed {name}, left by a killed write" for name in remove_stale_temps(out)]
         if rebuild:
             _wipe(out)
+        salvage = set_aside_damaged_db(out)
+        if salvage is not None:
+            repaired.append(salvage[1])
+            ckpt, new_fp, window, hop, precision = _after_salvage(out, salvage[0], ckpt, new_fp, window, hop,
+                                                                  precision)
         store = Store(out, create=True)
         try:
             meta = store.meta()
             if "fingerprint" in meta:
-                if new_fp is not None and new_fp != meta["fingerprint"]:
-                    raise InputError(f"{out}: the index was built with model {meta['fingerprint'][:12]}…, but --ckpt "
-                                     f"{ckpt} is model {new_fp[:12]}…; use --rebuild to re-index everything with "
-                                     "the new model, or a new --out")
-                if Path(meta["root"]) != folder.resolve():
-                    raise InputError(f"{out}: the index holds {meta['root']}, not {folder.resolve()}; use --rebuild "
-                                     "or a new --out")
-                if (tuple(meta["shard"]) if meta["shard"] else None) != shard_t:
-                    raise InputError(f"{out}: the index holds shard {meta['shard']}, not {shard_t}; use the same "
-                                     "--shard (or --rebuild)")
-                for name, value, stored in (("window", window, "window_samples"), ("hop", hop, "hop_samples")):
-                    if value is not None and int(round(value * meta["sample_rate"])) != meta[stored]:
-                        raise InputError(f"{out}: the index uses --{name} {meta[stored] / meta['sample_rate']:g} s; "
-                                         f"use --rebuild to change it")
-                if precision is not None and precision != meta["precision"]:
-                    raise InputError(f"{out}: the index stores {meta['precision']}; use --rebuild to change it")
-                if not (store.model_dir / "config.json").is_file():
-                    if ckpt is None:
-                        raise InputError(f"{out}: the index's model copy is missing; give --ckpt")
-                    copy_model(ckpt, store.model_dir)
+                _check_same_index(store, meta, folder, ckpt, new_fp, shard_t, window, hop, precision)
+                repaired += repair_store(store, meta, Path(ckpt) if ckpt is not None else None)
             else:
-                if ckpt is None:
-                    raise InputError(f"{out}: a new index needs --ckpt (a checkpoint directory)")
-                from hade.checkpoint import read_model_config
-                from hade.models.factory import audio_config
-
-                mcfg = read_model_config(ckpt)
-                acfg = audio_config(mcfg)
-                trained = int(round(mcfg.clip_seconds * acfg.sample_rate)) if mcfg.clip_seconds else None
-                w, h = resolve_window(acfg.sample_rate, acfg.max_samples, window, hop, trained)
-                copy_model(ckpt, store.model_dir)
-                with store.transaction():
-                    store.set_meta(schema=SCHEMA_VERSION, fingerprint=new_fp, root=str(folder.resolve()),
-                                   head=mcfg.head, sample_rate=acfg.sample_rate,
-                                   window_samples=w, hop_samples=h, precision=precision or "float16",
-                                   shard=list(shard_t) if shard_t else None, generation=0)
-                meta = store.meta()
+                meta = _create(store, folder, ckpt, new_fp, shard_t, window, hop, precision)
             if ann_threshold is None:
                 ann_threshold = int(meta.get("ann_threshold", DEFAULT_THRESHOLD))
             with store.transaction():
-                store.set_meta(ann_threshold=int(ann_threshold))
+                store.set_meta(ann_threshold=int(ann_threshold), follow_external_links=bool(follow_external_links))
             store.cleanup()
-            files = [(rel, p) for rel, p in scan_folder(folder, exclude=out) if in_shard(rel, shard_t)]
+            scanned, skipped = scan_audio(folder, exclude=out, follow_external_links=follow_external_links)
+            files = [(rel, p) for rel, p in scanned if in_shard(rel, shard_t)]
             builder = _Builder(store, folder, store.model_dir, meta["window_samples"], meta["hop_samples"],
                                batch_size, meta["precision"], device, progress, captions, compute)
             stats = builder.run(files)
+            stats["skipped"] = [s for s in skipped if s["path"].endswith("/") or in_shard(s["path"], shard_t)]
+            stats["repaired"] = repaired
             stats["ann"] = finalize(store, int(ann_threshold), progress=progress)
             counts = store.conn.execute("SELECT (SELECT COUNT(*) FROM files WHERE status='ok'), "
                                         "(SELECT COUNT(*) FROM windows)").fetchone()
@@ -413,6 +404,77 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
             store.close()
     stats["seconds"] = round(time.perf_counter() - t0, 3)
     return stats
+
+
+def _after_salvage(out: Path, old: dict[str, Any], ckpt: str | Path | None, new_fp: str | None,
+                   window: float | None, hop: float | None, precision: str | None) -> tuple:
+    """After a damaged index.sqlite was set aside: the checkpoint to rebuild from (--ckpt, else the intact
+    model copy) and the window, hop and precision the old database still shows unless given again."""
+    model_dir = out / MODEL_DIR
+    if ckpt is None:
+        from hade.index.integrity import Problem, damaged
+
+        try:
+            new_fp = model_fingerprint(model_dir)
+        except InputError:
+            new_fp = None
+        if new_fp is None or old.get("fingerprint", new_fp) != new_fp:
+            raise damaged(out, Problem(f"{MODEL_DIR}/", "missing or not the model the index was built with, and "
+                                       "the database is damaged too", "model"), old)
+        ckpt = model_dir
+    sr = old.get("sample_rate")
+    if old.get("fingerprint") == new_fp and sr:
+        window = old["window_samples"] / sr if window is None and old.get("window_samples") else window
+        hop = old["hop_samples"] / sr if hop is None and old.get("hop_samples") else hop
+        precision = precision or old.get("precision")
+    return ckpt, new_fp, window, hop, precision
+
+
+def _check_same_index(store: Store, meta: dict[str, Any], folder: Path, ckpt: str | Path | None, new_fp: str | None,
+                      shard_t: tuple[int, int] | None, window: float | None, hop: float | None,
+                      precision: str | None) -> None:
+    """Refuse options that differ from those the existing index was built with."""
+    out = store.root
+    if new_fp is not None and new_fp != meta["fingerprint"]:
+        raise InputError(f"{out}: the index was built with model {meta['fingerprint'][:12]}…, but --ckpt "
+                         f"{ckpt} is model {new_fp[:12]}…; use --rebuild to re-index everything with "
+                         "the new model, or a new --out")
+    if Path(meta["root"]) != folder.resolve():
+        raise InputError(f"{out}: the index holds {meta['root']}, not {folder.resolve()}; use --rebuild "
+                         "or a new --out")
+    if (tuple(meta["shard"]) if meta["shard"] else None) != shard_t:
+        raise InputError(f"{out}: the index holds shard {meta['shard']}, not {shard_t}; use the same "
+                         "--shard (or --rebuild)")
+    for name, value, stored in (("window", window, "window_samples"), ("hop", hop, "hop_samples")):
+        if value is not None and int(round(value * meta["sample_rate"])) != meta[stored]:
+            raise InputError(f"{out}: the index uses --{name} {meta[stored] / meta['sample_rate']:g} s; "
+                             f"use --rebuild to change it")
+    if precision is not None and precision != meta["precision"]:
+        raise InputError(f"{out}: the index stores {meta['precision']}; use --rebuild to change it")
+
+
+def _create(store: Store, folder: Path, ckpt: str | Path | None, new_fp: str | None,
+            shard_t: tuple[int, int] | None, window: float | None, hop: float | None,
+            precision: str | None) -> dict[str, Any]:
+    """Start a new index: copy (and record) the model, store the meta; returns the meta."""
+    if ckpt is None:
+        raise InputError(f"{store.root}: a new index needs --ckpt (a checkpoint directory)")
+    from hade.checkpoint import read_model_config
+    from hade.models.factory import audio_config
+
+    mcfg = read_model_config(ckpt)
+    acfg = audio_config(mcfg)
+    trained = int(round(mcfg.clip_seconds * acfg.sample_rate)) if mcfg.clip_seconds else None
+    w, h = resolve_window(acfg.sample_rate, acfg.max_samples, window, hop, trained)
+    if Path(ckpt).resolve() != store.model_dir.resolve():  # not when rebuilding from the model copy itself
+        copy_model(ckpt, store.model_dir)
+    store.record_model()
+    with store.transaction():
+        store.set_meta(schema=SCHEMA_VERSION, fingerprint=new_fp, root=str(folder.resolve()),
+                       head=mcfg.head, sample_rate=acfg.sample_rate,
+                       window_samples=w, hop_samples=h, precision=precision or "float16",
+                       shard=list(shard_t) if shard_t else None, generation=0)
+    return store.meta()
 
 
 def _read_captions(aux_captions: str | Path | dict[str, str] | None) -> dict[str, str] | None:

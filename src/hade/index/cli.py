@@ -1,12 +1,20 @@
 """`hade index` and `hade search` subcommands (wired into `hade.cli` by `add_index_parsers`).
 
     hade index DIR --ckpt CKPT --out INDEX [--window S] [--hop S] [--shard i/N] [--rebuild] [--aux-captions F]
+               [--follow-external-links]
+    hade index --check INDEX
     hade index merge OUT PART1 PART2 ...
     hade search INDEX "a dog barks while rain falls" -k 10 [--candidates N] [--per-file] [--json]
     hade search INDEX --audio query.wav -k 10
 
 `hade index merge` is the `index` command whose first positional is the word `merge` (to index a folder
 literally named merge, write ./merge).
+
+`hade index --check INDEX` verifies an index folder without changing it: the database (`PRAGMA
+integrity_check`), every chunk array, the ANN and the model copy against the sizes and sha256 recorded
+when they were written. It prints each damaged file with what is wrong, then the command that repairs it
+(the same `hade index DIR --out INDEX` that built it: a re-run repairs damage), and exits 0 when the index
+is intact, 1 when it is damaged. A re-run prints what it repaired.
 """
 from __future__ import annotations
 
@@ -25,7 +33,15 @@ def add_index_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("index", help="index a folder of audio files for search (or: index merge OUT PART...)",
                        description="Index (incrementally) the audio files under DIR into the index folder --out; "
                                    "`hade index merge OUT PART1 PART2 ...` joins indexes built with --shard.")
-    p.add_argument("paths", nargs="+", metavar="DIR", help="folder to index, or: merge OUT PART1 PART2 ...")
+    p.add_argument("paths", nargs="+", metavar="DIR",
+                   help="folder to index; or: merge OUT PART1 PART2 ...; or, with --check, the index folder")
+    p.add_argument("--check", action="store_true",
+                   help="verify the index folder given as DIR (sizes and checksums of every file it wrote, the "
+                        "database, the ANN, the model copy); print what is damaged and the repair command; "
+                        "exit 1 when damaged")
+    p.add_argument("--follow-external-links", action="store_true",
+                   help="also index files (and folders) that are symbolic links to places outside DIR "
+                        "(skipped by default: the server would hand them out)")
     p.add_argument("--ckpt", type=Path, default=None, help="checkpoint directory (required for a new index)")
     p.add_argument("--out", type=Path, default=None, help="index folder (created or updated)")
     p.add_argument("--window", type=float, default=None, help="window seconds (default: model clip length, <= 10 s)")
@@ -67,12 +83,37 @@ def add_index_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _report_errors(stats: dict) -> None:
-    for e in stats.get("errors", []):
+    for e in stats.get("errors", []) + stats.get("skipped", []):
         print(f"hade index: skipped {e['path']}: {e['reason']}", file=sys.stderr)
+
+
+def cmd_index_check(args: argparse.Namespace) -> int:
+    """`hade index --check INDEX`: 0 intact, 1 damaged."""
+    if len(args.paths) != 1:
+        raise InputError(f"hade index --check takes one index folder, got {len(args.paths)}: {args.paths}")
+    from hade.index.integrity import check_index
+
+    index = Path(args.paths[0])
+    result = check_index(index, deep=True)
+    if args.json:
+        print(json.dumps({"ok": result.ok, "problems": [p.to_dict() for p in result.problems],
+                          "notes": result.notes, "repair": result.repair}, indent=2))
+        return 0 if result.ok else 1
+    for note in result.notes:
+        print(f"note: {note}")
+    for p in result.problems:
+        print(f"damaged: {index / p.file}: {p.problem}")
+    if result.ok:
+        print(f"{index}: intact")
+        return 0
+    print(f"repair with: {result.repair}")
+    return 1
 
 
 def cmd_index(args: argparse.Namespace) -> int:
     """Build or update an index (or merge parts when the first positional is `merge`)."""
+    if args.check:
+        return cmd_index_check(args)
     if args.paths[0] == "merge":
         return cmd_index_merge(args)
     if len(args.paths) != 1:
@@ -85,11 +126,13 @@ def cmd_index(args: argparse.Namespace) -> int:
                         batch_size=args.batch_size, ann_threshold=args.ann_threshold,
                         shard=args.shard, rebuild=args.rebuild, precision=args.precision, device=args.device,
                         progress=not args.quiet, aux_captions=args.aux_captions,
-                        compute=args.compute)
+                        compute=args.compute, follow_external_links=args.follow_external_links)
     if args.json:
         print(json.dumps(stats, indent=2))
     else:
         _report_errors(stats)
+        for what in stats["repaired"]:
+            print(f"repaired: {what}")
         for note in stats["notes"]:
             print(f"note: {note}")
         print(f"{args.out}: {stats['files']} files, {stats['windows']} windows ({stats['ann']['kind']} ANN); "

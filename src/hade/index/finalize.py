@@ -88,6 +88,7 @@ def finalize(store: Store, threshold: int = DEFAULT_THRESHOLD, progress: bool = 
         write_json_atomic(store.root / "ann.json", vars(params))
         for old in store.root.glob("ann-*.faiss"):
             old.unlink()
+        _record_ann(store, None)
         return vars(params)
     if count == 0 or "pooled_key" not in meta:
         ids, vecs = np.zeros(0, np.int64), np.zeros((0, 1), np.float32)
@@ -95,7 +96,16 @@ def finalize(store: Store, threshold: int = DEFAULT_THRESHOLD, progress: bool = 
         ids, vecs = pooled_vectors(store)
     index, params = build_ann(vecs, ids, threshold=threshold)
     save_ann(store.root, index, params, gen)
+    _record_ann(store, params.file)
     return vars(params)
+
+
+def _record_ann(store: Store, file: str | None) -> None:
+    """Replace the integrity record of the ANN file (None: there is none, exhaustive search)."""
+    with store.transaction():
+        store.forget_files("ann-")
+        if file is not None:
+            store.record_files([file])
 
 
 def merge_indexes(out: str | Path, parts: list[str | Path], ann_threshold: int | None = None,
@@ -145,6 +155,7 @@ def merge_indexes(out: str | Path, parts: list[str | Path], ann_threshold: int |
             dest = Store(tmp, create=True)
             try:
                 copy_model(stores[0].model_dir, dest.model_dir)
+                dest.record_model()
                 tables = [s.window_table() for s in stores]
                 reprs = [ReprTable(s, t["chunk"], t["row"], spec_meta.get("repr_spec") or {})
                          for s, t in zip(stores, tables)]

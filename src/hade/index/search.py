@@ -5,31 +5,48 @@ stored representations (token features for THA, factors for DCR's CA, ...) are s
 `model.score(text, windows)` and the best `k` returned. Heads without a pooled embedding (pure THA)
 have no ANN: every window is scored with `model.score`, block by block (exhaustive).
 
-Audio query (query by example): the query is cut into windows like indexed files, encoded, and its
-pooled embeddings averaged and L2-normalised; windows are ranked by cosine to the stored pooled
-embeddings (ANN recall, then the exact cosine). This is the score for every head: the non-factorised
-heads define no audio-audio score. Pure THA heads use, instead, the cosine of the concatenated
-per-level means of the projected audio tokens (exhaustive).
+Audio query (query by example): the query is cut into windows like indexed files, encoded in batches of
+`AUDIO_QUERY_BATCH` windows (only a running sum of their vectors is kept, so memory does not grow with
+the query's length beyond the waveform), and its pooled embeddings averaged and L2-normalised; windows
+are ranked by cosine to the stored pooled embeddings (ANN recall, then the exact cosine). This is the
+score for every head: the non-factorised heads define no audio-audio score. Pure THA heads use, instead,
+the cosine of the concatenated per-level means of the projected audio tokens (exhaustive).
+
+Serving: `search(..., guard=)` runs every use of the model (encoding the text, each batch of an audio
+query's windows, each scoring block) inside ``with guard():`` and nothing else, so that a server can
+interleave a fast text query between the batches of a long audio query. `open_audio` hands out an
+indexed file only when it still resolves inside the indexed folder and is the file that was indexed
+(size and mtime); `health` is the cheap status behind GET /health.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, BinaryIO, Callable, ContextManager, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from hade.data.audio import load_audio
-from hade.errors import InputError
+from hade.config import PRECISIONS
+from hade.errors import HadeError, InputError, StaleFile
+from hade.index import integrity
 from hade.index.ann import ann_search, load_ann, read_ann_params
 from hade.index.finalize import ann_is_current
-from hade.index.store import ReprTable, Store, model_fingerprint
+from hade.index.integrity import Problem
+from hade.index.store import DB_FILE, MODEL_DIR, ReprTable, Store, model_fingerprint
 from hade.index.windows import window_bounds
 
 Query = Union[str, Path, np.ndarray, torch.Tensor]
+Guard = Callable[[], ContextManager[Any]]
 EXHAUSTIVE_BLOCK = 4096
+AUDIO_QUERY_BATCH = 4  # windows of an audio query per model call (one `guard` each); 4, not 8: a text query
+# served between batches waits for at most one, and 8 raised text p95 under uploads from 2.2x to 2.9x
+# (benchmarks/load.py --mixed --model demo, docs/security.md)
 
 
 @dataclass(frozen=True)
@@ -97,39 +114,80 @@ class Index:
     def __init__(self, path: Path, store: Store, model, meta: dict[str, Any], root: Path) -> None:
         self.path, self.store, self.model, self.meta, self.root = path, store, model, meta, root
         self.table = store.window_table()
-        self.paths = dict(store.conn.execute("SELECT id, path FROM files WHERE status='ok'"))
+        files = store.conn.execute("SELECT id, path, size, mtime_ns FROM files WHERE status='ok'").fetchall()
+        self.paths = {r[0]: r[1] for r in files}
+        self._signature = {r[0]: (int(r[2]), int(r[3])) for r in files}  # what open_audio must find
         self.unreadable = store.conn.execute("SELECT COUNT(*) FROM files WHERE status='error'").fetchone()[0]
         self.reprs = ReprTable(store, self.table["chunk"], self.table["row"], meta.get("repr_spec") or {})
         self.ann_params = read_ann_params(path)
         self.ann = None
         if self.ann_params is not None and self.ann_params.kind in ("flat", "ivf"):
-            self.ann = load_ann(path, self.ann_params)
+            try:
+                self.ann = load_ann(path, self.ann_params)
+            except RuntimeError as e:  # faiss: truncated or garbage file
+                raise integrity.damaged(path, Problem(self.ann_params.file, "corrupt (faiss cannot read it: "
+                                                      f"{' '.join(str(e).split())[:120]})", "ann"), meta) from None
         self.pooled_key = meta.get("pooled_key")
+        self.follow_external_links = bool(meta.get("follow_external_links", False))
+        self._text0: dict[str, torch.Tensor] | None = None
 
     @classmethod
     def open(cls, path: str | Path, device: str | torch.device = "cpu", root: str | Path | None = None,
              verify: bool = True, precision: str = "fp32") -> "Index":
         """Open INDEX for searching with its own model copy. root: where the indexed files are now (default:
         the folder they were indexed from). verify: check the model copy against the stored fingerprint.
-        precision: "fp32", "bf16" or "fp16" (CUDA) autocast for encoding queries (`hade.load`)."""
+        precision: "fp32", "bf16" or "fp16" (CUDA) autocast for encoding queries (`hade.load`).
+
+        Raises IndexDamaged (naming the damaged file and the command that repairs it) when the quick
+        integrity check fails: the database, a chunk array, the ANN or the model copy missing, truncated
+        or unreadable (`hade.index.integrity`)."""
+        path = Path(path)
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if not (path / DB_FILE).is_file():
+            raise InputError(f"{path}: not a hade index (no {DB_FILE}); build one with `hade index`")
+        if (problem := integrity.db_header_problem(path)) is not None:
+            raise integrity.damaged(path, Problem(DB_FILE, problem, "db"), None)
+        meta: dict[str, Any] | None = None
+        store = None
+        try:  # close the SQLite connection when the index cannot be opened
+            store = Store(path)
+            meta = store.meta()
+            store.repair = integrity.repair_command(path, meta)
+            return cls._open_store(path, store, meta, device, root, verify, precision)
+        except BaseException as e:
+            if store is not None:
+                store.close()
+            if (err := integrity.damage_from_exception(path, e, meta)) is not None and err is not e:
+                raise err from None
+            raise
+
+    @classmethod
+    def _open_store(cls, path: Path, store: Store, meta: dict[str, Any], device: str | torch.device,
+                    root: str | Path | None, verify: bool, precision: str) -> "Index":
         from hade.checkpoint import load
 
-        path = Path(path)
-        store = Store(path)
-        try:  # close the SQLite connection when the index cannot be opened
-            meta = store.meta()
-            if "fingerprint" not in meta:
-                raise InputError(f"{path}: empty index (interrupted before anything was stored); run `hade index`")
-            if not ann_is_current(store):
-                raise InputError(f"{path}: the index changed after its ANN was built (interrupted or running "
-                                 "`hade index`?); run `hade index` again to finish it")
-            if verify and model_fingerprint(store.model_dir) != meta["fingerprint"]:
-                raise InputError(f"{path}: model/ does not match the fingerprint the index was built with")
+        if "fingerprint" not in meta:
+            raise InputError(f"{path}: empty index (interrupted before anything was stored); run `hade index`")
+        problems = integrity.quick_problems(store, meta)
+        if problems:
+            raise integrity.damaged(path, problems[0], meta)
+        if not ann_is_current(store):
+            raise InputError(f"{path}: the index changed after its ANN was built (interrupted or running "
+                             "`hade index`?); run `hade index` again to finish it")
+        weights = Problem(f"{MODEL_DIR}/model.safetensors", "not the model the index was built with (its "
+                          "fingerprint differs)", "model")
+        if verify and model_fingerprint(store.model_dir) != meta["fingerprint"]:
+            raise integrity.damaged(path, weights, meta)
+        try:
             model = load(store.model_dir, device=device, precision=precision)
-            return cls(path, store, model, meta, Path(root) if root is not None else Path(meta["root"]))
-        except BaseException:
-            store.close()
+        except (MemoryError, torch.OutOfMemoryError):
             raise
+        except Exception as e:  # noqa: BLE001 - any failure to read the model copy: --ckpt repairs it
+            what = str(e) if isinstance(e, HadeError) else f"{type(e).__name__}: {e}"
+            raise integrity.damaged(path, Problem(f"{MODEL_DIR}/", f"unusable ({' '.join(what.split())[:300]})",
+                                                  "model"), meta) from None
+        return cls(path, store, model, meta, Path(root) if root is not None else Path(meta["root"]))
 
     def close(self) -> None:
         self.store.close()
@@ -155,18 +213,67 @@ class Index:
         return Window(int(window_id), self.paths[int(self.table["file_id"][p])], float(self.table["start"][p]),
                       float(self.table["end"][p]))
 
-    def audio_path(self, window_id: int) -> Path:
-        """Absolute path of the (indexed) file holding window `window_id`."""
-        rel = self.get(window_id).path
+    def _resolve(self, window_id: int) -> tuple[str, str, tuple[int, int]]:
+        """(relative path, resolved absolute path, stored (size, mtime_ns)) of the window's file; StaleFile
+        'outside' when it resolves outside the indexed folder (unless built with follow_external_links)."""
+        p = self._pos(window_id)
+        fid = int(self.table["file_id"][p])
+        rel = self.paths[fid]
         if rel.startswith("/") or ".." in rel.split("/"):
-            raise InputError(f"{self.path}: refusing file path {rel!r} outside the indexed folder")
-        return self.root / rel
+            raise StaleFile(f"{rel}: refusing a file path outside the indexed folder", reason="outside")
+        root = os.path.realpath(self.root)
+        target = os.path.realpath(os.path.join(root, rel))
+        if not self.follow_external_links and os.path.commonpath([root, target]) != root:
+            raise StaleFile(f"{rel} now resolves outside the indexed folder (a symbolic link?); refusing to "
+                            "serve it", reason="outside")
+        return rel, target, self._signature[fid]
+
+    def open_audio(self, window_id: int) -> tuple[BinaryIO, os.stat_result]:
+        """Open the indexed file holding window `window_id` for reading its bytes: (binary file, its fstat).
+
+        The path is resolved and must stay under the indexed folder; the *resolved* path is opened with
+        O_NOFOLLOW (a symlink swapped in after resolving fails) and the open file must be a regular file
+        with the size and mtime the index stored. KeyError for an unknown id; StaleFile with reason
+        'missing', 'changed' or 'outside' otherwise (messages name the relative path only). The caller
+        closes the file."""
+        rel, target, (size, mtime_ns) = self._resolve(window_id)
+        try:
+            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise StaleFile(f"{rel} is no longer in the indexed folder; re-run `hade index` to update the index",
+                            reason="missing") from None
+        except OSError as e:
+            raise StaleFile(f"{rel} cannot be opened ({e.strerror or e}); it changed after it was indexed, re-run "
+                            "`hade index`", reason="changed") from None
+        f = os.fdopen(fd, "rb")
+        try:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_size != size or st.st_mtime_ns != mtime_ns:
+                raise StaleFile(f"{rel} is not the file that was indexed (size or modification time changed); "
+                                "re-run `hade index` to update the index", reason="changed")
+        except BaseException:
+            f.close()
+            raise
+        return f, st
+
+    def audio_path(self, window_id: int) -> Path:
+        """Resolved absolute path of the (indexed) file holding window `window_id`, after the checks of
+        `open_audio` (StaleFile when it moved outside, vanished or changed)."""
+        f, _ = self.open_audio(window_id)
+        f.close()
+        return Path(self._resolve(window_id)[1])
 
     def window_audio(self, window_id: int) -> np.ndarray:
         """The window's samples [end_sample - start_sample] float32 at the model's rate (not padded)."""
         p = self._pos(window_id)
         wave = load_audio(self.audio_path(window_id), self.meta["sample_rate"])
         return wave[int(self.table["start_sample"][p]):int(self.table["end_sample"][p])]
+
+    def health(self) -> dict[str, Any]:
+        """{"status": "ok" | "degraded", "problems": [{"file", "problem"}], "repair": command | None}: the
+        quick check (stat sizes of the database, every chunk array, the ANN and the model copy against
+        what the index recorded; no hashing). Cheap; never raises."""
+        return integrity.health(self.path, self.meta)
 
     def info(self) -> dict[str, Any]:
         sr = self.meta["sample_rate"]
@@ -179,86 +286,106 @@ class Index:
                 "ann": vars(self.ann_params) if self.ann_params else None}
 
     # ---- queries ------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def _audio_query_reprs(self, query: Path | np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+    def _audio_wave(self, query: Path | np.ndarray | torch.Tensor) -> np.ndarray:
         sr = self.meta["sample_rate"]
         if isinstance(query, Path):
-            wave = load_audio(query, sr)
-        else:
-            wave = np.asarray(query.detach().cpu() if isinstance(query, torch.Tensor) else query, dtype=np.float32)
-            if wave.ndim != 1 or wave.size == 0:
-                raise InputError(f"an audio query is a 1-D waveform at {sr} Hz, got shape {wave.shape}")
+            return load_audio(query, sr)
+        wave = np.asarray(query.detach().cpu() if isinstance(query, torch.Tensor) else query, dtype=np.float32)
+        if wave.ndim != 1 or wave.size == 0:
+            raise InputError(f"an audio query is a 1-D waveform at {sr} Hz, got shape {wave.shape}")
+        return wave
+
+    def _window_vectors(self, reprs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Audio-audio vectors [B, D] of freshly encoded windows (model use: call inside the guard)."""
+        if self.meta["precision"] == "float16":  # as if stored, so a query equals its own indexed windows
+            reprs = {k: v.half().float() if v.is_floating_point() else v for k, v in reprs.items()}
+        if self.pooled_key is None:
+            return token_vector(reprs)
+        if self.pooled_key in reprs:
+            return reprs[self.pooled_key].float()
+        if self._text0 is None:
+            self._text0 = self.model.encode_text([""])
+        return self.model.head.pooled_embeddings(self._text0, reprs)[1].float()
+
+    @torch.inference_mode()
+    def _audio_query_vector(self, query: Path | np.ndarray | torch.Tensor, guard: Guard) -> torch.Tensor:
+        """The query vector [1, D]: the normalised mean of its windows' vectors, encoded AUDIO_QUERY_BATCH
+        windows at a time (one guard each); only the running sum is kept between batches."""
+        wave = self._audio_wave(query)
         win = self.meta["window_samples"]
         bounds = window_bounds(len(wave), win, self.meta["hop_samples"])
-        batch = np.zeros((len(bounds), win), dtype=np.float32)
-        for i, (s, e) in enumerate(bounds):
-            batch[i, :e - s] = wave[s:e]
-        reprs = self.model.encode_audio(torch.from_numpy(batch).to(self.model.device))
-        return {k: v.half().float() if v.is_floating_point() and self.meta["precision"] == "float16" else v
-                for k, v in reprs.items()}
-
-    def _query_vector(self, audio_reprs: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.pooled_key is not None:
-            if self.pooled_key in audio_reprs:
-                vec = audio_reprs[self.pooled_key].float()
-            else:
-                vec = self.model.head.pooled_embeddings(self.model.encode_text([""]), audio_reprs)[1].float()
-        else:
-            vec = token_vector(audio_reprs)
-        return F.normalize(vec.mean(0, keepdim=True), dim=-1)  # [1, D]
+        total: torch.Tensor | None = None
+        for a in range(0, len(bounds), AUDIO_QUERY_BATCH):
+            part = bounds[a:a + AUDIO_QUERY_BATCH]
+            batch = np.zeros((len(part), win), dtype=np.float32)
+            for i, (s, e) in enumerate(part):
+                batch[i, :e - s] = wave[s:e]
+            with guard():
+                vecs = self._window_vectors(self.model.encode_audio(torch.from_numpy(batch).to(self.model.device)))
+            part_sum = vecs.sum(0, keepdim=True)
+            total = part_sum if total is None else total + part_sum
+        return F.normalize(total / len(bounds), dim=-1)
 
     def _stored_vectors(self, block: dict[str, torch.Tensor]) -> torch.Tensor:
         """Stored audio-audio vectors [B, D] of a block of windows."""
         return block[self.pooled_key] if self.pooled_key is not None else token_vector(block)
 
     @torch.inference_mode()
-    def scores(self, query: Query, positions: np.ndarray | None = None) -> np.ndarray:
+    def scores(self, query: Query, positions: np.ndarray | None = None, *, guard: Guard | None = None) -> np.ndarray:
         """Exact scores [P] of the query against the windows at `positions` (default all, in id order)."""
+        guard = guard or contextlib.nullcontext
         positions = np.arange(len(self)) if positions is None else np.asarray(positions, np.int64)
-        return self._score_positions(*self._encode(query), positions)
+        return self._score_positions(*self._encode(query, guard), positions, guard)
 
     def _score_positions(self, text: dict[str, torch.Tensor] | None, qvec: torch.Tensor | None,
-                         positions: np.ndarray) -> np.ndarray:
-        """model.score(text, windows) — or the audio-audio cosine with qvec — for windows at positions [P]."""
+                         positions: np.ndarray, guard: Guard) -> np.ndarray:
+        """model.score(text, windows) — or the audio-audio cosine with qvec — for windows at positions [P];
+        the arrays are gathered outside the guard, each block is scored inside it."""
         out = np.empty(len(positions), dtype=np.float32)
         keys = None if text is not None else [self.pooled_key] if self.pooled_key else None
         for a in range(0, len(positions), EXHAUSTIVE_BLOCK):
             block = _tensors(self.reprs.gather(positions[a:a + EXHAUSTIVE_BLOCK], keys), self.model.device)
-            s = self.model.score(text, block)[0] if text is not None else self._stored_vectors(block) @ qvec[0]
-            out[a:a + EXHAUSTIVE_BLOCK] = s.float().cpu().numpy()
+            with guard():
+                s = self.model.score(text, block)[0] if text is not None else self._stored_vectors(block) @ qvec[0]
+                out[a:a + EXHAUSTIVE_BLOCK] = s.float().cpu().numpy()
         return out
 
-    def _encode(self, query: Query) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor | None]:
+    def _encode(self, query: Query, guard: Guard) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor | None]:
         """(text reprs, None) for a caption; (None, query vector [1, D]) for audio."""
         if isinstance(query, str):
             if not query.strip():
                 raise InputError("empty text query")
-            return self.model.encode_text([query]), None
+            with guard():
+                return self.model.encode_text([query]), None
         if isinstance(query, (Path, np.ndarray, torch.Tensor)):
-            return None, self._query_vector(self._audio_query_reprs(query))
+            return None, self._audio_query_vector(query, guard)
         raise InputError(f"a query is text (str) or audio (pathlib.Path or 1-D waveform), got {type(query).__name__}")
 
     @torch.inference_mode()
     def search(self, query: Query, k: int = 10, candidates: int = 100, per_file: bool = False,
-               exhaustive: bool = False, nprobe: int | None = None) -> list[Hit]:
+               exhaustive: bool = False, nprobe: int | None = None, *, guard: Guard | None = None) -> list[Hit]:
         """Best `k` windows (or files, with per_file) for a text (str) or audio (Path / waveform) query.
 
         candidates: windows recalled by the ANN and re-ranked exactly (at least k). exhaustive: score every
         window exactly instead (the reference the ANN path is tested against). nprobe: IVF lists to visit.
+        guard: a context-manager factory entered around every use of the model (text encoding, each
+        batch of an audio query, each scoring block) and nothing else — a server's inference lock.
         """
         if k <= 0 or len(self) == 0:
             return []
-        text, qvec = self._encode(query)
+        guard = guard or contextlib.nullcontext
+        text, qvec = self._encode(query, guard)
         if exhaustive or self.ann is None:
             positions = np.arange(len(self))
         else:
             if text is not None:
                 probe = _tensors(self.reprs.gather(np.array([0])), self.model.device)
-                qvec = self.model.head.pooled_embeddings(text, probe)[0].float()
+                with guard():
+                    qvec = self.model.head.pooled_embeddings(text, probe)[0].float()
             _, ids = ann_search(self.ann, self.ann_params, qvec.cpu().numpy(), max(int(candidates), k), nprobe)
             ids = ids[0][ids[0] >= 0]
             positions = np.searchsorted(self.table["id"], ids)
-        scores = self._score_positions(text, qvec, positions)
+        scores = self._score_positions(text, qvec, positions, guard)
         ids = self.table["id"][positions]
         files = self.table["file_id"][positions] if per_file else None
         return [self._hit(i, s) for i, s in rank(ids, scores, k, files)]

@@ -2,7 +2,7 @@
 
 Layout of an index directory ``INDEX/``::
 
-    index.sqlite        meta (key -> JSON), files, windows, chunks (see SCHEMA)
+    index.sqlite        meta (key -> JSON), files, windows, chunks, integrity (see SCHEMA)
     arrays/c000001/     one chunk: ``{repr key}.npy`` for each key of the head's ``audio_repr``,
                         rows = windows, e.g. ``embed.npy`` [R, D] or ``tha_audio_0.npy`` [R, M, d];
                         floating point as float16 by default (`--precision float32` to keep float32):
@@ -17,7 +17,12 @@ Layout of an index directory ``INDEX/``::
 Meta keys: schema, fingerprint (sha256 of model.safetensors + config.json), head, root (the indexed
 folder), shard ([i, N] or null), sample_rate, window_samples, hop_samples, precision, repr_spec
 ({key: {shape, dtype}}), pooled_key (the stored key the ANN indexes; null for heads without a pooled
-embedding, e.g. pure THA, which are searched exhaustively), ann_threshold, generation.
+embedding, e.g. pure THA, which are searched exhaustively), ann_threshold, generation,
+follow_external_links (whether files resolving outside the folder were indexed and may be served).
+
+Integrity: every chunk array, the ANN file and the model copy's files have a row in ``integrity`` (size,
+mtime, sha256) written in the transaction that makes them part of the index (`register_chunk`,
+`record_files`); `hade.index.integrity` checks them and `hade.index.repair` repairs what fails.
 
 Consistency under a kill: a chunk directory is written under a temporary name and renamed into place
 (`atomic_dir`), *then* registered in SQLite in the same transaction as the windows that point into it.
@@ -40,7 +45,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from hade.errors import InputError
+from hade.errors import IndexDamaged, InputError
 from hade.utils.atomic import atomic_dir
 
 SCHEMA_VERSION = 1
@@ -76,6 +81,12 @@ CREATE TABLE IF NOT EXISTS windows (
     chunk INTEGER NOT NULL, row INTEGER NOT NULL          -- where its representations are
 );
 CREATE INDEX IF NOT EXISTS windows_file ON windows(file_id);
+CREATE TABLE IF NOT EXISTS integrity (  -- files of the index folder as written (see hade.index.integrity)
+    path TEXT PRIMARY KEY,              -- relative to the index folder, e.g. arrays/c000001/embed.npy
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER,
+    sha256 TEXT
+);
 """
 
 _CHUNK_RE = re.compile(r"^c(\d{6,})$")
@@ -121,6 +132,8 @@ class Store:
 
     def __init__(self, root: str | Path, create: bool = False) -> None:
         self.root = Path(root)
+        # the command that repairs this index, for messages about damaged files (`hade.index.integrity`)
+        self.repair = f"hade index FOLDER --out {self.root}"
         db = self.root / DB_FILE
         if not db.is_file() and not create:
             raise InputError(f"{self.root}: not a hade index (no {DB_FILE}); build one with `hade index`")
@@ -214,11 +227,46 @@ class Store:
         return chunk_id
 
     def register_chunk(self, chunk_id: int, rows: int) -> None:
+        """Register a written chunk (inside the transaction that adds its windows) and record its files'
+        sizes and checksums, so that later damage to them is detected."""
         self.conn.execute("INSERT INTO chunks(id, rows) VALUES(?, ?)", (chunk_id, rows))
+        folder = self.chunk_dir(chunk_id)
+        self.record_files(sorted(f"{ARRAYS_DIR}/{folder.name}/{p.name}" for p in folder.glob("*.npy")))
+
+    def record_files(self, rels: list[str]) -> None:
+        """Upsert size, mtime and sha256 of index files (paths relative to the index folder) into the
+        integrity table (call inside `transaction` when the files become part of the index)."""
+        rows = []
+        for rel in rels:
+            st = (self.root / rel).stat()
+            rows.append((rel, st.st_size, st.st_mtime_ns, sha256_file(self.root / rel)))
+        self.conn.executemany("INSERT INTO integrity(path, size, mtime_ns, sha256) VALUES(?,?,?,?) "
+                              "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
+                              "sha256=excluded.sha256", rows)
+
+    def forget_files(self, prefix: str) -> None:
+        """Drop the integrity records of files whose relative path starts with `prefix`."""
+        self.conn.execute("DELETE FROM integrity WHERE substr(path, 1, ?) = ?", (len(prefix), prefix))
+
+    def record_model(self) -> None:
+        """Record the model copy's files (config, weights, tokenizer) in their own transaction."""
+        rels = sorted(p.relative_to(self.root).as_posix() for p in self.model_dir.rglob("*") if p.is_file())
+        with self.transaction():
+            self.forget_files(MODEL_DIR + "/")
+            self.record_files(rels)
 
     def load_array(self, chunk_id: int, key: str, mmap: bool = True) -> np.ndarray:
-        return np.load(self.chunk_dir(chunk_id) / f"{key}.npy", mmap_mode="r" if mmap else None,
-                       allow_pickle=False)
+        """One stored array, memory-mapped; IndexDamaged (naming the file and the repair command in
+        `self.repair`) when it is missing, truncated or not an array file."""
+        file = self.chunk_dir(chunk_id) / f"{key}.npy"
+        try:
+            return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except FileNotFoundError:
+            what = "missing"
+        except (OSError, ValueError, EOFError) as e:
+            what = f"damaged ({' '.join(str(e).split())[:120]})"
+        rel = file.relative_to(self.root).as_posix()
+        raise IndexDamaged(f"{self.root / rel} is {what}; repair with `{self.repair}`", file=rel, repair=self.repair)
 
     def cleanup(self) -> dict[str, int]:
         """Delete orphan chunk directories (never committed), chunks no window points to, and temporaries."""
@@ -229,6 +277,8 @@ class Store:
         if unused:
             with self.transaction() as c:
                 c.executemany("DELETE FROM chunks WHERE id=?", [(i,) for i in unused])
+                for cid in unused:
+                    self.forget_files(f"{ARRAYS_DIR}/{chunk_name(cid)}/")
         for cid in unused:
             shutil.rmtree(self.chunk_dir(cid), ignore_errors=True)
             removed["unused_chunks"] += 1

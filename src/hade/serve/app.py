@@ -4,16 +4,25 @@ Endpoints (every error is JSON ``{"error": "..."}`` with a 4xx code; 500 only fo
 
 * ``GET  /search?q=&k=&per_file=``   text query -> ranked windows (id, path, start, end, score, audio_url)
 * ``POST /search/audio?k=&per_file=`` multipart field ``file``: a query clip (<= max_upload_bytes)
-* ``GET  /audio/{id}``               the indexed file holding window ``id`` (HTTP Range supported)
+* ``GET|HEAD /audio/{id}``           the indexed file holding window ``id`` (HTTP Range supported), only if
+                                     it is still the file that was indexed (404 gone, 409 changed/outside)
 * ``GET  /explain/{id}?q=``          THA word x time maps of ``q`` vs the window (file time), factor weights
-* ``GET  /health``                   status, counts, model head and fingerprint
+* ``GET  /health``                   status, counts, model head and fingerprint; 503 + "degraded" when a file
+                                     of the index is damaged (with the problems and the repair command)
 * ``GET  /``                         the search page (static HTML/JS/CSS, no external resources)
+
+Guards, outermost first: the Host header must name this server (400; DNS rebinding), request bodies are
+bounded (413), and each kind of model work has an admission lane: audio uploads (1 encoding + 2 waiting by
+default) and text requests (32 in flight) beyond which the answer is 503 with Retry-After, given before
+an upload is parsed or decoded. A damaged index file met by a request answers 503 naming the file and the
+repair command. Limits and defaults: :mod:`hade.serve.limits`.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -22,15 +31,16 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hade.errors import HadeError
+from hade.errors import HadeError, IndexDamaged, StaleFile
+from hade.serve.concurrency import Lane
 from hade.serve.files import file_response
-from hade.serve.service import (MAX_K, MAX_QUERY_CHARS, MAX_UPLOAD_BYTES, IndexLike, NoAlignment, NotFound,
-                                SearchService, media_type)
+from hade.serve.guards import AdmissionMiddleware, HostCheckMiddleware, allowed_host_patterns
+from hade.serve.limits import MAX_K, MAX_QUERY_CHARS, MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD, Limits
+from hade.serve.service import IndexLike, NoAlignment, NotFound, SearchService, media_type
 
 log = logging.getLogger("hade.serve")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers on top of the file itself
 
 # The page loads nothing from elsewhere; this makes the browser enforce it.
 SECURITY_HEADERS = {
@@ -146,6 +156,15 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def not_found(request: Request, exc: NotFound) -> Response:
         return error_response(404, str(exc))
 
+    @app.exception_handler(StaleFile)
+    async def stale_file(request: Request, exc: StaleFile) -> Response:
+        return error_response(404 if exc.reason == "missing" else 409, str(exc), reason=exc.reason)
+
+    @app.exception_handler(IndexDamaged)
+    async def index_damaged(request: Request, exc: IndexDamaged) -> Response:
+        log.error("damaged index: %s", exc)
+        return error_response(503, str(exc))
+
     @app.exception_handler(NoAlignment)
     async def no_alignment(request: Request, exc: NoAlignment) -> Response:
         return error_response(409, str(exc), **{k: v for k, v in exc.payload.items() if k != "error"})
@@ -161,25 +180,46 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(index: IndexLike, max_upload_bytes: int = MAX_UPLOAD_BYTES, threads: int | None = None,
-               candidates: int = 100) -> FastAPI:
+               candidates: int = 100, *, allowed_hosts: Sequence[str] = (), bound_host: str | None = None,
+               limits: Limits | None = None) -> FastAPI:
     """The web app over an open index (see `hade.index.Index.open`).
 
     max_upload_bytes: largest query clip accepted by POST /search/audio (413 above).
     threads: if given, `torch.set_num_threads(threads)` (process-wide).
     candidates: shortlist size passed to `index.search` (at least k).
+    allowed_hosts: Host header names accepted besides the loopback names ("*" accepts any: unsafe).
+    bound_host: the address the server listens on; accepted as a Host when it is a specific address.
+    limits: queue bounds and the rest (hade.serve.limits); its max_upload_bytes is replaced by the argument.
     """
     if threads is not None:
         import torch
 
         torch.set_num_threads(max(1, int(threads)))
-    service = SearchService(index, max_upload_bytes=max_upload_bytes, candidates=candidates)
+    base = limits or Limits()
+    limits = replace(base, max_upload_bytes=int(max_upload_bytes),
+                     allowed_hosts=tuple(allowed_hosts) or base.allowed_hosts)
+    service = SearchService(index, limits=limits, candidates=candidates)
     # No /docs: Swagger UI loads from a CDN, and the page must work offline (the schema is at /openapi.json).
     app = FastAPI(title="hade search", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.service = service
     _install_error_handlers(app)
+    lanes = {"audio": Lane("audio", limits.max_audio_active + limits.max_audio_queue),
+             "text": Lane("text", limits.max_text_queue)}
+    app.state.lanes = lanes
+    # Starlette runs the last-added middleware first: Host check, then body limit, then admission.
+    app.add_middleware(AdmissionMiddleware, routes=[("POST", "/search/audio", lanes["audio"]),
+                                                    ("GET", "/search", lanes["text"]),
+                                                    ("GET", "/explain/", lanes["text"])],
+                       retry_after=limits.retry_after_seconds, drain_limit=max_upload_bytes + MULTIPART_OVERHEAD)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_upload_bytes + MULTIPART_OVERHEAD)
-
+    app.add_middleware(HostCheckMiddleware, allowed=allowed_host_patterns(limits.allowed_hosts, bound_host))
     app.add_middleware(SecurityHeadersMiddleware)
+    _add_routes(app, service)
+    return app
+
+
+def _add_routes(app: FastAPI, service: SearchService) -> None:
+    max_upload_bytes = service.max_upload_bytes
 
     def with_urls(request: Request, hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
         root = request.scope.get("root_path", "").rstrip("/")
@@ -200,18 +240,21 @@ def create_app(index: IndexLike, max_upload_bytes: int = MAX_UPLOAD_BYTES, threa
     def search_audio(request: Request, file: UploadFile = File(..., description="query clip"),
                      k: int = k_param, per_file: bool = per_file_param) -> dict[str, Any]:
         """Query by example: an uploaded clip (decoded with soundfile) -> the k best windows."""
-        data = file.file.read(max_upload_bytes + 1)
-        if len(data) > max_upload_bytes:
+        if file.size is not None and file.size > max_upload_bytes:
             raise StarletteHTTPException(413, f"the upload is larger than {max_upload_bytes} bytes")
-        hits = service.search_audio(data, k=k, per_file=per_file)
+        hits = service.search_audio(file.file, k=k, per_file=per_file)
         return {"query": file.filename or "upload", "k": k, "per_file": per_file,
                 "results": with_urls(request, hits)}
 
-    @app.get("/audio/{window_id}")
+    @app.api_route("/audio/{window_id}", methods=["GET", "HEAD"])
     def audio(request: Request, window_id: int) -> Response:
-        """The indexed file holding a window (the page seeks to the window); single-range requests -> 206."""
-        path = service.audio_file(window_id)
-        return file_response(request, path, media_type(path))
+        """The indexed file holding a window (the page seeks to the window); single-range requests -> 206.
+
+        Served from the file the index opened and verified (same size and mtime as indexed, inside the
+        indexed folder), never from a path given by the client.
+        """
+        f, st, name = service.open_audio(window_id)
+        return file_response(request, f, st, media_type(name), filename=name)
 
     @app.get("/explain/{window_id}")
     def explain(window_id: int,
@@ -221,8 +264,10 @@ def create_app(index: IndexLike, max_upload_bytes: int = MAX_UPLOAD_BYTES, threa
         return service.explain(window_id, q)
 
     @app.get("/health")
-    def health() -> dict[str, Any]:
-        return service.health()
+    def health() -> Response:
+        """200 {"status": "ok", ...}, or 503 {"status": "degraded", "problems", "repair", "error"}."""
+        body = service.health()
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -230,7 +275,6 @@ def create_app(index: IndexLike, max_upload_bytes: int = MAX_UPLOAD_BYTES, threa
                             headers={"cache-control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    return app
 
 
 __all__ = ["BodyLimitMiddleware", "STATIC_DIR", "create_app"]

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from hade.config import PRECISIONS
 from hade.errors import InputError
+from hade.serve.limits import MAX_AUDIO_QUEUE, MAX_TEXT_QUEUE, MAX_UPLOAD_BYTES
 
-DEFAULT_UPLOAD_MIB = 20.0  # = hade.serve.service.MAX_UPLOAD_BYTES (not imported: keeps `hade --help` light)
+DEFAULT_UPLOAD_MIB = MAX_UPLOAD_BYTES / 2**20
 
 
 def default_threads() -> int:
@@ -38,6 +39,15 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                    help=f"torch CPU threads (default: min(4, CPUs) = {default_threads()})")
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_UPLOAD_MIB,
                    help="largest query clip accepted by POST /search/audio, in MiB (default 20)")
+    p.add_argument("--max-audio-queue", type=int, default=MAX_AUDIO_QUEUE,
+                   help=f"audio uploads waiting while one is encoded; more get 503 + Retry-After "
+                        f"(default {MAX_AUDIO_QUEUE})")
+    p.add_argument("--max-text-queue", type=int, default=MAX_TEXT_QUEUE,
+                   help=f"text queries in flight; more get 503 + Retry-After (default {MAX_TEXT_QUEUE})")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="also accept this Host header name (repeatable; loopback names and a specific --host "
+                        "are always accepted). '*' accepts any name: unsafe, it lets web pages the user visits "
+                        "read the index through DNS rebinding")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return p
 
@@ -49,6 +59,14 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
     if not args.max_upload_mb > 0:
         raise InputError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    if getattr(args, "max_audio_queue", 0) < 0:
+        raise InputError(f"--max-audio-queue must be >= 0, got {args.max_audio_queue}")
+    if getattr(args, "max_text_queue", 1) < 1:
+        raise InputError(f"--max-text-queue must be >= 1, got {args.max_text_queue}")
+    for name in getattr(args, "allowed_host", None) or []:
+        if not name.strip() or any(c in name for c in " /\\@?#,"):
+            raise InputError(f"--allowed-host {name!r}: expected a host name or address such as "
+                             "myhost.lan or 192.168.1.5 (no scheme, path or spaces)")
     if not Path(args.index).exists():
         raise InputError(f"index {args.index}: not found; build one with `hade index`")
 
@@ -69,6 +87,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from hade.index import Index
     from hade.serve.app import create_app
+    from hade.serve.concurrency import tune_allocator
+    from hade.serve.limits import Limits
 
     _check_args(args)
     threads = args.threads if args.threads is not None else default_threads()
@@ -77,10 +97,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise InputError(f"--root {root}: not a folder")
     index = Index.open(args.index, device=args.device, precision=args.compute,
                        **({"root": root} if root is not None else {}))
-    app = create_app(index, max_upload_bytes=int(args.max_upload_mb * 2**20), threads=threads)
+    tune_allocator()  # before uvicorn starts its threads: big buffers go back to the OS when freed
+    limits = Limits(max_audio_queue=args.max_audio_queue, max_text_queue=args.max_text_queue)
+    app = create_app(index, max_upload_bytes=int(args.max_upload_mb * 2**20), threads=threads,
+                     allowed_hosts=args.allowed_host, bound_host=args.host, limits=limits)
     if not is_loopback_host(args.host):
         print(f"hade serve: warning: listening on {args.host}; the index's audio is readable by anyone "
               "who can reach this address (no authentication)", file=sys.stderr)
+        if args.host in ("0.0.0.0", "::") and not args.allowed_host:
+            print("hade serve: note: only loopback Host names are accepted; add the names clients use with "
+                  "--allowed-host NAME", file=sys.stderr)
+    if "*" in args.allowed_host:
+        print("hade serve: warning: --allowed-host '*' disables the Host check; any web page the user visits "
+              "can read the index through DNS rebinding", file=sys.stderr)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"hade serve: {len(index)} windows from {args.index}; open http://{shown}:{args.port}/", flush=True)
     # One worker process: the model is loaded once, inference is serialised inside the app.

@@ -2,18 +2,23 @@
 
 Browsers fetch media with ``Range: bytes=N-`` to seek; we answer 206 with that slice. A Range header
 that is not a single ``bytes=`` range is ignored (200, whole file; RFC 9110 allows this), one that is
-past the end of the file gets 416 with ``Content-Range: bytes */SIZE`` and a JSON error body.
+past the end of the file gets 416 with ``Content-Range: bytes */SIZE`` and a JSON error body. HEAD gets
+the same status and headers without a body.
 """
 from __future__ import annotations
 
 import os
 import re
+import stat
 from email.utils import formatdate
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from fastapi import Request
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
+
+from hade.errors import StaleFile
 
 CHUNK_BYTES = 64 * 1024
 _RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
@@ -50,8 +55,36 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
-def _read(path: Path, start: int, length: int) -> Iterator[bytes]:
-    with open(path, "rb") as f:
+def open_inside(path: Path, root: str | Path | None, shown: str) -> tuple[BinaryIO, os.stat_result]:
+    """Open `path` for reading only if it resolves under `root` and is a regular file -> (file, fstat).
+
+    The fallback for an index without `open_audio` (which also compares size and mtime with what was
+    indexed). O_NOFOLLOW on the resolved path makes a symlink swapped in after resolution fail instead of
+    being followed. `shown` (the indexed relative path) is what error messages name.
+    """
+    real = os.path.realpath(path)
+    if root is not None:
+        base = os.path.realpath(root)
+        if os.path.commonpath([base, real]) != base:
+            raise StaleFile(f"{shown} resolves outside the indexed folder; refusing to serve it", reason="outside")
+    try:
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise StaleFile(f"{shown} is no longer on disk; re-run `hade index` to update the index",
+                        reason="missing") from None
+    except OSError:
+        raise StaleFile(f"{shown} cannot be opened (replaced by a link?); re-run `hade index`",
+                        reason="changed") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise StaleFile(f"{shown} is no longer a regular file; re-run `hade index`", reason="changed")
+    return os.fdopen(fd, "rb"), st
+
+
+def _read(f: BinaryIO, start: int, length: int) -> Iterator[bytes]:
+    """The bytes [start, start + length) of an open file in CHUNK_BYTES pieces; closes the file at the end."""
+    try:
         f.seek(start)
         left = length
         while left > 0:
@@ -60,11 +93,22 @@ def _read(path: Path, start: int, length: int) -> Iterator[bytes]:
                 break
             left -= len(data)
             yield data
+    finally:
+        f.close()
 
 
-def file_response(request: Request, path: Path, media_type: str, cache_seconds: int = 3600) -> Response:
-    """200 with the whole file, 206 with one requested byte range, or 416 JSON."""
-    st = os.stat(path)
+def _content_disposition(filename: str) -> str:
+    return f'inline; filename="{filename}"' if filename and filename.isascii() and '"' not in filename \
+        and "\\" not in filename else "inline"
+
+
+def file_response(request: Request, f: BinaryIO, st: os.stat_result, media_type: str, filename: str = "",
+                  cache_seconds: int = 3600) -> Response:
+    """200 with the whole open file, 206 with one requested byte range, or 416 JSON; no body for HEAD.
+
+    `f` and `st` come from one open + fstat (`Index.open_audio`), so the bytes sent are those of the
+    file that was verified, even if the path is swapped meanwhile. The response closes `f`.
+    """
     size = st.st_size
     etag = f'"{st.st_mtime_ns:x}-{size:x}"'
     headers = {
@@ -72,8 +116,7 @@ def file_response(request: Request, path: Path, media_type: str, cache_seconds: 
         "etag": etag,
         "last-modified": formatdate(st.st_mtime, usegmt=True),
         "cache-control": f"private, max-age={cache_seconds}",
-        "content-disposition": f"inline; filename=\"{path.name}\"" if path.name.isascii() and '"' not in path.name
-        else "inline",
+        "content-disposition": _content_disposition(filename),
     }
     range_header = request.headers.get("range")
     if_range = request.headers.get("if-range")
@@ -82,18 +125,20 @@ def file_response(request: Request, path: Path, media_type: str, cache_seconds: 
     try:
         span = parse_range(range_header, size)
     except Unsatisfiable:
+        f.close()
         return JSONResponse({"error": f"requested range not satisfiable: the file has {size} bytes"},
                             status_code=416, headers={"content-range": f"bytes */{size}", "accept-ranges": "bytes"})
-    if span is None:
-        if range_header is not None:  # ignored range: make sure the FileResponse does not act on it either
-            return StreamingResponse(_read(path, 0, size), media_type=media_type,
-                                     headers={**headers, "content-length": str(size)})
-        return FileResponse(path, media_type=media_type, headers=headers, stat_result=st)
-    first, last = span
-    length = last - first + 1
-    return StreamingResponse(_read(path, first, length), status_code=206, media_type=media_type,
-                             headers={**headers, "content-range": f"bytes {first}-{last}/{size}",
-                                      "content-length": str(length)})
+    status, (first, last) = (200, (0, size - 1)) if span is None else (206, span)
+    length = max(0, last - first + 1)
+    headers["content-length"] = str(length)
+    if status == 206:
+        headers["content-range"] = f"bytes {first}-{last}/{size}"
+    if request.method == "HEAD":
+        f.close()
+        return Response(status_code=status, media_type=media_type, headers=headers)
+    # The background task closes the file also when the client disconnects before the end.
+    return StreamingResponse(_read(f, first, length), status_code=status, media_type=media_type,
+                             headers=headers, background=BackgroundTask(f.close))
 
 
-__all__ = ["Unsatisfiable", "file_response", "parse_range"]
+__all__ = ["Unsatisfiable", "file_response", "open_inside", "parse_range"]

@@ -1,31 +1,37 @@
-"""The search engine behind `hade serve`: one index, inference serialised under a lock, JSON-ready results.
+"""The search engine behind `hade serve`: one index, prioritised model use, JSON-ready results.
 
 The web layer (:mod:`hade.serve.app`) only validates requests and maps the exceptions raised here to
-HTTP codes: :class:`NotFound` -> 404, :class:`NoAlignment` -> 409, :class:`~hade.errors.InputError`
-(bad audio, empty text, ...) -> 400.
+HTTP codes: :class:`NotFound` -> 404, :class:`NoAlignment` -> 409, :class:`~hade.errors.StaleFile` -> 404
+(missing) or 409 (changed, outside the indexed folder), :class:`~hade.errors.IndexDamaged` -> 503,
+:class:`~hade.errors.InputError` (bad audio, empty text, ...) -> 400.
+
+Model use goes through `PriorityLock` (hade.serve.concurrency): an audio query runs on the audio pool
+(lower CPU priority) and the index takes the lock at LOW priority around each batch of its windows
+(`guard=`); a text query holds it at HIGH priority for its whole (short) search, so it waits for at
+most one audio batch.
 """
 from __future__ import annotations
 
 import hashlib
-import io
+import inspect
 import json
 import logging
 import math
-import threading
-from pathlib import Path
-from typing import Any, Protocol
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, Callable, ContextManager, Protocol
 
 import numpy as np
 import torch
 
 from hade.errors import InputError
+from hade.serve.concurrency import HIGH, LOW, PriorityLock, lower_thread_priority, release_memory
+from hade.serve.files import open_inside
+from hade.serve.limits import MAX_K, MAX_QUERY_CHARS, MAX_QUERY_SECONDS, MAX_UPLOAD_BYTES, Limits
+from hade.serve.upload import decode_upload
 
 log = logging.getLogger("hade.serve")
-
-MAX_QUERY_CHARS = 500
-MAX_K = 100
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-MAX_QUERY_SECONDS = 600.0
 
 # Media types for the containers libsndfile reads (mimetypes guesses some of these badly, e.g. audio/x-wav).
 MEDIA_TYPES: dict[str, str] = {
@@ -41,11 +47,18 @@ class IndexLike(Protocol):
 
     model: Any
 
-    def search(self, query: Any, k: int = 10, candidates: int = 100, per_file: bool = False) -> list[Any]: ...
+    def search(self, query: Any, k: int = 10, candidates: int = 100, per_file: bool = False, *,
+               guard: Callable[[], ContextManager[Any]] | None = None) -> list[Any]:
+        """Every model call of the search runs inside `with guard():` (and nothing else does)."""
     def get(self, id: int) -> Any: ...
+    def open_audio(self, id: int) -> tuple[BinaryIO, os.stat_result]:
+        """The verified, opened indexed file of window `id` and its fstat. KeyError for an unknown id;
+        StaleFile('missing' | 'changed' | 'outside') when it is not the file that was indexed."""
     def audio_path(self, id: int) -> Path: ...
     def window_audio(self, id: int) -> np.ndarray: ...
     def info(self) -> dict[str, Any]: ...
+    def health(self) -> dict[str, Any]:
+        """{"status": "ok" | "degraded", "problems": [{"file", "problem"}], "repair": str | None}; cheap."""
     def __len__(self) -> int: ...
 
 
@@ -84,42 +97,8 @@ def media_type(path: str | Path) -> str:
 
 
 def decode_audio_bytes(data: bytes, sample_rate: int, max_seconds: float = MAX_QUERY_SECONDS) -> np.ndarray:
-    """Decode an uploaded clip with soundfile -> float32 mono [T] at `sample_rate`.
-
-    Raises InputError with a user-facing reason for undecodable, empty, too long or non-finite audio.
-    """
-    import soundfile as sf
-    import soxr
-
-    if not data:
-        raise InputError("the uploaded file is empty")
-    try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
-            if f.samplerate <= 0 or f.frames == 0:
-                raise InputError("the uploaded audio contains no samples")
-            if f.frames > 0 and f.frames / f.samplerate > max_seconds:
-                raise InputError(f"the uploaded clip is {f.frames / f.samplerate:.0f} s long; "
-                                 f"the limit is {max_seconds:.0f} s")
-            wave = f.read(dtype="float32", always_2d=True)
-            rate = int(f.samplerate)
-    except InputError:
-        raise
-    except Exception as exc:  # LibsndfileError, RuntimeError, TypeError ...
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise InputError(f"the uploaded file is not audio that libsndfile can decode ({reason}); "
-                         "send WAV, FLAC, OGG or MP3") from None
-    if wave.shape[0] == 0 or wave.shape[1] == 0:
-        raise InputError("the uploaded audio contains no samples")
-    if wave.shape[0] / rate > max_seconds:
-        raise InputError(f"the uploaded clip is longer than {max_seconds:.0f} s")
-    mono = wave[:, 0] if wave.shape[1] == 1 else wave.mean(axis=1, dtype=np.float32)
-    if not np.isfinite(mono).all():
-        raise InputError("the uploaded audio contains non-finite samples (NaN/Inf)")
-    if rate != sample_rate:
-        mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
-        if mono.shape[0] == 0:
-            raise InputError(f"the uploaded clip is too short to resample from {rate} Hz to {sample_rate} Hz")
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    """Decode an uploaded clip -> float32 mono [T] at `sample_rate` (see `hade.serve.upload.decode_upload`)."""
+    return decode_upload(data, sample_rate, max_seconds)
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -146,57 +125,80 @@ def _field(obj: Any, name: str) -> Any:
 
 
 class SearchService:
-    """Wraps an index: validated ids, serialised model inference, JSON-ready dicts."""
+    """Wraps an index: validated ids, prioritised model use, bounded audio work, JSON-ready dicts."""
 
-    def __init__(self, index: IndexLike, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-                 candidates: int = 100) -> None:
+    def __init__(self, index: IndexLike, max_upload_bytes: int | None = None, candidates: int = 100,
+                 limits: Limits | None = None) -> None:
         self.index = index
-        self.max_upload_bytes = int(max_upload_bytes)
+        self.limits = limits or Limits()
+        self.max_upload_bytes = int(max_upload_bytes if max_upload_bytes is not None else self.limits.max_upload_bytes)
         self.candidates = int(candidates)
-        self.lock = threading.Lock()  # torch inference is not thread-safe for our use: one at a time
+        # One model, one user at a time; text queries (HIGH) overtake the batches of audio queries (LOW).
+        self.model_lock = PriorityLock()
+        # Audio uploads are decoded + encoded on their own threads (max_audio_active), at a lower CPU
+        # priority, so a text query's threads get a core at once even while an upload is encoded; the
+        # audio lane (app.py) bounds how many wait for them.
+        self.audio_pool = ThreadPoolExecutor(self.limits.max_audio_active, thread_name_prefix="hade-audio",
+                                             initializer=_audio_thread_init)
+        # torch's thread count is per thread once set, but threads started later copy the last value
+        # set anywhere (here: the audio pool's 1), so text queries set theirs on every call.
+        self.text_threads = torch.get_num_threads()
+        self._guarded = _accepts_guard(index)
         self._fingerprint: str | None = None
-        # Read once, here: the index's SQLite connection belongs to the thread that opened it, while
-        # requests run in worker threads (and an opened index is read-only, so this does not go stale).
+        # Read once, here: an opened index is read-only, so this does not go stale.
         try:
             self.info: dict[str, Any] = dict(index.info())
         except Exception as exc:  # noqa: BLE001 - /health must still work
             log.warning("index.info() failed: %s", exc)
             self.info = {}
 
-    # ---- lookups ---------------------------------------------------------------------------------
+    # ---- lookups (no model: never wait behind inference) ------------------------------------------
     def window(self, window_id: int) -> dict[str, Any]:
         """-> {"id", "path", "start", "end"} of a window of the index; NotFound otherwise."""
         if isinstance(window_id, bool) or not isinstance(window_id, int) or not 0 <= window_id < 2**63:
             raise NotFound(f"no window with id {window_id}")
         try:
-            with self.lock:
-                rec = self.index.get(window_id)
+            rec = self.index.get(window_id)
         except (LookupError, ValueError, InputError):
             raise NotFound(f"no window with id {window_id}") from None
         return {"id": window_id, "path": str(_field(rec, "path")),
                 "start": float(_field(rec, "start")), "end": float(_field(rec, "end"))}
 
-    def audio_file(self, window_id: int) -> Path:
-        """Absolute path of the indexed file holding the window (never a client-given path)."""
-        self.window(window_id)
+    def open_audio(self, window_id: int) -> tuple[BinaryIO, os.stat_result, str]:
+        """The indexed file holding the window, opened and verified by the index -> (file, fstat, name).
+
+        The caller streams from (and closes) the returned file, so the bytes served are those of the file
+        that was checked. Raises NotFound (unknown id) or StaleFile (missing, changed, outside the root).
+        """
+        window = self.window(window_id)
         try:
-            with self.lock:
-                path = Path(self.index.audio_path(window_id))
-        except (LookupError, ValueError, InputError):
+            if hasattr(self.index, "open_audio"):
+                f, st = self.index.open_audio(window_id)
+            else:  # an index without the verified open: at least stay inside its root, follow no late swap
+                f, st = open_inside(Path(self.index.audio_path(window_id)), getattr(self.index, "root", None),
+                                    window["path"])
+        except (LookupError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
             raise NotFound(f"no window with id {window_id}") from None
-        if not path.is_file():
-            raise NotFound(f"the audio file of window {window_id} is no longer on disk")
-        return path
+        return f, st, PurePosixPath(window["path"]).name
 
     # ---- inference -------------------------------------------------------------------------------
-    def _hits(self, query: Any, k: int, per_file: bool) -> list[dict[str, Any]]:
-        with self.lock, torch.inference_mode():
-            hits = self.index.search(query, k=k, candidates=max(self.candidates, k), per_file=per_file)
-        out = []
-        for hit in hits:
-            out.append(jsonable({"id": int(hit.id), "path": str(hit.path), "start": float(hit.start),
-                                 "end": float(hit.end), "score": float(hit.score)}))
-        return out
+    def _hits(self, query: Any, k: int, per_file: bool, priority: int) -> list[dict[str, Any]]:
+        """Search at `priority`. A LOW (audio) search passes the lock to the index as `guard`, taken
+        around each batch only; a HIGH (text) search is short and holds the lock throughout, since its
+        several model calls (encode, probe, score) would otherwise each wait for an audio batch."""
+        kwargs = {"k": k, "candidates": max(self.candidates, k), "per_file": per_file}
+        with torch.inference_mode():
+            if self._guarded and priority == LOW:
+                hits = self.index.search(query, guard=self.model_lock.guard(priority), **kwargs)
+            else:
+                if priority == HIGH:
+                    torch.set_num_threads(self.text_threads)
+                with self.model_lock.hold(priority):
+                    hits = self.index.search(query, **kwargs)
+        return [jsonable({"id": int(h.id), "path": str(h.path), "start": float(h.start), "end": float(h.end),
+                          "score": float(h.score)}) for h in hits]
 
     def search_text(self, query: str, k: int = 10, per_file: bool = False) -> list[dict[str, Any]]:
         text = query.strip()
@@ -204,13 +206,28 @@ class SearchService:
             raise InputError("the query is empty")
         if len(query) > MAX_QUERY_CHARS:
             raise InputError(f"the query is longer than {MAX_QUERY_CHARS} characters")
-        return self._hits(text, k, per_file)
+        return self._hits(text, k, per_file, HIGH)
 
-    def search_audio(self, data: bytes, k: int = 10, per_file: bool = False) -> list[dict[str, Any]]:
-        if len(data) > self.max_upload_bytes:
+    def search_audio(self, data: bytes | BinaryIO, k: int = 10, per_file: bool = False) -> list[dict[str, Any]]:
+        """Query by example: `data` is the upload (bytes, or a seekable file such as UploadFile.file).
+
+        Runs on the audio pool (`max_audio_active` threads, lower CPU priority), so at most that many
+        decoded waveforms exist at once; the admission lane (app.py) bounds how many wait for it.
+        """
+        size = _size(data)
+        if size == 0:
+            raise InputError("the uploaded file is empty")
+        if size > self.max_upload_bytes:
             raise InputError(f"the upload is larger than {self.max_upload_bytes} bytes")
-        wave = decode_audio_bytes(data, int(self.index.model.sample_rate))
-        return self._hits(wave, k, per_file)
+        return self.audio_pool.submit(self._audio_job, data, k, per_file).result()
+
+    def _audio_job(self, data: bytes | BinaryIO, k: int, per_file: bool) -> list[dict[str, Any]]:
+        try:
+            wave = decode_upload(data, int(self.index.model.sample_rate), self.limits.max_query_seconds)
+            return self._hits(wave, k, per_file, LOW)
+        finally:
+            wave = None  # noqa: F841 - drop the waveform before trimming the heap
+            release_memory()
 
     def explain(self, window_id: int, query: str) -> dict[str, Any]:
         """THA heat-map data of `query` vs one window, times in the FILE's seconds.
@@ -225,10 +242,11 @@ class SearchService:
             raise InputError("the query is empty")
         model = self.index.model
         sr = int(model.sample_rate)
-        with self.lock:
-            wave = np.asarray(self.index.window_audio(window_id), dtype=np.float32).reshape(-1)
-            if wave.shape[0] == 0:
-                raise NotFound(f"window {window_id} has no audio")
+        wave = np.asarray(self.index.window_audio(window_id), dtype=np.float32).reshape(-1)  # file IO: unlocked
+        if wave.shape[0] == 0:
+            raise NotFound(f"window {window_id} has no audio")
+        torch.set_num_threads(self.text_threads)  # see __init__
+        with self.model_lock.hold(HIGH), torch.inference_mode():
             expl = explain(model, wave, text, clip_seconds=wave.shape[0] / sr)
         offset = window["start"]
         levels = []
@@ -263,24 +281,86 @@ class SearchService:
         if isinstance(model_info, dict) and isinstance(model_info.get("fingerprint"), str):
             return model_info["fingerprint"]
         if self._fingerprint is None:
-            with self.lock:
-                self._fingerprint = model_fingerprint(self.index.model)
+            # No model lock: it only reads the weights, and /health must not wait behind inference.
+            self._fingerprint = model_fingerprint(self.index.model)
         return self._fingerprint
 
+    def index_health(self) -> dict[str, Any]:
+        """`index.health()` (a cheap stat-only check), or "ok" for an index without one; never raises."""
+        check = getattr(self.index, "health", None)
+        if check is None:
+            return {"status": "ok", "problems": [], "repair": None}
+        try:
+            result = dict(check())
+        except Exception as exc:  # noqa: BLE001 - the contract says it never raises; /health must answer anyway
+            log.warning("index.health() failed: %s", exc)
+            return {"status": "degraded", "problems": [{"file": "", "problem": "the index check failed"}],
+                    "repair": None}
+        status = "ok" if result.get("status") == "ok" else "degraded"
+        return {"status": status, "problems": list(result.get("problems") or []), "repair": result.get("repair")}
+
     def health(self) -> dict[str, Any]:
+        """Status and counts for GET /health: status "ok", or "degraded" with the problems and the repair
+        command when a file of the index is damaged (then `error` holds a one-line summary)."""
         info = self.info
-        windows = len(self.index)
         model = self.index.model
-        return jsonable({
-            "status": "ok", "windows": windows,
+        check = self.index_health()
+        body: dict[str, Any] = {
+            "status": check["status"], "windows": len(self.index),
             "files": info.get("files", info.get("num_files")),
             "head": getattr(getattr(model, "config", None), "head", None),
             "sample_rate": int(model.sample_rate),
             "model_fingerprint": self.fingerprint(info),
             "max_upload_bytes": self.max_upload_bytes, "max_query_chars": MAX_QUERY_CHARS, "max_k": MAX_K,
             "index": {k: v for k, v in info.items() if k not in ("path", "root")},  # no server paths
-        })
+        }
+        if check["status"] != "ok":
+            body.update(problems=check["problems"], repair=check["repair"], error=_degraded_message(check))
+        return jsonable(body)
 
 
-__all__ = ["MAX_K", "MAX_QUERY_CHARS", "MAX_UPLOAD_BYTES", "MEDIA_TYPES", "IndexLike", "NoAlignment", "NotFound",
-           "SearchService", "decode_audio_bytes", "jsonable", "media_type", "model_fingerprint"]
+def _degraded_message(check: dict[str, Any]) -> str:
+    problems = check["problems"]
+    first = problems[0] if problems else {}
+    text = f"the index is damaged: {first.get('file', '?')} {first.get('problem', '')}".rstrip()
+    if len(problems) > 1:
+        text += f" (and {len(problems) - 1} more)"
+    if check.get("repair"):
+        text += f"; repair with `{check['repair']}`"
+    return text
+
+
+def _audio_thread_init() -> None:
+    """Start of an audio-pool thread: lower CPU priority and one intra-op thread for its torch calls.
+
+    Why one thread: the audio work then stops occupying every core with (spinning) OpenMP workers,
+    and torch's thread count is per calling thread once set, so the text queries keep theirs
+    (`SearchService._hits` sets it on each call). Measured with benchmarks/load.py --mixed on 2 cores:
+    text p95 during 8 uploads of a 590 s clip fell from 20-30 ms to 13-15 ms (3-4 ms alone), and the
+    uploads finished no slower.
+    """
+    lower_thread_priority()
+    torch.set_num_threads(1)
+
+
+def _accepts_guard(index: Any) -> bool:
+    """Whether `index.search` takes `guard=` (hade.index.Index does; older or fake indexes may not)."""
+    try:
+        params = inspect.signature(index.search).parameters
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return "guard" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _size(data: bytes | BinaryIO) -> int:
+    """Bytes in an upload; a file is left at position 0."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return len(data)
+    data.seek(0, os.SEEK_END)
+    size = data.tell()
+    data.seek(0)
+    return size
+
+
+__all__ = ["MAX_K", "MAX_QUERY_CHARS", "MAX_QUERY_SECONDS", "MAX_UPLOAD_BYTES", "MEDIA_TYPES", "IndexLike", "NoAlignment",
+           "NotFound", "SearchService", "decode_audio_bytes", "jsonable", "media_type", "model_fingerprint"]
