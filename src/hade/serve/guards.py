@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hade.serve.concurrency import Lane
+from hade.serve.limits import is_loopback_name
 
 ANY_HOST = "*"
 _UNSPECIFIED = ("", "0.0.0.0", "::", "[::]")
@@ -44,16 +45,6 @@ def _canonical(host: str) -> str:
         return ipaddress.ip_address(host).compressed
     except ValueError:
         return host
-
-
-def is_loopback_name(host: str) -> bool:
-    """localhost or an address in 127.0.0.0/8 or ::1."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ Kept free of heavy imports: `hade serve --help` reads the defaults from this mod
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -30,6 +31,16 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.0/8", "::1")
 """Host header values always accepted (with or without a port). The bound --host is added when it is a
 specific address; `--allowed-host NAME` adds more; `--allowed-host '*'` disables the check (unsafe: it
 lets any web page the user visits read the index through DNS rebinding)."""
+
+
+def is_loopback_name(host: str) -> bool:
+    """localhost or an address in 127.0.0.0/8 or ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -64,4 +75,4 @@ def describe() -> dict[str, object]:
 
 __all__ = ["DECODE_BLOCK_FRAMES", "LOOPBACK_HOSTS", "MAX_AUDIO_ACTIVE", "MAX_AUDIO_QUEUE", "MAX_K",
            "MAX_QUERY_CHARS", "MAX_QUERY_SECONDS", "MAX_TEXT_QUEUE", "MAX_UPLOAD_BYTES", "MULTIPART_OVERHEAD",
-           "RETRY_AFTER_SECONDS", "Limits", "describe"]
+           "RETRY_AFTER_SECONDS", "Limits", "describe", "is_loopback_name"]
