@@ -45,6 +45,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-from", default=None,
                    help="start from these weights: a hade checkpoint directory (e.g. from `hade convert`) or an "
                         "HTS-AT / LAION-CLAP / WavCaps checkpoint file (audio encoder only)")
+    p.add_argument("--workers", type=int, default=None, dest="num_workers",
+                   help="data loader processes that decode audio while the model trains (default: min(4, CPUs per "
+                        "training process - 1); 0: decode in the training process)")
     p.add_argument("--no-resume", action="store_true", help="start over even if the run directory has a checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -148,7 +151,7 @@ def train_config_from_args(args: argparse.Namespace):
 
     cfg = load_json_config(args.config, TrainConfig) if args.config else TrainConfig()
     for name in ("epochs", "batch_size", "lr", "max_steps", "seed", "device", "precision", "grad_accum_steps",
-                 "grad_checkpointing", "init_from"):
+                 "grad_checkpointing", "init_from", "num_workers"):
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)

@@ -72,7 +72,7 @@ def _worker(config: ModelConfig, out: str, data: str) -> None:
         losses["backward"].backward()
         results[head] = {"loss": ddp.reduce_losses(losses, ctx), "grads": grads(model)}
     cfg = TrainConfig(epochs=1, batch_size=8, lr=2e-3, text_lr=2e-3, clip_seconds=1.0, save_every_steps=1000,
-                      max_steps=3, model=no_dropout(config))
+                      max_steps=3, model=no_dropout(config), num_workers=1)  # each rank's loader has a worker
     results["runs"] = [train(data, f"{out}.run", cfg, progress=False, stop_after_steps=2)["global_step"]]
     if ctx.rank == 0:
         torch.save(results, out)

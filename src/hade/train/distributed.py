@@ -6,7 +6,8 @@ that every node sees).
 
 Data: every rank builds the same `epoch_batches` order and takes the disjoint slice
 [rank·b, (rank+1)·b) of each global batch of B = `batch_size` pairs (b = B / world_size; B must be
-divisible by world_size · grad_accum_steps).
+divisible by world_size · grad_accum_steps). The rank's DataLoader (hade.data.loader.StepBatchSampler)
+yields only that slice of each micro-batch, so a rank never decodes the clips of another.
 
 Loss (equal to single-process NT-Xent on the global batch). The head representations and clip ids of all
 ranks are gathered with the gradient-preserving `torch.distributed.nn.functional.all_gather` (token

@@ -1,6 +1,11 @@
 """Training loop: AdamW, warm-up + cosine, validation every epoch with best-checkpoint selection,
 atomic checkpoints and true resume (model, optimiser, scheduler, RNG and data position).
 
+Input is streamed (hade.data.loader): audio headers are checked up front, and DataLoader workers
+(`num_workers`) decode, resample and crop each batch as it is needed, with a bounded per-process cache
+(`audio_cache_mb`), so memory does not grow with the data set. Batches depend on (seed, epoch, pair)
+only: the same whatever the number of workers, and the same after a resume.
+
 Layout of a run directory:
     train_config.json            the TrainConfig of the run
     init.json                    what `init_from` loaded (fresh runs that start from existing weights)
@@ -11,6 +16,7 @@ Layout of a run directory:
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +30,8 @@ from hade.checkpoint import WEIGHTS_FILE, load_train_state, load_weights, save_m
 from hade.config import TrainConfig, from_dict, to_dict
 from hade.data.augment import CaptionAugmenter
 from hade.data.captioner import build_captioner, with_aux_pairs
-from hade.data.dataset import ClipAudioStore, TrainPairs, collate, epoch_batches
+from hade.data.dataset import ClipAudioStore, TrainPairs
+from hade.data.loader import StepBatchSampler, default_num_workers, step_groups, train_loader
 from hade.data.readers import read_split
 from hade.data.types import SplitData
 from hade.errors import InputError
@@ -37,6 +44,9 @@ from hade.train.curves import plot_curves
 from hade.train.init import initialise_from
 from hade.train.schedule import param_groups, warmup_cosine
 from hade.utils.atomic import recover_dir, remove_stale_temps, write_json_atomic
+
+
+_PIPELINE_FIELDS = ("num_workers", "prefetch_factor", "audio_cache_mb")  # a resume may change these freely
 
 
 @dataclass
@@ -61,7 +71,8 @@ class _Loop:
     scaler: Any  # torch.amp.GradScaler for fp16, else None
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    pairs: TrainPairs
+    sampler: StepBatchSampler  # this rank's micro-batches of each epoch; set_epoch before iterating the loader
+    loader: torch.utils.data.DataLoader  # yields collated micro-batches (decoded in worker processes)
     store: ClipAudioStore
     augmenter: CaptionAugmenter | None
     device: torch.device
@@ -132,8 +143,12 @@ class Trainer:
             self.aux_train = captioner.caption(train_split.clips)
             if cfg.aux_pairs:
                 train_split = with_aux_pairs(train_split, self.aux_train)
-        store = ClipAudioStore(train_split, sample_rate, cache=True)
-        problems = list(train_split.problems) + list(store.validate(progress=self.progress))
+        # Streaming: headers are checked up front (cheap), samples decoded by the loader's workers when a batch
+        # needs them, with a bounded cache; clips that fail to decode then are replaced (TrainPairs.replace_bad).
+        if isinstance(cfg.audio_cache_mb, bool) or not isinstance(cfg.audio_cache_mb, (int, float)) or cfg.audio_cache_mb < 0:
+            raise InputError(f"audio_cache_mb must be a number of MiB >= 0, got {cfg.audio_cache_mb!r}")
+        store = ClipAudioStore(train_split, sample_rate, max_cache_bytes=int(cfg.audio_cache_mb * 2**20))
+        problems = list(train_split.problems) + list(store.check_headers(progress=self.progress))
         if problems:
             self.log(f"skipped {len(problems)} bad training item(s); first: {problems[0].source}: {problems[0].reason}")
         if not store.split.clips:
@@ -171,8 +186,8 @@ class Trainer:
             ddp.enable_grad_checkpointing(model)
         samples = clip_samples(model, cfg.clip_seconds)
         store, val_split = self._load_data(model.sample_rate, samples)
-        pairs = TrainPairs(store, samples, seed=cfg.seed)
-        steps_per_epoch = len(epoch_batches(len(pairs), pairs.pair_clip_index, cfg.batch_size, cfg.seed, 0))
+        pairs = TrainPairs(store, samples, seed=cfg.seed, replace_bad=True)
+        steps_per_epoch = len(pairs) // cfg.batch_size  # epoch_batches drops the last incomplete batch
         if steps_per_epoch == 0:
             raise InputError(f"batch_size {cfg.batch_size} is larger than the {len(pairs)} training pairs")
         if cfg.batch_size % (ctx.world_size * cfg.grad_accum_steps):
@@ -183,8 +198,11 @@ class Trainer:
         scheduler = warmup_cosine(optimizer, total_steps, int(cfg.warmup_fraction * total_steps), cfg.min_lr_ratio)
         prog = self._start(state, last_dir, model, optimizer, scheduler, device)
         ctx.barrier()
+        sampler = StepBatchSampler(pairs.pair_clip_index, cfg.batch_size, cfg.seed, ctx.rank, ctx.world_size,
+                                   cfg.grad_accum_steps)
         loop = _Loop(model, ddp.wrap_ddp(model, cfg.model.temperature, ctx) if ctx.enabled else None,
-                     ddp.grad_scaler(cfg.precision, device), optimizer, scheduler, pairs, store,
+                     ddp.grad_scaler(cfg.precision, device), optimizer, scheduler, sampler,
+                     self._loader(pairs, sampler, device), store,
                      CaptionAugmenter(cfg.caption_augment, cfg.seed) if cfg.caption_augment > 0 else None, device)
         model.train()
         started = time.time()
@@ -193,10 +211,9 @@ class Trainer:
         bar = tqdm(total=total_steps, initial=prog.global_step, desc="train",
                    disable=not (self.progress and ctx.is_main))
         while prog.global_step < total_steps and prog.epoch < math.ceil(total_steps / steps_per_epoch) and not stop:
-            pairs.set_epoch(prog.epoch)
-            batches = epoch_batches(len(pairs), pairs.pair_clip_index, cfg.batch_size, cfg.seed, prog.epoch)
-            for global_index in batches[prog.step_in_epoch:]:
-                loss_values = self._step(loop, global_index, prog.epoch)
+            loop.sampler.set_epoch(prog.epoch, start_step=prog.step_in_epoch)
+            for micro in step_groups(loop.loader, cfg.grad_accum_steps):
+                loss_values = self._step(loop, micro, prog.epoch)
                 prog.global_step += 1
                 prog.step_in_epoch += 1
                 prog.history.append({"step": prog.global_step, "epoch": prog.epoch,
@@ -204,7 +221,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_values['loss']:.3f}")
                 done = prog.global_step >= total_steps
-                if prog.global_step % cfg.save_every_steps == 0 and not done and prog.step_in_epoch < len(batches):
+                if prog.global_step % cfg.save_every_steps == 0 and not done and prog.step_in_epoch < steps_per_epoch:
                     self._save_last(loop, prog)
                 if stop_after_steps is not None and prog.global_step >= stop_after_steps and not done:
                     self._save_last(loop, prog)
@@ -220,7 +237,8 @@ class Trainer:
         prog.train_seconds = time.time() - self._virtual_start
         summary = {"global_step": prog.global_step, "epochs_done": prog.epoch, "best_epoch": prog.best_epoch,
                    "best_score": prog.best_score, "stopped_early": stop, "seconds": round(prog.train_seconds, 3),
-                   "seconds_this_run": round(time.time() - started, 3), "out_dir": str(self.out_dir)}
+                   "seconds_this_run": round(time.time() - started, 3), "out_dir": str(self.out_dir),
+                   "decode_failures": len(self.decode_problems)}
         if ctx.is_main:
             self._write_metrics(prog)
         ctx.barrier()
@@ -252,15 +270,22 @@ class Trainer:
                 write_json_atomic(self.out_dir / "init.json", report)
         return Progress()
 
-    def _step(self, loop: _Loop, global_index: list[int], epoch: int) -> dict[str, float]:
-        """One optimiser step on global batch `global_index` (this rank's slice, in micro-batches); returns
-        the losses averaged over micro-batches and ranks."""
+    def _loader(self, pairs: TrainPairs, sampler: StepBatchSampler, device: torch.device) -> torch.utils.data.DataLoader:
+        cfg = self.config
+        workers = cfg.num_workers
+        if workers is None:
+            workers = default_num_workers(int(os.environ.get("LOCAL_WORLD_SIZE", self.ctx.world_size)))
+        self.decode_problems: dict[str, None] = {}  # insertion-ordered set of decode failures reported so far
+        return train_loader(pairs, sampler, workers, cfg.seed, cfg.prefetch_factor, pin_memory=device.type == "cuda")
+
+    def _step(self, loop: _Loop, micro: list[dict[str, Any]], epoch: int) -> dict[str, float]:
+        """One optimiser step on the micro-batches of this rank's slice of a global batch (collated by the
+        loader); returns the losses averaged over micro-batches and ranks."""
         cfg, ctx = self.config, self.ctx
         loop.optimizer.zero_grad(set_to_none=True)
-        micro = ddp.micro_batches(global_index, cfg.grad_accum_steps)
         parts: list[dict[str, float]] = []
-        for k, part in enumerate(micro):
-            batch = self._batch(loop.pairs, loop.store, loop.augmenter, ddp.local_slice(part, ctx), epoch)
+        for k, raw in enumerate(micro):
+            batch = self._batch(loop.store, loop.augmenter, raw, epoch)
             with ddp.maybe_no_sync(loop.wrapped, k < len(micro) - 1), ddp.autocast(cfg.precision, loop.device):
                 if loop.wrapped is not None:
                     out = loop.wrapped(batch)
@@ -284,10 +309,13 @@ class Trainer:
         return {key: float(np.mean([p[key] for p in parts])) for key in parts[0]}
 
     def _saved_state(self, last_dir: Path) -> dict[str, Any] | None:
-        """The training state to resume from (None: start afresh); adopts the run's saved TrainConfig."""
+        """The training state to resume from (None: start afresh); adopts the run's saved TrainConfig, except
+        the input-pipeline settings given now (they change speed and memory, never the batches)."""
         state = load_train_state(last_dir)
         if state is not None:
             saved = from_dict(TrainConfig, state["config"], f"{last_dir}/train_state.pt")
+            for name in _PIPELINE_FIELDS:
+                setattr(saved, name, getattr(self.config, name))
             if to_dict(saved) != to_dict(self.config):
                 self.log("resuming with the configuration saved in the run (it differs from the one given)")
             self.config = saved
@@ -303,10 +331,16 @@ class Trainer:
             self.log(f"removed {len(removed)} temporary file(s) left by an interrupted write: "
                      f"{', '.join(p.name for p in removed)}")
 
-    def _batch(self, pairs: TrainPairs, store: ClipAudioStore, augmenter: CaptionAugmenter | None,
-               index: list[int], epoch: int) -> dict[str, Any]:
+    def _batch(self, store: ClipAudioStore, augmenter: CaptionAugmenter | None, batch: dict[str, Any],
+               epoch: int) -> dict[str, Any]:
+        """Main-process touches on a collated micro-batch: report decode failures, attach auxiliary captions,
+        paraphrase captions (cheap string work, seeded per pair)."""
         cfg = self.config
-        batch = collate([pairs[i] for i in index])
+        for problem in batch.pop("problem", None) or ():
+            if problem is not None and problem not in self.decode_problems:
+                self.decode_problems[problem] = None
+                self.log(f"skipped a training clip that failed to decode (replaced by the next pair): {problem}")
+        index = batch["index"].tolist()
         if self.aux_train is not None:  # a pair made from the aux caption must not see it on the audio side
             clips = [store.clips[int(c)].clip_id for c in batch["clip_index"]]
             batch["aux"] = [None if self.aux_train.get(c) == cap else self.aux_train.get(c)
