@@ -37,12 +37,14 @@ import statistics
 import sys
 import time
 import warnings
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from hade.models.encoders.laion_reference import (ReferenceUnavailable, hade_from_reference, reference_tiny,
-                                                  run_reference)
+if str(Path(__file__).resolve().parent) not in sys.path:  # the helper beside this script, also when loaded by path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _laion_reference import ReferenceUnavailable, hade_from_reference, reference_tiny, run_reference  # noqa: E402
 
 SAMPLE_RATE = 48000
 # the reference calls torch.meshgrid without `indexing` (a deprecation warning on every forward)

@@ -12,7 +12,8 @@ import hade
 from hade.config import ModelConfig
 from hade.data.audio import fit_length
 from hade.errors import InputError
-from hade.explain import add_explain_parser, cmd_explain, explain, save_figures
+from hade.apps.explain import add_explain_parser, cmd_explain
+from hade.explain import explain, save_figures
 from hade.models.heads.tha import default_text_blocks
 
 TEXT = "a dog barks loudly"  # 5 word pieces: differs from every level's number of time bins (16, 8, 4)

@@ -6,6 +6,7 @@ missing, truncated or corrupt file raises InputError naming that file.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 from pathlib import Path
@@ -19,6 +20,8 @@ from safetensors.torch import save_model as st_save_model
 
 from hade.config import ModelConfig, from_dict, to_dict
 from hade.errors import InputError
+from hade.models.convert import (LAION_FRONT_END, ConversionReport, apply_state_dict, map_state_dict,
+                                 read_checkpoint)
 from hade.models.encoders.text_bert import load_tokenizer
 from hade.models.factory import create_model
 from hade.models.retrieval import RetrievalModel
@@ -153,3 +156,22 @@ def load_train_state(path: str | Path) -> dict[str, Any] | None:
         raise InputError(f"{file}: not a hade training state (missing {missing}); start the run over with "
                          "--no-resume")
     return state
+
+
+# ---- foreign checkpoints (here, not in models/convert.py: this module sits above the models) ----
+def convert_checkpoint(src: str | Path, out_ckpt_dir: str | Path, model_config: ModelConfig,
+                       allow_partial: bool = False, kind: str | None = None) -> ConversionReport:
+    """Build a hade model from ``model_config`` (hade.ModelConfig), load the audio encoder from ``src``
+    and save a hade checkpoint directory (`hade convert`). A LAION-CLAP source without front-end overrides
+    gets :data:`hade.models.convert.LAION_FRONT_END` (48 kHz / hop 480) so the encoder sees the features it
+    was trained on."""
+    state = read_checkpoint(src)
+    mapped, report = map_state_dict(state, kind)
+    report.source = str(src)
+    if report.kind == "laion-clap" and not set(LAION_FRONT_END) & set(model_config.audio_overrides):
+        model_config = dataclasses.replace(model_config,
+                                           audio_overrides={**model_config.audio_overrides, **LAION_FRONT_END})
+    model = create_model(model_config)
+    apply_state_dict(model.audio_encoder, mapped, report, allow_partial)
+    save_model(model, out_ckpt_dir, extra={"converted_from": str(src), "conversion": report.to_dict()})
+    return report

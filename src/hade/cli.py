@@ -124,9 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_synth, _add_train, _add_eval, _add_compare, _add_demo, _add_ablate):
         add(sub)
-    from hade.explain import add_explain_parser
+    from hade.apps.convert import add_convert_parser
+    from hade.apps.explain import add_explain_parser
     from hade.index.cli import add_index_parsers
-    from hade.models.convert import add_convert_parser
     from hade.serve.cli import add_serve_parser
 
     add_convert_parser(sub)
@@ -322,7 +322,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from hade.explain import cmd_explain as run
+    from hade.apps.explain import cmd_explain as run
 
     return run(args)
 
@@ -334,7 +334,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from hade.models.convert import cmd_convert as run
+    from hade.apps.convert import cmd_convert as run
 
     return run(args)
 

@@ -1,4 +1,4 @@
-"""Explanations of one audio–text score (`hade explain`): THA attention maps, CA weights, factor similarities.
+"""Explanations of one audio–text score: THA attention maps, CA weights, factor similarities.
 
 For every THA level (HTSAT stage s ↔ BERT block b) the token-level attention of the head
 (`THAHead.attention`) is mapped back to seconds:
@@ -13,11 +13,13 @@ Time bins are the intervals between the distinct token boundaries of `AudioFeatu
 HTSAT grids the tokens of one time chunk tile it, so a bin is exactly the span shared by the tokens of
 different frequency rows, and those are averaged. For DCR/CA heads the factor similarities cos(e_i^t, e_i^a),
 the CA weights g_i and their products (which sum to S_DCR) are reported. Fields a head lacks are None.
+
+The arrays come from the head's explanation hook (`RetrievalHead.explain`, one entry per kind in
+`head.capabilities.explanations`; docs/heads.md), so this module knows explanation kinds, not head classes.
+The command line (`hade explain`) lives in hade.apps.explain.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from hade.errors import InputError
-from hade.models.heads.composite import SumHead
-from hade.models.heads.dcr import FactorHead
-from hade.models.heads.tha import THAHead
 from hade.models.retrieval import RetrievalModel
 
 AudioInput = str | Path | np.ndarray | torch.Tensor
@@ -88,19 +86,6 @@ class Explanation:
             return v
 
         return conv(self.__dict__)
-
-
-# ---- finding the parts ----------------------------------------------------------------------------
-def _find_part(head: torch.nn.Module, cls: type) -> Any:
-    """The head itself if it is a `cls`, else the first such part of a (nested) SumHead, else None."""
-    if isinstance(head, cls):
-        return head
-    if isinstance(head, SumHead):
-        for part in head.parts.values():
-            found = _find_part(part, cls)
-            if found is not None:
-                return found
-    return None
 
 
 # ---- inputs -----------------------------------------------------------------------------------------
@@ -189,41 +174,47 @@ def explain(model: RetrievalModel, audio: AudioInput, text: str,
         expl = Explanation(text=text, score=score, clip_seconds=wave.shape[0] / model.sample_rate,
                            audio_seconds=audio_seconds)
 
-        tha = _find_part(model.head, THAHead)
-        if tha is not None:
-            words_on = text_r["tha_mask"][0].cpu().numpy().astype(bool)
+        parts = model.head.explain(text_r, audio_r)  # one entry per kind the head offers
+        if "tha" in parts:
             tokens = model.tokenizer.convert_ids_to_tokens(ids[0].tolist())
-            expl.words = [t for t, on in zip(tokens, words_on) if on]
-            expl.tha_score = float(tha.score(text_r, audio_r)[0, 0])
-            expl.tha_scale = float(tha.scale)
-            expl.levels = []
-            for i, att in enumerate(tha.attention(text_r, audio_r)):
-                stage = tha.audio_stages[i]
-                seconds = features.token_seconds[stage - 1].detach().cpu().double().numpy()
-                alpha = att["alpha"].detach().cpu().double().numpy()[:, words_on]
-                beta = att["beta"].detach().cpu().double().numpy()[:, words_on]
-                edges, index = time_bins(seconds)
-                t2a, counts = bin_tokens(alpha, index, edges.shape[0] - 1)
-                a2t, _ = bin_tokens(beta, index, edges.shape[0] - 1)
-                expl.levels.append(LevelExplanation(
-                    level=i + 1, audio_stage=stage, text_block=tha.text_blocks[i], text_to_audio=t2a,
-                    audio_to_text=a2t, time_edges=edges, bin_tokens=counts,
-                    text_enhanced=float(att["text_enhanced"]), audio_enhanced=float(att["audio_enhanced"]),
-                    alpha=alpha, beta=beta, token_seconds=seconds))
-
-        factor = _find_part(model.head, FactorHead)
-        if factor is not None:
-            tf, af = text_r["factors"][:1], audio_r["factors"][:1]  # [1, K, d]
-            cos = (F.normalize(tf, dim=-1) * F.normalize(af, dim=-1)).sum(-1)[0]  # [K]
-            expl.factor_similarity = cos.cpu().double().numpy()
-            expl.dcr_score = float(factor.score(text_r, audio_r)[0, 0])
-            if factor.use_ca:
-                g = factor.confidences(tf, af)[0, 0]  # [K]
-                expl.confidence = g.cpu().double().numpy()
-                expl.factor_contribution = expl.confidence * expl.factor_similarity
+            _add_tha(expl, parts["tha"], tokens, features.token_seconds)
+        if "factors" in parts:
+            _add_factors(expl, parts["factors"])
     finally:
         model.train(was_training)
     return expl
+
+
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().double().numpy()
+
+
+def _add_tha(expl: Explanation, tha: dict[str, Any], tokens: list[str], token_seconds: list[torch.Tensor]) -> None:
+    """THA maps in seconds from the head's "tha" explanation (RetrievalHead.explain; docs/heads.md)."""
+    words_on = tha["word_mask"].cpu().numpy().astype(bool)
+    expl.words = [t for t, on in zip(tokens, words_on) if on]
+    expl.tha_score, expl.tha_scale = float(tha["score"]), float(tha["scale"])
+    expl.levels = []
+    for i, lv in enumerate(tha["levels"]):
+        seconds = _numpy(token_seconds[lv["audio_stage"] - 1])
+        alpha, beta = _numpy(lv["alpha"])[:, words_on], _numpy(lv["beta"])[:, words_on]
+        edges, index = time_bins(seconds)
+        t2a, counts = bin_tokens(alpha, index, edges.shape[0] - 1)
+        a2t, _ = bin_tokens(beta, index, edges.shape[0] - 1)
+        expl.levels.append(LevelExplanation(
+            level=i + 1, audio_stage=lv["audio_stage"], text_block=lv["text_block"], text_to_audio=t2a,
+            audio_to_text=a2t, time_edges=edges, bin_tokens=counts,
+            text_enhanced=float(lv["text_enhanced"]), audio_enhanced=float(lv["audio_enhanced"]),
+            alpha=alpha, beta=beta, token_seconds=seconds))
+
+
+def _add_factors(expl: Explanation, factors: dict[str, Any]) -> None:
+    """Factor similarities and CA weights from the head's "factors" explanation."""
+    expl.factor_similarity = _numpy(factors["similarity"])
+    expl.dcr_score = float(factors["score"])
+    if factors["confidence"] is not None:
+        expl.confidence = _numpy(factors["confidence"])
+        expl.factor_contribution = expl.confidence * expl.factor_similarity
 
 
 # ---- figures ----------------------------------------------------------------------------------------
@@ -288,7 +279,7 @@ def save_figures(expl: Explanation, out_dir: str | Path) -> list[Path]:
     return written
 
 
-# ---- text summary and CLI ---------------------------------------------------------------------------
+# ---- text summary ------------------------------------------------------------------------------
 def format_summary(expl: Explanation, top: int = 3) -> str:
     """Short text: score, per level the `top` words by α mass and where each attends most (β), factors."""
     lines = [f"score {expl.score:.4f}  text “{expl.text}”  clip {expl.clip_seconds:.2f} s"
@@ -313,43 +304,5 @@ def format_summary(expl: Explanation, top: int = 3) -> str:
     return "\n".join(lines)
 
 
-def add_explain_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add `hade explain` to a sub-parser set (dispatch with `cmd_explain`)."""
-    p = subparsers.add_parser("explain", help="explain one audio-text score (attention maps, factor weights)")
-    p.add_argument("--ckpt", type=Path, required=True, help="checkpoint directory")
-    p.add_argument("--audio", type=Path, required=True, help="audio file (resampled to the model's rate)")
-    p.add_argument("--text", required=True, help="caption to explain")
-    p.add_argument("--out", type=Path, default=Path("explain-out"), help="directory for the PNG figures")
-    p.add_argument("--json", action="store_true", help="also write explanation.json with all arrays")
-    p.add_argument("--clip-seconds", type=float, default=None, help="default: the clip length the model was trained on (else the longest it holds)")
-    p.add_argument("--device", default="cpu")
-    return p
-
-
-def cmd_explain(args: argparse.Namespace) -> int:
-    """Run `hade explain`: print a summary and the files written. Errors are InputError (HadeError)."""
-    from hade.checkpoint import load
-    from hade.utils.atomic import write_json_atomic
-
-    if not str(args.text).strip():
-        raise InputError("--text: the caption is empty")
-    audio = Path(args.audio)
-    if not audio.is_file():
-        raise InputError(f"--audio {audio}: file not found")
-    model = load(args.ckpt, device=getattr(args, "device", "cpu"))
-    expl = explain(model, audio, args.text, getattr(args, "clip_seconds", None))
-    files = save_figures(expl, args.out)
-    if args.json:
-        target = Path(args.out) / "explanation.json"
-        write_json_atomic(target, expl.to_dict())
-        files.append(target)
-    print(format_summary(expl))
-    if not files:
-        print("(this head has no THA levels or factors to draw)")
-    for f in files:
-        print(f"wrote {f}")
-    return 0
-
-
-__all__ = ["Explanation", "LevelExplanation", "add_explain_parser", "cmd_explain", "explain",
+__all__ = ["Explanation", "LevelExplanation", "explain",
            "format_summary", "save_figures", "time_bins", "bin_tokens"]

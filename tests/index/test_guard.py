@@ -37,7 +37,8 @@ class Guard:
 
 def instrument(ix: Index, guard: Guard, monkeypatch) -> dict[str, int]:
     """Make every model entry point assert the guard is held, and gathers / ANN lookups that it is not."""
-    calls = {"encode_audio": 0, "encode_text": 0, "score": 0, "pooled_embeddings": 0, "gather": 0, "ann": 0}
+    calls = {"encode_audio": 0, "encode_text": 0, "score": 0, "pooled_text": 0, "pooled_audio": 0,
+             "gather": 0, "ann": 0}
 
     def inside(name, fn):
         def wrapped(*a, **k):
@@ -56,7 +57,8 @@ def instrument(ix: Index, guard: Guard, monkeypatch) -> dict[str, int]:
     for name in ("encode_audio", "encode_text", "score"):
         monkeypatch.setattr(ix.model, name, inside(name, getattr(ix.model, name)))
     head = ix.model.head
-    monkeypatch.setattr(head, "pooled_embeddings", inside("pooled_embeddings", head.pooled_embeddings))
+    for name in ("pooled_text", "pooled_audio"):
+        monkeypatch.setattr(head, name, inside(name, getattr(head, name)))
     monkeypatch.setattr(ix.reprs, "gather", outside("gather", ix.reprs.gather))
     monkeypatch.setattr(search_mod, "ann_search", outside("ann", search_mod.ann_search))
     return calls
@@ -77,6 +79,7 @@ def test_every_model_use_runs_inside_the_guard(dp_index, monkeypatch):
         calls = instrument(ix, guard, monkeypatch)
         assert ix.search("a dog barks", k=5, guard=guard) == expected_text
         assert calls["encode_text"] == 1 and calls["score"] >= 1 and calls["gather"] >= 1 and calls["ann"] == 1
+        assert calls["pooled_text"] == 1 and calls["pooled_audio"] == 0  # the query side only, no window borrowed
         entries = guard.entries
         hits = ix.search(wave, k=5, guard=guard)
         n = len(window_bounds(len(wave), ix.meta["window_samples"], ix.meta["hop_samples"]))

@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from hade.checkpoint import convert_checkpoint
 from hade.errors import InputError
 from hade.models.convert import (
-    convert_checkpoint,
     format_report,
     load_audio_checkpoint,
     map_state_dict,
@@ -181,3 +181,23 @@ def test_damaged_safetensors_named(tmp_path, damage):
     path.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x00garbage" * 16)
     with pytest.raises(InputError, match=r"clap\.safetensors: truncated or corrupt safetensors file"):
         read_checkpoint(path)
+
+
+def test_hade_convert_command(tmp_path, capsys):
+    """`hade convert` (now an application module, hade.apps.convert) writes the same checkpoint."""
+    import hade
+    from hade.cli import main
+
+    src = _encoder(0)
+    torch.save(_foreign(src, "wavcaps"), tmp_path / "wc.pt")
+    assert main(["convert", str(tmp_path / "wc.pt"), "--out", str(tmp_path / "out"), "--audio-encoder",
+                 "htsat-test", "--head", "tha"]) == 0
+    printed = capsys.readouterr().out
+    assert "wavcaps" in printed and f"wrote {tmp_path / 'out'}" in printed
+    model = hade.load(tmp_path / "out")
+    assert model.config.head == "tha" and model.config.audio_encoder == "htsat-test"
+    wav = torch.randn(1, 8000)
+    with torch.no_grad():
+        assert torch.allclose(model.audio_encoder(wav).pooled, src(wav).pooled)
+    assert main(["convert", str(tmp_path / "wc.pt"), "--out", str(tmp_path / "o2"), "--audio-overrides", "[1]"]) == 2
+    assert "hade convert: error: --audio-overrides must be a JSON object" in capsys.readouterr().err

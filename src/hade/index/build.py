@@ -107,7 +107,6 @@ class _Builder:
             from hade.checkpoint import load
 
             self._model = load(self.model_dir, device=self.device, precision=self.compute)
-            self._text0 = self._model.encode_text([""])
             if self.aux is not None and not self._model.uses_aux_captions:
                 raise InputError(f"--aux-captions: head {self._model.config.head!r} does not use auxiliary "
                                  "captions (only HCI+AC does); index without them")
@@ -134,7 +133,7 @@ class _Builder:
             self._decide_pooled(reprs)
         key = self.meta["pooled_key"]
         if key == POOLED_EXTRA_KEY:
-            reprs = {**reprs, key: model.head.pooled_embeddings(self._text0, reprs)[1]}
+            reprs = {**reprs, key: model.head.pooled_audio(reprs)}
         arrays = to_numpy(reprs, self.precision)
         spec = {k: {"shape": list(a.shape[1:]), "dtype": str(a.dtype)} for k, a in arrays.items()}
         if self.meta.setdefault("repr_spec", spec) != spec:
@@ -148,11 +147,10 @@ class _Builder:
 
     def _decide_pooled(self, reprs: dict[str, torch.Tensor]) -> None:
         """Which stored key is the pooled embedding for the ANN (None: the head has none, e.g. pure THA)."""
-        pooled = self.model.head.pooled_embeddings(self._text0, reprs)
-        if pooled is None:
+        vec = self.model.head.pooled_audio(reprs)
+        if vec is None:
             self.meta["pooled_key"] = None
             return
-        vec = pooled[1]
         same = [k for k, v in reprs.items() if v is vec or (v.shape == vec.shape and torch.equal(v, vec))]
         self.meta["pooled_key"] = same[0] if same else POOLED_EXTRA_KEY
 

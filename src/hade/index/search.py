@@ -129,7 +129,6 @@ class Index:
                                                       f"{' '.join(str(e).split())[:120]})", "ann"), meta) from None
         self.pooled_key = meta.get("pooled_key")
         self.follow_external_links = bool(meta.get("follow_external_links", False))
-        self._text0: dict[str, torch.Tensor] | None = None
 
     @classmethod
     def open(cls, path: str | Path, device: str | torch.device = "cpu", root: str | Path | None = None,
@@ -303,9 +302,7 @@ class Index:
             return token_vector(reprs)
         if self.pooled_key in reprs:
             return reprs[self.pooled_key].float()
-        if self._text0 is None:
-            self._text0 = self.model.encode_text([""])
-        return self.model.head.pooled_embeddings(self._text0, reprs)[1].float()
+        return self.model.head.pooled_audio(reprs).float()
 
     @torch.inference_mode()
     def _audio_query_vector(self, query: Path | np.ndarray | torch.Tensor, guard: Guard) -> torch.Tensor:
@@ -379,9 +376,8 @@ class Index:
             positions = np.arange(len(self))
         else:
             if text is not None:
-                probe = _tensors(self.reprs.gather(np.array([0])), self.model.device)
                 with guard():
-                    qvec = self.model.head.pooled_embeddings(text, probe)[0].float()
+                    qvec = self.model.head.pooled_text(text).float()
             _, ids = ann_search(self.ann, self.ann_params, qvec.cpu().numpy(), max(int(candidates), k), nprobe)
             ids = ids[0][ids[0] >= 0]
             positions = np.searchsorted(self.table["id"], ids)

@@ -20,9 +20,7 @@ Files are read without unpickling code: ``.safetensors`` through safetensors, an
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,61 +262,6 @@ def format_report(report: ConversionReport, limit: int = 12) -> str:
     return "\n".join(lines)
 
 
-def convert_checkpoint(src: str | Path, out_ckpt_dir: str | Path, model_config: Any,
-                       allow_partial: bool = False, kind: str | None = None) -> ConversionReport:
-    """Build a hade model from ``model_config`` (hade.ModelConfig), load the audio encoder from ``src``
-    and save a hade checkpoint directory. A LAION-CLAP source without front-end overrides gets
-    :data:`LAION_FRONT_END` (48 kHz / hop 480) so the encoder sees the features it was trained on."""
-    import hade
-    from hade.checkpoint import save_model
-
-    state = read_checkpoint(src)
-    mapped, report = map_state_dict(state, kind)
-    report.source = str(src)
-    if report.kind == "laion-clap" and not set(LAION_FRONT_END) & set(model_config.audio_overrides):
-        model_config = dataclasses.replace(model_config,
-                                           audio_overrides={**model_config.audio_overrides, **LAION_FRONT_END})
-    model = hade.create_model(model_config)
-    apply_state_dict(model.audio_encoder, mapped, report, allow_partial)
-    save_model(model, out_ckpt_dir, extra={"converted_from": str(src), "conversion": report.to_dict()})
-    return report
-
-
-def add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
-    """``hade convert SRC --out DIR [--audio-encoder htsat-tiny] [--text-encoder minilm] [--head dp]
-    [--kind K] [--allow-partial]``."""
-    p = subparsers.add_parser("convert", help="convert an HTS-AT / LAION-CLAP / WavCaps checkpoint to a hade checkpoint")
-    p.add_argument("src", type=Path, help="foreign checkpoint (.ckpt/.pt/.pth via weights_only, or .safetensors)")
-    p.add_argument("--out", type=Path, required=True, help="hade checkpoint directory to write")
-    p.add_argument("--audio-encoder", default="htsat-tiny", help="HTSAT preset matching the checkpoint")
-    p.add_argument("--audio-overrides", default=None, help="JSON object of HTSATConfig fields (e.g. front end)")
-    p.add_argument("--text-encoder", default="minilm", help="hade text encoder (the foreign text tower is not loaded)")
-    p.add_argument("--head", default="dp", help="retrieval head (freshly initialised)")
-    p.add_argument("--kind", choices=KINDS, default=None, help="key convention (default: detected from the keys)")
-    p.add_argument("--allow-partial", action="store_true", help="load even if encoder tensors are missing")
-    p.set_defaults(func=cmd_convert)
-
-
-def cmd_convert(args: argparse.Namespace) -> int:
-    """Run ``hade convert``; prints the report, returns the exit code."""
-    from hade.config import ModelConfig
-
-    overrides = {}
-    if args.audio_overrides:
-        try:
-            overrides = json.loads(args.audio_overrides)
-        except json.JSONDecodeError as e:
-            raise InputError(f"--audio-overrides: invalid JSON: {e.msg}") from None
-        if not isinstance(overrides, dict):
-            raise InputError("--audio-overrides must be a JSON object")
-    config = ModelConfig(audio_encoder=args.audio_encoder, audio_overrides=overrides,
-                         text_encoder=args.text_encoder, head=args.head)
-    report = convert_checkpoint(args.src, args.out, config, allow_partial=args.allow_partial, kind=args.kind)
-    print(format_report(report))
-    print(f"wrote {args.out}")
-    return 0
-
-
-__all__ = ["ConversionReport", "KINDS", "LAION_FRONT_END", "add_convert_parser", "apply_state_dict",
-           "cmd_convert", "convert_checkpoint", "detect_kind", "extract_state_dict", "format_report",
+__all__ = ["ConversionReport", "KINDS", "LAION_FRONT_END", "apply_state_dict",
+           "detect_kind", "extract_state_dict", "format_report",
            "load_audio_checkpoint", "map_state_dict", "read_checkpoint", "strip_module_prefix"]

@@ -83,17 +83,13 @@ class RetrievalModel(nn.Module):
     @property
     def uses_aux_captions(self) -> bool:
         """True when the head (HCI+AC) takes auxiliary captions with the audio (`encode_audio(aux_captions=)`)."""
-        return self._head_flag("uses_aux_captions")
-
-    def _head_flag(self, name: str) -> bool:
-        """True when the head or one of its parts declares `name` (needs_phrases, uses_aux_captions)."""
-        return any(getattr(m, name, False) for m in self.head.modules())
+        return self.head.capabilities.uses_aux_captions
 
     def text_features(self, captions: list[str]) -> TextFeatures:
         """Text encoder features of `captions`; with a head that `needs_phrases` (HCI) and a fast tokenizer
         also `phrase_index` [B, N] from the rule-based chunker (hade.data.chunker) and the offset mapping."""
         captions = list(captions)
-        if not (self._head_flag("needs_phrases") and getattr(self.tokenizer, "is_fast", False)):
+        if not (self.head.capabilities.needs_phrases and getattr(self.tokenizer, "is_fast", False)):
             return self.text_encoder(*self.tokenize(captions))
         batch = self.tokenizer(captions, padding=True, truncation=True, max_length=self.config.max_text_tokens,
                                return_tensors="pt", return_offsets_mapping=True)
@@ -108,11 +104,11 @@ class RetrievalModel(nn.Module):
         has none; encoded by the text encoder into `AudioFeatures.aux_text` when the head uses them
         (`uses_aux_captions`, HCI+AC) and ignored otherwise.
         """
-        if aux_captions is not None and self._head_flag("uses_aux_captions") and len(aux_captions) != waveform.shape[0]:
+        if aux_captions is not None and self.uses_aux_captions and len(aux_captions) != waveform.shape[0]:
             raise ValueError(f"encode_audio: {len(aux_captions)} auxiliary captions for {waveform.shape[0]} clips")
         with self._autocast():
             features = self.audio_encoder(waveform)
-            if aux_captions is not None and self._head_flag("uses_aux_captions"):
+            if aux_captions is not None and self.uses_aux_captions:
                 features.aux_text = self.text_features([c or "" for c in aux_captions])
             reprs = self.head.audio_repr(features)
         return self._float32(reprs)

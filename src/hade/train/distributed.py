@@ -160,7 +160,7 @@ def distributed_training_loss(model: nn.Module, batch: dict[str, Any], temperatu
     start = ctx.rank * b
     text_loc, audio_loc = slice_reprs(text_all, start, start + b), slice_reprs(audio_all, start, start + b)
     rows = model.head.contrastive_scores(text_loc, audio_all)
-    if getattr(model.head, "set_scoring", False):
+    if model.head.capabilities.set_scoring:
         cols = {k: (s[:, start:start + b], w) for k, (s, w) in model.head.contrastive_scores(text_all, audio_all).items()}
     else:
         cols = model.head.contrastive_scores(text_all, audio_loc)

@@ -1,12 +1,13 @@
-"""Every registered head: blocked all-pairs scores equal per-pair scores of unpadded inputs, and a few
-training steps lower its loss."""
+"""Every registered head: blocked all-pairs scores equal per-pair scores of unpadded inputs, a few
+training steps lower its loss, and the capabilities it declares hold (the head contract, docs/heads.md)."""
 import pytest
 import torch
 
 import hade
 from hade.config import ModelConfig
 from hade.losses import nt_xent
-from hade.models.heads import HEADS, score_all
+from hade.models.heads import HEADS, RetrievalHead, score_all
+from hade.models.heads.base import EXPLANATIONS, HeadCapabilities
 from hade.models.heads.reprs import cat_reprs
 
 CAPTIONS = ["a dog barks", "rain falls on a roof while a siren wails in the distance", "a bell",
@@ -70,3 +71,105 @@ def test_a_few_training_steps_lower_the_loss(tiny_model_config, head):
     with torch.no_grad():
         after = batch_loss(model.eval(), waves, clip_ids).item()
     assert after < 0.85 * before, (before, after)
+
+
+# ---- the head contract (docs/heads.md): what a head declares holds -----------------------------------
+AUX = ["a dog barks twice", None, "rain on a tin roof", "", "a siren"]
+
+
+def _check_explanation(kind, value, head):
+    """The fields docs/heads.md promises for each explanation kind."""
+    assert kind in EXPLANATIONS
+    if kind == "tha":
+        n = value["word_mask"].shape[0]
+        assert value["word_mask"].dtype == torch.bool and value["levels"]
+        total = 0.0
+        for lv in value["levels"]:
+            assert lv["alpha"].shape == lv["beta"].shape and lv["alpha"].shape[1] == n
+            assert isinstance(lv["audio_stage"], int) and isinstance(lv["text_block"], int)
+            total += float(lv["text_enhanced"]) + float(lv["audio_enhanced"])
+        assert float(value["score"]) == pytest.approx(value["scale"] * total, abs=1e-4)
+    else:  # factors
+        sim, conf = value["similarity"], value["confidence"]
+        assert sim.ndim == 1 and bool((sim.abs() <= 1 + 1e-5).all()) and torch.isfinite(value["score"])
+        if conf is not None:
+            assert conf.shape == sim.shape
+            assert float((conf * sim).sum()) == pytest.approx(float(value["score"]), abs=1e-4)
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_declared_capabilities_hold(tiny_model_config, head):
+    model = make_model(tiny_model_config, head).eval()
+    caps = model.head.capabilities
+    assert isinstance(caps, HeadCapabilities) and caps.explanations <= set(EXPLANATIONS)
+    waves = torch.randn(5, model.max_samples, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        text, audio = model.encode_text(CAPTIONS), model.encode_audio(waves)
+        with_aux = model.encode_audio(waves, AUX)
+        # uses_aux_captions <=> the audio representation reads the captions
+        assert caps.uses_aux_captions == any(not torch.equal(audio[k], with_aux[k]) for k in audio)
+        # needs_phrases <=> the model runs the chunker for the text encoder's features
+        assert caps.needs_phrases == (model.text_features(CAPTIONS).phrase_index is not None)
+        pooled_t, pooled_a = model.head.pooled_text(text), model.head.pooled_audio(audio)
+        if not caps.has_pooled:
+            assert pooled_t is None and pooled_a is None and model.head.pooled_embeddings(text, audio) is None
+            assert not caps.factorised
+        else:  # unit vectors of one width, per side, and the two-sided wrapper agrees
+            assert pooled_t.shape[0] == 6 and pooled_a.shape[0] == 5 and pooled_t.shape[1] == pooled_a.shape[1]
+            torch.testing.assert_close(pooled_t.norm(dim=-1), torch.ones(6))
+            torch.testing.assert_close(pooled_a.norm(dim=-1), torch.ones(5))
+            both = model.head.pooled_embeddings(text, audio)
+            assert torch.equal(both[0], pooled_t) and torch.equal(both[1], pooled_a)
+        if caps.factorised:  # an ANN index over the pooled vectors ranks exactly
+            torch.testing.assert_close(model.score(text, audio), pooled_t @ pooled_a.T)
+        one_t, one_a = {k: v[:1] for k, v in text.items()}, {k: v[:1] for k, v in audio.items()}
+        explained = model.head.explain(one_t, one_a)
+    assert set(explained) == caps.explanations
+    for kind, value in explained.items():
+        _check_explanation(kind, value, model.head)
+
+
+@pytest.mark.parametrize("head, expected", [
+    ("dp", HeadCapabilities(factorised=True, has_pooled=True)),
+    ("tha", HeadCapabilities(explanations=frozenset({"tha"}))),
+    ("tha+dp", HeadCapabilities(has_pooled=True, explanations=frozenset({"tha"}))),
+    ("tha+dcr", HeadCapabilities(has_pooled=True, explanations=frozenset({"tha", "factors"}))),
+    ("dp+ld", HeadCapabilities(factorised=True, has_pooled=True, explanations=frozenset({"factors"}))),
+    ("hci+ac", HeadCapabilities(has_pooled=True, needs_phrases=True, uses_aux_captions=True)),
+    ("diffatr", HeadCapabilities(has_pooled=True, set_scoring=True)),
+])
+def test_capabilities_of_known_heads(tiny_model_config, head, expected):
+    """A sum of heads offers what its parts offer, and is never factorised itself."""
+    assert make_model(tiny_model_config, head).head.capabilities == expected
+
+
+def test_a_new_head_is_one_class_and_one_registry_line(tiny_model_config, monkeypatch):
+    """docs/heads.md's minimal example: declared capabilities reach the model without edits elsewhere."""
+
+    class MeanHead(RetrievalHead):
+        factorised, has_pooled = True, True
+
+        def __init__(self, audio_dims, text_dim, embed_dim):
+            super().__init__()
+            self.audio_proj = torch.nn.Linear(audio_dims[-1], embed_dim)
+            self.text_proj = torch.nn.Linear(text_dim, embed_dim)
+
+        def text_repr(self, features):
+            return {"embed": torch.nn.functional.normalize(self.text_proj(features.pooled), dim=-1)}
+
+        def audio_repr(self, features):
+            return {"embed": torch.nn.functional.normalize(self.audio_proj(features.pooled), dim=-1)}
+
+        def score(self, text, audio):
+            return text["embed"] @ audio["embed"].T
+
+    monkeypatch.setitem(HEADS, "mean", lambda audio_dims, text_dim, text_layers, embed_dim, options:
+                        MeanHead(audio_dims, text_dim, embed_dim))
+    model = make_model(tiny_model_config, "mean").eval()
+    with torch.no_grad():
+        text = model.encode_text(CAPTIONS)
+        audio = model.encode_audio(torch.randn(2, model.max_samples, generator=torch.Generator().manual_seed(4)))
+    assert model.head.capabilities == HeadCapabilities(factorised=True, has_pooled=True)
+    assert not model.uses_aux_captions and model.head.explain(text, audio) == {}
+    pooled = model.head.pooled_text(text) @ model.head.pooled_audio(audio).T
+    torch.testing.assert_close(model.score(text, audio), pooled)

@@ -3,8 +3,14 @@
 A head turns encoder features into per-item representations, once per item, and scores every text
 against every audio. Scoring all pairs is done in blocks (`score_all`) so that heads whose score does
 not factorise (cross attention, confidence MLPs) keep memory bounded on large collections.
+
+The contract (docs/heads.md): what a caller may ask of a head is declared here, with defaults, and
+overridden by the heads — callers read `head.capabilities` and call the hooks, never `isinstance` or
+`getattr(head, "needs_x", False)`.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -12,18 +18,47 @@ from torch import nn
 from hade.models.encoders.types import AudioFeatures, TextFeatures
 from hade.models.heads.reprs import Reprs, num_items, slice_reprs
 
+EXPLANATIONS = ("tha", "factors")  # the explanation kinds a head may offer (hade.explain draws each)
 
-class RetrievalHead(nn.Module):
-    """Base class of all heads.
 
-    factorised: True when score(t, a) = <text_repr["embed"][t], audio_repr["embed"][a]>, so that the
-        head's representations can live in an ANN index; other heads act as re-rankers.
+@dataclass(frozen=True)
+class HeadCapabilities:
+    """What a head offers its callers.
+
+    factorised: score(t, a) = <pooled_text(t), pooled_audio(a)>, so an ANN index ranks exactly.
+    has_pooled: `pooled_text`/`pooled_audio` return vectors (exact or approximate) for ANN recall.
+    needs_phrases: `text_repr` reads `TextFeatures.phrase_index` (the model runs the chunker for it).
+    uses_aux_captions: `audio_repr` reads `AudioFeatures.aux_text` (auxiliary captions of the clips).
+    set_scoring: a text's scores depend on the whole candidate set of one `score` call, so all-pairs
+        scoring must pass every audio at once.
+    explanations: the keys `explain` returns (a subset of EXPLANATIONS).
     """
 
     factorised: bool = False
-    # True when a text's scores depend on the whole candidate set passed to `score` (DiffATR normalises
-    # over candidates): all-pairs scoring must then pass every audio in one call.
+    has_pooled: bool = False
+    needs_phrases: bool = False
+    uses_aux_captions: bool = False
     set_scoring: bool = False
+    explanations: frozenset[str] = frozenset()
+
+
+class RetrievalHead(nn.Module):
+    """Base class of all heads; the class attributes below are the defaults of `capabilities`."""
+
+    factorised: bool = False
+    has_pooled: bool = False
+    needs_phrases: bool = False
+    uses_aux_captions: bool = False
+    set_scoring: bool = False
+    explanations: frozenset[str] = frozenset()
+
+    @property
+    def capabilities(self) -> HeadCapabilities:
+        """The declared capabilities (instance values, so options such as HCI's `use_ac` count)."""
+        return HeadCapabilities(factorised=bool(self.factorised), has_pooled=bool(self.has_pooled),
+                                needs_phrases=bool(self.needs_phrases),
+                                uses_aux_captions=bool(self.uses_aux_captions),
+                                set_scoring=bool(self.set_scoring), explanations=frozenset(self.explanations))
 
     def text_repr(self, features: TextFeatures) -> Reprs:
         """Per-text representation; every tensor is [B_t, ...]."""
@@ -46,11 +81,26 @@ class RetrievalHead(nn.Module):
         """Extra weighted training losses on a batch of matched pairs (row i of text ↔ row i of audio)."""
         return {}
 
+    def pooled_text(self, text: Reprs) -> torch.Tensor | None:
+        """L2-normalised global text vectors [B_t, D] for ANN recall, None unless `has_pooled`.
+
+        Per side, so that an index encodes only the side it holds. Default: `text["embed"]`."""
+        return text["embed"] if self.has_pooled else None
+
+    def pooled_audio(self, audio: Reprs) -> torch.Tensor | None:
+        """L2-normalised global audio vectors [B_a, D] for ANN recall, None unless `has_pooled`."""
+        return audio["embed"] if self.has_pooled else None
+
     def pooled_embeddings(self, text: Reprs, audio: Reprs) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Optional L2-normalised global vectors for ANN recall ([B_t, D], [B_a, D])."""
-        if "embed" in text and "embed" in audio:
-            return text["embed"], audio["embed"]
-        return None
+        """Both sides at once ([B_t, D], [B_a, D]), or None without `has_pooled`; a thin wrapper."""
+        if not self.has_pooled:
+            return None
+        return self.pooled_text(text), self.pooled_audio(audio)  # type: ignore[return-value]
+
+    def explain(self, text: Reprs, audio: Reprs) -> dict[str, dict]:
+        """Raw explanation tensors of the pair (text row 0, audio row 0), one entry per kind in
+        `explanations`; hade.explain turns them into figures. See docs/heads.md for each kind's fields."""
+        return {}
 
 
 @torch.no_grad()

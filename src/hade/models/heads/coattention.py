@@ -30,7 +30,7 @@ Scoring. GA makes both sides pair dependent, so `score` runs every pair: the fir
 (still pair independent) on the items, then pairs expanded to [T_b·A_b, ...] and run batched through
 the rest; the block size comes from `memory_budget_mb` (an estimate of the live activations of one
 pair, conservative for training where autograd keeps them all). `factorised` is False: the head is a
-re-ranker; `pooled_embeddings` gives L2-normalised masked means of the per-item token sequences
+re-ranker; `pooled_text`/`pooled_audio` give L2-normalised masked means of the per-item token sequences
 (projected, and self-attended for `iterated`) — an approximation that is never trained as such,
 used only for ANN recall in the search engine.
 
@@ -147,6 +147,7 @@ class CoAttentionHead(RetrievalHead):
     """Single / stacked / iterated co-attention head (see the module docstring)."""
 
     factorised = False
+    has_pooled = True  # approximate recall vectors (masked means)
 
     def __init__(self, audio_dims: list[int], text_dim: int, text_layers: int, embed_dim: int = 256,
                  design: str = "single", layers: int | None = None, iterations: int = 2,
@@ -204,11 +205,14 @@ class CoAttentionHead(RetrievalHead):
             x = unit(x, x, mask)
         return {"coatt_audio": x, "coatt_audio_mask": mask}
 
-    def pooled_embeddings(self, text: Reprs, audio: Reprs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Approximate recall vectors [B_t, d], [B_a, d]: normalised masked means of the per-item token
-        sequences. They ignore co-attention and are not trained directly; use only for ANN recall."""
-        return (F.normalize(masked_mean(text["coatt_text"], text["coatt_text_mask"]), dim=-1),
-                F.normalize(masked_mean(audio["coatt_audio"], audio["coatt_audio_mask"]), dim=-1))
+    def pooled_text(self, text: Reprs) -> torch.Tensor:
+        """Approximate recall vectors [B_t, d]: normalised masked means of the text token sequences. They
+        ignore co-attention and are not trained directly; use only for ANN recall."""
+        return F.normalize(masked_mean(text["coatt_text"], text["coatt_text_mask"]), dim=-1)
+
+    def pooled_audio(self, audio: Reprs) -> torch.Tensor:
+        """Approximate recall vectors [B_a, d]: normalised masked means of the audio token sequences."""
+        return F.normalize(masked_mean(audio["coatt_audio"], audio["coatt_audio_mask"]), dim=-1)
 
     # ---- all-pairs scoring -----------------------------------------------------------------------
     def pairs_per_block(self, words: int, segments: int, width: int, element_size: int = 4) -> int:

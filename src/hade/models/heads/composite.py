@@ -25,7 +25,32 @@ class SumHead(RetrievalHead):
             raise ValueError(f"part_loss_weight must be >= 0, got {part_loss_weight!r}")
         self.parts = nn.ModuleDict(parts)
         self.part_loss_weight = float(part_loss_weight)
-        self.factorised = False
+
+    # ---- capabilities: a sum offers what its parts offer (factorised stays False: a sum of scores is not
+    # one dot product of the parts' pooled vectors) ----
+    @property
+    def has_pooled(self) -> bool:  # type: ignore[override]
+        return any(part.has_pooled for part in self.parts.values())
+
+    @property
+    def needs_phrases(self) -> bool:  # type: ignore[override]
+        return any(part.needs_phrases for part in self.parts.values())
+
+    @property
+    def uses_aux_captions(self) -> bool:  # type: ignore[override]
+        return any(part.uses_aux_captions for part in self.parts.values())
+
+    @property
+    def set_scoring(self) -> bool:  # type: ignore[override]
+        return any(part.set_scoring for part in self.parts.values())
+
+    @property
+    def explanations(self) -> frozenset[str]:  # type: ignore[override]
+        return frozenset().union(*(part.explanations for part in self.parts.values()))
+
+    def _pooled_part(self) -> RetrievalHead | None:
+        """The first part with pooled vectors: its vectors stand for the sum in ANN recall."""
+        return next((part for part in self.parts.values() if part.has_pooled), None)
 
     def text_repr(self, features: TextFeatures) -> Reprs:
         return self._union(part.text_repr(features) for part in self.parts.values())
@@ -60,9 +85,17 @@ class SumHead(RetrievalHead):
             out.update(part.aux_losses(text, audio))
         return out
 
-    def pooled_embeddings(self, text: Reprs, audio: Reprs):
+    def pooled_text(self, text: Reprs) -> torch.Tensor | None:
+        part = self._pooled_part()
+        return None if part is None else part.pooled_text(text)
+
+    def pooled_audio(self, audio: Reprs) -> torch.Tensor | None:
+        part = self._pooled_part()
+        return None if part is None else part.pooled_audio(audio)
+
+    def explain(self, text: Reprs, audio: Reprs) -> dict[str, dict]:
+        out: dict[str, dict] = {}
         for part in self.parts.values():
-            pooled = part.pooled_embeddings(text, audio)
-            if pooled is not None:
-                return pooled
-        return None
+            for kind, value in part.explain(text, audio).items():
+                out.setdefault(kind, value)  # the first part of a kind explains it
+        return out

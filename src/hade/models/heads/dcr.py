@@ -56,6 +56,8 @@ def alignment_loss(c: torch.Tensor) -> torch.Tensor:
 class FactorHead(DPHead):
     """DP projection read as K factors, with optional L_D, L_A and CA (`dcr` = all three)."""
 
+    explanations = frozenset({"factors"})
+
     def __init__(self, audio_dims: list[int], text_dim: int, embed_dim: int = 256, factors: int = 8,
                  use_ld: bool = True, use_la: bool = True, use_ca: bool = True, alpha: float = 0.01,
                  beta: float = 0.005, ca_hidden: int = 64, ca_output: str = "softmax",
@@ -116,6 +118,16 @@ class FactorHead(DPHead):
         parts = [(self._weights(u, v[a0:a0 + chunk]) * cos[:, a0:a0 + chunk]).sum(-1)
                  for a0 in range(0, a_unit.shape[0], chunk)]
         return torch.cat(parts, 1)
+
+    def explain(self, text: Reprs, audio: Reprs) -> dict[str, dict]:
+        """{"factors": {similarity [K] cos(e_i^t, e_i^a), score, confidence [K] CA weights g_i or None}} for
+        text row 0 and audio row 0; with CA, Σ_i g_i·cos_i = score."""
+        tf, af = text["factors"][:1], audio["factors"][:1]  # [1, K, d]
+        cos = (F.normalize(tf, dim=-1) * F.normalize(af, dim=-1)).sum(-1)[0]  # [K]
+        pair_t, pair_a = {k: v[:1] for k, v in text.items()}, {k: v[:1] for k, v in audio.items()}
+        confidence = self.confidences(tf, af)[0, 0] if self.use_ca else None  # [K]
+        return {"factors": {"similarity": cos, "score": self.score(pair_t, pair_a)[0, 0],
+                            "confidence": confidence}}
 
     def aux_losses(self, text: Reprs, audio: Reprs) -> dict[str, torch.Tensor]:
         if not (self.use_ld or self.use_la):

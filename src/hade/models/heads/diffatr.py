@@ -5,7 +5,7 @@ builds on (DiffusionRet, generative text-video retrieval). Every choice below is
 
 Features. As DP: pooled audio / text vectors, two-layer projections, L2-normalised `embed` [B, D]. During
 training `score` is their cosine, so the trainer's NT-Xent (the "discriminative viewpoint") trains encoders
-and projections exactly as for DP; `pooled_embeddings` returns `embed` for ANN recall.
+and projections exactly as for DP; `pooled_text`/`pooled_audio` return `embed` for ANN recall.
 
 Diffusion state. For a query q and a candidate set C = (c_1..c_N), x_0 = s · p [N]: p is the one-hot match
 vector (`x0="onehot"`, default) or the contrastive distribution softmax(cos(q, C)/x0_temperature), detached
@@ -53,7 +53,7 @@ is NOT the slice [:, S] of score(text, audio), and a one-pair call always gives 
 `score_mode="cosine"`, for per-pair explanations). Compare scores within one call only. `score_all` splitting audios
 into blocks (and, for "a2t"/"both", texts) gives per-block distributions; for exact evaluation use an
 audio_block ≥ the number of audios. In the search engine DiffATR is a re-ranker: recall candidates with the ANN
-on `pooled_embeddings`, then call `score` once on the recalled set and rank within it.
+on `pooled_text`/`pooled_audio`, then call `score` once on the recalled set and rank within it.
 """
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ def projection(in_dim: int, out_dim: int) -> nn.Sequential:
 
 class DPHead(RetrievalHead):
     factorised = True
+    has_pooled = True  # `embed` on both sides
 
     def __init__(self, audio_dims: list[int], text_dim: int, embed_dim: int = 256) -> None:
         super().__init__()

@@ -139,6 +139,7 @@ class HCIHead(RetrievalHead):
     """Three-level HCI head, optionally with the AC branch; not factorised (a re-ranker for the index)."""
 
     needs_phrases = True
+    has_pooled = True  # clip–sentence vectors (approximate: the score is not a dot product)
 
     def __init__(self, audio_dims: list[int], text_dim: int, text_layers: int, embed_dim: int = 256,
                  audio_stage: int = 3, text_block: int | None = None,
@@ -291,9 +292,13 @@ class HCIHead(RetrievalHead):
         return {f"hci_{k}": w * nt_xent(levels[k], self.temperature)
                 for w, k in zip(self.aux_weights, LEVELS) if w > 0}
 
-    def pooled_embeddings(self, text: Reprs, audio: Reprs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Clip–sentence vectors of the original branch, for ANN recall."""
-        return text["hci_sentence"], audio["hci_clip"]
+    def pooled_text(self, text: Reprs) -> torch.Tensor:
+        """Sentence vectors [B_t, D] of the original branch, for ANN recall."""
+        return text["hci_sentence"]
+
+    def pooled_audio(self, audio: Reprs) -> torch.Tensor:
+        """Clip vectors [B_a, D] of the original branch, for ANN recall."""
+        return audio["hci_clip"]
 
 
 HCI_OPTIONS = ("audio_stage", "text_block", "level_weights", "aux_weights", "temperature", "segment_window",

@@ -214,6 +214,8 @@ def level_scores(text: torch.Tensor, text_mask: torch.Tensor, audio: torch.Tenso
 class THAHead(RetrievalHead):
     """Hierarchical alignment head; `score` is not factorised (a re-ranker in the search engine)."""
 
+    explanations = frozenset({"tha"})
+
     def __init__(self, audio_dims: list[int], text_dim: int, text_layers: int, embed_dim: int = 256,
                  audio_stages: tuple[int, ...] = (2, 3, 4), text_blocks: tuple[int, ...] | None = None,
                  lam: float = 9.0, token_reduce: str = "mean", scale: float | None = None,
@@ -286,5 +288,16 @@ class THAHead(RetrievalHead):
             out.append({"alpha": alpha[0, 0], "beta": beta[0, 0], "text_enhanced": s_te[0, 0],
                         "audio_enhanced": s_ae[0, 0]})
         return out
+
+    def explain(self, text: Reprs, audio: Reprs) -> dict[str, dict]:
+        """{"tha": {score, scale, word_mask [N] bool, levels: [{audio_stage, text_block, alpha [M, N],
+        beta [M, N], text_enhanced, audio_enhanced}]}} for text row 0 and audio row 0 (M tokens of the
+        level's stage, N text tokens; hade.explain maps M back to seconds)."""
+        text = {k: v[:1] for k, v in text.items()}
+        audio = {k: v[:1] for k, v in audio.items()}
+        levels = [{"audio_stage": self.audio_stages[i], "text_block": self.text_blocks[i], **att}
+                  for i, att in enumerate(self.attention(text, audio))]
+        return {"tha": {"score": self.score(text, audio)[0, 0], "scale": float(self.scale),
+                        "word_mask": text["tha_mask"][0], "levels": levels}}
 
 

@@ -1,5 +1,8 @@
 """LAION-CLAP's reference HTSAT (``laion_clap.clap_module.htsat``), for equality tests and speed benchmarks.
 
+A test and benchmark helper, kept out of the hade package because it patches ``sys.modules``: used by
+benchmarks/encoder.py and tests/models/test_htsat_reference.py (both load it by path).
+
 ``laion_clap`` is optional (install it with ``pip install --no-deps laion_clap torchlibrosa librosa ...``;
 the Makefile does). Its ``__init__`` imports the whole training stack (torchvision, h5py, wget, ...), so the
 HTSAT module is imported without it: the packages are registered as namespace stubs and

@@ -1,0 +1,50 @@
+"""`hade explain`: the command line of hade.explain (parse, load the checkpoint, write figures and JSON)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hade.errors import InputError
+from hade.explain import explain, format_summary, save_figures
+
+
+def add_explain_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `hade explain` to a sub-parser set (dispatch with `cmd_explain`)."""
+    p = subparsers.add_parser("explain", help="explain one audio-text score (attention maps, factor weights)")
+    p.add_argument("--ckpt", type=Path, required=True, help="checkpoint directory")
+    p.add_argument("--audio", type=Path, required=True, help="audio file (resampled to the model's rate)")
+    p.add_argument("--text", required=True, help="caption to explain")
+    p.add_argument("--out", type=Path, default=Path("explain-out"), help="directory for the PNG figures")
+    p.add_argument("--json", action="store_true", help="also write explanation.json with all arrays")
+    p.add_argument("--clip-seconds", type=float, default=None,
+                   help="default: the clip length the model was trained on (else the longest it holds)")
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Run `hade explain`: print a summary and the files written. Errors are InputError (HadeError)."""
+    from hade.checkpoint import load
+    from hade.utils.atomic import write_json_atomic
+
+    if not str(args.text).strip():
+        raise InputError("--text: the caption is empty")
+    audio = Path(args.audio)
+    if not audio.is_file():
+        raise InputError(f"--audio {audio}: file not found")
+    model = load(args.ckpt, device=getattr(args, "device", "cpu"))
+    expl = explain(model, audio, args.text, getattr(args, "clip_seconds", None))
+    files = save_figures(expl, args.out)
+    if args.json:
+        target = Path(args.out) / "explanation.json"
+        write_json_atomic(target, expl.to_dict())
+        files.append(target)
+    print(format_summary(expl))
+    if not files:
+        print("(this head has no THA levels or factors to draw)")
+    for f in files:
+        print(f"wrote {f}")
+    return 0
+
+
+__all__ = ["add_explain_parser", "cmd_explain"]

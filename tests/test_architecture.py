@@ -1,0 +1,265 @@
+"""Layers that only look down: the library never imports an application, and a lower library layer never
+imports a higher one (README "Layout"). An AST check over src/hade, top-level and function-level imports.
+
+The layer map (lowest first); a module may import its own layer and any layer below:
+
+  0  hade.errors, hade.utils, hade.config     vocabulary, atomic writes, offline guard
+  1  hade.data, hade.losses                   audio IO, datasets, chunker; NT-Xent
+  2  hade.models                              encoders, heads, factory, foreign key maps (no CLI)
+  3  hade.checkpoint                          save/load/convert hade checkpoints (builds models)
+  4  hade.eval, hade.index, hade.train,       evaluation, search engine, training loop (library: the
+     hade.explain                             experiments call Trainer), explanations
+  5  hade (the package facade)                create_model, load, Index
+  applications: hade.cli, hade.apps, hade.serve, hade.demo, hade.experiments, hade.index.cli,
+     hade.train.__main__ (the `python -m hade.train` door to hade.apps.train)
+
+Applications may import anything; nothing in the library imports an application.
+"""
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+APPLICATIONS = ("hade.cli", "hade.apps", "hade.serve", "hade.demo", "hade.experiments", "hade.index.cli",
+                "hade.train.__main__")
+LIBRARY_LAYERS = {
+    "hade.errors": 0, "hade.utils": 0, "hade.config": 0,
+    "hade.data": 1, "hade.losses": 1,
+    "hade.models": 2,
+    "hade.checkpoint": 3,
+    "hade.eval": 4, "hade.index": 4, "hade.train": 4, "hade.explain": 4,
+    "hade": 5,
+}
+# (importer, imported) pairs allowed against the map, each with its reason. Keep it empty.
+ALLOWED: dict[tuple[str, str], str] = {}
+
+
+@dataclass(frozen=True)
+class Edge:
+    importer: str  # dotted module name
+    imported: str  # dotted name as written (a module, or module.attribute for `from m import attribute`)
+    line: int
+
+
+def _within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def layer(name: str) -> int | str | None:
+    """"app" for an application module, the library layer number, or None when the map lacks it."""
+    if any(_within(name, app) for app in APPLICATIONS):
+        return "app"
+    if name == "hade":
+        return LIBRARY_LAYERS["hade"]
+    best = max((p for p in LIBRARY_LAYERS if p != "hade" and _within(name, p)), key=len, default=None)
+    return None if best is None else LIBRARY_LAYERS[best]
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _absolute(node: ast.ImportFrom, importer: str, is_package: bool) -> str:
+    if not node.level:
+        return node.module or ""
+    base = importer.split(".") if is_package else importer.split(".")[:-1]
+    base = base[:len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def imports_of(path: Path, root: Path) -> list[Edge]:
+    """Every `hade` import of one file, wherever it stands (module level, functions, TYPE_CHECKING)."""
+    importer = module_name(path, root)
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    edges: list[Edge] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            edges += [Edge(importer, a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(node, importer, path.name == "__init__.py")
+            # `from hade import x` imports the facade unless x is a submodule: name both, judge the deeper
+            edges += [Edge(importer, f"{base}.{a.name}", node.lineno) for a in node.names]
+    return [e for e in edges if _within(e.imported, "hade")]
+
+
+def _target_layer(imported: str, root: Path) -> tuple[str, int | str | None]:
+    """The module an import name refers to (the name itself if a module file exists, else its parent)."""
+    parts = imported.split(".")
+    for n in range(len(parts), 0, -1):
+        name = ".".join(parts[:n])
+        rel = Path(*parts[:n])
+        if (root / rel).with_suffix(".py").is_file() or (root / rel / "__init__.py").is_file():
+            return name, layer(name)
+    return imported, layer(imported)
+
+
+def violations(root: Path) -> list[str]:
+    """One line per import that runs back up (or per module the layer map does not place)."""
+    found = []
+    for path in sorted((root / "hade").rglob("*.py")):
+        importer = module_name(path, root)
+        own = layer(importer)
+        if own is None:
+            found.append(f"{importer}: not on the layer map (add it to APPLICATIONS or LIBRARY_LAYERS)")
+            continue
+        if own == "app":
+            continue
+        for edge in imports_of(path, root):
+            target, theirs = _target_layer(edge.imported, root)
+            if (importer, target) in ALLOWED or theirs is None:
+                continue
+            if theirs == "app":
+                found.append(f"{path.relative_to(root)}:{edge.line}: library {importer} imports application {target}")
+            elif theirs > own:
+                found.append(f"{path.relative_to(root)}:{edge.line}: {importer} (layer {own}) imports "
+                             f"{target} (layer {theirs})")
+    return found
+
+
+def patches_sys_modules(path: Path) -> list[int]:
+    """Lines that change sys.modules (item assignment or deletion, pop/update/setdefault/clear...)."""
+    def is_sys_modules(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Attribute) and node.attr == "modules" and isinstance(node.value, ast.Name)
+                and node.value.id == "sys")
+
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        stored = isinstance(getattr(node, "ctx", None), (ast.Store, ast.Del))
+        if isinstance(node, ast.Subscript) and is_sys_modules(node.value) and stored:
+            lines.append(node.lineno)
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and is_sys_modules(node.func.value)
+              and node.func.attr in ("pop", "popitem", "update", "setdefault", "clear", "__setitem__", "__delitem__")):
+            lines.append(node.lineno)
+        elif isinstance(node, (ast.Assign, ast.AugAssign)) and any(
+                is_sys_modules(t) for t in (node.targets if isinstance(node, ast.Assign) else [node.target])):
+            lines.append(node.lineno)
+    return lines
+
+
+# ---- the checks on hade itself --------------------------------------------------------------------------
+def test_library_never_imports_upward():
+    assert violations(SRC) == []
+
+
+def test_no_module_patches_sys_modules():
+    found = {str(p.relative_to(SRC)): patches_sys_modules(p) for p in sorted((SRC / "hade").rglob("*.py"))}
+    assert {p: lines for p, lines in found.items() if lines} == {}
+
+
+def test_allowed_exceptions_still_exist_and_say_why():
+    for (importer, imported), reason in ALLOWED.items():
+        assert reason.strip(), (importer, imported)
+        assert any(e.imported.startswith(imported) for p in (SRC / "hade").rglob("*.py")
+                   for e in imports_of(p, SRC) if e.importer == importer), (importer, imported)
+
+
+# ---- the checker on planted violations ------------------------------------------------------------------
+def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        f = tmp_path / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text)
+    return tmp_path
+
+
+CLEAN = {"hade/__init__.py": "from hade.checkpoint import load\n",
+         "hade/errors.py": "", "hade/checkpoint.py": "from hade.models import factory\n",
+         "hade/models/__init__.py": "", "hade/models/factory.py": "from hade.errors import InputError\n",
+         "hade/cli.py": "import hade\nfrom hade.models import factory\n"}
+
+
+def test_checker_accepts_a_clean_tree(tmp_path):
+    assert violations(_tree(tmp_path, CLEAN)) == []
+
+
+@pytest.mark.parametrize("planted, expected", [
+    ("from hade.cli import main\n", "library hade.models.factory imports application hade.cli"),
+    ("def f():\n    from hade import cli\n    return cli\n",
+     "library hade.models.factory imports application hade.cli"),
+    ("def f():\n    import hade.cli\n", "library hade.models.factory imports application hade.cli"),
+    ("from ..cli import main\n", "library hade.models.factory imports application hade.cli"),
+    ("def f():\n    import hade\n", "hade.models.factory (layer 2) imports hade (layer 5)"),
+    ("from hade.checkpoint import load\n", "hade.models.factory (layer 2) imports hade.checkpoint (layer 3)"),
+])
+def test_checker_finds_a_planted_upward_import(tmp_path, planted, expected):
+    root = _tree(tmp_path, {**CLEAN, "hade/models/factory.py": planted})
+    found = violations(root)
+    assert len(found) == 1 and expected in found[0] and "hade/models/factory.py:" in found[0], found
+
+
+def test_checker_names_modules_missing_from_the_map(tmp_path):
+    root = _tree(tmp_path, {**CLEAN, "hade/newthing.py": ""})
+    assert violations(root) == ["hade.newthing: not on the layer map (add it to APPLICATIONS or LIBRARY_LAYERS)"]
+
+
+@pytest.mark.parametrize("code, patched", [
+    ("import sys\nsys.modules['x'] = object()\n", True),
+    ("import sys\ndel sys.modules['x']\n", True),
+    ("import sys\nsys.modules.pop('x', None)\n", True),
+    ("import sys\nsys.modules.update({})\n", True),
+    ("import sys\nm = sys.modules.get('x')\nok = 'x' in sys.modules\n", False),
+])
+def test_sys_modules_check_on_planted_code(tmp_path, code, patched):
+    f = tmp_path / "m.py"
+    f.write_text(code)
+    assert bool(patches_sys_modules(f)) is patched
+
+
+# ---- the head contract is asked, not discovered (docs/heads.md) --------------------------------------
+CAPABILITY_NAMES = {"factorised", "has_pooled", "needs_phrases", "uses_aux_captions", "set_scoring", "explanations"}
+# "path:line-text" of known discoveries outside the files this change owned, each with its reason.
+CONTRACT_EXCEPTIONS: dict[str, str] = {}  # file -> why it may discover a capability (none today)
+
+
+def contract_discoveries(path: Path) -> list[int]:
+    """Lines that test a head's class (`isinstance(x, SomethingHead)`) or probe a capability with getattr."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+            continue
+        if node.func.id == "isinstance" and len(node.args) == 2:
+            classes = node.args[1].elts if isinstance(node.args[1], ast.Tuple) else [node.args[1]]
+            if any(isinstance(c, ast.Name) and c.id.endswith("Head") for c in classes):
+                lines.append(node.lineno)
+        elif node.func.id in ("getattr", "hasattr") and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) \
+                and node.args[1].value in CAPABILITY_NAMES:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_callers_ask_the_head_contract():
+    """Outside models/heads nothing tests a head's class or probes a capability with getattr."""
+    found = {}
+    for path in sorted((SRC / "hade").rglob("*.py")):
+        rel = str(path.relative_to(SRC))
+        if rel.startswith("hade/models/heads/") or rel in CONTRACT_EXCEPTIONS:
+            continue
+        if contract_discoveries(path):
+            found[rel] = contract_discoveries(path)
+    assert found == {}
+
+
+def test_contract_check_on_planted_code(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("def f(head):\n    if isinstance(head, (SumHead, THAHead)):\n        pass\n"
+                 "    return getattr(head, 'needs_phrases', False)\n")
+    assert contract_discoveries(f) == [2, 4]
+    f.write_text("def f(head):\n    return head.capabilities.needs_phrases, isinstance(head, dict)\n")
+    assert contract_discoveries(f) == []
+
+
+def test_docs_heads_names_every_capability_and_kind():
+    from dataclasses import fields
+
+    from hade.models.heads.base import EXPLANATIONS, HeadCapabilities
+
+    doc = (SRC.parent / "docs" / "heads.md").read_text(encoding="utf-8")
+    assert {f.name for f in fields(HeadCapabilities)} == CAPABILITY_NAMES
+    for name in [*CAPABILITY_NAMES, *EXPLANATIONS, "pooled_text", "pooled_audio", "register_head"]:
+        assert f"`{name}" in doc or f'"{name}"' in doc, name
