@@ -142,3 +142,21 @@ def test_link_cycles_are_walked_once(fresh_data, dp_ckpt, tmp_path):
     stats = build_index(fresh_data, tmp_path / "c.idx", dp_ckpt, batch_size=8, progress=False,
                         follow_external_links=True)
     assert stats["files"] == 24 and stats["skipped"] == []
+
+
+def test_a_link_swapped_in_after_resolving_is_not_followed(built, monkeypatch):
+    """open_audio opens the resolved path with O_NOFOLLOW: a symlink that appears there between resolving
+    and opening (simulated by a realpath that returns the link itself) is refused, not followed."""
+    folder, out = built
+    with Index.open(out) as ix:
+        rel = a_file(ix)
+        wid = window_of(ix, rel)
+        target = folder / rel
+        kept = target.with_name("kept.bin")
+        target.rename(kept)
+        target.symlink_to(kept)  # inside the folder, same bytes: only O_NOFOLLOW can refuse it
+        real = os.path.realpath
+        monkeypatch.setattr(os.path, "realpath", lambda p: os.fspath(p) if os.fspath(p) == str(target) else real(p))
+        with pytest.raises(StaleFile) as e:
+            ix.open_audio(wid)
+        assert e.value.reason == "changed"

@@ -326,28 +326,3 @@ def test_audio_is_encoded_on_the_low_priority_pool(fake_index_cls, audio_folder,
     assert threads["text"] == torch.get_num_threads()
     if os.getpriority(os.PRIO_PROCESS, 0) < 19:  # room to lower it
         assert min(n for _, _, n in audio) > max(n for _, _, n in text)
-
-
-def test_index_without_guard_is_searched_under_the_lock(serve_index, local_client):
-    """An index whose search() takes no `guard` gets the whole search inside the model lock."""
-    held: list[bool] = []
-
-    class Unguarded:
-        model = serve_index.model
-
-        def search(self, query, k=10, candidates=100, per_file=False):
-            held.append(app.state.service.model_lock.held)
-            return serve_index.search(query, k=k, candidates=candidates, per_file=per_file)
-
-        def __getattr__(self, name):
-            return getattr(serve_index, name)
-
-        def __len__(self):
-            return len(serve_index)
-
-    app = create_app(Unguarded())
-    assert app.state.service._guarded is False
-    with local_client(app) as c:
-        assert c.get("/search", params={"q": "dog"}).status_code == 200
-        assert c.post("/search/audio", files={"file": ("q.wav", wav(0.7), "audio/wav")}).status_code == 200
-    assert held == [True, True]

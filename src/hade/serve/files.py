@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from email.utils import formatdate
-from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from hade.errors import StaleFile
 
 CHUNK_BYTES = 64 * 1024
 _RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
@@ -53,33 +50,6 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if start >= size:
         raise Unsatisfiable()
     return start, min(end, size - 1)
-
-
-def open_inside(path: Path, root: str | Path | None, shown: str) -> tuple[BinaryIO, os.stat_result]:
-    """Open `path` for reading only if it resolves under `root` and is a regular file -> (file, fstat).
-
-    The fallback for an index without `open_audio` (which also compares size and mtime with what was
-    indexed). O_NOFOLLOW on the resolved path makes a symlink swapped in after resolution fail instead of
-    being followed. `shown` (the indexed relative path) is what error messages name.
-    """
-    real = os.path.realpath(path)
-    if root is not None:
-        base = os.path.realpath(root)
-        if os.path.commonpath([base, real]) != base:
-            raise StaleFile(f"{shown} resolves outside the indexed folder; refusing to serve it", reason="outside")
-    try:
-        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise StaleFile(f"{shown} is no longer on disk; re-run `hade index` to update the index",
-                        reason="missing") from None
-    except OSError:
-        raise StaleFile(f"{shown} cannot be opened (replaced by a link?); re-run `hade index`",
-                        reason="changed") from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise StaleFile(f"{shown} is no longer a regular file; re-run `hade index`", reason="changed")
-    return os.fdopen(fd, "rb"), st
 
 
 def _read(f: BinaryIO, start: int, length: int) -> Iterator[bytes]:
@@ -141,4 +111,4 @@ def file_response(request: Request, f: BinaryIO, st: os.stat_result, media_type:
                              headers=headers, background=BackgroundTask(f.close))
 
 
-__all__ = ["Unsatisfiable", "file_response", "open_inside", "parse_range"]
+__all__ = ["Unsatisfiable", "file_response", "parse_range"]

@@ -13,7 +13,6 @@ most one audio batch.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import math
@@ -27,7 +26,6 @@ import torch
 
 from hade.errors import InputError
 from hade.serve.concurrency import HIGH, LOW, PriorityLock, lower_thread_priority, release_memory
-from hade.serve.files import open_inside
 from hade.serve.limits import MAX_K, MAX_QUERY_CHARS, MAX_QUERY_SECONDS, MAX_UPLOAD_BYTES, Limits
 from hade.serve.upload import decode_upload
 
@@ -143,7 +141,6 @@ class SearchService:
         # torch's thread count is per thread once set, but threads started later copy the last value
         # set anywhere (here: the audio pool's 1), so text queries set theirs on every call.
         self.text_threads = torch.get_num_threads()
-        self._guarded = _accepts_guard(index)
         self._fingerprint: str | None = None
         # Read once, here: an opened index is read-only, so this does not go stale.
         try:
@@ -172,11 +169,7 @@ class SearchService:
         """
         window = self.window(window_id)
         try:
-            if hasattr(self.index, "open_audio"):
-                f, st = self.index.open_audio(window_id)
-            else:  # an index without the verified open: at least stay inside its root, follow no late swap
-                f, st = open_inside(Path(self.index.audio_path(window_id)), getattr(self.index, "root", None),
-                                    window["path"])
+            f, st = self.index.open_audio(window_id)
         except (LookupError, ValueError) as exc:
             if isinstance(exc, InputError):
                 raise
@@ -190,12 +183,11 @@ class SearchService:
         several model calls (encode, probe, score) would otherwise each wait for an audio batch."""
         kwargs = {"k": k, "candidates": max(self.candidates, k), "per_file": per_file}
         with torch.inference_mode():
-            if self._guarded and priority == LOW:
+            if priority == LOW:
                 hits = self.index.search(query, guard=self.model_lock.guard(priority), **kwargs)
             else:
-                if priority == HIGH:
-                    torch.set_num_threads(self.text_threads)
-                with self.model_lock.hold(priority):
+                torch.set_num_threads(self.text_threads)
+                with self.model_lock.hold(HIGH):
                     hits = self.index.search(query, **kwargs)
         return [jsonable({"id": int(h.id), "path": str(h.path), "start": float(h.start), "end": float(h.end),
                           "score": float(h.score)}) for h in hits]
@@ -286,12 +278,9 @@ class SearchService:
         return self._fingerprint
 
     def index_health(self) -> dict[str, Any]:
-        """`index.health()` (a cheap stat-only check), or "ok" for an index without one; never raises."""
-        check = getattr(self.index, "health", None)
-        if check is None:
-            return {"status": "ok", "problems": [], "repair": None}
+        """`index.health()` (a cheap stat-only check); never raises."""
         try:
-            result = dict(check())
+            result = dict(self.index.health())
         except Exception as exc:  # noqa: BLE001 - the contract says it never raises; /health must answer anyway
             log.warning("index.health() failed: %s", exc)
             return {"status": "degraded", "problems": [{"file": "", "problem": "the index check failed"}],
@@ -341,15 +330,6 @@ def _audio_thread_init() -> None:
     """
     lower_thread_priority()
     torch.set_num_threads(1)
-
-
-def _accepts_guard(index: Any) -> bool:
-    """Whether `index.search` takes `guard=` (hade.index.Index does; older or fake indexes may not)."""
-    try:
-        params = inspect.signature(index.search).parameters
-    except (TypeError, ValueError, AttributeError):
-        return False
-    return "guard" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _size(data: bytes | BinaryIO) -> int:
