@@ -44,6 +44,19 @@ def test_table3_runs_resumes_and_writes_markdown(tmp_path, tiny_model_config, mo
     again = ablate("3", data, tmp_path / "out", seeds=2, base=base, progress=False, log=lambda s: None)
     assert again["dp"]["T2A R@1"] == summary["dp"]["T2A R@1"]
 
+    # Table 1's `dcr` is Table 3's `dp+ld+la+ca` under another name: reused, not trained again
+    logs = []
+    table1 = ablate("1", data, tmp_path / "out", seeds=2, base=base, progress=False, log=logs.append, rows=["dcr"])
+    assert table1["dcr"]["T2A R@1"] == summary["dp+ld+la+ca"]["T2A R@1"]
+    assert sum("reusing its run" in line for line in logs) == 2
+    reused = json.loads((tmp_path / "out" / "rows" / "dcr" / "seed1" / "eval.json").read_text())
+    assert reused["row"] == "dcr" and reused["reused_from"].endswith("dp_ld_la_ca/seed1")
+    assert (tmp_path / "out" / "rows" / "dcr" / "seed1" / "per_query.npz").is_file()
+    # a different configuration is not a twin
+    monkeypatch.setattr(mod, "train", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("trains")))
+    with pytest.raises(RuntimeError, match="trains"):
+        ablate("1", data, tmp_path / "out", seeds=1, base=base, progress=False, log=lambda s: None, rows=["tha"])
+
 
 def test_compare_rows_cover_every_system():
     rows = {r.name: r for r in table_rows("compare")}

@@ -27,6 +27,7 @@ import contextlib
 import copy
 import json
 import os
+import shutil
 import statistics
 import time
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from hade.errors import InputError
 from hade.data.captioner import build_captioner
 from hade.eval import stats
 from hade.eval.evaluate import EvalRun, encode_split, metrics_and_queries, score_split
+from hade.models.heads import canonical_head
 from hade.eval.per_query import PerQuery, QueryValues, load_per_query, save_per_query
 from hade.experiments.paper_tables import COLUMNS, DATASET, PAPER
 from hade.train.trainer import train
@@ -195,12 +197,43 @@ def run_row_seed(row: Row, seed: int, base: TrainConfig, data_dir: Path, out: Pa
         return _train_and_evaluate(row, seed, base, data_dir, run_dir, progress, log, ood_data)
 
 
+def _same_run(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with its head under its one name, so that two rows that train the same model compare equal."""
+    out = copy.deepcopy(config)
+    out["model"]["head"] = canonical_head(out["model"]["head"])
+    return out
+
+
+def _reuse_twin(cfg: TrainConfig, row: Row, seed: int, run_dir: Path, ood_data: Path | None,
+                log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The finished result of another row of OUT that trained this very configuration (e.g. Table 3's
+    `dp+ld+la+ca` and Table 1's `dcr`, Table 5's `alpha=0.01`), copied into `run_dir`: training is deterministic
+    (tests/experiments), so a second training would repeat it to the last digit.  None when there is none."""
+    want = _same_run(to_dict(cfg))
+    for other in sorted(run_dir.parent.parent.glob(f"*/seed{seed}/eval.json")):
+        if other.parent == run_dir:
+            continue
+        result = json.loads(other.read_text())
+        if ("config" not in result or not (other.parent / PER_QUERY).is_file()
+                or _same_run(result["config"]) != want or ("in_domain_metrics" in result) != (ood_data is not None)):
+            continue
+        log(f"row {row.name!r}, seed {seed}: same configuration as {other.parent}; reusing its run")
+        shutil.copyfile(other.parent / PER_QUERY, run_dir / PER_QUERY)
+        result = {**result, "row": row.name, "config": to_dict(cfg), "reused_from": str(other.parent)}
+        write_json_atomic(run_dir / "eval.json", result)
+        return result
+    return None
+
+
 def _train_and_evaluate(row: Row, seed: int, base: TrainConfig, data_dir: Path, run_dir: Path, progress: bool,
                         log: Callable[[str], None], ood_data: Path | None) -> dict[str, Any]:
     done = run_dir / "eval.json"
     cfg = copy.deepcopy(base)
     cfg.seed = seed
     row.apply(cfg)
+    twin = _reuse_twin(cfg, row, seed, run_dir, ood_data, log)
+    if twin is not None:
+        return twin
     log(f"row {row.name!r}, seed {seed}: head {cfg.model.head} {cfg.model.head_options or ''}")
     summary = train(data_dir, run_dir, cfg, progress=progress)
     model = load(run_dir / "checkpoints" / "best")

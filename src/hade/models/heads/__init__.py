@@ -50,6 +50,15 @@ def _factor_flags(name: str) -> dict[str, bool] | None:
     return None
 
 
+def canonical_head(name: str) -> str:
+    """The one name of the head that `name` builds: `dp+ld+la+ca` (Table 3's last row) is `dcr`, and
+    `tha+dp+ld+la+ca` is `tha+dcr`; every other name is its own."""
+    flags = _factor_flags(name)
+    if flags is None or not all(flags.values()):
+        return name
+    return "tha+dcr" if "tha" in name.split("+") else "dcr"
+
+
 def _composite_builder(name: str) -> Callable[..., RetrievalHead]:
     def build(audio_dims: list[int], text_dim: int, text_layers: int, embed_dim: int,
               options: dict[str, Any]) -> RetrievalHead:
