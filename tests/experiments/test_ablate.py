@@ -165,3 +165,15 @@ def test_a_worker_does_its_other_runs_first_then_waits_for_a_busy_one(tmp_path, 
     assert calls == [("dp", 1)]  # seed 0 was the other worker's: taken from its eval.json, not retrained
     assert any("training this run" in line and "other runs first" in line for line in logs)
     assert summary["dp"]["T2A R@1"]["mean"] == pytest.approx((99.0 + 11.0) / 2)
+
+
+def test_twin_configs_ignore_loader_fields_and_head_aliases():
+    from hade.config import to_dict
+    from hade.experiments.ablate import _same_run
+
+    old = to_dict(TrainConfig(model=ModelConfig(head="dp+ld+la+ca")))
+    for name in ("num_workers", "prefetch_factor", "audio_cache_mb"):  # a run from before these fields
+        old.pop(name, None)
+    new = to_dict(TrainConfig(model=ModelConfig(head="dcr"), num_workers=2))
+    assert _same_run(old) == _same_run(new)
+    assert _same_run(to_dict(TrainConfig(model=ModelConfig(head="dcr"), lr=1e-3))) != _same_run(new)

@@ -197,10 +197,17 @@ def run_row_seed(row: Row, seed: int, base: TrainConfig, data_dir: Path, out: Pa
         return _train_and_evaluate(row, seed, base, data_dir, run_dir, progress, log, ood_data)
 
 
+# how the input is loaded, not what is trained: the batches are the same whatever their values (tests/data)
+LOADER_FIELDS = ("num_workers", "prefetch_factor", "audio_cache_mb")
+
+
 def _same_run(config: dict[str, Any]) -> dict[str, Any]:
-    """`config` with its head under its one name, so that two rows that train the same model compare equal."""
-    out = copy.deepcopy(config)
+    """`config` completed with today's defaults, without the loader fields and with its head under its one
+    name, so that two runs that train the same model compare equal."""
+    out = to_dict(from_dict(TrainConfig, config, "eval.json: config"))
     out["model"]["head"] = canonical_head(out["model"]["head"])
+    for name in LOADER_FIELDS:
+        out.pop(name, None)
     return out
 
 
