@@ -14,7 +14,46 @@ from typing import Any, TypeVar
 
 from hade.errors import InputError
 
-PRECISIONS = ("fp32", "bf16", "fp16")  # TrainConfig.precision and the encoders' inference autocast (--compute)
+# One word, one meaning (README "Vocabulary"):
+#   precision      training's mixed precision (TrainConfig.precision, `hade train --precision`)
+#   compute        the encoders' inference autocast dtype (`--compute` of eval, index, search, serve)
+#   storage dtype  the dtype of an index's stored arrays (`hade index --storage-dtype`)
+# Each is checked once, by its function below.
+TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
+COMPUTE_DTYPES = ("fp32", "bf16", "fp16")
+STORAGE_DTYPES = ("float16", "float32")
+PRECISIONS = TRAIN_PRECISIONS  # TRANSITIONAL: callers move to the names above; removed this session
+
+
+def check_precision(value: str, device_type: str, where: str = "precision") -> str:
+    """Training mixed precision: fp32, bf16 (autocast, CPU or CUDA) or fp16 (CUDA only, with a gradient scaler)."""
+    if value not in TRAIN_PRECISIONS:
+        raise InputError(f"{where}: expected one of {list(TRAIN_PRECISIONS)}, got {value!r}")
+    if value == "fp16" and device_type != "cuda":
+        raise InputError(f"{where}: fp16 training needs a CUDA device; use bf16 on {device_type}")
+    return value
+
+
+def check_compute(value: str, device_type: str, where: str = "compute") -> str:
+    """Inference autocast of the encoders: fp32, bf16 (CPU or CUDA) or fp16 (CUDA only: CPU float16
+    kernels are slow); scores stay fp32."""
+    if value not in COMPUTE_DTYPES:
+        raise InputError(f"{where}: expected one of {list(COMPUTE_DTYPES)}, got {value!r}")
+    if value == "fp16" and device_type != "cuda":
+        raise InputError(f"{where}: fp16 needs a CUDA device (CPU float16 kernels are slow); use bf16 or fp32")
+    return value
+
+
+def check_storage_dtype(value: str, where: str = "storage dtype") -> str:
+    """dtype of an index's stored representations: float16 (half the disk) or float32."""
+    if value not in STORAGE_DTYPES:
+        raise InputError(f"{where}: expected one of {list(STORAGE_DTYPES)}, got {value!r}")
+    return value
+
+
+def seconds_to_samples(seconds: float, sample_rate: int) -> int:
+    """The one conversion of a clip length in seconds to samples (rounded, at least 1)."""
+    return max(1, int(round(seconds * sample_rate)))
 
 T = TypeVar("T")
 
