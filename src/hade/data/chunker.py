@@ -97,72 +97,92 @@ def _verb_start(w: str, prev: str, plural_chunk: bool) -> bool:
     return _is_plural_noun(prev) and not w.endswith("s")
 
 
+class _Chunker:
+    """The left-to-right state machine of `chunk_labeled`: one method per state ("" outside a chunk, "NP",
+    "VP"), each deciding whether word `w` extends the open chunk, opens a new one or closes it."""
+
+    def __init__(self) -> None:
+        self.out: list[tuple[int, int, str]] = []
+        self.state, self.start, self.end = "", 0, 0
+        self.has_noun, self.plural_chunk, self.after_aux = False, False, False
+
+    def close(self) -> None:
+        if self.state:
+            self.out.append((self.start, self.end, self.state))
+        self.state = ""
+
+    def open(self, kind: str, s: int, e: int) -> None:
+        self.close()
+        self.state, self.start, self.end = kind, s, e
+        self.has_noun, self.plural_chunk, self.after_aux = False, False, False
+
+    def open_np(self, w: str, s: int, e: int) -> None:
+        self.open("NP", s, e)
+        self.plural_chunk = w in PLURAL_NUMBERS
+        self.has_noun = _noun_like(w)
+
+    def open_vp(self, w: str, s: int, e: int) -> None:
+        self.open("VP", s, e)
+        self.after_aux = w in AUXILIARIES
+
+    def in_vp(self, w: str, s: int, e: int) -> None:
+        if (_is_adverb(w) or w in AUXILIARIES or w in VERBS or w.endswith(("ing", "ed"))
+                or (self.after_aux and w not in DETERMINERS and w not in NUMBERS and w not in PRONOUNS)):
+            self.end = e
+            self.after_aux = w in AUXILIARIES
+        else:
+            self.open_np(w, s, e)
+
+    def in_np(self, w: str, s: int, e: int, last_word: str) -> None:
+        if w in AUXILIARIES or (self.has_noun and _verb_start(w, last_word, self.plural_chunk)):
+            self.open_vp(w, s, e)
+        elif _is_adverb(w) and w not in DETERMINERS:
+            self.close()
+        elif self.has_noun and (w in DETERMINERS or w in PRONOUNS):
+            self.open("NP", s, e)
+            self.has_noun = w in PRONOUNS
+        else:
+            self.end = e
+            self.has_noun = self.has_noun or _noun_like(w)
+
+    def outside(self, w: str, s: int, e: int) -> None:
+        if w in AUXILIARIES or w in VERBS:
+            self.open_vp(w, s, e)
+        elif not (_is_adverb(w) and w not in DETERMINERS):  # rule 6: an adverb outside a chunk is skipped
+            self.open_np(w, s, e)
+
+
+def _ends_particle(nxt: str) -> bool:
+    """Does the word after a particle end the phrasal verb (end of caption, punctuation, separator, adverb)?"""
+    return not nxt or not nxt[0].isalnum() or nxt in SEPARATORS or _is_adverb(nxt)
+
+
 def chunk_labeled(caption: str) -> list[tuple[int, int, str]]:
     """(start, end, "NP" | "VP") character spans of the chunks of `caption`, in order."""
     tokens = [(m.start(), m.end(), m.group().lower()) for m in _WORD.finditer(caption)]
-    out: list[tuple[int, int, str]] = []
-    state, start, end = "", 0, 0  # state: "" (no chunk), "NP" or "VP"
-    last_word, has_noun, plural_chunk, after_aux = "", False, False, False
-
-    def close() -> None:
-        nonlocal state
-        if state:
-            out.append((start, end, state))
-        state = ""
-
-    def open_(kind: str, s: int, e: int) -> None:
-        nonlocal state, start, end, has_noun, plural_chunk, after_aux
-        close()
-        state, start, end, has_noun, plural_chunk, after_aux = kind, s, e, False, False, False
-
-    i = 0
+    c = _Chunker()
+    last_word, i = "", 0
     while i < len(tokens):
         s, e, w = tokens[i]
         nxt = tokens[i + 1][2] if i + 1 < len(tokens) else ""
         if not w[0].isalnum():  # punctuation
-            close()
-        elif state == "VP" and w in PARTICLES and (not nxt or not nxt[0].isalnum() or nxt in SEPARATORS
-                                                   or _is_adverb(nxt)):
-            end = e  # particle of a phrasal verb (rule 2 exception)
+            c.close()
+        elif c.state == "VP" and w in PARTICLES and _ends_particle(nxt):
+            c.end = e  # particle of a phrasal verb (rule 2 exception)
         elif w in SEPARATORS:
-            close()
-        elif state == "VP":
-            if (w in NUMBERS or w.isdigit()) and nxt == "times":
-                end, i = tokens[i + 1][1], i + 1
-            elif (_is_adverb(w) or w in AUXILIARIES or w in VERBS or w.endswith(("ing", "ed"))
-                  or (after_aux and w not in DETERMINERS and w not in NUMBERS and w not in PRONOUNS)):
-                end = e
-                after_aux = w in AUXILIARIES
-            else:
-                open_("NP", s, e)
-                plural_chunk = w in PLURAL_NUMBERS
-                has_noun = _noun_like(w)
-        elif state == "NP":
-            if w in AUXILIARIES or (has_noun and _verb_start(w, last_word, plural_chunk)):
-                open_("VP", s, e)
-                after_aux = w in AUXILIARIES
-            elif _is_adverb(w) and w not in DETERMINERS:
-                close()
-            elif has_noun and (w in DETERMINERS or w in PRONOUNS):
-                open_("NP", s, e)
-                has_noun = w in PRONOUNS
-            else:
-                end = e
-                has_noun = has_noun or _noun_like(w)
+            c.close()
+        elif c.state == "VP" and (w in NUMBERS or w.isdigit()) and nxt == "times":
+            c.end, i = tokens[i + 1][1], i + 1
+        elif c.state == "VP":
+            c.in_vp(w, s, e)
+        elif c.state == "NP":
+            c.in_np(w, s, e, last_word)
         else:
-            if w in AUXILIARIES or w in VERBS:
-                open_("VP", s, e)
-                after_aux = w in AUXILIARIES
-            elif _is_adverb(w) and w not in DETERMINERS:
-                pass  # rule 6
-            else:
-                open_("NP", s, e)
-                plural_chunk = w in PLURAL_NUMBERS
-                has_noun = _noun_like(w)
+            c.outside(w, s, e)
         last_word = w
         i += 1
-    close()
-    return out
+    c.close()
+    return c.out
 
 
 def chunk(caption: str) -> list[tuple[int, int]]:

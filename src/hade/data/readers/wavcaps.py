@@ -67,9 +67,8 @@ def _captions(entry: dict, path: Path, where: str, out: ClipCollector) -> list[s
     return captions
 
 
-def read(path: Path, name: str, audio_dir: Path | None = None, verify_audio: bool = True) -> SplitData:
-    """Read one WavCaps-style JSON file."""
-    doc = load_json(path, "WavCaps JSON")
+def _check_document(doc: Any, path: Path) -> list[Any]:
+    """The 'data' array of a WavCaps JSON document, after checking its shape."""
     if not isinstance(doc, dict) or "data" not in doc:
         found = f"an object with keys {sorted(doc)[:10]}" if isinstance(doc, dict) else type_name(doc)
         raise InputError(f"{path}: expected a JSON object with a 'data' array, found {found}")
@@ -80,18 +79,37 @@ def read(path: Path, name: str, audio_dir: Path | None = None, verify_audio: boo
         n = doc["num_captions_per_audio"]
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InputError(f"{path}: field 'num_captions_per_audio': expected a positive integer, found {n!r}")
+    return data
+
+
+def _clip_id(entry: Any, path: Path, where: str) -> str:
+    if not isinstance(entry, dict):
+        raise InputError(f"{path}: {where}: expected an object, found {type_name(entry)}")
+    if "id" not in entry:
+        raise InputError(f"{path}: {where}: missing field 'id'; expected a string or number")
+    raw_id = entry["id"]
+    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+        raise InputError(f"{path}: {where}.id: expected a string or number, found {type_name(raw_id)}")
+    return str(raw_id).strip()
+
+
+def _audio_candidates(audio_root: Path, clip_id: str) -> list[Path]:
+    """Where a clip without an 'audio' field may be: ID.EXT for every audio extension (ID itself first when it
+    already ends in one)."""
+    candidates = [audio_root / f"{clip_id}{ext}" for ext in AUDIO_SUFFIXES]
+    if Path(clip_id).suffix.lower() in AUDIO_EXTENSIONS:
+        candidates.insert(0, audio_root / clip_id)
+    return candidates
+
+
+def read(path: Path, name: str, audio_dir: Path | None = None, verify_audio: bool = True) -> SplitData:
+    """Read one WavCaps-style JSON file."""
+    data = _check_document(load_json(path, "WavCaps JSON"), path)
     audio_root = audio_dir if audio_dir is not None else path.parent / split_from_file(path)
     out = ClipCollector(name, verify_audio)
     for i, entry in enumerate(data):
         where = f"data[{i}]"
-        if not isinstance(entry, dict):
-            raise InputError(f"{path}: {where}: expected an object, found {type_name(entry)}")
-        if "id" not in entry:
-            raise InputError(f"{path}: {where}: missing field 'id'; expected a string or number")
-        raw_id = entry["id"]
-        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
-            raise InputError(f"{path}: {where}.id: expected a string or number, found {type_name(raw_id)}")
-        clip_id = str(raw_id).strip()
+        clip_id = _clip_id(entry, path, where)
         captions = _captions(entry, path, where, out)
         audio = entry.get("audio")
         if audio is not None:
@@ -99,9 +117,7 @@ def read(path: Path, name: str, audio_dir: Path | None = None, verify_audio: boo
                 raise InputError(f"{path}: {where}.audio: expected a non-empty path string, found {audio!r}")
             audio_path = resolve_path(audio.strip(), path.parent)
         else:
-            candidates = [audio_root / f"{clip_id}{ext}" for ext in AUDIO_SUFFIXES]
-            if Path(clip_id).suffix.lower() in AUDIO_EXTENSIONS:
-                candidates.insert(0, audio_root / clip_id)
+            candidates = _audio_candidates(audio_root, clip_id)
             audio_path = next((c for c in candidates if c.is_file()), candidates[0])
             if verify_audio and captions and not audio_path.is_file():
                 tried = ", ".join(c.name for c in candidates if c != audio_path)

@@ -79,23 +79,26 @@ class Scene:
         return (bg, tuple(tuple(sorted(sig(e) for e in step)) for step in self.steps))
 
 
-def scene_from_events(events: Sequence[EventInstance | dict[str, Any]]) -> Scene:
-    """Rebuild a scene from event records; roles/steps are used when present, else inferred from times."""
-    evs = [e if isinstance(e, EventInstance) else EventInstance.from_dict(e) for e in events]
-    if not evs:
-        raise ValueError("a scene needs at least one event")
-    if all(e.role in ("sequence", "concurrent", "background") and (e.step is not None or e.role == "background")
-           for e in evs) and any(e.role == "sequence" for e in evs):
-        bg = next((e for e in evs if e.role == "background"), None)
-        n_steps = max(e.step for e in evs if e.role != "background") + 1
-        steps: list[list[EventInstance]] = [[] for _ in range(n_steps)]
-        for e in evs:
-            if e.role != "background":
-                steps[e.step].append(e)
-        for s in steps:
-            s.sort(key=lambda e: e.role != "sequence")
-        return Scene([s for s in steps if s], bg)
-    # infer: a long event covering the others is the background; overlapping events share a step
+def _has_roles(evs: list[EventInstance]) -> bool:
+    """Do the records carry their roles and steps (scenes written by this generator)?"""
+    return (all(e.role in ("sequence", "concurrent", "background") and (e.step is not None or e.role == "background")
+                for e in evs) and any(e.role == "sequence" for e in evs))
+
+
+def _scene_from_roles(evs: list[EventInstance]) -> Scene:
+    bg = next((e for e in evs if e.role == "background"), None)
+    n_steps = max(e.step for e in evs if e.role != "background") + 1
+    steps: list[list[EventInstance]] = [[] for _ in range(n_steps)]
+    for e in evs:
+        if e.role != "background":
+            steps[e.step].append(e)
+    for s in steps:
+        s.sort(key=lambda e: e.role != "sequence")
+    return Scene([s for s in steps if s], bg)
+
+
+def _scene_from_times(evs: list[EventInstance]) -> Scene:
+    """A long event covering the others is the background; overlapping events share a step."""
     evs = sorted(evs, key=lambda e: (e.start, -e.end))
     bg = None
     if len(evs) >= 2:
@@ -103,13 +106,21 @@ def scene_from_events(events: Sequence[EventInstance | dict[str, Any]]) -> Scene
         first = evs[0]
         if span > 0 and first.end - first.start >= 0.9 * span:
             bg, evs = first, evs[1:]
-    steps = []
+    steps: list[list[EventInstance]] = []
     for e in evs:
         if steps and len(steps[-1]) == 1 and e.start < steps[-1][0].end:
             steps[-1].append(e)
         else:
             steps.append([e])
     return Scene(steps, bg)
+
+
+def scene_from_events(events: Sequence[EventInstance | dict[str, Any]]) -> Scene:
+    """Rebuild a scene from event records; roles/steps are used when present, else inferred from times."""
+    evs = [e if isinstance(e, EventInstance) else EventInstance.from_dict(e) for e in events]
+    if not evs:
+        raise ValueError("a scene needs at least one event")
+    return _scene_from_roles(evs) if _has_roles(evs) else _scene_from_times(evs)
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -162,6 +173,52 @@ def _add_focus(e: EventInstance, what: str) -> None:
         e.focus = tuple(sorted(e.focus + (what,)))
 
 
+def _plan_variations(rng: np.random.Generator, base: Scene, variants: int) -> list[tuple[str, Any]]:
+    """What each of up to `variants` variants changes: ("attribute", (type, attribute)), ("count", type) or
+    ("order", None); distinct kinds first.  An attribute to vary is given a value in `base` if it had none."""
+    attr_targets = [(e.type, a) for e in base.events() for a in EVENT_TYPES[e.type].attributes]
+    count_targets = [e.type for e in base.events() if EVENT_TYPES[e.type].countable and e.role != "background"]
+    kinds = ["attribute"] + (["order"] if len(base.steps) >= 2 else []) + (["count"] if count_targets else [])
+    first = [str(k) for k in rng.permutation(kinds)]
+    plan: list[tuple[str, Any]] = []
+    for j in range(variants):
+        kind = first[j] if j < len(first) else kinds[int(rng.integers(len(kinds)))]
+        if kind == "attribute":
+            unused = [t for t in attr_targets if ("attribute", t) not in plan]
+            if not unused:
+                continue
+            target = unused[int(rng.integers(len(unused)))]
+            _find(base, target[0]).attributes.setdefault(target[1], ATTRIBUTE_VALUES[target[1]][int(rng.integers(2))])
+            plan.append(("attribute", target))
+        elif kind == "count":
+            plan.append(("count", count_targets[int(rng.integers(len(count_targets)))]))
+        else:
+            plan.append(("order", None))
+    return plan
+
+
+def _vary(base: Scene, kind: str, target: Any, rng: np.random.Generator) -> tuple[Scene, list[tuple[str, str]]]:
+    """A copy of `base` changed as planned, and the (event type, what) focus marks the change asks for."""
+    v = copy.deepcopy(base)
+    if kind == "attribute":
+        name, attr = target
+        ev = _find(v, name)
+        ev.attributes[attr] = next(x for x in ATTRIBUTE_VALUES[attr] if x != ev.attributes[attr])
+        return v, [(name, attr)]
+    if kind == "count":
+        ev = _find(v, target)
+        ev.count = int(rng.choice([c for c in (1, 2, 3) if c != ev.count]))
+        return v, [(target, "count")]
+    order = list(rng.permutation(len(v.steps)))
+    if order == sorted(order):
+        order = order[1:] + order[:1]
+    v.steps = [v.steps[i] for i in order]
+    for i, step in enumerate(v.steps):
+        for e in step:
+            e.step = i
+    return v, []
+
+
 def make_group(rng: np.random.Generator, types: Sequence[str], size: int) -> list[Scene]:
     """`size` scenes with one bag of event types: a base scene and variants that differ from it in step
     order, one attribute value or one event count.  The varied attribute / count is marked as focus in
@@ -169,47 +226,10 @@ def make_group(rng: np.random.Generator, types: Sequence[str], size: int) -> lis
     base = sample_scene(rng, types)
     if size <= 1:
         return [base]
-    attr_targets = [(e.type, a) for e in base.events() for a in EVENT_TYPES[e.type].attributes]
-    count_targets = [e.type for e in base.events() if EVENT_TYPES[e.type].countable and e.role != "background"]
-    kinds = ["attribute"] + (["order"] if len(base.steps) >= 2 else []) + (["count"] if count_targets else [])
-    first = [str(k) for k in rng.permutation(kinds)]  # distinct kinds of variation first
-    plan: list[tuple[str, Any]] = []
-    for j in range(size - 1):
-        kind = first[j] if j < len(first) else kinds[int(rng.integers(len(kinds)))]
-        if kind == "attribute":
-            unused = [t for t in attr_targets if ("attribute", t) not in plan]
-            if not unused:
-                continue
-            target = unused[int(rng.integers(len(unused)))]
-            ev = _find(base, target[0])
-            ev.attributes.setdefault(target[1], ATTRIBUTE_VALUES[target[1]][int(rng.integers(2))])
-            plan.append(("attribute", target))
-        elif kind == "count":
-            plan.append(("count", count_targets[int(rng.integers(len(count_targets)))]))
-        else:
-            plan.append(("order", None))
     members, sigs = [base], {base.signature()}
-    for kind, target in plan:
-        for _ in range(8):
-            v = copy.deepcopy(base)
-            if kind == "attribute":
-                name, attr = target
-                ev = _find(v, name)
-                ev.attributes[attr] = next(x for x in ATTRIBUTE_VALUES[attr] if x != ev.attributes[attr])
-                marks = [(name, attr)]
-            elif kind == "count":
-                ev = _find(v, target)
-                ev.count = int(rng.choice([c for c in (1, 2, 3) if c != ev.count]))
-                marks = [(target, "count")]
-            else:
-                order = list(rng.permutation(len(v.steps)))
-                if order == sorted(order):
-                    order = order[1:] + order[:1]
-                v.steps = [v.steps[i] for i in order]
-                for i, step in enumerate(v.steps):
-                    for e in step:
-                        e.step = i
-                marks = []
+    for kind, target in _plan_variations(rng, base, size - 1):
+        for _ in range(8):  # a variant equal to an earlier member is drawn again
+            v, marks = _vary(base, kind, target, rng)
             if v.signature() not in sigs:
                 members.append(v)
                 sigs.add(v.signature())

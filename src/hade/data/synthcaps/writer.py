@@ -121,21 +121,22 @@ def group_sizes(n: int, size: int = GROUP_SIZE) -> list[int]:
     return sizes
 
 
-def _validate(out_dir: Any, clips: Any, seed: Any, sample_rate: Any, duration: Any, layout: Any,
-              split_fractions: Any, event_types: Any) -> tuple[Path, tuple[float, float, float], list[str]]:
-    def is_int(x: Any) -> bool:
-        return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
-    if not is_int(clips) or clips < 3:
+
+def _check_numbers(clips: Any, seed: Any, sample_rate: Any, duration: Any) -> None:
+    if not _is_int(clips) or clips < 3:
         raise InputError(f"clips must be an integer >= 3 (at least one clip per split), got {clips!r}")
-    if not is_int(seed) or seed < 0:
+    if not _is_int(seed) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
-    if not is_int(sample_rate) or not 8000 <= sample_rate <= 192000:
+    if not _is_int(sample_rate) or not 8000 <= sample_rate <= 192000:
         raise InputError(f"sample_rate must be an integer between 8000 and 192000 Hz, got {sample_rate!r}")
     if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0.5 <= float(duration) <= 60:
         raise InputError(f"duration must be a number of seconds between 0.5 and 60, got {duration!r}")
-    if layout not in LAYOUTS:
-        raise InputError(f"unknown layout {layout!r}; expected one of: {', '.join(LAYOUTS)}")
+
+
+def _split_fractions(split_fractions: Any) -> tuple[float, float, float]:
     try:
         fr = tuple(float(f) for f in split_fractions)
     except (TypeError, ValueError):
@@ -143,20 +144,32 @@ def _validate(out_dir: Any, clips: Any, seed: Any, sample_rate: Any, duration: A
     if len(fr) != 3 or min(fr) <= 0 or abs(sum(fr) - 1.0) > 1e-6:
         raise InputError(f"split_fractions must be three positive numbers (train, validation, test) summing to 1, "
                          f"got {split_fractions!r}")
+    return fr  # type: ignore[return-value]
+
+
+def _event_types(event_types: Any) -> list[str]:
     if event_types is None:
-        types = sorted(EVENT_TYPES)
-    else:
-        if isinstance(event_types, str) or not all(isinstance(t, str) for t in event_types) or not event_types:
-            raise InputError(f"event_types must be a non-empty list of event type names, got {event_types!r}")
-        unknown = sorted({t for t in event_types if t not in EVENT_TYPES})
-        if unknown:
-            raise InputError(f"unknown event type(s) {', '.join(map(repr, unknown))}; "
-                             f"valid types: {', '.join(sorted(EVENT_TYPES))}")
-        types = sorted(set(event_types))
+        return sorted(EVENT_TYPES)
+    if isinstance(event_types, str) or not all(isinstance(t, str) for t in event_types) or not event_types:
+        raise InputError(f"event_types must be a non-empty list of event type names, got {event_types!r}")
+    unknown = sorted({t for t in event_types if t not in EVENT_TYPES})
+    if unknown:
+        raise InputError(f"unknown event type(s) {', '.join(map(repr, unknown))}; "
+                         f"valid types: {', '.join(sorted(EVENT_TYPES))}")
+    return sorted(set(event_types))
+
+
+def _validate(out_dir: Any, clips: Any, seed: Any, sample_rate: Any, duration: Any, layout: Any,
+              split_fractions: Any, event_types: Any) -> tuple[Path, tuple[float, float, float], list[str]]:
+    _check_numbers(clips, seed, sample_rate, duration)
+    if layout not in LAYOUTS:
+        raise InputError(f"unknown layout {layout!r}; expected one of: {', '.join(LAYOUTS)}")
+    fr = _split_fractions(split_fractions)
+    types = _event_types(event_types)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"output path {out} exists and is not a directory")
-    return out, fr, types  # type: ignore[return-value]
+    return out, fr, types
 
 
 # ---------------------------------------------------------------------------------------------- generation
