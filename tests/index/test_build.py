@@ -246,5 +246,5 @@ def test_bf16_compute_builds_an_index_close_to_fp32(dp_ckpt, dp_index, synth_dir
     assert low.keys() == ref.keys()
     gaps = [np.abs(low[k][1]["embed"] - ref[k][1]["embed"]).max() for k in ref]
     assert 0 < max(gaps) < 0.05
-    with pytest.raises(InputError, match="--compute must be fp32, bf16 or fp16"):
+    with pytest.raises(InputError, match=r"compute: expected one of \['fp32', 'bf16', 'fp16'\], got 'int8'"):
         build_index(synth_dir, tmp_path / "x.idx", dp_ckpt, compute="int8", progress=False)

@@ -6,6 +6,7 @@ of its rows are dead (deleted or changed files). It changes where rows live, nev
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ from tqdm.auto import tqdm
 
 from hade.errors import InputError
 from hade.index.ann import DEFAULT_THRESHOLD, AnnParams, build_ann, read_ann_params, save_ann
-from hade.index.store import ReprTable, Store, copy_model
+from hade.index.reprs import ReprTable
+from hade.index.store import STORAGE_DTYPE_KEY, FileRecord, Placement, Store, WindowRecord, copy_model
 from hade.utils.atomic import atomic_dir, write_json_atomic
 
 MAX_CHUNKS = 16
@@ -37,23 +39,25 @@ def ann_is_current(store: Store, params: AnnParams | None = None) -> bool:
 def compact(store: Store, force: bool = False, progress: bool = False) -> bool:
     """Rewrite live rows into few large chunks when fragmented; returns whether it did."""
     meta = store.meta()
-    total_rows = store.conn.execute("SELECT COALESCE(SUM(rows), 0), COUNT(*) FROM chunks").fetchone()
-    live = store.conn.execute("SELECT COUNT(*) FROM windows").fetchone()[0]
-    fragmented = total_rows[1] > MAX_CHUNKS or (total_rows[0] and live < (1 - DEAD_FRACTION) * total_rows[0])
+    total_rows, chunks = store.chunk_totals()
+    live = store.count_windows()
+    fragmented = chunks > MAX_CHUNKS or (total_rows and live < (1 - DEAD_FRACTION) * total_rows)
     if not (force or fragmented) or live == 0 or "repr_spec" not in meta:
         return False
     table = store.window_table()
     reprs = ReprTable(store, table["chunk"], table["row"], meta["repr_spec"])
-    new_rows: list[tuple[int, int, int]] = []  # (chunk, row, window id)
+    placements: list[Placement] = []
+    rows: dict[int, int] = {}
     starts = range(0, live, COMPACT_ROWS)
     for a in tqdm(starts, desc="compact", unit="chunk", disable=not progress, leave=False):
         pos = np.arange(a, min(live, a + COMPACT_ROWS))
         cid = store.write_chunk(reprs.gather(pos))
-        new_rows.extend((cid, i, int(table["id"][p])) for i, p in enumerate(pos))
-    with store.transaction() as c:
-        for cid in sorted({r[0] for r in new_rows}):
-            store.register_chunk(cid, sum(1 for r in new_rows if r[0] == cid))
-        c.executemany("UPDATE windows SET chunk=?, row=? WHERE id=?", new_rows)
+        rows[cid] = len(pos)
+        placements.extend(Placement(int(table["id"][p]), cid, i) for i, p in enumerate(pos))
+    with store.transaction():
+        for cid in sorted(rows):
+            store.register_chunk(cid, rows[cid])
+        store.move_windows(placements)
     store.cleanup()
     return True
 
@@ -76,7 +80,7 @@ def finalize(store: Store, threshold: int = DEFAULT_THRESHOLD, progress: bool = 
     """Compact if fragmented and rebuild the ANN when the store changed since it was built (or its kind
     no longer matches `threshold`). Returns the ANN parameters as a dict."""
     meta = store.meta()
-    count = store.conn.execute("SELECT COUNT(*) FROM windows").fetchone()[0]
+    count = store.count_windows()
     kind = _ann_kind(count, threshold, meta.get("pooled_key"))
     params = read_ann_params(store.root)
     if params is not None and ann_is_current(store, params) and params.kind == kind:
@@ -108,6 +112,25 @@ def _record_ann(store: Store, file: str | None) -> None:
             store.record_files([file])
 
 
+_SAME_OPTIONS = ("fingerprint", "sample_rate", "window_samples", "hop_samples", STORAGE_DTYPE_KEY)
+
+
+@dataclass
+class _MergePlan:
+    """What `merge_indexes` writes: the merged meta, every file once ({path: (part number, its record)}),
+    and the windows to copy in their new order ((path, start_sample, end_sample, part number, position in
+    the part's window table), sorted)."""
+
+    meta: dict[str, Any]
+    files: dict[str, tuple[int, FileRecord]]
+    order: list[tuple[str, int, int, int, int]]
+
+    @property
+    def file_ids(self) -> dict[str, int]:
+        """New file ids 1..F in path order."""
+        return {path: n + 1 for n, path in enumerate(sorted(self.files))}
+
+
 def merge_indexes(out: str | Path, parts: list[str | Path], ann_threshold: int | None = None,
                   root: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Join indexes built with the same model and windows (e.g. `--shard i/N` parts) into a new index.
@@ -124,90 +147,125 @@ def merge_indexes(out: str | Path, parts: list[str | Path], ann_threshold: int |
     stores = [Store(p) for p in parts]
     try:
         metas = [s.meta() for s in stores]
-        first = metas[0]
-        for p, s, m in zip(parts, stores, metas):
-            for key in ("fingerprint", "sample_rate", "window_samples", "hop_samples", "precision"):
-                if m.get(key) != first.get(key):
-                    raise InputError(f"{p}: {key} {m.get(key)!r} differs from {parts[0]}'s {first.get(key)!r}; "
-                                     "parts must be built with the same model and options")
-            if not ann_is_current(s):
-                raise InputError(f"{p}: incomplete index (interrupted `hade index`?); run it again to finish first")
-        specs = {str(m.get("repr_spec")) for m in metas if m.get("repr_spec")}
-        if len(specs) > 1:
-            raise InputError("parts store different representations; rebuild them with the same model")
-        spec_meta = next((m for m in metas if m.get("repr_spec")), first)
-        files: dict[str, tuple[int, tuple]] = {}
-        for i, s in enumerate(stores):
-            aux = "aux_caption" if "aux_caption" in s.file_columns() else "NULL"
-            for row in s.conn.execute("SELECT id, path, size, mtime_ns, sha256, status, error, duration, num_windows, "
-                                      f"{aux} FROM files"):
-                if row[1] in files:
-                    if files[row[1]][1][4] != row[4]:
-                        raise InputError(f"{row[1]} is in {parts[files[row[1]][0]]} and {parts[i]} with different "
-                                         "content; re-index one of them")
-                    continue
-                files[row[1]] = (i, row)
-        shards = [m.get("shard") for m in metas]
-        n_parts = {s[1] for s in shards if s}
-        covered = all(shards) and len(n_parts) == 1 and sorted(s[0] for s in shards) == list(range(n_parts.pop()))
-        threshold = int(ann_threshold if ann_threshold is not None else first.get("ann_threshold", DEFAULT_THRESHOLD))
+        _check_parts(parts, stores, metas)
+        files = _union_files(parts, stores)
+        tables = [s.window_table() for s in stores]
+        plan = _MergePlan(_merged_meta(metas, ann_threshold, root), files, _window_order(stores, tables, files))
         with atomic_dir(out) as tmp:
             dest = Store(tmp, create=True)
             try:
                 copy_model(stores[0].model_dir, dest.model_dir)
                 dest.record_model()
-                tables = [s.window_table() for s in stores]
-                reprs = [ReprTable(s, t["chunk"], t["row"], spec_meta.get("repr_spec") or {})
+                reprs = [ReprTable(s, t["chunk"], t["row"], plan.meta.get("repr_spec") or {})
                          for s, t in zip(stores, tables)]
-                order = []  # (path, start_sample, end_sample, part, position)
-                for i, (s, t) in enumerate(zip(stores, tables)):
-                    paths = dict(s.conn.execute("SELECT id, path FROM files"))
-                    for p, (fid, s0, s1) in enumerate(zip(t["file_id"].tolist(), t["start_sample"].tolist(),
-                                                          t["end_sample"].tolist())):
-                        if files[paths[fid]][0] == i:
-                            order.append((paths[fid], s0, s1, i, p))
-                order.sort()
-                file_ids = {path: n + 1 for n, path in enumerate(sorted(files))}
-                with dest.transaction() as c:
-                    meta = {k: v for k, v in first.items() if k not in ("generation", "repr_spec", "pooled_key")}
-                    meta.update(root=str(Path(root).resolve()) if root else first["root"],
-                                shard=None if covered else (shards if any(shards) else None), ann_threshold=threshold)
-                    for k in ("repr_spec", "pooled_key"):
-                        if k in spec_meta:
-                            meta[k] = spec_meta[k]
-                    dest.set_meta(**meta)
-                    c.executemany("INSERT INTO files(id, path, size, mtime_ns, sha256, status, error, duration, "
-                                  "num_windows, aux_caption) VALUES(?,?,?,?,?,?,?,?,?,?)",
-                                  [(file_ids[p], p, *row[2:]) for p, (_, row) in sorted(files.items())])
-                    dest.bump_generation()
-                bar = tqdm(total=len(order), desc="merge", unit="window", disable=not progress)
-                for a in range(0, len(order), COMPACT_ROWS):
-                    part = order[a:a + COMPACT_ROWS]
-                    arrays = {k: np.empty((len(part), *v["shape"]), v["dtype"])
-                              for k, v in (spec_meta.get("repr_spec") or {}).items()}
-                    for i in range(len(stores)):
-                        sel = [n for n, o in enumerate(part) if o[3] == i]
-                        if sel:
-                            got = reprs[i].gather(np.array([part[n][4] for n in sel]))
-                            for k in arrays:
-                                arrays[k][sel] = got[k]
-                    cid = dest.write_chunk(arrays)
-                    sr = first["sample_rate"]
-                    with dest.transaction() as c:
-                        dest.register_chunk(cid, len(part))
-                        c.executemany("INSERT INTO windows(id, file_id, start, end, start_sample, end_sample, chunk, "
-                                      "row) VALUES(?,?,?,?,?,?,?,?)",
-                                      [(a + n + 1, file_ids[o[0]], o[1] / sr, o[2] / sr, o[1], o[2], cid, n)
-                                       for n, o in enumerate(part)])
-                        dest.bump_generation()
-                    bar.update(len(part))
-                bar.close()
-                ann = finalize(dest, threshold, progress=progress)
-                files_ok, windows = dest.conn.execute("SELECT (SELECT COUNT(*) FROM files WHERE status='ok'), "
-                                                      "(SELECT COUNT(*) FROM windows)").fetchone()
+                _write_merged(dest, plan, reprs, progress)
+                ann = finalize(dest, plan.meta["ann_threshold"], progress=progress)
+                files_ok, windows = dest.count_files("ok"), dest.count_windows()
             finally:
                 dest.close()
     finally:
         for s in stores:
             s.close()
     return {"files": files_ok, "windows": windows, "parts": len(parts), "ann": ann, "out": str(out)}
+
+
+def _check_parts(parts: list[str | Path], stores: list[Store], metas: list[dict[str, Any]]) -> None:
+    """Refuse parts built with another model or options, unfinished ones, or differing representations."""
+    first = metas[0]
+    for p, s, m in zip(parts, stores, metas):
+        for key in _SAME_OPTIONS:
+            if m.get(key) != first.get(key):
+                raise InputError(f"{p}: {key} {m.get(key)!r} differs from {parts[0]}'s {first.get(key)!r}; "
+                                 "parts must be built with the same model and options")
+        if not ann_is_current(s):
+            raise InputError(f"{p}: incomplete index (interrupted `hade index`?); run it again to finish first")
+    if len({str(m.get("repr_spec")) for m in metas if m.get("repr_spec")}) > 1:
+        raise InputError("parts store different representations; rebuild them with the same model")
+
+
+def _union_files(parts: list[str | Path], stores: list[Store]) -> dict[str, tuple[int, FileRecord]]:
+    """{path: (number of the first part holding it, its record)}; InputError when two parts hold a path
+    with different bytes."""
+    files: dict[str, tuple[int, FileRecord]] = {}
+    for i, s in enumerate(stores):
+        for rec in s.files():
+            if rec.path not in files:
+                files[rec.path] = (i, rec)
+            elif files[rec.path][1].sha256 != rec.sha256:
+                raise InputError(f"{rec.path} is in {parts[files[rec.path][0]]} and {parts[i]} with different "
+                                 "content; re-index one of them")
+    return files
+
+
+def _merged_meta(metas: list[dict[str, Any]], ann_threshold: int | None, root: str | Path | None) -> dict[str, Any]:
+    """The merged index's meta: the first part's, with the representations of a part that has any, the
+    union's shard (None when the parts cover all N slices of one sharding), root and ANN threshold."""
+    first = metas[0]
+    spec_meta = next((m for m in metas if m.get("repr_spec")), first)
+    meta = {k: v for k, v in first.items() if k not in ("generation", "repr_spec", "pooled_key")}
+    meta.update({k: spec_meta[k] for k in ("repr_spec", "pooled_key") if k in spec_meta})
+    if ann_threshold is None:
+        ann_threshold = first.get("ann_threshold", DEFAULT_THRESHOLD)
+    meta.update(root=str(Path(root).resolve()) if root else first["root"],
+                shard=_merged_shard([m.get("shard") for m in metas]), ann_threshold=int(ann_threshold))
+    return meta
+
+
+def _merged_shard(shards: list[list[int] | None]) -> list | None:
+    """The merged index's shard meta: None when the parts are unsharded or cover all N slices of one
+    sharding, else the parts' shards."""
+    n_parts = {s[1] for s in shards if s}
+    covered = all(shards) and len(n_parts) == 1 and sorted(s[0] for s in shards) == list(range(n_parts.pop()))
+    return None if covered or not any(shards) else shards
+
+
+def _window_order(stores: list[Store], tables: list[dict[str, np.ndarray]],
+                  files: dict[str, tuple[int, FileRecord]]) -> list[tuple[str, int, int, int, int]]:
+    """The windows to copy, sorted by (path, start_sample, end_sample): each from the part whose record of
+    its file is kept, as (path, start_sample, end_sample, part number, position in that part's table)."""
+    order = []
+    for i, (s, t) in enumerate(zip(stores, tables)):
+        paths = {rec.id: rec.path for rec in s.files()}
+        for p, (fid, s0, s1) in enumerate(zip(t["file_id"].tolist(), t["start_sample"].tolist(),
+                                              t["end_sample"].tolist())):
+            if files[paths[fid]][0] == i:
+                order.append((paths[fid], s0, s1, i, p))
+    order.sort()
+    return order
+
+
+def _write_merged(dest: Store, plan: _MergePlan, reprs: list[ReprTable], progress: bool) -> None:
+    """Write the plan's meta and files, then its windows COMPACT_ROWS at a time (one chunk and one commit
+    each), numbered 1..N in order."""
+    file_ids = plan.file_ids
+    with dest.transaction():
+        dest.set_meta(**plan.meta)
+        for path, (_, rec) in sorted(plan.files.items()):
+            dest.add_file(rec._replace(id=file_ids[path]))
+        dest.bump_generation()
+    sr = plan.meta["sample_rate"]
+    spec = plan.meta.get("repr_spec") or {}
+    bar = tqdm(total=len(plan.order), desc="merge", unit="window", disable=not progress)
+    for a in range(0, len(plan.order), COMPACT_ROWS):
+        part = plan.order[a:a + COMPACT_ROWS]
+        cid = dest.write_chunk(_gather_merged(part, reprs, spec))
+        with dest.transaction():
+            dest.register_chunk(cid, len(part))
+            dest.put_windows(WindowRecord(file_ids[path], s0 / sr, s1 / sr, s0, s1, cid, n, id=a + n + 1)
+                             for n, (path, s0, s1, _, _) in enumerate(part))
+            dest.bump_generation()
+        bar.update(len(part))
+    bar.close()
+
+
+def _gather_merged(part: list[tuple[str, int, int, int, int]], reprs: list[ReprTable],
+                   spec: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
+    """The arrays {key: [len(part), ...]} of a run of windows of the merge order, read from their parts."""
+    arrays = {k: np.empty((len(part), *v["shape"]), v["dtype"]) for k, v in spec.items()}
+    for i, table in enumerate(reprs):
+        sel = [n for n, o in enumerate(part) if o[3] == i]
+        if sel:
+            got = table.gather(np.array([part[n][4] for n in sel]))
+            for k in arrays:
+                arrays[k][sel] = got[k]
+    return arrays

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import sqlite3
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from hade.errors import IndexDamaged
-from hade.index.store import (ANN_JSON, ARRAYS_DIR, DB_FILE, MODEL_DIR, MODEL_FILES, Store, chunk_name,
-                              model_fingerprint, sha256_file)
+from hade.index.store import (ANN_JSON, ARRAYS_DIR, DB_FILE, MODEL_DIR, MODEL_FILES, DatabaseError, IntegrityRecord,
+                              Store, chunk_name, model_fingerprint, sha256_file)
 
 VERIFY_BUDGET = 1 << 30  # bytes a plain `hade index` re-run hashes every time (beyond that: size + mtime)
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -151,20 +150,15 @@ def hash_problem(file: Path, sha: str) -> str | None:
 
 
 # ---- records ------------------------------------------------------------------------------------------
-def records(store: Store) -> dict[str, tuple[int, int | None, str | None]]:
-    """{relative path: (size, mtime_ns, sha256)} of the integrity table ({} for indexes that predate it)."""
-    try:
-        rows = store.conn.execute("SELECT path, size, mtime_ns, sha256 FROM integrity").fetchall()
-    except sqlite3.OperationalError:
-        return {}
-    return {r[0]: (int(r[1]), r[2], r[3]) for r in rows}
+def records(store: Store) -> dict[str, IntegrityRecord]:
+    """{relative path: its record} of the integrity table ({} for indexes that predate it)."""
+    return store.integrity_records()
 
 
 def chunk_files(store: Store, meta: dict[str, Any]) -> list[tuple[int, str]]:
     """(chunk id, relative path) of every array file of every registered chunk."""
     keys = sorted(meta.get("repr_spec") or {})
-    ids = [r[0] for r in store.conn.execute("SELECT id FROM chunks ORDER BY id")]
-    return [(cid, f"{ARRAYS_DIR}/{chunk_name(cid)}/{k}.npy") for cid in ids for k in keys]
+    return [(cid, f"{ARRAYS_DIR}/{chunk_name(cid)}/{k}.npy") for cid in store.chunk_ids() for k in keys]
 
 
 def ann_file(index: Path, meta: dict[str, Any]) -> str | None:
@@ -176,7 +170,7 @@ def ann_file(index: Path, meta: dict[str, Any]) -> str | None:
     return params.get("file") or None if params.get("kind") in ("flat", "ivf") else None
 
 
-def model_files(index: Path, recs: dict[str, tuple]) -> list[str]:
+def model_files(index: Path, recs: dict[str, IntegrityRecord]) -> list[str]:
     """The model copy's files to check: the recorded ones, else config.json and model.safetensors."""
     recorded = sorted(p for p in recs if p.startswith(MODEL_DIR + "/"))
     return recorded or [f"{MODEL_DIR}/{name}" for name in MODEL_FILES]
@@ -185,22 +179,22 @@ def model_files(index: Path, recs: dict[str, tuple]) -> list[str]:
 # ---- quick check ----------------------------------------------------------------------------------------
 def quick_problems(store: Store, meta: dict[str, Any]) -> list[Problem]:
     """Sizes of every registered chunk array, the ANN and the model copy against the records (and the .npy
-    headers); no hashing. Raises sqlite3.DatabaseError when the database cannot be read."""
+    headers); no hashing. Raises store.DatabaseError when the database cannot be read."""
     index = store.root
     recs = records(store)
     out: list[Problem] = []
     for cid, rel in chunk_files(store, meta):
         rec = recs.get(rel)
-        if (p := size_problem(index / rel, rec[0] if rec else None, npy=True)) is not None:
+        if (p := size_problem(index / rel, rec.size if rec else None, npy=True)) is not None:
             out.append(Problem(rel, p, "chunk", cid))
     ann = ann_file(index, meta)
     if ann is not None:
         rec = recs.get(ann)
-        if (p := size_problem(index / ann, rec[0] if rec else None, npy=False)) is not None:
+        if (p := size_problem(index / ann, rec.size if rec else None, npy=False)) is not None:
             out.append(Problem(ann, p, "ann"))
     for rel in model_files(index, recs):
         rec = recs.get(rel)
-        if (p := size_problem(index / rel, rec[0] if rec else None, npy=False)) is not None:
+        if (p := size_problem(index / rel, rec.size if rec else None, npy=False)) is not None:
             out.append(Problem(rel, p, "model"))
     return out
 
@@ -220,7 +214,7 @@ def health(index: str | Path, meta: dict[str, Any] | None = None) -> dict[str, A
                 probs = quick_problems(store, meta)
             finally:
                 store.close()
-    except sqlite3.DatabaseError as e:
+    except DatabaseError as e:
         probs = [Problem(DB_FILE, f"corrupt ({' '.join(str(e).split())[:120]})", "db")]
     except Exception as e:  # noqa: BLE001 - health must never raise
         probs = [Problem(".", f"not checkable ({type(e).__name__}: {' '.join(str(e).split())[:120]})", "db")]
@@ -232,14 +226,14 @@ def health(index: str | Path, meta: dict[str, Any] | None = None) -> dict[str, A
 
 
 # ---- deep check ---------------------------------------------------------------------------------------
-def _deep_file(index: Path, rel: str, rec: tuple | None, npy: bool, kind: str, chunk: int | None,
+def _deep_file(index: Path, rel: str, rec: IntegrityRecord | None, npy: bool, kind: str, chunk: int | None,
                res: CheckResult) -> None:
-    if (p := size_problem(index / rel, rec[0] if rec else None, npy=npy)) is not None:
+    if (p := size_problem(index / rel, rec.size if rec else None, npy=npy)) is not None:
         res.problems.append(Problem(rel, p, kind, chunk))
-    elif rec is None or rec[2] is None:
+    elif rec is None or rec.sha256 is None:
         res.notes.append(f"{rel}: no checksum recorded (an index written before checksums); verified by size only "
                          "— the next `hade index` run records it")
-    elif (p := hash_problem(index / rel, rec[2])) is not None:
+    elif (p := hash_problem(index / rel, rec.sha256)) is not None:
         res.problems.append(Problem(rel, p, kind, chunk))
 
 
@@ -261,7 +255,7 @@ def _check_ann(index: Path, store: Store, meta: dict[str, Any], recs: dict, res:
     except RuntimeError as e:
         res.problems.append(Problem(ann, f"corrupt (faiss cannot read it: {' '.join(str(e).split())[:120]})", "ann"))
         return
-    windows = store.conn.execute("SELECT COUNT(*) FROM windows").fetchone()[0]
+    windows = store.count_windows()
     if count != windows:
         res.problems.append(Problem(ann, f"stale (holds {count} vectors, the index has {windows} windows)", "ann"))
 
@@ -299,9 +293,9 @@ def check_index(index: str | Path, deep: bool = True) -> CheckResult:
         store = Store(index)
         meta = store.meta()
         if deep:
-            bad = [r[0] for r in store.conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
+            bad = store.integrity_check()
             if bad:
-                raise sqlite3.DatabaseError("; ".join(bad[:3]))
+                raise DatabaseError("; ".join(bad[:3]))
         if not deep:
             res.problems.extend(quick_problems(store, meta))
         else:
@@ -310,7 +304,7 @@ def check_index(index: str | Path, deep: bool = True) -> CheckResult:
                 _deep_file(index, rel, recs.get(rel), True, "chunk", cid, res)
             _check_ann(index, store, meta, recs, res)
             _check_model(index, meta, recs, res)
-    except sqlite3.DatabaseError as e:
+    except DatabaseError as e:
         res.problems.append(Problem(DB_FILE, f"corrupt ({' '.join(str(e).split())[:160]})", "db"))
     finally:
         if store is not None:
@@ -324,6 +318,6 @@ def damage_from_exception(index: Path, exc: BaseException, meta: dict[str, Any] 
     """IndexDamaged for a low-level read error of the index (sqlite corrupt, faiss unreadable), or None."""
     if isinstance(exc, IndexDamaged):
         return exc
-    if isinstance(exc, sqlite3.DatabaseError):
+    if isinstance(exc, DatabaseError):
         return damaged(index, Problem(DB_FILE, f"corrupt ({' '.join(str(exc).split())[:160]})", "db"), meta)
     return None

@@ -5,7 +5,7 @@
 2. `set_aside_damaged_db`: an unreadable index.sqlite (bad header, truncated, ``PRAGMA quick_check``
    failing) is moved to ``index.sqlite.damaged`` together with the arrays and the ANN it described (they
    cannot be interpreted without it); the build then starts from scratch with the intact model copy (or
-   --ckpt) and, unless given again, the window, hop and precision the old database still shows.
+   --ckpt) and, unless given again, the window, hop and storage dtype the old database still shows.
 3. `repair_store`: the model copy is checked against the index's fingerprint (re-copied from --ckpt, or
    an error asking for it); every chunk array against its recorded size, and its sha256 when the
    recorded files total less than `VERIFY_BUDGET` bytes or its mtime moved — a damaged chunk's files
@@ -16,14 +16,14 @@
 from __future__ import annotations
 
 import shutil
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from hade.errors import InputError
 from hade.index import integrity
 from hade.index.integrity import Problem, ann_file, chunk_files, records, size_problem
-from hade.index.store import ANN_JSON, ARRAYS_DIR, DB_FILE, MODEL_DIR, Store, chunk_name, copy_model, model_fingerprint
+from hade.index.store import (ANN_JSON, ARRAYS_DIR, DB_FILE, MODEL_DIR, DatabaseError, IntegrityRecord, Store,
+                              chunk_name, copy_model, model_fingerprint, quick_check, salvage_meta)
 from hade.utils.atomic import recover_dir
 
 DAMAGED_SUFFIX = ".damaged"
@@ -47,28 +47,10 @@ def _db_problem(out: Path) -> str | None:
     if (problem := integrity.db_header_problem(out)) is not None:
         return problem
     try:
-        conn = sqlite3.connect(str(out / DB_FILE))
-        try:
-            bad = [r[0] for r in conn.execute("PRAGMA quick_check") if r[0] != "ok"]
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as e:
+        bad = quick_check(out / DB_FILE)
+    except DatabaseError as e:
         return f"corrupt ({' '.join(str(e).split())[:160]})"
     return f"corrupt ({'; '.join(bad[:3])})" if bad else None
-
-
-def _salvage_meta(db: Path) -> dict[str, Any]:
-    """Whatever meta values a damaged database still yields ({} when none)."""
-    import json
-
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        try:
-            return {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
-        finally:
-            conn.close()
-    except (sqlite3.Error, ValueError):
-        return {}
 
 
 def set_aside_damaged_db(out: Path) -> tuple[dict[str, Any], str] | None:
@@ -80,7 +62,7 @@ def set_aside_damaged_db(out: Path) -> tuple[dict[str, Any], str] | None:
     problem = _db_problem(out)
     if problem is None:
         return None
-    meta = _salvage_meta(db)
+    meta = salvage_meta(db)
     aside = out / (DB_FILE + DAMAGED_SUFFIX)
     db.replace(aside)
     for suffix in ("-wal", "-shm"):
@@ -125,14 +107,14 @@ def _repair_model(store: Store, meta: dict[str, Any], ckpt: Path | None, recs: d
     notes.append(f"{problem.file} was {problem.problem}: copied the model again from {ckpt}")
 
 
-def _file_problem(root: Path, rel: str, rec: tuple | None, npy: bool, hash_all: bool) -> str | None:
+def _file_problem(root: Path, rel: str, rec: IntegrityRecord | None, npy: bool, hash_all: bool) -> str | None:
     """Size check, then the checksum when it is cheap enough (hash_all) or the file's mtime moved."""
-    if (p := size_problem(root / rel, rec[0] if rec else None, npy=npy)) is not None:
+    if (p := size_problem(root / rel, rec.size if rec else None, npy=npy)) is not None:
         return p
-    if rec is None or rec[2] is None:
+    if rec is None or rec.sha256 is None:
         return None
-    if hash_all or (root / rel).stat().st_mtime_ns != rec[1]:
-        return integrity.hash_problem(root / rel, rec[2])
+    if hash_all or (root / rel).stat().st_mtime_ns != rec.mtime_ns:
+        return integrity.hash_problem(root / rel, rec.sha256)
     return None
 
 
@@ -140,21 +122,16 @@ def drop_chunks(store: Store, chunks: dict[int, list[tuple[str, str]]], notes: l
     """Remove damaged chunks and every file with a window in them from the store (they are re-encoded by
     the pass that follows), then delete the chunk folders."""
     ids = sorted(chunks)
-    marks = ",".join("?" * len(ids))
-    file_ids = [r[0] for r in store.conn.execute(f"SELECT DISTINCT file_id FROM windows WHERE chunk IN ({marks})",
-                                                 ids)]
-    with store.transaction() as c:
-        c.executemany("DELETE FROM windows WHERE file_id=?", [(f,) for f in file_ids])
-        c.executemany("DELETE FROM files WHERE id=?", [(f,) for f in file_ids])
-        c.executemany("DELETE FROM chunks WHERE id=?", [(i,) for i in ids])
-        for cid in ids:
-            store.forget_files(f"{ARRAYS_DIR}/{chunk_name(cid)}/")
+    paths = store.paths_in_chunks(ids)
+    with store.transaction():
+        store.remove_files(paths)
+        store.forget_chunks(ids)
         store.bump_generation()
     for cid in ids:
         shutil.rmtree(store.chunk_dir(cid), ignore_errors=True)
         what = "; ".join(f"{rel} was {p}" for rel, p in chunks[cid])
         notes.append(f"{what}: dropped chunk {chunk_name(cid)}, re-encoding the files that had windows in it")
-    notes.append(f"{len(file_ids)} files to re-encode because of damaged arrays")
+    notes.append(f"{len(paths)} files to re-encode because of damaged arrays")
 
 
 def _repair_chunks(store: Store, meta: dict[str, Any], recs: dict, hash_all: bool, notes: list[str]) -> None:
@@ -164,7 +141,7 @@ def _repair_chunks(store: Store, meta: dict[str, Any], recs: dict, hash_all: boo
         rec = recs.get(rel)
         if (p := _file_problem(store.root, rel, rec, True, hash_all)) is not None:
             damaged.setdefault(cid, []).append((rel, p))
-        elif rec is None or rec[2] is None:
+        elif rec is None or rec.sha256 is None:
             backfill.append(rel)
     if damaged:
         drop_chunks(store, damaged, notes)
@@ -203,7 +180,7 @@ def repair_store(store: Store, meta: dict[str, Any], ckpt: Path | None,
     module docstring); returns notes saying what was repaired."""
     notes: list[str] = []
     recs = records(store)
-    hash_all = sum(size for size, _, sha in recs.values() if sha) <= budget
+    hash_all = sum(rec.size for rec in recs.values() if rec.sha256) <= budget
     _repair_model(store, meta, ckpt, recs, hash_all, notes)
     recs = records(store)
     _repair_chunks(store, meta, recs, hash_all, notes)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, ContextManager, Union
@@ -31,15 +32,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hade.config import check_compute
 from hade.data.audio import load_audio
-from hade.config import PRECISIONS
 from hade.errors import HadeError, InputError, StaleFile
 from hade.index import integrity
 from hade.index.ann import ann_search, load_ann, read_ann_params
 from hade.index.finalize import ann_is_current
 from hade.index.integrity import Problem
-from hade.index.store import DB_FILE, MODEL_DIR, ReprTable, Store, model_fingerprint
-from hade.index.windows import window_bounds
+from hade.index.reprs import ReprTable
+from hade.index.store import DB_FILE, MODEL_DIR, STORAGE_DTYPE_KEY, Store, model_fingerprint
+from hade.index.windows import window_batches, window_bounds
 
 Query = Union[str, Path, np.ndarray, torch.Tensor]
 Guard = Callable[[], ContextManager[Any]]
@@ -114,10 +116,10 @@ class Index:
     def __init__(self, path: Path, store: Store, model, meta: dict[str, Any], root: Path) -> None:
         self.path, self.store, self.model, self.meta, self.root = path, store, model, meta, root
         self.table = store.window_table()
-        files = store.conn.execute("SELECT id, path, size, mtime_ns FROM files WHERE status='ok'").fetchall()
-        self.paths = {r[0]: r[1] for r in files}
-        self._signature = {r[0]: (int(r[2]), int(r[3])) for r in files}  # what open_audio must find
-        self.unreadable = store.conn.execute("SELECT COUNT(*) FROM files WHERE status='error'").fetchone()[0]
+        files = store.files("ok")
+        self.paths = {f.id: f.path for f in files}
+        self._signature = {f.id: (int(f.size), int(f.mtime_ns)) for f in files}  # what open_audio must find
+        self.unreadable = store.count_files("error")
         self.reprs = ReprTable(store, self.table["chunk"], self.table["row"], meta.get("repr_spec") or {})
         self.ann_params = read_ann_params(path)
         self.ann = None
@@ -132,17 +134,18 @@ class Index:
 
     @classmethod
     def open(cls, path: str | Path, device: str | torch.device = "cpu", root: str | Path | None = None,
-             verify: bool = True, precision: str = "fp32") -> "Index":
+             verify: bool = True, compute: str = "fp32", precision: str | None = None) -> "Index":
         """Open INDEX for searching with its own model copy. root: where the indexed files are now (default:
         the folder they were indexed from). verify: check the model copy against the stored fingerprint.
-        precision: "fp32", "bf16" or "fp16" (CUDA) autocast for encoding queries (`hade.load`).
+        compute: "fp32", "bf16" or "fp16" (CUDA) autocast for encoding queries (`hade.load`); `precision` is
+        its old name, deprecated (accepted with a DeprecationWarning for one release).
 
         Raises IndexDamaged (naming the damaged file and the command that repairs it) when the quick
         integrity check fails: the database, a chunk array, the ANN or the model copy missing, truncated
         or unreadable (`hade.index.integrity`)."""
         path = Path(path)
-        if precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        compute = _compute_arg(compute, precision)
+        check_compute(compute, str(device).split(":")[0], where="compute")
         if not (path / DB_FILE).is_file():
             raise InputError(f"{path}: not a hade index (no {DB_FILE}); build one with `hade index`")
         if (problem := integrity.db_header_problem(path)) is not None:
@@ -153,7 +156,7 @@ class Index:
             store = Store(path)
             meta = store.meta()
             store.repair = integrity.repair_command(path, meta)
-            return cls._open_store(path, store, meta, device, root, verify, precision)
+            return cls._open_store(path, store, meta, device, root, verify, compute)
         except BaseException as e:
             if store is not None:
                 store.close()
@@ -163,7 +166,7 @@ class Index:
 
     @classmethod
     def _open_store(cls, path: Path, store: Store, meta: dict[str, Any], device: str | torch.device,
-                    root: str | Path | None, verify: bool, precision: str) -> "Index":
+                    root: str | Path | None, verify: bool, compute: str) -> "Index":
         from hade.checkpoint import load
 
         if "fingerprint" not in meta:
@@ -179,7 +182,7 @@ class Index:
         if verify and model_fingerprint(store.model_dir) != meta["fingerprint"]:
             raise integrity.damaged(path, weights, meta)
         try:
-            model = load(store.model_dir, device=device, precision=precision)
+            model = load(store.model_dir, device=device, compute=compute)
         except (MemoryError, torch.OutOfMemoryError):
             raise
         except Exception as e:  # noqa: BLE001 - any failure to read the model copy: --ckpt repairs it
@@ -280,7 +283,8 @@ class Index:
                 "unreadable_files": self.unreadable, "windows": len(self), "fingerprint": self.meta["fingerprint"],
                 "head": self.meta["head"], "factorised": bool(self.model.head.factorised),
                 "sample_rate": sr, "window": self.meta["window_samples"] / sr, "hop": self.meta["hop_samples"] / sr,
-                "precision": self.meta["precision"], "pooled_key": self.pooled_key,
+                "precision": self.meta[STORAGE_DTYPE_KEY], "storage_dtype": self.meta[STORAGE_DTYPE_KEY],
+                "pooled_key": self.pooled_key,
                 "repr_keys": sorted(self.meta.get("repr_spec") or {}), "shard": self.meta.get("shard"),
                 "ann": vars(self.ann_params) if self.ann_params else None}
 
@@ -296,7 +300,7 @@ class Index:
 
     def _window_vectors(self, reprs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Audio-audio vectors [B, D] of freshly encoded windows (model use: call inside the guard)."""
-        if self.meta["precision"] == "float16":  # as if stored, so a query equals its own indexed windows
+        if self.meta[STORAGE_DTYPE_KEY] == "float16":  # as if stored, so a query equals its own indexed windows
             reprs = {k: v.half().float() if v.is_floating_point() else v for k, v in reprs.items()}
         if self.pooled_key is None:
             return token_vector(reprs)
@@ -312,11 +316,7 @@ class Index:
         win = self.meta["window_samples"]
         bounds = window_bounds(len(wave), win, self.meta["hop_samples"])
         total: torch.Tensor | None = None
-        for a in range(0, len(bounds), AUDIO_QUERY_BATCH):
-            part = bounds[a:a + AUDIO_QUERY_BATCH]
-            batch = np.zeros((len(part), win), dtype=np.float32)
-            for i, (s, e) in enumerate(part):
-                batch[i, :e - s] = wave[s:e]
+        for batch in window_batches(wave, bounds, win, AUDIO_QUERY_BATCH):
             with guard():
                 vecs = self._window_vectors(self.model.encode_audio(torch.from_numpy(batch).to(self.model.device)))
             part_sum = vecs.sum(0, keepdim=True)
@@ -389,6 +389,17 @@ class Index:
     def _hit(self, window_id: int, score: float) -> Hit:
         w = self.get(window_id)
         return Hit(w.id, w.path, w.start, w.end, score)
+
+
+def _compute_arg(compute: str, precision: str | None) -> str:
+    """`compute`, or the value of its deprecated old name `precision`."""
+    if precision is None:
+        return compute
+    warnings.warn("Index.open(precision=) is now compute=; precision= goes away in the next release",
+                  DeprecationWarning, stacklevel=3)
+    if compute != "fp32" and compute != precision:
+        raise InputError(f"compute={compute!r} and its old name precision={precision!r} disagree; give compute only")
+    return precision
 
 
 def search(index: Index | str | Path, query: Query, k: int = 10, candidates: int = 100,

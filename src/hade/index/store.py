@@ -5,20 +5,25 @@ Layout of an index directory ``INDEX/``::
     index.sqlite        meta (key -> JSON), files, windows, chunks, integrity (see SCHEMA)
     arrays/c000001/     one chunk: ``{repr key}.npy`` for each key of the head's ``audio_repr``,
                         rows = windows, e.g. ``embed.npy`` [R, D] or ``tha_audio_0.npy`` [R, M, d];
-                        floating point as float16 by default (`--precision float32` to keep float32):
-                        unit vectors and projected tokens lose ~1e-3 relative, which moves scores by
-                        ~1e-3 and is far below score gaps that matter; a value beyond the float16
-                        range stops the build with a message asking for float32. Masks/ints as is.
+                        floating point in the storage dtype, float16 by default (`--storage-dtype
+                        float32` keeps float32): unit vectors and projected tokens lose ~1e-3
+                        relative, which moves scores by ~1e-3 and is far below score gaps that
+                        matter; a value beyond the float16 range stops the build with a message
+                        asking for float32. Masks/ints as is.
     ann-<gen>.faiss     the ANN index over the pooled embeddings (see ``hade.index.ann``)
     ann.json            which ANN file is current, its type and parameters, the generation it reflects
     model/              a copy of the checkpoint (config.json, model.safetensors, tokenizer/)
     .lock               held (flock) while ``hade index`` writes
 
 Meta keys: schema, fingerprint (sha256 of model.safetensors + config.json), head, root (the indexed
-folder), shard ([i, N] or null), sample_rate, window_samples, hop_samples, precision, repr_spec
+folder), shard ([i, N] or null), sample_rate, window_samples, hop_samples, precision (the storage
+dtype, float16 or float32; the key keeps its old name so that older indexes read), repr_spec
 ({key: {shape, dtype}}), pooled_key (the stored key the ANN indexes; null for heads without a pooled
 embedding, e.g. pure THA, which are searched exhaustively), ann_threshold, generation,
 follow_external_links (whether files resolving outside the folder were indexed and may be served).
+
+Storage behind one door: every SQL statement of the index is a `Store` method, and rows come back as named
+records (`FileRecord`, `WindowRecord`, `IntegrityRecord`); no other module talks to SQLite.
 
 Integrity: every chunk array, the ANN file and the model copy's files have a row in ``integrity`` (size,
 mtime, sha256) written in the transaction that makes them part of the index (`register_chunk`,
@@ -41,7 +46,7 @@ import re
 import shutil
 import sqlite3
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -56,6 +61,9 @@ LOCK_FILE = ".lock"
 ANN_JSON = "ann.json"
 MODEL_FILES = ("config.json", "model.safetensors")
 TOKENIZER_DIR = "tokenizer"
+# the meta key of the storage dtype ('float16' / 'float32'): named before "precision" came to mean training
+# precision only, and kept so that every index written so far reads as it is
+STORAGE_DTYPE_KEY = "precision"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -90,6 +98,9 @@ CREATE TABLE IF NOT EXISTS integrity (  -- files of the index folder as written 
 """
 
 _CHUNK_RE = re.compile(r"^c(\d{6,})$")
+
+# the errors of a database that cannot be read, for callers that report damage (they never import sqlite3)
+DatabaseError = sqlite3.DatabaseError
 
 
 def chunk_name(chunk_id: int) -> str:
@@ -127,8 +138,59 @@ def copy_model(ckpt: str | Path, dest: str | Path) -> None:
             shutil.copytree(ckpt / TOKENIZER_DIR, tmp / TOKENIZER_DIR)
 
 
+class FileRecord(NamedTuple):
+    """One row of the files table: an audio file as indexed (`id` None for one not yet inserted)."""
+
+    id: int | None
+    path: str  # POSIX, relative to the indexed folder
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    status: str  # 'ok' or 'error'
+    error: str | None  # why an 'error' file was skipped
+    duration: float | None  # seconds at the model's rate
+    num_windows: int
+    aux_caption: str | None  # the auxiliary caption its windows were encoded with (HCI+AC)
+
+
+class WindowRecord(NamedTuple):
+    """One row of the windows table: a span of a file and where its representations are (`id` None: the
+    store numbers it)."""
+
+    file_id: int
+    start: float  # seconds in the file
+    end: float
+    start_sample: int  # at the model's sample rate
+    end_sample: int
+    chunk: int
+    row: int
+    id: int | None = None
+
+
+class IntegrityRecord(NamedTuple):
+    """What the integrity table recorded of an index file when it was written (`mtime_ns`, `sha256` None
+    for records of indexes written before checksums)."""
+
+    size: int
+    mtime_ns: int | None
+    sha256: str | None
+
+
+class Placement(NamedTuple):
+    """Where a window's representations live after compaction."""
+
+    window_id: int
+    chunk: int
+    row: int
+
+
+_FILE_COLUMNS = FileRecord._fields
+_WINDOW_COLUMNS = WindowRecord._fields
+
+
 class Store:
-    """SQLite + chunk arrays of one index directory. Not thread-safe; one writer at a time (see `lock`)."""
+    """SQLite + chunk arrays of one index directory: every SQL statement of the index is here, and rows come
+    back as named records. Not thread-safe; one writer at a time (see `write_lock`)."""
 
     def __init__(self, root: str | Path, create: bool = False) -> None:
         self.root = Path(root)
@@ -138,14 +200,15 @@ class Store:
         if not db.is_file() and not create:
             raise InputError(f"{self.root}: not a hade index (no {DB_FILE}); build one with `hade index`")
         self.root.mkdir(parents=True, exist_ok=True)
+        self._select_files: str | None = None
         # check_same_thread=False: an open Index may be used from a server's worker threads (callers serialise)
-        self.conn = sqlite3.connect(str(db), isolation_level=None, timeout=30.0, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn = sqlite3.connect(str(db), isolation_level=None, timeout=30.0, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
         if create:
-            self.conn.executescript(SCHEMA)
+            self._conn.executescript(SCHEMA)
             if "aux_caption" not in self.file_columns():  # indexes written before auxiliary captions existed
-                self.conn.execute("ALTER TABLE files ADD COLUMN aux_caption TEXT")
+                self._conn.execute("ALTER TABLE files ADD COLUMN aux_caption TEXT")
         schema = self.meta().get("schema")
         if schema is not None and schema != SCHEMA_VERSION:
             raise InputError(f"{self.root}: index format {schema}, this hade reads format {SCHEMA_VERSION}; "
@@ -153,7 +216,7 @@ class Store:
 
     def file_columns(self) -> set[str]:
         """Column names of the files table (older indexes lack `aux_caption` until a build adds it)."""
-        return {row[1] for row in self.conn.execute("PRAGMA table_info(files)")}
+        return {row[1] for row in self._conn.execute("PRAGMA table_info(files)")}
 
     # ---- paths -----------------------------------------------------------------------------------
     @property
@@ -168,32 +231,32 @@ class Store:
         return self.arrays_dir / chunk_name(chunk_id)
 
     def close(self) -> None:
-        self.conn.close()
+        self._conn.close()
 
     # ---- transactions and meta -------------------------------------------------------------------
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[None]:
         """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any exception, KeyboardInterrupt included)."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        self._conn.execute("BEGIN IMMEDIATE")
         try:
-            yield self.conn
+            yield
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self._conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
+        self._conn.execute("COMMIT")
 
     def meta(self) -> dict[str, Any]:
         try:
-            rows = self.conn.execute("SELECT key, value FROM meta").fetchall()
+            rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
         except sqlite3.OperationalError:
             return {}
         return {k: json.loads(v) for k, v in rows}
 
     def set_meta(self, **values: Any) -> None:
         """Upsert meta values (call inside `transaction` to make them part of a commit)."""
-        self.conn.executemany("INSERT INTO meta(key, value) VALUES(?, ?) "
-                              "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                              [(k, json.dumps(v)) for k, v in values.items()])
+        self._conn.executemany("INSERT INTO meta(key, value) VALUES(?, ?) "
+                               "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                               [(k, json.dumps(v)) for k, v in values.items()])
 
     def bump_generation(self) -> int:
         """Increment the change counter (inside a transaction); returns the new value."""
@@ -205,11 +268,97 @@ class Store:
     def generation(self) -> int:
         return int(self.meta().get("generation", 0))
 
+    def integrity_check(self) -> list[str]:
+        """What SQLite's ``PRAGMA integrity_check`` finds wrong ([] when the database is sound); raises
+        `DatabaseError` when it cannot read the database at all."""
+        return [r[0] for r in self._conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
+
+    # ---- files -----------------------------------------------------------------------------------
+    def _file_select(self) -> str:
+        """SELECT of every FileRecord column (NULL for a column an older index lacks) FROM files."""
+        if self._select_files is None:
+            cols = self.file_columns()
+            self._select_files = ("SELECT " + ", ".join(c if c in cols else f"NULL AS {c}" for c in _FILE_COLUMNS)
+                                  + " FROM files")
+        return self._select_files
+
+    def files(self, status: str | None = None) -> list[FileRecord]:
+        """Every indexed file (or those with `status` 'ok' / 'error'), in id order."""
+        where, args = (" WHERE status=?", (status,)) if status is not None else ("", ())
+        return [FileRecord(*r) for r in self._conn.execute(self._file_select() + where + " ORDER BY id", args)]
+
+    def file_record(self, path: str) -> FileRecord | None:
+        """The file indexed at relative `path`, or None."""
+        row = self._conn.execute(self._file_select() + " WHERE path=?", (path,)).fetchone()
+        return FileRecord(*row) if row is not None else None
+
+    def same_content(self, sha256: str, other_than: str, aux_caption: str | None) -> FileRecord | None:
+        """The first file (by id) other than `other_than` with these bytes whose stored windows a file with
+        caption `aux_caption` can reuse: an unreadable one (same error), or one encoded with that caption."""
+        row = self._conn.execute(self._file_select() + " WHERE sha256=? AND path!=? AND (status='error' OR "
+                                 "aux_caption IS ?) ORDER BY id LIMIT 1", (sha256, other_than, aux_caption)).fetchone()
+        return FileRecord(*row) if row is not None else None
+
+    def count_files(self, status: str | None = None) -> int:
+        where, args = (" WHERE status=?", (status,)) if status is not None else ("", ())
+        return int(self._conn.execute("SELECT COUNT(*) FROM files" + where, args).fetchone()[0])
+
+    def add_file(self, record: FileRecord) -> int:
+        """Insert a file (inside a transaction); its id is `record.id`, or a new one when None. Returns it."""
+        marks = ",".join("?" * len(_FILE_COLUMNS))
+        return int(self._conn.execute(f"INSERT INTO files({', '.join(_FILE_COLUMNS)}) VALUES({marks})",
+                                      tuple(record)).lastrowid)
+
+    def touch_file(self, path: str, size: int, mtime_ns: int) -> None:
+        """New size and mtime for a file whose bytes did not change (inside a transaction)."""
+        self._conn.execute("UPDATE files SET size=?, mtime_ns=? WHERE path=?", (size, mtime_ns, path))
+
+    def remove_files(self, paths: list[str]) -> None:
+        """Delete the files at these relative paths and their windows (inside a transaction)."""
+        rows = [(p,) for p in paths]
+        self._conn.executemany("DELETE FROM windows WHERE file_id=(SELECT id FROM files WHERE path=?)", rows)
+        self._conn.executemany("DELETE FROM files WHERE path=?", rows)
+
+    def paths_in_chunks(self, chunk_ids: list[int]) -> list[str]:
+        """Relative paths of the files with a window in any of these chunks."""
+        marks = ",".join("?" * len(chunk_ids))
+        return [r[0] for r in self._conn.execute(
+            f"SELECT path FROM files WHERE id IN (SELECT file_id FROM windows WHERE chunk IN ({marks})) "
+            "ORDER BY id", list(chunk_ids))]
+
+    # ---- windows ---------------------------------------------------------------------------------
+    def file_windows(self, file_id: int) -> list[WindowRecord]:
+        """The windows of one file, in id order."""
+        return [WindowRecord(*r) for r in self._conn.execute(
+            f"SELECT {', '.join(_WINDOW_COLUMNS)} FROM windows WHERE file_id=? ORDER BY id", (file_id,))]
+
+    def put_windows(self, windows: Iterable[WindowRecord]) -> None:
+        """Insert windows (inside the transaction that registers their chunk)."""
+        self._conn.executemany(f"INSERT INTO windows({', '.join(_WINDOW_COLUMNS)}) VALUES(?,?,?,?,?,?,?,?)",
+                               [tuple(w) for w in windows])
+
+    def move_windows(self, placements: Iterable[Placement]) -> None:
+        """Point windows at new rows (compaction; inside the transaction registering the new chunks)."""
+        self._conn.executemany("UPDATE windows SET chunk=?, row=? WHERE id=?",
+                               [(p.chunk, p.row, p.window_id) for p in placements])
+
+    def count_windows(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM windows").fetchone()[0])
+
     # ---- chunks ----------------------------------------------------------------------------------
     def _dir_chunk_ids(self) -> list[int]:
         if not self.arrays_dir.is_dir():
             return []
         return sorted(int(m.group(1)) for p in self.arrays_dir.iterdir() if (m := _CHUNK_RE.match(p.name)))
+
+    def chunk_ids(self) -> list[int]:
+        """Ids of the registered chunks, ascending."""
+        return [r[0] for r in self._conn.execute("SELECT id FROM chunks ORDER BY id")]
+
+    def chunk_totals(self) -> tuple[int, int]:
+        """(rows over all registered chunks, live or dead; number of chunks)."""
+        rows, count = self._conn.execute("SELECT COALESCE(SUM(rows), 0), COUNT(*) FROM chunks").fetchone()
+        return int(rows), int(count)
 
     def write_chunk(self, arrays: dict[str, np.ndarray]) -> int:
         """Write the arrays (same first dimension) as a new chunk directory, atomically; returns its id.
@@ -218,7 +367,7 @@ class Store:
         rows = {a.shape[0] for a in arrays.values()}
         if len(rows) != 1:
             raise ValueError(f"write_chunk: arrays differ in rows: {rows}")
-        last = self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()[0]
+        last = self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()[0]
         chunk_id = max([last, *self._dir_chunk_ids()]) + 1
         self.arrays_dir.mkdir(parents=True, exist_ok=True)
         with atomic_dir(self.chunk_dir(chunk_id)) as tmp:
@@ -229,9 +378,25 @@ class Store:
     def register_chunk(self, chunk_id: int, rows: int) -> None:
         """Register a written chunk (inside the transaction that adds its windows) and record its files'
         sizes and checksums, so that later damage to them is detected."""
-        self.conn.execute("INSERT INTO chunks(id, rows) VALUES(?, ?)", (chunk_id, rows))
+        self._conn.execute("INSERT INTO chunks(id, rows) VALUES(?, ?)", (chunk_id, rows))
         folder = self.chunk_dir(chunk_id)
         self.record_files(sorted(f"{ARRAYS_DIR}/{folder.name}/{p.name}" for p in folder.glob("*.npy")))
+
+    def forget_chunks(self, chunk_ids: list[int]) -> None:
+        """Unregister chunks and drop their files' integrity records (inside a transaction; their folders
+        are the caller's to delete after the commit)."""
+        self._conn.executemany("DELETE FROM chunks WHERE id=?", [(i,) for i in chunk_ids])
+        for cid in chunk_ids:
+            self.forget_files(f"{ARRAYS_DIR}/{chunk_name(cid)}/")
+
+    # ---- integrity records -------------------------------------------------------------------------
+    def integrity_records(self) -> dict[str, IntegrityRecord]:
+        """{path relative to the index folder: its record} ({} for indexes that predate the table)."""
+        try:
+            rows = self._conn.execute("SELECT path, size, mtime_ns, sha256 FROM integrity").fetchall()
+        except sqlite3.OperationalError:
+            return {}
+        return {r[0]: IntegrityRecord(int(r[1]), r[2], r[3]) for r in rows}
 
     def record_files(self, rels: list[str]) -> None:
         """Upsert size, mtime and sha256 of index files (paths relative to the index folder) into the
@@ -240,13 +405,13 @@ class Store:
         for rel in rels:
             st = (self.root / rel).stat()
             rows.append((rel, st.st_size, st.st_mtime_ns, sha256_file(self.root / rel)))
-        self.conn.executemany("INSERT INTO integrity(path, size, mtime_ns, sha256) VALUES(?,?,?,?) "
-                              "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
-                              "sha256=excluded.sha256", rows)
+        self._conn.executemany("INSERT INTO integrity(path, size, mtime_ns, sha256) VALUES(?,?,?,?) "
+                               "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
+                               "sha256=excluded.sha256", rows)
 
     def forget_files(self, prefix: str) -> None:
         """Drop the integrity records of files whose relative path starts with `prefix`."""
-        self.conn.execute("DELETE FROM integrity WHERE substr(path, 1, ?) = ?", (len(prefix), prefix))
+        self._conn.execute("DELETE FROM integrity WHERE substr(path, 1, ?) = ?", (len(prefix), prefix))
 
     def record_model(self) -> None:
         """Record the model copy's files (config, weights, tokenizer) in their own transaction."""
@@ -255,6 +420,7 @@ class Store:
             self.forget_files(MODEL_DIR + "/")
             self.record_files(rels)
 
+    # ---- arrays ------------------------------------------------------------------------------------
     def load_array(self, chunk_id: int, key: str, mmap: bool = True) -> np.ndarray:
         """One stored array, memory-mapped; IndexDamaged (naming the file and the repair command in
         `self.repair`) when it is missing, truncated or not an array file."""
@@ -270,38 +436,54 @@ class Store:
 
     def cleanup(self) -> dict[str, int]:
         """Delete orphan chunk directories (never committed), chunks no window points to, and temporaries."""
-        removed = {"orphan_chunks": 0, "unused_chunks": 0}
-        used = {r[0] for r in self.conn.execute("SELECT DISTINCT chunk FROM windows")}
-        known = {r[0] for r in self.conn.execute("SELECT id FROM chunks")}
+        used = {r[0] for r in self._conn.execute("SELECT DISTINCT chunk FROM windows")}
+        known = set(self.chunk_ids())
         unused = sorted(known - used)
         if unused:
-            with self.transaction() as c:
-                c.executemany("DELETE FROM chunks WHERE id=?", [(i,) for i in unused])
-                for cid in unused:
-                    self.forget_files(f"{ARRAYS_DIR}/{chunk_name(cid)}/")
-        for cid in unused:
+            with self.transaction():
+                self.forget_chunks(unused)
+        orphans = [cid for cid in self._dir_chunk_ids() if cid not in known]
+        for cid in unused + orphans:
             shutil.rmtree(self.chunk_dir(cid), ignore_errors=True)
-            removed["unused_chunks"] += 1
-        for cid in self._dir_chunk_ids():
-            if cid not in known:
-                shutil.rmtree(self.chunk_dir(cid), ignore_errors=True)
-                removed["orphan_chunks"] += 1
         if self.arrays_dir.is_dir():
             for p in self.arrays_dir.iterdir():
                 if p.name.startswith("."):
                     shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        return removed
+        return {"orphan_chunks": len(orphans), "unused_chunks": len(unused)}
 
     # ---- windows as arrays -----------------------------------------------------------------------
     def window_table(self) -> dict[str, np.ndarray]:
         """All windows ordered by id: id, file_id, start, end, start_sample, end_sample, chunk, row ([N] each)."""
-        rows = self.conn.execute("SELECT id, file_id, start, end, start_sample, end_sample, chunk, row "
-                                 "FROM windows ORDER BY id").fetchall()
+        rows = self._conn.execute("SELECT id, file_id, start, end, start_sample, end_sample, chunk, row "
+                                  "FROM windows ORDER BY id").fetchall()
         names = ("id", "file_id", "start", "end", "start_sample", "end_sample", "chunk", "row")
         if not rows:
             return {n: np.zeros(0, np.float64 if n in ("start", "end") else np.int64) for n in names}
         cols = list(zip(*rows))
         return {n: np.asarray(col, np.float64 if n in ("start", "end") else np.int64) for n, col in zip(names, cols)}
+
+
+def quick_check(db: str | Path) -> list[str]:
+    """What SQLite's ``PRAGMA quick_check`` finds wrong in the database file `db` ([] when sound), on a
+    connection of its own (the database may be too damaged for `Store`); raises `DatabaseError` when it
+    cannot read the file at all."""
+    conn = sqlite3.connect(str(db))
+    try:
+        return [r[0] for r in conn.execute("PRAGMA quick_check") if r[0] != "ok"]
+    finally:
+        conn.close()
+
+
+def salvage_meta(db: str | Path) -> dict[str, Any]:
+    """Whatever meta values a damaged database file still yields, read-only ({} when none)."""
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+        finally:
+            conn.close()
+    except (sqlite3.Error, ValueError):
+        return {}
 
 
 @contextlib.contextmanager
@@ -319,39 +501,3 @@ def write_lock(index_dir: str | Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-class ReprTable:
-    """Window representations addressed by position p (0..N-1, windows in id order).
-
-    `chunk[p]`, `row[p]` say where window p's rows live; chunks are memory-mapped on first use.
-    """
-
-    def __init__(self, store: Store, chunk: np.ndarray, row: np.ndarray, spec: dict[str, dict[str, Any]]) -> None:
-        self.store, self.chunk, self.row, self.spec = store, chunk, row, spec
-        self._maps: dict[tuple[int, str], np.ndarray] = {}
-
-    def __len__(self) -> int:
-        return int(self.chunk.shape[0])
-
-    def _array(self, chunk_id: int, key: str) -> np.ndarray:
-        if (chunk_id, key) not in self._maps:
-            self._maps[(chunk_id, key)] = self.store.load_array(int(chunk_id), key)
-        return self._maps[(chunk_id, key)]
-
-    def gather(self, positions: np.ndarray, keys: list[str] | None = None) -> dict[str, np.ndarray]:
-        """positions [P] -> {key: [P, ...]} in the stored dtype (copies, in the order given)."""
-        positions = np.asarray(positions, dtype=np.int64)
-        keys = list(self.spec) if keys is None else keys
-        out = {k: np.empty((len(positions), *self.spec[k]["shape"]), dtype=self.spec[k]["dtype"]) for k in keys}
-        if len(positions) == 0:
-            return out
-        chunks = self.chunk[positions]
-        rows = self.row[positions]
-        for cid in np.unique(chunks):
-            sel = np.nonzero(chunks == cid)[0]
-            order = np.argsort(rows[sel], kind="stable")  # read each chunk front to back
-            sel = sel[order]
-            for k in keys:
-                out[k][sel] = self._array(int(cid), k)[rows[sel]]
-        return out

@@ -1,9 +1,10 @@
-"""Which files and which windows: folder scan, shards, window grid, storage precision."""
+"""Which files and which windows: folder scan, shards, window grid, window batches, storage dtype."""
 from __future__ import annotations
 
 import hashlib
 import os
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -123,15 +124,33 @@ def resolve_window(model_sample_rate: int, max_samples: int, window: float | Non
     return w, h
 
 
-def to_numpy(reprs: dict[str, torch.Tensor], precision: str) -> dict[str, np.ndarray]:
-    """Encoder output -> arrays; floating tensors become float16 (or float32 with precision='float32')."""
+def window_batch(pieces: Sequence[np.ndarray], window: int) -> np.ndarray:
+    """The encoder's input for waveform pieces of at most `window` samples each: [B, window] float32, each
+    piece at the start of its row and zero-padded (a file shorter than a window)."""
+    batch = np.zeros((len(pieces), window), dtype=np.float32)
+    for i, piece in enumerate(pieces):
+        batch[i, :len(piece)] = piece
+    return batch
+
+
+def window_batches(wave: np.ndarray, bounds: Sequence[tuple[int, int]], window: int,
+                   batch_size: int) -> Iterator[np.ndarray]:
+    """`window_batch`es [<=batch_size, window] of the windows `bounds` of one waveform, in order."""
+    for a in range(0, len(bounds), batch_size):
+        yield window_batch([wave[s:e] for s, e in bounds[a:a + batch_size]], window)
+
+
+def to_numpy(reprs: dict[str, torch.Tensor], storage_dtype: str) -> dict[str, np.ndarray]:
+    """Encoder output -> arrays to store; floating tensors become `storage_dtype` ('float16' or 'float32'),
+    others are kept as they are."""
     out = {}
     for key, t in reprs.items():
         t = t.detach().cpu()
         if t.is_floating_point():
-            arr = t.to(torch.float16 if precision == "float16" else torch.float32).numpy()
+            arr = t.to(torch.float16 if storage_dtype == "float16" else torch.float32).numpy()
             if not np.isfinite(arr).all():
-                raise InputError(f"representation {key!r} overflows {precision}; index with --precision float32")
+                raise InputError(f"representation {key!r} overflows {storage_dtype}; index with "
+                                 "--storage-dtype float32")
         else:
             arr = t.numpy()
         out[key] = arr
