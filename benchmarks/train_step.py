@@ -6,7 +6,7 @@
 
 Each head is built as `hade ablate --table compare` trains it (htsat-cpu + pretrained MiniLM, the
 table's row options; HCI+AC gets one auxiliary caption per clip) and takes full optimizer steps
-(`hade.train.trainer.training_loss`, backward, AdamW) on the same fixed batch of random waveforms and
+(`hade.train.objective.training_loss`, backward, AdamW) on the same fixed batch of random waveforms and
 SynthCaps captions (`caption_for_scene` on random scenes: 15 words on average, up to ~40, as in the
 data `hade ablate` trains on; the cost of THA and co-attention grows with the caption length). After
 one warm-up step per head, `--rounds` rounds each time one step of every head in turn, so a change in machine load hits all heads alike; a head's time is its median
@@ -39,7 +39,7 @@ from hade.data.synthcaps import EVENT_TYPES
 from hade.data.synthcaps.captions import caption_for_scene
 from hade.data.synthcaps.scenes import sample_scene
 from hade.experiments.ablate import COMPARE_HEADS, table_rows
-from hade.train.trainer import training_loss
+from hade.train.objective import training_loss
 
 
 def batch_for(model, size: int, seconds: float, seed: int = 0) -> dict:
@@ -59,7 +59,7 @@ def build(head: str) -> tuple[torch.nn.Module, torch.optim.Optimizer, float]:
     row.apply(cfg)
     torch.manual_seed(0)
     model = hade.create_model(copy.deepcopy(cfg.model)).train()
-    return model, torch.optim.AdamW(model.parameters(), lr=1e-5), cfg.model.temperature
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-5), cfg.temperature
 
 
 def step(model, optimizer, temperature: float, batch: dict) -> float:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import hade
-from hade.checkpoint import load_train_state, save_model
+from hade.checkpoint import load, load_train_state, save_model
 from hade.errors import InputError
 
 
@@ -145,3 +145,11 @@ def test_cli_eval_of_an_incomplete_checkpoint_prints_one_line(ckpt, capsys):
     assert err == (f"hade eval: error: {ckpt / 'tokenizer'}: missing; the checkpoint is incomplete "
                    "(`hade train` writes config.json, model.safetensors and tokenizer/ together); copy the whole "
                    "checkpoint directory again\n")
+
+
+def test_checkpoint_of_an_older_version_with_a_temperature_loads(tiny_model_config, tmp_path):
+    save_model(hade.create_model(tiny_model_config), tmp_path / "ckpt")
+    config = tmp_path / "ckpt" / "config.json"
+    assert "temperature" not in json.loads(config.read_text())  # the training loss owns it now
+    config.write_text(json.dumps({**json.loads(config.read_text()), "temperature": 0.07}))
+    assert load(tmp_path / "ckpt", compute="fp32").inference_dtype is None

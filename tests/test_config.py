@@ -25,3 +25,26 @@ def test_invalid_json_names_file_and_line(tmp_path):
     path.write_text('{\n "epochs": 3,\n}')
     with pytest.raises(InputError, match=r"bad.json: invalid JSON at line 3"):
         load_json_config(path, TrainConfig)
+
+
+def test_old_configs_with_a_model_temperature_still_load(tmp_path):
+    """The loss's temperature moved from ModelConfig to TrainConfig: an older run's config maps to it, an
+    older checkpoint's config.json drops it (inference never used it)."""
+    old = to_dict(TrainConfig(epochs=2))
+    del old["temperature"], old["validate_every_steps"], old["validate_clips"]
+    old["model"]["temperature"] = 0.05
+    cfg = from_dict(TrainConfig, old)
+    assert cfg.temperature == 0.05 and not hasattr(cfg.model, "temperature")
+    assert from_dict(TrainConfig, {**old, "temperature": 0.1}).temperature == 0.1  # the new place wins
+    assert to_dict(from_dict(TrainConfig, to_dict(cfg))) == to_dict(cfg)
+    model = from_dict(ModelConfig, {"head": "dcr", "temperature": 0.07})
+    assert model == ModelConfig(head="dcr")
+    with pytest.raises(InputError, match="unknown field.*'temprature'"):
+        from_dict(TrainConfig, {"temprature": 0.1})
+
+
+def test_validation_fields_default_to_once_per_epoch_on_the_whole_split():
+    cfg = TrainConfig()
+    assert cfg.validate_every_steps is None and cfg.validate_clips is None and cfg.temperature == 0.07
+    back = from_dict(TrainConfig, to_dict(TrainConfig(validate_every_steps=50, validate_clips=200)))
+    assert (back.validate_every_steps, back.validate_clips) == (50, 200)

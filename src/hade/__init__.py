@@ -22,13 +22,14 @@ def create_model(config: "ModelConfig") -> "RetrievalModel":
     return _create(config)
 
 
-def load(path: Any, device: Any = "cpu") -> "RetrievalModel":
-    """Load a checkpoint directory written by `hade train` (safetensors; no code is unpickled).
+def load(path: Any, device: Any = "cpu", compute: str = "fp32") -> "RetrievalModel":
+    """Load a checkpoint directory written by `hade train` or `hade convert` (safetensors; no code is
+    unpickled), in eval mode; `compute` is the encoders' inference autocast (fp32, bf16, or fp16 on CUDA).
 
     A missing, truncated or corrupt file of the checkpoint raises hade.errors.InputError naming it."""
     from hade.checkpoint import load as _load
 
-    return _load(path, device)
+    return _load(path, device, compute=compute)
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -115,10 +116,14 @@ def _build(path: Path, config: ModelConfig) -> RetrievalModel:
                          f"{_one_line(e, 400)}") from None
 
 
-def load(path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32") -> RetrievalModel:
-    """Load a checkpoint directory into a model in eval mode. precision: "fp32", "bf16" or "fp16" (CUDA)
-    autocast of the encoders (`RetrievalModel.set_inference_precision`). Every missing, truncated or
-    corrupt file, and a bad precision, raise InputError naming it."""
+def load(path: str | Path, device: str | torch.device = "cpu", compute: str = "fp32", *,
+         precision: str | None = None) -> RetrievalModel:
+    """Load a checkpoint directory into a model in eval mode. compute: "fp32", "bf16" or "fp16" (CUDA)
+    autocast of the encoders (`RetrievalModel.set_compute`); `precision` is its deprecated former name.
+    Every missing, truncated or corrupt file, and a bad compute dtype, raise InputError naming it."""
+    if precision is not None:
+        warnings.warn("hade.load(precision=) is deprecated; use compute=", DeprecationWarning, stacklevel=2)
+        compute = precision
     path = Path(path)
     recover_dir(path)
     config = read_model_config(path)
@@ -129,11 +134,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", precision: str = 
     if missing or unexpected:
         raise InputError(f"{weights}: weights do not match the config: missing {sorted(missing)[:10]}, "
                          f"unexpected {sorted(unexpected)[:10]}")
-    model = model.to(device).eval()
-    try:
-        return model.set_inference_precision(precision)
-    except ValueError as e:
-        raise InputError(f"precision: {e}") from None
+    return model.to(device).eval().set_compute(compute)
 
 
 # What a resumable training state holds (written by hade.train.trainer.Trainer._save_last).

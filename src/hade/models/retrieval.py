@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hade.config import PRECISIONS, ModelConfig
+from hade.config import ModelConfig, check_compute, seconds_to_samples
 from hade.data.chunker import token_phrase_index
 from hade.models.encoders.types import TextFeatures
 from hade.models.encoders.text_bert import TextEncoder
@@ -18,8 +18,8 @@ from hade.models.heads.reprs import Reprs
 class RetrievalModel(nn.Module):
     """Encodes each side once into head representations and scores all pairs.
 
-    `tokenizer` is the text encoder's tokenizer (a plain attribute, not a module). `set_inference_precision`
-    makes `encode_audio`/`encode_text` run under autocast in eval mode (training is not affected).
+    `tokenizer` is the text encoder's tokenizer (a plain attribute, not a module). `set_compute` makes
+    `encode_audio`/`encode_text` run under autocast in eval mode (training is not affected).
     """
 
     def __init__(self, config: ModelConfig, audio_encoder: nn.Module, text_encoder: TextEncoder,
@@ -32,16 +32,13 @@ class RetrievalModel(nn.Module):
         self.tokenizer = tokenizer
         self.inference_dtype: torch.dtype | None = None  # autocast dtype of encode_* in eval mode
 
-    def set_inference_precision(self, precision: str) -> "RetrievalModel":
-        """"fp32" (default), "bf16" (CPU with AVX512-BF16/AMX, or CUDA) or "fp16" (CUDA only): the autocast
-        dtype of `encode_audio`/`encode_text` in eval mode. Their outputs are always float32, and `score`
-        runs in float32, so rankings differ from fp32 only through the encoders' rounding."""
-        if precision not in PRECISIONS:
-            raise ValueError(f"inference precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-        if precision == "fp16" and self.device.type != "cuda":
-            raise ValueError("inference precision fp16 needs a CUDA device (CPU float16 kernels are slow); "
-                             "use bf16 on CPU")
-        self.inference_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    def set_compute(self, compute: str) -> "RetrievalModel":
+        """The inference compute dtype (`hade.config.check_compute`): "fp32" (default), "bf16" (CPU with
+        AVX512-BF16/AMX, or CUDA) or "fp16" (CUDA only), the autocast dtype of `encode_audio`/`encode_text`
+        in eval mode. Their outputs are always float32, and `score` runs in float32, so rankings differ
+        from fp32 only through the encoders' rounding. InputError for another value or fp16 off CUDA."""
+        check_compute(compute, self.device.type)
+        self.inference_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[compute]
         return self
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -63,11 +60,16 @@ class RetrievalModel(nn.Module):
         """Longest waveform (samples) the audio encoder takes in one piece."""
         return self.audio_encoder.max_samples
 
+    def samples_for(self, seconds: float) -> int:
+        """Samples the audio encoder takes for a clip of `seconds` (`hade.config.seconds_to_samples`), at
+        most `max_samples`."""
+        return min(self.max_samples, seconds_to_samples(seconds, self.sample_rate))
+
     @property
     def clip_samples(self) -> int:
         """Samples of the clip length the model was trained on (`config.clip_seconds`), else `max_samples`."""
         if self.config.clip_seconds:
-            return max(1, min(self.max_samples, int(round(self.config.clip_seconds * self.sample_rate))))
+            return self.samples_for(self.config.clip_seconds)
         return self.max_samples
 
     @property

@@ -1,4 +1,5 @@
-"""Distributed data-parallel training, mixed precision and activation checkpointing.
+"""Distributed data-parallel training and activation checkpointing (mixed precision: hade.train.precision;
+the loss: hade.train.objective).
 
 Launch: `torchrun --nproc_per_node N -m hade.train --data DIR --out RUN ...` (env:// rendezvous; gloo on
 CPU, nccl on CUDA; multi-node works through torchrun's rendezvous, with the run directory on a file system
@@ -9,24 +10,15 @@ Data: every rank builds the same `epoch_batches` order and takes the disjoint sl
 divisible by world_size · grad_accum_steps). The rank's DataLoader (hade.data.loader.StepBatchSampler)
 yields only that slice of each micro-batch, so a rank never decodes the clips of another.
 
-Loss (equal to single-process NT-Xent on the global batch). The head representations and clip ids of all
-ranks are gathered with the gradient-preserving `torch.distributed.nn.functional.all_gather` (token
-dimensions padded to the longest over ranks first). Rank r scores its b local texts against all B audios
-(rows) and all B texts against its b local audios (columns) and takes
-
-    L_r = (Σ_{i ∈ rows of r} CE_row_i + Σ_{j ∈ columns of r} CE_col_j) / B + aux(gathered) / W
-
-so that Σ_r L_r = L (the single-process loss, auxiliary losses such as DCR's L_D/L_A computed on the
-gathered, i.e. global, batch). Each rank back-propagates W·L_r: the all-gather's backward sums, on the
-rank that owns a representation, the gradients that every rank's loss sends to it, and DDP then averages
-the parameter gradients over the W ranks, so the result is (1/W)·∂(Σ_r W·L_r)/∂θ = ∂L/∂θ exactly. The
-logged loss is the all-reduced Σ_r L_r = L.
+Gradients: the loss (hade.train.objective) gathers the head representations of all ranks with the
+gradient-preserving `torch.distributed.nn.functional.all_gather`; DDP (`wrap_ddp`) wraps the whole loss so
+that every parameter it uses is seen, and averages parameter gradients over the W ranks.
 
 Limitations: BatchNorm layers (HTSAT's bn0) normalise with per-rank batch statistics on CPU (converted to
-SyncBatchNorm on CUDA, which uses global statistics); heads with `set_scoring` score the full B×B matrix on
-every rank. With `grad_accum_steps` > 1 the contrastive negatives (and DCR batch statistics) come from the
-micro-batch (B / grad_accum_steps pairs, over all ranks), not from the whole batch: accumulation saves
-memory but optimises the mean of the micro-batch losses, not the loss of the global batch.
+SyncBatchNorm on CUDA, which uses global statistics). With `grad_accum_steps` > 1 the contrastive negatives
+(and DCR batch statistics) come from the micro-batch (B / grad_accum_steps pairs, over all ranks), not from
+the whole batch: accumulation saves memory but optimises the mean of the micro-batch losses, not the loss
+of the global batch.
 """
 from __future__ import annotations
 
@@ -37,13 +29,11 @@ from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
-from hade.config import PRECISIONS
 from hade.errors import InputError
-from hade.losses import nt_xent_partial
-from hade.models.heads.reprs import Reprs, slice_reprs
+from hade.models.heads.reprs import Reprs
+from hade.utils.padding import pad_dim1
 
 
 @dataclass
@@ -109,15 +99,11 @@ def micro_batches(index: list[int], steps: int) -> list[list[int]]:
 
 
 # ---- gathering ------------------------------------------------------------------------------
-def _pad_dim1(t: torch.Tensor, length: int) -> torch.Tensor:
-    if t.dim() < 2 or t.shape[1] == length:
+def gather_tensor(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Concatenate equal-shaped tensors of all ranks along dim 0 (rank order); differentiable for float
+    tensors (the backward sums, on the owning rank, what every rank's loss sends back). One process: `t`."""
+    if not ctx.enabled:
         return t
-    pad = [0, 0] * (t.dim() - 2) + [0, length - t.shape[1]]
-    return F.pad(t, pad, value=False if t.dtype == torch.bool else 0)
-
-
-def gather_tensor(t: torch.Tensor) -> torch.Tensor:
-    """Concatenate equal-shaped tensors of all ranks along dim 0; differentiable for float tensors."""
     if t.is_floating_point() and t.requires_grad:
         from torch.distributed.nn.functional import all_gather
 
@@ -129,9 +115,12 @@ def gather_tensor(t: torch.Tensor) -> torch.Tensor:
     return out.bool() if t.dtype == torch.bool else out
 
 
-def gather_reprs(reprs: Reprs) -> Reprs:
+def gather_reprs(reprs: Reprs, ctx: DistContext) -> Reprs:
     """Gather head representations of all ranks (gradients flow back to the owning rank); tensors of
-    rank >= 2 are right-padded in dim 1 (tokens) to the longest over ranks, as `cat_reprs` pads."""
+    rank >= 2 are right-padded in dim 1 (tokens) to the longest over ranks, as `cat_reprs` pads, and
+    floating ones scored in float32. One process: `reprs` unchanged (the gather is the identity)."""
+    if not ctx.enabled:
+        return reprs
     keys = sorted(reprs)
     lengths = torch.tensor([reprs[k].shape[1] if reprs[k].dim() >= 2 else 0 for k in keys], dtype=torch.long,
                            device=next(iter(reprs.values())).device)
@@ -141,88 +130,31 @@ def gather_reprs(reprs: Reprs) -> Reprs:
         t = reprs[key]
         if t.is_floating_point():
             t = t.float()  # gather (and score) in fp32 under autocast
-        out[key] = gather_tensor(_pad_dim1(t, int(length)))
+        out[key] = gather_tensor(pad_dim1(t, int(length)), ctx)
     return {k: out[k] for k in reprs}
 
 
-def distributed_training_loss(model: nn.Module, batch: dict[str, Any], temperature: float,
-                              ctx: DistContext) -> dict[str, torch.Tensor]:
-    """This rank's share of the global-batch loss (see the module docstring).
-
-    Returns {"nt_xent", aux..., "loss"}: the entries are this rank's parts L_r; "backward" (= W·L_r) is what
-    to back-propagate."""
-    audio = model.encode_audio(batch["audio"].to(model.device), batch.get("aux"))
-    text = model.encode_text(batch["caption"])
-    ids = batch["clip_index"].to(model.device)
-    text_all, audio_all = gather_reprs(text), gather_reprs(audio)
-    ids_all = gather_tensor(ids)
-    b = ids.shape[0]
-    start = ctx.rank * b
-    text_loc, audio_loc = slice_reprs(text_all, start, start + b), slice_reprs(audio_all, start, start + b)
-    rows = model.head.contrastive_scores(text_loc, audio_all)
-    if model.head.capabilities.set_scoring:
-        cols = {k: (s[:, start:start + b], w) for k, (s, w) in model.head.contrastive_scores(text_all, audio_all).items()}
-    else:
-        cols = model.head.contrastive_scores(text_all, audio_loc)
-    losses = {f"nt_xent{suffix}": weight * nt_xent_partial(r.float(), cols[suffix][0].float(), temperature, ids_all, start)
-              for suffix, (r, weight) in rows.items()}
-    for name, value in model.head.aux_losses(text_all, audio_all).items():
-        losses[name] = value / ctx.world_size
-    losses["loss"] = sum(losses.values())
-    losses["backward"] = losses["loss"] * ctx.world_size
-    return losses
-
-
-class LossModule(nn.Module):
-    """What DDP wraps: the whole loss (encoders, gathering, scoring) runs inside forward, so that every
-    parameter used (including a head's scoring parameters, e.g. DCR's CA MLP) is seen by DDP."""
-
-    def __init__(self, model: nn.Module, temperature: float, ctx: DistContext) -> None:
-        super().__init__()
-        self.model = model
-        self.temperature = temperature
-        self.ctx = ctx
-
-    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return distributed_training_loss(self.model, batch, self.temperature, self.ctx)
-
-
-def wrap_ddp(model: nn.Module, temperature: float, ctx: DistContext) -> nn.Module:
-    if model.device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    ids = [model.device.index] if model.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(LossModule(model, temperature, ctx), device_ids=ids,
-                                               find_unused_parameters=True)
+def wrap_ddp(objective: nn.Module, ctx: DistContext) -> nn.Module:
+    """DDP around the whole training objective (hade.train.objective.ContrastiveObjective, which holds the
+    model as `.model`), so that every parameter the loss uses (including a head's scoring parameters, e.g.
+    DCR's CA MLP) is seen by DDP; BatchNorm becomes SyncBatchNorm on CUDA."""
+    device = objective.model.device
+    if device.type == "cuda":
+        objective = nn.SyncBatchNorm.convert_sync_batchnorm(objective)
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(objective, device_ids=ids, find_unused_parameters=True)
 
 
 def reduce_losses(losses: dict[str, torch.Tensor], ctx: DistContext) -> dict[str, float]:
     """Σ over ranks of the detached loss parts (= the single-process values on the global batch)."""
-    names = [k for k in losses if k != "backward"]
+    names = list(losses)
     values = torch.stack([losses[k].detach().float() for k in names]).cpu()
     if ctx.enabled:
         dist.all_reduce(values)
     return dict(zip(names, values.tolist()))
 
 
-# ---- precision, checkpointing, RNG -----------------------------------------------------------
-def check_precision(precision: str, device: torch.device) -> None:
-    if precision not in PRECISIONS:
-        raise InputError(f"precision: expected fp32, bf16 or fp16, got {precision!r}")
-    if precision == "fp16" and device.type != "cuda":
-        raise InputError("precision fp16 needs CUDA; use bf16 on CPU")
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
-    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
-
-
+# ---- checkpointing, RNG ------------------------------------------------------------------------
 def enable_grad_checkpointing(model: nn.Module) -> None:
     """Activation checkpointing of the encoders (HTSAT's Swin blocks, BERT's layers), non-reentrant."""
     if hasattr(model.audio_encoder, "set_grad_checkpointing"):

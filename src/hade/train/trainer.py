@@ -1,15 +1,21 @@
-"""Training loop: AdamW, warm-up + cosine, validation every epoch with best-checkpoint selection,
-atomic checkpoints and true resume (model, optimiser, scheduler, RNG and data position).
+"""Training loop: AdamW, warm-up + cosine, validation (every epoch, or every `validate_every_steps` steps,
+on all of the validation split or a fixed subset of `validate_clips` clips) with best-checkpoint selection,
+atomic checkpoints and true resume (model, optimiser, scheduler, gradient scaler, RNG and data position).
 
 Input is streamed (hade.data.loader): audio headers are checked up front, and DataLoader workers
 (`num_workers`) decode, resample and crop each batch as it is needed, with a bounded per-process cache
 (`audio_cache_mb`), so memory does not grow with the data set. Batches depend on (seed, epoch, pair)
 only: the same whatever the number of workers, and the same after a resume.
 
+The parts: `Trainer._set_up` (model, data, optimiser; `_start` resumes or initialises), `_train_epoch`
+(steps, step validations, periodic checkpoints), `_step` (one optimiser step: micro-batches, mixed
+precision from hade.train.precision, the loss from hade.train.objective, identical with or without
+DDP), `_end_epoch`/`_validate`/`_save_last` (records, best and last checkpoints).
+
 Layout of a run directory:
     train_config.json            the TrainConfig of the run
     init.json                    what `init_from` loaded (fresh runs that start from existing weights)
-    checkpoints/last/            model + train_state.pt (optimiser, scheduler, RNG, position)
+    checkpoints/last/            model + train_state.pt (optimiser, scheduler, scaler, RNG, position)
     checkpoints/best/            the model with the best validation score
     metrics.json, curve.png      history of losses and validation metrics
 """
@@ -35,14 +41,16 @@ from hade.data.loader import StepBatchSampler, default_num_workers, step_groups,
 from hade.data.readers import read_split
 from hade.data.types import SplitData
 from hade.errors import InputError
-from hade.eval.evaluate import clip_samples, evaluate
-from hade.losses import nt_xent
+from hade.eval.evaluate import evaluate
 from hade.models.factory import create_model
 from hade.models.retrieval import RetrievalModel
 from hade.train import distributed as ddp
 from hade.train.curves import plot_curves
-from hade.train.init import initialise_from
+from hade.train.init import adopt_encoders, initialise_from
+from hade.train.objective import ContrastiveObjective
+from hade.train.precision import MixedPrecision
 from hade.train.schedule import param_groups, warmup_cosine
+from hade.train.validation import selection_score, validation_subset
 from hade.utils.atomic import recover_dir, remove_stale_temps, write_json_atomic
 
 
@@ -60,37 +68,27 @@ class Progress:
     best_epoch: int = -1
     history: list[dict[str, Any]] = field(default_factory=list)
     train_seconds: float = 0.0  # wall-clock seconds in the training loop over every (resumed) session
+    best_step: int = -1  # global step of the best validation (absent from states of older runs)
 
 
 @dataclass
 class _Loop:
-    """What every step of a run works with (built once by Trainer.run)."""
+    """What every step of a run works with (built once by Trainer._set_up)."""
 
     model: RetrievalModel
-    wrapped: torch.nn.Module | None  # the DDP wrapper when several processes train
-    scaler: Any  # torch.amp.GradScaler for fp16, else None
+    objective: ContrastiveObjective  # the loss (owns the temperature) around the model
+    forward: torch.nn.Module  # the objective, or its DDP wrapper when several processes train
+    precision: MixedPrecision
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     sampler: StepBatchSampler  # this rank's micro-batches of each epoch; set_epoch before iterating the loader
     loader: torch.utils.data.DataLoader  # yields collated micro-batches (decoded in worker processes)
     store: ClipAudioStore
     augmenter: CaptionAugmenter | None
-    device: torch.device
-
-
-def training_loss(model: RetrievalModel, batch: dict[str, Any], temperature: float) -> dict[str, torch.Tensor]:
-    """L = L_S + Σ weighted auxiliary losses of the head (α L_D + β L_A for DCR); heads may add weighted
-    contrastive terms on other score matrices (`contrastive_scores`, e.g. per part of a sum head).
-
-    batch["aux"] (optional): one auxiliary caption (or None) per clip, for HCI+AC."""
-    audio = model.encode_audio(batch["audio"].to(model.device), batch.get("aux"))
-    text = model.encode_text(batch["caption"])
-    ids = batch["clip_index"].to(model.device)
-    losses = {f"nt_xent{suffix}": weight * nt_xent(scores, temperature, ids)
-              for suffix, (scores, weight) in model.head.contrastive_scores(text, audio).items()}
-    losses.update(model.head.aux_losses(text, audio))
-    losses["loss"] = sum(losses.values())
-    return losses
+    val_split: SplitData | None  # the (subset of the) validation split, None: select the last checkpoint
+    steps_per_epoch: int
+    total_steps: int
+    bar: Any = None  # the tqdm progress bar of this session
 
 
 def epoch_losses(history: list[dict[str, Any]], epoch: int) -> list[float]:
@@ -112,15 +110,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def selection_score(metrics: dict[str, Any], metric: str) -> float:
-    t2a, a2t = metrics["t2a"], metrics["a2t"]
-    if metric == "t2a_r_sum":
-        return t2a["R@1"] + t2a["R@5"] + t2a["R@10"]
-    if metric == "r_sum":
-        return sum(t2a[k] + a2t[k] for k in ("R@1", "R@5", "R@10"))
-    if metric == "map10":
-        return (t2a["mAP@10"] + a2t["mAP@10"]) / 2
-    raise InputError(f"select_metric: expected t2a_r_sum, r_sum or map10, got {metric!r}")
+def _optional_count(config: TrainConfig, name: str) -> None:
+    value = getattr(config, name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise InputError(f"{name}: expected an integer >= 1 or null, got {value!r}")
+
+
+def check_train_config(config: TrainConfig) -> None:
+    """InputError naming the first TrainConfig field the trainer cannot use (checked before any data is read)."""
+    cache = config.audio_cache_mb
+    if isinstance(cache, bool) or not isinstance(cache, (int, float)) or cache < 0:
+        raise InputError(f"audio_cache_mb must be a number of MiB >= 0, got {cache!r}")
+    _optional_count(config, "validate_every_steps")
+    _optional_count(config, "validate_clips")
 
 
 class Trainer:
@@ -132,10 +134,92 @@ class Trainer:
         self.progress = progress
         self.log = log
 
+    def run(self, resume: bool = True, stop_after_steps: int | None = None) -> dict[str, Any]:
+        """Train; with `resume` continue from checkpoints/last when present. `stop_after_steps` ends the
+        run early (after a checkpoint), as an interruption would."""
+        loop, prog = self._set_up(resume)
+        started = time.time()
+        self._virtual_start = started - prog.train_seconds  # as if every earlier session ran just before this one
+        loop.bar = tqdm(total=loop.total_steps, initial=prog.global_step, desc="train",
+                        disable=not (self.progress and self.ctx.is_main))
+        stopped = False
+        while not stopped and self._epochs_left(loop, prog):
+            stopped = self._train_epoch(loop, prog, stop_after_steps)
+            if not stopped:
+                self._end_epoch(loop, prog)
+                self._save_last(loop, prog)
+        loop.bar.close()
+        prog.train_seconds = time.time() - self._virtual_start
+        summary = {"global_step": prog.global_step, "epochs_done": prog.epoch, "best_epoch": prog.best_epoch,
+                   "best_step": prog.best_step, "best_score": prog.best_score, "stopped_early": stopped,
+                   "seconds": round(prog.train_seconds, 3), "seconds_this_run": round(time.time() - started, 3),
+                   "out_dir": str(self.out_dir), "decode_failures": len(self.decode_problems)}
+        if self.ctx.is_main:
+            self._write_metrics(prog)
+        self.ctx.barrier()
+        return summary
+
     # ---- set-up -------------------------------------------------------------------------
-    def _load_data(self, sample_rate: int, samples: int) -> tuple[ClipAudioStore, SplitData | None]:
-        train_split = read_split(self.data_dir, "development")
+    def _set_up(self, resume: bool) -> tuple[_Loop, Progress]:
+        """Build model, data, loss, optimiser and schedule; restore checkpoints/last (`resume`) or start afresh."""
+        ctx = self.ctx = ddp.current()
+        last_dir = self.out_dir / "checkpoints" / "last"
+        if ctx.is_main:
+            recover_dir(last_dir)
+            self._remove_stale_temps()
+        ctx.barrier()
+        state = self._saved_state(last_dir) if resume else None
+        cfg = self.config  # the run's saved configuration when resuming
+        check_train_config(cfg)
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        device = ddp.local_device(resolve_device(cfg.device), ctx)
+        precision = MixedPrecision(cfg.precision, device)
+        model = self._build_model(device)
+        objective = ContrastiveObjective(model, cfg.temperature, ctx)
+        store, val_split = self._load_data(model.sample_rate)
+        pairs = TrainPairs(store, model.samples_for(cfg.clip_seconds), seed=cfg.seed, replace_bad=True)
+        steps_per_epoch, total_steps = self._plan(len(pairs))
+        optimizer = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.text_lr, cfg.weight_decay))
+        scheduler = warmup_cosine(optimizer, total_steps, int(cfg.warmup_fraction * total_steps), cfg.min_lr_ratio)
+        prog = self._start(state, last_dir, model, optimizer, scheduler, precision, device)
+        ctx.barrier()
+        sampler = StepBatchSampler(pairs.pair_clip_index, cfg.batch_size, cfg.seed, ctx.rank, ctx.world_size,
+                                   cfg.grad_accum_steps)
+        augmenter = CaptionAugmenter(cfg.caption_augment, cfg.seed) if cfg.caption_augment > 0 else None
+        forward = ddp.wrap_ddp(objective, ctx) if ctx.enabled else objective
+        loop = _Loop(model, objective, forward, precision, optimizer, scheduler, sampler,
+                     self._loader(pairs, sampler, device), store, augmenter, val_split, steps_per_epoch, total_steps)
+        model.train()
+        return loop, prog
+
+    def _build_model(self, device: torch.device) -> RetrievalModel:
         cfg = self.config
+        cfg.model = adopt_encoders(cfg.model, cfg.init_from)  # a converted checkpoint names the encoders
+        model = create_model(cfg.model).to(device)
+        model.config.clip_seconds = cfg.clip_seconds  # saved with the checkpoints: the model's operating length
+        if self.ctx.rank:  # same initial weights on every rank, distinct dropout masks
+            torch.manual_seed(cfg.seed + self.ctx.rank)
+        if cfg.grad_checkpointing:
+            ddp.enable_grad_checkpointing(model)
+        return model
+
+    def _plan(self, num_pairs: int) -> tuple[int, int]:
+        """(optimiser steps per epoch, steps of the whole run) for `num_pairs` training pairs."""
+        cfg, ctx = self.config, self.ctx
+        steps_per_epoch = num_pairs // cfg.batch_size  # epoch_batches drops the last incomplete batch
+        if steps_per_epoch == 0:
+            raise InputError(f"batch_size {cfg.batch_size} is larger than the {num_pairs} training pairs")
+        if cfg.batch_size % (ctx.world_size * cfg.grad_accum_steps):
+            raise InputError(f"batch_size {cfg.batch_size} must be divisible by processes x grad_accum_steps "
+                             f"({ctx.world_size} x {cfg.grad_accum_steps})")
+        return steps_per_epoch, cfg.max_steps or cfg.epochs * steps_per_epoch
+
+    def _load_data(self, sample_rate: int) -> tuple[ClipAudioStore, SplitData | None]:
+        """The streamed training store (headers checked) and the validation (subset) split, with the
+        auxiliary captions of both when `aux_captions` is set."""
+        cfg = self.config
+        train_split = read_split(self.data_dir, "development")
         self.aux_train: dict[str, str] | None = None
         self.aux_val: dict[str, str] | None = None
         if cfg.aux_captions:
@@ -145,116 +229,41 @@ class Trainer:
                 train_split = with_aux_pairs(train_split, self.aux_train)
         # Streaming: headers are checked up front (cheap), samples decoded by the loader's workers when a batch
         # needs them, with a bounded cache; clips that fail to decode then are replaced (TrainPairs.replace_bad).
-        if isinstance(cfg.audio_cache_mb, bool) or not isinstance(cfg.audio_cache_mb, (int, float)) or cfg.audio_cache_mb < 0:
-            raise InputError(f"audio_cache_mb must be a number of MiB >= 0, got {cfg.audio_cache_mb!r}")
         store = ClipAudioStore(train_split, sample_rate, max_cache_bytes=int(cfg.audio_cache_mb * 2**20))
         problems = list(train_split.problems) + list(store.check_headers(progress=self.progress))
         if problems:
             self.log(f"skipped {len(problems)} bad training item(s); first: {problems[0].source}: {problems[0].reason}")
         if not store.split.clips:
             raise InputError(f"{self.data_dir}: no usable training clips in split 'development'")
+        return store, self._validation_split()
+
+    def _validation_split(self) -> SplitData | None:
+        cfg = self.config
         try:
-            val_split = read_split(self.data_dir, "validation")
+            split = read_split(self.data_dir, "validation")
         except InputError as e:
             self.log(f"no validation split ({e}); selecting the last checkpoint")
-            val_split = None
-        if cfg.aux_captions and val_split is not None:
+            return None
+        subset = validation_subset(split, cfg.validate_clips)
+        if len(subset.clips) < len(split.clips):
+            self.log(f"validating on {len(subset.clips)} of the {len(split.clips)} validation clips")
+        if cfg.aux_captions:
             self.aux_val = build_captioner(cfg.aux_captions, self.data_dir, "validation", cfg.aux_error_rate,
-                                           cfg.seed).caption(val_split.clips)
-        return store, val_split
-
-    def run(self, resume: bool = True, stop_after_steps: int | None = None) -> dict[str, Any]:
-        """Train; with `resume` continue from checkpoints/last when present. `stop_after_steps` ends the
-        run early (after a checkpoint), as an interruption would."""
-        ctx = self.ctx = ddp.current()
-        last_dir = self.out_dir / "checkpoints" / "last"
-        if ctx.is_main:
-            recover_dir(last_dir)
-            self._remove_stale_temps()
-        ctx.barrier()
-        state = self._saved_state(last_dir) if resume else None
-        cfg = self.config  # the run's saved configuration when resuming
-        torch.manual_seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        device = ddp.local_device(resolve_device(cfg.device), ctx)
-        ddp.check_precision(cfg.precision, device)
-        model = create_model(cfg.model).to(device)
-        model.config.clip_seconds = cfg.clip_seconds  # saved with the checkpoints: the model's operating length
-        if ctx.rank:  # same initial weights on every rank, distinct dropout masks
-            torch.manual_seed(cfg.seed + ctx.rank)
-        if cfg.grad_checkpointing:
-            ddp.enable_grad_checkpointing(model)
-        samples = clip_samples(model, cfg.clip_seconds)
-        store, val_split = self._load_data(model.sample_rate, samples)
-        pairs = TrainPairs(store, samples, seed=cfg.seed, replace_bad=True)
-        steps_per_epoch = len(pairs) // cfg.batch_size  # epoch_batches drops the last incomplete batch
-        if steps_per_epoch == 0:
-            raise InputError(f"batch_size {cfg.batch_size} is larger than the {len(pairs)} training pairs")
-        if cfg.batch_size % (ctx.world_size * cfg.grad_accum_steps):
-            raise InputError(f"batch_size {cfg.batch_size} must be divisible by processes x grad_accum_steps "
-                             f"({ctx.world_size} x {cfg.grad_accum_steps})")
-        total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
-        optimizer = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.text_lr, cfg.weight_decay))
-        scheduler = warmup_cosine(optimizer, total_steps, int(cfg.warmup_fraction * total_steps), cfg.min_lr_ratio)
-        prog = self._start(state, last_dir, model, optimizer, scheduler, device)
-        ctx.barrier()
-        sampler = StepBatchSampler(pairs.pair_clip_index, cfg.batch_size, cfg.seed, ctx.rank, ctx.world_size,
-                                   cfg.grad_accum_steps)
-        loop = _Loop(model, ddp.wrap_ddp(model, cfg.model.temperature, ctx) if ctx.enabled else None,
-                     ddp.grad_scaler(cfg.precision, device), optimizer, scheduler, sampler,
-                     self._loader(pairs, sampler, device), store,
-                     CaptionAugmenter(cfg.caption_augment, cfg.seed) if cfg.caption_augment > 0 else None, device)
-        model.train()
-        started = time.time()
-        self._virtual_start = started - prog.train_seconds  # as if every earlier session ran just before this one
-        stop = False
-        bar = tqdm(total=total_steps, initial=prog.global_step, desc="train",
-                   disable=not (self.progress and ctx.is_main))
-        while prog.global_step < total_steps and prog.epoch < math.ceil(total_steps / steps_per_epoch) and not stop:
-            loop.sampler.set_epoch(prog.epoch, start_step=prog.step_in_epoch)
-            for micro in step_groups(loop.loader, cfg.grad_accum_steps):
-                loss_values = self._step(loop, micro, prog.epoch)
-                prog.global_step += 1
-                prog.step_in_epoch += 1
-                prog.history.append({"step": prog.global_step, "epoch": prog.epoch,
-                                     **{k: round(v, 6) for k, v in loss_values.items()}})
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_values['loss']:.3f}")
-                done = prog.global_step >= total_steps
-                if prog.global_step % cfg.save_every_steps == 0 and not done and prog.step_in_epoch < steps_per_epoch:
-                    self._save_last(loop, prog)
-                if stop_after_steps is not None and prog.global_step >= stop_after_steps and not done:
-                    self._save_last(loop, prog)
-                    stop = True
-                    break
-                if done:
-                    break
-            if stop:
-                break
-            self._end_epoch(model, val_split, prog, cfg)
-            self._save_last(loop, prog)
-        bar.close()
-        prog.train_seconds = time.time() - self._virtual_start
-        summary = {"global_step": prog.global_step, "epochs_done": prog.epoch, "best_epoch": prog.best_epoch,
-                   "best_score": prog.best_score, "stopped_early": stop, "seconds": round(prog.train_seconds, 3),
-                   "seconds_this_run": round(time.time() - started, 3), "out_dir": str(self.out_dir),
-                   "decode_failures": len(self.decode_problems)}
-        if ctx.is_main:
-            self._write_metrics(prog)
-        ctx.barrier()
-        return summary
+                                           cfg.seed).caption(subset.clips)
+        return subset
 
     def _start(self, state: dict[str, Any] | None, last_dir: Path, model: RetrievalModel,
                optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-               device: torch.device) -> Progress:
-        """Restore model, optimiser, schedule, RNG and progress from `state`; or, for a fresh run, apply
-        `init_from` and write the run's configuration."""
+               precision: MixedPrecision, device: torch.device) -> Progress:
+        """Restore model, optimiser, schedule, gradient scaler, RNG and progress from `state`; or, for a
+        fresh run, apply `init_from` and write the run's configuration."""
         cfg, ctx = self.config, self.ctx
         if state is not None:
             load_weights(model, last_dir / WEIGHTS_FILE)
             model.to(device)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
+            precision.load_state_dict(state.get("scaler"))
             ddp.restore_rng(state, ctx)
             prog = Progress(**state["progress"])
             if ctx.is_main:
@@ -277,36 +286,6 @@ class Trainer:
             workers = default_num_workers(int(os.environ.get("LOCAL_WORLD_SIZE", self.ctx.world_size)))
         self.decode_problems: dict[str, None] = {}  # insertion-ordered set of decode failures reported so far
         return train_loader(pairs, sampler, workers, cfg.seed, cfg.prefetch_factor, pin_memory=device.type == "cuda")
-
-    def _step(self, loop: _Loop, micro: list[dict[str, Any]], epoch: int) -> dict[str, float]:
-        """One optimiser step on the micro-batches of this rank's slice of a global batch (collated by the
-        loader); returns the losses averaged over micro-batches and ranks."""
-        cfg, ctx = self.config, self.ctx
-        loop.optimizer.zero_grad(set_to_none=True)
-        parts: list[dict[str, float]] = []
-        for k, raw in enumerate(micro):
-            batch = self._batch(loop.store, loop.augmenter, raw, epoch)
-            with ddp.maybe_no_sync(loop.wrapped, k < len(micro) - 1), ddp.autocast(cfg.precision, loop.device):
-                if loop.wrapped is not None:
-                    out = loop.wrapped(batch)
-                    back = out["backward"]
-                else:
-                    out = training_loss(loop.model, batch, cfg.model.temperature)
-                    back = out["loss"]
-            back = back / len(micro)  # the step optimises the mean of the micro-batch losses
-            (loop.scaler.scale(back) if loop.scaler is not None else back).backward()
-            parts.append(ddp.reduce_losses(out, ctx))
-        if loop.scaler is not None:
-            loop.scaler.unscale_(loop.optimizer)
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(loop.model.parameters(), cfg.grad_clip)
-        if loop.scaler is not None:
-            loop.scaler.step(loop.optimizer)
-            loop.scaler.update()
-        else:
-            loop.optimizer.step()
-        loop.scheduler.step()
-        return {key: float(np.mean([p[key] for p in parts])) for key in parts[0]}
 
     def _saved_state(self, last_dir: Path) -> dict[str, Any] | None:
         """The training state to resume from (None: start afresh); adopts the run's saved TrainConfig, except
@@ -331,15 +310,63 @@ class Trainer:
             self.log(f"removed {len(removed)} temporary file(s) left by an interrupted write: "
                      f"{', '.join(p.name for p in removed)}")
 
+    # ---- epochs and steps ---------------------------------------------------------------
+    @staticmethod
+    def _epochs_left(loop: _Loop, prog: Progress) -> bool:
+        return (prog.global_step < loop.total_steps
+                and prog.epoch < math.ceil(loop.total_steps / loop.steps_per_epoch))
+
+    def _train_epoch(self, loop: _Loop, prog: Progress, stop_after_steps: int | None) -> bool:
+        """The remaining steps of epoch `prog.epoch`, with the step validations and periodic checkpoints due;
+        True when `stop_after_steps` ended the run inside the epoch (after saving checkpoints/last)."""
+        cfg = self.config
+        loop.sampler.set_epoch(prog.epoch, start_step=prog.step_in_epoch)
+        for micro in step_groups(loop.loader, cfg.grad_accum_steps):
+            self._record_step(loop, prog, self._step(loop, micro, prog.epoch))
+            done = prog.global_step >= loop.total_steps
+            every = cfg.validate_every_steps
+            if every is not None and (prog.global_step % every == 0 or done):
+                self._validate(loop, prog, {"step": prog.global_step, "epoch": prog.epoch})
+            if done:
+                return False
+            if stop_after_steps is not None and prog.global_step >= stop_after_steps:
+                self._save_last(loop, prog)
+                return True
+            if prog.global_step % cfg.save_every_steps == 0 and prog.step_in_epoch < loop.steps_per_epoch:
+                self._save_last(loop, prog)  # the epoch's last step is saved by the epoch end
+        return False
+
+    def _step(self, loop: _Loop, micro: list[dict[str, Any]], epoch: int) -> dict[str, float]:
+        """One optimiser step on the micro-batches of this rank's slice of a global batch (collated by the
+        loader); returns the losses averaged over micro-batches and summed over ranks (the global loss)."""
+        loop.optimizer.zero_grad(set_to_none=True)
+        parts: list[dict[str, float]] = []
+        for k, raw in enumerate(micro):
+            batch = self._batch(loop.store, loop.augmenter, raw, epoch)
+            with ddp.maybe_no_sync(loop.forward, k < len(micro) - 1), loop.precision.autocast():
+                out = loop.forward(batch)
+            # W·L_r (hade.train.objective); the step optimises the mean of the micro-batch losses
+            loop.precision.backward(out["loss"] * loop.objective.backward_scale / len(micro))
+            parts.append(ddp.reduce_losses(out, self.ctx))
+        loop.precision.step(loop.optimizer, loop.model.parameters(), self.config.grad_clip)
+        loop.scheduler.step()
+        return {key: float(np.mean([p[key] for p in parts])) for key in parts[0]}
+
+    @staticmethod
+    def _record_step(loop: _Loop, prog: Progress, losses: dict[str, float]) -> None:
+        prog.global_step += 1
+        prog.step_in_epoch += 1
+        prog.history.append({"step": prog.global_step, "epoch": prog.epoch,
+                             **{k: round(v, 6) for k, v in losses.items()}})
+        loop.bar.update(1)
+        loop.bar.set_postfix(loss=f"{losses['loss']:.3f}")
+
     def _batch(self, store: ClipAudioStore, augmenter: CaptionAugmenter | None, batch: dict[str, Any],
                epoch: int) -> dict[str, Any]:
         """Main-process touches on a collated micro-batch: report decode failures, attach auxiliary captions,
         paraphrase captions (cheap string work, seeded per pair)."""
         cfg = self.config
-        for problem in batch.pop("problem", None) or ():
-            if problem is not None and problem not in self.decode_problems:
-                self.decode_problems[problem] = None
-                self.log(f"skipped a training clip that failed to decode (replaced by the next pair): {problem}")
+        self._report_decode_problems(batch.pop("problem", None) or ())
         index = batch["index"].tolist()
         if self.aux_train is not None:  # a pair made from the aux caption must not see it on the audio side
             clips = [store.clips[int(c)].clip_id for c in batch["clip_index"]]
@@ -350,34 +377,53 @@ class Trainer:
                                 for c, i in zip(batch["caption"], index)]
         return batch
 
-    # ---- epoch end, checkpoints ---------------------------------------------------------
-    def _end_epoch(self, model: RetrievalModel, val_split: SplitData | None, prog: Progress, cfg: TrainConfig) -> None:
-        """Validation, best checkpoint and metrics on rank 0 only; the other ranks wait at a barrier."""
-        if not self.ctx.is_main:
-            prog.epoch += 1
-            prog.step_in_epoch = 0
-            self.ctx.barrier()
-            return
+    def _report_decode_problems(self, problems: list[str | None]) -> None:
+        """Log each clip that a worker failed to decode, once per run."""
+        for problem in problems:
+            if problem is not None and problem not in self.decode_problems:
+                self.decode_problems[problem] = None
+                self.log(f"skipped a training clip that failed to decode (replaced by the next pair): {problem}")
+
+    # ---- validation, epoch end, checkpoints ---------------------------------------------
+    def _validate(self, loop: _Loop, prog: Progress, record: dict[str, Any]) -> None:
+        """Rank 0 scores the model on the validation (subset) split into `record` and keeps checkpoints/best
+        when the score improves; the other ranks wait. A record that is not an epoch end joins the history.
+        Without a validation split the latest model is the best."""
+        if self.ctx.is_main:
+            score = self._score(loop, record) if loop.val_split is not None else float(prog.global_step)
+            if "train_loss" not in record and "val" in record:
+                prog.history.append(record)
+            if score > prog.best_score:
+                prog.best_score, prog.best_epoch, prog.best_step = score, prog.epoch, prog.global_step
+                save_model(loop.model, self.out_dir / "checkpoints" / "best",
+                           extra={"epoch": prog.epoch, "step": prog.global_step, "record": record})
+        self.ctx.barrier()
+
+    def _score(self, loop: _Loop, record: dict[str, Any]) -> float:
+        cfg = self.config
+        metrics = evaluate(loop.model, loop.val_split, cfg.clip_seconds, cfg.eval_batch_size, progress=False,
+                           aux_captions=self.aux_val)
+        loop.model.train()
+        score = selection_score(metrics, cfg.select_metric)
+        record.update(val=metrics, score=score)
+        where = (f"epoch {record['epoch']}: loss {record['train_loss']:.4f}" if "train_loss" in record
+                 else f"step {record['step']}")
+        self.log(f"{where}  val T2A R@1 {metrics['t2a']['R@1']:.1f} A2T R@1 {metrics['a2t']['R@1']:.1f}  "
+                 f"({cfg.select_metric} {score:.2f})")
+        return score
+
+    def _end_epoch(self, loop: _Loop, prog: Progress) -> None:
+        """The epoch's record (mean training loss; validation when it is per epoch) and metrics.json."""
         losses = epoch_losses(prog.history, prog.epoch)
         record: dict[str, Any] = {"epoch": prog.epoch, "step": prog.global_step,
                                   "train_loss": float(np.mean(losses)) if losses else None}
-        if val_split is not None:
-            metrics = evaluate(model, val_split, cfg.clip_seconds, cfg.eval_batch_size, progress=False,
-                               aux_captions=self.aux_val)
-            model.train()
-            score = selection_score(metrics, cfg.select_metric)
-            record.update(val=metrics, score=score)
-            self.log(f"epoch {prog.epoch}: loss {record['train_loss']:.4f}  val T2A R@1 {metrics['t2a']['R@1']:.1f} "
-                     f"A2T R@1 {metrics['a2t']['R@1']:.1f}  ({cfg.select_metric} {score:.2f})")
-        else:
-            score = float(prog.epoch)
-        if score > prog.best_score:
-            prog.best_score, prog.best_epoch = score, prog.epoch
-            save_model(model, self.out_dir / "checkpoints" / "best", extra={"epoch": prog.epoch, "record": record})
+        if self.config.validate_every_steps is None:
+            self._validate(loop, prog, record)
         prog.history.append({"epoch_end": prog.epoch, **record})
         prog.epoch += 1
         prog.step_in_epoch = 0
-        self._write_metrics(prog)
+        if self.ctx.is_main:
+            self._write_metrics(prog)
         self.ctx.barrier()
 
     def _save_last(self, loop: _Loop, prog: Progress) -> None:
@@ -389,11 +435,13 @@ class Trainer:
                      "torch_rng": rng[0], "progress": prog.__dict__, "config": to_dict(self.config)}
             if self.ctx.enabled:
                 state["torch_rng_ranks"] = rng
+            if loop.precision.state_dict() is not None:
+                state["scaler"] = loop.precision.state_dict()
             save_model(loop.model, self.out_dir / "checkpoints" / "last", train_state=state)
         self.ctx.barrier()
 
     def _write_metrics(self, prog: Progress) -> None:
-        write_json_atomic(self.out_dir / "metrics.json", {"best_epoch": prog.best_epoch,
+        write_json_atomic(self.out_dir / "metrics.json", {"best_epoch": prog.best_epoch, "best_step": prog.best_step,
                                                           "best_score": prog.best_score, "history": prog.history})
         plot_curves(prog.history, self.out_dir / "curve.png")
 

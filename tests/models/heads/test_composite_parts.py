@@ -6,7 +6,7 @@ import hade
 from hade.config import ModelConfig
 from hade.errors import InputError
 from hade.losses import nt_xent
-from hade.train.trainer import training_loss
+from hade.train.objective import training_loss
 
 
 def _model(config: ModelConfig, **options):

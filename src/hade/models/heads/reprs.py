@@ -7,7 +7,8 @@ batches: `cat_reprs` pads them, with zeros (and False in boolean masks).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from hade.utils.padding import pad_to_longest
 
 Reprs = dict[str, torch.Tensor]
 
@@ -16,18 +17,7 @@ def cat_reprs(parts: list[Reprs]) -> Reprs:
     """Concatenate along items; tensors of rank >= 2 whose dim 1 differs are right-padded to the longest."""
     if not parts:
         raise ValueError("cat_reprs: nothing to concatenate")
-    out: Reprs = {}
-    for key in parts[0]:
-        tensors = [p[key] for p in parts]
-        if tensors[0].dim() >= 2 and len({t.shape[1] for t in tensors}) > 1:
-            longest = max(t.shape[1] for t in tensors)
-            padded = []
-            for t in tensors:
-                pad = [0, 0] * (t.dim() - 2) + [0, longest - t.shape[1]]
-                padded.append(F.pad(t, pad, value=False if t.dtype == torch.bool else 0))
-            tensors = padded
-        out[key] = torch.cat(tensors, 0)
-    return out
+    return {key: torch.cat(pad_to_longest([p[key] for p in parts]), 0) for key in parts[0]}
 
 
 def slice_reprs(reprs: Reprs, start: int, stop: int) -> Reprs:
