@@ -2,6 +2,10 @@
 
 Every failure is an :class:`~hade.errors.AudioError` whose message names the file and what was
 expected, so a reader or a batch job can record it as a ``Problem`` and carry on.
+
+The virtual path of a clip of a packed set (``<split>/shard-00000.pcm16/<row>/<name>``,
+:mod:`hade.data.packed`) reads from its shard instead of a file: every caller of :func:`load_audio` and
+:func:`audio_info` reads packed sets unchanged.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from hade.data.packed.shards import PackedRef, packed_frames, packed_ref, read_packed
 from hade.errors import AudioError, InputError
 
 # File extensions of the container formats libsndfile reads (only those this build supports).
@@ -109,8 +114,18 @@ def _existing_file(path: str | Path) -> Path:
     return p
 
 
+def _packed_info(path: Path, ref: PackedRef) -> AudioInfo:
+    frames, rate = packed_frames(ref)
+    if frames <= 0:
+        raise _audio_error(path, "contains 0 samples")
+    return AudioInfo(path=path, sample_rate=rate, channels=1, frames=frames, format="HADE-PACKED", subtype="PCM_16")
+
+
 def audio_info(path: str | Path) -> AudioInfo:
     """Read only the header of ``path``; raise AudioError if missing, unreadable or empty."""
+    ref = packed_ref(path)
+    if ref is not None:
+        return _packed_info(Path(path), ref)
     p = _existing_file(path)
     try:
         info = sf.info(str(p))
@@ -130,22 +145,34 @@ def audio_info(path: str | Path) -> AudioInfo:
     )
 
 
+def _decode(path: Path) -> tuple[np.ndarray, int]:
+    """(float32 mono waveform [T], its sample rate) of an audio file: channels averaged."""
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise _audio_error(path, _sf_reason(exc)) from None
+    if data.shape[1] == 0:
+        return np.zeros(0, dtype=np.float32), int(sr)
+    return (data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)), int(sr)
+
+
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     """Decode ``path`` to a float32 mono waveform [T] at ``sample_rate``.
 
     Channels are averaged; the rate is converted with soxr (HQ) when it differs. Raises AudioError
     (naming the file) for a missing, unreadable/corrupt, empty or non-finite (NaN/Inf) file.
-    Silence is accepted.
+    Silence is accepted. A packed clip's virtual path reads its shard (no decoding).
     """
     target = _check_rate(sample_rate)
-    p = _existing_file(path)
-    try:
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
-    except Exception as exc:
-        raise _audio_error(p, _sf_reason(exc)) from None
-    if data.shape[0] == 0 or data.shape[1] == 0:
+    ref = packed_ref(path)
+    if ref is not None:
+        p = Path(path)
+        wave, sr = read_packed(ref)
+    else:
+        p = _existing_file(path)
+        wave, sr = _decode(p)
+    if wave.shape[0] == 0:
         raise _audio_error(p, "contains 0 samples")
-    wave = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
     finite = np.isfinite(wave)
     if not finite.all():
         bad = int((~finite).sum())

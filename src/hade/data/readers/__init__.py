@@ -1,20 +1,22 @@
-"""Data-set readers: Clotho, AudioCaps, WavCaps and a JSON Lines manifest, behind one ``read_split``.
+"""Data-set readers: Clotho, AudioCaps, WavCaps, a JSON Lines manifest and packed sets, behind one ``read_split``.
 
 Every reader returns ``SplitData(name, clips, problems)``. Bad *items* (missing/unreadable audio,
 empty captions, clips left without captions, duplicate ids) are skipped and recorded as ``Problem``s;
 bad *structure* (missing file, missing column, invalid JSON, wrong types) raises ``InputError`` naming
-the file, line/field and what was expected.
+the file, line/field and what was expected. A packed set (``hade pack``, :mod:`hade.data.packed`) is told
+by its marker file ``hade-packed.json`` and read like the folder it came from.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from types import ModuleType
 
+from hade.data.packed import layout as packed
 from hade.data.readers import audiocaps, clotho, manifest, wavcaps
 from hade.data.types import SplitData
 from hade.errors import InputError
 
-_MODULES: dict[str, ModuleType] = {m.LAYOUT: m for m in (clotho, audiocaps, wavcaps, manifest)}
+_MODULES: dict[str, ModuleType] = {m.LAYOUT: m for m in (clotho, audiocaps, wavcaps, manifest, packed)}
 LAYOUTS: tuple[str, ...] = tuple(_MODULES)
 
 # Canonical split -> names that mean the same split (so one name works for every layout).
@@ -53,6 +55,12 @@ def _splits_in(layout: str, root: Path) -> list[str]:
     return mod.splits_in(root, _ALL_ALIASES) if layout == "wavcaps" else mod.splits_in(root)
 
 
+def splits_of(root: str | Path, layout: str = "auto") -> list[str]:
+    """The split names the data directory ``root`` holds (as its layout spells them)."""
+    p = Path(root).expanduser()
+    return _splits_in(detect_layout(p) if layout == "auto" else _module(layout).LAYOUT, p)
+
+
 def _split_candidates(layout: str, split: str) -> list[str]:
     names = [split, split.lower()]
     canon = canonical_split(split)
@@ -80,8 +88,31 @@ def _describe_expected() -> str:
     return (
         "clotho: clotho_captions_{split}.csv; audiocaps: {split}.csv with header "
         "audiocap_id,youtube_id,start_time,caption; wavcaps: {split}.json with a 'data' array; "
-        "manifest: {split}.jsonl"
+        "manifest: {split}.jsonl; packed: hade-packed.json (written by `hade pack`)"
     )
+
+
+def _detect_file_layout(p: Path) -> str:
+    """The layout of a captions/manifest file ``p``."""
+    suffix = p.suffix.lower()
+    if packed.sniff_file(p):
+        return "packed"
+    if manifest.sniff_file(p):
+        return "manifest"
+    if wavcaps.sniff_file(p):
+        return "wavcaps"
+    if suffix == ".csv":
+        if clotho.sniff_file(p):
+            return "clotho"
+        if audiocaps.sniff_file(p):
+            return "audiocaps"
+        from hade.data.readers._common import peek_csv_header
+
+        raise InputError(
+            f"{p}: cannot tell the layout from the CSV header '{','.join(peek_csv_header(p))}'; expected "
+            f"clotho '{clotho.EXPECTED_HEADER}' or audiocaps '{audiocaps.EXPECTED_HEADER}'"
+        )
+    raise InputError(f"{p}: unsupported data file type {suffix or '(no extension)'!r}; expected .csv, .json or .jsonl")
 
 
 def detect_layout(root: str | Path, split: str | None = None) -> str:
@@ -92,24 +123,10 @@ def detect_layout(root: str | Path, split: str | None = None) -> str:
     p = Path(root).expanduser()
     if not p.exists():
         raise InputError(f"data path not found: {p}")
+    if p.is_dir() and packed.is_packed_root(p):
+        return "packed"
     if p.is_file():
-        suffix = p.suffix.lower()
-        if manifest.sniff_file(p):
-            return "manifest"
-        if wavcaps.sniff_file(p):
-            return "wavcaps"
-        if suffix == ".csv":
-            if clotho.sniff_file(p):
-                return "clotho"
-            if audiocaps.sniff_file(p):
-                return "audiocaps"
-            from hade.data.readers._common import peek_csv_header
-
-            raise InputError(
-                f"{p}: cannot tell the layout from the CSV header '{','.join(peek_csv_header(p))}'; expected "
-                f"clotho '{clotho.EXPECTED_HEADER}' or audiocaps '{audiocaps.EXPECTED_HEADER}'"
-            )
-        raise InputError(f"{p}: unsupported data file type {suffix or '(no extension)'!r}; expected .csv, .json or .jsonl")
+        return _detect_file_layout(p)
     found = {layout: _splits_in(layout, p) for layout in LAYOUTS}
     found = {k: v for k, v in found.items() if v}
     if not found:
@@ -200,4 +217,5 @@ __all__ = [
     "read_manifest",
     "read_split",
     "read_wavcaps",
+    "splits_of",
 ]
