@@ -10,7 +10,7 @@ The layer map (lowest first); a module may import its own layer and any layer be
   4  hade.eval, hade.index, hade.train,       evaluation, search engine, training loop (library: the
      hade.explain                             experiments call Trainer), explanations
   5  hade (the package facade)                create_model, load, Index
-  applications: hade.cli, hade.apps, hade.serve, hade.demo, hade.experiments, hade.index.cli,
+  applications: hade.cli, hade.apps, hade.serve, hade.demo, hade.experiments,
      hade.train.__main__ (the `python -m hade.train` door to hade.apps.train)
 
 Applications may import anything; nothing in the library imports an application.
@@ -25,8 +25,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-APPLICATIONS = ("hade.cli", "hade.apps", "hade.serve", "hade.demo", "hade.experiments", "hade.index.cli",
-                "hade.train.__main__")
+APPLICATIONS = ("hade.cli", "hade.apps", "hade.serve", "hade.demo", "hade.experiments", "hade.train.__main__")
 LIBRARY_LAYERS = {
     "hade.errors": 0, "hade.utils": 0, "hade.config": 0,
     "hade.data": 1, "hade.losses": 1,

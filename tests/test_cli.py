@@ -152,3 +152,103 @@ def test_compare_two_and_several_results(tmp_path, tiny_model_config, capsys):
     (tmp_path / "old.json").write_text(json.dumps(m0 | {"per_query_file": None}))
     assert main(["compare", a, str(tmp_path / "old.json")]) == 2
     assert "has no per-query results" in capsys.readouterr().err
+
+
+# ---- one table of commands, and what they list -----------------------------------------------------------
+def _subcommands(parser):
+    import argparse
+
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def test_every_command_comes_from_the_one_table_and_runs_its_own_function(capsys):
+    import importlib
+
+    from hade.cli import COMMANDS, build_parser
+
+    installed = [name for name, c in COMMANDS.items() if c.functions() is not None]
+    assert list(_subcommands(build_parser())) == installed  # registered in the table's order, nothing else
+    assert {"synth", "train", "eval", "compare", "demo", "ablate", "convert", "explain", "index", "search",
+            "serve", "models"} <= set(installed)
+    for name in installed:
+        module = importlib.import_module(COMMANDS[name].module)
+        assert callable(getattr(module, COMMANDS[name].run)), name
+
+
+def test_a_command_whose_module_is_missing_is_left_out(monkeypatch):
+    import pytest
+
+    from hade import cli
+
+    monkeypatch.setitem(cli.COMMANDS, "nothing", cli.Command("hade.apps.no_such_module"))
+    assert "nothing" not in _subcommands(cli.build_parser())
+    monkeypatch.setitem(cli.COMMANDS, "broken", cli.Command("hade.apps.models", run="no_such_function"))
+    with pytest.raises(AttributeError):  # a module that is there but wrong is an error, not a silent skip
+        cli.build_parser()
+
+
+def test_models_lists_heads_with_capabilities_presets_and_text_encoders(capsys):
+    from hade.models.heads import HEADS
+
+    assert main(["models", "--json"]) == 0
+    models = json.loads(capsys.readouterr().out)
+    heads = {h["name"]: h for h in models["heads"]}
+    assert sorted(heads) == sorted(HEADS) and all(h["description"] for h in heads.values())
+    assert heads["dp"]["capabilities"]["factorised"] and not heads["tha"]["capabilities"]["has_pooled"]
+    assert heads["hci+ac"]["capabilities"]["uses_aux_captions"] and not heads["hci"]["capabilities"]["uses_aux_captions"]
+    assert heads["tha+dcr"]["capabilities"]["explanations"] == ["factors", "tha"]
+    presets = {p["name"]: p for p in models["audio_encoders"]}
+    assert {"htsat-tiny", "htsat-cpu", "htsat-test"} <= set(presets)
+    assert presets["htsat-cpu"]["config"]["sample_rate"] == 16000 and presets["htsat-cpu"]["encoder"] == "htsat"
+    assert [t["name"] for t in models["text_encoders"]] == ["minilm", "DIR"]
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    assert "heads (--head NAME):" in text and "audio encoder presets" in text and "HADE_PRESET_PATH" in text
+    assert all(name in text for name in [*HEADS, *presets])
+
+
+def test_help_of_head_and_encoder_flags_lists_the_choices(capsys):
+    import pytest
+
+    from hade.models.heads import HEADS
+    from hade.models.presets import list_presets
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    text = text.replace("- ", "-")  # ... and breaks names at hyphens
+    assert all(name in text for name in [*HEADS, *list_presets(), "minilm", "--validate-every", "--validate-clips"])
+
+
+def test_train_flags_override_their_config_fields(tmp_path):
+    from hade.cli import build_parser, train_config_from_args
+
+    base = ["train", "--data", str(tmp_path)]
+    cfg = train_config_from_args(build_parser().parse_args(base))
+    assert (cfg.validate_every_steps, cfg.validate_clips) == (None, None)
+    cfg = train_config_from_args(build_parser().parse_args(
+        [*base, "--validate-every", "5", "--validate-clips", "7", "--precision", "bf16", "--head", "tha",
+         "--audio-encoder", "htsat-test", "--text-encoder", "minilm", "--workers", "0"]))
+    assert (cfg.validate_every_steps, cfg.validate_clips, cfg.precision, cfg.num_workers) == (5, 7, "bf16", 0)
+    assert (cfg.model.head, cfg.model.audio_encoder, cfg.model.text_encoder) == ("tha", "htsat-test", "minilm")
+
+
+def test_index_storage_dtype_flag_and_its_deprecated_old_name(tmp_path, capsys, monkeypatch):
+    import hade.index.build as build_mod
+
+    seen = []
+
+    def fake_build(folder, out, ckpt, **kwargs):
+        seen.append(kwargs["storage_dtype"])
+        return {"files": 0}
+
+    monkeypatch.setattr(build_mod, "build_index", fake_build)
+    base = ["index", str(tmp_path), "--out", str(tmp_path / "idx"), "--json"]
+    assert main(base) == 0 and main([*base, "--storage-dtype", "float32"]) == 0
+    assert "--precision" not in capsys.readouterr().err
+    assert main([*base, "--precision", "float32"]) == 0
+    assert "--precision is now --storage-dtype" in capsys.readouterr().err
+    assert seen == [None, "float32", "float32"]
+    assert main([*base, "--precision", "float32", "--storage-dtype", "float16"]) == 2
+    assert "disagree" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import hade
 from hade.config import ModelConfig
 from hade.data.audio import fit_length
 from hade.errors import InputError
-from hade.apps.explain import add_explain_parser, cmd_explain
+from hade.apps.explain import add_parser as add_explain_parser, run as cmd_explain
 from hade.explain import explain, save_figures
 from hade.models.heads.tha import default_text_blocks
 

@@ -13,8 +13,8 @@ import torch
 from hade.config import ModelConfig, TrainConfig
 from hade.data.readers import read_split
 from hade.data.synthcaps import generate
-from hade.eval.evaluate import encode_split, score_split
-from hade.eval.metrics import chance_metrics, format_metrics_table, retrieval_metrics
+from hade.eval.evaluate import EncodedSplit, evaluate_run
+from hade.eval.metrics import format_metrics_table
 from hade.train.trainer import train
 from hade.checkpoint import load
 from hade.utils.atomic import write_json_atomic
@@ -25,6 +25,7 @@ DEMO_EPOCHS = 6
 
 
 def demo_config(head: str, epochs: int) -> TrainConfig:
+    """The demo's training configuration: the small CPU model (htsat-cpu + MiniLM), 4 s clips."""
     return TrainConfig(epochs=epochs, batch_size=32, lr=5e-4, text_lr=3e-5, clip_seconds=4.0, seed=0,
                        save_every_steps=25, model=ModelConfig(audio_encoder="htsat-cpu", text_encoder="minilm",
                                                               head=head, embed_dim=256))
@@ -32,6 +33,7 @@ def demo_config(head: str, epochs: int) -> TrainConfig:
 
 def run_demo(out: Path, clips: int | None = None, minutes: float | None = None, head: str | None = None,
              progress: bool = True) -> int:
+    """Synthesise, train, evaluate and search (each step resumes); returns the exit code."""
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(out)
     data_dir = out / "synthcaps"
@@ -45,28 +47,28 @@ def run_demo(out: Path, clips: int | None = None, minutes: float | None = None, 
     print(f"      {summary['global_step']} steps in {summary['seconds']} s; best epoch {summary['best_epoch']}")
     print("[3/4] evaluation split, community protocol (each caption queries its clip; each clip its captions)")
     model = load(out / "run" / "checkpoints" / "best")
-    split = read_split(data_dir, "evaluation")
-    encoded = encode_split(model, split, cfg.clip_seconds, progress=progress)
-    scores = score_split(model, encoded)
-    metrics = retrieval_metrics(scores.numpy(), encoded.text_clip)
-    chance = chance_metrics(len(encoded.captions), len(encoded.clip_ids), encoded.text_clip)
-    metrics["chance"] = chance
-    write_json_atomic(out / "eval_metrics.json", metrics)
-    print(format_metrics_table(metrics, chance))
+    run = evaluate_run(model, read_split(data_dir, "evaluation"), cfg.clip_seconds, progress=progress)
+    write_json_atomic(out / "eval_metrics.json", run.metrics)
+    print(format_metrics_table(run.metrics, run.metrics["chance"]))
     print("[4/4] a few text → audio searches on the evaluation split")
-    for t in range(0, len(encoded.captions), max(1, len(encoded.captions) // 3))[:3]:
-        top = torch.argsort(scores[t], descending=True, stable=True)[:3].tolist()
-        truth = int(encoded.text_clip[t])
-        print(f'  "{encoded.captions[t]}"  (its clip: {encoded.clip_ids[truth]})')
-        for rank, a in enumerate(top, 1):
-            mark = "✓" if a == truth else " "
-            first_caption = split_caption(encoded, a)
-            print(f"    {rank}. {mark} {encoded.clip_ids[a]}  score {scores[t, a]:.3f}  — {first_caption}")
+    show_searches(run.encoded, run.scores)
     print(f"metrics: {out / 'eval_metrics.json'}   curve: {out / 'run' / 'curve.png'}")
     return 0
 
 
-def split_caption(encoded, clip: int) -> str:
+def show_searches(encoded: EncodedSplit, scores: torch.Tensor, queries: int = 3, top: int = 3) -> None:
+    """Print `queries` captions spread over the split, each with its `top` clips by score ([T, A] scores)."""
+    for t in range(0, len(encoded.captions), max(1, len(encoded.captions) // queries))[:queries]:
+        best = torch.argsort(scores[t], descending=True, stable=True)[:top].tolist()
+        truth = int(encoded.text_clip[t])
+        print(f'  "{encoded.captions[t]}"  (its clip: {encoded.clip_ids[truth]})')
+        for rank, a in enumerate(best, 1):
+            mark = "✓" if a == truth else " "
+            print(f"    {rank}. {mark} {encoded.clip_ids[a]}  score {scores[t, a]:.3f}  — {split_caption(encoded, a)}")
+
+
+def split_caption(encoded: EncodedSplit, clip: int) -> str:
+    """The first caption of clip index `clip` ("" when it has none)."""
     for caption, c in zip(encoded.captions, encoded.text_clip):
         if int(c) == clip:
             return caption

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from hade.errors import InputError
+from hade.utils.jsonable import jsonable
 from hade.models.retrieval import RetrievalModel
 
 AudioInput = str | Path | np.ndarray | torch.Tensor
@@ -71,21 +72,8 @@ class Explanation:
     extras: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (arrays as lists, NaN as None)."""
-        def conv(v: Any) -> Any:
-            if isinstance(v, np.ndarray):
-                return conv(v.tolist())
-            if isinstance(v, (list, tuple)):
-                return [conv(x) for x in v]
-            if isinstance(v, dict):
-                return {k: conv(x) for k, x in v.items()}
-            if isinstance(v, float) and not math.isfinite(v):
-                return None
-            if isinstance(v, LevelExplanation):
-                return conv(v.__dict__)
-            return v
-
-        return conv(self.__dict__)
+        """JSON-ready dict (arrays as lists, NaN as None; hade.utils.jsonable)."""
+        return jsonable(self)
 
 
 # ---- inputs -----------------------------------------------------------------------------------------

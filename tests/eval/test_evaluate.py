@@ -64,3 +64,17 @@ def test_evaluate_run_adds_per_query_results_that_reproduce_the_metrics(split, m
     for direction, qv in (("t2a", t2a_values(pq)), ("a2t", a2t_values(pq))):
         for name in ("R@1", "R@5", "R@10", "mAP@10", "medR", "meanR"):
             assert point_estimate(qv, name) == run.metrics[direction][name], (direction, name)
+
+
+def test_evaluate_run_is_the_pipeline_demo_and_ablate_share(split, model):
+    """encode -> score -> metrics once: the run carries the [T, A] scores it measured and what it encoded."""
+    from hade.eval.evaluate import evaluate_run
+    from hade.eval.metrics import retrieval_metrics
+
+    run = evaluate_run(model, split, 1.0, batch_size=7, progress=False)
+    num_texts = sum(len(c.captions) for c in split.clips)
+    assert run.scores.shape == (num_texts, len(split.clips)) and run.scores.dtype == torch.float32
+    assert run.encoded.clip_ids == [c.clip_id for c in split.clips] and run.encoded.captions == run.captions
+    expected = retrieval_metrics(run.scores.numpy(), run.encoded.text_clip)
+    assert {k: run.metrics[k] for k in expected} == expected
+    assert run.score_seconds >= 0.0

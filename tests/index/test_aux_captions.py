@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 from hade.errors import InputError
 from hade.index import build_index, merge_indexes
-from hade.index.cli import main
+from hade.cli import main
 
 CAPTIONS = {"a.wav": "a dog barks twice", "sub/b.wav": "rain falls on a roof"}
 

@@ -1,21 +1,40 @@
 """`hade convert`: the command line of foreign-checkpoint conversion (hade.models.convert's key maps,
-hade.checkpoint.convert_checkpoint's writing)."""
+hade.checkpoint's writing).
+
+Two modes:
+* audio encoder only (default): the HTSAT of an HTS-AT / LAION-CLAP / WavCaps checkpoint goes into a new
+  model whose text encoder (``--text-encoder``) and head (``--head``) start fresh;
+* complete model (``--tokenizer DIR``): a LAION-CLAP (non-fusion) or WavCaps HTSAT-BERT checkpoint becomes a
+  ``dp`` model that scores as the original (text tower, projections and learned scale included); DIR holds
+  the original's tokenizer files (roberta-base / bert-base-uncased), never downloaded.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from hade.errors import InputError
 from hade.models.convert import KINDS, format_report
+from hade.models.convert_full import FULL_KINDS
 
 
 def add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
-    """``hade convert SRC --out DIR [--audio-encoder htsat-tiny] [--text-encoder minilm] [--head dp]
-    [--kind K] [--allow-partial]``."""
-    p = subparsers.add_parser("convert", help="convert an HTS-AT / LAION-CLAP / WavCaps checkpoint to a hade checkpoint")
+    """``hade convert SRC --out DIR [--tokenizer TOK [--text-overrides JSON]] [--audio-encoder htsat-tiny]
+    [--text-encoder minilm] [--head dp] [--kind K] [--allow-partial]``."""
+    p = subparsers.add_parser("convert",
+                              help="convert an HTS-AT / LAION-CLAP / WavCaps checkpoint to a hade checkpoint")
     p.add_argument("src", type=Path, help="foreign checkpoint (.ckpt/.pt/.pth via weights_only, or .safetensors)")
     p.add_argument("--out", type=Path, required=True, help="hade checkpoint directory to write")
+    p.add_argument("--tokenizer", type=Path, default=None,
+                   help="local folder with the original's tokenizer (roberta-base files for LAION-CLAP, "
+                        "bert-base-uncased for WavCaps): convert the complete model, text tower and projections "
+                        "included, into a 'dp' model that scores as the original")
+    p.add_argument("--text-overrides", default=None,
+                   help="with --tokenizer: JSON object of text config fields no tensor shape tells "
+                        "(e.g. '{\"num_attention_heads\": 12}'); default: the tokenizer folder's config.json, "
+                        "else roberta-base / bert-base-uncased values")
     p.add_argument("--audio-encoder", default="htsat-tiny", help="HTSAT preset matching the checkpoint")
     p.add_argument("--audio-overrides", default=None, help="JSON object of HTSATConfig fields (e.g. front end)")
     p.add_argument("--text-encoder", default="minilm", help="hade text encoder (the foreign text tower is not loaded)")
@@ -24,24 +43,53 @@ def add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-partial", action="store_true", help="load even if encoder tensors are missing")
 
 
+def _json_object(text: str | None, flag: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{flag}: invalid JSON: {e.msg}") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{flag} must be a JSON object")
+    return value
+
+
+def _convert_full(args: argparse.Namespace) -> int:
+    from hade.checkpoint import save_model
+    from hade.models.convert_full import convert_full
+
+    if args.kind is not None and args.kind not in FULL_KINDS:
+        raise InputError(f"--tokenizer converts complete {' / '.join(FULL_KINDS)} checkpoints; --kind {args.kind} "
+                         "holds an audio encoder only (drop --tokenizer)")
+    model, report = convert_full(args.src, args.tokenizer, kind=args.kind, allow_partial=args.allow_partial,
+                                 text_overrides=_json_object(args.text_overrides, "--text-overrides"))
+    save_model(model, args.out, extra={"converted_from": str(args.src), "conversion": report.to_dict(),
+                                       "complete": True})
+    print(format_report(report))
+    print(f"wrote {args.out} (complete {report.kind} model: head dp, text pooling {model.config.text_pooling}, "
+          f"{model.sample_rate} Hz)")
+    return 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     """Run ``hade convert``; prints the report, returns the exit code."""
     from hade.checkpoint import convert_checkpoint
     from hade.config import ModelConfig
 
-    overrides = {}
-    if args.audio_overrides:
-        try:
-            overrides = json.loads(args.audio_overrides)
-        except json.JSONDecodeError as e:
-            raise InputError(f"--audio-overrides: invalid JSON: {e.msg}") from None
-        if not isinstance(overrides, dict):
-            raise InputError("--audio-overrides must be a JSON object")
+    if getattr(args, "tokenizer", None) is not None:
+        return _convert_full(args)
+    if getattr(args, "text_overrides", None):
+        raise InputError("--text-overrides applies to complete conversions only (with --tokenizer)")
+    overrides = _json_object(args.audio_overrides, "--audio-overrides")
     config = ModelConfig(audio_encoder=args.audio_encoder, audio_overrides=overrides,
                          text_encoder=args.text_encoder, head=args.head)
     report = convert_checkpoint(args.src, args.out, config, allow_partial=args.allow_partial, kind=args.kind)
     print(format_report(report))
     print(f"wrote {args.out}")
+    if report.kind in FULL_KINDS:
+        print(f"note: only the audio encoder was converted; pass --tokenizer DIR to convert the complete {report.kind} "
+              "model (text tower, projections and scale)")
     return 0
 
 

@@ -8,8 +8,8 @@ from hade.errors import InputError
 from hade.explain import explain, format_summary, save_figures
 
 
-def add_explain_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add `hade explain` to a sub-parser set (dispatch with `cmd_explain`)."""
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `hade explain` to a sub-parser set (dispatch with `run`)."""
     p = subparsers.add_parser("explain", help="explain one audio-text score (attention maps, factor weights)")
     p.add_argument("--ckpt", type=Path, required=True, help="checkpoint directory")
     p.add_argument("--audio", type=Path, required=True, help="audio file (resampled to the model's rate)")
@@ -22,7 +22,7 @@ def add_explain_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     return p
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run `hade explain`: print a summary and the files written. Errors are InputError (HadeError)."""
     from hade.checkpoint import load
     from hade.utils.atomic import write_json_atomic
@@ -47,4 +47,4 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_explain_parser", "cmd_explain"]
+__all__ = ["add_parser", "run"]

@@ -1,24 +1,98 @@
-"""The training application: `torchrun --nproc_per_node N -m hade.train --data DIR --out RUN [--config FILE] ...`
+"""`hade train`, and the training application for torchrun:
+`torchrun --nproc_per_node N -m hade.train --data DIR --out RUN [--config FILE] ...`
 
 An application (it parses arguments), so it lives here and not in the library package hade.train, whose
-`__main__` only forwards to it. The arguments are those of `hade train` (parsed by `hade.cli`'s own parser,
-an application module too); the process joins the torch.distributed group that torchrun describes in its
-environment (gloo on CPU, nccl on CUDA) and trains data-parallel (see hade.train.distributed).
-Run without torchrun it trains in one process, as `hade train`.
+`__main__` only forwards to `main`. `main` takes the arguments of `hade train`; the process joins the
+torch.distributed group that torchrun describes in its environment (gloo on CPU, nccl on CUDA) and trains
+data-parallel (see hade.train.distributed). Run without torchrun it trains in one process, as `hade train`.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
+from hade.apps.choices import audio_encoder_help, head_help, text_encoder_help
+from hade.config import TRAIN_PRECISIONS
 from hade.errors import HadeError
+
+# command-line dest -> TrainConfig field, for the flags that override a field when given
+TRAIN_FIELDS = {name: name for name in ("epochs", "batch_size", "lr", "max_steps", "seed", "device", "precision",
+                                         "grad_accum_steps", "grad_checkpointing", "init_from", "num_workers")}
+TRAIN_FIELDS.update(validate_every="validate_every_steps", validate_clips="validate_clips")
+MODEL_FIELDS = ("head", "audio_encoder", "text_encoder")  # flags that override ModelConfig fields
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `hade train` to a sub-parser set."""
+    p = sub.add_parser("train", help="train a retrieval model")
+    p.add_argument("--data", type=Path, required=True, help="data set root (Clotho/AudioCaps/WavCaps/JSONL layout)")
+    p.add_argument("--out", type=Path, default=Path("runs/default"), help="run directory (resumed when present)")
+    p.add_argument("--head", default=None, help=head_help())
+    p.add_argument("--config", type=Path, default=None, help="JSON file with TrainConfig fields (and 'model')")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--audio-encoder", default=None, help=audio_encoder_help("htsat-tiny is the paper's"))
+    p.add_argument("--text-encoder", default=None, help=text_encoder_help())
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--precision", choices=TRAIN_PRECISIONS, default=None,
+                   help="mixed precision of training: bf16 on CPU or CUDA, fp16 on CUDA")
+    p.add_argument("--grad-accum-steps", type=int, default=None,
+                   help="split each batch into this many micro-batches (negatives come from the micro-batch)")
+    p.add_argument("--grad-checkpointing", action="store_true", default=None,
+                   help="activation checkpointing in both encoders")
+    p.add_argument("--init-from", default=None,
+                   help="start from these weights: a hade checkpoint directory (e.g. from `hade convert`) or an "
+                        "HTS-AT / LAION-CLAP / WavCaps checkpoint file (audio encoder only)")
+    p.add_argument("--workers", type=int, default=None, dest="num_workers",
+                   help="data loader processes that decode audio while the model trains (default: min(4, CPUs per "
+                        "training process - 1); 0: decode in the training process)")
+    p.add_argument("--validate-every", type=int, default=None, metavar="N",
+                   help="validate (and select the best checkpoint) every N steps instead of after each epoch "
+                        "(TrainConfig.validate_every_steps)")
+    p.add_argument("--validate-clips", type=int, default=None, metavar="N",
+                   help="validate on N clips of the validation split, evenly spaced by sorted id (TrainConfig."
+                        "validate_clips; default: all)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if the run directory has a checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def train_config_from_args(args: argparse.Namespace):
+    """The TrainConfig of `--config` (or the defaults) with the flags that were given applied."""
+    from hade.config import TrainConfig, load_json_config
+
+    cfg = load_json_config(args.config, TrainConfig) if args.config else TrainConfig()
+    for dest, name in TRAIN_FIELDS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            setattr(cfg, name, value)
+    for name in MODEL_FIELDS:
+        if getattr(args, name) is not None:
+            setattr(cfg.model, name, getattr(args, name))
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    """`hade train`: train (or resume) in this process and print the summary as JSON."""
+    from hade.train.trainer import train
+
+    summary = train(args.data, args.out, train_config_from_args(args), resume=not args.no_resume,
+                    progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m hade.train ...` (under torchrun or not): the arguments of `hade train`."""
     import torch.distributed as dist
 
-    from hade.cli import build_parser, train_config_from_args
+    from hade.cli import build_parser
     from hade.train import distributed as ddp
     from hade.train.trainer import train
 
@@ -39,4 +113,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if ctx.enabled and dist.is_initialized():
             dist.destroy_process_group()
-

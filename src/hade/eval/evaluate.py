@@ -6,6 +6,7 @@ and ties in the score matrix are broken by the rule stated in `hade.eval.metrics
 """
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -117,6 +118,7 @@ def encode_split(model: RetrievalModel, split: SplitData, clip_seconds: float, b
 
 @torch.no_grad()
 def score_split(model: RetrievalModel, encoded: EncodedSplit, block: int = 1024) -> torch.Tensor:
+    """Scores of every caption with every clip: [T, A], in blocks of `block` × `block` pairs."""
     device = model.device
     text, audio = reprs_to(encoded.text, device), reprs_to(encoded.audio, device)
     return score_all(model.head, text, audio, text_block=block, audio_block=block)
@@ -124,11 +126,16 @@ def score_split(model: RetrievalModel, encoded: EncodedSplit, block: int = 1024)
 
 @dataclass
 class EvalRun:
-    """One evaluation: the metrics dict, per-query results and the caption texts [T] (clip order)."""
+    """One evaluation: the metrics dict, per-query results, the caption texts [T] (clip order), and, from
+    `evaluate_run`, the score matrix [T, A] (float32, CPU), what was encoded and the wall time of the
+    all-pairs scoring in seconds."""
 
     metrics: dict
     per_query: PerQuery
     captions: list[str]
+    scores: torch.Tensor | None = None
+    encoded: EncodedSplit | None = None
+    score_seconds: float = 0.0
 
 
 def _metrics(scores: np.ndarray, encoded: EncodedSplit, split_name: str) -> dict:
@@ -149,9 +156,15 @@ def metrics_and_queries(scores: np.ndarray, encoded: EncodedSplit, split_name: s
 
 def evaluate_run(model: RetrievalModel, split: SplitData, clip_seconds: float, batch_size: int = 64,
                  progress: bool = True, aux_captions: dict[str, str] | None = None) -> EvalRun:
-    """Encode, score all pairs and compute metrics and per-query results (see :mod:`hade.eval.per_query`)."""
+    """The evaluation pipeline of `hade eval`, the demo and the ablations: encode each clip and caption once,
+    score all pairs, compute the metrics and per-query results (see :mod:`hade.eval.per_query`)."""
     encoded = encode_split(model, split, clip_seconds, batch_size, progress, aux_captions)
-    return metrics_and_queries(score_split(model, encoded).numpy(), encoded, split.name)
+    started = time.perf_counter()
+    scores = score_split(model, encoded)
+    seconds = time.perf_counter() - started
+    run = metrics_and_queries(scores.numpy(), encoded, split.name)
+    run.scores, run.encoded, run.score_seconds = scores, encoded, seconds
+    return run
 
 
 def evaluate(model: RetrievalModel, split: SplitData, clip_seconds: float, batch_size: int = 64,

@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -40,7 +39,7 @@ from hade.data.readers import read_split
 from hade.errors import InputError
 from hade.data.captioner import build_captioner
 from hade.eval import stats
-from hade.eval.evaluate import EvalRun, encode_split, metrics_and_queries, score_split
+from hade.eval.evaluate import EvalRun, evaluate_run
 from hade.models.heads import canonical_head
 from hade.eval.per_query import PerQuery, QueryValues, load_per_query, save_per_query
 from hade.experiments.paper_tables import COLUMNS, DATASET, PAPER
@@ -122,13 +121,9 @@ def _run_dir(out: Path, row: Row | str, seed: int) -> Path:
 
 def _timed_metrics(model, split, cfg: TrainConfig, aux: dict[str, str] | None) -> EvalRun:
     """Evaluation metrics (plus the all-pairs scoring time, in seconds per 1k × 1k pairs) and per-query results."""
-    encoded = encode_split(model, split, cfg.clip_seconds, cfg.eval_batch_size, progress=False, aux_captions=aux)
-    started = time.perf_counter()
-    scores = score_split(model, encoded)
-    seconds = time.perf_counter() - started
-    run = metrics_and_queries(scores.numpy(), encoded, split.name)
+    run = evaluate_run(model, split, cfg.clip_seconds, cfg.eval_batch_size, progress=False, aux_captions=aux)
     del run.metrics["split"], run.metrics["skipped"]  # as before: eval.json keeps metrics and chance only
-    run.metrics["score_seconds_per_1k2"] = seconds * 1e6 / scores.numel()
+    run.metrics["score_seconds_per_1k2"] = run.score_seconds * 1e6 / run.scores.numel()
     return run
 
 

@@ -1,4 +1,4 @@
-"""CLI helpers for `hade serve INDEX`: the lead wires `add_serve_parser` / `cmd_serve` into hade.cli."""
+"""`hade serve INDEX`: serve a search index over HTTP (registered in hade.cli's COMMANDS)."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from hade.config import PRECISIONS
+from hade.config import COMPUTE_DTYPES
 from hade.errors import InputError
 from hade.serve.limits import MAX_AUDIO_QUEUE, MAX_TEXT_QUEUE, MAX_UPLOAD_BYTES, is_loopback_name
 
@@ -32,7 +32,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--root", type=Path, default=None,
                    help="where the indexed files are now (default: the folder they were indexed from)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
-    p.add_argument("--compute", choices=PRECISIONS, default="fp32",
+    p.add_argument("--compute", choices=COMPUTE_DTYPES, default="fp32",
                    help="query encoder precision (autocast; bf16 on CPUs with AMX/AVX512-BF16 or CUDA)")
     p.add_argument("--threads", type=int, default=None,
                    help=f"torch CPU threads (default: min(4, CPUs) = {default_threads()})")
@@ -87,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     root = getattr(args, "root", None)
     if root is not None and not Path(root).is_dir():
         raise InputError(f"--root {root}: not a folder")
-    index = Index.open(args.index, device=args.device, precision=args.compute,
+    index = Index.open(args.index, device=args.device, compute=args.compute,
                        **({"root": root} if root is not None else {}))
     tune_allocator()  # before uvicorn starts its threads: big buffers go back to the OS when freed
     limits = Limits(max_audio_queue=args.max_audio_queue, max_text_queue=args.max_text_queue)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -28,6 +27,7 @@ from hade.errors import InputError
 from hade.serve.concurrency import HIGH, LOW, PriorityLock, lower_thread_priority, release_memory
 from hade.serve.limits import MAX_K, MAX_QUERY_CHARS, MAX_QUERY_SECONDS, MAX_UPLOAD_BYTES, Limits
 from hade.serve.upload import decode_upload
+from hade.utils.jsonable import jsonable
 
 log = logging.getLogger("hade.serve")
 
@@ -70,23 +70,6 @@ class NoAlignment(Exception):
     def __init__(self, message: str, payload: dict[str, Any]) -> None:
         super().__init__(message)
         self.payload = payload
-
-
-def jsonable(value: Any) -> Any:
-    """numpy arrays/scalars -> lists/floats, non-finite floats -> None, recursively."""
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return jsonable(value.item())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def media_type(path: str | Path) -> str:

@@ -13,6 +13,7 @@ end is recomputed), and the TSCAM head (``tscam_conv``, ``head``) is not part of
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -23,6 +24,7 @@ from hade.errors import InputError
 from hade.models.encoders.mel import LogMel
 from hade.models.encoders.swin import BasicLayer
 from hade.models.encoders.types import AudioFeatures
+from hade.models.presets import PresetMapping
 
 
 @dataclass
@@ -141,25 +143,9 @@ class HTSATConfig:
         return cls(**data)
 
 
-HTSAT_PRESETS: dict[str, HTSATConfig] = {
-    # exactly HTS-AT "tiny" (AudioSet): 10 s at 32 kHz -> 1001 frames -> 1024 -> 256x256 image
-    "htsat-tiny": HTSATConfig(),
-    # CPU training/demo: 4 s at 16 kHz -> 201 frames (32 ms window, 20 ms hop) -> stretched to 256 ->
-    # 128x128 image (2 chunks of 128 frames x 64 mels), 32x32 = 1024 stage-1 tokens, stages 32/16/8/4
-    # (window 8; stage 3 unshifted, stage 4 clipped to 4x4), head dim 32, 2.28 M parameters.
-    # Holds clips up to 5.12 s.
-    "htsat-cpu": HTSATConfig(
-        sample_rate=16000, n_fft=512, hop_length=320, mel_bins=64, fmin=50.0, fmax=8000.0,
-        spec_size=128, patch_size=4, embed_dim=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8],
-        window_size=8, time_drop_width=24, freq_drop_width=8,
-    ),
-    # unit tests: 1 s at 8 kHz -> 63 frames -> 128 -> 64x64 image, 16x16 tokens, window 4
-    "htsat-test": HTSATConfig(
-        sample_rate=8000, n_fft=256, hop_length=128, mel_bins=32, fmin=20.0, fmax=4000.0,
-        spec_size=64, patch_size=4, embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8],
-        window_size=4, drop_path_rate=0.0, time_drop_width=16, freq_drop_width=4,
-    ),
-}
+# The presets are data (hade/models/preset_configs/*.json, plus a user's HADE_PRESET_PATH): see
+# hade.models.presets. This view builds a fresh HTSATConfig on each lookup.
+HTSAT_PRESETS: Mapping[str, HTSATConfig] = PresetMapping("htsat", HTSATConfig.from_dict)
 
 
 def htsat_config(name: str, **overrides) -> HTSATConfig:

@@ -1,0 +1,91 @@
+"""`hade classify`: zero-shot classification of audio files with any checkpoint (hade.eval.zero_shot).
+
+    hade classify --ckpt C --labels labels.txt [--template "This is a sound of {label}."] [--top-k 5]
+                  [--json OUT | --csv OUT] AUDIO...
+    hade classify --ckpt C --eval FOLDER [--labels ...] [--json OUT]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from hade.errors import InputError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("classify", help="zero-shot classification of audio files against text labels")
+    p.add_argument("audio", nargs="*", type=Path, help="audio files to classify")
+    p.add_argument("--ckpt", type=Path, required=True, help="checkpoint directory (e.g. from `hade convert`)")
+    p.add_argument("--labels", default=None,
+                   help="a file with one label per line, or a comma-separated list ('dog,rain,siren'); "
+                        "with --eval: default the folder's classes")
+    p.add_argument("--template", default=None, help='prompt template with {label} (default: "This is a sound of '
+                                                    '{label}.")')
+    p.add_argument("--top-k", type=int, default=5, help="labels to report per file and per window (default 5)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", type=Path, default=None, help="write the results as JSON to this file")
+    out.add_argument("--csv", type=Path, default=None, help="write the results as CSV to this file")
+    p.add_argument("--eval", type=Path, default=None,
+                   help="labelled folder (ESC-50's meta/esc50.csv + audio/, or one sub-folder per class): "
+                        "report accuracy and mAP instead of classifying AUDIO")
+    p.add_argument("--window", type=float, default=None,
+                   help="window seconds for long files (default: the model's clip)")
+    p.add_argument("--hop", type=float, default=None, help="hop seconds between windows (default: half the window)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.top_k < 1:
+        raise InputError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.eval is None and not args.audio:
+        raise InputError("give audio files to classify, or --eval FOLDER")
+    if args.eval is not None and args.audio:
+        raise InputError("--eval evaluates a labelled folder; do not also give audio files")
+    if args.eval is None and not args.labels:
+        raise InputError("--labels is required (a file with one label per line, or 'a,b,c')")
+    if args.eval is not None and args.csv is not None:
+        raise InputError("--eval reports metrics: use --json, not --csv")
+
+
+def _print_results(results) -> None:
+    for r in results:
+        print(r.path)
+        for p in r.top:
+            print(f"  {p.probability:7.2%}  {p.score:+.4f}  {p.label}")
+        for w in r.windows:
+            best = w.top[0]
+            print(f"    [{w.start:8.2f}-{w.end:8.2f} s] {best.label} ({best.probability:.2%})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hade import load
+    from hade.eval import zero_shot
+
+    _check(args)
+    template = args.template or zero_shot.DEFAULT_TEMPLATE
+    labels = zero_shot.read_labels(args.labels) if args.labels else None
+    zero_shot.prompts(["x"], template)  # a bad template fails before the model is loaded
+    model = load(args.ckpt, device=args.device)
+    if args.eval is not None:
+        metrics = zero_shot.evaluate(model, args.eval, labels, template, batch_size=args.batch_size,
+                                     window=args.window, hop=args.hop, top_k=args.top_k)
+        text = json.dumps(metrics, indent=2)
+        if args.json is not None:
+            args.json.write_text(text + "\n", encoding="utf-8")
+        print(text)
+        return 0
+    clf = zero_shot.ZeroShotClassifier(model, labels, template, window=args.window, hop=args.hop,
+                                       batch_size=args.batch_size)
+    results = clf.classify(args.audio, args.top_k)
+    if args.json is not None:
+        zero_shot.write_json(results, args.json)
+    elif args.csv is not None:
+        zero_shot.write_csv(results, args.csv)
+    _print_results(results)
+    return 0
+
+
+__all__ = ["add_parser", "run"]

@@ -1,0 +1,81 @@
+"""`hade compare A.json B.json ...`: paired comparison of evaluations of one split (hade.eval.stats)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from hade.errors import InputError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `hade compare` to a sub-parser set."""
+    p = sub.add_parser("compare", help="paired comparison of evaluations of one split (intervals, p-values)")
+    p.add_argument("results", nargs="+", type=Path,
+                   help="metrics JSONs written by `hade eval --out` (their .per_query.npz beside them), or the "
+                        ".per_query.npz files; two or more")
+    p.add_argument("--names", default=None, help="comma-separated labels (default: the file names)")
+    p.add_argument("--baseline", default=None,
+                   help="the label to compare against (differences are other − baseline); default: the second of "
+                        "two results, the first of more (then Holm-adjusted p-values)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples over clips")
+    p.add_argument("--permutations", type=int, default=10000, help="random sign flips of the randomisation test")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="also write the comparison as JSON here")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return p
+
+
+def load_result(path: Path):
+    """Per-query results of a `hade eval --out` JSON (via its per_query_file) or of a .per_query.npz."""
+    from hade.eval.per_query import load_per_query, per_query_path
+
+    if path.suffix == ".npz":
+        return load_per_query(path)
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable metrics JSON of `hade eval --out` ({exc})") from None
+    name = meta.get("per_query_file") if isinstance(meta, dict) else None
+    if not name:
+        raise InputError(f"{path}: has no per-query results (no 'per_query_file'); evaluate again with "
+                         f"`hade eval --out {path}` to write them")
+    return load_per_query(path.parent / name if (path.parent / name).is_file() else per_query_path(path))
+
+
+def _labels(args: argparse.Namespace) -> list[str]:
+    names = ([n.strip() for n in args.names.split(",")] if args.names
+             else [p.name.removesuffix(".json").removesuffix(".per_query.npz") for p in args.results])
+    if len(names) != len(args.results) or len(set(names)) != len(names):
+        raise InputError(f"--names: need {len(args.results)} distinct labels, got {names}")
+    if args.baseline is not None and args.baseline not in names:
+        raise InputError(f"--baseline: {args.baseline!r} is not one of the labels {names}")
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compare two results (A − B) or several against a baseline (Holm-adjusted); print a table or JSON."""
+    from hade.eval import stats
+    from hade.utils.atomic import write_json_atomic
+
+    if len(args.results) < 2:
+        raise InputError("compare: give at least two results (metrics JSONs of `hade eval --out`)")
+    names = _labels(args)
+    results = [load_result(p) for p in args.results]
+    for name, pq in zip(names[1:], results[1:]):
+        stats.check_same_split(results[0], pq, names[0], name)
+    common = (args.bootstrap, args.permutations, args.seed)
+    if len(results) == 2:  # A - B, with B the baseline (the second result unless --baseline names the first)
+        a, b = (1, 0) if args.baseline == names[0] else (0, 1)
+        out = stats.compare(results[a], results[b], *common)
+        text = stats.format_comparison(out, names[a], names[b])
+    else:
+        baseline = args.baseline or names[0]
+        systems = [stats.Named(n, stats.directions(pq)) for n, pq in zip(names, results)]
+        out = {"baseline": baseline, "systems": stats.compare_many(systems, baseline, *common),
+               "settings": stats.settings(args.bootstrap, args.seed, args.permutations)}
+        text = stats.format_many(out["systems"], baseline, out["settings"])
+    if args.out:
+        write_json_atomic(args.out, out)
+    print(json.dumps(out, indent=2) if args.json else text)
+    return 0

@@ -1,0 +1,63 @@
+"""`hade search INDEX "a dog barks" | --audio FILE`: two-stage search of an index (hade.index.search).
+
+    hade search INDEX "a dog barks while rain falls" -k 10 [--candidates N] [--per-file] [--json]
+    hade search INDEX --audio query.wav -k 10
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from hade.config import COMPUTE_DTYPES
+from hade.errors import InputError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `hade search` to a sub-parser set."""
+    s = sub.add_parser("search", help="search an index by text or by example audio",
+                       description="Two-stage search: ANN recall of --candidates windows, exact re-ranking with "
+                                   "the index's head.")
+    s.add_argument("index", type=Path, help="index folder written by `hade index`")
+    s.add_argument("query", nargs="?", default=None, help="text query")
+    s.add_argument("--audio", type=Path, default=None, help="search by example: an audio file")
+    s.add_argument("-k", type=int, default=10, help="results to show")
+    s.add_argument("--candidates", type=int, default=100, help="windows recalled by the ANN and re-ranked")
+    s.add_argument("--per-file", action="store_true", help="one result per file (its best window)")
+    s.add_argument("--exhaustive", action="store_true", help="score every window exactly (slow on large indexes)")
+    s.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per query (more = better recall)")
+    s.add_argument("--root", type=Path, default=None, help="folder the indexed files live in now")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--compute", choices=COMPUTE_DTYPES, default="fp32",
+                   help="query encoder precision (autocast; bf16 on CPUs with AMX/AVX512-BF16 or CUDA)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    return s
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the best windows for a text query or an --audio example."""
+    if (args.query is None) == (args.audio is None):
+        raise InputError('hade search: give a text query or --audio FILE (not both), '
+                         'e.g. hade search INDEX "a dog barks"')
+    if args.k <= 0 or args.candidates <= 0:
+        raise InputError("hade search: -k and --candidates must be positive")
+    from hade.index.search import Index
+
+    index = Index.open(args.index, device=args.device, root=args.root, compute=args.compute)
+    try:
+        query = args.query if args.audio is None else args.audio
+        hits = index.search(query, k=args.k, candidates=args.candidates, per_file=args.per_file,
+                            exhaustive=args.exhaustive, nprobe=args.nprobe)
+        if args.json:
+            print(json.dumps([{"rank": r, **h.to_dict(), "file": str(index.root / h.path)}
+                              for r, h in enumerate(hits, 1)], indent=2))
+        else:
+            width = max([len(h.path) for h in hits] + [4])
+            print(f"{'rank':>4}  {'file':<{width}}  {'window':>17}  score")
+            for r, h in enumerate(hits, 1):
+                print(f"{r:>4}  {h.path:<{width}}  {h.start:7.2f}–{h.end:7.2f}s  {h.score:.4f}")
+            if not hits:
+                print("(no results: the index is empty)")
+    finally:
+        index.close()
+    return 0
