@@ -3,6 +3,7 @@
 
     .venv/bin/python benchmarks/encoder.py [--batch 4] [--seconds 10] [--rounds 5] [--threads 2]
                                            [--device cpu|cuda|auto] [--backward] [--compile] [--json]
+                                           [--text [--text-batch 32] [--text-layers 12]]
 
 Both models are HTSAT-tiny with LAION-CLAP's 48 kHz front end; the reference gets seeded random weights
 (random BatchNorm statistics and LayerNorm affines too) and hade's encoder loads them through the
@@ -16,6 +17,12 @@ LAION-CLAP key map, as `hade convert` does. One process, the same thread count, 
   * `--compile` adds a row for ``torch.compile(hade)`` (compile time reported separately);
   * bf16 autocast rows for both models on CPUs with native bf16 (oneDNN: AVX512-BF16 / AMX), and bf16
     and fp16 rows on CUDA; each such row also gives hade's max |low precision - fp32| on the pooled output.
+  * `--text` adds the text side: laion_clap's ``CLAP`` text tower (RoBERTa with roberta-base's blocks,
+    `--text-layers`, random weights, a small byte-level BPE whose merges make each caption word one token,
+    as roberta-base's mostly do) against the hade model `hade convert --tokenizer` makes of it, both from
+    caption strings to normalised 512-d embeddings: LAION as CLAP_Module calls it (every caption padded to
+    77 tokens), hade as it encodes text (padded to the batch's longest caption); max |difference| of the
+    embeddings, captions/s and the ratio. Both run transformers' RobertaModel, so the ratio is the padding.
 Exits 1 when the outputs differ by more than --tol (1e-4).
 
 Measured (this 2-core Xeon with AMX, torch 2.13 CPU, 10 s clips, batch 2-4; the machine was shared
@@ -28,6 +35,9 @@ with two training jobs, so clips/s vary and only the ratios, measured side by si
   30 % addmm, 23 % bmm + 6 % softmax (unfused attention), 13 % its STFT/mel convolutions, 7 % gelu, 10 %
   copies. `--compile` (inductor, 1 thread): 2.05× against eager hade's 1.91× in the same run, after 156 s
   of compilation, so hade does not compile by default.
+  Text row (`--text`, 12 RoBERTa blocks, 32 captions of 8-25 tokens, 2 threads, 5 rounds): 1.81 captions/s
+  for laion_clap, 4.11 for hade, 2.27×, max |difference| 1.3e-7: the same transformers RobertaModel, with
+  hade padding to the longest caption instead of 77 tokens (with 77-token captions the two are equal).
 """
 from __future__ import annotations
 
@@ -44,7 +54,16 @@ import torch
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # the helper beside this script, also when loaded by path
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _laion_reference import ReferenceUnavailable, hade_from_reference, reference_tiny, run_reference  # noqa: E402
+from _laion_reference import (  # noqa: E402
+    ReferenceUnavailable,
+    clap_state_dict,
+    clap_text_embedding,
+    hade_from_reference,
+    reference_clap,
+    reference_tiny,
+    run_reference,
+    write_tiny_roberta_tokenizer,
+)
 
 SAMPLE_RATE = 48000
 # the reference calls torch.meshgrid without `indexing` (a deprecation warning on every forward)
@@ -165,6 +184,49 @@ def measure(batch: int = 4, seconds: float = 10.0, rounds: int = 5, threads: int
             "times_s": times}
 
 
+CAPTIONS = ["a dog barks twice in the distance", "rain falls on a tin roof while thunder rumbles",
+            "a car passes by", "birds chirp as a door creaks open and people talk quietly in a large hall",
+            "an engine idles", "water drips into a metal sink", "footsteps on gravel followed by a cough",
+            "a siren wails and fades away"]
+
+
+def measure_text(batch: int = 32, rounds: int = 5, layers: int = 12, device: str = "cpu",
+                 seed: int = 0) -> dict[str, Any]:
+    """The text row: laion_clap's text tower against hade's converted one on `batch` captions (strings in,
+    normalised embeddings out); equality and speed."""
+    import tempfile
+
+    from hade.models.convert_full import convert_full
+
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       "cpu" if device == "auto" else device)
+    words = " ".join(CAPTIONS).split()
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer_dir = write_tiny_roberta_tokenizer(Path(tmp) / "tok", words)
+        vocab = len(json.loads((tokenizer_dir / "vocab.json").read_text()))
+        clap = reference_clap(seed, vocab_size=vocab,
+                              text_overrides={"num_hidden_layers": layers, "intermediate_size": 3072})
+        ours, _ = convert_full(clap_state_dict(clap), tokenizer_dir)
+    clap, ours = clap.to(dev), ours.to(dev)
+    captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(batch)]
+    with torch.no_grad():
+        diff = float((ours.encode_text(captions)["embed"] - clap_text_embedding(clap, ours.tokenizer, captions).to(dev))
+                     .abs().max())
+    runs = {"reference": lambda: clap_text_embedding(clap, ours.tokenizer, captions),
+            "hade": lambda: ours.encode_text(captions)}
+    with torch.no_grad():
+        times = time_side_by_side(runs, rounds, dev)
+    ref_t, our_t = statistics.median(times["reference"]), statistics.median(times["hade"])
+    return {"batch": batch, "layers": layers, "max_diff": diff, "reference_captions_s": batch / ref_t,
+            "hade_captions_s": batch / our_t, "ratio": ref_t / our_t, "times_s": times}
+
+
+def report_text(row: dict[str, Any]) -> str:
+    return (f"text: RoBERTa ({row['layers']} blocks) + projection, {row['batch']} captions; max |hade - reference| "
+            f"{row['max_diff']:.2g}\n{'text fp32':<14} {row['reference_captions_s']:>18.2f} "
+            f"{row['hade_captions_s']:>13.2f} {row['ratio']:>6.2f}×  (captions/s)")
+
+
 def report(result: dict[str, Any]) -> str:
     lines = [f"HTSAT-tiny (LAION front end, 48 kHz), {result['batch']} × {result['seconds']:g} s clips, "
              f"{result['mode']}, device {result['device_name']}, {result['threads']} threads, "
@@ -190,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     p.add_argument("--backward", action="store_true", help="time forward + backward instead of inference")
     p.add_argument("--compile", action="store_true", help="also time torch.compile(hade encoder)")
+    p.add_argument("--text", action="store_true", help="add the text-encoder row (RoBERTa, laion_clap vs hade)")
+    p.add_argument("--text-batch", type=int, default=32, help="captions per text batch")
+    p.add_argument("--text-layers", type=int, default=12, help="RoBERTa blocks of the text row (roberta-base: 12)")
     p.add_argument("--tol", type=float, default=1e-4)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
@@ -200,11 +265,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = measure(args.batch, args.seconds, args.rounds, args.threads or None, args.device,
                          args.backward, args.compile)
+        if args.text:
+            result["text"] = measure_text(args.text_batch, args.rounds, args.text_layers, args.device)
     except ReferenceUnavailable as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2) if args.json else report(result))
-    worst = max(result["max_diff"]["stages"] + [result["max_diff"]["pooled"]])
+    text = report(result) + ("\n" + report_text(result["text"]) if args.text else "")
+    print(json.dumps(result, indent=2) if args.json else text)
+    worst = max(result["max_diff"]["stages"] + [result["max_diff"]["pooled"]]
+                + ([result["text"]["max_diff"]] if args.text else []))
     if worst > args.tol:
         print(f"FAIL: outputs differ by {worst:.3g} > {args.tol:g}", file=sys.stderr)
         return 1

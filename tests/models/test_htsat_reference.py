@@ -128,3 +128,12 @@ def test_encoder_benchmark_fails_on_different_outputs(pair, monkeypatch, capsys)
     monkeypatch.setattr(bench, "hade_from_reference", perturbed)
     assert bench.main(["--batch", "1", "--seconds", "1", "--rounds", "1", "--threads", "0"]) == 1
     assert "FAIL: outputs differ" in capsys.readouterr().err
+
+
+def test_encoder_benchmark_text_row_compares_laion_and_hade_text_towers(pair):
+    bench = _encoder_benchmark()
+    row = bench.measure_text(batch=4, rounds=1, layers=1)
+    assert row["max_diff"] < TOL and row["layers"] == 1 and row["batch"] == 4
+    assert row["reference_captions_s"] > 0 and row["hade_captions_s"] > 0
+    assert row["ratio"] == pytest.approx(row["hade_captions_s"] / row["reference_captions_s"])
+    assert "text fp32" in bench.report_text(row)

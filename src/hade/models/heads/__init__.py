@@ -69,7 +69,7 @@ def _composite_builder(name: str) -> Callable[..., RetrievalHead]:
         flags = _factor_flags(name)
         if flags is not None:
             if not any(flags.values()):
-                parts["dp"] = DPHead(audio_dims, text_dim, embed_dim)
+                parts["dp"] = DPHead(audio_dims, text_dim, embed_dim, **_take(DPHead, options, used))
             else:
                 opts = _take(FactorHead, options, used)
                 parts["dcr"] = FactorHead(audio_dims, text_dim, embed_dim, **{**opts, **flags})

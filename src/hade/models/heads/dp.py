@@ -20,13 +20,21 @@ def projection(in_dim: int, out_dim: int) -> nn.Sequential:
 
 
 class DPHead(RetrievalHead):
+    """logit_scale: optional multiplier of the cosine that turns scores into softmax logits (LAION-CLAP's
+    exp(logit_scale_a), WavCaps' 1/temp), kept for converted models' zero-shot probabilities; `score` stays
+    the cosine, so rankings and training are unaffected."""
+
     factorised = True
     has_pooled = True  # `embed` on both sides
 
-    def __init__(self, audio_dims: list[int], text_dim: int, embed_dim: int = 256) -> None:
+    def __init__(self, audio_dims: list[int], text_dim: int, embed_dim: int = 256,
+                 logit_scale: float | None = None) -> None:
         super().__init__()
+        if logit_scale is not None and not float(logit_scale) > 0:
+            raise ValueError(f"logit_scale must be positive, got {logit_scale!r}")
         self.audio_proj = projection(audio_dims[-1], embed_dim)
         self.text_proj = projection(text_dim, embed_dim)
+        self.logit_scale = None if logit_scale is None else float(logit_scale)
 
     def text_repr(self, features: TextFeatures) -> Reprs:
         return {"embed": F.normalize(self.text_proj(features.pooled), dim=-1)}  # [B, D]

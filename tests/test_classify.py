@@ -1,0 +1,170 @@
+"""Zero-shot classification (hade.eval.zero_shot, `hade classify`) and a converted model through eval,
+index/search and classify: a tiny random hade model written in WavCaps' layout and converted back by
+`hade convert --tokenizer`."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import hade
+from hade.cli import main
+from hade.errors import InputError
+from hade.eval import zero_shot
+from hade.eval.zero_shot import ZeroShotClassifier, classification_metrics, read_labels
+
+_spec = importlib.util.spec_from_file_location(
+    "_wavcaps_layout", Path(__file__).resolve().parent / "models" / "_wavcaps_layout.py")
+_wavcaps = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_wavcaps)
+
+LABELS = ["dog barking", "rain", "siren", "birds"]
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory, tiny_model_config):
+    """(converted checkpoint dir, the hade model it was written from)."""
+    root = tmp_path_factory.mktemp("converted")
+    torch.manual_seed(0)
+    source = hade.create_model(dataclasses.replace(tiny_model_config, head="dp", text_config=None)).eval()
+    torch.save(_wavcaps.wavcaps_checkpoint_from_hade(source, temp=0.05), root / "wavcaps.pt")
+    source.tokenizer.save_pretrained(str(root / "tok"))
+    heads = tiny_model_config.text_overrides["num_attention_heads"]
+    assert main(["convert", str(root / "wavcaps.pt"), "--out", str(root / "ckpt"), "--tokenizer", str(root / "tok"),
+                 "--text-overrides", json.dumps({"num_attention_heads": heads})]) == 0
+    return root / "ckpt", source
+
+
+def _tone(path: Path, seconds: float, freq: float, rate: int = 8000) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(str(path), (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate)
+    return path
+
+
+def test_the_converted_model_scores_as_the_model_it_came_from(converted):
+    ckpt, source = converted
+    model = hade.load(ckpt)
+    assert model.config.head_options["logit_scale"] == pytest.approx(20.0)
+    wave = torch.randn(2, 8000) * 0.1
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_audio(wave)["embed"], source.encode_audio(wave)["embed"])
+        torch.testing.assert_close(model.encode_text(["a dog barks"])["embed"],
+                                   source.encode_text(["a dog barks"])["embed"])
+
+
+def test_labels_and_templates():
+    assert read_labels("dog, rain ,siren") == ["dog", "rain", "siren"]
+    assert zero_shot.prompts(["dog"]) == ["This is a sound of dog."]
+    with pytest.raises(InputError, match="label"):
+        zero_shot.prompts(["dog"], "a sound")
+    with pytest.raises(InputError, match="more than once"):
+        read_labels(["dog", "dog"])
+    with pytest.raises(InputError, match="no labels"):
+        read_labels(" , ")
+
+
+def test_classifier_scores_are_the_models_and_long_files_get_windows(converted, tmp_path):
+    ckpt, _ = converted
+    model = hade.load(ckpt)
+    clf = ZeroShotClassifier(model, LABELS, template="the sound of {label}")
+    short = _tone(tmp_path / "short.wav", 0.7, 440.0)
+    result = clf.classify_file(short, top_k=3)
+    assert len(result.top) == 3 and not result.windows
+    wave = torch.zeros(1, model.clip_samples)
+    wave[0, :5600] = torch.from_numpy(sf.read(str(short), dtype="float32")[0])
+    with torch.no_grad():
+        expected = model.score(model.encode_text([f"the sound of {x}" for x in LABELS]), model.encode_audio(wave))[:, 0]
+    best = int(torch.argmax(expected))
+    assert result.top[0].label == LABELS[best] and result.top[0].score == pytest.approx(float(expected[best]), abs=1e-5)
+    probs = torch.softmax(expected * 20.0, 0)
+    assert result.top[0].probability == pytest.approx(float(probs[best]), abs=1e-5)
+    assert [p.score for p in result.top] == sorted((p.score for p in result.top), reverse=True)
+    long = clf.classify_file(_tone(tmp_path / "long.wav", 5.0, 880.0), top_k=2)  # windows of 2.05 s
+    assert len(long.windows) >= 3 and all(len(w.top) == 2 for w in long.windows)
+    assert long.windows[0].start == 0.0 and long.windows[-1].end == pytest.approx(5.0)
+
+
+def test_cli_json_and_csv(converted, tmp_path, capsys):
+    ckpt, _ = converted
+    files = [str(_tone(tmp_path / "a.wav", 0.8, 300.0)), str(_tone(tmp_path / "b.wav", 2.2, 1200.0))]
+    (tmp_path / "labels.txt").write_text("# classes\n" + "\n".join(LABELS) + "\n")
+    assert main(["classify", "--ckpt", str(ckpt), "--labels", str(tmp_path / "labels.txt"), "--top-k", "2",
+                 "--json", str(tmp_path / "out.json"), *files]) == 0
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert [d["path"] for d in data] == files and all(len(d["top"]) == 2 for d in data)
+    assert not data[0]["windows"] and data[1]["windows"]
+    assert set(data[0]["top"][0]) == {"label", "score", "probability"}
+    assert "a.wav" in capsys.readouterr().out
+    assert main(["classify", "--ckpt", str(ckpt), "--labels", ",".join(LABELS), "--csv", str(tmp_path / "out.csv"),
+                 "--top-k", "1", files[0]]) == 0
+    rows = list(csv.DictReader((tmp_path / "out.csv").open()))
+    assert len(rows) == 1 and rows[0]["label"] in LABELS and rows[0]["rank"] == "1"
+    assert main(["classify", "--ckpt", str(ckpt), files[0]]) == 2  # --labels missing: a clear error, exit 2
+    assert "--labels" in capsys.readouterr().err
+
+
+def test_metrics_on_known_scores():
+    scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.2, 0.8]])
+    truth = np.array([0, 1, 1, 2])
+    m = classification_metrics(scores, truth, top_k=2)
+    assert m["accuracy"] == 75.0 and m["top2_accuracy"] == 100.0
+    # AP: class 0 ranks [0, 2, 1, 3] -> relevant first: 1; class 1 ranks [1, 2, 3, 0]: 1/1, 2/2 -> 1;
+    # class 2 ranks 3 first -> 1
+    assert m["mAP"] == 100.0
+    m = classification_metrics(np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([0, 1]))
+    assert m["accuracy"] == 0.0 and m["mAP"] == 50.0
+
+
+def _class_folders(root: Path) -> Path:
+    for name, freq in (("dog barking", 300.0), ("siren", 1500.0)):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            _tone(root / name / f"{i}.wav", 0.6 + 0.2 * i, freq * (1 + 0.1 * i))
+    return root
+
+
+def test_eval_on_class_folders_and_esc50_layout(converted, tmp_path, capsys):
+    ckpt, _ = converted
+    model = hade.load(ckpt)
+    folders = _class_folders(tmp_path / "folders")
+    result = zero_shot.evaluate(model, folders)
+    assert result["files"] == 4 and result["classes"] == 2 and 0.0 <= result["accuracy"] <= 100.0
+    # the same files in ESC-50's layout give the same numbers
+    esc = tmp_path / "esc"
+    (esc / "audio").mkdir(parents=True)
+    (esc / "meta").mkdir()
+    rows = ["filename,fold,target,category,esc10,src_file,take"]
+    for target, name in enumerate(("dog barking", "siren")):
+        for f in sorted((folders / name).iterdir()):
+            (esc / "audio" / f"{target}-{f.name}").write_bytes(f.read_bytes())
+            rows.append(f"{target}-{f.name},1,{target},{name},False,x,A")
+    (esc / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+    assert main(["classify", "--ckpt", str(ckpt), "--eval", str(esc), "--json", str(tmp_path / "m.json")]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["accuracy"] == result["accuracy"] and metrics["mAP"] == pytest.approx(result["mAP"])
+    # distractor labels are allowed; a class missing from the labels is not
+    assert zero_shot.evaluate(model, folders, labels=["dog barking", "siren", "rain"])["classes"] == 3
+    with pytest.raises(InputError, match="not among the labels"):
+        zero_shot.evaluate(model, folders, labels=["dog barking"])
+
+
+def test_converted_model_runs_eval_index_and_search(converted, tmp_path, capsys):
+    from hade.data.synthcaps import generate
+
+    ckpt, _ = converted
+    data = tmp_path / "d"
+    generate(data, clips=10, seed=5, sample_rate=8000, duration=1.0, progress=False)
+    assert main(["eval", "--ckpt", str(ckpt), "--data", str(data), "--clip-seconds", "1.0", "--quiet",
+                 "--out", str(tmp_path / "eval.json")]) == 0
+    assert "R@1" in json.loads((tmp_path / "eval.json").read_text())["t2a"]
+    assert main(["index", str(data), "--ckpt", str(ckpt), "--out", str(tmp_path / "idx"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "idx"), "a dog barks"]) == 0
+    assert ".wav" in capsys.readouterr().out
