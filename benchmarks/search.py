@@ -15,6 +15,11 @@ and reports the end-to-end latency of a text query (encoding + ANN + re-rank + h
 
     python benchmarks/search.py                     # all three sizes (~3-4 min on 2 shared cores)
     python benchmarks/search.py --sizes 10k,100k --queries 100 --skip-e2e
+    python benchmarks/search.py --sizes 1M --kind ivfpq --memory-budget 96M --sweep 2 --skip-e2e   # IVF-PQ, ~4 min
+
+Per size it also prints the ANN's code ('sq8' or 'pq<M>x<bits>', chosen from the count and
+`--memory-budget` as `hade.index.ann.choose_ivfpq` does), its serialised size, the peak RSS of the
+process after the build, and the recall@k of the ANN's own order (no re-rank) next to the two-stage one.
 
 Targets: recall@10 >= 0.98 at <= 1/20 of the exhaustive latency at 1M. Nothing is asserted.
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -41,6 +47,13 @@ def parse_size(text: str) -> int:
     text = text.strip().lower()
     scale = {"k": 1_000, "m": 1_000_000}.get(text[-1], 1)
     return int(float(text[:-1] if text[-1] in "km" else text) * scale)
+
+
+def parse_bytes(text: str) -> int:
+    """'512M', '2G', '300000' -> bytes (binary units)."""
+    text = text.strip().upper().rstrip("B")
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+    return int(float(text[:-1] if text[-1:] in "KMG" else text) * scale)
 
 
 def clustered(n: int, dim: int, rng: np.random.Generator, spread: float = 1.0, per_cluster: int = 200) -> np.ndarray:
@@ -116,8 +129,11 @@ def bench_size(n: int, args: argparse.Namespace, head: DPHead) -> list[dict]:
     queries = make_queries(stored16, args.queries, rng, args.query_noise)
     gen_s = time.perf_counter() - t
     t = time.perf_counter()
-    ann, params = build_ann(stored.numpy(), np.arange(n, dtype=np.int64), threshold=args.threshold)
+    ann, params = build_ann(stored.numpy(), np.arange(n, dtype=np.int64), threshold=args.threshold, kind=args.kind,
+                            memory_budget=args.memory_budget)
     build_s = time.perf_counter() - t
+    ann_mb = faiss.serialize_index(ann).nbytes / 2**20
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     qt = torch.from_numpy(queries)
     k, c = args.k, args.candidates
     batches = [slice(a, a + args.batch) for a in range(0, len(queries), args.batch)]
@@ -133,8 +149,11 @@ def bench_size(n: int, args: argparse.Namespace, head: DPHead) -> list[dict]:
                               range(len(queries)))
             _, ts_b = timed(lambda s: two_stage(head, ann, params, queries[s], stored16, k, c, nprobe), batches)
             recall = np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(ex, ts)])
-            row = {"n": n, "kind": params.kind, "nlist": params.nlist, "nprobe": nprobe if params.nlist else 0,
-                   "gen_s": gen_s, "build_s": build_s, "recall": recall, "default": not rows}
+            ann_top = ann_search(ann, params, queries, k, nprobe)[1]
+            ann_recall = np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(ex, ann_top)])
+            row = {"n": n, "kind": params.kind if params.kind == "flat" else params.code, "nlist": params.nlist,
+                   "nprobe": nprobe if params.nlist else 0, "gen_s": gen_s, "build_s": build_s, "recall": recall,
+                   "ann_recall": ann_recall, "ann_mb": ann_mb, "rss_mb": rss_mb, "default": not rows}
             for clock in ("wall", "cpu"):
                 ex_c, ts_c = getattr(ex_ms, clock), getattr(ts_ms, clock)
                 row[clock] = {"ex_med": np.median(ex_c), "ex_p95": np.percentile(ex_c, 95),
@@ -184,6 +203,9 @@ def main() -> None:
     p.add_argument("-k", "--k", type=int, default=10)
     p.add_argument("--candidates", type=int, default=100)
     p.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD, help="flat below, IVF from this size")
+    p.add_argument("--kind", choices=("auto", "flat", "ivf", "ivfpq"), default="auto",
+                   help="ANN kind (auto: flat below --threshold, IVF 8-bit, IVF-PQ over --memory-budget)")
+    p.add_argument("--memory-budget", type=parse_bytes, default=None, help="ANN memory budget, e.g. 1G (IVF-PQ)")
     p.add_argument("--nprobe", type=int, default=None, help="IVF lists per query (default: the index's)")
     p.add_argument("--sweep", type=lambda t: [float(x) for x in t.split(",") if x], default=[0.5, 2.0],
                    help="extra IVF rows at these multiples of the default nprobe ('' for none)")
@@ -200,7 +222,7 @@ def main() -> None:
     head = DPHead([32, 64, 128, 256], 384, args.dim).eval()
     print(f"# hade search benchmark: D={args.dim}, k={args.k}, candidates={args.candidates}, "
           f"{args.queries} queries/size, {args.threads} thread(s), {os.cpu_count()} CPUs; times in ms per query")
-    print(f"{'windows':>9} {'ann':>5} {'nlist':>5} {'nprobe':>6} {'build s':>7} {'recall@' + str(args.k):>9} "
+    print(f"{'windows':>9} {'ann':>7} {'nlist':>5} {'nprobe':>6} {'build s':>7} {'recall@' + str(args.k):>9} "
           f"{'clock':>5} {'exh med':>8} {'exh p95':>8} {'2st med':>8} {'2st p95':>8} {'speed-up':>8} "
           f"{'exh/q bat':>9} {'2st/q bat':>9} {'speed-up':>8}")
     t0 = time.perf_counter()
@@ -208,12 +230,14 @@ def main() -> None:
         for r in bench_size(parse_size(size), args, head):
             for clock in ("wall", "cpu"):
                 t = r[clock]
-                head_cols = (f"{r['n']:>9} {r['kind']:>5} {r['nlist']:>5} {r['nprobe']:>6}"
+                head_cols = (f"{r['n']:>9} {r['kind']:>7} {r['nlist']:>5} {r['nprobe']:>6}"
                              f"{' ' if r['default'] else '*'}{r['build_s']:>7.1f} {r['recall']:>9.4f}"
-                             if clock == "wall" else " " * 53)
+                             if clock == "wall" else " " * 55)
                 print(f"{head_cols} {clock:>5} {t['ex_med']:>8.2f} {t['ex_p95']:>8.2f} {t['ts_med']:>8.3f} "
                       f"{t['ts_p95']:>8.3f} {t['ex_med'] / t['ts_med']:>7.1f}x {t['ex_batch']:>9.3f} "
                       f"{t['ts_batch']:>9.3f} {t['ex_batch'] / t['ts_batch']:>7.1f}x", flush=True)
+            print(f"{'':>9} ann-only recall@{args.k} {r['ann_recall']:.4f}; ANN {r['ann_mb']:.1f} MiB serialised; "
+                  f"peak RSS {r['rss_mb']:.0f} MiB after the build; data generated in {r['gen_s']:.1f} s", flush=True)
     print("  * nprobe other than the index's default (recall/latency trade-off). speed-up = exhaustive median / "
           "two-stage median (single queries), then per-query time in batches. wall = wall clock; cpu = CPU time "
           "of the thread (what an idle core takes; the wall clock of a shared machine also counts waiting).")

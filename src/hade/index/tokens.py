@@ -1,0 +1,292 @@
+"""Compressed token store: the per-window token features that re-ranking heads score, in a few bytes a token.
+
+Heads that re-rank with stored token features (THA, THA+DCR, THA+DP, HCI, co-attention) store for every
+window arrays of shape [M, d] (THA at the CPU model's shapes: 256 + 64 + 16 tokens × 256 dims). As
+float16 that is 172 kB a window (690 kB at the paper's 1024 + 256 + 64 tokens), almost all of an
+index. `TokenCodec` encodes one such key's tokens into ``code_bytes`` uint8 per token:
+
+* the token's **direction** x/|x| with a faiss standalone codec, by default ``IVF256,PQ32`` — a
+  coarse k-means centroid (1 byte for 256 lists) and a product quantisation of the residual to it
+  (32 sub-vectors of 8 dims, 1 byte each): ColBERTv2's "centroid + compressed residual", with PQ
+  instead of 1-2 bits per dimension because at the same bytes it keeps the ranking closer;
+* the token's **norm** |x| as float16 (2 bytes): THA weighs tokens by their norm (the audio-enhanced
+  direction attends with |a_m|), so the norm is kept almost exactly rather than left to the quantiser.
+
+At 256 dims that is 1 + 32 + 2 = 35 bytes a token instead of 512 (float16): **14.6x smaller**
+(11.8 kB instead of 172 kB a window at the CPU model's shapes, 47 kB instead of 688 kB at the
+paper's). Decoding returns |x|·(decoded direction rescaled to unit length), float32. Codes are written
+with `save_codes` as plain ``.npy`` [R, M, B] uint8 and opened with `open_codes` memory-mapped: a
+search decodes only the rows of its candidates (`decode_rows`), so memory does not grow with the index.
+
+Chosen by measurement (benchmarks/index_store.py; trained tha+dcr checkpoint of the Table 1 ablation,
+SynthCaps evaluation split, 72 clips x 360 captions, codecs fitted on development-split tokens):
+
+    codec          bytes/token  x fp16  top-10 overlap (full / THA part)  T2A R@1   R@10
+    float16            512        1.0        1.000 / 1.000                 15.83   76.94
+    colbert 1 bit       36       14.2        0.986 / 0.894                 16.39   78.33
+    colbert 2 bit       68        7.5        0.992 / 0.930                 15.83   76.94
+    PQ32                34       15.1        0.991 / 0.923                 16.11   78.33
+    IVF256,PQ32         35       14.6        0.993 / 0.942                 15.28   76.94
+    IVF256,PQ64         67        7.6        0.997 / 0.966                 15.83   76.94
+
+The trained THA-alone checkpoint (same split; float16 R@1 20.00, R@10 86.11): colbert 1 bit 0.924
+(R@1 23.06, R@10 85.83), IVF256,PQ32 0.967 (22.50, 85.56), IVF256,PQ64 0.983 (21.67, 85.28).
+
+PQ on the residual to a coarse centroid beats ColBERTv2's per-dimension bits at equal bytes. 32 bytes
+meet issue #14's size and overlap targets (>= 8x, top-10 overlap >= 0.95) for both heads. R@1 / R@10
+within 0.5 points is met by tha+dcr's R@10 only: its R@1 moved by 2 of 360 queries (-0.55; one query
+is 0.28 points) and THA's R@1 by +2.5 (+1.7 with 64 bytes) — on 72 clips R@1 turns on near-ties, and
+those moves go either way. On the untrained demo copy (runs/demo-idx/model, near-chance scores 0.03
+apart) the overlap is 0.89 (IVF256,PQ32) to 0.92 (IVF256,PQ64): no codec keeps an order that
+noise-sized score gaps decide. Token pooling
+was not tried: THA's per-token softmax over audio tokens changes with the token count, so pooling is
+not a storage-only change.
+
+Why not score without decoding (PLAID-style)? THA needs, per text word and audio token, the cosine
+s_mn *and* the audio tokens' Gram matrix and norms; decoding 100 candidates (33 600 tokens) takes
+~17 ms of one core against ~60 ms for THA's score of one caption on them, so a look-up-table scorer
+could save at most a quarter of a re-rank while duplicating THA's arithmetic.
+
+Proposed integration (next session; build.py / search.py / store.py are not changed here):
+
+* store.py: a chunk holds ``{key}.codes.npy`` ([R, M, B] uint8) instead of ``{key}.npy`` for every
+  key that `token_keys(repr_spec, pooled_key)` selects; the index folder gets ``codecs/`` written by
+  `save_codecs` (``codecs.json`` + one ``{key}.faiss`` per key) and registered in ``integrity``; meta
+  gains ``token_codec`` ({key: factory}). ``ReprTable`` opens ``.codes.npy`` with `open_codes` and
+  returns `decode_rows(...)` for the rows it is asked for, so ``Index._score_positions`` and every
+  head stay unchanged.
+* build.py: at index creation, the first encoder batches (until ``FIT_TOKENS`` tokens a key, or the
+  end of the folder) are held back, `fit_codecs` runs on them, then every batch goes through
+  ``codec.encode`` before `register_chunk`. Codecs are fixed for the life of the index (re-fitting
+  would re-encode everything); a `hade index --recompress` could re-fit on a larger sample later.
+* search.py: nothing but the ReprTable change. Old float16 indexes keep opening as they are
+  (ReprTable picks ``{key}.npy`` or ``{key}.codes.npy`` per key from the chunk's files); an upgrade
+  command (e.g. ``hade index --compress INDEX``) can fit codecs on the stored tokens and rewrite the
+  chunks, the way `hade.index.repair` rewrites damaged ones.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Mapping
+
+import faiss
+import numpy as np
+
+from hade.errors import InputError
+from hade.utils.atomic import atomic_path, write_json_atomic
+
+DEFAULT_FACTORY = "IVF256,PQ32"
+NORM_BYTES = 2  # float16 norm after the direction's code
+FIT_TOKENS = 200_000  # tokens per key the codec is fitted on at most (k-means and PQ training sample)
+MIN_POINTS_PER_LIST = 39  # faiss's own lower bound for k-means; fewer lists when the sample is small
+TOKEN_KEY_MIN_VALUES = 4096  # a stored key [M, d] with M·d at least this is a token array (not a pooled vector)
+CODECS_JSON = "codecs.json"
+
+
+@dataclass
+class CodecInfo:
+    """What a fitted codec is: dims, the faiss factory string actually built, code bytes, training size."""
+
+    dim: int
+    factory: str
+    code_bytes: int
+    trained_on: int
+    seed: int = 0
+
+
+def _fit_factory(factory: str, n: int) -> str:
+    """Shrink an ``IVF<k>,...`` factory's k to what `n` training points support (tests, tiny folders)."""
+    head, _, rest = factory.partition(",")
+    if not head.startswith("IVF") or not rest:
+        return factory
+    lists = min(int(head[3:]), max(1, n // MIN_POINTS_PER_LIST))
+    return f"IVF{lists},{rest}"
+
+
+def unit_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x [N, D] -> (x/|x| [N, D] float32 with zero rows kept zero, |x| [N] float32)."""
+    x = np.asarray(x, dtype=np.float32)
+    norm = np.linalg.norm(x, axis=1)
+    return x / np.maximum(norm, 1e-12)[:, None], norm
+
+
+class TokenCodec:
+    """Codec of one key's token features: direction with a faiss codec, norm as float16.
+
+    `fit` on a sample [N, D]; `encode` tokens [..., D] -> codes [..., code_bytes] uint8; `decode` back to
+    float32 [..., D]. `save(folder, name)` / `load(folder, name)` keep it as ``{name}.faiss`` + json."""
+
+    def __init__(self, index: faiss.Index, info: CodecInfo) -> None:
+        self.index, self.info = index, info
+
+    @property
+    def dim(self) -> int:
+        return self.info.dim
+
+    @property
+    def code_bytes(self) -> int:
+        return self.info.code_bytes
+
+    @classmethod
+    def fit(cls, sample: np.ndarray, factory: str = DEFAULT_FACTORY, max_train: int = FIT_TOKENS,
+            seed: int = 0) -> "TokenCodec":
+        """sample [N, D] (or [R, M, D]; zero rows, e.g. padding, are skipped) -> fitted codec."""
+        sample = np.asarray(sample)
+        if sample.ndim < 2 or sample.shape[-1] < 1:
+            raise InputError(f"token codec: sample must be [N, D] token features, got shape {sample.shape}")
+        flat = sample.reshape(-1, sample.shape[-1])
+        directions, norm = unit_rows(flat)
+        directions = directions[norm > 0]
+        if len(directions) > max_train:
+            pick = np.sort(np.random.default_rng(seed).choice(len(directions), max_train, replace=False))
+            directions = directions[pick]
+        dim = flat.shape[1]
+        built = _fit_factory(factory, len(directions))
+        try:
+            index = faiss.index_factory(dim, built)
+        except RuntimeError as e:
+            raise InputError(f"token codec: faiss cannot build {built!r} for {dim} dims "
+                             f"({' '.join(str(e).split())[:160]})") from None
+        _seed_training(index, seed)
+        if len(directions) < _min_train(index):
+            raise InputError(f"token codec: {len(directions)} non-zero tokens are too few to fit {built!r} "
+                             f"(need at least {_min_train(index)})")
+        index.train(np.ascontiguousarray(directions))
+        info = CodecInfo(dim, built, int(index.sa_code_size()) + NORM_BYTES, len(directions), seed)
+        return cls(index, info)
+
+    def encode(self, tokens: np.ndarray) -> np.ndarray:
+        """tokens [..., D] float -> codes [..., code_bytes] uint8 (direction code, then float16 norm)."""
+        tokens = np.asarray(tokens)
+        if tokens.shape[-1:] != (self.dim,):
+            raise InputError(f"token codec: tokens must end in {self.dim} dims, got shape {tokens.shape}")
+        lead = tokens.shape[:-1]
+        directions, norm = unit_rows(tokens.reshape(-1, self.dim))
+        if not np.isfinite(norm).all() or (len(norm) and norm.max() > np.finfo(np.float16).max):
+            raise InputError("token codec: token norms must be finite and within float16 range "
+                             f"(largest {norm.max():.3g})")
+        out = np.empty((len(directions), self.code_bytes), dtype=np.uint8)
+        if len(directions):
+            out[:, :-NORM_BYTES] = self.index.sa_encode(np.ascontiguousarray(directions))
+        out[:, -NORM_BYTES:] = norm.astype("<f2").view(np.uint8).reshape(-1, NORM_BYTES)
+        return out.reshape(*lead, self.code_bytes)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """codes [..., code_bytes] uint8 -> tokens [..., D] float32 (|x| · unit decoded direction)."""
+        codes = np.asarray(codes)
+        if codes.dtype != np.uint8 or codes.shape[-1:] != (self.code_bytes,):
+            raise InputError(f"token codec: codes must be uint8 [..., {self.code_bytes}], got {codes.dtype} "
+                             f"{codes.shape}")
+        lead = codes.shape[:-1]
+        flat = np.ascontiguousarray(codes.reshape(-1, self.code_bytes))
+        norm = flat[:, -NORM_BYTES:].copy().view("<f2")[:, 0].astype(np.float32)
+        if not len(flat):
+            return np.zeros((*lead, self.dim), dtype=np.float32)
+        tokens = self.index.sa_decode(np.ascontiguousarray(flat[:, :-NORM_BYTES]))
+        length = np.sqrt(np.einsum("ij,ij->i", tokens, tokens))  # one pass, no [N, D] temporary
+        tokens *= (norm / np.maximum(length, 1e-12))[:, None]  # in place: direction rescaled to the stored norm
+        return tokens.reshape(*lead, self.dim)
+
+    def save(self, folder: str | Path, name: str) -> None:
+        """Write ``{name}.faiss`` and ``{name}.json`` under `folder` (atomically)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / f"{name}.faiss") as tmp:
+            faiss.write_index(self.index, str(tmp))
+        write_json_atomic(folder / f"{name}.json", asdict(self.info))
+
+    @classmethod
+    def load(cls, folder: str | Path, name: str) -> "TokenCodec":
+        folder = Path(folder)
+        try:
+            info = CodecInfo(**json.loads((folder / f"{name}.json").read_text()))
+            index = faiss.read_index(str(folder / f"{name}.faiss"))
+        except (OSError, ValueError, TypeError, RuntimeError) as e:
+            raise InputError(f"{folder / name}.faiss/.json: not a readable token codec "
+                             f"({' '.join(str(e).split())[:160]})") from None
+        if index.d != info.dim or int(index.sa_code_size()) + NORM_BYTES != info.code_bytes:
+            raise InputError(f"{folder / name}.json: does not match {name}.faiss (dims or code size differ)")
+        return cls(index, info)
+
+
+def _seed_training(index: faiss.Index, seed: int) -> None:
+    """Deterministic k-means for an IVF codec's coarse lists; no polysemous training (the factory's
+    ``PQ<M>`` turns it on: it orders codes for Hamming search, which a codec never does, and takes
+    10x the PQ's own training time)."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.cp.seed = 1234 + seed
+        ivf.cp.min_points_per_centroid = 1  # _fit_factory already sized the lists to the sample
+    for part in (index, ivf):
+        if part is not None and hasattr(part, "do_polysemous_training"):
+            part.do_polysemous_training = False
+
+
+def _min_train(index: faiss.Index) -> int:
+    """Fewest training points: 256 for 8-bit PQ codebooks (k-means with 256 centroids), the lists for IVF."""
+    ivf = faiss.try_extract_index_ivf(index)
+    return max(256, ivf.nlist if ivf is not None else 0)
+
+
+def token_keys(repr_spec: Mapping[str, Mapping], pooled_key: str | None = None) -> list[str]:
+    """The keys of an index's ``repr_spec`` ({key: {shape, dtype}}) that are token arrays to compress:
+    floating, per-window shape [M, d] with M·d >= TOKEN_KEY_MIN_VALUES, not the pooled key (e.g. THA's
+    ``tha_audio_0..2``; not DCR's ``factors`` [8, 32], which is a pooled vector read as factors)."""
+    out = []
+    for key, spec in sorted(repr_spec.items()):
+        shape, dtype = list(spec.get("shape", [])), str(spec.get("dtype", ""))
+        if key != pooled_key and len(shape) == 2 and dtype.startswith("float") \
+                and shape[0] * shape[1] >= TOKEN_KEY_MIN_VALUES:
+            out.append(key)
+    return out
+
+
+def fit_codecs(samples: Mapping[str, np.ndarray], factory: str = DEFAULT_FACTORY,
+               seed: int = 0) -> dict[str, TokenCodec]:
+    """{key: tokens [R, M, D]} -> {key: fitted codec}, one codec a key (levels differ in statistics)."""
+    return {key: TokenCodec.fit(x, factory, seed=seed) for key, x in samples.items()}
+
+
+def save_codecs(folder: str | Path, codecs: Mapping[str, TokenCodec]) -> None:
+    """Write every codec (``{key}.faiss`` / ``{key}.json``) and then ``codecs.json`` listing the keys."""
+    for key, codec in codecs.items():
+        codec.save(folder, key)
+    write_json_atomic(Path(folder) / CODECS_JSON, {"keys": sorted(codecs)})
+
+
+def load_codecs(folder: str | Path) -> dict[str, TokenCodec]:
+    """Codecs written by `save_codecs`; InputError naming the folder when it holds none."""
+    file = Path(folder) / CODECS_JSON
+    try:
+        keys = json.loads(file.read_text())["keys"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InputError(f"{file}: missing or unreadable; the token codecs cannot be loaded") from None
+    return {key: TokenCodec.load(folder, key) for key in keys}
+
+
+def save_codes(path: str | Path, codes: np.ndarray) -> None:
+    """codes [R, M, B] uint8 -> ``.npy`` at `path` (atomically)."""
+    if np.asarray(codes).dtype != np.uint8:
+        raise InputError(f"{path}: token codes must be uint8, got {np.asarray(codes).dtype}")
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(codes))
+
+
+def open_codes(path: str | Path) -> np.ndarray:
+    """The codes at `path` memory-mapped read-only ([R, M, B] uint8); nothing is read until used."""
+    try:
+        codes = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: not a readable token code array ({e})") from None
+    if codes.dtype != np.uint8 or codes.ndim != 3:
+        raise InputError(f"{path}: token codes must be uint8 [R, M, B], got {codes.dtype} {codes.shape}")
+    return codes
+
+
+def decode_rows(codec: TokenCodec, codes: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Decode windows `rows` ([C] ints; all when None) of codes [R, M, B] -> tokens [C, M, D] float32.
+    With a memory-mapped `codes` only those rows are read from disk."""
+    picked = codes if rows is None else codes[np.asarray(rows, dtype=np.int64)]
+    return codec.decode(np.asarray(picked))
