@@ -183,6 +183,18 @@ def write_tiny_roberta_tokenizer(folder: Path, words: list[str] | None = None) -
     return folder
 
 
+def perturb_norms(model: nn.Module, input_bn: nn.Module) -> None:
+    """Give a random-weight model non-trivial normalisation: the audio input BatchNorm's running statistics
+    in a log-mel range, every LayerNorm's affine parameters away from 1 and 0 (so that an equality test would
+    notice a swapped or missing norm). In place, under no_grad by the caller."""
+    input_bn.running_mean.uniform_(-30.0, 0.0)
+    input_bn.running_var.uniform_(50.0, 200.0)
+    for m in model.modules():
+        if isinstance(m, nn.LayerNorm):
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.uniform_(-0.1, 0.1)
+
+
 def reference_clap(seed: int = 0, vocab_size: int = 268, audio: str = "tiny",
                    text_overrides: dict | None = None) -> nn.Module:
     """LAION-CLAP's ``CLAP`` (non-fusion, HTSAT-`audio` + a small RoBERTa, eval mode) with seeded random weights,
@@ -198,13 +210,7 @@ def reference_clap(seed: int = 0, vocab_size: int = 268, audio: str = "tiny",
                          text_cfg=dict(context_length=77, vocab_size=vocab_size, width=768, heads=12, layers=2,
                                        model_type="roberta"), joint_embed_shape=512)
     with torch.no_grad():
-        branch = model.audio_branch
-        branch.bn0.running_mean.uniform_(-30.0, 0.0)
-        branch.bn0.running_var.uniform_(50.0, 200.0)
-        for m in model.modules():
-            if isinstance(m, nn.LayerNorm):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.1, 0.1)
+        perturb_norms(model, model.audio_branch.bn0)
         model.logit_scale_a.fill_(3.1)
         model.logit_scale_t.fill_(2.7)
     return model.eval()

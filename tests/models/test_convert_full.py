@@ -167,12 +167,7 @@ def _wavcaps_reference(seed: int = 0) -> _WavCapsASE:
                                 intermediate_size=96, max_position_embeddings=64), add_pooling_layer=False)
     model = _WavCapsASE(htsat, bert, embed=48, temp=0.05)
     with torch.no_grad():
-        htsat.bn0.running_mean.uniform_(-30.0, 0.0)
-        htsat.bn0.running_var.uniform_(50.0, 200.0)
-        for m in model.modules():
-            if isinstance(m, nn.LayerNorm):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.1, 0.1)
+        _ref.perturb_norms(model, htsat.bn0)
     return model.eval()
 
 
