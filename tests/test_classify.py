@@ -168,3 +168,29 @@ def test_converted_model_runs_eval_index_and_search(converted, tmp_path, capsys)
     capsys.readouterr()
     assert main(["search", str(tmp_path / "idx"), "a dog barks"]) == 0
     assert ".wav" in capsys.readouterr().out
+
+
+def test_converted_model_serves_and_explains(converted, tmp_path, capsys):
+    from fastapi.testclient import TestClient
+
+    from hade.data.synthcaps import generate
+    from hade.serve.app import create_app
+
+    ckpt, _ = converted
+    data = tmp_path / "d"
+    generate(data, clips=6, seed=6, sample_rate=8000, duration=1.0, progress=False)
+    assert main(["index", str(data), "--ckpt", str(ckpt), "--out", str(tmp_path / "idx"), "--quiet"]) == 0
+    client = TestClient(create_app(hade.Index.open(tmp_path / "idx")), base_url="http://localhost")
+    hits = client.get("/search", params={"q": "a dog barks", "k": 3})
+    assert hits.status_code == 200, hits.text
+    body = hits.json()
+    results = body["results"] if isinstance(body, dict) else body
+    assert len(results) == 3
+    assert client.get(f"/audio/{results[0]['id']}").status_code == 200
+
+    clip = next(data.rglob("*.wav"))
+    capsys.readouterr()
+    assert main(["explain", "--ckpt", str(ckpt), "--audio", str(clip), "--text", "a dog barks",
+                 "--out", str(tmp_path / "fig"), "--json"]) == 0
+    explanation = json.loads((tmp_path / "fig" / "explanation.json").read_text())
+    assert np.isfinite(explanation["score"])

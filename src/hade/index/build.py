@@ -38,7 +38,7 @@ from hade.errors import InputError
 from hade.index.ann import DEFAULT_THRESHOLD
 from hade.index.builder import Builder
 from hade.index.finalize import finalize
-from hade.index.repair import remove_stale_temps, repair_store, set_aside_damaged_db
+from hade.index.repair import clear_index_temps, repair_store, set_aside_damaged_db
 from hade.index.store import (ARRAYS_DIR, DB_FILE, MODEL_DIR, SCHEMA_VERSION, STORAGE_DTYPE_KEY, Store, copy_model,
                               model_fingerprint, write_lock)
 from hade.index.windows import (in_shard, parse_shard, resolve_window, scan_audio, scan_folder,  # noqa: F401
@@ -114,7 +114,7 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
     req = dataclasses.replace(req, captions=_read_captions(aux_captions),
                               fingerprint=model_fingerprint(ckpt) if ckpt is not None else None)
     with write_lock(out):
-        repaired = [f"removed {name}, left by a killed write" for name in remove_stale_temps(out)]
+        repaired = [f"removed {name}, left by a killed write" for name in clear_index_temps(out)]
         if rebuild:
             _wipe(out)
         salvage = set_aside_damaged_db(out)

@@ -1,6 +1,6 @@
 """Repair by re-running `hade index`: what a build does before its normal pass over the folder.
 
-1. `remove_stale_temps`: temporaries a killed write left in the index folder (``.model.*.tmp``,
+1. `clear_index_temps`: temporaries a killed write left in the index folder (``.model.*.tmp``,
    ``.ann-3.faiss.*.tmp``, ``.model.old`` after `recover_dir` had its chance) are deleted.
 2. `set_aside_damaged_db`: an unreadable index.sqlite (bad header, truncated, ``PRAGMA quick_check``
    failing) is moved to ``index.sqlite.damaged`` together with the arrays and the ANN it described (they
@@ -29,7 +29,7 @@ from hade.utils.atomic import recover_dir
 DAMAGED_SUFFIX = ".damaged"
 
 
-def remove_stale_temps(out: Path) -> list[str]:
+def clear_index_temps(out: Path) -> list[str]:
     """Delete temporaries of killed atomic writes in the index folder (after restoring an interrupted model
     swap); returns the names removed."""
     if not out.is_dir():
