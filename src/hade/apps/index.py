@@ -13,16 +13,30 @@ integrity_check`), every chunk array, the ANN and the model copy against the siz
 when they were written. It prints each damaged file with what is wrong, then the command that repairs it
 (the same `hade index DIR --out INDEX` that built it: a re-run repairs damage), and exits 0 when the index
 is intact, 1 when it is damaged. A re-run prints what it repaired.
+
+Parallel indexing: the same `hade index DIR --out INDEX ...` started by torchrun or srun (see
+hade.index.launch) builds shard RANK/W into INDEX.shards/RANK-of-W, waits for every rank, and rank 0
+merges the shards into INDEX as `hade index merge` does (replacing the INDEX of an earlier run); the other
+ranks exit 0. The shards are kept: a re-run updates them incrementally. `--device cuda` is cuda:LOCAL_RANK,
+modulo the GPUs the rank sees (under `srun --gpus-per-task 1` a task sees only its own GPU, cuda:0).
+INDEX must be on a file system every rank sees (with plain srun the ranks also meet through a file there).
+
+    torchrun --nproc_per_node 4 -m hade.cli index DIR --ckpt CKPT --out INDEX --device cuda
+    srun -n 4 --gpus-per-task 1 --kill-on-bad-exit=1 hade index DIR --ckpt CKPT --out INDEX --device cuda
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from hade.config import COMPUTE_DTYPES, STORAGE_DTYPES
-from hade.errors import InputError
+from hade.errors import HadeError, InputError
+from hade.index.launch import Launch, detect_launch
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -47,7 +61,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--ann-threshold", type=int, default=None,
                    help="windows from which an IVF index replaces the exact flat one (default: the index's, "
                         "else 50000)")
-    p.add_argument("--shard", default=None, help="i/N: index only slice i of N of the files (then `index merge`)")
+    p.add_argument("--shard", default=None, help="i/N: index only slice i of N of the files (then `index merge`); "
+                                                 "under torchrun or srun each rank takes its own shard and rank 0 "
+                                                 "merges")
     p.add_argument("--rebuild", action="store_true", help="discard the existing index (e.g. for a new model)")
     p.add_argument("--storage-dtype", choices=STORAGE_DTYPES, default=None,
                    help="dtype the representations are stored in (default float16); fixed when the index is "
@@ -121,6 +137,10 @@ def _print_stats(out: Path, stats: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build or update an index (or check it with --check, or merge parts when the first positional is `merge`)."""
+    launch = detect_launch()
+    if launch.parallel and (args.check or args.paths[0] == "merge"):
+        raise InputError(f"hade index {'--check' if args.check else 'merge'} runs in one process; start it "
+                         f"without {launch.launcher}")
     if args.check:
         return run_check(args)
     if args.paths[0] == "merge":
@@ -129,18 +149,96 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"hade index takes one folder, got {len(args.paths)}: {args.paths}")
     if args.out is None:
         raise InputError("hade index: --out INDEX is required")
-    from hade.index.build import build_index
-
-    stats = build_index(args.paths[0], args.out, args.ckpt, window=args.window, hop=args.hop,
-                        batch_size=args.batch_size, ann_threshold=args.ann_threshold, shard=args.shard,
-                        rebuild=args.rebuild, storage_dtype=_storage_dtype(args), device=args.device,
-                        progress=not args.quiet, aux_captions=args.aux_captions,
-                        compute=args.compute, follow_external_links=args.follow_external_links)
+    if launch.parallel:
+        return run_parallel(args, launch)
+    stats = _build(args, args.out, args.shard, args.device, progress=not args.quiet)
     if args.json:
         print(json.dumps(stats, indent=2))
     else:
         _print_stats(args.out, stats)
     return 0
+
+
+def _build(args: argparse.Namespace, out: Path, shard: str | None, device: str, progress: bool) -> dict[str, Any]:
+    """build_index with the command's options, into `out`, for `shard` on `device`."""
+    from hade.index.build import build_index
+
+    return build_index(args.paths[0], out, args.ckpt, window=args.window, hop=args.hop,
+                       batch_size=args.batch_size, ann_threshold=args.ann_threshold, shard=shard,
+                       rebuild=args.rebuild, storage_dtype=_storage_dtype(args), device=device,
+                       progress=progress, aux_captions=args.aux_captions,
+                       compute=args.compute, follow_external_links=args.follow_external_links)
+
+
+def _check_parallel(args: argparse.Namespace, launch: Launch) -> None:
+    """Refuse, on every rank before anything is encoded, what would make the parallel run fail at the end."""
+    from hade.index.store import DB_FILE, LOCK_FILE
+
+    if args.shard is not None:
+        raise InputError(f"--shard {args.shard}: this is rank {launch.rank} of {launch.world_size} started by "
+                         f"{launch.launcher}, which takes shard {launch.shard} itself; drop --shard (or run one "
+                         "process per shard without a launcher)")
+    out = Path(args.out)
+    if out.is_dir() and not (out / DB_FILE).exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
+        raise InputError(f"{out}: exists and is not a hade index; give a new or empty --out folder")
+
+
+def run_parallel(args: argparse.Namespace, launch: Launch) -> int:
+    """One rank of a torchrun/Slurm `hade index`: build this rank's shard, wait for all, merge on rank 0."""
+    from hade.index.launch import gather_objects, join_group, leave_group, rank_device, shard_dirs, shards_dir
+
+    _check_parallel(args, launch)
+    parts = shard_dirs(args.out, launch.world_size)
+    join_group(launch, shards_dir(args.out))
+    error: Exception | None = None
+    stats: dict[str, Any] | None = None
+    try:
+        try:
+            stats = _build(args, parts[launch.rank], launch.shard, rank_device(args.device, launch),
+                           progress=not args.quiet and launch.rank == 0)
+        except Exception as e:  # noqa: BLE001 - every rank must reach the exchange, or the others wait forever
+            error = e
+        outcomes = gather_objects({"stats": stats, "error": None if error is None else f"{type(error).__name__}: "
+                                                                                       f"{error}"})
+    finally:
+        leave_group()
+    if error is not None:
+        raise error
+    if launch.rank != 0:
+        return 0
+    failed = [f"rank {r}: {o['error']}" for r, o in enumerate(outcomes) if o["error"]]
+    if failed:
+        raise HadeError(f"{args.out}: not merged, {len(failed)} of {launch.world_size} ranks failed ("
+                        f"{'; '.join(failed)}); fix that and run the same command again (finished shards are kept)")
+    summary = _merge_shards(Path(args.out), parts, args.ann_threshold, progress=not args.quiet)
+    shard_stats = [o["stats"] for o in outcomes]
+    if args.json:
+        print(json.dumps({**summary, "shards": shard_stats}, indent=2))
+        return 0
+    for part, st in zip(parts, shard_stats):
+        _print_stats(part, st)
+    print(f"{summary['out']}: {summary['files']} files, {summary['windows']} windows merged from "
+          f"{summary['parts']} shards ({summary['ann']['kind']} ANN)")
+    return 0
+
+
+def _merge_shards(out: Path, parts: list[Path], ann_threshold: int | None, progress: bool) -> dict[str, Any]:
+    """`merge_indexes(out, parts)`; an index already at `out` (an earlier run's) is replaced by the new
+    merge, under its write lock, with two renames (a crash between them leaves it in .OUT.old)."""
+    from hade.index.finalize import merge_indexes
+    from hade.index.store import write_lock
+
+    if not out.exists() or not any(out.iterdir()):
+        return merge_indexes(out, parts, ann_threshold=ann_threshold, progress=progress)
+    staging, old = out.with_name(f".{out.name}.merging"), out.with_name(f".{out.name}.old")
+    shutil.rmtree(staging, ignore_errors=True)
+    summary = merge_indexes(staging, parts, ann_threshold=ann_threshold, progress=progress)
+    with write_lock(out):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
+    return {**summary, "out": str(out)}
 
 
 def run_merge(args: argparse.Namespace) -> int:

@@ -1,0 +1,138 @@
+"""Where this process stands in a parallel `hade index` job: rank and world size from torchrun or Slurm.
+
+`hade index FOLDER --out IDX` started W times — by `torchrun --nproc_per_node W` (RANK, WORLD_SIZE,
+LOCAL_RANK, MASTER_ADDR/MASTER_PORT) or by `srun -n W` (SLURM_PROCID, SLURM_STEP_NUM_TASKS or
+SLURM_NTASKS, SLURM_LOCALID) — builds shard `rank/W` into `IDX.shards/RANK-of-W`, waits for the other
+ranks, and rank 0 merges the shards into IDX (hade.apps.index). torchrun's variables win over Slurm's
+(`srun torchrun ...` is a torchrun job).
+
+Slurm is recognised only inside a job step (SLURM_STEP_ID set, i.e. under srun): an sbatch script itself
+also carries SLURM_PROCID=0 and SLURM_NTASKS=W, and a `hade index` run there directly is one process, not
+rank 0 of W that would wait forever for ranks that never start.
+
+The ranks meet through a gloo process group (CPU only: the group carries a barrier and a few small
+objects, never tensors): env:// when MASTER_ADDR and MASTER_PORT are set (torchrun always sets them),
+else — plain srun — a file rendezvous in the shards folder, which every rank must see anyway (rank 0
+reads the other ranks' shards from it), named after the job and step so that no two runs share one.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Mapping
+
+from hade.errors import InputError
+
+# Shards can differ widely in size (a folder of long files hashes unevenly), so a rank that finishes
+# first may wait hours for the last. A rank that dies is ended by its launcher (torchrun stops the job;
+# `srun --kill-on-bad-exit=1`), not by this timeout.
+WAIT_TIMEOUT = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """This process's rank among `world_size` (1: an ordinary single-process run) and who started it."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    launcher: str = "single"  # "torchrun", "slurm" or "single"
+    job: str = ""  # Slurm job.step, names the file rendezvous
+
+    @property
+    def parallel(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def shard(self) -> str:
+        """The `--shard i/N` this rank builds."""
+        return f"{self.rank}/{self.world_size}"
+
+
+def _int(env: Mapping[str, str], name: str) -> int:
+    try:
+        return int(env[name])
+    except ValueError:
+        raise InputError(f"environment variable {name}={env[name]!r}: expected an integer") from None
+
+
+def detect_launch(env: Mapping[str, str] | None = None) -> Launch:
+    """The Launch described by `env` (default os.environ): torchrun's RANK/WORLD_SIZE/LOCAL_RANK, else
+    Slurm's SLURM_PROCID/SLURM_STEP_NUM_TASKS (or SLURM_NTASKS)/SLURM_LOCALID inside an srun step, else
+    a single process."""
+    env = os.environ if env is None else env
+    if "RANK" in env and "WORLD_SIZE" in env:
+        launch = Launch(_int(env, "RANK"), _int(env, "WORLD_SIZE"),
+                        _int(env, "LOCAL_RANK") if "LOCAL_RANK" in env else 0, "torchrun")
+    elif "SLURM_PROCID" in env and ("SLURM_STEP_ID" in env or "SLURM_STEPID" in env):
+        world = "SLURM_STEP_NUM_TASKS" if "SLURM_STEP_NUM_TASKS" in env else "SLURM_NTASKS"
+        if world not in env:
+            return Launch()
+        step = env.get("SLURM_STEP_ID", env.get("SLURM_STEPID", ""))
+        launch = Launch(_int(env, "SLURM_PROCID"), _int(env, world),
+                        _int(env, "SLURM_LOCALID") if "SLURM_LOCALID" in env else 0, "slurm",
+                        f"{env.get('SLURM_JOB_ID', env.get('SLURM_JOBID', 'job'))}.{step}")
+    else:
+        return Launch()
+    if launch.world_size < 1 or not 0 <= launch.rank < launch.world_size or launch.local_rank < 0:
+        raise InputError(f"{launch.launcher}: rank {launch.rank} of world size {launch.world_size} (local rank "
+                         f"{launch.local_rank}): expected 0 <= rank < world size")
+    return launch if launch.parallel else Launch()
+
+
+def rank_device(device: str, launch: Launch, visible_gpus: int | None = None) -> str:
+    """`--device cuda` of a parallel run: cuda:LOCAL_RANK, one GPU per rank of a node; modulo the GPUs this
+    process sees (`visible_gpus`, default torch.cuda.device_count()), since `srun --gpus-per-task 1` shows
+    each task only its own GPU, as cuda:0. Other devices (cpu, an explicit cuda:N) as given."""
+    if not (launch.parallel and device == "cuda"):
+        return device
+    if visible_gpus is None:
+        import torch
+
+        visible_gpus = torch.cuda.device_count()
+    return f"cuda:{launch.local_rank % visible_gpus if visible_gpus > 0 else launch.local_rank}"
+
+
+def shards_dir(out: str | Path) -> Path:
+    """IDX.shards, beside the index IDX: the ranks' shards, kept so that a re-run updates them incrementally."""
+    out = Path(out)
+    return out.with_name(out.name + ".shards")
+
+
+def shard_dirs(out: str | Path, world_size: int) -> list[Path]:
+    """The shard folders IDX.shards/RANK-of-W of a world of W ranks, in rank order."""
+    return [shards_dir(out) / f"{r}-of-{world_size}" for r in range(world_size)]
+
+
+def join_group(launch: Launch, meeting_dir: Path, env: Mapping[str, str] | None = None) -> None:
+    """Join the gloo process group of a parallel run: env:// when MASTER_ADDR/MASTER_PORT are set, else a
+    file rendezvous in `meeting_dir` (created; a folder every rank sees)."""
+    import torch.distributed as dist
+
+    env = os.environ if env is None else env
+    if "MASTER_ADDR" in env and "MASTER_PORT" in env:
+        init = "env://"
+    else:
+        meeting_dir.mkdir(parents=True, exist_ok=True)
+        init = (meeting_dir / f".rendezvous-{launch.job or 'local'}").resolve().as_uri()
+    dist.init_process_group("gloo", init_method=init, rank=launch.rank, world_size=launch.world_size,
+                            timeout=WAIT_TIMEOUT)
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's `obj` (picklable), in rank order, on every rank; also the barrier of the job."""
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def leave_group() -> None:
+    """Destroy the process group, if one was joined."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
