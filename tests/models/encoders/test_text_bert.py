@@ -43,7 +43,7 @@ def test_mean_pooling_ignores_padding():
 
 
 def test_bad_text_encoder_path_is_clear(tmp_path):
-    with pytest.raises(InputError, match="local BERT directory"):
+    with pytest.raises(InputError, match="local BERT or RoBERTa directory"):
         load_text_backbone(str(tmp_path / "nope"))
 
 
