@@ -177,23 +177,19 @@ def model_config(shapes: Shapes, head: str):
 
 
 def step_loss(model, batch: dict, temperature: float = 0.07) -> torch.Tensor:
-    """L_S + aux: NT-Xent (hade.losses) of every contrastive score matrix of the head, plus its aux losses."""
-    from hade.losses import nt_xent
+    """The trainer's loss of one batch (hade.train.objective.training_loss: NT-Xent of every contrastive score
+    matrix of the head plus its auxiliary losses), one process."""
+    from hade.train.objective import training_loss
 
-    audio = model.encode_audio(batch["audio"].to(model.device, non_blocking=True))
-    text = model.encode_text(batch["caption"])
-    ids = batch["clip_index"].to(model.device)
-    loss = sum(w * nt_xent(s.float(), temperature, ids) for s, w in model.head.contrastive_scores(text, audio).values())
-    return loss + sum(model.head.aux_losses(text, audio).values())
+    return training_loss(model, batch, temperature)["loss"]
 
 
 def _loader(packed: Path, model, shapes: Shapes):
-    from hade.config import seconds_to_samples
     from hade.data.dataset import ClipAudioStore, TrainPairs
     from hade.data.loader import StepBatchSampler, train_loader
     from hade.data.readers import read_split
 
-    samples = min(seconds_to_samples(shapes.clip_seconds, model.sample_rate), model.max_samples)
+    samples = model.samples_for(shapes.clip_seconds)
     pairs = TrainPairs(ClipAudioStore(read_split(packed, "train"), model.sample_rate, max_cache_bytes=0), samples,
                        seed=0, replace_bad=True)
     sampler = StepBatchSampler(pairs.pair_clip_index, shapes.batch, seed=0)

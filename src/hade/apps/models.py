@@ -28,7 +28,6 @@ HEAD_SUMMARIES = {
     "hci": "hierarchical cross-modal interaction at frame, segment and clip level (Xin & Zou)",
     "hci+ac": "HCI enhanced with auxiliary (machine-generated) captions of the audio",
 }
-HTSAT_DEFAULT_RATE = 32000  # HTSATConfig's, for a preset that leaves sample_rate out
 # Small dimensions: a head is built only to read its capabilities (they may depend on options, e.g. hci+ac).
 _PROBE_DIMS = dict(audio_dims=[16, 32, 64, 128], text_dim=32, text_layers=2, embed_dim=16)
 
@@ -78,6 +77,8 @@ def _capability_words(caps: dict[str, Any]) -> str:
 
 def format_models(models: dict[str, list[dict[str, Any]]]) -> str:
     """The listing as aligned text, one section per kind."""
+    from hade.models.encoders.htsat import HTSAT_PRESETS  # the presets' built configs, defaults filled in
+
     heads, presets = models["heads"], models["audio_encoders"]
     w = max(len(h["name"]) for h in heads + presets) + 2
     caps = [_capability_words(h["capabilities"]) for h in heads]
@@ -87,7 +88,7 @@ def format_models(models: dict[str, list[dict[str, Any]]]) -> str:
     lines += ["", "audio encoder presets (--audio-encoder NAME; add JSON files in a folder named by HADE_PRESET_PATH):"]
     for p in presets:
         where = "" if p["source"].startswith(_builtin_prefix()) else f"  [{p['source']}]"
-        rate = p["config"].get("sample_rate", HTSAT_DEFAULT_RATE) / 1000
+        rate = HTSAT_PRESETS[p["name"]].sample_rate / 1000
         lines.append(f"  {p['name']:<{w}}{rate:>4g} kHz  {p['description']}{where}")
     lines += ["", "text encoders (--text-encoder NAME or DIR):"]
     lines += [f"  {t['name']:<{w}}{t['description']}" for t in models["text_encoders"]]
