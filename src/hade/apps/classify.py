@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from hade.errors import InputError
+from hade.utils.atomic import write_text_atomic
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                                      window=args.window, hop=args.hop, top_k=args.top_k)
         text = json.dumps(metrics, indent=2)
         if args.json is not None:
-            args.json.write_text(text + "\n", encoding="utf-8")
+            write_text_atomic(args.json, text + "\n")
         print(text)
         return 0
     clf = zero_shot.ZeroShotClassifier(model, labels, template, window=args.window, hop=args.hop,

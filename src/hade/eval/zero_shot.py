@@ -15,7 +15,7 @@ mAP.
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +30,7 @@ from hade.index.windows import resolve_window, window_bounds
 from hade.models.heads.base import score_all
 from hade.models.heads.reprs import Reprs, cat_reprs
 from hade.models.retrieval import RetrievalModel
+from hade.utils.atomic import write_json_atomic, write_text_atomic
 
 DEFAULT_TEMPLATE = "This is a sound of {label}."
 DEFAULT_LOGIT_SCALE = 1.0 / 0.07  # CLIP/CLAP's initial scale, for models that learned none
@@ -235,22 +236,23 @@ def evaluate(model: RetrievalModel, folder: str | Path, labels: Sequence[str] | 
 
 
 def write_json(results: list[FileResult], path: str | Path) -> None:
-    Path(path).write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(path, [r.to_dict() for r in results])
 
 
 def write_csv(results: list[FileResult], path: str | Path) -> None:
     """One row per (file or window, rank): path, start, end (empty for the whole file), rank, label, score,
     probability."""
-    with Path(path).open("w", newline="", encoding="utf-8") as fh:
-        out = csv.writer(fh)
-        out.writerow(["path", "start", "end", "rank", "label", "score", "probability"])
-        for r in results:
-            for rank, p in enumerate(r.top, 1):
-                out.writerow([r.path, "", "", rank, p.label, f"{p.score:.6f}", f"{p.probability:.6f}"])
-            for w in r.windows:
-                for rank, p in enumerate(w.top, 1):
-                    out.writerow([r.path, f"{w.start:.3f}", f"{w.end:.3f}", rank, p.label, f"{p.score:.6f}",
-                                  f"{p.probability:.6f}"])
+    buffer = io.StringIO(newline="")
+    out = csv.writer(buffer)
+    out.writerow(["path", "start", "end", "rank", "label", "score", "probability"])
+    for r in results:
+        for rank, p in enumerate(r.top, 1):
+            out.writerow([r.path, "", "", rank, p.label, f"{p.score:.6f}", f"{p.probability:.6f}"])
+        for w in r.windows:
+            for rank, p in enumerate(w.top, 1):
+                out.writerow([r.path, f"{w.start:.3f}", f"{w.end:.3f}", rank, p.label, f"{p.score:.6f}",
+                              f"{p.probability:.6f}"])
+    write_text_atomic(path, buffer.getvalue())
 
 
 __all__ = ["DEFAULT_TEMPLATE", "FileResult", "Prediction", "WindowResult", "ZeroShotClassifier", "average_precision",
