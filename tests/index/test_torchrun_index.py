@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -68,25 +69,41 @@ def _env() -> dict[str, str]:
         "OMP_NUM_THREADS": "1"}
 
 
-def test_slurm_ranks_meet_through_a_file_rendezvous(tmp_path):
-    """Plain srun (no MASTER_ADDR): the ranks join through a file in the shards folder and exchange objects."""
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "env"])
+def test_ranks_meet_through_the_store(tmp_path, launcher):
+    """Plain srun (no MASTER_ADDR): a file store in the shards folder, removed by the last rank to leave;
+    RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT without torchrun's agent: a TCP store hosted by rank 0."""
     script = textwrap.dedent(f"""
         from pathlib import Path
-        from hade.index.launch import detect_launch, gather_objects, join_group, leave_group
+        import gc
+        from hade.index.launch import Meeting, detect_launch
         launch = detect_launch()
-        join_group(launch, Path({str(tmp_path / "meet")!r}))
-        print(gather_objects({{"rank": launch.rank, "launcher": launch.launcher}}))
-        leave_group()
+        with Meeting(launch, Path({str(tmp_path / "meet")!r})) as meeting:
+            print(meeting.gather({{"rank": launch.rank, "launcher": launch.launcher, "half": launch.rank / 2}}))
+        gc.collect()
     """)
+    port = _free_port()
+    envs = [{"SLURM_PROCID": str(r), "SLURM_NTASKS": "2", "SLURM_STEP_ID": "0", "SLURM_JOB_ID": "4242"}
+            if launcher == "slurm" else
+            {"RANK": str(r), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+            for r in range(2)]
     procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=_env() | {"SLURM_PROCID": str(r), "SLURM_NTASKS": "2",
-                                                       "SLURM_STEP_ID": "0", "SLURM_JOB_ID": "4242"})
-             for r in range(2)]
+                              text=True, env=_env() | e) for e in envs]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [e for _, e in outs]
-    expected = str([{"rank": 0, "launcher": "slurm"}, {"rank": 1, "launcher": "slurm"}])
+    name = "slurm" if launcher == "slurm" else "torchrun"
+    expected = str([{"rank": 0, "launcher": name, "half": 0.0}, {"rank": 1, "launcher": name, "half": 0.5}])
     assert [o.strip() for o, _ in outs] == [expected, expected]
-    assert list((tmp_path / "meet").iterdir()) == []  # the rendezvous file goes with the group
+    if launcher == "slurm":
+        assert list((tmp_path / "meet").iterdir()) == []  # the rendezvous file goes with the last rank
+    else:
+        assert not (tmp_path / "meet").exists()  # a TCP store writes nothing
 
 
 def _torchrun_index(folder, ckpt, out, *extra: str) -> subprocess.CompletedProcess:

@@ -185,23 +185,20 @@ def _check_parallel(args: argparse.Namespace, launch: Launch) -> None:
 
 def run_parallel(args: argparse.Namespace, launch: Launch) -> int:
     """One rank of a torchrun/Slurm `hade index`: build this rank's shard, wait for all, merge on rank 0."""
-    from hade.index.launch import gather_objects, join_group, leave_group, rank_device, shard_dirs, shards_dir
+    from hade.index.launch import Meeting, rank_device, shard_dirs, shards_dir
 
     _check_parallel(args, launch)
     parts = shard_dirs(args.out, launch.world_size)
-    join_group(launch, shards_dir(args.out))
     error: Exception | None = None
     stats: dict[str, Any] | None = None
-    try:
+    with Meeting(launch, shards_dir(args.out)) as meeting:
         try:
             stats = _build(args, parts[launch.rank], launch.shard, rank_device(args.device, launch),
                            progress=not args.quiet and launch.rank == 0)
         except Exception as e:  # noqa: BLE001 - every rank must reach the exchange, or the others wait forever
             error = e
-        outcomes = gather_objects({"stats": stats, "error": None if error is None else f"{type(error).__name__}: "
+        outcomes = meeting.gather({"stats": stats, "error": None if error is None else f"{type(error).__name__}: "
                                                                                        f"{error}"})
-    finally:
-        leave_group()
     if error is not None:
         raise error
     if launch.rank != 0:

@@ -10,13 +10,17 @@ Slurm is recognised only inside a job step (SLURM_STEP_ID set, i.e. under srun):
 also carries SLURM_PROCID=0 and SLURM_NTASKS=W, and a `hade index` run there directly is one process, not
 rank 0 of W that would wait forever for ranks that never start.
 
-The ranks meet through a gloo process group (CPU only: the group carries a barrier and a few small
-objects, never tensors): env:// when MASTER_ADDR and MASTER_PORT are set (torchrun always sets them),
-else — plain srun — a file rendezvous in the shards folder, which every rank must see anyway (rank 0
-reads the other ranks' shards from it), named after the job and step so that no two runs share one.
+The ranks meet through torch.distributed's key-value store, with no process group: each rank writes its
+outcome (a small JSON record) under its own key and waits until every rank has written. env:// when
+MASTER_ADDR and MASTER_PORT are set (torchrun always sets them, and its agent hosts the store), else —
+plain srun — a file store in the shards folder, which every rank must see anyway (rank 0 reads the other
+ranks' shards from it), named after the job and step so that no two runs share one. (A gloo group did
+the same job until a rank aborted at exit in CI — gloo's worker threads outliving the interpreter — and
+a store is all this exchange needs: no tensors, no threads, nothing unpickled.)
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -106,33 +110,42 @@ def shard_dirs(out: str | Path, world_size: int) -> list[Path]:
     return [shards_dir(out) / f"{r}-of-{world_size}" for r in range(world_size)]
 
 
-def join_group(launch: Launch, meeting_dir: Path, env: Mapping[str, str] | None = None) -> None:
-    """Join the gloo process group of a parallel run: env:// when MASTER_ADDR/MASTER_PORT are set, else a
-    file rendezvous in `meeting_dir` (created; a folder every rank sees)."""
-    import torch.distributed as dist
+class Meeting:
+    """The ranks of a parallel run meeting once, at the end, to hand rank 0 their outcomes.
 
-    env = os.environ if env is None else env
-    if "MASTER_ADDR" in env and "MASTER_PORT" in env:
-        init = "env://"
-    else:
-        meeting_dir.mkdir(parents=True, exist_ok=True)
-        init = (meeting_dir / f".rendezvous-{launch.job or 'local'}").resolve().as_uri()
-    dist.init_process_group("gloo", init_method=init, rank=launch.rank, world_size=launch.world_size,
-                            timeout=WAIT_TIMEOUT)
+    `Meeting(launch, meeting_dir)` connects to the run's store (env:// when MASTER_ADDR/MASTER_PORT are
+    set, else a file store in `meeting_dir`, created; a folder every rank sees); `gather(obj)` is every
+    rank's JSON-serialisable `obj`, in rank order, on every rank, and the job's barrier; `close()` (or the
+    `with` block's end) lets go of the store, and the last rank to let go of a file store removes its file.
+    """
 
+    PREFIX = "hade-index/outcome/"
 
-def gather_objects(obj: Any) -> list[Any]:
-    """Every rank's `obj` (picklable), in rank order, on every rank; also the barrier of the job."""
-    import torch.distributed as dist
+    def __init__(self, launch: Launch, meeting_dir: Path, env: Mapping[str, str] | None = None) -> None:
+        from torch.distributed import FileStore, rendezvous
 
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
+        env = os.environ if env is None else env
+        self.launch = launch
+        if "MASTER_ADDR" in env and "MASTER_PORT" in env:
+            self._store, _, _ = next(rendezvous("env://", launch.rank, launch.world_size, timeout=WAIT_TIMEOUT))
+        else:
+            meeting_dir.mkdir(parents=True, exist_ok=True)
+            self._store = FileStore(str((meeting_dir / f".rendezvous-{launch.job or 'local'}").resolve()),
+                                    launch.world_size)
+        self._store.set_timeout(WAIT_TIMEOUT)
 
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj`, in rank order; returns once all ranks have handed theirs in."""
+        self._store.set(f"{self.PREFIX}{self.launch.rank}", json.dumps(obj))
+        keys = [f"{self.PREFIX}{r}" for r in range(self.launch.world_size)]
+        self._store.wait(keys, WAIT_TIMEOUT)
+        return [json.loads(self._store.get(key)) for key in keys]
 
-def leave_group() -> None:
-    """Destroy the process group, if one was joined."""
-    import torch.distributed as dist
+    def close(self) -> None:
+        self._store = None
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    def __enter__(self) -> "Meeting":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
