@@ -143,11 +143,11 @@ def test_kill_between_chunk_write_and_commit_leaves_a_consistent_index(dp_ckpt, 
     original = Store.register_chunk
     state = {"n": 0}
 
-    def failing(self, chunk_id, rows):
+    def failing(self, chunk_id, rows, codec=None):
         state["n"] += 1
         if state["n"] == 2:
             raise KeyboardInterrupt
-        return original(self, chunk_id, rows)
+        return original(self, chunk_id, rows, codec)
 
     monkeypatch.setattr(Store, "register_chunk", failing)
     with pytest.raises(KeyboardInterrupt):

@@ -1,7 +1,8 @@
 """`hade index`: build, update, check or merge a search index (hade.index).
 
     hade index DIR --ckpt CKPT --out INDEX [--window S] [--hop S] [--shard i/N] [--rebuild] [--aux-captions F]
-               [--storage-dtype float16|float32] [--follow-external-links]
+               [--storage-dtype float16|float32] [--token-codec FACTORY|none] [--ann-memory-budget BYTES]
+               [--follow-external-links]
     hade index --check INDEX
     hade index merge OUT PART1 PART2 ...
 
@@ -36,6 +37,7 @@ from typing import Any
 
 from hade.config import COMPUTE_DTYPES, STORAGE_DTYPES
 from hade.errors import HadeError, InputError
+from hade.utils.units import parse_bytes
 from hade.index.launch import Launch, detect_launch
 
 
@@ -70,6 +72,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "created")
     p.add_argument("--precision", choices=STORAGE_DTYPES, default=None, dest="deprecated_precision",
                    help=argparse.SUPPRESS)  # the name before --storage-dtype; still accepted
+    p.add_argument("--token-codec", default=None, metavar="FACTORY",
+                   help="how token features (THA's audio tokens) are stored: a faiss codec factory (default for a "
+                        "new index IVF256,PQ32: 35 bytes a token instead of 512) or 'none' (float); fixed at "
+                        "creation, except that an index with float tokens is compressed when given one")
+    p.add_argument("--ann-memory-budget", type=parse_bytes, default=None, metavar="BYTES",
+                   help="memory the ANN may take, e.g. 2G: above --ann-threshold windows the IVF's 8-bit codes "
+                        "give way to product-quantised ones (IVF-PQ) sized to fit (default: the index's, else none)")
     p.add_argument("--aux-captions", type=Path, default=None, metavar="FILE",
                    help="HCI+AC models: JSON/CSV of machine-generated captions keyed by path relative to DIR "
                         "or by file name; each file's windows are encoded with its caption")
@@ -167,7 +176,8 @@ def _build(args: argparse.Namespace, out: Path, shard: str | None, device: str, 
                        batch_size=args.batch_size, ann_threshold=args.ann_threshold, shard=shard,
                        rebuild=args.rebuild, storage_dtype=_storage_dtype(args), device=device,
                        progress=progress, aux_captions=args.aux_captions,
-                       compute=args.compute, follow_external_links=args.follow_external_links)
+                       compute=args.compute, follow_external_links=args.follow_external_links,
+                       token_codec=args.token_codec, ann_memory_budget=args.ann_memory_budget)
 
 
 def _check_parallel(args: argparse.Namespace, launch: Launch) -> None:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -56,6 +57,9 @@ from hade.utils.atomic import atomic_path, write_json_atomic
 DEFAULT_THRESHOLD = 50_000
 TRAIN_POINTS_PER_LIST = 20
 KMEANS_ITERATIONS = 10
+ADD_BLOCK = 262144  # rows normalised (as float32) and added at a time
+
+Progress = Callable[[str, int], None]  # (stage 'train' or 'add', vectors trained on / added so far)
 
 
 @dataclass
@@ -136,25 +140,32 @@ def choose_ivfpq(n: int, dim: int, memory_budget: int, nbits: int = 8) -> IvfPqC
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
+    """[B, D] rows (any float dtype) -> [B, D] float32 unit rows; the norm is taken in float32."""
+    x = np.asarray(x, dtype=np.float32)
     return np.ascontiguousarray(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12), dtype=np.float32)
 
 
 def build_ann(vectors: np.ndarray, ids: np.ndarray, threshold: int = DEFAULT_THRESHOLD, nlist: int | None = None,
-              nprobe: int | None = None, seed: int = 0, kind: str = "auto",
-              memory_budget: int | None = None) -> tuple[faiss.Index, AnnParams]:
-    """vectors [N, D] float32 (unit rows), ids [N] int64 -> (faiss index returning ids, params).
+              nprobe: int | None = None, seed: int = 0, kind: str = "auto", memory_budget: int | None = None,
+              progress: Progress | None = None) -> tuple[faiss.Index, AnnParams]:
+    """vectors [N, D] float32 or float16 (unit rows; a float16 array or memmap is read ADD_BLOCK rows at a
+    time, never converted whole), ids [N] int64 -> (faiss index returning ids, params).
 
     kind "auto": flat below `threshold`, else IVF with 8-bit codes, or IVF-PQ when those would exceed
-    `memory_budget` bytes (None: no budget); "flat", "ivf" or "ivfpq" force one."""
+    `memory_budget` bytes (None: no budget); "flat", "ivf" or "ivfpq" force one. `progress(stage, count)`
+    is called after the IVF's training ('train', vectors trained on) and after each added block ('add',
+    vectors added so far)."""
     if kind not in ("auto", "flat", "ivf", "ivfpq"):
         raise InputError(f"ANN kind must be auto, flat, ivf or ivfpq, got {kind!r}")
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    vectors = np.asarray(vectors)
+    if vectors.dtype not in (np.float16, np.float32):
+        vectors = vectors.astype(np.float32)
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     n, dim = vectors.shape
     if kind == "flat" or (kind == "auto" and n < max(1, threshold)) or n == 0:
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         if n:
-            index.add_with_ids(vectors, ids)
+            index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
         return index, AnnParams("flat", n, dim)
     if kind == "auto" and memory_budget is not None and ivf_sq8_bytes(n, dim) > memory_budget:
         kind = "ivfpq"
@@ -169,12 +180,13 @@ def build_ann(vectors: np.ndarray, ids: np.ndarray, threshold: int = DEFAULT_THR
                                               faiss.METRIC_L2)
         sample, code = min(n, TRAIN_POINTS_PER_LIST * nlist), "sq8"
     nprobe = int(nprobe or default_nprobe(nlist))
-    _train_and_add(index, vectors, ids, sample, seed)
+    _train_and_add(index, vectors, ids, sample, seed, progress)
     index.nprobe = nprobe
     return index, AnnParams("ivf", n, dim, nlist=nlist, nprobe=nprobe, trained_on=sample, code=code)
 
 
-def _train_and_add(index: faiss.IndexIVF, vectors: np.ndarray, ids: np.ndarray, sample: int, seed: int) -> None:
+def _train_and_add(index: faiss.IndexIVF, vectors: np.ndarray, ids: np.ndarray, sample: int, seed: int,
+                   progress: Progress | None = None) -> None:
     """Train the IVF's lists (and codes) on `sample` deterministic rows, then add every row normalised."""
     n = len(vectors)
     index.cp.niter = KMEANS_ITERATIONS
@@ -183,8 +195,13 @@ def _train_and_add(index: faiss.IndexIVF, vectors: np.ndarray, ids: np.ndarray, 
     rng = np.random.default_rng(seed)
     train = vectors if sample >= n else vectors[np.sort(rng.choice(n, sample, replace=False))]
     index.train(_unit(train))
-    for a in range(0, n, 262144):  # normalise block by block (no second full copy)
-        index.add_with_ids(_unit(vectors[a:a + 262144]), ids[a:a + 262144])
+    del train
+    if progress:
+        progress("train", min(sample, n))
+    for a in range(0, n, ADD_BLOCK):  # normalise block by block (no second full copy)
+        index.add_with_ids(_unit(vectors[a:a + ADD_BLOCK]), ids[a:a + ADD_BLOCK])
+        if progress:
+            progress("add", min(n, a + ADD_BLOCK))
 
 
 def ann_search(index: faiss.Index, params: AnnParams, queries: np.ndarray, k: int,

@@ -37,7 +37,9 @@ from hade.config import check_compute, check_storage_dtype, seconds_to_samples
 from hade.errors import InputError
 from hade.index.ann import DEFAULT_THRESHOLD
 from hade.index.builder import Builder
+from hade.index.compression import NO_CODEC, TokenCompression
 from hade.index.finalize import finalize
+from hade.index.tokens import check_factory
 from hade.index.repair import clear_index_temps, repair_store, set_aside_damaged_db
 from hade.index.store import (ARRAYS_DIR, DB_FILE, MODEL_DIR, SCHEMA_VERSION, STORAGE_DTYPE_KEY, Store, copy_model,
                               model_fingerprint, write_lock)
@@ -74,6 +76,8 @@ class _Request:
     progress: bool
     captions: dict[str, str] | None
     compute: str
+    token_codec: str | None = None  # faiss factory or "none"; None: the index's (a new one: the default)
+    ann_memory_budget: int | None = None  # bytes; None: the index's (a new one: no budget)
 
 
 def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = None, *, window: float | None = None,
@@ -81,7 +85,8 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
                 shard: str | tuple[int, int] | None = None, rebuild: bool = False, storage_dtype: str | None = None,
                 device: str = "cpu", progress: bool = True,
                 aux_captions: str | Path | dict[str, str] | None = None, compute: str = "fp32",
-                follow_external_links: bool = False, precision: str | None = None) -> dict[str, Any]:
+                follow_external_links: bool = False, precision: str | None = None,
+                token_codec: str | None = None, ann_memory_budget: int | None = None) -> dict[str, Any]:
     """Index (or bring up to date, repairing damage) the audio files under `folder` into the index `out`.
 
     ckpt: checkpoint directory; required for a new index, optional afterwards (the index's copy is used).
@@ -97,6 +102,12 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
     `RetrievalModel.set_compute`. It may differ between runs on the same index.
     follow_external_links: index files that are (or lie in folders that are) symbolic links resolving
     outside `folder`; by default they are skipped and listed in "skipped".
+    token_codec: how token features (THA's audio tokens) are stored: a faiss codec factory (default for a
+    new index "IVF256,PQ32", 35 bytes a token instead of 512; see `hade.index.tokens`) or "none" (float,
+    the storage dtype). Fixed at creation, except that an index storing float tokens (e.g. one written
+    before token codecs) can be given one: its stored tokens are then compressed (`hade.index.compression`).
+    ann_memory_budget: bytes the ANN may take (default: the index's, else none): an IVF whose 8-bit codes
+    would exceed it is built with product-quantised codes instead (`hade.index.ann.choose_ivfpq`).
     Returns statistics: files_seen, unchanged_files, hashed_files, touched_files (same bytes, new mtime),
     reused_files (same bytes as another indexed file), encoded_files, encoded_windows, encoder_calls,
     removed_files, captioned_files (encoded with an auxiliary caption), recaptioned_files (re-encoded
@@ -109,7 +120,8 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
     req = _Request(folder=Path(folder), ckpt=ckpt, fingerprint=None, shard=parse_shard(shard), window=window, hop=hop,
                    storage_dtype=_storage_dtype_arg(storage_dtype, precision), ann_threshold=ann_threshold,
                    follow_external_links=bool(follow_external_links), batch_size=batch_size, device=device,
-                   progress=progress, captions=None, compute=compute)
+                   progress=progress, captions=None, compute=compute, token_codec=token_codec,
+                   ann_memory_budget=ann_memory_budget)
     _check_request(req, out)
     req = dataclasses.replace(req, captions=_read_captions(aux_captions),
                               fingerprint=model_fingerprint(ckpt) if ckpt is not None else None)
@@ -150,6 +162,10 @@ def _check_request(req: _Request, out: Path) -> None:
     check_compute(req.compute, str(req.device).split(":")[0], where="compute")
     if req.storage_dtype is not None:
         check_storage_dtype(req.storage_dtype, where="storage_dtype")
+    if req.token_codec is not None:
+        check_factory(req.token_codec, where="token_codec")
+    if req.ann_memory_budget is not None and req.ann_memory_budget <= 0:
+        raise InputError(f"ann_memory_budget={req.ann_memory_budget}: expected a positive number of bytes")
     if out.exists() and not (out / DB_FILE).exists() and any(p.name != ".lock" for p in out.iterdir()):
         raise InputError(f"{out}: exists and is not a hade index; give a new or empty --out folder")
 
@@ -160,12 +176,15 @@ def _update(store: Store, req: _Request, repaired: list[str]) -> dict[str, Any]:
     if "fingerprint" in meta:
         _check_same_index(store, meta, req)
         repaired += repair_store(store, meta, Path(req.ckpt) if req.ckpt is not None else None)
+        _upgrade_codec(store, req)
     else:
         meta = _create(store, req)
     threshold = int(req.ann_threshold if req.ann_threshold is not None else meta.get("ann_threshold",
                                                                                      DEFAULT_THRESHOLD))
+    budget = req.ann_memory_budget if req.ann_memory_budget is not None else meta.get("ann_memory_budget")
     with store.transaction():
-        store.set_meta(ann_threshold=threshold, follow_external_links=req.follow_external_links)
+        store.set_meta(ann_threshold=threshold, follow_external_links=req.follow_external_links,
+                       ann_memory_budget=budget)
     store.cleanup()
     scanned, skipped = scan_audio(req.folder, exclude=store.root, follow_external_links=req.follow_external_links)
     files = [(rel, p) for rel, p in scanned if in_shard(rel, req.shard)]
@@ -174,7 +193,7 @@ def _update(store: Store, req: _Request, repaired: list[str]) -> dict[str, Any]:
     stats = builder.run(files)
     stats["skipped"] = [s for s in skipped if s["path"].endswith("/") or in_shard(s["path"], req.shard)]
     stats["repaired"] = repaired
-    stats["ann"] = finalize(store, threshold, progress=req.progress)
+    stats["ann"] = finalize(store, threshold, progress=req.progress, memory_budget=budget)
     stats["files"], stats["windows"] = store.count_files("ok"), store.count_windows()
     return stats
 
@@ -224,6 +243,19 @@ def _check_same_index(store: Store, meta: dict[str, Any], req: _Request) -> None
                              f"use --rebuild to change it")
     if req.storage_dtype is not None and req.storage_dtype != meta[STORAGE_DTYPE_KEY]:
         raise InputError(f"{out}: the index stores {meta[STORAGE_DTYPE_KEY]}; use --rebuild to change it")
+    factory = (meta.get("token_codec") or {}).get("factory", NO_CODEC)
+    if req.token_codec is not None and req.token_codec != factory and factory != NO_CODEC:
+        raise InputError(f"{out}: the index's token codec is {factory!r}; use --rebuild to change it")
+
+
+def _upgrade_codec(store: Store, req: _Request) -> None:
+    """--token-codec on an index storing float tokens: set the factory; `finalize` compresses the tokens."""
+    meta = store.meta()
+    tc = meta.get("token_codec") or {}
+    if req.token_codec is None or req.token_codec == tc.get("factory", NO_CODEC):
+        return
+    with store.transaction():
+        store.set_meta(token_codec={**TokenCompression.initial_meta(req.token_codec), "keys": None})
 
 
 def _create(store: Store, req: _Request) -> dict[str, Any]:
@@ -244,6 +276,7 @@ def _create(store: Store, req: _Request) -> dict[str, Any]:
         store.set_meta(schema=SCHEMA_VERSION, fingerprint=req.fingerprint, root=str(req.folder.resolve()),
                        head=mcfg.head, sample_rate=acfg.sample_rate, window_samples=w, hop_samples=h,
                        shard=list(req.shard) if req.shard else None, generation=0,
+                       token_codec=TokenCompression.initial_meta(req.token_codec),
                        **{STORAGE_DTYPE_KEY: req.storage_dtype or "float16"})
     return store.meta()
 

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from hade.data.audio import load_audio
 from hade.errors import AudioError, InputError
+from hade.index.compression import FIT_WINDOWS, TokenCompression
 from hade.index.store import FileRecord, Store, WindowRecord, sha256_file
 from hade.index.windows import to_numpy, window_batch, window_bounds
 
@@ -77,6 +78,7 @@ class Builder:
         self.storage_dtype, self.device, self.progress = storage_dtype, device, progress
         self._model = None
         self.meta = store.meta()
+        self.compression = TokenCompression(store, self.meta)
         self.jobs: deque[Job] = deque()
         self.buffer: list[tuple[Job, int]] = []
         self.stats: dict[str, Any] = {k: 0 for k in (
@@ -137,32 +139,47 @@ class Builder:
         self.meta["pooled_key"] = same[0] if same else POOLED_EXTRA_KEY
 
     # ---- committing ----------------------------------------------------------------------------
-    def _flush(self) -> None:
+    def _flush(self, final: bool = False) -> None:
         """Commit the completed jobs at the front of the queue (in path order) in one transaction, after
-        writing the arrays of their encoded windows as one chunk."""
-        ready: list[Job] = []
-        while self.jobs and self.jobs[0].complete:
-            ready.append(self.jobs.popleft())
-        if not ready:
+        writing the arrays of their encoded windows as one chunk. A new index whose token codec is still
+        to be fitted holds them back until they have FIT_WINDOWS windows (or the folder ends)."""
+        n = 0
+        while n < len(self.jobs) and self.jobs[n].complete:
+            n += 1
+        if not n or (not final and self._hold_for_codec(n)):
             return
-        chunk_id, rows = self._write_chunk(ready)
+        ready = [self.jobs.popleft() for _ in range(n)]
+        chunk_id, rows, codec_id = self._write_chunk(ready)
         with self.store.transaction():
             if chunk_id is not None:
-                self.store.register_chunk(chunk_id, rows)
+                self.store.register_chunk(chunk_id, rows, codec_id)
             row = 0
             for job in ready:
                 row += self._commit(job, chunk_id, row)
-            self.store.set_meta(**{k: self.meta[k] for k in ("repr_spec", "pooled_key") if k in self.meta})
+            self.store.set_meta(**{k: self.meta[k] for k in ("repr_spec", "pooled_key") if k in self.meta},
+                                token_codec=self.compression.meta())
             self.store.bump_generation()
         self.stats["commits"] += 1
 
-    def _write_chunk(self, ready: list[Job]) -> tuple[int | None, int]:
-        """(chunk id, rows) of the arrays of the encoded windows of `ready`, written as one chunk in job
-        order; (None, 0) when there are none."""
+    def _hold_for_codec(self, ready: int) -> bool:
+        """Whether the first `ready` jobs wait for more windows to fit the token codec on."""
+        if not self.compression.waiting(self.meta.get("repr_spec"), self.meta.get("pooled_key")):
+            return False
+        return sum(len(self.jobs[i].parts) for i in range(ready)) < FIT_WINDOWS
+
+    def _write_chunk(self, ready: list[Job]) -> tuple[int | None, int, str | None]:
+        """(chunk id, rows, codec set id) of the arrays of the encoded windows of `ready`, written as one
+        chunk in job order, token keys encoded with the index's codec (fitted here on a new index's first
+        chunk); (None, 0, None) when there are none."""
         parts = [p for job in ready if job.kind == "encode" for p in job.parts]
         if not parts:
-            return None, 0
-        return self.store.write_chunk({k: np.concatenate([p[k] for p in parts]) for k in parts[0]}), len(parts)
+            return None, 0, None
+        arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        if self.compression.waiting(self.meta.get("repr_spec"), self.meta.get("pooled_key")):
+            if (note := self.compression.fit(arrays)) is not None:
+                self.stats["notes"].append(note)
+        arrays, codec_id = self.compression.encode(arrays)
+        return self.store.write_chunk(arrays), len(parts), codec_id
 
     def _commit(self, job: Job, chunk_id: int | None, row: int) -> int:
         """Bring the store's record of one file up to date (inside the transaction); returns the chunk rows
@@ -256,7 +273,7 @@ class Builder:
             self._flush()
             bar.set_postfix(windows=self.stats["encoded_windows"], refresh=False)
         if final or (len(self.jobs) >= FLUSH_JOBS and not self.buffer):
-            self._flush()
+            self._flush(final)
 
     def run(self, files: list[tuple[str, Path]]) -> dict[str, Any]:
         """One pass over `files` ((relative path, path) in path order): hash, encode or reuse what changed,

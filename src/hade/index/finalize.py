@@ -14,7 +14,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hade.errors import InputError
-from hade.index.ann import DEFAULT_THRESHOLD, AnnParams, build_ann, read_ann_params, save_ann
+from hade.index.ann import DEFAULT_THRESHOLD, AnnParams, build_ann, ivf_sq8_bytes, read_ann_params, save_ann
+from hade.index.compression import FIT_WINDOWS, NO_CODEC, TokenCompression
 from hade.index.reprs import ReprTable
 from hade.index.store import STORAGE_DTYPE_KEY, FileRecord, Placement, Store, WindowRecord, copy_model
 from hade.utils.atomic import atomic_dir, write_json_atomic
@@ -37,29 +38,65 @@ def ann_is_current(store: Store, params: AnnParams | None = None) -> bool:
 
 
 def compact(store: Store, force: bool = False, progress: bool = False) -> bool:
-    """Rewrite live rows into few large chunks when fragmented; returns whether it did."""
+    """Rewrite live rows into few large chunks when fragmented, and compress the float token chunks of an
+    index that has a token codec factory (fitting its codec first if it has none); returns whether it did.
+    Rows keep their codec set: coded rows are copied as codes, never decoded and encoded again."""
     meta = store.meta()
     total_rows, chunks = store.chunk_totals()
     live = store.count_windows()
-    fragmented = chunks > MAX_CHUNKS or (total_rows and live < (1 - DEAD_FRACTION) * total_rows)
-    if not (force or fragmented) or live == 0 or "repr_spec" not in meta:
+    if live == 0 or "repr_spec" not in meta:
         return False
+    compression = TokenCompression(store, meta)
+    keys = compression.resolve_keys(meta["repr_spec"], meta.get("pooled_key"))
     table = store.window_table()
     reprs = ReprTable(store, table["chunk"], table["row"], meta["repr_spec"])
+    groups = _codec_groups(reprs)
+    convert = bool(keys) and compression.factory != NO_CODEC and None in groups and not compression.failed
+    fragmented = chunks > MAX_CHUNKS or (total_rows and live < (1 - DEAD_FRACTION) * total_rows)
+    if not (force or fragmented or convert):
+        return False
+    if convert and compression.current is None:
+        sample = reprs.gather(groups[None][:FIT_WINDOWS], keys)
+        if compression.fit(sample) is not None and not (force or fragmented):
+            return False
+    if not (force or fragmented):
+        groups = {None: groups[None]}
     placements: list[Placement] = []
-    rows: dict[int, int] = {}
-    starts = range(0, live, COMPACT_ROWS)
-    for a in tqdm(starts, desc="compact", unit="chunk", disable=not progress, leave=False):
-        pos = np.arange(a, min(live, a + COMPACT_ROWS))
-        cid = store.write_chunk(reprs.gather(pos))
-        rows[cid] = len(pos)
-        placements.extend(Placement(int(table["id"][p]), cid, i) for i, p in enumerate(pos))
+    rows: dict[int, tuple[int, str | None]] = {}
+    for codec_id, positions in groups.items():
+        for a in tqdm(range(0, len(positions), COMPACT_ROWS), desc="compact", unit="chunk", disable=not progress,
+                      leave=False):
+            pos = positions[a:a + COMPACT_ROWS]
+            arrays, stored_codec = reprs.gather_stored(pos)
+            if stored_codec is None:
+                arrays, stored_codec = compression.encode(arrays)
+            cid = store.write_chunk(arrays)
+            rows[cid] = (len(pos), stored_codec)
+            placements.extend(Placement(int(table["id"][p]), cid, i) for i, p in enumerate(pos))
     with store.transaction():
         for cid in sorted(rows):
-            store.register_chunk(cid, rows[cid])
+            store.register_chunk(cid, *rows[cid])
         store.move_windows(placements)
+        store.set_meta(token_codec=compression.meta())
     store.cleanup()
     return True
+
+
+def _float_tokens_to_compress(store: Store, meta: dict[str, Any]) -> bool:
+    """Whether the index has a token codec factory, token keys (or none decided yet) and float chunks."""
+    tc = meta.get("token_codec") or {}
+    if tc.get("factory", NO_CODEC) == NO_CODEC or tc.get("keys") == []:
+        return False
+    return None in store.chunk_codecs().values()
+
+
+def _codec_groups(reprs: ReprTable) -> dict[str | None, np.ndarray]:
+    """{codec set id (None: float chunks): positions of its windows, in id order}, float first."""
+    codec_of = reprs.codec_of(np.arange(len(reprs)))
+    groups: dict[str | None, list[int]] = {}
+    for p, c in enumerate(codec_of):
+        groups.setdefault(c, []).append(p)
+    return {c: np.asarray(groups[c], dtype=np.int64) for c in sorted(groups, key=lambda c: (c is not None, c or ""))}
 
 
 def pooled_vectors(store: Store, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
@@ -76,14 +113,19 @@ def pooled_vectors(store: Store, block: int = 65536) -> tuple[np.ndarray, np.nda
     return table["id"], out
 
 
-def finalize(store: Store, threshold: int = DEFAULT_THRESHOLD, progress: bool = False) -> dict[str, Any]:
-    """Compact if fragmented and rebuild the ANN when the store changed since it was built (or its kind
-    no longer matches `threshold`). Returns the ANN parameters as a dict."""
+def finalize(store: Store, threshold: int = DEFAULT_THRESHOLD, progress: bool = False,
+             memory_budget: int | None = None) -> dict[str, Any]:
+    """Compress float token chunks (when the index has a token codec), compact if fragmented and rebuild
+    the ANN when the store changed since it was built (or its kind or code no longer matches `threshold`
+    and `memory_budget`, bytes: IVF-PQ when the 8-bit IVF would exceed it). Returns the ANN parameters."""
     meta = store.meta()
     count = store.count_windows()
     kind = _ann_kind(count, threshold, meta.get("pooled_key"))
     params = read_ann_params(store.root)
-    if params is not None and ann_is_current(store, params) and params.kind == kind:
+    if _float_tokens_to_compress(store, meta):
+        compact(store, progress=progress)
+    if params is not None and ann_is_current(store, params) and params.kind == kind \
+            and _pq_wanted(params, memory_budget) == params.code.startswith("pq"):
         return vars(params)
     compact(store, progress=progress)
     gen = store.generation
@@ -98,10 +140,16 @@ def finalize(store: Store, threshold: int = DEFAULT_THRESHOLD, progress: bool = 
         ids, vecs = np.zeros(0, np.int64), np.zeros((0, 1), np.float32)
     else:
         ids, vecs = pooled_vectors(store)
-    index, params = build_ann(vecs, ids, threshold=threshold)
+    index, params = build_ann(vecs, ids, threshold=threshold, memory_budget=memory_budget)
     save_ann(store.root, index, params, gen)
     _record_ann(store, params.file)
     return vars(params)
+
+
+def _pq_wanted(params: AnnParams, memory_budget: int | None) -> bool:
+    """Whether an IVF of `params`' size should have product-quantised codes under `memory_budget`."""
+    return (params.kind == "ivf" and memory_budget is not None
+            and ivf_sq8_bytes(params.count, params.dim) > memory_budget)
 
 
 def _record_ann(store: Store, file: str | None) -> None:
@@ -159,7 +207,8 @@ def merge_indexes(out: str | Path, parts: list[str | Path], ann_threshold: int |
                 reprs = [ReprTable(s, t["chunk"], t["row"], plan.meta.get("repr_spec") or {})
                          for s, t in zip(stores, tables)]
                 _write_merged(dest, plan, reprs, progress)
-                ann = finalize(dest, plan.meta["ann_threshold"], progress=progress)
+                ann = finalize(dest, plan.meta["ann_threshold"], progress=progress,
+                               memory_budget=plan.meta.get("ann_memory_budget"))
                 files_ok, windows = dest.count_files("ok"), dest.count_windows()
             finally:
                 dest.close()
@@ -235,37 +284,54 @@ def _window_order(stores: list[Store], tables: list[dict[str, np.ndarray]],
 
 
 def _write_merged(dest: Store, plan: _MergePlan, reprs: list[ReprTable], progress: bool) -> None:
-    """Write the plan's meta and files, then its windows COMPACT_ROWS at a time (one chunk and one commit
-    each), numbered 1..N in order."""
+    """Write the plan's meta and files, then its windows COMPACT_ROWS at a time (one commit each, a chunk
+    per part and codec set among them), numbered 1..N in order. Token codes are copied as they are, with
+    the codec sets they need."""
     file_ids = plan.file_ids
+    copied = set()
+    for table in reprs:
+        for codec_id in sorted({c for c in table.chunk_codec.values() if c is not None}):
+            dest.copy_codec_set(table.store, codec_id)
+            copied.add(codec_id)
+    tc = plan.meta.get("token_codec")
+    if tc and tc.get("current") not in copied:  # new windows of the merged index get the first set copied
+        plan.meta["token_codec"] = {**tc, "current": min(copied) if copied else None}
     with dest.transaction():
         dest.set_meta(**plan.meta)
         for path, (_, rec) in sorted(plan.files.items()):
             dest.add_file(rec._replace(id=file_ids[path]))
         dest.bump_generation()
     sr = plan.meta["sample_rate"]
-    spec = plan.meta.get("repr_spec") or {}
     bar = tqdm(total=len(plan.order), desc="merge", unit="window", disable=not progress)
     for a in range(0, len(plan.order), COMPACT_ROWS):
         part = plan.order[a:a + COMPACT_ROWS]
-        cid = dest.write_chunk(_gather_merged(part, reprs, spec))
+        chunks = _write_merged_chunks(dest, part, reprs)
         with dest.transaction():
-            dest.register_chunk(cid, len(part))
-            dest.put_windows(WindowRecord(file_ids[path], s0 / sr, s1 / sr, s0, s1, cid, n, id=a + n + 1)
-                             for n, (path, s0, s1, _, _) in enumerate(part))
+            windows = []
+            for cid, rows, codec_id, members in chunks:
+                dest.register_chunk(cid, rows, codec_id)
+                for row, n in enumerate(members):
+                    path, s0, s1 = part[n][:3]
+                    windows.append(WindowRecord(file_ids[path], s0 / sr, s1 / sr, s0, s1, cid, row, id=a + n + 1))
+            dest.put_windows(sorted(windows, key=lambda w: w.id))
             dest.bump_generation()
         bar.update(len(part))
     bar.close()
 
 
-def _gather_merged(part: list[tuple[str, int, int, int, int]], reprs: list[ReprTable],
-                   spec: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
-    """The arrays {key: [len(part), ...]} of a run of windows of the merge order, read from their parts."""
-    arrays = {k: np.empty((len(part), *v["shape"]), v["dtype"]) for k, v in spec.items()}
+def _write_merged_chunks(dest: Store, part: list[tuple[str, int, int, int, int]],
+                         reprs: list[ReprTable]) -> list[tuple[int, int, str | None, list[int]]]:
+    """Write a run of windows of the merge order as chunks, one per (part, codec set) among them; returns
+    (chunk id, rows, codec set id, the run's indices of its windows in row order) for each."""
+    groups: dict[tuple[int, str | None], list[int]] = {}
     for i, table in enumerate(reprs):
         sel = [n for n, o in enumerate(part) if o[3] == i]
-        if sel:
-            got = table.gather(np.array([part[n][4] for n in sel]))
-            for k in arrays:
-                arrays[k][sel] = got[k]
-    return arrays
+        if not sel:
+            continue
+        for n, codec_id in zip(sel, table.codec_of(np.array([part[n][4] for n in sel]))):
+            groups.setdefault((i, codec_id), []).append(n)
+    out = []
+    for (i, _), members in groups.items():
+        arrays, codec_id = reprs[i].gather_stored(np.array([part[n][4] for n in members]))
+        out.append((dest.write_chunk(arrays), len(members), codec_id, members))
+    return out

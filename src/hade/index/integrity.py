@@ -1,6 +1,7 @@
 """Integrity of an index folder: what was written, whether it is still there, and the command that repairs it.
 
-Every file the index writes besides the database — chunk arrays, the ANN, the model copy — gets a row in
+Every file the index writes besides the database — chunk arrays, token codec sets, the ANN, the model
+copy — gets a row in
 the ``integrity`` table (path relative to the index folder, size, mtime_ns, sha256) in the transaction
 that makes it part of the index (`Store.record_files`). Three levels of checking use those rows:
 
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from hade.errors import IndexDamaged
-from hade.index.store import (ANN_JSON, ARRAYS_DIR, DB_FILE, MODEL_DIR, MODEL_FILES, DatabaseError, IntegrityRecord,
+from hade.index.store import (ANN_JSON, ARRAYS_DIR, CODES_SUFFIX, DB_FILE, MODEL_DIR, MODEL_FILES, DatabaseError, IntegrityRecord,
                               Store, chunk_name, model_fingerprint, sha256_file)
 
 VERIFY_BUDGET = 1 << 30  # bytes a plain `hade index` re-run hashes every time (beyond that: size + mtime)
@@ -36,7 +37,7 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 @dataclass(frozen=True)
 class Problem:
     """A damaged file: `file` relative to the index folder, `problem` what is wrong (a phrase, e.g.
-    "truncated (expected 512 bytes, found 100)"), `kind` one of 'db', 'chunk', 'ann', 'model'."""
+    "truncated (expected 512 bytes, found 100)"), `kind` one of 'db', 'chunk', 'codec' (a token codec set), 'ann', 'model'."""
 
     file: str
     problem: str
@@ -156,9 +157,19 @@ def records(store: Store) -> dict[str, IntegrityRecord]:
 
 
 def chunk_files(store: Store, meta: dict[str, Any]) -> list[tuple[int, str]]:
-    """(chunk id, relative path) of every array file of every registered chunk."""
+    """(chunk id, relative path) of every array file of every registered chunk (a token key of a chunk
+    written with a codec set as its ``.codes.npy``)."""
     keys = sorted(meta.get("repr_spec") or {})
-    return [(cid, f"{ARRAYS_DIR}/{chunk_name(cid)}/{k}.npy") for cid in store.chunk_ids() for k in keys]
+    coded = set((meta.get("token_codec") or {}).get("keys") or [])
+    return [(cid, f"{ARRAYS_DIR}/{chunk_name(cid)}/{k}{CODES_SUFFIX if codec and k in coded else ''}.npy")
+            for cid, codec in store.chunk_codecs().items() for k in keys]
+
+
+def codec_files(store: Store, meta: dict[str, Any]) -> list[tuple[str, str]]:
+    """(codec set id, relative path) of the files of every codec set that a chunk uses or new chunks are
+    written with."""
+    used = {c for c in store.chunk_codecs().values() if c} | {(meta.get("token_codec") or {}).get("current")}
+    return [(cid, rel) for cid in sorted(c for c in used if c) for rel in store.codec_files(cid)]
 
 
 def ann_file(index: Path, meta: dict[str, Any]) -> str | None:
@@ -187,6 +198,9 @@ def quick_problems(store: Store, meta: dict[str, Any]) -> list[Problem]:
         rec = recs.get(rel)
         if (p := size_problem(index / rel, rec.size if rec else None, npy=True)) is not None:
             out.append(Problem(rel, p, "chunk", cid))
+    for _, rel in codec_files(store, meta):
+        if (p := size_problem(index / rel, recs[rel].size, npy=False)) is not None:
+            out.append(Problem(rel, p, "codec"))
     ann = ann_file(index, meta)
     if ann is not None:
         rec = recs.get(ann)
@@ -302,6 +316,8 @@ def check_index(index: str | Path, deep: bool = True) -> CheckResult:
             recs = records(store)
             for cid, rel in chunk_files(store, meta):
                 _deep_file(index, rel, recs.get(rel), True, "chunk", cid, res)
+            for _, rel in codec_files(store, meta):
+                _deep_file(index, rel, recs.get(rel), False, "codec", None, res)
             _check_ann(index, store, meta, recs, res)
             _check_model(index, meta, recs, res)
     except DatabaseError as e:

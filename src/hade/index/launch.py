@@ -120,6 +120,7 @@ class Meeting:
     """
 
     PREFIX = "hade-index/outcome/"
+    DONE = "hade-index/read/"
 
     def __init__(self, launch: Launch, meeting_dir: Path, env: Mapping[str, str] | None = None) -> None:
         from torch.distributed import FileStore, rendezvous
@@ -139,7 +140,12 @@ class Meeting:
         self._store.set(f"{self.PREFIX}{self.launch.rank}", json.dumps(obj))
         keys = [f"{self.PREFIX}{r}" for r in range(self.launch.world_size)]
         self._store.wait(keys, WAIT_TIMEOUT)
-        return [json.loads(self._store.get(key)) for key in keys]
+        out = [json.loads(self._store.get(key)) for key in keys]
+        # without torchrun's agent, rank 0 hosts the TCP store: it must outlive every rank's reads
+        self._store.set(f"{self.DONE}{self.launch.rank}", "1")
+        if self.launch.rank == 0:
+            self._store.wait([f"{self.DONE}{r}" for r in range(self.launch.world_size)], WAIT_TIMEOUT)
+        return out
 
     def close(self) -> None:
         self._store = None

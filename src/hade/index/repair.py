@@ -21,7 +21,7 @@ from typing import Any
 
 from hade.errors import InputError
 from hade.index import integrity
-from hade.index.integrity import Problem, ann_file, chunk_files, records, size_problem
+from hade.index.integrity import Problem, ann_file, chunk_files, codec_files, records, size_problem
 from hade.index.store import (ANN_JSON, ARRAYS_DIR, DB_FILE, MODEL_DIR, DatabaseError, IntegrityRecord, Store,
                               chunk_name, copy_model, model_fingerprint, quick_check, salvage_meta)
 from hade.utils.atomic import recover_dir
@@ -151,6 +151,25 @@ def _repair_chunks(store: Store, meta: dict[str, Any], recs: dict, hash_all: boo
             store.record_files(backfill)
 
 
+def _repair_codecs(store: Store, meta: dict[str, Any], recs: dict, hash_all: bool, notes: list[str]) -> None:
+    """A damaged token codec set: drop the chunks written with it (their files are re-encoded) and the set;
+    when new chunks were written with it, the next chunk fits a new one."""
+    damaged: dict[str, list[tuple[str, str]]] = {}
+    for codec_id, rel in codec_files(store, meta):
+        if (p := _file_problem(store.root, rel, recs.get(rel), False, hash_all)) is not None:
+            damaged.setdefault(codec_id, []).append((rel, p))
+    for codec_id, problems in damaged.items():
+        chunks = {cid: problems for cid, c in store.chunk_codecs().items() if c == codec_id}
+        if chunks:
+            drop_chunks(store, chunks, notes)
+        tc = store.meta().get("token_codec") or {}
+        if tc.get("current") == codec_id:
+            with store.transaction():
+                store.set_meta(token_codec={**tc, "current": None})
+        store.drop_codec_set(codec_id)
+        notes.append(f"{'; '.join(f'{rel} was {p}' for rel, p in problems)}: dropped token codec set {codec_id}")
+
+
 def _repair_ann(store: Store, meta: dict[str, Any], recs: dict, hash_all: bool, notes: list[str]) -> None:
     ann = ann_file(store.root, meta)
     if ann is None:
@@ -183,6 +202,8 @@ def repair_store(store: Store, meta: dict[str, Any], ckpt: Path | None,
     hash_all = sum(rec.size for rec in recs.values() if rec.sha256) <= budget
     _repair_model(store, meta, ckpt, recs, hash_all, notes)
     recs = records(store)
-    _repair_chunks(store, meta, recs, hash_all, notes)
+    _repair_codecs(store, meta, recs, hash_all, notes)
+    recs = records(store)
+    _repair_chunks(store, store.meta(), recs, hash_all, notes)
     _repair_ann(store, meta, recs, hash_all, notes)
     return notes

@@ -1,44 +1,95 @@
-"""Window representations read back from an index's chunk arrays, addressed by window position."""
+"""Window representations read back from an index's chunk arrays, addressed by window position.
+
+A chunk written with a token codec set stores its token keys as codes (``{key}.codes``, see
+`hade.index.tokens`); `ReprTable.gather` decodes the rows it is asked for, so callers always get float
+arrays, and `gather_stored` hands out the stored arrays (codes included) for copying without a second
+quantisation (compaction, merge).
+"""
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
 
-from hade.index.store import Store
+from hade.index.store import CODES_SUFFIX, Store
+from hade.index.tokens import TokenCodec, load_codecs
 
 
 class ReprTable:
     """Window representations addressed by position p (0..N-1, windows in id order).
 
-    `chunk[p]`, `row[p]` say where window p's rows live; chunks are memory-mapped on first use.
+    `chunk[p]`, `row[p]` say where window p's rows live; chunks are memory-mapped on first use, codec sets
+    loaded on first use.
     """
 
     def __init__(self, store: Store, chunk: np.ndarray, row: np.ndarray, spec: dict[str, dict[str, Any]]) -> None:
         self.store, self.chunk, self.row, self.spec = store, chunk, row, spec
         self._maps: dict[tuple[int, str], np.ndarray] = {}
+        self.chunk_codec = store.chunk_codecs()
+        self._codecs: dict[str, dict[str, TokenCodec]] = {}
 
     def __len__(self) -> int:
         return int(self.chunk.shape[0])
 
-    def _array(self, chunk_id: int, key: str) -> np.ndarray:
-        if (chunk_id, key) not in self._maps:
-            self._maps[(chunk_id, key)] = self.store.load_array(int(chunk_id), key)
-        return self._maps[(chunk_id, key)]
+    def _array(self, chunk_id: int, name: str) -> np.ndarray:
+        if (chunk_id, name) not in self._maps:
+            self._maps[(chunk_id, name)] = self.store.load_array(int(chunk_id), name)
+        return self._maps[(chunk_id, name)]
+
+    def codecs(self, codec_id: str) -> dict[str, TokenCodec]:
+        """The codec set `codec_id` of this index ({key: codec})."""
+        if codec_id not in self._codecs:
+            self._codecs[codec_id] = load_codecs(self.store.codec_dir(codec_id))
+        return self._codecs[codec_id]
+
+    def _codec(self, chunk_id: int, key: str) -> TokenCodec | None:
+        codec_id = self.chunk_codec.get(int(chunk_id))
+        return None if codec_id is None else self.codecs(codec_id).get(key)
+
+    def codec_of(self, positions: np.ndarray) -> list[str | None]:
+        """The codec set id of each position's chunk (None: float arrays)."""
+        return [self.chunk_codec.get(int(c)) for c in self.chunk[np.asarray(positions, dtype=np.int64)]]
+
+    def _runs(self, positions: np.ndarray):
+        """(chunk id, indices into positions, their rows) per chunk, rows ascending (each chunk read front
+        to back)."""
+        chunks, rows = self.chunk[positions], self.row[positions]
+        for cid in np.unique(chunks):
+            sel = np.nonzero(chunks == cid)[0]
+            sel = sel[np.argsort(rows[sel], kind="stable")]
+            yield int(cid), sel, rows[sel]
 
     def gather(self, positions: np.ndarray, keys: list[str] | None = None) -> dict[str, np.ndarray]:
-        """positions [P] -> {key: [P, ...]} in the stored dtype (copies, in the order given)."""
+        """positions [P] -> {key: [P, ...]} in the spec's dtype (copies, in the order given; token codes
+        decoded)."""
         positions = np.asarray(positions, dtype=np.int64)
         keys = list(self.spec) if keys is None else keys
         out = {k: np.empty((len(positions), *self.spec[k]["shape"]), dtype=self.spec[k]["dtype"]) for k in keys}
-        if len(positions) == 0:
-            return out
-        chunks = self.chunk[positions]
-        rows = self.row[positions]
-        for cid in np.unique(chunks):
-            sel = np.nonzero(chunks == cid)[0]
-            order = np.argsort(rows[sel], kind="stable")  # read each chunk front to back
-            sel = sel[order]
+        for cid, sel, rows in self._runs(positions):
             for k in keys:
-                out[k][sel] = self._array(int(cid), k)[rows[sel]]
+                codec = self._codec(cid, k)
+                if codec is None:
+                    out[k][sel] = self._array(cid, k)[rows]
+                else:
+                    out[k][sel] = codec.decode(np.asarray(self._array(cid, k + CODES_SUFFIX)[rows]))
         return out
+
+    def gather_stored(self, positions: np.ndarray) -> tuple[dict[str, np.ndarray], str | None]:
+        """positions [P] of chunks of one codec set -> ({array name: [P, ...]} as stored, e.g. "embed" and
+        "tha_audio_0.codes"; the codec set id or None). ValueError when the chunks use different sets."""
+        positions = np.asarray(positions, dtype=np.int64)
+        used = set(self.codec_of(positions))
+        if len(used) > 1:
+            raise ValueError(f"gather_stored: positions span codec sets {sorted(map(str, used))}")
+        codec_id = used.pop() if used else None
+        names = {k: k + CODES_SUFFIX if codec_id is not None and k in self.codecs(codec_id) else k for k in self.spec}
+        out: dict[str, np.ndarray] = {}
+        for cid, sel, rows in self._runs(positions):
+            for name in names.values():
+                arr = self._array(cid, name)
+                if name not in out:
+                    out[name] = np.empty((len(positions), *arr.shape[1:]), dtype=arr.dtype)
+                out[name][sel] = arr[rows]
+        if not len(positions):
+            out = {name: np.empty((0,), dtype=np.float32) for name in names.values()}
+        return out, codec_id

@@ -39,6 +39,7 @@ from hade.index import integrity
 from hade.index.ann import ann_search, load_ann, read_ann_params
 from hade.index.finalize import ann_is_current
 from hade.index.integrity import Problem
+from hade.index.compression import TokenCompression
 from hade.index.reprs import ReprTable
 from hade.index.store import DB_FILE, MODEL_DIR, STORAGE_DTYPE_KEY, Store, model_fingerprint
 from hade.index.windows import window_batches, window_bounds
@@ -286,7 +287,14 @@ class Index:
                 "precision": self.meta[STORAGE_DTYPE_KEY], "storage_dtype": self.meta[STORAGE_DTYPE_KEY],
                 "pooled_key": self.pooled_key,
                 "repr_keys": sorted(self.meta.get("repr_spec") or {}), "shard": self.meta.get("shard"),
-                "ann": vars(self.ann_params) if self.ann_params else None}
+                "ann": vars(self.ann_params) if self.ann_params else None, **self._storage_info()}
+
+    def _storage_info(self) -> dict[str, Any]:
+        """token_codec (factory, keys, current set; factory 'none': float tokens) and the bytes a window's
+        arrays take with it."""
+        comp = TokenCompression(self.store, self.meta)
+        return {"token_codec": comp.meta(),
+                "bytes_per_window": comp.stored_bytes_per_window(self.meta.get("repr_spec") or {})}
 
     # ---- queries ------------------------------------------------------------------------------
     def _audio_wave(self, query: Path | np.ndarray | torch.Tensor) -> np.ndarray:

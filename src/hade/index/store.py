@@ -9,7 +9,11 @@ Layout of an index directory ``INDEX/``::
                         float32` keeps float32): unit vectors and projected tokens lose ~1e-3
                         relative, which moves scores by ~1e-3 and is far below score gaps that
                         matter; a value beyond the float16 range stops the build with a message
-                        asking for float32. Masks/ints as is.
+                        asking for float32. Masks/ints as is. In a chunk written with a token
+                        codec set (the chunks table's ``codec``), each token key is stored as
+                        ``{key}.codes.npy`` [R, M, B] uint8 instead (`hade.index.tokens`).
+    codecs/<id>/        a token codec set (``codecs.json`` + ``{key}.faiss``/``.json`` a key), named by
+                        the sha256 of its files, shared by the chunks that name it
     ann-<gen>.faiss     the ANN index over the pooled embeddings (see ``hade.index.ann``)
     ann.json            which ANN file is current, its type and parameters, the generation it reflects
     model/              a copy of the checkpoint (config.json, model.safetensors, tokenizer/)
@@ -20,7 +24,10 @@ folder), shard ([i, N] or null), sample_rate, window_samples, hop_samples, preci
 dtype, float16 or float32; the key keeps its old name so that older indexes read), repr_spec
 ({key: {shape, dtype}}), pooled_key (the stored key the ANN indexes; null for heads without a pooled
 embedding, e.g. pure THA, which are searched exhaustively), ann_threshold, generation,
-follow_external_links (whether files resolving outside the folder were indexed and may be served).
+follow_external_links (whether files resolving outside the folder were indexed and may be served),
+token_codec ({factory, keys, current}: the faiss factory of the token codec, "none" for float tokens;
+the repr keys it compresses; the codec set new chunks are written with — absent in indexes written
+before token codecs, which read as float tokens throughout).
 
 Storage behind one door: every SQL statement of the index is a `Store` method, and rows come back as named
 records (`FileRecord`, `WindowRecord`, `IntegrityRecord`); no other module talks to SQLite.
@@ -46,7 +53,7 @@ import re
 import shutil
 import sqlite3
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -56,6 +63,8 @@ from hade.utils.atomic import atomic_dir
 SCHEMA_VERSION = 1
 DB_FILE = "index.sqlite"
 ARRAYS_DIR = "arrays"
+CODECS_DIR = "codecs"
+CODES_SUFFIX = ".codes"  # a token key's codes are the array "{key}.codes"
 MODEL_DIR = "model"
 LOCK_FILE = ".lock"
 ANN_JSON = "ann.json"
@@ -80,7 +89,8 @@ CREATE TABLE IF NOT EXISTS files (
     aux_caption TEXT                    -- the auxiliary caption its windows were encoded with (HCI+AC), or NULL
 );
 CREATE INDEX IF NOT EXISTS files_sha ON files(sha256);
-CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, rows INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, rows INTEGER NOT NULL,
+                                   codec TEXT);  -- the codec set of its token keys, NULL: float
 CREATE TABLE IF NOT EXISTS windows (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     file_id INTEGER NOT NULL REFERENCES files(id),
@@ -209,10 +219,15 @@ class Store:
             self._conn.executescript(SCHEMA)
             if "aux_caption" not in self.file_columns():  # indexes written before auxiliary captions existed
                 self._conn.execute("ALTER TABLE files ADD COLUMN aux_caption TEXT")
+            if not self._has_chunk_codecs():  # indexes written before token codecs
+                self._conn.execute("ALTER TABLE chunks ADD COLUMN codec TEXT")
         schema = self.meta().get("schema")
         if schema is not None and schema != SCHEMA_VERSION:
             raise InputError(f"{self.root}: index format {schema}, this hade reads format {SCHEMA_VERSION}; "
                              "rebuild it with `hade index --rebuild`")
+
+    def _has_chunk_codecs(self) -> bool:
+        return "codec" in {row[1] for row in self._conn.execute("PRAGMA table_info(chunks)")}
 
     def file_columns(self) -> set[str]:
         """Column names of the files table (older indexes lack `aux_caption` until a build adds it)."""
@@ -229,6 +244,13 @@ class Store:
 
     def chunk_dir(self, chunk_id: int) -> Path:
         return self.arrays_dir / chunk_name(chunk_id)
+
+    @property
+    def codecs_dir(self) -> Path:
+        return self.root / CODECS_DIR
+
+    def codec_dir(self, codec_id: str) -> Path:
+        return self.codecs_dir / codec_id
 
     def close(self) -> None:
         self._conn.close()
@@ -375,12 +397,67 @@ class Store:
                 np.save(tmp / f"{key}.npy", np.ascontiguousarray(arr), allow_pickle=False)
         return chunk_id
 
-    def register_chunk(self, chunk_id: int, rows: int) -> None:
-        """Register a written chunk (inside the transaction that adds its windows) and record its files'
-        sizes and checksums, so that later damage to them is detected."""
-        self._conn.execute("INSERT INTO chunks(id, rows) VALUES(?, ?)", (chunk_id, rows))
+    def register_chunk(self, chunk_id: int, rows: int, codec: str | None = None) -> None:
+        """Register a written chunk (inside the transaction that adds its windows), with the codec set its
+        token keys were encoded with (None: float arrays), and record its files' sizes and checksums, so
+        that later damage to them is detected."""
+        self._conn.execute("INSERT INTO chunks(id, rows, codec) VALUES(?, ?, ?)", (chunk_id, rows, codec))
         folder = self.chunk_dir(chunk_id)
         self.record_files(sorted(f"{ARRAYS_DIR}/{folder.name}/{p.name}" for p in folder.glob("*.npy")))
+
+    def chunk_codecs(self) -> dict[int, str | None]:
+        """{chunk id: the codec set its token keys were written with, None for float arrays}."""
+        if not self._has_chunk_codecs():
+            return {cid: None for cid in self.chunk_ids()}
+        return {int(r[0]): r[1] for r in self._conn.execute("SELECT id, codec FROM chunks ORDER BY id")}
+
+    # ---- token codec sets --------------------------------------------------------------------------
+    def write_codec_set(self, write: Callable[[Path], None]) -> str:
+        """`write(folder)` fills a new folder with a codec set; it is kept under codecs/<id>, id = the first
+        16 hex of the sha256 of its files (names and bytes), and its files recorded. Returns the id (a set
+        with the same files already there is kept as it is). Commit with the chunks that use it."""
+        self.codecs_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.codecs_dir / f".new-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            write(tmp)
+            h = hashlib.sha256()
+            for f in sorted(tmp.iterdir()):
+                h.update(f.name.encode() + b"\0" + sha256_file(f).encode() + b"\0")
+            codec_id = h.hexdigest()[:16]
+            if not self.codec_dir(codec_id).is_dir():
+                os.replace(tmp, self.codec_dir(codec_id))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.record_codec_set(codec_id)
+        return codec_id
+
+    def copy_codec_set(self, other: "Store", codec_id: str) -> None:
+        """Copy codec set `codec_id` of another index into this one (merge), unless it is here already."""
+        if not self.codec_dir(codec_id).is_dir():
+            self.codecs_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_dir(self.codec_dir(codec_id)) as tmp:
+                for f in other.codec_dir(codec_id).iterdir():
+                    shutil.copy2(f, tmp / f.name)
+        self.record_codec_set(codec_id)
+
+    def record_codec_set(self, codec_id: str) -> None:
+        """Record (size, sha256) the files of codec set `codec_id`, in their own transaction."""
+        folder = self.codec_dir(codec_id)
+        with self.transaction():
+            self.record_files(sorted(f"{CODECS_DIR}/{codec_id}/{p.name}" for p in folder.iterdir()))
+
+    def codec_files(self, codec_id: str) -> list[str]:
+        """Relative paths of the files recorded for codec set `codec_id`."""
+        prefix = f"{CODECS_DIR}/{codec_id}/"
+        return sorted(p for p in self.integrity_records() if p.startswith(prefix))
+
+    def drop_codec_set(self, codec_id: str) -> None:
+        """Forget and delete a codec set no chunk uses (inside no transaction)."""
+        with self.transaction():
+            self.forget_files(f"{CODECS_DIR}/{codec_id}/")
+        shutil.rmtree(self.codec_dir(codec_id), ignore_errors=True)
 
     def forget_chunks(self, chunk_ids: list[int]) -> None:
         """Unregister chunks and drop their files' integrity records (inside a transaction; their folders
@@ -445,11 +522,22 @@ class Store:
         orphans = [cid for cid in self._dir_chunk_ids() if cid not in known]
         for cid in unused + orphans:
             shutil.rmtree(self.chunk_dir(cid), ignore_errors=True)
-        if self.arrays_dir.is_dir():
-            for p in self.arrays_dir.iterdir():
-                if p.name.startswith("."):
-                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        return {"orphan_chunks": len(orphans), "unused_chunks": len(unused)}
+        for folder in (self.arrays_dir, self.codecs_dir):
+            if folder.is_dir():
+                for p in folder.iterdir():
+                    if p.name.startswith("."):
+                        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        codecs = self._unused_codec_sets()
+        for codec_id in codecs:
+            self.drop_codec_set(codec_id)
+        return {"orphan_chunks": len(orphans), "unused_chunks": len(unused), "unused_codec_sets": len(codecs)}
+
+    def _unused_codec_sets(self) -> list[str]:
+        """Codec set folders no chunk uses and new chunks are not written with (a killed first write)."""
+        if not self.codecs_dir.is_dir():
+            return []
+        used = set(self.chunk_codecs().values()) | {(self.meta().get("token_codec") or {}).get("current")}
+        return sorted(p.name for p in self.codecs_dir.iterdir() if not p.name.startswith(".") and p.name not in used)
 
     # ---- windows as arrays -----------------------------------------------------------------------
     def window_table(self) -> dict[str, np.ndarray]:

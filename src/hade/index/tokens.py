@@ -47,22 +47,13 @@ s_mn *and* the audio tokens' Gram matrix and norms; decoding 100 candidates (33 
 ~17 ms of one core against ~60 ms for THA's score of one caption on them, so a look-up-table scorer
 could save at most a quarter of a re-rank while duplicating THA's arithmetic.
 
-Proposed integration (next session; build.py / search.py / store.py are not changed here):
-
-* store.py: a chunk holds ``{key}.codes.npy`` ([R, M, B] uint8) instead of ``{key}.npy`` for every
-  key that `token_keys(repr_spec, pooled_key)` selects; the index folder gets ``codecs/`` written by
-  `save_codecs` (``codecs.json`` + one ``{key}.faiss`` per key) and registered in ``integrity``; meta
-  gains ``token_codec`` ({key: factory}). ``ReprTable`` opens ``.codes.npy`` with `open_codes` and
-  returns `decode_rows(...)` for the rows it is asked for, so ``Index._score_positions`` and every
-  head stay unchanged.
-* build.py: at index creation, the first encoder batches (until ``FIT_TOKENS`` tokens a key, or the
-  end of the folder) are held back, `fit_codecs` runs on them, then every batch goes through
-  ``codec.encode`` before `register_chunk`. Codecs are fixed for the life of the index (re-fitting
-  would re-encode everything); a `hade index --recompress` could re-fit on a larger sample later.
-* search.py: nothing but the ReprTable change. Old float16 indexes keep opening as they are
-  (ReprTable picks ``{key}.npy`` or ``{key}.codes.npy`` per key from the chunk's files); an upgrade
-  command (e.g. ``hade index --compress INDEX``) can fit codecs on the stored tokens and rewrite the
-  chunks, the way `hade.index.repair` rewrites damaged ones.
+In the index (`hade.index.compression`, `hade.index.store`): a new index fits one codec set (a codec a
+token key, `token_keys`) on its first 512 encoded windows and keeps it under ``codecs/<id>`` (id: sha256
+of its files); every chunk records the set its ``{key}.codes.npy`` arrays were written with, and
+`hade.index.reprs.ReprTable` decodes only the rows a search gathers, from memory-mapped codes. Shards of
+a parallel build fit their own sets, and a merge or compaction copies codes with their set, never
+re-quantising. Indexes written before token codecs (float tokens) open as they are; `hade index FOLDER
+--out INDEX --token-codec IVF256,PQ32` compresses them in place.
 """
 from __future__ import annotations
 
@@ -222,6 +213,8 @@ def _seed_training(index: faiss.Index, seed: int) -> None:
     for part in (index, ivf):
         if part is not None and hasattr(part, "do_polysemous_training"):
             part.do_polysemous_training = False
+        if part is not None and hasattr(part, "pq"):  # small samples (tiny folders) fit without faiss's warning
+            part.pq.cp.min_points_per_centroid = 1
 
 
 def _min_train(index: faiss.Index) -> int:
@@ -290,3 +283,33 @@ def decode_rows(codec: TokenCodec, codes: np.ndarray, rows: np.ndarray | None = 
     With a memory-mapped `codes` only those rows are read from disk."""
     picked = codes if rows is None else codes[np.asarray(rows, dtype=np.int64)]
     return codec.decode(np.asarray(picked))
+
+
+def encode_arrays(codecs: Mapping[str, TokenCodec], arrays: Mapping[str, np.ndarray],
+                  suffix: str = ".codes") -> dict[str, np.ndarray]:
+    """A chunk's arrays with every key that has a codec replaced by its codes under ``{key}{suffix}``
+    ({"embed": [R, D], "tha_audio_0": [R, M, d]} -> {"embed": ..., "tha_audio_0.codes": [R, M, B] uint8})."""
+    return {(k + suffix if k in codecs else k): (codecs[k].encode(a) if k in codecs else a) for k, a in arrays.items()}
+
+
+def fit_codec_set(samples: Mapping[str, np.ndarray], factory: str = DEFAULT_FACTORY,
+                  seed: int = 0) -> dict[str, TokenCodec] | str:
+    """`fit_codecs`, or the reason it cannot (too few tokens for the factory) as a string."""
+    try:
+        return fit_codecs(samples, factory, seed)
+    except InputError as e:
+        return str(e)
+
+
+def check_factory(factory: str, where: str = "--token-codec") -> str:
+    """A token codec factory as given ('none' for float tokens); InputError when faiss cannot build it."""
+    if factory == "none":
+        return factory
+    try:
+        probe = faiss.index_factory(2**8 * 3 * 5 * 7, _fit_factory(factory, 10**6))
+    except RuntimeError as e:
+        raise InputError(f"{where} {factory!r}: not a faiss factory string faiss can build "
+                         f"({' '.join(str(e).split())[:120]}); e.g. {DEFAULT_FACTORY!r} or 'none'") from None
+    if not hasattr(probe, "sa_encode"):
+        raise InputError(f"{where} {factory!r}: faiss cannot use it as a codec; e.g. {DEFAULT_FACTORY!r} or 'none'")
+    return factory
