@@ -8,6 +8,7 @@ import pytest
 from hade.errors import IndexDamaged, InputError
 from hade.index import Index, build_index
 from hade.index.finalize import compact, merge_indexes
+from hade.index.integrity import check_index
 from hade.index.store import Store
 
 CODEC = "PQ16"  # 64-dim tokens: 16 sub-vectors of 4 dims, 16 + 2 bytes a token instead of 128 (float16)
@@ -138,6 +139,8 @@ def test_damaged_codec_is_reported_and_repaired(float_and_coded, synth_dir, tmp_
     faiss_file.write_bytes(faiss_file.read_bytes()[:100])
     with pytest.raises(IndexDamaged, match=f"codecs/{codec_id}/tha_audio_0.faiss is truncated"):
         Index.open(idx)
+    checked = check_index(idx)
+    assert [(p.file, p.kind) for p in checked.problems] == [(f"codecs/{codec_id}/tha_audio_0.faiss", "codec")]
     stats = build_index(synth_dir, idx, progress=False)
     assert any(f"dropped token codec set {codec_id}" in r for r in stats["repaired"])
     assert stats["encoded_files"] == 24

@@ -42,44 +42,58 @@ def compact(store: Store, force: bool = False, progress: bool = False) -> bool:
     index that has a token codec factory (fitting its codec first if it has none); returns whether it did.
     Rows keep their codec set: coded rows are copied as codes, never decoded and encoded again."""
     meta = store.meta()
-    total_rows, chunks = store.chunk_totals()
-    live = store.count_windows()
-    if live == 0 or "repr_spec" not in meta:
+    if store.count_windows() == 0 or "repr_spec" not in meta:
         return False
     compression = TokenCompression(store, meta)
-    keys = compression.resolve_keys(meta["repr_spec"], meta.get("pooled_key"))
     table = store.window_table()
     reprs = ReprTable(store, table["chunk"], table["row"], meta["repr_spec"])
-    groups = _codec_groups(reprs)
-    convert = bool(keys) and compression.factory != NO_CODEC and None in groups and not compression.failed
-    fragmented = chunks > MAX_CHUNKS or (total_rows and live < (1 - DEAD_FRACTION) * total_rows)
-    if not (force or fragmented or convert):
+    groups = _groups_to_rewrite(store, meta, reprs, compression, force)
+    if not groups:
         return False
-    if convert and compression.current is None:
-        sample = reprs.gather(groups[None][:FIT_WINDOWS], keys)
-        if compression.fit(sample) is not None and not (force or fragmented):
-            return False
-    if not (force or fragmented):
-        groups = {None: groups[None]}
+    _rewrite(store, table, reprs, compression, groups, progress)
+    store.cleanup()
+    return True
+
+
+def _groups_to_rewrite(store: Store, meta: dict[str, Any], reprs: ReprTable, compression: TokenCompression,
+                       force: bool) -> dict[str | None, np.ndarray]:
+    """The codec groups ({codec set id or None: positions}) compaction rewrites: all when fragmented (or
+    `force`), else only the float chunks when they are to be compressed (the codec fitted here on their
+    first FIT_WINDOWS windows when the index has none yet), else none."""
+    total_rows, chunks = store.chunk_totals()
+    live = store.count_windows()
+    fragmented = force or chunks > MAX_CHUNKS or (total_rows and live < (1 - DEAD_FRACTION) * total_rows)
+    groups = _codec_groups(reprs)
+    keys = compression.resolve_keys(meta["repr_spec"], meta.get("pooled_key"))
+    convert = bool(keys) and compression.factory != NO_CODEC and None in groups
+    if convert and compression.current is None and compression.fit(reprs.gather(groups[None][:FIT_WINDOWS], keys)):
+        convert = False  # too few tokens to fit: they stay float
+    if fragmented:
+        return groups
+    return {None: groups[None]} if convert else {}
+
+
+def _rewrite(store: Store, table: dict[str, np.ndarray], reprs: ReprTable, compression: TokenCompression,
+             groups: dict[str | None, np.ndarray], progress: bool) -> None:
+    """Write each group's rows in id order into chunks of COMPACT_ROWS (float token keys encoded when the
+    index has a codec) and point the windows at them, in one transaction."""
     placements: list[Placement] = []
     rows: dict[int, tuple[int, str | None]] = {}
-    for codec_id, positions in groups.items():
+    for positions in groups.values():
         for a in tqdm(range(0, len(positions), COMPACT_ROWS), desc="compact", unit="chunk", disable=not progress,
                       leave=False):
             pos = positions[a:a + COMPACT_ROWS]
-            arrays, stored_codec = reprs.gather_stored(pos)
-            if stored_codec is None:
-                arrays, stored_codec = compression.encode(arrays)
+            arrays, codec_id = reprs.gather_stored(pos)
+            if codec_id is None:
+                arrays, codec_id = compression.encode(arrays)
             cid = store.write_chunk(arrays)
-            rows[cid] = (len(pos), stored_codec)
+            rows[cid] = (len(pos), codec_id)
             placements.extend(Placement(int(table["id"][p]), cid, i) for i, p in enumerate(pos))
     with store.transaction():
         for cid in sorted(rows):
             store.register_chunk(cid, *rows[cid])
         store.move_windows(placements)
         store.set_meta(token_codec=compression.meta())
-    store.cleanup()
-    return True
 
 
 def _float_tokens_to_compress(store: Store, meta: dict[str, Any]) -> bool:
