@@ -208,3 +208,28 @@ def test_cli_options_are_kept_in_the_index(tha_ckpt, synth_dir, tmp_path, capsys
     ivf = AnnParams("ivf", 10**6, 256)
     assert _pq_wanted(ivf, ivf_sq8_bytes(10**6, 256) - 1) and not _pq_wanted(ivf, None)
     assert not _pq_wanted(AnnParams("flat", 10**6, 256), 1)
+
+
+def test_compaction_bounds_the_bytes_of_a_chunk(float_and_coded, tmp_path, monkeypatch):
+    """Chunks hold at most COMPACT_BYTES of float arrays (gathered in memory), so large token arrays give
+    chunks of fewer rows; scores are unchanged by where rows live."""
+    import shutil
+
+    from hade.index import finalize as fin
+
+    spec = {"tha_audio_0": {"shape": [256, 256], "dtype": "float16"}, "embed": {"shape": [256], "dtype": "float16"}}
+    assert fin.chunk_rows(spec) == fin.COMPACT_BYTES // (256 * 256 * 2 + 512) < fin.COMPACT_ROWS
+    assert fin.chunk_rows({"embed": {"shape": [256], "dtype": "float16"}}) == fin.COMPACT_ROWS
+    float_dir, _, _ = float_and_coded
+    idx = tmp_path / "idx"
+    shutil.copytree(float_dir, idx)
+    before = _scores(idx, QUERIES[0])
+    monkeypatch.setattr(fin, "COMPACT_BYTES", 5 * 11008)  # 5 windows of this index's float arrays
+    store = Store(idx)
+    try:
+        assert compact(store, force=True)
+        assert store.chunk_totals() == (24, 5)  # 24 windows in chunks of 5
+        assert not compact(store)  # 5 chunks are what 24 windows need: not fragmented
+    finally:
+        store.close()
+    assert _scores(idx, QUERIES[0]) == pytest.approx(before, abs=1e-7)

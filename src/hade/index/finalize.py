@@ -1,8 +1,10 @@
 """End of a build: compact the chunk arrays, (re)build the ANN index; and `hade index merge`.
 
-Compaction rewrites the live rows in window-id order into chunks of `COMPACT_ROWS` rows when the store
-has more than `MAX_CHUNKS` chunks (a first build writes one per encoder batch) or more than a quarter
-of its rows are dead (deleted or changed files). It changes where rows live, never window ids or values.
+Compaction rewrites the live rows in window-id order into chunks of `chunk_rows(spec)` rows (at most
+`COMPACT_ROWS`, and at most `COMPACT_BYTES` of float arrays: rows are gathered, and float tokens encoded,
+in memory) when the store has `MAX_CHUNKS` more chunks than that needs (a first build writes one per
+encoder batch) or more than a quarter of its rows are dead (deleted or changed files). It changes where
+rows live, never window ids or values (coded token rows are copied as codes).
 """
 from __future__ import annotations
 
@@ -22,7 +24,15 @@ from hade.utils.atomic import atomic_dir, write_json_atomic
 
 MAX_CHUNKS = 16
 COMPACT_ROWS = 65536
+COMPACT_BYTES = 256 << 20  # float bytes of one compacted or merged chunk (the THA CPU model: 1 551 windows)
 DEAD_FRACTION = 0.25
+
+
+def chunk_rows(spec: dict[str, dict[str, Any]]) -> int:
+    """Rows of a compacted or merged chunk: COMPACT_ROWS, fewer when a window's arrays (as float, the way
+    they are gathered) would make the chunk exceed COMPACT_BYTES."""
+    per_window = sum(int(np.prod(v["shape"], dtype=np.int64)) * np.dtype(v["dtype"]).itemsize for v in spec.values())
+    return max(1, min(COMPACT_ROWS, COMPACT_BYTES // max(1, per_window)))
 
 
 def _ann_kind(count: int, threshold: int, pooled_key: str | None) -> str:
@@ -62,7 +72,8 @@ def _groups_to_rewrite(store: Store, meta: dict[str, Any], reprs: ReprTable, com
     first FIT_WINDOWS windows when the index has none yet), else none."""
     total_rows, chunks = store.chunk_totals()
     live = store.count_windows()
-    fragmented = force or chunks > MAX_CHUNKS or (total_rows and live < (1 - DEAD_FRACTION) * total_rows)
+    needed = -(-live // chunk_rows(meta["repr_spec"]))
+    fragmented = force or chunks > needed + MAX_CHUNKS or (total_rows and live < (1 - DEAD_FRACTION) * total_rows)
     groups = _codec_groups(reprs)
     keys = compression.resolve_keys(meta["repr_spec"], meta.get("pooled_key"))
     convert = bool(keys) and compression.factory != NO_CODEC and None in groups
@@ -75,14 +86,15 @@ def _groups_to_rewrite(store: Store, meta: dict[str, Any], reprs: ReprTable, com
 
 def _rewrite(store: Store, table: dict[str, np.ndarray], reprs: ReprTable, compression: TokenCompression,
              groups: dict[str | None, np.ndarray], progress: bool) -> None:
-    """Write each group's rows in id order into chunks of COMPACT_ROWS (float token keys encoded when the
+    """Write each group's rows in id order into chunks of `chunk_rows` (float token keys encoded when the
     index has a codec) and point the windows at them, in one transaction."""
     placements: list[Placement] = []
     rows: dict[int, tuple[int, str | None]] = {}
+    step = chunk_rows(reprs.spec)
     for positions in groups.values():
-        for a in tqdm(range(0, len(positions), COMPACT_ROWS), desc="compact", unit="chunk", disable=not progress,
+        for a in tqdm(range(0, len(positions), step), desc="compact", unit="chunk", disable=not progress,
                       leave=False):
-            pos = positions[a:a + COMPACT_ROWS]
+            pos = positions[a:a + step]
             arrays, codec_id = reprs.gather_stored(pos)
             if codec_id is None:
                 arrays, codec_id = compression.encode(arrays)
@@ -298,7 +310,7 @@ def _window_order(stores: list[Store], tables: list[dict[str, np.ndarray]],
 
 
 def _write_merged(dest: Store, plan: _MergePlan, reprs: list[ReprTable], progress: bool) -> None:
-    """Write the plan's meta and files, then its windows COMPACT_ROWS at a time (one commit each, a chunk
+    """Write the plan's meta and files, then its windows `chunk_rows` at a time (one commit each, a chunk
     per part and codec set among them), numbered 1..N in order. Token codes are copied as they are, with
     the codec sets they need."""
     file_ids = plan.file_ids
@@ -317,8 +329,9 @@ def _write_merged(dest: Store, plan: _MergePlan, reprs: list[ReprTable], progres
         dest.bump_generation()
     sr = plan.meta["sample_rate"]
     bar = tqdm(total=len(plan.order), desc="merge", unit="window", disable=not progress)
-    for a in range(0, len(plan.order), COMPACT_ROWS):
-        part = plan.order[a:a + COMPACT_ROWS]
+    step = chunk_rows(plan.meta.get("repr_spec") or {})
+    for a in range(0, len(plan.order), step):
+        part = plan.order[a:a + step]
         chunks = _write_merged_chunks(dest, part, reprs)
         with dest.transaction():
             windows = []
