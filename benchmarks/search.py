@@ -16,10 +16,40 @@ and reports the end-to-end latency of a text query (encoding + ANN + re-rank + h
     python benchmarks/search.py                     # all three sizes (~3-4 min on 2 shared cores)
     python benchmarks/search.py --sizes 10k,100k --queries 100 --skip-e2e
     python benchmarks/search.py --sizes 1M --kind ivfpq --memory-budget 96M --sweep 2 --skip-e2e   # IVF-PQ, ~4 min
+    python benchmarks/search.py --sizes 10M --kind ivfpq --memory-budget 1G --candidates 100,200,400 --skip-e2e  # ~1 h
 
 Per size it also prints the ANN's code ('sq8' or 'pq<M>x<bits>', chosen from the count and
-`--memory-budget` as `hade.index.ann.choose_ivfpq` does), its serialised size, the peak RSS of the
-process after the build, and the recall@k of the ANN's own order (no re-rank) next to the two-stage one.
+`--memory-budget` as `hade.index.ann.choose_ivfpq` does), its serialised size, the build time (k-means
+training and block-wise adding apart), the peak RSS of the process after the build and at the end, and the
+recall@k of the ANN's own order (no re-rank) next to the two-stage one. `--candidates 100,200,400` gives a
+row per re-rank depth (and `--sweep` per nprobe multiple).
+
+Memory: the store is one float16 [N, D] array (5 GB at 10M x 256); `build_ann` reads it 262 144 rows at a
+time as float32. Up to `--full-max` windows (default 2M) the exhaustive side scores a float32 copy, as
+`head.score` over the whole store; above it the exact top-k comes from float16 blocks of `--block` rows
+(default 1M, running top-k) and the exhaustive latencies are those over the first block x N/block
+(marked "estimated"). Peak RSS ≈ 2 bytes·N·D + the ANN + one float32 block + faiss's training sample.
+
+Measured (OMP_NUM_THREADS=1, 1 thread, 2 cores shared with two training jobs, so wall ≈ 2x CPU time;
+100 queries; log in runs/logs/ann10m.log):
+
+    python benchmarks/search.py --sizes 1M --kind ivfpq --memory-budget 96M --sweep 2 --skip-e2e --full-max 0
+      pq64x8, 4096 lists, nprobe 32: build 178 s (train 113 + add 64), 72.9 MiB, peak RSS 2.5 GiB;
+      recall@10 0.994 (ANN-only 0.66); 2.1 ms wall / 1.7 ms CPU median a query (exhaustive 84 ms CPU)
+    python benchmarks/search.py --sizes 3M --kind ivfpq --memory-budget 300M --sweep 2 --skip-e2e
+      pq64x8, 8192 lists, nprobe 64: build 470 s (train 185 + add 285; 258 s = 107 + 151 once the machine
+      was idle), 214 MiB, peak RSS 4.0 GiB; recall@10 0.955 (ANN-only 0.66), 6-10 ms CPU median a query
+      (exhaustive ~250-310 ms CPU, estimated). --candidates 200 or 400: 0.956, so the misses are lists not
+      probed, not the PQ order; --sweep 2,4: nprobe 128 0.970 (18 ms), nprobe 256 0.995 (24 ms CPU).
+    python benchmarks/search.py --sizes 10M --kind ivfpq --memory-budget 1G --candidates 100,200,400 \
+        --sweep 2 --skip-e2e
+      pq64x8, 16 384 lists, nprobe 128: k-means training 998 s, then adding at ~4 300 rows/s (1M rows per
+      ~230 s); the process was OOM-killed at 6.3M rows added (46 min in), when another process on the
+      machine grew to 5.7 GiB. Its peak RSS was then 7.2 GiB (5 GB float16 store, faiss's 1 GiB
+      precomputed IVF-PQ table, codes); projected: build ~55 min wall (~30 min CPU), RSS ~7.5 GiB after
+      the build, ~9 GiB while the exhaustive blocks are scored. 10M fits alone; it did not beside two
+      5 GiB training jobs and a 5.7 GiB benchmark. From 3M, expect nprobe 2-4x the default (256-512 of
+      16 384 lists) for recall@10 >= 0.95 at 10M; more candidates do not help.
 
 Targets: recall@10 >= 0.98 at <= 1/20 of the exhaustive latency at 1M. Nothing is asserted.
 """
@@ -87,6 +117,20 @@ def exhaustive(head: DPHead, queries: torch.Tensor, stored: torch.Tensor, k: int
     return torch.topk(scores, k, dim=1).indices.numpy()
 
 
+def exact_blocks(head: DPHead, queries: torch.Tensor, stored16: np.ndarray, k: int, block: int) -> np.ndarray:
+    """Top-k ids [Q, k] by head.score against every row of stored16 [N, D] float16, `block` rows (converted
+    to float32) at a time with a running top-k: the exhaustive result without a float32 copy of the store."""
+    best_s = torch.full((len(queries), 0), -torch.inf)
+    best_i = torch.zeros((len(queries), 0), dtype=torch.int64)
+    for a in range(0, len(stored16), block):
+        rows = torch.from_numpy(stored16[a:a + block].astype(np.float32))
+        s, i = torch.topk(head.score({"embed": queries}, {"embed": rows}), min(k, len(rows)), dim=1)
+        del rows  # before the next block is converted: one float32 block at a time
+        best_s, pick = torch.topk(torch.cat([best_s, s], 1), min(k, best_s.shape[1] + s.shape[1]), dim=1)
+        best_i = torch.gather(torch.cat([best_i, i + a], 1), 1, pick)
+    return best_i.numpy()
+
+
 def two_stage(head: DPHead, ann, params, queries: np.ndarray, stored16: np.ndarray, k: int, candidates: int,
               nprobe: int | None) -> np.ndarray:
     """ANN recall of `candidates` ids, exact head.score on their float16 rows, top-k ids [Q, k]."""
@@ -109,6 +153,10 @@ class Times:
     def __init__(self, wall: list[float], cpu: list[float]) -> None:
         self.wall, self.cpu = np.array(wall) * 1000.0, np.array(cpu) * 1000.0
 
+    def scaled(self, factor: float) -> "Times":
+        """These times x factor (an exhaustive pass over one block -> over the whole store)."""
+        return Times(self.wall * factor / 1000.0, self.cpu * factor / 1000.0)
+
 
 def timed(fn, items) -> tuple[list, Times]:
     results, wall, cpu = [], [], []
@@ -120,40 +168,88 @@ def timed(fn, items) -> tuple[list, Times]:
     return results, Times(wall, cpu)
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MiB (Linux: ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def serialised_mb(ann) -> float:
+    """The ANN's size as `save_ann` writes it, MiB (through a temporary file: no second copy in memory)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        faiss.write_index(ann, str(Path(tmp) / "ann.faiss"))
+        return (Path(tmp) / "ann.faiss").stat().st_size / 2**20
+
+
+def build_timed(stored: np.ndarray, args: argparse.Namespace) -> tuple[object, object, dict]:
+    """build_ann on stored [N, D] (float32, or float16 read block-wise) -> (ann, params, build figures)."""
+    n, marks = len(stored), {}
+    start = time.perf_counter()
+
+    def progress(stage: str, count: int) -> None:
+        marks[stage] = time.perf_counter() - start
+        if args.log_progress and (stage == "train" or count == n or count % (args.log_progress * 262144) == 0):
+            print(f"# {n}: {stage} {count} at {marks[stage]:.0f} s, peak RSS {peak_rss_mb():.0f} MiB", flush=True)
+
+    ann, params = build_ann(stored, np.arange(n, dtype=np.int64), threshold=args.threshold, kind=args.kind,
+                            memory_budget=args.memory_budget, progress=progress)
+    build_s = time.perf_counter() - start
+    info = {"build_s": build_s, "train_s": marks.get("train", 0.0), "rss_mb": peak_rss_mb(),
+            "ann_mb": serialised_mb(ann)}
+    info["add_s"] = build_s - info["train_s"] if "train" in marks else build_s
+    return ann, params, info
+
+
+def exhaustive_side(head: DPHead, qt: torch.Tensor, stored16: np.ndarray, args: argparse.Namespace,
+                    batches: list[slice]) -> tuple[np.ndarray, Times, Times, bool]:
+    """Exhaustive top-k ids [Q, k] and its single/batched times; above --full-max windows the top-k comes from
+    float16 blocks and the times are those over the first --block rows x N/rows (estimated: True)."""
+    n, k = len(stored16), args.k
+    if n <= args.full_max:
+        stored = torch.from_numpy(stored16.astype(np.float32))
+        ex, ex_ms = timed(lambda i: exhaustive(head, qt[i:i + 1], stored, k)[0], range(len(qt)))
+        _, ex_b = timed(lambda s: exhaustive(head, qt[s], stored, k), batches)
+        return np.stack(ex), ex_ms, ex_b, False
+    ex = exact_blocks(head, qt, stored16, k, args.block)
+    block = torch.from_numpy(stored16[:args.block].astype(np.float32))
+    _, ex_ms = timed(lambda i: exhaustive(head, qt[i:i + 1], block, k)[0], range(len(qt)))
+    _, ex_b = timed(lambda s: exhaustive(head, qt[s], block, k), batches)
+    del block
+    factor = n / min(n, args.block)
+    return ex, ex_ms.scaled(factor), ex_b.scaled(factor), True
+
+
+def recall_at(truth: np.ndarray, got: np.ndarray, k: int) -> float:
+    """Mean |top-k ∩ truth top-k| / k over the queries; truth, got [Q, >=k] ids."""
+    return float(np.mean([len(set(a[:k].tolist()) & set(b[:k].tolist())) / k for a, b in zip(truth, got)]))
+
+
 def bench_size(n: int, args: argparse.Namespace, head: DPHead) -> list[dict]:
-    """One row per nprobe (the index's default first, then the --sweep multiples for IVF)."""
+    """One row per nprobe (the index's default first, then the --sweep multiples for IVF). Memory: the
+    float16 store, the ANN, and a float32 copy of the store only up to --full-max windows."""
     rng = np.random.default_rng(args.seed)
     t = time.perf_counter()
     stored16 = clustered(n, args.dim, rng, args.spread)
-    stored = torch.from_numpy(stored16.astype(np.float32))
     queries = make_queries(stored16, args.queries, rng, args.query_noise)
     gen_s = time.perf_counter() - t
-    t = time.perf_counter()
-    ann, params = build_ann(stored.numpy(), np.arange(n, dtype=np.int64), threshold=args.threshold, kind=args.kind,
-                            memory_budget=args.memory_budget)
-    build_s = time.perf_counter() - t
-    ann_mb = faiss.serialize_index(ann).nbytes / 2**20
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ann, params, info = build_timed(stored16, args)
     qt = torch.from_numpy(queries)
-    k, c = args.k, args.candidates
+    k = args.k
     batches = [slice(a, a + args.batch) for a in range(0, len(queries), args.batch)]
     rows = []
     with torch.inference_mode():
-        ex, ex_ms = timed(lambda i: exhaustive(head, qt[i:i + 1], stored, k)[0], range(len(queries)))
-        _, ex_b = timed(lambda s: exhaustive(head, qt[s], stored, k), batches)
+        ex, ex_ms, ex_b, estimated = exhaustive_side(head, qt, stored16, args, batches)
         probes = [args.nprobe or params.nprobe]
         if params.kind == "ivf":
             probes += [max(1, int(round(probes[0] * m))) for m in args.sweep]
-        for nprobe in probes:
+        for nprobe, c in [(p, c) for p in probes for c in args.candidates]:
             ts, ts_ms = timed(lambda i: two_stage(head, ann, params, queries[i:i + 1], stored16, k, c, nprobe)[0],
                               range(len(queries)))
             _, ts_b = timed(lambda s: two_stage(head, ann, params, queries[s], stored16, k, c, nprobe), batches)
-            recall = np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(ex, ts)])
-            ann_top = ann_search(ann, params, queries, k, nprobe)[1]
-            ann_recall = np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(ex, ann_top)])
             row = {"n": n, "kind": params.kind if params.kind == "flat" else params.code, "nlist": params.nlist,
-                   "nprobe": nprobe if params.nlist else 0, "gen_s": gen_s, "build_s": build_s, "recall": recall,
-                   "ann_recall": ann_recall, "ann_mb": ann_mb, "rss_mb": rss_mb, "default": not rows}
+                   "nprobe": nprobe if params.nlist else 0, "candidates": c, "gen_s": gen_s, **info,
+                   "recall": recall_at(ex, ts, k),
+                   "ann_recall": recall_at(ex, ann_search(ann, params, queries, k, nprobe)[1], k),
+                   "estimated": estimated, "default": not rows}
             for clock in ("wall", "cpu"):
                 ex_c, ts_c = getattr(ex_ms, clock), getattr(ts_ms, clock)
                 row[clock] = {"ex_med": np.median(ex_c), "ex_p95": np.percentile(ex_c, 95),
@@ -161,6 +257,8 @@ def bench_size(n: int, args: argparse.Namespace, head: DPHead) -> list[dict]:
                               "ex_batch": getattr(ex_b, clock).sum() / len(queries),
                               "ts_batch": getattr(ts_b, clock).sum() / len(queries)}
             rows.append(row)
+    for row in rows:
+        row["end_rss_mb"] = peak_rss_mb()
     return rows
 
 
@@ -201,7 +299,8 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=100, help="queries per size")
     p.add_argument("--batch", type=int, default=50, help="queries per batch for the batched timing")
     p.add_argument("-k", "--k", type=int, default=10)
-    p.add_argument("--candidates", type=int, default=100)
+    p.add_argument("--candidates", type=lambda t: [int(x) for x in t.split(",")], default=[100],
+                   help="windows the ANN recalls for the exact re-rank; a comma list gives a row per count")
     p.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD, help="flat below, IVF from this size")
     p.add_argument("--kind", choices=("auto", "flat", "ivf", "ivfpq"), default="auto",
                    help="ANN kind (auto: flat below --threshold, IVF 8-bit, IVF-PQ over --memory-budget)")
@@ -213,6 +312,12 @@ def main() -> None:
     p.add_argument("--spread", type=float, default=1.0, help="within-cluster noise (1.0: cos ~0.7 to the centre)")
     p.add_argument("--query-noise", type=float, default=1.2, help="query = window + this x random unit vector")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--full-max", type=parse_size, default=parse_size("2M"),
+                   help="largest size scored exhaustively from a float32 copy; above it the exact top-k comes from "
+                        "float16 blocks and the exhaustive latency is estimated from one block")
+    p.add_argument("--block", type=parse_size, default=parse_size("1M"), help="rows per exhaustive block")
+    p.add_argument("--log-progress", type=int, default=0,
+                   help="print the build's progress every this many 262144-row blocks (0: no)")
     p.add_argument("--e2e-clips", type=int, default=24)
     p.add_argument("--skip-e2e", action="store_true")
     args = p.parse_args()
@@ -220,9 +325,10 @@ def main() -> None:
     faiss.omp_set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     head = DPHead([32, 64, 128, 256], 384, args.dim).eval()
-    print(f"# hade search benchmark: D={args.dim}, k={args.k}, candidates={args.candidates}, "
+    print(f"# hade search benchmark: D={args.dim}, k={args.k}, candidates={','.join(map(str, args.candidates))}, "
           f"{args.queries} queries/size, {args.threads} thread(s), {os.cpu_count()} CPUs; times in ms per query")
-    print(f"{'windows':>9} {'ann':>7} {'nlist':>5} {'nprobe':>6} {'build s':>7} {'recall@' + str(args.k):>9} "
+    print(f"{'windows':>9} {'ann':>7} {'nlist':>5} {'nprobe':>6} {'cand':>5} {'build s':>7} "
+          f"{'recall@' + str(args.k):>9} "
           f"{'clock':>5} {'exh med':>8} {'exh p95':>8} {'2st med':>8} {'2st p95':>8} {'speed-up':>8} "
           f"{'exh/q bat':>9} {'2st/q bat':>9} {'speed-up':>8}")
     t0 = time.perf_counter()
@@ -230,17 +336,22 @@ def main() -> None:
         for r in bench_size(parse_size(size), args, head):
             for clock in ("wall", "cpu"):
                 t = r[clock]
-                head_cols = (f"{r['n']:>9} {r['kind']:>7} {r['nlist']:>5} {r['nprobe']:>6}"
+                head_cols = (f"{r['n']:>9} {r['kind']:>7} {r['nlist']:>5} {r['nprobe']:>6} {r['candidates']:>5}"
                              f"{' ' if r['default'] else '*'}{r['build_s']:>7.1f} {r['recall']:>9.4f}"
-                             if clock == "wall" else " " * 55)
+                             if clock == "wall" else " " * 61)
                 print(f"{head_cols} {clock:>5} {t['ex_med']:>8.2f} {t['ex_p95']:>8.2f} {t['ts_med']:>8.3f} "
                       f"{t['ts_p95']:>8.3f} {t['ex_med'] / t['ts_med']:>7.1f}x {t['ex_batch']:>9.3f} "
                       f"{t['ts_batch']:>9.3f} {t['ex_batch'] / t['ts_batch']:>7.1f}x", flush=True)
             print(f"{'':>9} ann-only recall@{args.k} {r['ann_recall']:.4f}; ANN {r['ann_mb']:.1f} MiB serialised; "
-                  f"peak RSS {r['rss_mb']:.0f} MiB after the build; data generated in {r['gen_s']:.1f} s", flush=True)
-    print("  * nprobe other than the index's default (recall/latency trade-off). speed-up = exhaustive median / "
-          "two-stage median (single queries), then per-query time in batches. wall = wall clock; cpu = CPU time "
-          "of the thread (what an idle core takes; the wall clock of a shared machine also counts waiting).")
+                  f"build {r['build_s']:.0f} s = train {r['train_s']:.0f} s + add {r['add_s']:.0f} s; peak RSS "
+                  f"{r['rss_mb']:.0f} MiB after the build, {r['end_rss_mb']:.0f} MiB at the end; data generated in "
+                  f"{r['gen_s']:.1f} s" + ("; exhaustive times estimated: first "
+                                          f"{min(r['n'], args.block)} rows x {r['n'] / min(r['n'], args.block):.1f}"
+                                          if r["estimated"] else ""), flush=True)
+    print("  * nprobe other than the index's default or candidates other than the first (recall/latency trade-off). "
+          "speed-up = exhaustive median / two-stage median (single queries), then per-query time in batches. "
+          "wall = wall clock; cpu = CPU time of the thread (what an idle core takes; the wall clock of a shared "
+          "machine also counts waiting).")
     if not args.skip_e2e:
         e = end_to_end(args)
         print(f"end-to-end text query on a real index ({e['files']} files, {e['windows']} windows, htsat-cpu + "

@@ -33,6 +33,12 @@ Two kinds, chosen by size:
   pq64x8, 4 096 lists, nprobe 32: build 195 s, 73 MiB, recall@10 0.994 after re-ranking 100
   candidates exactly (0.66 in the ANN's own order), 2.0 ms median a query; 64 MiB gives pq32x8:
   build 243 s, 42 MiB, recall@10 0.87 (100 candidates are then too few; nprobe does not help).
+  `build_ann` takes a float16 store (array or memmap) as is and normalises it ADD_BLOCK rows at a time in
+  float32, so a 10M x 256 store needs its 5 GB, not 15. At 3M (300 MiB: pq64x8, 8 192 lists, nprobe 64)
+  build 470 s, 214 MiB, recall@10 0.955 after re-ranking 100 candidates (0.995 at nprobe 256; 400
+  candidates: 0.956 — lists not probed, not the PQ order, miss). At 10M (1 GiB: pq64x8, 16 384
+  lists) training took 998 s and adding ~230 s per 1M rows (~55 min build projected, RSS 7.2 GiB at 6.3M
+  rows) before a concurrent process ran the machine out of memory; see benchmarks/search.py.
 
 Both return the window *ids* of the store (``IndexIDMap2`` for flat, the IVF's own ids). The index is
 rebuilt from the store at the end of `hade index` whenever the store's generation changed, and saved

@@ -27,6 +27,7 @@ class ReprTable:
         self._maps: dict[tuple[int, str], np.ndarray] = {}
         self.chunk_codec = store.chunk_codecs()
         self._codecs: dict[str, dict[str, TokenCodec]] = {}
+        self._dtypes: dict[str, np.dtype] = {}
 
     def __len__(self) -> int:
         return int(self.chunk.shape[0])
@@ -59,12 +60,20 @@ class ReprTable:
             sel = sel[np.argsort(rows[sel], kind="stable")]
             yield int(cid), sel, rows[sel]
 
+    def _dtype(self, key: str) -> np.dtype:
+        """A gathered key's dtype: the stored one, float32 for a key some chunk keeps as codes (decoding
+        gives float32, and numpy's float32 -> float16 cast took half of a re-rank's gather)."""
+        if key not in self._dtypes:
+            coded = any(c is not None and key in self.codecs(c) for c in set(self.chunk_codec.values()))
+            self._dtypes[key] = np.dtype(np.float32) if coded else np.dtype(self.spec[key]["dtype"])
+        return self._dtypes[key]
+
     def gather(self, positions: np.ndarray, keys: list[str] | None = None) -> dict[str, np.ndarray]:
-        """positions [P] -> {key: [P, ...]} in the spec's dtype (copies, in the order given; token codes
-        decoded)."""
+        """positions [P] -> {key: [P, ...]} in the stored dtype, float32 for token keys stored as codes
+        (copies, in the order given; codes decoded)."""
         positions = np.asarray(positions, dtype=np.int64)
         keys = list(self.spec) if keys is None else keys
-        out = {k: np.empty((len(positions), *self.spec[k]["shape"]), dtype=self.spec[k]["dtype"]) for k in keys}
+        out = {k: np.empty((len(positions), *self.spec[k]["shape"]), dtype=self._dtype(k)) for k in keys}
         for cid, sel, rows in self._runs(positions):
             for k in keys:
                 codec = self._codec(cid, k)
