@@ -233,3 +233,22 @@ def test_compaction_bounds_the_bytes_of_a_chunk(float_and_coded, tmp_path, monke
     finally:
         store.close()
     assert _scores(idx, QUERIES[0]) == pytest.approx(before, abs=1e-7)
+
+
+def test_random_access_reads_equal_the_memory_map(float_and_coded):
+    """A search reads candidate rows with pread (random_access): the same arrays as through the memory map."""
+    from hade.index.reprs import ReprTable
+
+    for index_dir in float_and_coded[:2]:
+        store = Store(index_dir)
+        try:
+            table, spec = store.window_table(), store.meta()["repr_spec"]
+            positions = np.array([5, 0, 23, 7, 7])
+            tables = [ReprTable(store, table["chunk"], table["row"], spec, random_access=r) for r in (False, True)]
+            mapped, read = (t.gather(positions) for t in tables)
+            assert mapped.keys() == read.keys() == spec.keys()
+            for key in spec:
+                np.testing.assert_array_equal(mapped[key], read[key])
+            assert tables[1]._fds and tables[1].close() is None and not tables[1]._fds
+        finally:
+            store.close()

@@ -7,10 +7,12 @@ quantisation (compaction, merge).
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
+from hade.errors import IndexDamaged
 from hade.index.store import CODES_SUFFIX, Store
 from hade.index.tokens import TokenCodec, load_codecs
 
@@ -18,16 +20,19 @@ from hade.index.tokens import TokenCodec, load_codecs
 class ReprTable:
     """Window representations addressed by position p (0..N-1, windows in id order).
 
-    `chunk[p]`, `row[p]` say where window p's rows live; chunks are memory-mapped on first use, codec sets
-    loaded on first use.
+    `chunk[p]`, `row[p]` say where window p's rows live; chunks are memory-mapped on first use, and with
+    `random_access` (a search's candidates) their rows are read with pread; codec sets load on first use.
     """
 
-    def __init__(self, store: Store, chunk: np.ndarray, row: np.ndarray, spec: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, store: Store, chunk: np.ndarray, row: np.ndarray, spec: dict[str, dict[str, Any]],
+                 random_access: bool = False) -> None:
         self.store, self.chunk, self.row, self.spec = store, chunk, row, spec
+        self.random_access = random_access
         self._maps: dict[tuple[int, str], np.ndarray] = {}
         self.chunk_codec = store.chunk_codecs()
         self._codecs: dict[str, dict[str, TokenCodec]] = {}
         self._dtypes: dict[str, np.dtype] = {}
+        self._fds: dict[str, int] = {}
 
     def __len__(self) -> int:
         return int(self.chunk.shape[0])
@@ -36,6 +41,31 @@ class ReprTable:
         if (chunk_id, name) not in self._maps:
             self._maps[(chunk_id, name)] = self.store.load_array(int(chunk_id), name)
         return self._maps[(chunk_id, name)]
+
+    def _rows(self, chunk_id: int, name: str, rows: np.ndarray) -> np.ndarray:
+        """Rows `rows` (ascending) of a stored array. With `random_access` they are read with pread, not
+        through the memory map: a mapped page stays in the process's resident memory once touched (and the
+        kernel maps its neighbours with it), so a server's RSS would grow towards the size of the index;
+        read pages live only in the page cache."""
+        arr = self._array(chunk_id, name)
+        if not (self.random_access and isinstance(arr, np.memmap) and arr.flags.c_contiguous and arr.ndim):
+            return np.asarray(arr[rows])
+        if arr.filename not in self._fds:
+            self._fds[arr.filename] = os.open(arr.filename, os.O_RDONLY)
+        fd, row_bytes = self._fds[arr.filename], arr.strides[0]
+        out = np.empty((len(rows), *arr.shape[1:]), dtype=arr.dtype)
+        buf = memoryview(out.reshape(-1).view(np.uint8))
+        for i, r in enumerate(rows.tolist()):
+            if os.preadv(fd, [buf[i * row_bytes:(i + 1) * row_bytes]], arr.offset + r * row_bytes) != row_bytes:
+                raise IndexDamaged(f"{arr.filename}: shorter than its header says; repair with `{self.store.repair}`",
+                                   file=str(arr.filename), repair=self.store.repair)
+        return out
+
+    def close(self) -> None:
+        """Close the files opened for random-access reads."""
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
     def codecs(self, codec_id: str) -> dict[str, TokenCodec]:
         """The codec set `codec_id` of this index ({key: codec})."""
@@ -78,9 +108,9 @@ class ReprTable:
             for k in keys:
                 codec = self._codec(cid, k)
                 if codec is None:
-                    out[k][sel] = self._array(cid, k)[rows]
+                    out[k][sel] = self._rows(cid, k, rows)
                 else:
-                    out[k][sel] = codec.decode(np.asarray(self._array(cid, k + CODES_SUFFIX)[rows]))
+                    out[k][sel] = codec.decode(self._rows(cid, k + CODES_SUFFIX, rows))
         return out
 
     def gather_stored(self, positions: np.ndarray) -> tuple[dict[str, np.ndarray], str | None]:

@@ -121,7 +121,8 @@ class Index:
         self.paths = {f.id: f.path for f in files}
         self._signature = {f.id: (int(f.size), int(f.mtime_ns)) for f in files}  # what open_audio must find
         self.unreadable = store.count_files("error")
-        self.reprs = ReprTable(store, self.table["chunk"], self.table["row"], meta.get("repr_spec") or {})
+        self.reprs = ReprTable(store, self.table["chunk"], self.table["row"], meta.get("repr_spec") or {},
+                               random_access=True)
         self.ann_params = read_ann_params(path)
         self.ann = None
         if self.ann_params is not None and self.ann_params.kind in ("flat", "ivf"):
@@ -193,6 +194,7 @@ class Index:
         return cls(path, store, model, meta, Path(root) if root is not None else Path(meta["root"]))
 
     def close(self) -> None:
+        self.reprs.close()
         self.store.close()
 
     def __enter__(self) -> "Index":
