@@ -36,7 +36,8 @@ PQ on the residual to a coarse centroid beats ColBERTv2's per-dimension bits at 
 meet issue #14's size and overlap targets (>= 8x, top-10 overlap >= 0.95) for both heads. R@1 / R@10
 within 0.5 points is met by tha+dcr's R@10 only: its R@1 moved by 2 of 360 queries (-0.55; one query
 is 0.28 points) and THA's R@1 by +2.5 (+1.7 with 64 bytes) — on 72 clips R@1 turns on near-ties, and
-those moves go either way. On the untrained demo copy (runs/demo-idx/model, near-chance scores 0.03
+those moves go either way. Through the index, whose codec is fitted on the indexed folder's own
+windows, R@1 moved +0.28 and R@10 0 on this split (docs/search-scale.md, benchmarks/index_scale.py). On the untrained demo copy (runs/demo-idx/model, near-chance scores 0.03
 apart) the overlap is 0.89 (IVF256,PQ32) to 0.92 (IVF256,PQ64): no codec keeps an order that
 noise-sized score gaps decide. Token pooling
 was not tried: THA's per-token softmax over audio tokens changes with the token count, so pooling is
