@@ -41,15 +41,11 @@ Measured (OMP_NUM_THREADS=1, 1 thread, 2 cores shared with two training jobs, so
       was idle), 214 MiB, peak RSS 4.0 GiB; recall@10 0.955 (ANN-only 0.66), 6-10 ms CPU median a query
       (exhaustive ~250-310 ms CPU, estimated). --candidates 200 or 400: 0.956, so the misses are lists not
       probed, not the PQ order; --sweep 2,4: nprobe 128 0.970 (18 ms), nprobe 256 0.995 (24 ms CPU).
-    python benchmarks/search.py --sizes 10M --kind ivfpq --memory-budget 1G --candidates 100,200,400 \
-        --sweep 2 --skip-e2e
-      pq64x8, 16 384 lists, nprobe 128: k-means training 998 s, then adding at ~4 300 rows/s (1M rows per
-      ~230 s); the process was OOM-killed at 6.3M rows added (46 min in), when another process on the
-      machine grew to 5.7 GiB. Its peak RSS was then 7.2 GiB (5 GB float16 store, faiss's 1 GiB
-      precomputed IVF-PQ table, codes); projected: build ~55 min wall (~30 min CPU), RSS ~7.5 GiB after
-      the build, ~9 GiB while the exhaustive blocks are scored. 10M fits alone; it did not beside two
-      5 GiB training jobs and a 5.7 GiB benchmark. From 3M, expect nprobe 2-4x the default (256-512 of
-      16 384 lists) for recall@10 >= 0.95 at 10M; more candidates do not help.
+    python benchmarks/search.py --sizes 10M --kind ivfpq --memory-budget 1G --sweep 2,4 --skip-e2e --threads 2
+      pq64x8, 16 384 lists (idle machine, 2 threads): build 716 s (train 226 + add 491), 703 MiB, peak RSS
+      7.7 GiB after the build, 8.7 GiB at the end; recall@10 0.879 at the default nprobe 128 (21.8 ms
+      median), 0.919 at 256 (32.1 ms), 0.949 at 512 (48.4 ms); exhaustive ~472 ms (estimated). A first
+      1-thread attempt beside two 5 GiB training jobs was OOM-killed at 6.3M rows added.
 
 Targets: recall@10 >= 0.98 at <= 1/20 of the exhaustive latency at 1M. Nothing is asserted.
 """

@@ -37,8 +37,9 @@ Two kinds, chosen by size:
   float32, so a 10M x 256 store needs its 5 GB, not 15. At 3M (300 MiB: pq64x8, 8 192 lists, nprobe 64)
   build 470 s, 214 MiB, recall@10 0.955 after re-ranking 100 candidates (0.995 at nprobe 256; 400
   candidates: 0.956 — lists not probed, not the PQ order, miss). At 10M (1 GiB: pq64x8, 16 384
-  lists) training took 998 s and adding ~230 s per 1M rows (~55 min build projected, RSS 7.2 GiB at 6.3M
-  rows) before a concurrent process ran the machine out of memory; see benchmarks/search.py.
+  lists, 2 threads, idle machine) build 716 s (train 226 + add 491), 703 MiB, recall@10 0.879 at the
+  default nprobe 128, 0.919 at 256, 0.949 at 512 (48 ms a query; exhaustive ~470 ms): default_nprobe,
+  tuned on 1M, probes too few lists at 10M; see benchmarks/search.py and docs/search-scale.md.
 
 Both return the window *ids* of the store (``IndexIDMap2`` for flat, the IVF's own ids). The index is
 rebuilt from the store at the end of `hade index` whenever the store's generation changed, and saved
