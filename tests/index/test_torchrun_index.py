@@ -157,3 +157,22 @@ def test_a_failing_rank_stops_the_merge(dp_ckpt, synth_dir, tmp_path):
     assert "1-of-2: exists and is not a hade index" in run.stderr
     assert "not merged, 1 of 2 ranks failed (rank 1: InputError:" in run.stderr
     assert not out.exists() and (shard_dirs(out, 2)[0] / "index.sqlite").is_file()  # rank 0's shard is kept
+
+
+def test_each_torchrun_attempt_meets_under_its_own_keys(tmp_path, monkeypatch):
+    """torchrun's agent store outlives a restart of its workers: a restarted attempt must not read the
+    outcomes the ranks of the failed one left there."""
+    from hade.index.launch import Meeting
+    from torch.distributed import TCPStore
+
+    port = _free_port()
+    agent = TCPStore("127.0.0.1", port, 1, is_master=True, wait_for_workers=False)
+    for name, value in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(port)),
+                        ("TORCHELASTIC_USE_AGENT_STORE", "True")):
+        monkeypatch.setenv(name, value)
+    for attempt, value in (("1", {"attempt": 1}), ("2", {"attempt": 2})):
+        monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", attempt)
+        with Meeting(Launch(0, 1, 0, "torchrun"), tmp_path / "meet") as meeting:
+            assert meeting.gather(value) == [value]
+        assert json.loads(agent.get(f"hade-index/outcome/{attempt}/0")) == value
+    assert not (tmp_path / "meet").exists()

@@ -127,6 +127,8 @@ class Meeting:
 
         env = os.environ if env is None else env
         self.launch = launch
+        # torchrun's agent store lives across restarts of its workers (--max-restarts): keys per attempt
+        self._attempt = f"{env.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
         if "MASTER_ADDR" in env and "MASTER_PORT" in env:
             self._store, _, _ = next(rendezvous("env://", launch.rank, launch.world_size, timeout=WAIT_TIMEOUT))
         else:
@@ -137,14 +139,15 @@ class Meeting:
 
     def gather(self, obj: Any) -> list[Any]:
         """Every rank's `obj`, in rank order; returns once all ranks have handed theirs in."""
-        self._store.set(f"{self.PREFIX}{self.launch.rank}", json.dumps(obj))
-        keys = [f"{self.PREFIX}{r}" for r in range(self.launch.world_size)]
+        outcome, done = self.PREFIX + self._attempt, self.DONE + self._attempt
+        self._store.set(f"{outcome}{self.launch.rank}", json.dumps(obj))
+        keys = [f"{outcome}{r}" for r in range(self.launch.world_size)]
         self._store.wait(keys, WAIT_TIMEOUT)
         out = [json.loads(self._store.get(key)) for key in keys]
         # without torchrun's agent, rank 0 hosts the TCP store: it must outlive every rank's reads
-        self._store.set(f"{self.DONE}{self.launch.rank}", "1")
+        self._store.set(f"{done}{self.launch.rank}", "1")
         if self.launch.rank == 0:
-            self._store.wait([f"{self.DONE}{r}" for r in range(self.launch.world_size)], WAIT_TIMEOUT)
+            self._store.wait([f"{done}{r}" for r in range(self.launch.world_size)], WAIT_TIMEOUT)
         return out
 
     def close(self) -> None:
