@@ -148,12 +148,12 @@ def finalize(store: Store, threshold: int = DEFAULT_THRESHOLD, progress: bool = 
     count = store.count_windows()
     kind = _ann_kind(count, threshold, meta.get("pooled_key"))
     params = read_ann_params(store.root)
-    if _float_tokens_to_compress(store, meta):
-        compact(store, progress=progress)
+    compacted = _float_tokens_to_compress(store, meta) and compact(store, progress=progress)
     if params is not None and ann_is_current(store, params) and params.kind == kind \
             and _pq_wanted(params, memory_budget) == params.code.startswith("pq"):
         return vars(params)
-    compact(store, progress=progress)
+    if not compacted:  # a compaction that compressed tokens also rewrote fragmented chunks
+        compact(store, progress=progress)
     gen = store.generation
     if kind == "exhaustive":
         params = AnnParams("exhaustive", count, 0, generation=gen)

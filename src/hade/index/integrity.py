@@ -1,9 +1,8 @@
 """Integrity of an index folder: what was written, whether it is still there, and the command that repairs it.
 
 Every file the index writes besides the database — chunk arrays, token codec sets, the ANN, the model
-copy — gets a row in
-the ``integrity`` table (path relative to the index folder, size, mtime_ns, sha256) in the transaction
-that makes it part of the index (`Store.record_files`). Three levels of checking use those rows:
+copy — gets a row in the ``integrity`` table (path relative to the index folder, size, mtime_ns, sha256)
+in the transaction that makes it part of the index (`Store.record_files`). Three levels of checking use those rows:
 
 * quick (`quick_problems`, backs `Index.open`, `Index.health` and GET /health): stat sizes only, plus
   the SQLite header against the database file's size and each ``.npy`` header against its file's size
@@ -27,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from hade.errors import IndexDamaged
-from hade.index.store import (ANN_JSON, ARRAYS_DIR, CODES_SUFFIX, DB_FILE, MODEL_DIR, MODEL_FILES, DatabaseError, IntegrityRecord,
-                              Store, chunk_name, model_fingerprint, sha256_file)
+from hade.index.store import (ANN_JSON, ARRAYS_DIR, CODES_SUFFIX, DB_FILE, MODEL_DIR, MODEL_FILES, DatabaseError,
+                              IntegrityRecord, Store, chunk_name, model_fingerprint, sha256_file)
 
 VERIFY_BUDGET = 1 << 30  # bytes a plain `hade index` re-run hashes every time (beyond that: size + mtime)
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -37,7 +36,8 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 @dataclass(frozen=True)
 class Problem:
     """A damaged file: `file` relative to the index folder, `problem` what is wrong (a phrase, e.g.
-    "truncated (expected 512 bytes, found 100)"), `kind` one of 'db', 'chunk', 'codec' (a token codec set), 'ann', 'model'."""
+    "truncated (expected 512 bytes, found 100)"), `kind` one of 'db', 'chunk', 'codec' (a token codec set),
+    'ann', 'model'."""
 
     file: str
     problem: str

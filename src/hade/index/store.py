@@ -451,7 +451,8 @@ class Store:
     def codec_files(self, codec_id: str) -> list[str]:
         """Relative paths of the files recorded for codec set `codec_id`."""
         prefix = f"{CODECS_DIR}/{codec_id}/"
-        return sorted(p for p in self.integrity_records() if p.startswith(prefix))
+        return [r[0] for r in self._conn.execute(
+            "SELECT path FROM integrity WHERE substr(path, 1, ?) = ? ORDER BY path", (len(prefix), prefix))]
 
     def drop_codec_set(self, codec_id: str) -> None:
         """Forget and delete a codec set no chunk uses (inside no transaction)."""

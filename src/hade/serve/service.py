@@ -124,8 +124,8 @@ class SearchService:
         # torch's thread count is per thread once set, but threads started later copy the last value
         # set anywhere (here: the audio pool's 1), so text queries set theirs on every call.
         self.text_threads = torch.get_num_threads()
-        # Text queries run on one long-lived thread rather than on whichever of the server's request threads
-        # took the request: each new thread that calls torch starts its own OpenMP team, and a text query
+        # Text queries (and explanations) run on one long-lived thread rather than on whichever of the
+        # server's request threads took the request: each new thread that calls torch starts its own OpenMP team, and a text query
         # landing on a cold thread paid for it (p50 128 ms over HTTP against 81 ms in-process at 100k
         # windows). They hold the model lock throughout anyway, so one thread loses no concurrency.
         self.text_pool = ThreadPoolExecutor(1, thread_name_prefix="hade-text")
@@ -209,6 +209,12 @@ class SearchService:
             wave = None  # noqa: F841 - drop the waveform before trimming the heap
             release_memory()
 
+    def _explain_locked(self, explain: Callable, model: Any, wave: np.ndarray, text: str, sr: int) -> Any:
+        """`explain(...)` under the model lock, on the text thread (see __init__)."""
+        torch.set_num_threads(self.text_threads)  # see __init__
+        with self.model_lock.hold(HIGH), torch.inference_mode():
+            return explain(model, wave, text, clip_seconds=wave.shape[0] / sr)
+
     def explain(self, window_id: int, query: str) -> dict[str, Any]:
         """THA heat-map data of `query` vs one window, times in the FILE's seconds.
 
@@ -225,9 +231,7 @@ class SearchService:
         wave = np.asarray(self.index.window_audio(window_id), dtype=np.float32).reshape(-1)  # file IO: unlocked
         if wave.shape[0] == 0:
             raise NotFound(f"window {window_id} has no audio")
-        torch.set_num_threads(self.text_threads)  # see __init__
-        with self.model_lock.hold(HIGH), torch.inference_mode():
-            expl = explain(model, wave, text, clip_seconds=wave.shape[0] / sr)
+        expl = self.text_pool.submit(self._explain_locked, explain, model, wave, text, sr).result()
         offset = window["start"]
         levels = []
         for lv in expl.levels or []:
