@@ -73,35 +73,51 @@ def pick(items: list, n: int | None) -> list:
     return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
 
 
-def fidelity(folder: Path, model: Path, out: Path, codec: str, queries: int | None) -> dict:
-    """Float and compressed index of `folder`; top-10 overlap and T2A R@1/R@10 through Index.search."""
-    float_dir, coded_dir = out / f"{folder.name}.float", out / f"{folder.name}.coded"
+def coded_dir(out: Path, folder: Path, codec: str, first: bool) -> Path:
+    """Where the compressed copy of `folder`'s index lives: ``NAME.coded`` for the first codec (the one the
+    scale part grows), ``NAME.coded.<codec>`` for the others."""
+    return out / (f"{folder.name}.coded" if first else f"{folder.name}.coded.{codec.replace(',', '_')}")
+
+
+def fidelity(folder: Path, model: Path, out: Path, codecs: list[str], queries: int | None) -> list[dict]:
+    """Float index of `folder` (built once; an up-to-date one is reused) and a compressed copy per codec;
+    per codec, top-10 overlap and T2A R@1/R@10 through Index.search."""
+    float_dir = out / f"{folder.name}.float"
     t = time.perf_counter()
     stats = build_index(folder, float_dir, model, progress=True, token_codec="none")
     build_s = time.perf_counter() - t
-    shutil.rmtree(coded_dir, ignore_errors=True)
-    shutil.copytree(float_dir, coded_dir)
-    t = time.perf_counter()
-    build_index(folder, coded_dir, progress=False, token_codec=codec)
-    compress_s = time.perf_counter() - t
     caps = pick(captions_of(folder), queries)
-    row: dict = {"folder": str(folder), "files": stats["files"], "windows": stats["windows"], "captions": len(caps),
-                 "encode_s": round(build_s, 1), "compress_s": round(compress_s, 1)}
-    ranks, overlap = {}, []
-    with Index.open(float_dir) as a, Index.open(coded_dir) as b:
-        for name, index in (("float16", a), (codec, b)):
-            row[f"bytes_per_window[{name}]"] = index.info()["bytes_per_window"]
-        for caption, rel in caps:
-            tops = [[(h.path, h.start) for h in ix.search(caption, k=10, candidates=100)] for ix in (a, b)]
-            overlap.append(len(set(tops[0]) & set(tops[1])) / max(1, len(tops[0])))
-            for name, ix in (("float16", a), (codec, b)):
-                files = [h.path for h in ix.search(caption, k=10, candidates=100, per_file=True)]
-                ranks.setdefault(name, []).append(files.index(rel) if rel in files else 10)
-    row["top10_overlap"] = float(np.mean(overlap))
-    for name, r in ranks.items():
-        r = np.array(r)
-        row[f"R@1[{name}]"], row[f"R@10[{name}]"] = 100 * float(np.mean(r < 1)), 100 * float(np.mean(r < 10))
-    return row
+    rows = []
+    with Index.open(float_dir) as a:
+        exact = [(caption, rel, [(h.path, h.start) for h in a.search(caption, k=10, candidates=100)],
+                  [h.path for h in a.search(caption, k=10, candidates=100, per_file=True)]) for caption, rel in caps]
+        float_bytes = a.info()["bytes_per_window"]
+    for i, codec in enumerate(codecs):
+        dest = coded_dir(out, folder, codec, i == 0)
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(float_dir, dest)
+        t = time.perf_counter()
+        build_index(folder, dest, progress=False, token_codec=codec)
+        row: dict = {"folder": str(folder), "codec": codec, "files": stats["files"], "windows": stats["windows"],
+                     "captions": len(caps), "encode_s": round(build_s, 1),
+                     "compress_s": round(time.perf_counter() - t, 1), "bytes_per_window[float16]": float_bytes}
+        with Index.open(dest) as b:
+            row[f"bytes_per_window[{codec}]"] = b.info()["bytes_per_window"]
+            overlap, ranks = [], {"float16": [], codec: []}
+            for caption, rel, top, files in exact:
+                coded = [(h.path, h.start) for h in b.search(caption, k=10, candidates=100)]
+                overlap.append(len(set(top) & set(coded)) / max(1, len(top)))
+                coded_files = [h.path for h in b.search(caption, k=10, candidates=100, per_file=True)]
+                for name, got in (("float16", files), (codec, coded_files)):
+                    ranks[name].append(got.index(rel) if rel in got else 10)
+        row["ratio"] = round(float_bytes / row[f"bytes_per_window[{codec}]"], 1)
+        row["top10_overlap"] = float(np.mean(overlap))
+        for name, r in ranks.items():
+            r = np.array(r)
+            row[f"R@1[{name}]"], row[f"R@10[{name}]"] = 100 * float(np.mean(r < 1)), 100 * float(np.mean(r < 10))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
 
 
 def grow(src: Path, dest: Path, windows: int, seed: int = 0) -> dict:
@@ -150,12 +166,18 @@ def timed_search(index_dir: Path, caps: list[str]) -> dict:
     """Median and p95 wall ms of Index.search(caption, k=10, candidates=100), one query at a time."""
     with Index.open(index_dir) as index:
         index.search(caps[0])
-        ms = []
+        ms, phases = [], {}
         for caption in caps:
+            timing: dict[str, float] = {}
             t = time.perf_counter()
-            index.search(caption, k=10, candidates=100)
+            index.search(caption, k=10, candidates=100, timing=timing)
             ms.append((time.perf_counter() - t) * 1000)
-    return {"p50_ms": round(float(np.median(ms)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1)}
+            for name, v in timing.items():
+                phases.setdefault(name, []).append(v)
+    out = {"p50_ms": round(float(np.median(ms)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1)}
+    for name, values in phases.items():  # Index.search's own split of the time
+        out[f"{name}_p50_ms"] = round(float(np.median(values)), 1)
+    return out
 
 
 def free_port() -> int:
@@ -194,19 +216,29 @@ def served(index_dir: Path, caps: list[str], threads: int) -> dict:
                     raise SystemExit(f"hade serve exited: {proc.stderr.read()[-2000:]}") from None
                 time.sleep(0.5)
         rss_open = rss_mb(proc.pid)
-        ms = []
+        ms, server = [], {}
         for caption in [caps[0], *caps]:
             t = time.perf_counter()
-            urllib.request.urlopen(f"{base}/search?{urllib.parse.urlencode({'q': caption, 'k': 10})}",
-                                   timeout=60).read()
+            with urllib.request.urlopen(f"{base}/search?{urllib.parse.urlencode({'q': caption, 'k': 10})}",
+                                        timeout=60) as r:
+                r.read()
+                timing = r.headers.get("server-timing", "")
             ms.append((time.perf_counter() - t) * 1000)
+            for part in timing.split(","):  # "queue;dur=0.1, search;dur=80.2, handler;dur=80.5"
+                name, _, dur = part.strip().partition(";dur=")
+                if dur:
+                    server.setdefault(name, []).append(float(dur))
         rss = rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     ms = ms[1:]
-    return {"p50_ms": round(float(np.median(ms)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1),
-            "mb_after_open": rss_open, "mb_after_queries": rss}
+    out = {"p50_ms": round(float(np.median(ms)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1)}
+    for name, values in server.items():  # the server's own split of the time (Server-Timing)
+        out[f"{name}_p50_ms"] = round(float(np.median(values[1:])), 1)
+        if name in ("search", "handler"):
+            out[f"{name}_p95_ms"] = round(float(np.percentile(values[1:], 95)), 1)
+    return {**out, "mb_after_open": rss_open, "mb_after_queries": rss}
 
 
 def main() -> None:
@@ -214,20 +246,21 @@ def main() -> None:
     p.add_argument("--model", type=Path, default=ROOT / "runs/ablate/rows/tha_dcr/seed0/checkpoints/best")
     p.add_argument("--data", type=Path, action="append", required=True, help="a SynthCaps folder (repeatable)")
     p.add_argument("--out", type=Path, default=ROOT / "runs/index_scale")
-    p.add_argument("--codec", default="IVF256,PQ32")
+    p.add_argument("--codec", action="append", default=None,
+                   help="token codec factory (repeatable: each is compared with the same float index; the first is "
+                        "the one grown for the scale part; default IVF256,PQ32)")
     p.add_argument("--queries", type=int, default=None, help="captions per folder for fidelity (default all)")
     p.add_argument("--windows", type=int, default=100_000, help="windows of the grown index (0: skip)")
     p.add_argument("--latency-queries", type=int, default=200)
     p.add_argument("--threads", type=int, default=2, help="torch/faiss threads for the latency part")
     p.add_argument("--skip-fidelity", action="store_true", help="reuse OUT's indexes of the last --data folder")
     args = p.parse_args()
+    args.codec = args.codec or ["IVF256,PQ32"]
     args.out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"model": str(args.model), "codec": args.codec, "fidelity": []}
     if not args.skip_fidelity:
         for folder in args.data:
-            row = fidelity(folder, args.model, args.out, args.codec, args.queries)
-            summary["fidelity"].append(row)
-            print(json.dumps(row), flush=True)
+            summary["fidelity"].extend(fidelity(folder, args.model, args.out, args.codec, args.queries))
     if args.windows:
         import faiss
         import torch

@@ -1,6 +1,7 @@
 """IVF-PQ: parameters chosen from the vector count and a memory budget; recall after exact re-ranking."""
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 
@@ -17,9 +18,14 @@ def test_choice_follows_count_and_budget():
     assert (big.nlist, big.m, big.nbits) == (16384, 64, 8) and big.bytes <= 2**30
     small = choose_ivfpq(10_000_000, 256, 300 * 2**20)
     assert small.m == 16 and small.bytes <= 300 * 2**20 < 10_000_000 * (24 + 8)  # the next size up does not fit
-    assert small.train == 32 * small.nlist and small.nprobe == 128  # 16384 lists / 128
+    assert small.train == 32 * small.nlist and small.nprobe == 1024  # 16384 lists / 128, x8 at 10M
+    # faiss's precomputed table (16384 x 64 x 256 floats = 1 GiB) does not fit beside the codes: not kept
+    assert not big.precomputed_table and big.bytes == 10_000_000 * (64 + 8) + 16384 * 256 * 4 + 256 * 256 * 4
+    assert not small.precomputed_table
     roomy = choose_ivfpq(20_000, 64, 2**30)
     assert (roomy.nlist, roomy.m, roomy.train) == (512, 64, 16_384)
+    assert roomy.precomputed_table and roomy.bytes >= 512 * 64 * 256 * 4  # counted when kept
+    assert choose_ivfpq(3_000_000, 256, 2**30).nprobe == 64 * 3 and choose_ivfpq(1_000_000, 256, 2**30).nprobe == 32
     with pytest.raises(InputError, match="memory budget"):
         choose_ivfpq(10_000_000, 256, 64 * 2**20)
 
@@ -43,10 +49,19 @@ def test_auto_switches_to_pq_over_budget_and_recalls_after_rerank(tmp_path):
         top = c[np.argsort(-(x[c - 100] @ q[i]))[:10]]  # exact re-rank, as Index.search does
         recall.append(len(set(top) & set(exact[i])) / 10)
     assert np.mean(recall) >= 0.95, np.mean(recall)
+    assert not params.precomputed_table and index.use_precomputed_table == -1 and index.precomputed_table.size() == 0
     save_ann(tmp_path, index, params, generation=3)
     again = read_ann_params(tmp_path)
-    assert again.code == "pq16x8"
-    np.testing.assert_array_equal(ann_search(load_ann(tmp_path, again), again, q, 100)[1], cand)
+    assert again.code == "pq16x8" and not again.precomputed_table
+    loaded = load_ann(tmp_path, again)
+    assert loaded.precomputed_table.size() == 0  # not rebuilt on load either
+    np.testing.assert_array_equal(ann_search(loaded, again, q, 100)[1], cand)
+    with_table = faiss.read_index(str(tmp_path / again.file))  # faiss's own default: the table is built
+    with_table.nprobe = again.nprobe
+    assert with_table.precomputed_table.size() > 0
+    np.testing.assert_array_equal(ann_search(with_table, again, q, 100)[1], cand)  # same answers without it
+    assert choose_ivfpq(20_000, 64, 10**8).precomputed_table
+    assert build_ann(x[:6000], ids[:6000], kind="ivfpq")[1].precomputed_table  # no budget: faiss's default
 
 
 def test_old_params_mean_sq8_and_unknown_kind_is_refused(tmp_path):

@@ -60,6 +60,19 @@ def test_rerank_uses_the_heads_score_with_stored_token_features(head_indexes):
     ix.close()
 
 
+def test_timing_reports_each_phase_without_changing_the_hits(head_indexes):
+    with Index.open(head_indexes["tha+dcr"]) as ix:
+        timing: dict[str, float] = {}
+        timed = ix.search(QUERIES[2], k=5, timing=timing)
+        assert_same_hits(timed, ix.search(QUERIES[2], k=5))
+        assert set(timing) == {"encode", "ann", "gather", "score", "hits"}
+        assert all(ms >= 0 for ms in timing.values()) and timing["encode"] > 0 and timing["score"] > 0
+    with Index.open(head_indexes["tha"]) as ix:  # exhaustive: no ANN phase
+        timing = {}
+        ix.search(QUERIES[2], k=5, timing=timing)
+        assert set(timing) == {"encode", "gather", "score", "hits"}
+
+
 def test_pure_tha_searches_exhaustively(head_indexes):
     ix = Index.open(head_indexes["tha"])
     assert ix.info()["ann"]["kind"] == "exhaustive" and ix.ann is None and ix.info()["pooled_key"] is None

@@ -115,7 +115,7 @@ class FakeIndex:
             self.active -= 1
 
     def search(self, query: Any, k: int = 10, candidates: int = 100, per_file: bool = False, *,
-               guard: Any = None) -> list[FakeHit]:
+               guard: Any = None, timing: dict[str, float] | None = None) -> list[FakeHit]:
         self._check()
         if isinstance(query, np.ndarray):
             assert query.ndim == 1 and query.dtype == np.float32

@@ -57,6 +57,16 @@ def test_search_text(client, serve_index):
     assert scores == sorted(scores, reverse=True)
 
 
+def test_search_reports_server_timing(client, serve_index):
+    r = client.get("/search", params={"q": "a dog barks", "k": 3})
+    parts = dict(p.strip().split(";dur=") for p in r.headers["server-timing"].split(","))
+    assert {"queue", "search", "handler"} <= set(parts)
+    ms = {name: float(v) for name, v in parts.items()}
+    assert all(v >= 0 for v in ms.values()) and ms["handler"] >= ms["search"]
+    if not hasattr(serve_index, "windows"):  # the real index also splits its search into phases
+        assert {"encode", "score", "hits"} <= set(parts)
+
+
 def test_search_per_file(client):
     results = client.get("/search", params={"q": "rain", "k": 100, "per_file": "true"}).json()["results"]
     paths = [h["path"] for h in results]

@@ -84,12 +84,14 @@ class AnnParams:
     generation: int = 0
     file: str = ""
     code: str = "sq8"
+    precomputed_table: bool = True  # IVF-PQ: faiss keeps its per-list distance table (built when loaded)
 
 
 @dataclass(frozen=True)
 class IvfPqChoice:
     """IVF-PQ parameters for N vectors of D dims: lists, PQ bytes M, bits per code, probes, training
-    vectors, and the estimated index bytes."""
+    vectors, the estimated bytes in memory, and whether faiss's precomputed table is kept (it is
+    counted in `bytes` then)."""
 
     nlist: int
     m: int
@@ -97,6 +99,7 @@ class IvfPqChoice:
     nprobe: int
     train: int
     bytes: int
+    precomputed_table: bool = True
 
 
 def default_nlist(n: int) -> int:
@@ -104,9 +107,18 @@ def default_nlist(n: int) -> int:
     return max(1, min(int(round(4 * math.sqrt(n))), n // 8))
 
 
-def default_nprobe(nlist: int) -> int:
-    """max(16, nlist/128), but at most half of the lists."""
-    return max(1, min(nlist // 2, max(16, nlist // 128)))
+NPROBE_SCALE_FROM = 1_000_000  # vectors; see default_nprobe
+NPROBE_MAX_SCALE = 8
+
+
+def default_nprobe(nlist: int, n: int = 0) -> int:
+    """max(16, nlist/128) lists, times N/1M (at most 8x) above 1M vectors; at most half of the lists.
+
+    The fraction nlist/128 was tuned at 1M (recall@10 0.994 after re-ranking); at a fixed fraction
+    recall falls with N (0.955 at 3M, 0.879 at 10M, benchmarks/search.py), so larger collections probe
+    a larger fraction: 3x at 3M, 8x from 8M (1 024 of 16 384 lists at 10M)."""
+    scale = min(float(NPROBE_MAX_SCALE), max(1.0, n / NPROBE_SCALE_FROM))
+    return max(1, min(nlist // 2, int(round(max(16, nlist // 128) * scale))))
 
 
 PQ_BYTES = (128, 96, 64, 48, 32, 24, 16, 12, 8, 4)  # code sizes tried, largest (most exact) first
@@ -127,6 +139,14 @@ def pq_nlist(n: int) -> int:
     return max(1, min(lists, n // 39, 65536))
 
 
+FAISS_TABLE_MAX_BYTES = 2 << 30  # faiss's precomputed_table_max_bytes: larger tables are never built
+
+
+def precomputed_table_bytes(nlist: int, m: int, nbits: int) -> int:
+    """Bytes of faiss's precomputed IVF-PQ table (L2, residual codes): nlist x M x 2^nbits float32."""
+    return nlist * m * (2 ** nbits) * 4
+
+
 def choose_ivfpq(n: int, dim: int, memory_budget: int, nbits: int = 8) -> IvfPqChoice:
     """IVF-PQ parameters for n vectors of `dim` dims within `memory_budget` bytes (codes, ids, coarse and
     PQ centroids): the largest PQ code that fits. InputError when even 4-byte codes do not fit."""
@@ -140,7 +160,11 @@ def choose_ivfpq(n: int, dim: int, memory_budget: int, nbits: int = 8) -> IvfPqC
         size = n * (m * nbits // 8 + ID_BYTES) + fixed + (2 ** nbits) * dim * 4
         if size <= memory_budget:
             train = min(n, max(PQ_MIN_TRAIN, PQ_TRAIN_PER_LIST * nlist))
-            return IvfPqChoice(nlist, m, nbits, default_nprobe(nlist), train, size)
+            # faiss builds a table of nlist x M x 2^nbits floats on load (1 GiB at 10M: 16 384 lists, pq64x8)
+            # to speed up probing; kept only when it fits the budget too, and within faiss's own cap
+            table = precomputed_table_bytes(nlist, m, nbits)
+            keep = size + table <= memory_budget and table <= FAISS_TABLE_MAX_BYTES
+            return IvfPqChoice(nlist, m, nbits, default_nprobe(nlist, n), train, size + table * keep, keep)
     least = n * (4 * nbits // 8 + ID_BYTES) + fixed
     raise InputError(f"IVF-PQ: {n} vectors of {dim} dims need at least {least / 2**20:.0f} MiB; the memory budget is "
                      f"{memory_budget / 2**20:.0f} MiB")
@@ -180,16 +204,21 @@ def build_ann(vectors: np.ndarray, ids: np.ndarray, threshold: int = DEFAULT_THR
         choice = choose_ivfpq(n, dim, memory_budget if memory_budget is not None else 1 << 62)
         nlist = int(nlist or choice.nlist)
         index = faiss.IndexIVFPQ(faiss.IndexFlatL2(dim), dim, nlist, choice.m, choice.nbits, faiss.METRIC_L2)
+        table = choice.precomputed_table and (nlist == choice.nlist or precomputed_table_bytes(
+            nlist, choice.m, choice.nbits) <= FAISS_TABLE_MAX_BYTES)
+        if not table:
+            index.use_precomputed_table = -1  # never built (see choose_ivfpq)
         sample, code = choice.train, f"pq{choice.m}x{choice.nbits}"
     else:
         nlist = int(nlist or default_nlist(n))
         index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatL2(dim), dim, nlist, faiss.ScalarQuantizer.QT_8bit,
                                               faiss.METRIC_L2)
         sample, code = min(n, TRAIN_POINTS_PER_LIST * nlist), "sq8"
-    nprobe = int(nprobe or default_nprobe(nlist))
+    nprobe = int(nprobe or default_nprobe(nlist, n))
     _train_and_add(index, vectors, ids, sample, seed, progress)
     index.nprobe = nprobe
-    return index, AnnParams("ivf", n, dim, nlist=nlist, nprobe=nprobe, trained_on=sample, code=code)
+    return index, AnnParams("ivf", n, dim, nlist=nlist, nprobe=nprobe, trained_on=sample, code=code,
+                            precomputed_table=code == "sq8" or bool(table))
 
 
 def _train_and_add(index: faiss.IndexIVF, vectors: np.ndarray, ids: np.ndarray, sample: int, seed: int,
@@ -250,8 +279,13 @@ def read_ann_params(index_dir: str | Path) -> AnnParams | None:
 
 
 def load_ann(index_dir: str | Path, params: AnnParams) -> faiss.Index:
-    """The faiss index ``params.file`` of `index_dir`, with the IVF's default nprobe set."""
-    index = faiss.read_index(str(Path(index_dir) / params.file))
+    """The faiss index ``params.file`` of `index_dir`, with the IVF's default nprobe set (and, for an
+    IVF-PQ chosen without it, faiss's precomputed table not built)."""
+    without_table = params.code.startswith("pq") and not params.precomputed_table
+    index = faiss.read_index(str(Path(index_dir) / params.file),
+                             faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE if without_table else 0)
+    if without_table:
+        index.use_precomputed_table = -1
     if params.kind == "ivf":
         index.nprobe = params.nprobe
     return index

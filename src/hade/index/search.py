@@ -42,6 +42,7 @@ from hade.index.integrity import Problem
 from hade.index.compression import TokenCompression
 from hade.index.reprs import ReprTable
 from hade.index.store import DB_FILE, MODEL_DIR, STORAGE_DTYPE_KEY, Store, model_fingerprint
+from hade.utils.timing import Phases
 from hade.index.windows import window_batches, window_bounds
 
 Query = Union[str, Path, np.ndarray, torch.Tensor]
@@ -345,14 +346,15 @@ class Index:
         return self._score_positions(*self._encode(query, guard), positions, guard)
 
     def _score_positions(self, text: dict[str, torch.Tensor] | None, qvec: torch.Tensor | None,
-                         positions: np.ndarray, guard: Guard) -> np.ndarray:
+                         positions: np.ndarray, guard: Guard, phases: Phases = Phases(None)) -> np.ndarray:
         """model.score(text, windows) — or the audio-audio cosine with qvec — for windows at positions [P];
         the arrays are gathered outside the guard, each block is scored inside it."""
         out = np.empty(len(positions), dtype=np.float32)
         keys = None if text is not None else [self.pooled_key] if self.pooled_key else None
         for a in range(0, len(positions), EXHAUSTIVE_BLOCK):
-            block = _tensors(self.reprs.gather(positions[a:a + EXHAUSTIVE_BLOCK], keys), self.model.device)
-            with guard():
+            with phases("gather"):
+                block = _tensors(self.reprs.gather(positions[a:a + EXHAUSTIVE_BLOCK], keys), self.model.device)
+            with phases("score"), guard():
                 s = self.model.score(text, block)[0] if text is not None else self._stored_vectors(block) @ qvec[0]
                 out[a:a + EXHAUSTIVE_BLOCK] = s.float().cpu().numpy()
         return out
@@ -370,31 +372,39 @@ class Index:
 
     @torch.inference_mode()
     def search(self, query: Query, k: int = 10, candidates: int = 100, per_file: bool = False,
-               exhaustive: bool = False, nprobe: int | None = None, *, guard: Guard | None = None) -> list[Hit]:
+               exhaustive: bool = False, nprobe: int | None = None, *, guard: Guard | None = None,
+               timing: dict[str, float] | None = None) -> list[Hit]:
         """Best `k` windows (or files, with per_file) for a text (str) or audio (Path / waveform) query.
 
         candidates: windows recalled by the ANN and re-ranked exactly (at least k). exhaustive: score every
         window exactly instead (the reference the ANN path is tested against). nprobe: IVF lists to visit.
         guard: a context-manager factory entered around every use of the model (text encoding, each
         batch of an audio query, each scoring block) and nothing else — a server's inference lock.
+        timing: a dict that receives the wall milliseconds of each phase: "encode" (the query), "ann"
+        (pooled query vector and ANN probe), "gather" (reading and decoding the candidates' stored
+        features), "score" (the head's re-scoring) and "hits" (ranking and the hits' records).
         """
         if k <= 0 or len(self) == 0:
             return []
         guard = guard or contextlib.nullcontext
-        text, qvec = self._encode(query, guard)
+        phases = Phases(timing)
+        with phases("encode"):
+            text, qvec = self._encode(query, guard)
         if exhaustive or self.ann is None:
             positions = np.arange(len(self))
         else:
-            if text is not None:
-                with guard():
-                    qvec = self.model.head.pooled_text(text).float()
-            _, ids = ann_search(self.ann, self.ann_params, qvec.cpu().numpy(), max(int(candidates), k), nprobe)
-            ids = ids[0][ids[0] >= 0]
-            positions = np.searchsorted(self.table["id"], ids)
-        scores = self._score_positions(text, qvec, positions, guard)
-        ids = self.table["id"][positions]
-        files = self.table["file_id"][positions] if per_file else None
-        return [self._hit(i, s) for i, s in rank(ids, scores, k, files)]
+            with phases("ann"):
+                if text is not None:
+                    with guard():
+                        qvec = self.model.head.pooled_text(text).float()
+                _, ids = ann_search(self.ann, self.ann_params, qvec.cpu().numpy(), max(int(candidates), k), nprobe)
+                ids = ids[0][ids[0] >= 0]
+                positions = np.searchsorted(self.table["id"], ids)
+        scores = self._score_positions(text, qvec, positions, guard, phases)
+        with phases("hits"):
+            ids = self.table["id"][positions]
+            files = self.table["file_id"][positions] if per_file else None
+            return [self._hit(i, s) for i, s in rank(ids, scores, k, files)]
 
     def _hit(self, window_id: int, score: float) -> Hit:
         w = self.get(window_id)

@@ -20,6 +20,7 @@ repair command. Limits and defaults: :mod:`hade.serve.limits`.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -229,11 +230,16 @@ def _add_routes(app: FastAPI, service: SearchService) -> None:
     per_file_param = Query(False, description="at most one window per file")
 
     @app.get("/search")
-    def search(request: Request,
+    def search(request: Request, response: Response,
                q: str = Query(..., min_length=1, max_length=MAX_QUERY_CHARS, description="what to look for"),
                k: int = k_param, per_file: bool = per_file_param) -> dict[str, Any]:
-        """Text query -> the k best windows."""
-        hits = service.search_text(q, k=k, per_file=per_file)
+        """Text query -> the k best windows. The `Server-Timing` header gives the milliseconds spent waiting
+        for the text thread (`queue`), in the index's search (`search`) and in this handler (`handler`)."""
+        started = time.perf_counter()
+        timing: dict[str, float] = {}
+        hits = service.search_text(q, k=k, per_file=per_file, timing=timing)
+        timing["handler"] = 1000 * (time.perf_counter() - started)
+        response.headers["server-timing"] = ", ".join(f"{name};dur={ms:.1f}" for name, ms in timing.items())
         return {"query": q.strip(), "k": k, "per_file": per_file, "results": with_urls(request, hits)}
 
     @app.post("/search/audio")

@@ -141,16 +141,22 @@ def _glibc_function(name: str) -> Callable[..., int] | None:
 _MALLOC_TRIM = _glibc_function("malloc_trim")
 _MALLOPT = _glibc_function("mallopt")
 _M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 1 << 20
+MMAP_THRESHOLD_BYTES = 256 << 20
 
 
 def tune_allocator() -> bool:
-    """Serve every heap allocation of 1 MiB or more from its own mmap (process-wide; True when set).
+    """Fix glibc's mmap threshold at 256 MiB (process-wide; True when set).
 
-    Why: glibc raises its mmap threshold dynamically (up to 32 MiB) once large blocks are freed, after
-    which a long upload's waveform, windows and activations land in per-thread arenas that fragment:
-    measured here, each request thread that ran an audio query kept ~15-20 MB resident even after
-    `malloc_trim`. With a fixed threshold those buffers go back to the OS as soon as they are freed.
+    Why a fixed threshold: glibc otherwise moves it (up to 32 MiB) as large blocks are freed, so where a
+    buffer lands depends on the requests before it. Why this high: a text query's re-ranking allocates
+    tens of MB at a time (the candidates' decoded tokens, the head's activations); below the threshold
+    those buffers are reused from the text thread's heap, above it each is a fresh mmap whose pages are
+    faulted in and zeroed on every query. Measured at 100k windows (`benchmarks/index_scale.py`, tha+dcr,
+    2 cores): with 1 MiB, as before, `hade serve` answered in p50 87-96 / p95 112-122 ms; with 256 MiB in
+    77 / 95 ms, and 4 concurrent 300 s uploads were encoded in 17 s each instead of 31 s. The heap a burst
+    of uploads leaves behind is bounded because model work runs on fixed pools (one text thread, the
+    audio pool), and `release_memory` trims it: after such a burst the RSS was 1.06x its baseline
+    (`benchmarks/load.py --mixed`; 1.01x with 1 MiB).
     """
     if _MALLOPT is None:
         return False

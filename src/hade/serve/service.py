@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Callable, ContextManager, Protocol
@@ -46,8 +47,10 @@ class IndexLike(Protocol):
     model: Any
 
     def search(self, query: Any, k: int = 10, candidates: int = 100, per_file: bool = False, *,
-               guard: Callable[[], ContextManager[Any]] | None = None) -> list[Any]:
-        """Every model call of the search runs inside `with guard():` (and nothing else does)."""
+               guard: Callable[[], ContextManager[Any]] | None = None,
+               timing: dict[str, float] | None = None) -> list[Any]:
+        """Every model call of the search runs inside `with guard():` (and nothing else does); `timing`
+        (given only for text queries that ask for it) receives milliseconds per phase."""
     def get(self, id: int) -> Any: ...
     def open_audio(self, id: int) -> tuple[BinaryIO, os.stat_result]:
         """The verified, opened indexed file of window `id` and its fstat. KeyError for an unknown id;
@@ -165,7 +168,8 @@ class SearchService:
         return f, st, PurePosixPath(window["path"]).name
 
     # ---- inference -------------------------------------------------------------------------------
-    def _hits(self, query: Any, k: int, per_file: bool, priority: int) -> list[dict[str, Any]]:
+    def _hits(self, query: Any, k: int, per_file: bool, priority: int,
+              timing: dict[str, float] | None = None) -> list[dict[str, Any]]:
         """Search at `priority`. A LOW (audio) search passes the lock to the index as `guard`, taken
         around each batch only; a HIGH (text) search is short and holds the lock throughout, since its
         several model calls (encode, probe, score) would otherwise each wait for an audio batch."""
@@ -176,17 +180,34 @@ class SearchService:
             else:
                 torch.set_num_threads(self.text_threads)
                 with self.model_lock.hold(HIGH):
+                    if timing is not None:
+                        kwargs["timing"] = timing
                     hits = self.index.search(query, **kwargs)
         return [jsonable({"id": int(h.id), "path": str(h.path), "start": float(h.start), "end": float(h.end),
                           "score": float(h.score)}) for h in hits]
 
-    def search_text(self, query: str, k: int = 10, per_file: bool = False) -> list[dict[str, Any]]:
+    def search_text(self, query: str, k: int = 10, per_file: bool = False,
+                    timing: dict[str, float] | None = None) -> list[dict[str, Any]]:
+        """Text query -> hits. `timing`, when given, receives "queue" (ms waiting for the text thread),
+        "search" (ms from then to the hits, model lock included) and the index's phases (`Index.search`)."""
         text = query.strip()
         if not text:
             raise InputError("the query is empty")
         if len(query) > MAX_QUERY_CHARS:
             raise InputError(f"the query is longer than {MAX_QUERY_CHARS} characters")
-        return self.text_pool.submit(self._hits, text, k, per_file, HIGH).result()
+        submitted = time.perf_counter()
+
+        def job() -> list[dict[str, Any]]:
+            started = time.perf_counter()
+            phases: dict[str, float] | None = None if timing is None else {}
+            hits = self._hits(text, k, per_file, HIGH, phases)
+            if timing is not None:
+                timing["queue"] = 1000 * (started - submitted)
+                timing["search"] = 1000 * (time.perf_counter() - started)
+                timing.update(phases or {})
+            return hits
+
+        return self.text_pool.submit(job).result()
 
     def search_audio(self, data: bytes | BinaryIO, k: int = 10, per_file: bool = False) -> list[dict[str, Any]]:
         """Query by example: `data` is the upload (bytes, or a seekable file such as UploadFile.file).
