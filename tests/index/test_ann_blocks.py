@@ -45,3 +45,28 @@ def test_float64_and_flat_builds_report_no_progress():
     index, params = build_ann(x, np.arange(1000), progress=lambda *a: seen.append(a))
     assert params.kind == "flat" and index.ntotal == 1000 and seen == []
     np.testing.assert_array_equal(ann_search(index, params, x[:3], 1)[1][:, 0], [0, 1, 2])
+
+
+def test_pooled_vectors_spill_to_a_staging_file_that_is_removed(dp_index, tmp_path):
+    import shutil
+
+    from hade.index.finalize import POOLED_STAGING, pooled_vectors
+    from hade.index.store import Store
+
+    shutil.copytree(dp_index[0], tmp_path / "dp.idx")
+    store = Store(tmp_path / "dp.idx")
+    try:
+        with pooled_vectors(store) as (ids, in_memory):
+            assert not isinstance(in_memory, np.memmap) and in_memory.dtype == np.float16  # the store's dtype
+            ids, in_memory = ids.copy(), np.array(in_memory)
+        staging = store.arrays_dir / POOLED_STAGING
+        with pooled_vectors(store, block=7, in_memory_bytes=0) as (ids2, spilled):
+            assert isinstance(spilled, np.memmap) and staging.is_file()
+            np.testing.assert_array_equal(ids2, ids)
+            np.testing.assert_array_equal(np.asarray(spilled), in_memory)
+        assert not staging.exists()
+        staging.write_bytes(b"left by a killed build")
+        store.cleanup()
+        assert not staging.exists()
+    finally:
+        store.close()

@@ -8,9 +8,10 @@ rows live, never window ids or values (coded token rows are copied as codes).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -125,18 +126,38 @@ def _codec_groups(reprs: ReprTable) -> dict[str | None, np.ndarray]:
     return {c: np.asarray(groups[c], dtype=np.int64) for c in sorted(groups, key=lambda c: (c is not None, c or ""))}
 
 
-def pooled_vectors(store: Store, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """(ids [N] int64, pooled embeddings [N, D] float32) of all windows in id order."""
+POOLED_IN_MEMORY_BYTES = 1 << 30  # above this, the ANN's input vectors are staged in a file (memmap)
+POOLED_STAGING = ".pooled-staging.npy"  # in arrays/: a dot name, so `Store.cleanup` removes one a kill left
+
+
+@contextlib.contextmanager
+def pooled_vectors(store: Store, block: int = 65536,
+                   in_memory_bytes: int = POOLED_IN_MEMORY_BYTES) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``with pooled_vectors(store) as (ids, vectors)``: ids [N] int64 and pooled embeddings [N, D] of all
+    windows in id order, in the store's dtype (float16 by default; `build_ann` reads them in blocks).
+
+    Up to `in_memory_bytes` they are an array; above, a memory-mapped file in the index's arrays folder,
+    removed on exit, so that building the ANN of 10M windows does not hold a second copy of them in memory."""
     meta = store.meta()
     table = store.window_table()
     key = meta["pooled_key"]
-    dim = meta["repr_spec"][key]["shape"][-1]
+    spec = meta["repr_spec"][key]
+    dim = spec["shape"][-1]
+    dtype = np.dtype(spec["dtype"])
     reprs = ReprTable(store, table["chunk"], table["row"], meta["repr_spec"])
-    out = np.empty((len(reprs), dim), dtype=np.float32)
-    for a in range(0, len(reprs), block):
-        pos = np.arange(a, min(len(reprs), a + block))
-        out[pos] = reprs.gather(pos, [key])[key].reshape(len(pos), dim)
-    return table["id"], out
+    staging = store.arrays_dir / POOLED_STAGING
+    spill = len(reprs) * dim * dtype.itemsize > in_memory_bytes
+    out = (np.lib.format.open_memmap(staging, mode="w+", dtype=dtype, shape=(len(reprs), dim)) if spill
+           else np.empty((len(reprs), dim), dtype=dtype))
+    try:
+        for a in range(0, len(reprs), block):
+            pos = np.arange(a, min(len(reprs), a + block))
+            out[pos] = reprs.gather(pos, [key])[key].reshape(len(pos), dim)  # exact: the stored dtype
+        yield table["id"], out
+    finally:
+        del out
+        if spill:
+            staging.unlink(missing_ok=True)
 
 
 def finalize(store: Store, threshold: int = DEFAULT_THRESHOLD, progress: bool = False,
@@ -163,10 +184,11 @@ def finalize(store: Store, threshold: int = DEFAULT_THRESHOLD, progress: bool = 
         _record_ann(store, None)
         return vars(params)
     if count == 0 or "pooled_key" not in meta:
-        ids, vecs = np.zeros(0, np.int64), np.zeros((0, 1), np.float32)
+        index, params = build_ann(np.zeros((0, 1), np.float32), np.zeros(0, np.int64), threshold=threshold,
+                                  memory_budget=memory_budget)
     else:
-        ids, vecs = pooled_vectors(store)
-    index, params = build_ann(vecs, ids, threshold=threshold, memory_budget=memory_budget)
+        with pooled_vectors(store) as (ids, vecs):
+            index, params = build_ann(vecs, ids, threshold=threshold, memory_budget=memory_budget)
     save_ann(store.root, index, params, gen)
     _record_ann(store, params.file)
     return vars(params)
