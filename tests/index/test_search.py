@@ -73,6 +73,23 @@ def test_timing_reports_each_phase_without_changing_the_hits(head_indexes):
         assert set(timing) == {"encode", "gather", "score", "hits"}
 
 
+def test_scoring_blocks_are_bounded_in_bytes(head_indexes, monkeypatch):
+    import importlib
+
+    search_module = importlib.import_module("hade.index.search")
+
+    with Index.open(head_indexes["tha"]) as ix:
+        full = ix.search(QUERIES[3], k=5, exhaustive=True)
+        spec = ix.info()["repr_keys"]
+        per_window = sum(4 * int(np.prod(v["shape"])) for v in ix.meta["repr_spec"].values())
+        monkeypatch.setattr(search_module, "GATHER_BYTES", 3 * per_window + 1)
+        sizes = []
+        gather = ix.reprs.gather
+        monkeypatch.setattr(ix.reprs, "gather", lambda pos, keys=None: sizes.append(len(pos)) or gather(pos, keys))
+        assert_same_hits(ix.search(QUERIES[3], k=5, exhaustive=True), full)
+        assert spec and max(sizes) == 3 and sum(sizes) == len(ix)  # every window, 3 at a time
+
+
 def test_pure_tha_searches_exhaustively(head_indexes):
     ix = Index.open(head_indexes["tha"])
     assert ix.info()["ann"]["kind"] == "exhaustive" and ix.ann is None and ix.info()["pooled_key"] is None

@@ -47,7 +47,8 @@ from hade.index.windows import window_batches, window_bounds
 
 Query = Union[str, Path, np.ndarray, torch.Tensor]
 Guard = Callable[[], ContextManager[Any]]
-EXHAUSTIVE_BLOCK = 4096
+EXHAUSTIVE_BLOCK = 4096  # windows scored at a time, at most; fewer when their arrays exceed GATHER_BYTES
+GATHER_BYTES = 128 << 20  # float32 bytes of the windows gathered for one scoring block
 AUDIO_QUERY_BATCH = 4  # windows of an audio query per model call (one `guard` each); 4, not 8: a text query
 # served between batches waits for at most one, and 8 raised text p95 under uploads from 2.2x to 2.9x
 # (benchmarks/load.py --mixed --model demo, docs/security.md)
@@ -351,13 +352,23 @@ class Index:
         the arrays are gathered outside the guard, each block is scored inside it."""
         out = np.empty(len(positions), dtype=np.float32)
         keys = None if text is not None else [self.pooled_key] if self.pooled_key else None
-        for a in range(0, len(positions), EXHAUSTIVE_BLOCK):
+        step = self._block_rows(keys)
+        for a in range(0, len(positions), step):
             with phases("gather"):
-                block = _tensors(self.reprs.gather(positions[a:a + EXHAUSTIVE_BLOCK], keys), self.model.device)
+                block = _tensors(self.reprs.gather(positions[a:a + step], keys), self.model.device)
             with phases("score"), guard():
                 s = self.model.score(text, block)[0] if text is not None else self._stored_vectors(block) @ qvec[0]
-                out[a:a + EXHAUSTIVE_BLOCK] = s.float().cpu().numpy()
+                out[a:a + step] = s.float().cpu().numpy()
         return out
+
+    def _block_rows(self, keys: list[str] | None) -> int:
+        """Windows per scoring block: EXHAUSTIVE_BLOCK, fewer when the gathered arrays of `keys` (all: None)
+        would exceed GATHER_BYTES as float32 (pure THA's exhaustive search: 1.4 GB for 4 096 windows of
+        the CPU model's tokens)."""
+        spec = self.meta.get("repr_spec") or {}
+        per_window = sum(4 * int(np.prod(v["shape"], dtype=np.int64)) for k, v in spec.items()
+                         if keys is None or k in keys)
+        return max(1, min(EXHAUSTIVE_BLOCK, GATHER_BYTES // max(1, per_window)))
 
     def _encode(self, query: Query, guard: Guard) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor | None]:
         """(text reprs, None) for a caption; (None, query vector [1, D]) for audio."""
