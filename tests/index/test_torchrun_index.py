@@ -13,7 +13,8 @@ import pytest
 from hade.cli import main
 from hade.errors import InputError
 from hade.index import Index
-from hade.index.launch import Launch, detect_launch, rank_device, shard_dirs
+from hade.index.launch import shard_dirs
+from hade.utils.launch import Launch, detect_launch, rank_device
 
 SLURM_STEP = {"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1", "SLURM_STEP_ID": "0",
               "SLURM_JOB_ID": "77"}
@@ -82,7 +83,8 @@ def test_ranks_meet_through_the_store(tmp_path, launcher):
     script = textwrap.dedent(f"""
         from pathlib import Path
         import gc
-        from hade.index.launch import Meeting, detect_launch
+        from hade.index.launch import Meeting
+        from hade.utils.launch import detect_launch
         launch = detect_launch()
         with Meeting(launch, Path({str(tmp_path / "meet")!r})) as meeting:
             print(meeting.gather({{"rank": launch.rank, "launcher": launch.launcher, "half": launch.rank / 2}}))

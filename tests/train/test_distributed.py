@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from hade.config import ModelConfig, TrainConfig
+from hade.errors import InputError
 from hade.losses import nt_xent, nt_xent_partial
 from hade.models.factory import create_model
 from hade.train import distributed as ddp
@@ -228,3 +229,41 @@ if __name__ == "__main__":  # a rank under torchrun, started by test_two_gloo_pr
     from hade.config import from_dict
 
     _worker(from_dict(ModelConfig, json.loads(sys.argv[1])), sys.argv[2], sys.argv[3])
+
+
+SLURM_STEP = {"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_STEP_ID": "0", "SLURM_LOCALID": "0",
+              "SLURM_JOB_ID": "7"}
+
+
+def test_srun_without_a_rendezvous_address_is_refused(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in SLURM_STEP.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(InputError, match="MASTER_ADDR and MASTER_PORT"):
+        ddp.init_from_env()
+    monkeypatch.delenv("SLURM_STEP_ID")  # the sbatch script itself, not an srun step: one process
+    assert ddp.init_from_env() == ddp.DistContext()
+
+
+def test_two_srun_tasks_join_one_group(tmp_path):
+    """Ranks from Slurm's variables (no torchrun), the rendezvous from MASTER_ADDR / MASTER_PORT."""
+    script = ("import json, torch, torch.distributed as dist\n"
+              "from hade.train import distributed as ddp\n"
+              "ctx = ddp.init_from_env()\n"
+              "t = torch.tensor([ctx.rank + 1.0])\n"
+              "dist.all_reduce(t)\n"
+              "print(json.dumps([ctx.rank, ctx.world_size, ctx.local_rank, t.item()]))\n"
+              "dist.destroy_process_group()\n")
+    port = free_port()
+    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    base |= {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "HADE_DIST_BACKEND": "gloo",
+             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+             "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"),
+                                            os.environ.get("PYTHONPATH", "")])}
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=base | SLURM_STEP | {"SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)})
+             for r in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    assert sorted(json.loads(out.strip().splitlines()[-1]) for out, _ in outs) == [[0, 2, 0, 3.0], [1, 2, 1, 3.0]]

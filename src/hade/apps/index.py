@@ -38,7 +38,7 @@ from typing import Any
 from hade.config import COMPUTE_DTYPES, STORAGE_DTYPES
 from hade.errors import HadeError, InputError
 from hade.utils.units import parse_bytes
-from hade.index.launch import Launch, detect_launch
+from hade.utils.launch import Launch, detect_launch
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -195,7 +195,8 @@ def _check_parallel(args: argparse.Namespace, launch: Launch) -> None:
 
 def run_parallel(args: argparse.Namespace, launch: Launch) -> int:
     """One rank of a torchrun/Slurm `hade index`: build this rank's shard, wait for all, merge on rank 0."""
-    from hade.index.launch import Meeting, rank_device, shard_dirs, shards_dir
+    from hade.index.launch import Meeting, shard_dirs, shards_dir
+    from hade.utils.launch import rank_device
 
     _check_parallel(args, launch)
     parts = shard_dirs(args.out, launch.world_size)

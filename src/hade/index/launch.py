@@ -1,14 +1,9 @@
-"""Where this process stands in a parallel `hade index` job: rank and world size from torchrun or Slurm.
+"""A parallel `hade index` job: its shards and how its ranks meet (rank and world size: hade.utils.launch).
 
 `hade index FOLDER --out IDX` started W times — by `torchrun --nproc_per_node W` (RANK, WORLD_SIZE,
 LOCAL_RANK, MASTER_ADDR/MASTER_PORT) or by `srun -n W` (SLURM_PROCID, SLURM_STEP_NUM_TASKS or
 SLURM_NTASKS, SLURM_LOCALID) — builds shard `rank/W` into `IDX.shards/RANK-of-W`, waits for the other
-ranks, and rank 0 merges the shards into IDX (hade.apps.index). torchrun's variables win over Slurm's
-(`srun torchrun ...` is a torchrun job).
-
-Slurm is recognised only inside a job step (SLURM_STEP_ID set, i.e. under srun): an sbatch script itself
-also carries SLURM_PROCID=0 and SLURM_NTASKS=W, and a `hade index` run there directly is one process, not
-rank 0 of W that would wait forever for ranks that never start.
+ranks, and rank 0 merges the shards into IDX (hade.apps.index).
 
 The ranks meet through torch.distributed's key-value store, with no process group: each rank writes its
 outcome (a small JSON record) under its own key and waits until every rank has written. env:// when
@@ -22,81 +17,16 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
-from hade.errors import InputError
+from hade.utils.launch import Launch
 
 # Shards can differ widely in size (a folder of long files hashes unevenly), so a rank that finishes
 # first may wait hours for the last. A rank that dies is ended by its launcher (torchrun stops the job;
 # `srun --kill-on-bad-exit=1`), not by this timeout.
 WAIT_TIMEOUT = timedelta(days=7)
-
-
-@dataclass(frozen=True)
-class Launch:
-    """This process's rank among `world_size` (1: an ordinary single-process run) and who started it."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    launcher: str = "single"  # "torchrun", "slurm" or "single"
-    job: str = ""  # Slurm job.step, names the file rendezvous
-
-    @property
-    def parallel(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def shard(self) -> str:
-        """The `--shard i/N` this rank builds."""
-        return f"{self.rank}/{self.world_size}"
-
-
-def _int(env: Mapping[str, str], name: str) -> int:
-    try:
-        return int(env[name])
-    except ValueError:
-        raise InputError(f"environment variable {name}={env[name]!r}: expected an integer") from None
-
-
-def detect_launch(env: Mapping[str, str] | None = None) -> Launch:
-    """The Launch described by `env` (default os.environ): torchrun's RANK/WORLD_SIZE/LOCAL_RANK, else
-    Slurm's SLURM_PROCID/SLURM_STEP_NUM_TASKS (or SLURM_NTASKS)/SLURM_LOCALID inside an srun step, else
-    a single process."""
-    env = os.environ if env is None else env
-    if "RANK" in env and "WORLD_SIZE" in env:
-        launch = Launch(_int(env, "RANK"), _int(env, "WORLD_SIZE"),
-                        _int(env, "LOCAL_RANK") if "LOCAL_RANK" in env else 0, "torchrun")
-    elif "SLURM_PROCID" in env and ("SLURM_STEP_ID" in env or "SLURM_STEPID" in env):
-        world = "SLURM_STEP_NUM_TASKS" if "SLURM_STEP_NUM_TASKS" in env else "SLURM_NTASKS"
-        if world not in env:
-            return Launch()
-        step = env.get("SLURM_STEP_ID", env.get("SLURM_STEPID", ""))
-        launch = Launch(_int(env, "SLURM_PROCID"), _int(env, world),
-                        _int(env, "SLURM_LOCALID") if "SLURM_LOCALID" in env else 0, "slurm",
-                        f"{env.get('SLURM_JOB_ID', env.get('SLURM_JOBID', 'job'))}.{step}")
-    else:
-        return Launch()
-    if launch.world_size < 1 or not 0 <= launch.rank < launch.world_size or launch.local_rank < 0:
-        raise InputError(f"{launch.launcher}: rank {launch.rank} of world size {launch.world_size} (local rank "
-                         f"{launch.local_rank}): expected 0 <= rank < world size")
-    return launch if launch.parallel else Launch()
-
-
-def rank_device(device: str, launch: Launch, visible_gpus: int | None = None) -> str:
-    """`--device cuda` of a parallel run: cuda:LOCAL_RANK, one GPU per rank of a node; modulo the GPUs this
-    process sees (`visible_gpus`, default torch.cuda.device_count()), since `srun --gpus-per-task 1` shows
-    each task only its own GPU, as cuda:0. Other devices (cpu, an explicit cuda:N) as given."""
-    if not (launch.parallel and device == "cuda"):
-        return device
-    if visible_gpus is None:
-        import torch
-
-        visible_gpus = torch.cuda.device_count()
-    return f"cuda:{launch.local_rank % visible_gpus if visible_gpus > 0 else launch.local_rank}"
 
 
 def shards_dir(out: str | Path) -> Path:

@@ -1,9 +1,10 @@
 """Distributed data-parallel training and activation checkpointing (mixed precision: hade.train.precision;
 the loss: hade.train.objective).
 
-Launch: `torchrun --nproc_per_node N -m hade.train --data DIR --out RUN ...` (env:// rendezvous; gloo on
-CPU, nccl on CUDA; multi-node works through torchrun's rendezvous, with the run directory on a file system
-that every node sees).
+Launch: `torchrun --nproc_per_node N -m hade.train --data DIR --out RUN ...`, or `srun -n N python -m
+hade.train ...` with MASTER_ADDR / MASTER_PORT exported (env:// rendezvous; rank and world size as
+`hade.utils.launch` reads them for every parallel command; gloo on CPU, nccl on CUDA; multi-node works,
+with the run directory on a file system that every node sees).
 
 Data: every rank builds the same `epoch_batches` order and takes the disjoint slice
 [rank·b, (rank+1)·b) of each global batch of B = `batch_size` pairs (b = B / world_size; B must be
@@ -33,6 +34,7 @@ from torch import nn
 
 from hade.errors import InputError
 from hade.models.heads.reprs import Reprs
+from hade.utils.launch import Launch, detect_launch, rank_device
 from hade.utils.padding import pad_dim1
 
 
@@ -58,14 +60,24 @@ class DistContext:
 
 
 def init_from_env() -> DistContext:
-    """Join the process group described by torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR...), once."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and not dist.is_initialized():
+    """Join the process group of a torchrun or srun launch (`hade.utils.launch.detect_launch`), once.
+
+    torchrun sets MASTER_ADDR / MASTER_PORT itself; under plain srun they must be exported to name rank 0's
+    host and a free port (InputError otherwise)."""
+    if dist.is_initialized():
+        return current()
+    launch = detect_launch()
+    if not launch.parallel:
         return DistContext()
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and os.environ.get("HADE_DIST_BACKEND") != "gloo" else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend=backend, init_method="env://")
+    missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v)]
+    if missing:
+        raise InputError(f"{launch.launcher}: rank {launch.rank} of {launch.world_size} needs {' and '.join(missing)} "
+                         "to meet the other ranks; torchrun sets them, under srun export them, e.g. "
+                         "MASTER_ADDR=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n1) MASTER_PORT=29500")
+    backend = "nccl" if torch.cuda.is_available() and os.environ.get("HADE_DIST_BACKEND") != "gloo" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(torch.device(rank_device("cuda", launch)))
+    dist.init_process_group(backend=backend, init_method="env://", rank=launch.rank, world_size=launch.world_size)
     return current()
 
 
@@ -73,13 +85,16 @@ def current() -> DistContext:
     """The context of an initialised process group, else single-process."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return DistContext()
-    return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+    launch = detect_launch()
+    local = launch.local_rank if launch.parallel else dist.get_rank()
+    return DistContext(dist.get_rank(), dist.get_world_size(), local)
 
 
 def local_device(device: torch.device, ctx: DistContext) -> torch.device:
-    """One GPU per rank (cuda:LOCAL_RANK) when training distributed on CUDA."""
-    if ctx.enabled and device.type == "cuda":
-        return torch.device("cuda", ctx.local_rank)
+    """One GPU per rank when training distributed on CUDA: cuda:LOCAL_RANK, modulo the GPUs this process
+    sees (`srun --gpus-per-task 1` shows each task its own GPU as cuda:0); see `rank_device`."""
+    if ctx.enabled and device.type == "cuda" and device.index is None:
+        return torch.device(rank_device("cuda", Launch(ctx.rank, ctx.world_size, ctx.local_rank)))
     return device
 
 
