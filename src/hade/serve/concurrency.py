@@ -140,27 +140,31 @@ def _glibc_function(name: str) -> Callable[..., int] | None:
 
 _MALLOC_TRIM = _glibc_function("malloc_trim")
 _MALLOPT = _glibc_function("mallopt")
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 256 << 20
+TRIM_THRESHOLD_BYTES = 2 * MMAP_THRESHOLD_BYTES  # glibc's own ratio when it moves the mmap threshold
 
 
 def tune_allocator() -> bool:
-    """Fix glibc's mmap threshold at 256 MiB (process-wide; True when set).
+    """Fix glibc's mmap threshold at 256 MiB and its trim threshold at 512 MiB (process-wide; True when set).
 
-    Why a fixed threshold: glibc otherwise moves it (up to 32 MiB) as large blocks are freed, so where a
-    buffer lands depends on the requests before it. Why this high: a text query's re-ranking allocates
-    tens of MB at a time (the candidates' decoded tokens, the head's activations); below the threshold
-    those buffers are reused from the text thread's heap, above it each is a fresh mmap whose pages are
-    faulted in and zeroed on every query. Measured at 100k windows (`benchmarks/index_scale.py`, tha+dcr,
-    2 cores): with 1 MiB, as before, `hade serve` answered in p50 87-96 / p95 112-122 ms; with 256 MiB in
-    77 / 95 ms, and 4 concurrent 300 s uploads were encoded in 17 s each instead of 31 s. The heap a burst
-    of uploads leaves behind is bounded because model work runs on fixed pools (one text thread, the
-    audio pool), and `release_memory` trims it: after such a burst the RSS was 1.06x its baseline
-    (`benchmarks/load.py --mixed`; 1.01x with 1 MiB).
+    Why fixed: glibc otherwise moves both as large blocks are freed, so where a buffer lands, and whether
+    freeing it gives pages back, depends on the requests before it. Why this high: a text query's
+    re-ranking allocates tens of MB at a time (the candidates' decoded tokens, the head's activations).
+    Below the mmap threshold those buffers are reused from the text thread's heap; above it each is a fresh
+    mmap, faulted in and zeroed on every query. Likewise a heap whose free top exceeds the trim threshold is
+    shrunk at once, and the next query faults the same pages in again. Measured at 100k windows
+    (`benchmarks/index_scale.py`, tha+dcr, 2 cores, `hade serve` over HTTP): mmap threshold 1 MiB, as
+    before, p50 87-96 / p95 112-122 ms; 256 MiB, 67-77 / 78-93 ms; with the 512 MiB trim threshold too,
+    58-60 / 68-75 ms, for 90 MB more resident heap (774 MB after 80 queries). A burst of uploads cannot
+    pile up heap behind them: model work runs on fixed pools (one text thread, the audio pool), and
+    `release_memory` trims every heap after each upload whatever the thresholds.
     """
     if _MALLOPT is None:
         return False
-    return bool(_MALLOPT(ctypes.c_int(_M_MMAP_THRESHOLD), ctypes.c_int(MMAP_THRESHOLD_BYTES)))
+    trim = _MALLOPT(ctypes.c_int(_M_TRIM_THRESHOLD), ctypes.c_int(TRIM_THRESHOLD_BYTES))
+    return bool(_MALLOPT(ctypes.c_int(_M_MMAP_THRESHOLD), ctypes.c_int(MMAP_THRESHOLD_BYTES))) and bool(trim)
 
 
 def release_memory() -> None:
