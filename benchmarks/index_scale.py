@@ -5,8 +5,8 @@ ablation), on real encoded windows:
 
 1. **Fidelity** on each `--data` folder (SynthCaps layouts; e.g. the SynthCaps evaluation split, 72
    clips, and a 10k-window set of 20 s clips): the folder is indexed once with float16 tokens
-   (``--token-codec none``); a copy is then compressed in place with the codec (``--token-codec
-   IVF256,PQ32``, the upgrade path, which fits the same way as a fresh build: on the first 512 windows).
+   (``--token-codec none``); a copy is then compressed in place with each ``--codec`` (default: `hade
+   index`'s; the upgrade path, which fits the same way as a fresh build: on the first 512 windows).
    For every caption of the folder (or `--queries` of them, evenly spaced), both indexes answer
    ``Index.search(caption, k=10, candidates=100)``: printed are the overlap of the top-10 windows,
    T2A R@1 / R@10 of the caption's file (``per_file=True``) and bytes per window.
@@ -46,6 +46,7 @@ from hade.index import Index, build_index  # noqa: E402
 from hade.index.finalize import finalize  # noqa: E402
 from hade.index.reprs import ReprTable  # noqa: E402
 from hade.index.store import FileRecord, Store, WindowRecord  # noqa: E402
+from hade.index.tokens import DEFAULT_FACTORY  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -248,14 +249,14 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "runs/index_scale")
     p.add_argument("--codec", action="append", default=None,
                    help="token codec factory (repeatable: each is compared with the same float index; the first is "
-                        "the one grown for the scale part; default IVF256,PQ32)")
+                        "the one grown for the scale part; default: hade index's, IVF256,PQ64x7)")
     p.add_argument("--queries", type=int, default=None, help="captions per folder for fidelity (default all)")
     p.add_argument("--windows", type=int, default=100_000, help="windows of the grown index (0: skip)")
     p.add_argument("--latency-queries", type=int, default=200)
     p.add_argument("--threads", type=int, default=2, help="torch/faiss threads for the latency part")
     p.add_argument("--skip-fidelity", action="store_true", help="reuse OUT's indexes of the last --data folder")
     args = p.parse_args()
-    args.codec = args.codec or ["IVF256,PQ32"]
+    args.codec = args.codec or [DEFAULT_FACTORY]
     args.out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"model": str(args.model), "codec": args.codec, "fidelity": []}
     if not args.skip_fidelity:

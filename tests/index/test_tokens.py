@@ -111,3 +111,13 @@ def test_token_keys_pick_token_arrays_only():
             "coatt_audio_mask": {"shape": [64, 64], "dtype": "bool"}}
     assert token_keys(spec, "embed") == ["tha_audio_0", "tha_audio_2"]
     assert fit_codecs({}) == {}
+
+
+def test_default_codec_keeps_four_dims_a_subquantiser():
+    from hade.index.tokens import _default_for
+
+    assert DEFAULT_FACTORY == "IVF256,PQ64x7" and _default_for(256) == DEFAULT_FACTORY
+    assert _default_for(32) == "IVF256,PQ8x7" and _default_for(768) == "IVF256,PQ192x7"
+    assert _default_for(30) == "IVF256,PQ6x7" and _default_for(3) == "IVF256,PQ1x7"  # divisors of the width
+    c = TokenCodec.fit(clustered_tokens(80, dim=32, seed=3), DEFAULT_FACTORY)
+    assert c.info.factory.endswith(",PQ8x7") and c.code_bytes == 1 + 7 + NORM_BYTES  # 8 x 7 bits = 7 bytes

@@ -11,8 +11,9 @@ Two kinds, chosen by size:
   which keeps recall on embeddings crowded in a narrow cone (untrained or weakly trained models).
   ``nlist = 4·sqrt(N)`` lists (4 000 at 1M windows) from 10 k-means iterations on a deterministic
   sample of ``min(N, 20·nlist)`` vectors (seed 0); a query visits ``nprobe = max(16, nlist/128)`` lists
-  (31 at 1M, ~0.8 % of the windows; 16 of 1 265 at 100k), at most half of them — chosen with
-  benchmarks/search.py, where it gives recall@10 >= 0.99 after re-ranking; raise it for harder data.
+  (31 at 1M, ~0.8 % of the windows; 16 of 1 265 at 100k), at most half of them, and above 1M vectors
+  N/1M times as many (at most 8x, `default_nprobe`) — chosen with benchmarks/search.py, where it gives
+  recall@10 >= 0.99 after re-ranking at 1M; raise it for harder data.
   The 8-bit codes only choose the candidates:
   `Index.search` re-scores them exactly from the store, so candidates beyond the true top k absorb the
   quantisation error. ``nprobe`` can be raised per query for recall (see benchmarks/search.py).
@@ -37,9 +38,12 @@ Two kinds, chosen by size:
   float32, so a 10M x 256 store needs its 5 GB, not 15. At 3M (300 MiB: pq64x8, 8 192 lists, nprobe 64)
   build 470 s, 214 MiB, recall@10 0.955 after re-ranking 100 candidates (0.995 at nprobe 256; 400
   candidates: 0.956 — lists not probed, not the PQ order, miss). At 10M (1 GiB: pq64x8, 16 384
-  lists, 2 threads, idle machine) build 716 s (train 226 + add 491), 703 MiB, recall@10 0.879 at the
-  default nprobe 128, 0.919 at 256, 0.949 at 512 (48 ms a query; exhaustive ~470 ms): default_nprobe,
-  tuned on 1M, probes too few lists at 10M; see benchmarks/search.py and docs/search-scale.md.
+  lists, 2 threads, idle machine) build 716 s (train 226 + add 491), 703 MiB, recall@10 0.879 at
+  nprobe 128 (the default before it grew with N), 0.919 at 256, 0.949 at 512 (48 ms a query;
+  exhaustive ~470 ms); at today's default 1 024, 0.989 (59 ms a query on 1 thread, exhaustive 786 ms).
+  faiss keeps a precomputed table of nlist x M x 2^nbits floats for IVF-PQ (1 GiB there), so
+  `choose_ivfpq` counts it against the budget and builds the index without it when it does not fit
+  (the same answers, `AnnParams.precomputed_table`); see benchmarks/search.py and docs/search-scale.md.
 
 Both return the window *ids* of the store (``IndexIDMap2`` for flat, the IVF's own ids). The index is
 rebuilt from the store at the end of `hade index` whenever the store's generation changed, and saved
