@@ -120,7 +120,7 @@ def default_nprobe(nlist: int, n: int = 0) -> int:
 
     The fraction nlist/128 was tuned at 1M (recall@10 0.994 after re-ranking); at a fixed fraction
     recall falls with N (0.955 at 3M, 0.879 at 10M, benchmarks/search.py), so larger collections probe
-    a larger fraction: 3x at 3M, 8x from 8M (1 024 of 16 384 lists at 10M)."""
+    a larger fraction: 3x at 3M, 8x from 8M (1 024 of 16 384 lists at 10M: recall@10 0.989)."""
     scale = min(float(NPROBE_MAX_SCALE), max(1.0, n / NPROBE_SCALE_FROM))
     return max(1, min(nlist // 2, int(round(max(16, nlist // 128) * scale))))
 
