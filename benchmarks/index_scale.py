@@ -163,6 +163,16 @@ def grow(src: Path, dest: Path, windows: int, seed: int = 0) -> dict:
         store.close()
 
 
+def latency_stats(ms: list[float], phases: dict[str, list[float]], p95_of: tuple[str, ...] = ()) -> dict:
+    """p50 / p95 of the per-query wall ms, the p50 of each phase (and the p95 of those in `p95_of`)."""
+    out = {"p50_ms": round(float(np.median(ms)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1)}
+    for name, values in phases.items():
+        out[f"{name}_p50_ms"] = round(float(np.median(values)), 1)
+        if name in p95_of:
+            out[f"{name}_p95_ms"] = round(float(np.percentile(values, 95)), 1)
+    return out
+
+
 def timed_search(index_dir: Path, caps: list[str]) -> dict:
     """Median and p95 wall ms of Index.search(caption, k=10, candidates=100), one query at a time."""
     with Index.open(index_dir) as index:
@@ -175,10 +185,7 @@ def timed_search(index_dir: Path, caps: list[str]) -> dict:
             ms.append((time.perf_counter() - t) * 1000)
             for name, v in timing.items():
                 phases.setdefault(name, []).append(v)
-    out = {"p50_ms": round(float(np.median(ms)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1)}
-    for name, values in phases.items():  # Index.search's own split of the time
-        out[f"{name}_p50_ms"] = round(float(np.median(values)), 1)
-    return out
+    return latency_stats(ms, phases)  # with Index.search's own split of the time
 
 
 def free_port() -> int:
@@ -233,12 +240,8 @@ def served(index_dir: Path, caps: list[str], threads: int) -> dict:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    ms = ms[1:]
-    out = {"p50_ms": round(float(np.median(ms)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1)}
-    for name, values in server.items():  # the server's own split of the time (Server-Timing)
-        out[f"{name}_p50_ms"] = round(float(np.median(values[1:])), 1)
-        if name in ("search", "handler"):
-            out[f"{name}_p95_ms"] = round(float(np.percentile(values[1:], 95)), 1)
+    # without the warm-up query; with the server's own split of the time (Server-Timing)
+    out = latency_stats(ms[1:], {name: v[1:] for name, v in server.items()}, p95_of=("search", "handler"))
     return {**out, "mb_after_open": rss_open, "mb_after_queries": rss}
 
 

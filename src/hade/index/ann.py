@@ -151,12 +151,13 @@ def precomputed_table_bytes(nlist: int, m: int, nbits: int) -> int:
     return nlist * m * (2 ** nbits) * 4
 
 
-def choose_ivfpq(n: int, dim: int, memory_budget: int, nbits: int = 8) -> IvfPqChoice:
+def choose_ivfpq(n: int, dim: int, memory_budget: int, nbits: int = 8, nlist: int | None = None) -> IvfPqChoice:
     """IVF-PQ parameters for n vectors of `dim` dims within `memory_budget` bytes (codes, ids, coarse and
-    PQ centroids): the largest PQ code that fits. InputError when even 4-byte codes do not fit."""
+    PQ centroids): the largest PQ code that fits. InputError when even 4-byte codes do not fit.
+    nlist: the lists (default `pq_nlist(n)`)."""
     if n <= 0 or dim <= 0:
         raise InputError(f"IVF-PQ: need vectors to index, got {n} x {dim}")
-    nlist = pq_nlist(n)
+    nlist = int(nlist or pq_nlist(n))
     fixed = nlist * dim * 4
     for m in PQ_BYTES:
         if m > dim or dim % m:
@@ -205,11 +206,9 @@ def build_ann(vectors: np.ndarray, ids: np.ndarray, threshold: int = DEFAULT_THR
     if kind == "auto" and memory_budget is not None and ivf_sq8_bytes(n, dim) > memory_budget:
         kind = "ivfpq"
     if kind == "ivfpq":
-        choice = choose_ivfpq(n, dim, memory_budget if memory_budget is not None else 1 << 62)
-        nlist = int(nlist or choice.nlist)
+        choice = choose_ivfpq(n, dim, memory_budget if memory_budget is not None else 1 << 62, nlist=nlist)
+        nlist, table = choice.nlist, choice.precomputed_table
         index = faiss.IndexIVFPQ(faiss.IndexFlatL2(dim), dim, nlist, choice.m, choice.nbits, faiss.METRIC_L2)
-        table = choice.precomputed_table and (nlist == choice.nlist or precomputed_table_bytes(
-            nlist, choice.m, choice.nbits) <= FAISS_TABLE_MAX_BYTES)
         if not table:
             index.use_precomputed_table = -1  # never built (see choose_ivfpq)
         sample, code = choice.train, f"pq{choice.m}x{choice.nbits}"
@@ -217,12 +216,12 @@ def build_ann(vectors: np.ndarray, ids: np.ndarray, threshold: int = DEFAULT_THR
         nlist = int(nlist or default_nlist(n))
         index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatL2(dim), dim, nlist, faiss.ScalarQuantizer.QT_8bit,
                                               faiss.METRIC_L2)
-        sample, code = min(n, TRAIN_POINTS_PER_LIST * nlist), "sq8"
+        sample, code, table = min(n, TRAIN_POINTS_PER_LIST * nlist), "sq8", True
     nprobe = int(nprobe or default_nprobe(nlist, n))
     _train_and_add(index, vectors, ids, sample, seed, progress)
     index.nprobe = nprobe
     return index, AnnParams("ivf", n, dim, nlist=nlist, nprobe=nprobe, trained_on=sample, code=code,
-                            precomputed_table=code == "sq8" or bool(table))
+                            precomputed_table=table)
 
 
 def _train_and_add(index: faiss.IndexIVF, vectors: np.ndarray, ids: np.ndarray, sample: int, seed: int,

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from hade.errors import InputError
 from hade.index.ann import DEFAULT_THRESHOLD, AnnParams, build_ann, ivf_sq8_bytes, read_ann_params, save_ann
 from hade.index.compression import FIT_WINDOWS, NO_CODEC, TokenCompression
-from hade.index.reprs import ReprTable
+from hade.index.reprs import ReprTable, rows_within
 from hade.index.store import STORAGE_DTYPE_KEY, FileRecord, Placement, Store, WindowRecord, copy_model
 from hade.utils.atomic import atomic_dir, write_json_atomic
 
@@ -32,8 +32,7 @@ DEAD_FRACTION = 0.25
 def chunk_rows(spec: dict[str, dict[str, Any]]) -> int:
     """Rows of a compacted or merged chunk: COMPACT_ROWS, fewer when a window's arrays (as float, the way
     they are gathered) would make the chunk exceed COMPACT_BYTES."""
-    per_window = sum(int(np.prod(v["shape"], dtype=np.int64)) * np.dtype(v["dtype"]).itemsize for v in spec.values())
-    return max(1, min(COMPACT_ROWS, COMPACT_BYTES // max(1, per_window)))
+    return rows_within(spec, COMPACT_BYTES, COMPACT_ROWS)
 
 
 def _ann_kind(count: int, threshold: int, pooled_key: str | None) -> str:

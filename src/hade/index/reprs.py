@@ -17,6 +17,15 @@ from hade.index.store import CODES_SUFFIX, Store
 from hade.index.tokens import TokenCodec, load_codecs
 
 
+def rows_within(spec: dict[str, dict[str, Any]], budget: int, cap: int, keys: list[str] | None = None,
+                itemsize: int | None = None) -> int:
+    """How many windows' arrays of `keys` (all: None) fit in `budget` bytes, between 1 and `cap`; a value
+    takes `itemsize` bytes (default: its key's stored dtype)."""
+    per_window = sum(int(np.prod(v["shape"], dtype=np.int64)) * (itemsize or np.dtype(v["dtype"]).itemsize)
+                     for k, v in spec.items() if keys is None or k in keys)
+    return max(1, min(cap, budget // max(1, per_window)))
+
+
 class ReprTable:
     """Window representations addressed by position p (0..N-1, windows in id order).
 

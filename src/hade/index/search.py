@@ -40,10 +40,10 @@ from hade.index.ann import ann_search, load_ann, read_ann_params
 from hade.index.finalize import ann_is_current
 from hade.index.integrity import Problem
 from hade.index.compression import TokenCompression
-from hade.index.reprs import ReprTable
+from hade.index.reprs import ReprTable, rows_within
 from hade.index.store import DB_FILE, MODEL_DIR, STORAGE_DTYPE_KEY, Store, model_fingerprint
-from hade.utils.timing import Phases
 from hade.index.windows import window_batches, window_bounds
+from hade.utils.timing import Phases
 
 Query = Union[str, Path, np.ndarray, torch.Tensor]
 Guard = Callable[[], ContextManager[Any]]
@@ -365,10 +365,7 @@ class Index:
         """Windows per scoring block: EXHAUSTIVE_BLOCK, fewer when the gathered arrays of `keys` (all: None)
         would exceed GATHER_BYTES as float32 (pure THA's exhaustive search: 1.4 GB for 4 096 windows of
         the CPU model's tokens)."""
-        spec = self.meta.get("repr_spec") or {}
-        per_window = sum(4 * int(np.prod(v["shape"], dtype=np.int64)) for k, v in spec.items()
-                         if keys is None or k in keys)
-        return max(1, min(EXHAUSTIVE_BLOCK, GATHER_BYTES // max(1, per_window)))
+        return rows_within(self.reprs.spec, GATHER_BYTES, EXHAUSTIVE_BLOCK, keys, itemsize=4)
 
     def _encode(self, query: Query, guard: Guard) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor | None]:
         """(text reprs, None) for a caption; (None, query vector [1, D]) for audio."""

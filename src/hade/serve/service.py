@@ -199,12 +199,10 @@ class SearchService:
 
         def job() -> list[dict[str, Any]]:
             started = time.perf_counter()
-            phases: dict[str, float] | None = None if timing is None else {}
-            hits = self._hits(text, k, per_file, HIGH, phases)
+            hits = self._hits(text, k, per_file, HIGH, timing)
             if timing is not None:
                 timing["queue"] = 1000 * (started - submitted)
                 timing["search"] = 1000 * (time.perf_counter() - started)
-                timing.update(phases or {})
             return hits
 
         return self.text_pool.submit(job).result()
