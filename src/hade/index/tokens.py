@@ -33,10 +33,10 @@ top-10 overlap of the re-ranked windows against float16, and T2A R@1 / R@10 of t
 72-clip evaluation split, 360 captions, R@10 unchanged for all three). On the 420-clip held-out set of
 docs/results.md (2 100 captions) the default's overlap is 0.986, R@1 +0.05, R@10 +0.33. 64 bytes (IVF256,PQ64x8, 7.6x)
 would miss issue #14's 8x size target. On 300 of the 20 s set's captions: IVF256,PQ32 0.941, IVF1024,PQ32
-0.945, IVF256,PQ64x6 0.951, OPQ32,IVF256,PQ32 0.977 (13.5x), but OPQ's rotation makes decoding 10x
-slower (15 ms for 100 windows' 25 600 first-level tokens against 1.4 ms for IVF256,PQ32 and 4.2 ms for
-IVF256,PQ64x7, idle machine), which a re-rank of 100 candidates cannot afford; it would pay only if the
-head scored in the rotated space. The misses left are overlapping windows of one file whose near-equal
+0.945, IVF256,PQ64x6 0.951, OPQ32,IVF256,PQ32 0.977 (13.5x), but OPQ's rotation makes decoding 100
+candidates' tokens 34.3 ms against 10.2 for IVF256,PQ64x7 and 7.0 for IVF256,PQ32 (benchmarks/codec_decode.py,
+idle machine): about 24 ms more on every re-rank. It would cost nothing if the head scored in the rotated
+space. The misses left are overlapping windows of one file whose near-equal
 scores the codes reorder.
 
 Earlier, fitted on the development split's tokens and scored directly (benchmarks/index_store.py; the
