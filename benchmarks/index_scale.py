@@ -163,6 +163,14 @@ def grow(src: Path, dest: Path, windows: int, seed: int = 0) -> dict:
         store.close()
 
 
+def windows_in(index_dir: Path) -> int:
+    store = Store(index_dir)
+    try:
+        return store.count_windows()
+    finally:
+        store.close()
+
+
 def latency_stats(ms: list[float], phases: dict[str, list[float]], p95_of: tuple[str, ...] = ()) -> dict:
     """p50 / p95 of the per-query wall ms, the p50 of each phase (and the p95 of those in `p95_of`)."""
     out = {"p50_ms": round(float(np.median(ms)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1)}
@@ -206,12 +214,26 @@ def rss_mb(pid: int) -> dict:
     return {"rss": fields["VmRSS"], "anon": fields["RssAnon"], "file": fields["RssFile"]}
 
 
-def served(index_dir: Path, caps: list[str], threads: int) -> dict:
-    """`hade serve INDEX` in a subprocess: client-side latency of GET /search and the server's memory."""
+# `--allocator` presets: hade serve's own setting, or glibc configured by its environment variables
+# (which `hade serve --allocator system` leaves alone). mmap-1m is hade serve's setting before session 7.
+ALLOCATOR_PRESETS: dict[str, tuple[str, dict[str, str]]] = {
+    "tuned": ("tuned", {}),
+    "glibc": ("system", {}),
+    "mmap-1m": ("system", {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}),
+    "mmap-256m": ("system", {"MALLOC_MMAP_THRESHOLD_": str(256 << 20)}),
+}
+_GLIBC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+
+
+def served(index_dir: Path, caps: list[str], threads: int, allocator: str = "tuned") -> dict:
+    """`hade serve INDEX` in a subprocess: client-side latency of GET /search and the server's memory, with
+    one of `ALLOCATOR_PRESETS`."""
     port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    mode, variables = ALLOCATOR_PRESETS[allocator]
+    env = {k: v for k, v in os.environ.items() if k not in _GLIBC_VARIABLES}
+    env.update(variables, OMP_NUM_THREADS=str(threads))
     proc = subprocess.Popen([sys.executable, "-m", "hade.cli", "serve", str(index_dir), "--port", str(port),
-                             "--threads", str(threads), "--log-level", "warning"], env=env,
+                             "--threads", str(threads), "--log-level", "warning", "--allocator", mode], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -245,6 +267,17 @@ def served(index_dir: Path, caps: list[str], threads: int) -> dict:
     return {**out, "mb_after_open": rss_open, "mb_after_queries": rss}
 
 
+def allocator_table(runs: dict[str, dict]) -> str:
+    """The allocator settings side by side: p50 / p95 over HTTP and RSS, each with its ratio to the first."""
+    first = next(iter(runs.values()))
+    lines = ["| allocator | p50 ms | p95 ms | RSS MiB | p95 / first | RSS / first |", "|---|---|---|---|---|---|"]
+    for name, r in runs.items():
+        rss = r["mb_after_queries"]["rss"]
+        lines.append(f"| {name} | {r['p50_ms']} | {r['p95_ms']} | {rss} | {r['p95_ms'] / first['p95_ms']:.2f} | "
+                     f"{rss / first['mb_after_queries']['rss']:.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=ROOT / "runs/ablate/rows/tha_dcr/seed0/checkpoints/best")
@@ -258,8 +291,15 @@ def main() -> None:
     p.add_argument("--latency-queries", type=int, default=200)
     p.add_argument("--threads", type=int, default=2, help="torch/faiss threads for the latency part")
     p.add_argument("--skip-fidelity", action="store_true", help="reuse OUT's indexes of the last --data folder")
+    p.add_argument("--reuse-grown", action="store_true",
+                   help="use OUT's grown index of --windows windows when it exists instead of growing it again")
+    p.add_argument("--allocator", action="append", choices=sorted(ALLOCATOR_PRESETS), default=None,
+                   help="hade serve's allocator setting (repeatable: measured one after another, each against the "
+                        "first; default tuned). glibc: its own dynamic thresholds; mmap-1m / mmap-256m: a fixed "
+                        "mmap threshold through MALLOC_MMAP_THRESHOLD_ (the trim threshold left to glibc)")
     args = p.parse_args()
     args.codec = args.codec or [DEFAULT_FACTORY]
+    args.allocator = args.allocator or ["tuned"]
     args.out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"model": str(args.model), "codec": args.codec, "fidelity": []}
     if not args.skip_fidelity:
@@ -273,13 +313,19 @@ def main() -> None:
         faiss.omp_set_num_threads(args.threads)
         last = args.data[-1]
         grown = args.out / f"{last.name}.coded.{args.windows}"
-        summary["grown"] = grow(args.out / f"{last.name}.coded", grown, args.windows)
+        if args.reuse_grown and grown.is_dir() and windows_in(grown) == args.windows:
+            summary["grown"] = {"windows": args.windows, "reused": str(grown)}
+        else:
+            summary["grown"] = grow(args.out / f"{last.name}.coded", grown, args.windows)
         print(json.dumps(summary["grown"]), flush=True)
         caps = [c for c, _ in pick(captions_of(last), args.latency_queries)]
         summary["search"] = timed_search(grown, caps)
         print("Index.search", json.dumps(summary["search"]), flush=True)
-        summary["serve"] = served(grown, caps, args.threads)
-        print("hade serve", json.dumps(summary["serve"]), flush=True)
+        summary["serve"] = {name: served(grown, caps, args.threads, name) for name in args.allocator}
+        for name, out in summary["serve"].items():
+            print(f"hade serve --allocator {name}", json.dumps(out), flush=True)
+        if len(args.allocator) > 1:
+            print(allocator_table(summary["serve"]), flush=True)
     (args.out / "index_scale.json").write_text(json.dumps(summary, indent=2))
 
 

@@ -120,3 +120,24 @@ def test_serve_on_a_damaged_index_fails_with_one_line(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("hade serve: error: ") and "embed.npy" in err[0]
     assert "Traceback" not in err[0]
+
+
+@pytest.mark.parametrize("argv, tuned", [([], True), (["--allocator", "tuned"], True), (["--allocator", "system"], False)])
+def test_allocator_option(serve_index, monkeypatch, argv, tuned):
+    if not hasattr(serve_index, "path"):
+        pytest.skip("hade.index is not available (fake index)")
+    import uvicorn
+
+    from hade.serve import concurrency
+
+    calls = []
+    monkeypatch.setattr(concurrency, "tune_allocator", lambda: calls.append("tuned") or True)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    threads = torch.get_num_threads()
+    try:
+        assert cmd_serve(parse(str(serve_index.path), "--threads", "1", *argv)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert calls == (["tuned"] if tuned else [])
+    with pytest.raises(SystemExit):
+        parse("my.idx", "--allocator", "jemalloc")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hade.config import COMPUTE_DTYPES
 from hade.errors import InputError
+from hade.serve.concurrency import ALLOCATORS
 from hade.serve.limits import MAX_AUDIO_QUEUE, MAX_TEXT_QUEUE, MAX_UPLOAD_BYTES, is_loopback_name
 
 DEFAULT_UPLOAD_MIB = MAX_UPLOAD_BYTES / 2**20
@@ -47,6 +48,10 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                    help="also accept this Host header name (repeatable; loopback names and a specific --host "
                         "are always accepted). '*' accepts any name: unsafe, it lets web pages the user visits "
                         "read the index through DNS rebinding")
+    p.add_argument("--allocator", choices=ALLOCATORS, default="tuned",
+                   help="tuned (default): glibc's mmap/trim thresholds fixed at 256/512 MiB, which keeps re-ranking "
+                        "buffers on the heap; system: glibc's own, or what its MALLOC_*_ / GLIBC_TUNABLES "
+                        "environment variables say (for comparisons: benchmarks/index_scale.py --allocator)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return p
 
@@ -89,7 +94,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise InputError(f"--root {root}: not a folder")
     index = Index.open(args.index, device=args.device, compute=args.compute,
                        **({"root": root} if root is not None else {}))
-    tune_allocator()  # before uvicorn starts its threads: big buffers go back to the OS when freed
+    if args.allocator == "tuned":
+        tune_allocator()  # before uvicorn starts its threads, so that every thread's heap follows it
     limits = Limits(max_audio_queue=args.max_audio_queue, max_text_queue=args.max_text_queue)
     app = create_app(index, max_upload_bytes=int(args.max_upload_mb * 2**20), threads=threads,
                      allowed_hosts=args.allowed_host, bound_host=args.host, limits=limits)

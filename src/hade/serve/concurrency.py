@@ -142,6 +142,7 @@ _MALLOC_TRIM = _glibc_function("malloc_trim")
 _MALLOPT = _glibc_function("mallopt")
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+ALLOCATORS = ("tuned", "system")  # `hade serve --allocator`: `tune_allocator`, or glibc as its environment says
 MMAP_THRESHOLD_BYTES = 256 << 20
 TRIM_THRESHOLD_BYTES = 2 * MMAP_THRESHOLD_BYTES  # glibc's own ratio when it moves the mmap threshold
 
@@ -154,10 +155,9 @@ def tune_allocator() -> bool:
     re-ranking allocates tens of MB at a time (the candidates' decoded tokens, the head's activations).
     Below the mmap threshold those buffers are reused from the text thread's heap; above it each is a fresh
     mmap, faulted in and zeroed on every query. Likewise a heap whose free top exceeds the trim threshold is
-    shrunk at once, and the next query faults the same pages in again. Measured at 100k windows
-    (`benchmarks/index_scale.py`, tha+dcr, 2 cores, `hade serve` over HTTP): mmap threshold 1 MiB, as
-    before, p50 87-96 / p95 112-122 ms; 256 MiB, 67-77 / 78-93 ms; with the 512 MiB trim threshold too,
-    58-60 / 68-75 ms, for 90 MB more resident heap (774 MB after 80 queries). A burst of uploads cannot
+    shrunk at once, and the next query faults the same pages in again. `benchmarks/index_scale.py
+    --allocator tuned --allocator mmap-1m ...` measures the settings side by side (`hade serve --allocator
+    system` with glibc's environment variables); the figures are in docs/search-scale.md. A burst of uploads cannot
     pile up heap behind them: model work runs on fixed pools (one text thread, the audio pool), and
     `release_memory` trims every heap after each upload whatever the thresholds.
     """
@@ -178,4 +178,4 @@ def release_memory() -> None:
         _MALLOC_TRIM(ctypes.c_size_t(0))
 
 
-__all__ = ["HIGH", "LOW", "Lane", "PriorityLock", "lower_thread_priority", "release_memory", "tune_allocator"]
+__all__ = ["ALLOCATORS", "HIGH", "LOW", "Lane", "PriorityLock", "lower_thread_priority", "release_memory", "tune_allocator"]
