@@ -2,11 +2,11 @@
 """Cost of the streaming training input (hade.data.loader), apart from the model: source files vs packed sets.
 
     .venv/bin/python benchmarks/data.py [--clips 96] [--seconds 10] [--source-rate 44100] [--rate 32000]
-                                        [--formats wav,flac,ogg] [--workers 0,1,2] [--batch 16]
+                                        [--formats wav,flac,ogg,m4a] [--workers 0,1,2] [--batch 16]
                                         [--train-steps 6] [--json]
 
-On generated clips (noise with tones, `--seconds` long at `--source-rate`, written as WAV PCM-16, FLAC and
-OGG Vorbis) it measures, side by side in one run:
+On generated clips (noise with tones, `--seconds` long at `--source-rate`, written as WAV PCM-16, FLAC,
+OGG Vorbis and, with `--formats ...,m4a`, AAC in MP4 through FFmpeg) it measures, side by side in one run:
 1. the per-clip cost of decoding and of resampling to `--rate` (median over the clips, one process);
 2. the two packed formats `hade pack` could write, made from the WAV clips at `--rate` (packing time too):
    `packed` = memory-mapped int16 with an offsets table (what hade.data.packed writes), and the WebDataset
@@ -46,6 +46,7 @@ import soxr
 import torch
 
 from hade.config import seconds_to_samples
+from hade.data import av_audio
 from hade.data.audio import load_audio
 from hade.data.dataset import ClipAudioStore, TrainPairs
 from hade.data.loader import StepBatchSampler, train_loader
@@ -54,7 +55,8 @@ from hade.data.packed.writer import pack
 from hade.data.readers import read_split
 from hade.data.types import Clip, SplitData
 
-SUBTYPES = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS")}
+SUBTYPES = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS"),
+            "m4a": ("M4A", "AAC")}  # m4a: written and read by FFmpeg through PyAV (hade.data.av_audio)
 PACKED = ("packed", "tar-flac", "tar-npy")
 
 
@@ -67,7 +69,10 @@ def write_clips(folder: Path, fmt: str, clips: int, seconds: float, rate: int) -
     for i in range(clips):
         wave = 0.05 * rng.standard_normal(t.shape[0]) + 0.3 * np.sin(2 * np.pi * (200 + 37 * i) * t)
         path = folder / f"clip{i:05d}.{fmt}"
-        sf.write(str(path), wave.astype(np.float32), rate, format=container, subtype=subtype)
+        if fmt == "m4a":
+            av_audio.encode(path, wave.astype(np.float32), rate, "m4a")
+        else:
+            sf.write(str(path), wave.astype(np.float32), rate, format=container, subtype=subtype)
         out.append(Clip(f"clip{i}", path, (f"caption of clip {i}",)))
     (folder / "train.jsonl").write_text("".join(json.dumps({"id": c.clip_id, "audio": c.audio_path.name,
                                                             "captions": list(c.captions)}) + "\n" for c in out))
@@ -145,7 +150,12 @@ def per_clip_cost(split: SplitData, rate: int) -> dict[str, float]:
     decode, resample, total = [], [], []
     for clip in split.clips:
         t0 = time.perf_counter()
-        data, sr = sf.read(str(clip.audio_path), dtype="float32")
+        if clip.audio_path.suffix == ".m4a":
+            with open(clip.audio_path, "rb") as f:
+                data, sr = av_audio.decode(f, "mov")
+            data = data[:, 0]
+        else:
+            data, sr = sf.read(str(clip.audio_path), dtype="float32")
         t1 = time.perf_counter()
         if sr != rate:
             soxr.resample(data, sr, rate, quality="HQ")

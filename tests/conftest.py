@@ -23,3 +23,12 @@ def tiny_model_config():
         embed_dim=32,
         max_text_tokens=24,
     )
+
+
+@pytest.fixture(scope="session")
+def encode_av():
+    """`hade.data.av_audio.encode(path, wave, sample_rate, kind)`: an M4A, ADTS AAC or WebM file."""
+    pytest.importorskip("av")
+    from hade.data.av_audio import encode
+
+    return encode

@@ -195,6 +195,19 @@ def test_audiocaps_missing_audio_and_empty_caption(tmp_path):
     assert "not found" in missing and "Yghi789rst-2.flac" in missing
 
 
+def test_audiocaps_clips_downloaded_as_m4a_or_webm(tmp_path, encode_av):
+    """YouTube downloads come as M4A or WebM: a clip named by its id alone is found in those too."""
+    root = copy_fixture("audiocaps", tmp_path)
+    (root / "train" / "ghi789rst-2.flac").unlink()
+    (root / "train" / "abc123XYZ_0.wav").unlink()
+    tone = np.sin(np.arange(48000) / 5).astype(np.float32) * 0.2
+    encode_av(root / "train" / "ghi789rst-2.m4a", tone, 48000, "m4a")
+    encode_av(root / "train" / "Yabc123XYZ_0.webm", tone, 48000, "webm")
+    data = read_split(root, "train")
+    assert data.problems == []
+    assert [c.audio_path.name for c in data.clips] == ["Yabc123XYZ_0.webm", "Y-def456uvw1.wav", "ghi789rst-2.m4a"]
+
+
 def test_wavcaps_bad_items(tmp_path):
     doc = {"data": [
         {"id": "a", "audio": "a.wav", "caption": " ok "},

@@ -248,3 +248,26 @@ def test_bf16_compute_builds_an_index_close_to_fp32(dp_ckpt, dp_index, synth_dir
     assert 0 < max(gaps) < 0.05
     with pytest.raises(InputError, match=r"compute: expected one of \['fp32', 'bf16', 'fp16'\], got 'int8'"):
         build_index(synth_dir, tmp_path / "x.idx", dp_ckpt, compute="int8", progress=False)
+
+
+def test_ffmpeg_containers_are_indexed(dp_ckpt, tmp_path, encode_av):
+    """M4A and WebM files are scanned, decoded and windowed like WAV ones; served with a media type."""
+    from hade.data.audio import AUDIO_EXTENSIONS
+    from hade.serve.service import MEDIA_TYPES
+
+    data = tmp_path / "library"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    encode_av(data / "phone.m4a", rng.uniform(-0.3, 0.3, 3 * 16000).astype(np.float32), 16000, "m4a")
+    encode_av(data / "video-audio.webm", rng.uniform(-0.3, 0.3, 2 * 48000).astype(np.float32), 48000, "webm")
+    sf.write(data / "plain.wav", rng.uniform(-0.3, 0.3, 8000).astype(np.float32), 8000)
+    stats = build_index(data, tmp_path / "idx", dp_ckpt, window=1.0, hop=1.0, progress=False)
+    assert stats["errors"] == [] and stats["files"] == 3
+    with Index.open(tmp_path / "idx") as ix:
+        per_file = {}
+        for i in ix.table["id"]:
+            per_file.setdefault(ix.get(int(i)).path, []).append(int(i))
+        # 3 s of AAC decodes to a little more (encoder delay), so a 4th window ends exactly at its end
+        assert len(per_file["phone.m4a"]) in (3, 4) and len(per_file["video-audio.webm"]) == 2
+        assert ix.window_audio(per_file["video-audio.webm"][0]).shape == (8000,)
+    assert set(AUDIO_EXTENSIONS) <= set(MEDIA_TYPES)

@@ -274,6 +274,31 @@ def test_decoding_checks_length_and_samples(monkeypatch):
     assert out.result().shape == (3000,)
 
 
+@pytest.mark.parametrize("kind, rate", [("m4a", 44100), ("webm", 48000), ("aac", 44100)])
+def test_ffmpeg_containers_decode_in_blocks(tmp_path, encode_av, monkeypatch, kind, rate):
+    """An M4A / WebM / ADTS upload is decoded by FFmpeg block by block and mixed to mono like a WAV one;
+    its header's duration is checked first, its garbage named as such."""
+    from hade.data.audio import load_audio
+    from hade.serve import upload
+
+    t = np.arange(int(1.5 * rate)) / rate
+    left = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    path = encode_av(tmp_path / f"q.{kind}", np.stack([left, -left], axis=1) if kind == "m4a" else left, rate, kind)
+    data = path.read_bytes()
+    monkeypatch.setattr(upload, "DECODE_BLOCK_FRAMES", 1000)
+    got = upload.decode_upload(data, 16000)
+    whole = load_audio(path, 16000)  # the same decoder, all at once
+    assert got.dtype == np.float32 and abs(got.shape[0] - whole.shape[0]) <= 1
+    n = min(got.shape[0], whole.shape[0])
+    assert np.allclose(got[:n], whole[:n], atol=1e-4)
+    if kind == "m4a":  # opposite channels cancel in the mono mix
+        assert np.abs(got).max() < 1e-3
+    with pytest.raises(InputError, match="limit is 1 s"):
+        upload.decode_upload(data, 16000, max_seconds=1.0)
+    with pytest.raises(InputError, match="FFmpeg can decode|contains no samples"):
+        upload.decode_upload(data[:40] + b"\x00" * 200, 16000)
+
+
 @pytest.mark.parametrize("payload", [b"not audio at all" * 10, b"RIFF\x00\x00\x00\x00WAVEfmt ", b"\x00" * 5000])
 def test_garbage_upload_message_has_no_object_repr(client, payload):
     r = client.post("/search/audio", files={"file": ("bad.wav", payload, "audio/wav")})

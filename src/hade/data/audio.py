@@ -3,6 +3,9 @@
 Every failure is an :class:`~hade.errors.AudioError` whose message names the file and what was
 expected, so a reader or a batch job can record it as a ``Problem`` and carry on.
 
+Files in MP4/M4A, ADTS AAC or Matroska/WebM containers (recognised by their first bytes, whatever their
+name) are decoded by FFmpeg through PyAV (:mod:`hade.data.av_audio`); everything else by libsndfile.
+
 The virtual path of a clip of a packed set (``<split>/shard-00000.pcm16/<row>/<name>``,
 :mod:`hade.data.packed`) reads from its shard instead of a file: every caller of :func:`load_audio` and
 :func:`audio_info` reads packed sets unchanged.
@@ -16,6 +19,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from hade.data import av_audio
 from hade.data.packed.shards import PackedRef, packed_frames, packed_ref, read_packed
 from hade.errors import AudioError, InputError
 
@@ -43,11 +47,18 @@ def _supported_extensions() -> tuple[str, ...]:
     for fmt, exts in _FORMAT_EXTENSIONS.items():
         if fmt in available:
             out.extend(e for e in exts if e not in out)
+    if av_audio.available():
+        out.extend(e for e in av_audio.AV_EXTENSIONS if e not in out)
     return tuple(out)
 
 
 AUDIO_EXTENSIONS: tuple[str, ...] = _supported_extensions()
 """Lower-case file extensions (with the dot) that :func:`load_audio` can decode."""
+
+ID_SUFFIXES: tuple[str, ...] = tuple(
+    e for e in (".wav", ".flac", ".m4a", ".webm", ".opus", ".ogg", ".mp3") if e in AUDIO_EXTENSIONS)
+"""Extensions tried, in this order, where a layout names a clip by its id alone (AudioCaps' YouTube ids,
+WavCaps' ids): the formats such sets are stored in, and those YouTube downloads come in."""
 
 FIT_MODES = ("start", "center", "random")
 
@@ -75,7 +86,7 @@ class AudioInfo:
 
 
 def _expected() -> str:
-    return "expected a non-empty audio file readable by libsndfile (" + ", ".join(AUDIO_EXTENSIONS) + ")"
+    return "expected a non-empty audio file (" + ", ".join(AUDIO_EXTENSIONS) + ")"
 
 
 def _check_rate(sample_rate: int) -> int:
@@ -127,6 +138,9 @@ def audio_info(path: str | Path) -> AudioInfo:
     if ref is not None:
         return _packed_info(Path(path), ref)
     p = _existing_file(path)
+    container = av_audio.sniff(p)
+    if container is not None:
+        return _av_info(p, container)
     try:
         info = sf.info(str(p))
     except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError/TypeError...
@@ -145,11 +159,40 @@ def audio_info(path: str | Path) -> AudioInfo:
     )
 
 
+def _needs_av(path: Path, container: str) -> None:
+    if not av_audio.available():
+        raise _audio_error(path, f"a {container} container, which needs PyAV (pip install av)")
+
+
+def _av_info(path: Path, container: str) -> AudioInfo:
+    """Header facts from the container; `frames` is estimated from its duration (exact after decoding)."""
+    _needs_av(path, container)
+    try:
+        with open(path, "rb") as f:
+            info = av_audio.probe(f, container)
+    except (OSError, av_audio.AvError) as exc:
+        raise _audio_error(path, f"unreadable or corrupt ({exc})") from None
+    if info.sample_rate <= 0:
+        raise _audio_error(path, f"invalid sample rate {info.sample_rate} in its {container} audio stream")
+    if info.frames <= 0:
+        raise _audio_error(path, "contains 0 samples")
+    return AudioInfo(path=path, sample_rate=info.sample_rate, channels=info.channels, frames=info.frames,
+                     format=container.upper(), subtype=info.codec.upper())
+
+
 def _decode(path: Path) -> tuple[np.ndarray, int]:
     """(float32 mono waveform [T], its sample rate) of an audio file: channels averaged."""
+    container = av_audio.sniff(path)
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:
+        if container is not None:
+            _needs_av(path, container)
+            with open(path, "rb") as f:
+                data, sr = av_audio.decode(f, container)
+        else:
+            data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except AudioError:
+        raise
+    except Exception as exc:  # LibsndfileError, AvError, OSError ...
         raise _audio_error(path, _sf_reason(exc)) from None
     if data.shape[1] == 0:
         return np.zeros(0, dtype=np.float32), int(sr)
@@ -224,6 +267,7 @@ def fit_length(
 
 __all__ = [
     "AUDIO_EXTENSIONS",
+    "ID_SUFFIXES",
     "FIT_MODES",
     "AudioInfo",
     "audio_info",

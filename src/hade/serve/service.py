@@ -32,12 +32,15 @@ from hade.utils.jsonable import jsonable
 
 log = logging.getLogger("hade.serve")
 
-# Media types for the containers libsndfile reads (mimetypes guesses some of these badly, e.g. audio/x-wav).
+# Media types for the containers hade decodes (mimetypes guesses some of these badly, e.g. audio/x-wav).
 MEDIA_TYPES: dict[str, str] = {
     ".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".oga": "audio/ogg",
     ".opus": "audio/ogg", ".mp3": "audio/mpeg", ".aiff": "audio/aiff", ".aif": "audio/aiff",
     ".aifc": "audio/aiff", ".au": "audio/basic", ".snd": "audio/basic", ".caf": "audio/x-caf",
     ".w64": "audio/x-w64", ".rf64": "audio/x-rf64",
+    # FFmpeg containers (hade.data.av_audio); browsers play the MP4 and WebM ones in an <audio> element
+    ".m4a": "audio/mp4", ".m4b": "audio/mp4", ".mp4": "audio/mp4", ".mov": "video/quicktime", ".aac": "audio/aac",
+    ".webm": "audio/webm", ".mka": "audio/x-matroska", ".mkv": "video/x-matroska",
 }
 
 

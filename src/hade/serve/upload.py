@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import re
-from typing import BinaryIO
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 
@@ -63,20 +63,34 @@ def _mono(block: np.ndarray) -> np.ndarray:
     return mono
 
 
-def _decode(f, sample_rate: int, max_seconds: float) -> np.ndarray:
-    """Read an open soundfile.SoundFile block by block -> float32 mono [T] at `sample_rate`."""
-    import soxr
-
-    rate = int(f.samplerate)
-    resampler = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ") \
-        if rate != sample_rate else None
-    expected = int(np.ceil(max(f.frames, 0) * sample_rate / rate)) + 16
-    out = _Output(expected, limit=int(max_seconds * sample_rate) + 16)
-    seen = 0
+def _sf_blocks(f) -> Iterator[np.ndarray]:
+    """[frames, channels] float32 blocks of an open soundfile.SoundFile."""
     while True:
         block = f.read(DECODE_BLOCK_FRAMES, dtype="float32", always_2d=True)
         if block.shape[0] == 0:
-            break
+            return
+        yield block
+
+
+def _av_blocks(source: BinaryIO, container: str) -> Iterator[np.ndarray]:
+    """[frames, channels] float32 blocks of an FFmpeg container (all at the stream's first rate)."""
+    from hade.data import av_audio
+
+    for block, _ in av_audio.blocks(source, container):
+        yield block
+
+
+def _decode(blocks: Iterable[np.ndarray], rate: int, frames: int, sample_rate: int, max_seconds: float) -> np.ndarray:
+    """Mix `blocks` ([frames, channels] float32 at `rate`; `frames` expected) to mono and resample them
+    one at a time -> float32 mono [T] at `sample_rate`."""
+    import soxr
+
+    resampler = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ") \
+        if rate != sample_rate else None
+    expected = int(np.ceil(max(frames, 0) * sample_rate / rate)) + 16
+    out = _Output(expected, limit=int(max_seconds * sample_rate) + 16)
+    seen = 0
+    for block in blocks:
         seen += block.shape[0]
         if seen > max_seconds * rate:
             raise _TooLong()
@@ -92,33 +106,61 @@ def _decode(f, sample_rate: int, max_seconds: float) -> np.ndarray:
     return out.result()
 
 
+def _check_header(rate: int, channels: int, frames: int, max_seconds: float) -> None:
+    if rate <= 0 or channels <= 0 or frames == 0:
+        raise InputError("the uploaded audio contains no samples")
+    if frames > 0 and frames / rate > max_seconds:
+        raise InputError(f"the uploaded clip is {frames / rate:.0f} s long; the limit is {max_seconds:.0f} s")
+
+
+def _decode_av(source: BinaryIO, container: str, sample_rate: int, max_seconds: float) -> np.ndarray:
+    from hade.data import av_audio
+
+    if not av_audio.available():
+        raise InputError(f"the uploaded file is a {container} container, which this server cannot decode "
+                         "(PyAV is not installed); send WAV, FLAC, OGG or MP3")
+    try:
+        info = av_audio.probe(source, container)
+        _check_header(info.sample_rate, info.channels, info.frames, max_seconds)
+        source.seek(0)
+        return _decode(_av_blocks(source, container), info.sample_rate, info.frames, sample_rate, max_seconds)
+    except av_audio.AvError as exc:
+        raise InputError(f"the uploaded file is not audio that FFmpeg can decode ({clean_reason(exc)})") from None
+
+
 def decode_upload(data: bytes | BinaryIO, sample_rate: int, max_seconds: float = MAX_QUERY_SECONDS) -> np.ndarray:
     """Decode an uploaded clip (bytes or a seekable binary file) -> float32 mono [T] at `sample_rate`.
 
-    The duration is checked from the header before decoding, and again while decoding (headers can lie).
-    Raises InputError with a user-facing reason for undecodable, empty, too long or non-finite audio.
+    The container is recognised from its first bytes: MP4/M4A, ADTS AAC and Matroska/WebM go to FFmpeg
+    (PyAV, told which demuxer to use: `hade.data.av_audio`), everything else to libsndfile. The duration is
+    checked from the header before decoding, and again while decoding (headers can lie). Raises InputError
+    with a user-facing reason for undecodable, empty, too long or non-finite audio.
     """
     import soundfile as sf
+
+    from hade.data.av_audio import HEAD_BYTES, container_format
 
     source: BinaryIO = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     if isinstance(data, (bytes, bytearray, memoryview)) and not data:
         raise InputError("the uploaded file is empty")
     too_long = f"the uploaded clip is longer than {max_seconds:.0f} s"
+    start = source.tell()
+    container = container_format(source.read(HEAD_BYTES))
+    source.seek(start)
     try:
+        if container is not None:
+            return np.ascontiguousarray(_decode_av(source, container, sample_rate, max_seconds), dtype=np.float32)
         with sf.SoundFile(source) as f:
-            if f.samplerate <= 0 or f.channels <= 0 or f.frames == 0:
-                raise InputError("the uploaded audio contains no samples")
-            if f.frames > 0 and f.frames / f.samplerate > max_seconds:
-                raise InputError(f"the uploaded clip is {f.frames / f.samplerate:.0f} s long; "
-                                 f"the limit is {max_seconds:.0f} s")
-            return np.ascontiguousarray(_decode(f, sample_rate, max_seconds), dtype=np.float32)
+            _check_header(int(f.samplerate), int(f.channels), int(f.frames), max_seconds)
+            wave = _decode(_sf_blocks(f), int(f.samplerate), int(f.frames), sample_rate, max_seconds)
+            return np.ascontiguousarray(wave, dtype=np.float32)
     except InputError:
         raise
     except _TooLong:
         raise InputError(too_long) from None
     except Exception as exc:  # LibsndfileError, RuntimeError, TypeError ...
         raise InputError(f"the uploaded file is not audio that libsndfile can decode ({clean_reason(exc)}); "
-                         "send WAV, FLAC, OGG or MP3") from None
+                         "send WAV, FLAC, OGG, MP3, M4A/AAC or WebM") from None
 
 
 __all__ = ["clean_reason", "decode_upload"]

@@ -1,19 +1,21 @@
 """AudioCaps: ``ROOT/{split}.csv`` (audiocap_id,youtube_id,start_time,caption), one row per caption.
 
 Rows are grouped into clips by youtube_id (first-seen order). Audio: ``ROOT/{split}/{youtube_id}.wav``;
-``.flac`` and AudioSet-style ``Y{youtube_id}.wav|.flac`` are accepted too.
+the other extensions of ``hade.data.audio.ID_SUFFIXES`` (FLAC, and the M4A/WebM/Opus of YouTube downloads)
+and AudioSet-style ``Y{youtube_id}.<ext>`` names are accepted too.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from hade.data.audio import ID_SUFFIXES
 from hade.data.readers._common import ClipCollector, iter_csv, peek_csv_header
 from hade.data.types import SplitData
 
 LAYOUT = "audiocaps"
 SPLITS = {"train": "train", "val": "val", "test": "test"}
 EXPECTED_HEADER = "audiocap_id,youtube_id,start_time,caption"
-AUDIO_SUFFIXES = (".wav", ".flac")
+AUDIO_SUFFIXES = ID_SUFFIXES
 
 
 def split_file(root: Path, split: str) -> Path:

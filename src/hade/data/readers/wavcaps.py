@@ -1,21 +1,21 @@
 """WavCaps: ``ROOT/{split}.json`` = ``{"data": [{"id", "audio"?, "caption" | "caption_1".."caption_5", ...}]}``.
 
 ``audio`` (relative paths resolve against the JSON file's folder); without it the audio is
-``ROOT/{split}/{id}.wav`` (or ``.flac``). ``num_captions_per_audio`` is optional.
+``ROOT/{split}/{id}.wav`` (or another extension of ``hade.data.audio.ID_SUFFIXES``). ``num_captions_per_audio`` is optional.
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from hade.data.audio import AUDIO_EXTENSIONS
+from hade.data.audio import AUDIO_EXTENSIONS, ID_SUFFIXES
 from hade.data.readers._common import ClipCollector, load_json, resolve_path, type_name
 from hade.data.types import SplitData
 from hade.errors import InputError
 
 LAYOUT = "wavcaps"
 SPLITS = {"train": "train", "val": "val", "test": "test"}
-AUDIO_SUFFIXES = (".wav", ".flac")
+AUDIO_SUFFIXES = ID_SUFFIXES
 _CAPTION_KEY = re.compile(r"caption_(\d+)")
 
 
