@@ -63,7 +63,18 @@ def test_cli_index_search_and_merge(dp_ckpt, fresh_data, tmp_path, capsys):
     assert main(["search", str(out), "x", "--compute", "fp16"]) == 2  # fp16 needs CUDA
     assert "compute: fp16 needs a CUDA device" in capsys.readouterr().err
     assert main(["search", str(out)]) == 2
-    assert "give a text query or --audio" in capsys.readouterr().err
+    assert "give one of a text query, --audio FILE or --like PATH" in capsys.readouterr().err
+    # more like an indexed file: by its path as indexed, or its path inside the folder
+    assert main(["search", str(out), "--like", hits[0]["path"], "-k", "3", "--json"]) == 0
+    like = json.loads(capsys.readouterr().out)
+    assert len(like) == 3 and hits[0]["path"] not in {h["path"] for h in like}
+    assert main(["search", str(out), "--like", str(fresh_data / hits[0]["path"]), "--at", "0.3", "-k", "3",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == like  # one window per file here: the same query
+    assert main(["search", str(out), "--like", "nowhere.wav"]) == 2
+    assert "nowhere.wav: not a file of the index" in capsys.readouterr().err
+    assert main(["search", str(out), "dog", "--at", "1"]) == 2
+    assert "--at and --same-file go with --like" in capsys.readouterr().err
     assert main(["index", str(fresh_data), "--out", str(out), "--window", "1.5"]) == 2
     assert "--rebuild" in capsys.readouterr().err
     for i in range(2):

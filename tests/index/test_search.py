@@ -154,3 +154,50 @@ def test_ivf_path_finds_the_exact_top_hit_for_most_queries(dp_ckpt, synth_dir, t
     assert_same_hits(ix.search(QUERIES[0], k=5, candidates=len(ix), nprobe=ann["nlist"]),
                      ix.search(QUERIES[0], k=5, exhaustive=True))
     ix.close()
+
+
+@pytest.fixture(scope="module")
+def like_index(dp_ckpt, synth_dir, tmp_path_factory, single_thread):
+    """The SynthCaps folder plus a copy of one clip and a 3 s file of three clips, windows of 1 s every
+    0.5 s (30 windows), with an IVF (ann_threshold=20)."""
+    import shutil
+
+    import soundfile as sf
+
+    data = tmp_path_factory.mktemp("like") / "data"
+    shutil.copytree(synth_dir, data)
+    clips = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.wav"))
+    shutil.copyfile(data / clips[0], data / "copy-of-first.wav")
+    joined = np.concatenate([sf.read(data / c, dtype="float32")[0] for c in clips[1:4]])
+    sf.write(data / "three.wav", joined, 8000)
+    out = tmp_path_factory.mktemp("like-idx") / "idx"
+    with single_thread():
+        build_index(data, out, dp_ckpt, window=1.0, hop=0.5, ann_threshold=20, progress=False)
+    return out, clips
+
+
+def test_like_finds_a_copy_and_leaves_out_its_own_file(like_index):
+    from hade.index import Like
+
+    path, clips = like_index
+    with Index.open(path) as ix:
+        assert ix.ann_params.kind == "ivf"
+        query = ix.like(clips[0])
+        hits = ix.search(query, k=5)
+        assert hits[0].path == "copy-of-first.wav" and hits[0].score == pytest.approx(1.0, abs=1e-3)
+        assert clips[0] not in {h.path for h in hits} and len(hits) == 5
+        # the ANN path agrees with scoring every window
+        assert_same_hits(ix.search(query, k=5, nprobe=ix.ann_params.nlist), ix.search(query, k=5, exhaustive=True))
+        # one window of a longer file: the one centred nearest 1.6 s is [1.0, 2.0), the second clip of three.wav
+        at = ix.like("three.wav", at=1.6)
+        assert len(at.window_ids) == 1 and ix.get(at.window_ids[0]).start == 1.0
+        assert "three.wav" not in {h.path for h in ix.search(at, k=10, exhaustive=True)}
+        same = ix.search(Like(at.window_ids, same_file=True), k=len(ix), exhaustive=True)
+        assert at.window_ids[0] not in {h.id for h in same} and "three.wav" in {h.path for h in same}
+        assert {h.path for h in ix.search(at, k=3, exhaustive=True)} >= {clips[2]}  # the same sound, alone
+        with pytest.raises(Exception, match="not a file of the index"):
+            ix.like("nowhere.wav")
+        with pytest.raises(KeyError):
+            ix.search(Like((10**9,)), k=1)
+        with pytest.raises(Exception, match="at least one"):
+            Like(())

@@ -267,6 +267,28 @@ def test_explain_errors(client, dp_index, local_client):
         assert body["head"] == "dp"
 
 
+def test_similar(client, serve_index):
+    """GET /similar/{id}: more like an indexed window, its own file left out unless same_file."""
+    if not hasattr(serve_index, "path"):
+        pytest.skip("hade.index is not available (fake index)")
+    hit = first_hit(client)
+    r = client.get(f"/similar/{hit['id']}", params={"k": 4})
+    assert r.status_code == 200 and "search;dur=" in r.headers["server-timing"]
+    body = r.json()
+    assert body["query"] == {**{k: hit[k] for k in ("id", "path", "start", "end")}, "audio_url": hit["audio_url"]}
+    assert 1 <= len(body["results"]) <= 4 and hit["path"] not in {h["path"] for h in body["results"]}
+    scores = [h["score"] for h in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    same = client.get(f"/similar/{hit['id']}", params={"k": 50, "same_file": "true"}).json()["results"]
+    assert hit["id"] not in {h["id"] for h in same}
+    files = client.get(f"/similar/{hit['id']}", params={"k": 50, "per_file": "true"}).json()["results"]
+    assert len({h["path"] for h in files}) == len(files)
+    assert_json_error(client.get("/similar/0"), 404)
+    assert_json_error(client.get(f"/similar/{2**62}"), 404)
+    assert_json_error(client.get("/similar/abc"), 422)
+    assert_json_error(client.get(f"/similar/{hit['id']}", params={"k": 0}), 422)
+
+
 def test_internal_errors_are_json_500(serve_index, local_client):
     class Broken:
         model = serve_index.model

@@ -124,6 +124,18 @@ def test_search_play_and_explain(browser: Any, live_server: Any, client: Any) ->
     if os.environ.get("HADE_SCREENSHOT"):
         d.save_screenshot(os.environ["HADE_SCREENSHOT"])
 
+    # "Similar sounds" replaces the results with the windows that sound like the chosen one (other files)
+    chosen_id, chosen_path = chosen.get_attribute("data-id"), chosen.find_element(By.CSS_SELECTOR, ".result-path")
+    chosen_title = chosen_path.get_attribute("title")
+    chosen.find_element(By.CSS_SELECTOR, ".similar-btn").click()
+    wait(d, lambda d: "sounds like" in d.find_element(By.ID, "status").text and "result" in
+         d.find_element(By.ID, "status").text)
+    similar = d.find_elements(By.CSS_SELECTOR, "#results .result")
+    expected = client.get(f"/similar/{chosen_id}", params={"k": 10}).json()["results"]
+    assert [r.get_attribute("data-id") for r in similar] == [str(h["id"]) for h in expected] and expected
+    assert chosen_title not in {r.find_element(By.CSS_SELECTOR, ".result-path").get_attribute("title")
+                                for r in similar}
+
 
 def test_query_in_url_and_error_message(browser: Any, live_server: Any) -> None:
     from selenium.webdriver.common.by import By

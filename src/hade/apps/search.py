@@ -1,7 +1,8 @@
-"""`hade search INDEX "a dog barks" | --audio FILE`: two-stage search of an index (hade.index.search).
+"""`hade search INDEX "a dog barks" | --audio FILE | --like PATH`: two-stage search of an index (hade.index.search).
 
     hade search INDEX "a dog barks while rain falls" -k 10 [--candidates N] [--per-file] [--json]
     hade search INDEX --audio query.wav -k 10
+    hade search INDEX --like animals/dog.wav [--at 12.5] [--same-file]   # more like an indexed file
 """
 from __future__ import annotations
 
@@ -21,6 +22,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("index", type=Path, help="index folder written by `hade index`")
     s.add_argument("query", nargs="?", default=None, help="text query")
     s.add_argument("--audio", type=Path, default=None, help="search by example: an audio file")
+    s.add_argument("--like", default=None, metavar="PATH",
+                   help="more like an indexed file (its path as indexed, or inside --root): its stored "
+                        "vectors, nothing re-encoded; its own windows are left out")
+    s.add_argument("--at", type=float, default=None, metavar="SECONDS",
+                   help="with --like: only the window of that file around this time")
+    s.add_argument("--same-file", action="store_true",
+                   help="with --like: other windows of the same file may be hits too")
     s.add_argument("-k", type=int, default=10, help="results to show")
     s.add_argument("--candidates", type=int, default=100, help="windows recalled by the ANN and re-ranked")
     s.add_argument("--per-file", action="store_true", help="one result per file (its best window)")
@@ -36,16 +44,19 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print the best windows for a text query or an --audio example."""
-    if (args.query is None) == (args.audio is None):
-        raise InputError('hade search: give a text query or --audio FILE (not both), '
+    if sum(q is not None for q in (args.query, args.audio, args.like)) != 1:
+        raise InputError('hade search: give one of a text query, --audio FILE or --like PATH, '
                          'e.g. hade search INDEX "a dog barks"')
+    if args.like is None and (args.at is not None or args.same_file):
+        raise InputError("hade search: --at and --same-file go with --like PATH")
     if args.k <= 0 or args.candidates <= 0:
         raise InputError("hade search: -k and --candidates must be positive")
     from hade.index.search import Index
 
     index = Index.open(args.index, device=args.device, root=args.root, compute=args.compute)
     try:
-        query = args.query if args.audio is None else args.audio
+        query = args.query if args.query is not None else args.audio if args.audio is not None else \
+            index.like(args.like, at=args.at, same_file=args.same_file)
         hits = index.search(query, k=args.k, candidates=args.candidates, per_file=args.per_file,
                             exhaustive=args.exhaustive, nprobe=args.nprobe)
         if args.json:

@@ -12,6 +12,10 @@ are ranked by cosine to the stored pooled embeddings (ANN recall, then the exact
 score for every head: the non-factorised heads define no audio-audio score. Pure THA heads use, instead,
 the cosine of the concatenated per-level means of the projected audio tokens (exhaustive).
 
+Query by indexed windows (`Like`, "more like this"): the normalised mean of the windows' stored audio-audio
+vectors, ranked like an audio query; nothing is decoded or encoded, so it costs an ANN probe and dot
+products. Its hits leave out the query's own files (or, with `same_file`, only its own windows).
+
 Serving: `search(..., guard=)` runs every use of the model (encoding the text, each batch of an audio
 query's windows, each scoring block) inside ``with guard():`` and nothing else, so that a server can
 interleave a fast text query between the batches of a long audio query. `open_audio` hands out an
@@ -45,7 +49,26 @@ from hade.index.store import DB_FILE, MODEL_DIR, STORAGE_DTYPE_KEY, Store, model
 from hade.index.windows import window_batches, window_bounds
 from hade.utils.timing import Phases
 
-Query = Union[str, Path, np.ndarray, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Like:
+    """A query by indexed windows: sounds like these (`Index.like` builds one from a file path and time).
+
+    The hits leave out every window of the files these windows belong to, or with `same_file` only the
+    windows themselves (other moments of the same recording may then be found)."""
+
+    window_ids: tuple[int, ...]
+    same_file: bool = False
+
+    def __post_init__(self) -> None:
+        ids = tuple(int(i) for i in self.window_ids)
+        if not ids:
+            raise InputError("Like(window_ids): give at least one indexed window id")
+        object.__setattr__(self, "window_ids", ids)
+
+
+Query = Union[str, Path, np.ndarray, torch.Tensor, Like]
 Guard = Callable[[], ContextManager[Any]]
 EXHAUSTIVE_BLOCK = 4096  # windows scored at a time, at most; fewer when their arrays exceed GATHER_BYTES
 GATHER_BYTES = 128 << 20  # float32 bytes of the windows gathered for one scoring block
@@ -376,13 +399,52 @@ class Index:
                 return self.model.encode_text([query]), None
         if isinstance(query, (Path, np.ndarray, torch.Tensor)):
             return None, self._audio_query_vector(query, guard)
-        raise InputError(f"a query is text (str) or audio (pathlib.Path or 1-D waveform), got {type(query).__name__}")
+        if isinstance(query, Like):
+            return None, self._like_vector(query)
+        raise InputError("a query is text (str), audio (pathlib.Path or 1-D waveform) or Like(window ids), got "
+                         f"{type(query).__name__}")
+
+    def _like_vector(self, query: Like) -> torch.Tensor:
+        """[1, D]: the normalised mean of the stored audio-audio vectors of `query`'s windows (KeyError for
+        an unknown id)."""
+        positions = np.array([self._pos(i) for i in query.window_ids], dtype=np.int64)
+        keys = [self.pooled_key] if self.pooled_key else None
+        vecs = self._stored_vectors(_tensors(self.reprs.gather(positions, keys), self.model.device)).float()
+        return F.normalize(vecs.mean(0, keepdim=True), dim=-1)
+
+    def _excluded(self, query: Query) -> np.ndarray | None:
+        """Positions a `Like` query's hits leave out (its windows, or every window of their files)."""
+        if not isinstance(query, Like):
+            return None
+        positions = np.array([self._pos(i) for i in query.window_ids], dtype=np.int64)
+        if query.same_file:
+            return positions
+        return np.flatnonzero(np.isin(self.table["file_id"], self.table["file_id"][positions]))
+
+    def like(self, path: str | Path, at: float | None = None, same_file: bool = False) -> Like:
+        """A `Like` query for an indexed file: the window around `at` seconds (the one whose centre is
+        nearest), or all its windows when `at` is None. `path` is as indexed (relative to the indexed
+        folder), or a path inside `self.root`."""
+        rel = Path(path).as_posix()
+        if Path(path).is_absolute():
+            with contextlib.suppress(ValueError):
+                rel = Path(os.path.realpath(path)).relative_to(os.path.realpath(self.root)).as_posix()
+        file_ids = [i for i, p in self.paths.items() if p == rel]
+        if not file_ids:
+            raise InputError(f"{path}: not a file of the index {self.path} (paths are relative to {self.root})")
+        positions = np.flatnonzero(self.table["file_id"] == file_ids[0])
+        if at is not None:
+            if not at >= 0:
+                raise InputError(f"--at must be a time in seconds >= 0, got {at}")
+            centres = (self.table["start"][positions] + self.table["end"][positions]) / 2
+            positions = positions[[int(np.argmin(np.abs(centres - at)))]]
+        return Like(tuple(int(i) for i in self.table["id"][positions]), same_file=same_file)
 
     @torch.inference_mode()
     def search(self, query: Query, k: int = 10, candidates: int = 100, per_file: bool = False,
                exhaustive: bool = False, nprobe: int | None = None, *, guard: Guard | None = None,
                timing: dict[str, float] | None = None) -> list[Hit]:
-        """Best `k` windows (or files, with per_file) for a text (str) or audio (Path / waveform) query.
+        """Best `k` windows (or files, with per_file) for a text (str), audio (Path / waveform) or `Like` query.
 
         candidates: windows recalled by the ANN and re-ranked exactly (at least k). exhaustive: score every
         window exactly instead (the reference the ANN path is tested against). nprobe: IVF lists to visit.
@@ -398,6 +460,7 @@ class Index:
         phases = Phases(timing)
         with phases("encode"):
             text, qvec = self._encode(query, guard)
+        excluded = self._excluded(query)
         if exhaustive or self.ann is None:
             positions = np.arange(len(self))
         else:
@@ -405,9 +468,12 @@ class Index:
                 if text is not None:
                     with guard():
                         qvec = self.model.head.pooled_text(text).float()
-                _, ids = ann_search(self.ann, self.ann_params, qvec.cpu().numpy(), max(int(candidates), k), nprobe)
+                wanted = max(int(candidates), k) + (len(excluded) if excluded is not None else 0)
+                _, ids = ann_search(self.ann, self.ann_params, qvec.cpu().numpy(), wanted, nprobe)
                 ids = ids[0][ids[0] >= 0]
                 positions = np.searchsorted(self.table["id"], ids)
+        if excluded is not None:
+            positions = positions[~np.isin(positions, excluded)]
         scores = self._score_positions(text, qvec, positions, guard, phases)
         with phases("hits"):
             ids = self.table["id"][positions]

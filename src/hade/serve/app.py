@@ -210,13 +210,20 @@ def create_app(index: IndexLike, max_upload_bytes: int = MAX_UPLOAD_BYTES, threa
     # Starlette runs the last-added middleware first: Host check, then body limit, then admission.
     app.add_middleware(AdmissionMiddleware, routes=[("POST", "/search/audio", lanes["audio"]),
                                                     ("GET", "/search", lanes["text"]),
-                                                    ("GET", "/explain/", lanes["text"])],
+                                                    ("GET", "/explain/", lanes["text"]),
+                                                    ("GET", "/similar/", lanes["text"])],
                        retry_after=limits.retry_after_seconds, drain_limit=max_upload_bytes + MULTIPART_OVERHEAD)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_upload_bytes + MULTIPART_OVERHEAD)
     app.add_middleware(HostCheckMiddleware, allowed=allowed_host_patterns(limits.allowed_hosts, bound_host))
     app.add_middleware(SecurityHeadersMiddleware)
     _add_routes(app, service)
     return app
+
+
+def set_server_timing(response: Response, timing: dict[str, float], started: float) -> None:
+    """A `Server-Timing` header of `timing`'s phases (ms) plus "handler": the ms since `started`."""
+    timing["handler"] = 1000 * (time.perf_counter() - started)
+    response.headers["server-timing"] = ", ".join(f"{name};dur={ms:.1f}" for name, ms in timing.items())
 
 
 def _add_routes(app: FastAPI, service: SearchService) -> None:
@@ -238,8 +245,7 @@ def _add_routes(app: FastAPI, service: SearchService) -> None:
         started = time.perf_counter()
         timing: dict[str, float] = {}
         hits = service.search_text(q, k=k, per_file=per_file, timing=timing)
-        timing["handler"] = 1000 * (time.perf_counter() - started)
-        response.headers["server-timing"] = ", ".join(f"{name};dur={ms:.1f}" for name, ms in timing.items())
+        set_server_timing(response, timing, started)
         return {"query": q.strip(), "k": k, "per_file": per_file, "results": with_urls(request, hits)}
 
     @app.post("/search/audio")
@@ -250,6 +256,20 @@ def _add_routes(app: FastAPI, service: SearchService) -> None:
             raise StarletteHTTPException(413, f"the upload is larger than {max_upload_bytes} bytes")
         hits = service.search_audio(file.file, k=k, per_file=per_file)
         return {"query": file.filename or "upload", "k": k, "per_file": per_file,
+                "results": with_urls(request, hits)}
+
+    @app.get("/similar/{window_id}")
+    def similar(request: Request, response: Response, window_id: int, k: int = k_param,
+                per_file: bool = per_file_param,
+                same_file: bool = Query(False, description="also other windows of the window's own file")
+                ) -> dict[str, Any]:
+        """More like this: the k windows that sound most like indexed window `window_id` (its stored vector:
+        nothing is decoded or encoded). Its own file is left out unless `same_file`. 404 for an unknown id."""
+        started = time.perf_counter()
+        timing: dict[str, float] = {}
+        window, hits = service.search_like(window_id, k=k, per_file=per_file, same_file=same_file, timing=timing)
+        set_server_timing(response, timing, started)
+        return {"query": with_urls(request, [window])[0], "k": k, "per_file": per_file, "same_file": same_file,
                 "results": with_urls(request, hits)}
 
     @app.api_route("/audio/{window_id}", methods=["GET", "HEAD"])

@@ -198,11 +198,26 @@ class SearchService:
             raise InputError("the query is empty")
         if len(query) > MAX_QUERY_CHARS:
             raise InputError(f"the query is longer than {MAX_QUERY_CHARS} characters")
+        return self._on_text_thread(text, k, per_file, timing)
+
+    def search_like(self, window_id: int, k: int = 10, per_file: bool = False, same_file: bool = False,
+                    timing: dict[str, float] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """"More like this": (the window, hits that sound like it), from the index's stored vectors (no
+        decoding, no encoding). Its own file's windows are left out unless `same_file`. NotFound for an
+        unknown id."""
+        from hade.index.search import Like
+
+        window = self.window(window_id)
+        return window, self._on_text_thread(Like((window_id,), same_file=same_file), k, per_file, timing)
+
+    def _on_text_thread(self, query: Any, k: int, per_file: bool,
+                        timing: dict[str, float] | None) -> list[dict[str, Any]]:
+        """`_hits(query, ..., HIGH)` on the text thread (see __init__), timed into `timing`."""
         submitted = time.perf_counter()
 
         def job() -> list[dict[str, Any]]:
             started = time.perf_counter()
-            hits = self._hits(text, k, per_file, HIGH, timing)
+            hits = self._hits(query, k, per_file, HIGH, timing)
             if timing is not None:
                 timing["queue"] = 1000 * (started - submitted)
                 timing["search"] = 1000 * (time.perf_counter() - started)

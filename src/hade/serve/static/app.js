@@ -148,7 +148,13 @@
     const why = el("button", { type: "button", class: "explain-btn", text: "Why?", "aria-controls": "explain",
                                "aria-label": `Why does ${name} ${span} match?` });
     why.addEventListener("click", () => explainResult(hit, item));
-    item.append(audio, el("div", { class: "result-actions" }, play, why));
+    const similar = el("button", { type: "button", class: "similar-btn", text: "Similar sounds",
+                                   "aria-label": `Find sounds like ${name} ${span}` });
+    similar.addEventListener("click", () => {
+      const params = new URLSearchParams(commonParams());
+      runSearch(`similar/${encodeURIComponent(hit.id)}?${params}`, undefined, `sounds like ${name} ${span}`);
+    });
+    item.append(audio, el("div", { class: "result-actions" }, play, why, similar));
     return item;
   }
 
