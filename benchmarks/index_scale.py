@@ -42,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from hade.index import Index, build_index  # noqa: E402
+from hade.index import Index, Like, build_index  # noqa: E402
 from hade.index.finalize import finalize  # noqa: E402
 from hade.index.reprs import ReprTable  # noqa: E402
 from hade.index.store import FileRecord, Store, WindowRecord  # noqa: E402
@@ -182,7 +182,8 @@ def latency_stats(ms: list[float], phases: dict[str, list[float]], p95_of: tuple
 
 
 def timed_search(index_dir: Path, caps: list[str]) -> dict:
-    """Median and p95 wall ms of Index.search(caption, k=10, candidates=100), one query at a time."""
+    """Median and p95 wall ms of Index.search(caption, k=10, candidates=100), one query at a time; and of
+    as many "more like this" queries (`Like` of one window, evenly spaced ids) under "like"."""
     with Index.open(index_dir) as index:
         index.search(caps[0])
         ms, phases = [], {}
@@ -193,7 +194,13 @@ def timed_search(index_dir: Path, caps: list[str]) -> dict:
             ms.append((time.perf_counter() - t) * 1000)
             for name, v in timing.items():
                 phases.setdefault(name, []).append(v)
-    return latency_stats(ms, phases)  # with Index.search's own split of the time
+        like_ms = []
+        for wid in index.table["id"][np.linspace(0, len(index) - 1, len(caps)).astype(int)]:
+            t = time.perf_counter()
+            index.search(Like((int(wid),)), k=10, candidates=100)
+            like_ms.append((time.perf_counter() - t) * 1000)
+    # with Index.search's own split of the time
+    return {**latency_stats(ms, phases), "like": latency_stats(like_ms, {})}
 
 
 def free_port() -> int:
