@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hade.errors import InputError
 from hade.index import Index, build_index
 from hade.index.search import AUDIO_QUERY_BATCH
 from hade.index.windows import window_bounds
@@ -87,6 +88,12 @@ def test_every_model_use_runs_inside_the_guard(dp_index, monkeypatch):
         assert guard.entries - entries == calls["encode_audio"] + 1  # + one scoring block
         assert [h.id for h in hits] == [h.id for h in expected_audio]
         np.testing.assert_allclose([h.score for h in hits], [h.score for h in expected_audio], rtol=1e-5)
+        before = calls["encode_audio"]
+        three = ix.search(wave, k=5, guard=guard, audio_batch=3)  # a server's --audio-batch: same hits
+        assert calls["encode_audio"] - before == math.ceil(n / 3) and [h.id for h in three] == [h.id for h in hits]
+        np.testing.assert_allclose([h.score for h in three], [h.score for h in hits], rtol=1e-5)
+        with pytest.raises(InputError, match="audio_batch"):
+            ix.search(wave, k=5, audio_batch=0)
         ix.scores("a bell", guard=guard)
         assert not guard.inside
 

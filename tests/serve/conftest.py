@@ -50,14 +50,13 @@ class FakeWindow:
     end: float
 
 
-AUDIO_QUERY_BATCH = 8  # = hade.index.search.AUDIO_QUERY_BATCH
 
 
 class FakeIndex:
     """Index stand-in: half-second windows over every WAV under `root`; scores from a hash of the query.
 
     Mirrors the contract of `hade.index.search.Index`: `search(..., guard=)` runs each "model call" (the
-    text encoding; each batch of AUDIO_QUERY_BATCH windows of an audio query) inside `with guard():`,
+    text encoding; each batch of `audio_batch` windows of an audio query) inside `with guard():`,
     `open_audio` verifies the file against the size and mtime recorded at construction, `health()` reports
     `problems` (set `damaged` to simulate a damaged file; searches then raise IndexDamaged).
     Counts concurrent model calls (`max_active`) so tests can check the server serialises inference, and
@@ -87,6 +86,7 @@ class FakeIndex:
         self._count_lock = threading.Lock()
         self.damaged: str | None = None
         self.on_batch: Any = None
+        self.audio_batches: list[int] = []  # the audio_batch of each audio query
 
     def _model_call(self, guard: Any, kind: str, i: int) -> None:
         with (guard() if guard is not None else contextlib.nullcontext()):
@@ -115,13 +115,14 @@ class FakeIndex:
             self.active -= 1
 
     def search(self, query: Any, k: int = 10, candidates: int = 100, per_file: bool = False, *,
-               guard: Any = None, timing: dict[str, float] | None = None) -> list[FakeHit]:
+               guard: Any = None, timing: dict[str, float] | None = None, audio_batch: int = 4) -> list[FakeHit]:
         self._check()
         if isinstance(query, np.ndarray):
             assert query.ndim == 1 and query.dtype == np.float32
             seed = zlib.crc32(query[:256].tobytes())
             windows = max(1, int(np.ceil(query.shape[0] / (WINDOW_SECONDS * self.model.sample_rate))))
-            for i in range(-(-windows // AUDIO_QUERY_BATCH)):
+            self.audio_batches.append(audio_batch)
+            for i in range(-(-windows // audio_batch)):
                 self._model_call(guard, "audio", i)
         else:
             assert isinstance(query, str) and query.strip()

@@ -70,6 +70,7 @@ def test_limits_options():
 @pytest.mark.parametrize("argv, message", [
     (["--allowed-host", "http://x.lan/"], "--allowed-host"), (["--allowed-host", " "], "--allowed-host"),
     (["--max-audio-queue", "-1"], "--max-audio-queue"), (["--max-text-queue", "0"], "--max-text-queue"),
+    (["--audio-batch", "0"], "--audio-batch"),
 ])
 def test_limit_argument_errors(tmp_path, monkeypatch, argv, message):
     import uvicorn

@@ -351,3 +351,19 @@ def test_audio_is_encoded_on_the_low_priority_pool(fake_index_cls, audio_folder,
     assert threads["text"] == torch.get_num_threads()
     if os.getpriority(os.PRIO_PROCESS, 0) < 19:  # room to lower it
         assert min(n for _, _, n in audio) > max(n for _, _, n in text)
+
+
+def test_audio_batch_reaches_the_index(fake_index_cls, audio_folder, serve_model, local_client):
+    """`Limits.audio_batch` (`hade serve --audio-batch`) is the windows per model turn of an upload; its
+    default is the index's own."""
+    from hade.index.search import AUDIO_QUERY_BATCH
+    from hade.serve.limits import AUDIO_BATCH, Limits
+
+    assert AUDIO_BATCH == AUDIO_QUERY_BATCH
+    for limits, expected in ((None, AUDIO_BATCH), (Limits(audio_batch=2), 2)):
+        index = fake_index_cls(audio_folder, serve_model)
+        with local_client(create_app(index, limits=limits)) as c:
+            assert c.post("/search/audio", files={"file": ("q.wav", wav(0.7), "audio/wav")}).status_code == 200
+        assert index.audio_batches == [expected]
+    with pytest.raises(ValueError, match="audio_batch"):
+        Limits(audio_batch=0)

@@ -344,16 +344,17 @@ class Index:
         return self.model.head.pooled_audio(reprs).float()
 
     @torch.inference_mode()
-    def _audio_query_vector(self, query: Path | np.ndarray | torch.Tensor, guard: Guard) -> torch.Tensor:
-        """The query vector [1, D]: the normalised mean of its windows' vectors, encoded AUDIO_QUERY_BATCH
-        windows at a time (one guard each); only the running sum is kept between batches."""
+    def _audio_query_vector(self, query: Path | np.ndarray | torch.Tensor, guard: Guard,
+                            batch: int = AUDIO_QUERY_BATCH) -> torch.Tensor:
+        """The query vector [1, D]: the normalised mean of its windows' vectors, encoded `batch` windows at
+        a time (one guard each); only the running sum is kept between batches."""
         wave = self._audio_wave(query)
         win = self.meta["window_samples"]
         bounds = window_bounds(len(wave), win, self.meta["hop_samples"])
         total: torch.Tensor | None = None
-        for batch in window_batches(wave, bounds, win, AUDIO_QUERY_BATCH):
+        for windows in window_batches(wave, bounds, win, batch):
             with guard():
-                vecs = self._window_vectors(self.model.encode_audio(torch.from_numpy(batch).to(self.model.device)))
+                vecs = self._window_vectors(self.model.encode_audio(torch.from_numpy(windows).to(self.model.device)))
             part_sum = vecs.sum(0, keepdim=True)
             total = part_sum if total is None else total + part_sum
         return F.normalize(total / len(bounds), dim=-1)
@@ -390,7 +391,8 @@ class Index:
         the CPU model's tokens)."""
         return rows_within(self.reprs.spec, GATHER_BYTES, EXHAUSTIVE_BLOCK, keys, itemsize=4)
 
-    def _encode(self, query: Query, guard: Guard) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor | None]:
+    def _encode(self, query: Query, guard: Guard, audio_batch: int = AUDIO_QUERY_BATCH
+                ) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor | None]:
         """(text reprs, None) for a caption; (None, query vector [1, D]) for audio."""
         if isinstance(query, str):
             if not query.strip():
@@ -398,7 +400,7 @@ class Index:
             with guard():
                 return self.model.encode_text([query]), None
         if isinstance(query, (Path, np.ndarray, torch.Tensor)):
-            return None, self._audio_query_vector(query, guard)
+            return None, self._audio_query_vector(query, guard, audio_batch)
         if isinstance(query, Like):
             return None, self._like_vector(query)
         raise InputError("a query is text (str), audio (pathlib.Path or 1-D waveform) or Like(window ids), got "
@@ -443,23 +445,27 @@ class Index:
     @torch.inference_mode()
     def search(self, query: Query, k: int = 10, candidates: int = 100, per_file: bool = False,
                exhaustive: bool = False, nprobe: int | None = None, *, guard: Guard | None = None,
-               timing: dict[str, float] | None = None) -> list[Hit]:
+               timing: dict[str, float] | None = None, audio_batch: int = AUDIO_QUERY_BATCH) -> list[Hit]:
         """Best `k` windows (or files, with per_file) for a text (str), audio (Path / waveform) or `Like` query.
 
         candidates: windows recalled by the ANN and re-ranked exactly (at least k). exhaustive: score every
         window exactly instead (the reference the ANN path is tested against). nprobe: IVF lists to visit.
         guard: a context-manager factory entered around every use of the model (text encoding, each
         batch of an audio query, each scoring block) and nothing else — a server's inference lock.
+        audio_batch: windows of an audio query encoded per model call (per `guard`): fewer let a server's
+        text queries in sooner, more encode the upload faster.
         timing: a dict that receives the wall milliseconds of each phase: "encode" (the query), "ann"
         (pooled query vector and ANN probe), "gather" (reading and decoding the candidates' stored
         features), "score" (the head's re-scoring) and "hits" (ranking and the hits' records).
         """
+        if isinstance(audio_batch, bool) or not isinstance(audio_batch, int) or audio_batch < 1:
+            raise InputError(f"audio_batch must be a positive number of windows, got {audio_batch!r}")
         if k <= 0 or len(self) == 0:
             return []
         guard = guard or contextlib.nullcontext
         phases = Phases(timing)
         with phases("encode"):
-            text, qvec = self._encode(query, guard)
+            text, qvec = self._encode(query, guard, audio_batch)
         excluded = self._excluded(query)
         if exhaustive or self.ann is None:
             positions = np.arange(len(self))

@@ -185,6 +185,11 @@ def create_app(index: IndexLike, max_upload_bytes: int = MAX_UPLOAD_BYTES, threa
                limits: Limits | None = None) -> FastAPI:
     """The web app over an open index (see `hade.index.Index.open`).
 
+    Text queries run torch (and faiss) on one thread of the app with `threads` intra-op threads. Open the
+    index with `torch.set_num_threads(1)` on the calling thread, as `hade serve` does: an OpenMP team
+    formed on it would stay beside the text thread's, and with more OpenMP threads than cores libgomp
+    stops spin-waiting, which made `hade serve`'s text queries 1.4x slower (docs/search-scale.md).
+
     max_upload_bytes: largest query clip accepted by POST /search/audio (413 above).
     threads: if given, `torch.set_num_threads(threads)` (process-wide).
     candidates: shortlist size passed to `index.search` (at least k).

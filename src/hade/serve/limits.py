@@ -23,6 +23,10 @@ MAX_AUDIO_QUEUE = 2
 """Audio uploads waiting for an encoding slot; one more gets 503 + Retry-After (`--max-audio-queue`)."""
 MAX_TEXT_QUEUE = 32
 """Text requests (search, explain) in flight at once; one more gets 503 + Retry-After (`--max-text-queue`)."""
+AUDIO_BATCH = 4
+"""Windows of an upload encoded per turn of the model (`--audio-batch`): a text query waits for at most
+one such turn. The index's own default, `hade.index.search.AUDIO_QUERY_BATCH` (a test keeps them equal;
+not imported, see above)."""
 RETRY_AFTER_SECONDS = 5
 """Retry-After of those 503 answers."""
 DECODE_BLOCK_FRAMES = 65536
@@ -52,6 +56,7 @@ class Limits:
     max_audio_active: int = MAX_AUDIO_ACTIVE
     max_audio_queue: int = MAX_AUDIO_QUEUE
     max_text_queue: int = MAX_TEXT_QUEUE
+    audio_batch: int = AUDIO_BATCH
     retry_after_seconds: int = RETRY_AFTER_SECONDS
     allowed_hosts: tuple[str, ...] = field(default_factory=tuple)
 
@@ -60,6 +65,8 @@ class Limits:
             raise ValueError(f"max_upload_bytes must be >= 1, got {self.max_upload_bytes}")
         if self.max_audio_active < 1:
             raise ValueError(f"max_audio_active must be >= 1, got {self.max_audio_active}")
+        if self.audio_batch < 1:
+            raise ValueError(f"audio_batch must be >= 1, got {self.audio_batch}")
         if self.max_audio_queue < 0 or self.max_text_queue < 1:
             raise ValueError(f"max_audio_queue must be >= 0 and max_text_queue >= 1, got "
                              f"{self.max_audio_queue} and {self.max_text_queue}")
@@ -70,9 +77,9 @@ def describe() -> dict[str, object]:
     return {"max_upload_bytes": MAX_UPLOAD_BYTES, "max_query_seconds": MAX_QUERY_SECONDS,
             "max_query_chars": MAX_QUERY_CHARS, "max_k": MAX_K, "max_audio_active": MAX_AUDIO_ACTIVE,
             "max_audio_queue": MAX_AUDIO_QUEUE, "max_text_queue": MAX_TEXT_QUEUE,
-            "retry_after_seconds": RETRY_AFTER_SECONDS, "allowed_hosts": list(LOOPBACK_HOSTS)}
+            "audio_batch": AUDIO_BATCH, "retry_after_seconds": RETRY_AFTER_SECONDS, "allowed_hosts": list(LOOPBACK_HOSTS)}
 
 
-__all__ = ["DECODE_BLOCK_FRAMES", "LOOPBACK_HOSTS", "MAX_AUDIO_ACTIVE", "MAX_AUDIO_QUEUE", "MAX_K",
+__all__ = ["AUDIO_BATCH", "DECODE_BLOCK_FRAMES", "LOOPBACK_HOSTS", "MAX_AUDIO_ACTIVE", "MAX_AUDIO_QUEUE", "MAX_K",
            "MAX_QUERY_CHARS", "MAX_QUERY_SECONDS", "MAX_TEXT_QUEUE", "MAX_UPLOAD_BYTES", "MULTIPART_OVERHEAD",
            "RETRY_AFTER_SECONDS", "Limits", "describe", "is_loopback_name"]

@@ -179,7 +179,8 @@ class SearchService:
         kwargs = {"k": k, "candidates": max(self.candidates, k), "per_file": per_file}
         with torch.inference_mode():
             if priority == LOW:
-                hits = self.index.search(query, guard=self.model_lock.guard(priority), **kwargs)
+                hits = self.index.search(query, guard=self.model_lock.guard(priority),
+                                         audio_batch=self.limits.audio_batch, **kwargs)
             else:
                 torch.set_num_threads(self.text_threads)
                 with self.model_lock.hold(HIGH):
