@@ -252,3 +252,40 @@ def test_random_access_reads_equal_the_memory_map(float_and_coded):
             assert tables[1]._fds and tables[1].close() is None and not tables[1]._fds
         finally:
             store.close()
+
+
+def test_opq_codes_are_scored_in_their_rotated_space(tha_ckpt, synth_dir, tmp_path, monkeypatch):
+    """OPQ codes hold rotated tokens: THA scores them with the query's words rotated instead (its declared
+    rotation_pairs), skipping the inverse rotation of every token; the scores equal those of decoding in
+    full, also in a merged index whose other shard is coded without a rotation (PQ16)."""
+    from hade.index.search import Index as IndexClass
+    from hade.index.tokens import TokenCodec
+
+    opq = "OPQ16,PQ16"
+    parts = [tmp_path / f"part{i}" for i in range(2)]
+    for i, (part, codec) in enumerate(zip(parts, (opq, CODEC))):
+        build_index(synth_dir, part, tha_ckpt, shard=f"{i}/2", progress=False, token_codec=codec)
+    merge_indexes(tmp_path / "merged", parts, progress=False)
+    decoded: list[bool] = []
+    real_decode = TokenCodec.decode
+    monkeypatch.setattr(TokenCodec, "decode", lambda self, codes, rotated=False: decoded.append(rotated) or
+                        real_decode(self, codes, rotated))
+    for index_dir in (parts[0], tmp_path / "merged"):
+        with Index.open(index_dir) as index:
+            assert len(set(index.reprs.codec_of(np.arange(len(index))))) == (1 if index_dir == parts[0] else 2)
+            codec = next(iter(index.reprs.codecs(index.reprs.codec_of([0])[0]).values()))
+            assert codec.rotation is not None and np.allclose(codec.rotation @ codec.rotation.T, np.eye(64),
+                                                              atol=1e-5)
+            decoded.clear()
+            rotated = {q: index.scores(q) for q in QUERIES}
+            hits = index.search(QUERIES[0], k=5)
+            # the OPQ shard's decodes skip the rotation; the PQ16 shard has none to skip
+            assert decoded and (all(decoded) if index_dir == parts[0] else set(decoded) == {True, False})
+        with monkeypatch.context() as m:
+            m.setattr(IndexClass, "_text_in_space_of", lambda self, text, codec_id: (text, set()))
+            with Index.open(index_dir) as index:
+                decoded.clear()
+                for q in QUERIES:
+                    np.testing.assert_allclose(rotated[q], index.scores(q), atol=2e-5)
+                assert [h.id for h in index.search(QUERIES[0], k=5)] == [h.id for h in hits]
+                assert decoded and not any(decoded)

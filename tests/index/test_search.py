@@ -85,7 +85,8 @@ def test_scoring_blocks_are_bounded_in_bytes(head_indexes, monkeypatch):
         monkeypatch.setattr(search_module, "GATHER_BYTES", 3 * per_window + 1)
         sizes = []
         gather = ix.reprs.gather
-        monkeypatch.setattr(ix.reprs, "gather", lambda pos, keys=None: sizes.append(len(pos)) or gather(pos, keys))
+        monkeypatch.setattr(ix.reprs, "gather", lambda pos, keys=None, rotated=(): sizes.append(len(pos)) or
+                            gather(pos, keys, rotated))
         assert_same_hits(ix.search(QUERIES[3], k=5, exhaustive=True), full)
         assert spec and max(sizes) == 3 and sum(sizes) == len(ix)  # every window, 3 at a time
 

@@ -8,7 +8,7 @@ quantisation (compaction, merge).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 
@@ -107,9 +107,12 @@ class ReprTable:
             self._dtypes[key] = np.dtype(np.float32) if coded else np.dtype(self.spec[key]["dtype"])
         return self._dtypes[key]
 
-    def gather(self, positions: np.ndarray, keys: list[str] | None = None) -> dict[str, np.ndarray]:
+    def gather(self, positions: np.ndarray, keys: list[str] | None = None,
+               rotated: Collection[str] = ()) -> dict[str, np.ndarray]:
         """positions [P] -> {key: [P, ...]} in the stored dtype, float32 for token keys stored as codes
-        (copies, in the order given; codes decoded)."""
+        (copies, in the order given; codes decoded). Keys in `rotated` whose codec has a rotation come
+        back rotated (`TokenCodec.decode(rotated=True)`): only for positions of one codec set
+        (`rotations`), whose rotation the caller applies to the other side."""
         positions = np.asarray(positions, dtype=np.int64)
         keys = list(self.spec) if keys is None else keys
         out = {k: np.empty((len(positions), *self.spec[k]["shape"]), dtype=self._dtype(k)) for k in keys}
@@ -119,8 +122,15 @@ class ReprTable:
                 if codec is None:
                     out[k][sel] = self._rows(cid, k, rows)
                 else:
-                    out[k][sel] = codec.decode(self._rows(cid, k + CODES_SUFFIX, rows))
+                    out[k][sel] = codec.decode(self._rows(cid, k + CODES_SUFFIX, rows), rotated=k in rotated)
         return out
+
+    def rotations(self, codec_id: str | None, keys: Collection[str]) -> dict[str, np.ndarray]:
+        """{key: R [D, D]} for the keys of `keys` that codec set `codec_id` codes with a rotation."""
+        if codec_id is None:
+            return {}
+        codecs = self.codecs(codec_id)
+        return {k: codecs[k].rotation for k in keys if k in codecs and codecs[k].rotation is not None}
 
     def gather_stored(self, positions: np.ndarray) -> tuple[dict[str, np.ndarray], str | None]:
         """positions [P] of chunks of one codec set -> ({array name: [P, ...]} as stored, e.g. "embed" and

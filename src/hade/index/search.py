@@ -377,13 +377,42 @@ class Index:
         out = np.empty(len(positions), dtype=np.float32)
         keys = None if text is not None else [self.pooled_key] if self.pooled_key else None
         step = self._block_rows(keys)
+        rotated_texts: dict[str | None, tuple[dict[str, torch.Tensor], set[str]]] = {}
         for a in range(0, len(positions), step):
-            with phases("gather"):
-                block = _tensors(self.reprs.gather(positions[a:a + step], keys), self.model.device)
-            with phases("score"), guard():
-                s = self.model.score(text, block)[0] if text is not None else self._stored_vectors(block) @ qvec[0]
-                out[a:a + step] = s.float().cpu().numpy()
+            part = positions[a:a + step]
+            if text is None:
+                with phases("gather"):
+                    block = _tensors(self.reprs.gather(part, keys), self.model.device)
+                with phases("score"), guard():
+                    out[a:a + step] = (self._stored_vectors(block) @ qvec[0]).float().cpu().numpy()
+                continue
+            codec_ids = np.array(self.reprs.codec_of(part), dtype=object)
+            for codec_id in dict.fromkeys(codec_ids.tolist()):  # each codec set scored in its own space
+                sel = np.nonzero(codec_ids == codec_id)[0]
+                if codec_id not in rotated_texts:
+                    rotated_texts[codec_id] = self._text_in_space_of(text, codec_id)
+                text_here, rotated = rotated_texts[codec_id]
+                with phases("gather"):
+                    block = _tensors(self.reprs.gather(part[sel], keys, rotated), self.model.device)
+                with phases("score"), guard():
+                    out[a + sel] = self.model.score(text_here, block)[0].float().cpu().numpy()
         return out
+
+    def _text_in_space_of(self, text: dict[str, torch.Tensor], codec_id: str | None
+                          ) -> tuple[dict[str, torch.Tensor], set[str]]:
+        """(text reprs, audio keys to gather rotated) for windows of codec set `codec_id`: every audio key
+        of the head's `rotation_pairs` that the set codes with a rotation R stays rotated (x Rᵀ, decoding
+        skips R) and its text key is rotated the same way (t Rᵀ) instead, so `score` is unchanged and
+        OPQ costs no per-token matrix product."""
+        pairs = dict(self.model.head.capabilities.rotation_pairs)
+        rotations = self.reprs.rotations(codec_id, pairs) if pairs else {}
+        if not rotations:
+            return text, set()
+        out = dict(text)
+        for key, matrix in rotations.items():
+            words = text[pairs[key]]
+            out[pairs[key]] = (words.float() @ torch.from_numpy(matrix).to(words.device).T).to(words.dtype)
+        return out, set(rotations)
 
     def _block_rows(self, keys: list[str] | None) -> int:
         """Windows per scoring block: EXHAUSTIVE_BLOCK, fewer when the gathered arrays of `keys` (all: None)

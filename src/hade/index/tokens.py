@@ -198,8 +198,23 @@ class TokenCodec:
         out[:, -NORM_BYTES:] = norm.astype("<f2").view(np.uint8).reshape(-1, NORM_BYTES)
         return out.reshape(*lead, self.code_bytes)
 
-    def decode(self, codes: np.ndarray) -> np.ndarray:
-        """codes [..., code_bytes] uint8 -> tokens [..., D] float32 (|x| · unit decoded direction)."""
+    @property
+    def rotation(self) -> np.ndarray | None:
+        """[D, D] float32 R when the codec first rotates tokens orthogonally (an OPQ factory: codes hold
+        x Rᵀ), else None. `decode(codes, rotated=True)` then skips the inverse rotation, the bulk of OPQ's
+        decoding cost; dot products with vectors rotated the same way (t Rᵀ) are unchanged."""
+        if not hasattr(self, "_rotation"):
+            self._rotation = None
+            if isinstance(self.index, faiss.IndexPreTransform) and self.index.chain.size() == 1:
+                vt = faiss.downcast_VectorTransform(self.index.chain.at(0))
+                if isinstance(vt, faiss.LinearTransform) and vt.is_orthonormal and not vt.have_bias \
+                        and vt.d_in == vt.d_out == self.dim:
+                    self._rotation = faiss.vector_to_array(vt.A).reshape(self.dim, self.dim).astype(np.float32)
+        return self._rotation
+
+    def decode(self, codes: np.ndarray, rotated: bool = False) -> np.ndarray:
+        """codes [..., code_bytes] uint8 -> tokens [..., D] float32 (|x| · unit decoded direction); with
+        `rotated` and a `rotation` R, the tokens rotated: x Rᵀ (the norms are the same)."""
         codes = np.asarray(codes)
         if codes.dtype != np.uint8 or codes.shape[-1:] != (self.code_bytes,):
             raise InputError(f"token codec: codes must be uint8 [..., {self.code_bytes}], got {codes.dtype} "
@@ -209,7 +224,8 @@ class TokenCodec:
         norm = flat[:, -NORM_BYTES:].copy().view("<f2")[:, 0].astype(np.float32)
         if not len(flat):
             return np.zeros((*lead, self.dim), dtype=np.float32)
-        tokens = self.index.sa_decode(np.ascontiguousarray(flat[:, :-NORM_BYTES]))
+        decoder = faiss.downcast_index(self.index.index) if rotated and self.rotation is not None else self.index
+        tokens = decoder.sa_decode(np.ascontiguousarray(flat[:, :-NORM_BYTES]))
         length = np.sqrt(np.einsum("ij,ij->i", tokens, tokens))  # one pass, no [N, D] temporary
         tokens *= (norm / np.maximum(length, 1e-12))[:, None]  # in place: direction rescaled to the stored norm
         return tokens.reshape(*lead, self.dim)
@@ -240,6 +256,8 @@ def _seed_training(index: faiss.Index, seed: int) -> None:
     """Deterministic k-means for an IVF codec's coarse lists; no polysemous training (the factory's
     ``PQ<M>`` turns it on: it orders codes for Hamming search, which a codec never does, and takes
     10x the PQ's own training time)."""
+    if isinstance(index, faiss.IndexPreTransform):  # OPQ: the codec proper sits behind the rotation
+        index = faiss.downcast_index(index.index)
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         ivf.cp.seed = 1234 + seed

@@ -13,6 +13,7 @@ from hade.models.heads.reprs import cat_reprs
 CAPTIONS = ["a dog barks", "rain falls on a roof while a siren wails in the distance", "a bell",
             "two knocks, then a high whistle", "birds sing and a car passes by quickly", "thunder"]
 FACTOR_OPTIONS = {"factors": 4}
+THA_PAIRS = tuple((f"tha_audio_{i}", f"tha_text_{i}") for i in range(3))
 
 
 def make_model(tiny_model_config, head):
@@ -122,6 +123,15 @@ def test_declared_capabilities_hold(tiny_model_config, head):
             assert torch.equal(both[0], pooled_t) and torch.equal(both[1], pooled_a)
         if caps.factorised:  # an ANN index over the pooled vectors ranks exactly
             torch.testing.assert_close(model.score(text, audio), pooled_t @ pooled_a.T)
+        # rotation_pairs: one orthogonal rotation per pair, of both keys, leaves every score unchanged
+        if caps.rotation_pairs:
+            rot_t, rot_a = dict(text), dict(audio)
+            for i, (a_key, t_key) in enumerate(caps.rotation_pairs):
+                assert a_key in audio and t_key in text
+                q, _ = torch.linalg.qr(torch.randn(audio[a_key].shape[-1], audio[a_key].shape[-1],
+                                                   generator=torch.Generator().manual_seed(10 + i)))
+                rot_a[a_key], rot_t[t_key] = audio[a_key] @ q.T, text[t_key] @ q.T
+            torch.testing.assert_close(model.score(rot_t, rot_a), model.score(text, audio), atol=2e-5, rtol=1e-4)
         one_t, one_a = {k: v[:1] for k, v in text.items()}, {k: v[:1] for k, v in audio.items()}
         explained = model.head.explain(one_t, one_a)
     assert set(explained) == caps.explanations
@@ -131,9 +141,10 @@ def test_declared_capabilities_hold(tiny_model_config, head):
 
 @pytest.mark.parametrize("head, expected", [
     ("dp", HeadCapabilities(factorised=True, has_pooled=True)),
-    ("tha", HeadCapabilities(explanations=frozenset({"tha"}))),
-    ("tha+dp", HeadCapabilities(has_pooled=True, explanations=frozenset({"tha"}))),
-    ("tha+dcr", HeadCapabilities(has_pooled=True, explanations=frozenset({"tha", "factors"}))),
+    ("tha", HeadCapabilities(explanations=frozenset({"tha"}), rotation_pairs=THA_PAIRS)),
+    ("tha+dp", HeadCapabilities(has_pooled=True, explanations=frozenset({"tha"}), rotation_pairs=THA_PAIRS)),
+    ("tha+dcr", HeadCapabilities(has_pooled=True, explanations=frozenset({"tha", "factors"}),
+                                 rotation_pairs=THA_PAIRS)),
     ("dp+ld", HeadCapabilities(factorised=True, has_pooled=True, explanations=frozenset({"factors"}))),
     ("hci+ac", HeadCapabilities(has_pooled=True, needs_phrases=True, uses_aux_captions=True)),
     ("diffatr", HeadCapabilities(has_pooled=True, set_scoring=True)),

@@ -32,6 +32,10 @@ class HeadCapabilities:
     set_scoring: a text's scores depend on the whole candidate set of one `score` call, so all-pairs
         scoring must pass every audio at once.
     explanations: the keys `explain` returns (a subset of EXPLANATIONS).
+    rotation_pairs: (audio key, text key) pairs that `score` uses only through dot products within and
+        across the two (cosines, norms, Gram matrices): the same orthogonal rotation of both leaves the
+        score unchanged, so an index may keep such audio tokens rotated (OPQ codes) and rotate the
+        query's text key once instead of every decoded token.
     """
 
     factorised: bool = False
@@ -40,6 +44,7 @@ class HeadCapabilities:
     uses_aux_captions: bool = False
     set_scoring: bool = False
     explanations: frozenset[str] = frozenset()
+    rotation_pairs: tuple[tuple[str, str], ...] = ()
 
 
 class RetrievalHead(nn.Module):
@@ -51,6 +56,7 @@ class RetrievalHead(nn.Module):
     uses_aux_captions: bool = False
     set_scoring: bool = False
     explanations: frozenset[str] = frozenset()
+    rotation_pairs: tuple[tuple[str, str], ...] = ()
 
     @property
     def capabilities(self) -> HeadCapabilities:
@@ -58,7 +64,8 @@ class RetrievalHead(nn.Module):
         return HeadCapabilities(factorised=bool(self.factorised), has_pooled=bool(self.has_pooled),
                                 needs_phrases=bool(self.needs_phrases),
                                 uses_aux_captions=bool(self.uses_aux_captions),
-                                set_scoring=bool(self.set_scoring), explanations=frozenset(self.explanations))
+                                set_scoring=bool(self.set_scoring), explanations=frozenset(self.explanations),
+                                rotation_pairs=tuple(self.rotation_pairs))
 
     def text_repr(self, features: TextFeatures) -> Reprs:
         """Per-text representation; every tensor is [B_t, ...]."""

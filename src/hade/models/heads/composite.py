@@ -48,6 +48,10 @@ class SumHead(RetrievalHead):
     def explanations(self) -> frozenset[str]:  # type: ignore[override]
         return frozenset().union(*(part.explanations for part in self.parts.values()))
 
+    @property
+    def rotation_pairs(self) -> tuple[tuple[str, str], ...]:  # type: ignore[override]
+        return tuple(pair for part in self.parts.values() for pair in part.rotation_pairs)
+
     def _pooled_part(self) -> RetrievalHead | None:
         """The first part with pooled vectors: its vectors stand for the sum in ANN recall."""
         return next((part for part in self.parts.values() if part.has_pooled), None)

@@ -243,6 +243,12 @@ class THAHead(RetrievalHead):
     def levels(self) -> int:
         return len(self.audio_stages)
 
+    @property
+    def rotation_pairs(self) -> tuple[tuple[str, str], ...]:  # type: ignore[override]
+        """Each level's projected tokens and words: `level_scores` reads them only through cosines, norms
+        and Gram matrices."""
+        return tuple((f"tha_audio_{i}", f"tha_text_{i}") for i in range(self.levels))
+
     def text_repr(self, features: TextFeatures) -> Reprs:
         out = {f"tha_text_{i}": proj(features.layers[b - 1])
                for i, (b, proj) in enumerate(zip(self.text_blocks, self.text_proj))}  # [B, N, d]
