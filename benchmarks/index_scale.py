@@ -292,7 +292,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "runs/index_scale")
     p.add_argument("--codec", action="append", default=None,
                    help="token codec factory (repeatable: each is compared with the same float index; the first is "
-                        "the one grown for the scale part; default: hade index's, IVF256,PQ64x7)")
+                        "the one grown for the scale part; default: hade index's, OPQ32,IVF256,PQ32)")
     p.add_argument("--queries", type=int, default=None, help="captions per folder for fidelity (default all)")
     p.add_argument("--windows", type=int, default=100_000, help="windows of the grown index (0: skip)")
     p.add_argument("--latency-queries", type=int, default=200)

@@ -101,7 +101,7 @@ def test_bad_input_is_refused(codec, tmp_path):
 
 def test_small_samples_shrink_the_coarse_lists():
     c = TokenCodec.fit(clustered_tokens(40, seed=7), DEFAULT_FACTORY)  # 1 280 tokens: 32 lists, not 256
-    assert c.info.factory.startswith("IVF32,") and c.info.trained_on == 1280
+    assert c.info.factory.startswith("OPQ8,IVF32,") and c.info.trained_on == 1280
 
 
 def test_token_keys_pick_token_arrays_only():
@@ -113,11 +113,14 @@ def test_token_keys_pick_token_arrays_only():
     assert fit_codecs({}) == {}
 
 
-def test_default_codec_keeps_four_dims_a_subquantiser():
-    from hade.index.tokens import _default_for
+def test_default_codec_keeps_eight_dims_a_subquantiser():
+    from hade.index.tokens import _default_for, _fit_factory
 
-    assert DEFAULT_FACTORY == "IVF256,PQ64x7" and _default_for(256) == DEFAULT_FACTORY
-    assert _default_for(32) == "IVF256,PQ8x7" and _default_for(768) == "IVF256,PQ192x7"
-    assert _default_for(30) == "IVF256,PQ6x7" and _default_for(3) == "IVF256,PQ1x7"  # divisors of the width
-    c = TokenCodec.fit(clustered_tokens(80, dim=32, seed=3), DEFAULT_FACTORY)
-    assert c.info.factory.endswith(",PQ8x7") and c.code_bytes == 1 + 7 + NORM_BYTES  # 8 x 7 bits = 7 bytes
+    assert DEFAULT_FACTORY == "OPQ32,IVF256,PQ32" and _default_for(256) == DEFAULT_FACTORY
+    assert _default_for(64) == "OPQ8,IVF256,PQ8" and _default_for(768) == "OPQ96,IVF256,PQ96"
+    assert _default_for(60) == "OPQ6,IVF256,PQ6" and _default_for(3) == "OPQ1,IVF256,PQ1"  # divisors of the width
+    assert _fit_factory(DEFAULT_FACTORY, 39 * 10, 256) == "OPQ32,IVF10,PQ32"  # the lists fit the sample
+    assert _fit_factory("IVF256,PQ64x7", 39 * 10) == "IVF10,PQ64x7"
+    c = TokenCodec.fit(clustered_tokens(80, dim=64, seed=3), DEFAULT_FACTORY)
+    assert c.info.factory.startswith("OPQ8,IVF") and c.code_bytes == 1 + 8 + NORM_BYTES  # 8 x 8 bits
+    assert c.rotation is not None and c.rotation.shape == (64, 64)

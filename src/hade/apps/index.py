@@ -74,7 +74,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help=argparse.SUPPRESS)  # the name before --storage-dtype; still accepted
     p.add_argument("--token-codec", default=None, metavar="FACTORY",
                    help="how token features (THA's audio tokens) are stored: a faiss codec factory (default for a "
-                        "new index IVF256,PQ64x7: 59 bytes a token instead of 512) or 'none' (float); fixed at "
+                        "new index OPQ32,IVF256,PQ32: 35 bytes a token instead of 512) or 'none' (float); fixed at "
                         "creation, except that an index with float tokens is compressed when given one")
     p.add_argument("--ann-memory-budget", type=parse_bytes, default=None, metavar="BYTES",
                    help="memory the ANN may take, e.g. 2G: above --ann-threshold windows the IVF's 8-bit codes "

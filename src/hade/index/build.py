@@ -103,7 +103,7 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
     follow_external_links: index files that are (or lie in folders that are) symbolic links resolving
     outside `folder`; by default they are skipped and listed in "skipped".
     token_codec: how token features (THA's audio tokens) are stored: a faiss codec factory (default for a
-    new index "IVF256,PQ64x7", 59 bytes a token instead of 512; see `hade.index.tokens`) or "none" (float,
+    new index "OPQ32,IVF256,PQ32", 35 bytes a token instead of 512; see `hade.index.tokens`) or "none" (float,
     the storage dtype). Fixed at creation, except that an index storing float tokens (e.g. one written
     before token codecs) can be given one: its stored tokens are then compressed (`hade.index.compression`).
     ann_memory_budget: bytes the ANN may take (default: the index's, else none): an IVF whose 8-bit codes

@@ -1,7 +1,7 @@
 """An index's token compression: which codec its new chunks are written with, and fitting it.
 
 The meta value ``token_codec`` = {factory, keys, current}: the faiss factory asked for at creation
-(``hade index --token-codec``, default ``IVF256,PQ64x7``; "none" stores float tokens), the repr keys it
+(``hade index --token-codec``, default ``OPQ32,IVF256,PQ32``; "none" stores float tokens), the repr keys it
 compresses (`hade.index.tokens.token_keys` of the index's repr_spec; [] for heads without stored
 token arrays, e.g. DP), and the codec set (``codecs/<id>``) that new chunks are encoded with — None until
 one is fitted. Indexes written before token codecs have no ``token_codec`` and read as "none".
@@ -11,7 +11,7 @@ until then, or until the folder ends), so that a large library never sits on dis
 Codecs then stay fixed: re-fitting would re-encode every chunk. When fitting is impossible (a folder
 with too few tokens for the factory), the windows are stored as float tokens and the next run tries
 again; `finalize` converts float chunks of an index whose factory is set (this is also how an index
-written before token codecs is upgraded: ``hade index FOLDER --out INDEX --token-codec IVF256,PQ64x7``).
+written before token codecs is upgraded: ``hade index FOLDER --out INDEX --token-codec OPQ32,IVF256,PQ32``).
 """
 from __future__ import annotations
 

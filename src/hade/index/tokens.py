@@ -5,39 +5,39 @@ window arrays of shape [M, d] (THA at the CPU model's shapes: 256 + 64 + 16 toke
 float16 that is 172 kB a window (690 kB at the paper's 1024 + 256 + 64 tokens), almost all of an
 index. `TokenCodec` encodes one such key's tokens into ``code_bytes`` uint8 per token:
 
-* the token's **direction** x/|x| with a faiss standalone codec, by default ``IVF256,PQ64x7`` — a
-  coarse k-means centroid (1 byte for 256 lists) and a product quantisation of the residual to it
-  (64 sub-vectors of 4 dims, 7 bits each: 56 bytes): ColBERTv2's "centroid + compressed residual", with
-  PQ instead of 1-2 bits per dimension because at the same bytes it keeps the ranking closer (tokens of
-  another width keep 4 dims a sub-quantiser, `_default_for`);
+* the token's **direction** x/|x| with a faiss standalone codec, by default ``OPQ32,IVF256,PQ32`` — an
+  orthogonal rotation fitted to the tokens (OPQ), a coarse k-means centroid (1 byte for 256 lists) and a
+  product quantisation of the residual to it (32 sub-vectors of 8 dims, 8 bits each: 32 bytes):
+  ColBERTv2's "centroid + compressed residual", with PQ instead of 1-2 bits per dimension because at the
+  same bytes it keeps the ranking closer, and OPQ's rotation spreading the variance evenly over the
+  sub-vectors (tokens of another width keep 8 dims a sub-quantiser, `_default_for`);
 * the token's **norm** |x| as float16 (2 bytes): THA weighs tokens by their norm (the audio-enhanced
   direction attends with |a_m|), so the norm is kept almost exactly rather than left to the quantiser.
-
-At 256 dims that is 1 + 56 + 2 = 59 bytes a token instead of 512 (float16): **8.7x smaller** (19.8 kB
-instead of 172 kB a window at the CPU model's shapes, 79 kB instead of 688 kB at the paper's; 8.3x for
+At 256 dims that is 1 + 32 + 2 = 35 bytes a token instead of 512 (float16): **14.6x smaller** (11.8 kB
+instead of 172 kB a window at the CPU model's shapes, 47 kB instead of 688 kB at the paper's; 13.5x for
 a whole THA+DCR window with its pooled vector and factors). Decoding returns |x|·(decoded direction
-rescaled to unit length), float32. Codes are written with `save_codes` as plain ``.npy`` [R, M, B] uint8
-and opened with `open_codes` memory-mapped: a search decodes only the rows of its candidates
-(`decode_rows`), so memory does not grow with the index.
+rescaled to unit length), float32; `decode(rotated=True)` leaves it in the rotated space (x Rᵀ), which is
+how a re-rank reads it for heads that declare `rotation_pairs` (THA): the query's words are rotated once
+instead of every candidate token, which is most of OPQ's decoding cost (`rotation`). Codes are written
+with `save_codes` as plain ``.npy`` [R, M, B] uint8 and opened with `open_codes` memory-mapped: a search
+decodes only the rows of its candidates (`decode_rows`), so memory does not grow with the index.
 
 Chosen by measurement, through the index (benchmarks/index_scale.py: each codec fitted on the indexed
 folder's first 512 windows, as `hade index` does; trained tha+dcr checkpoint of the Table 1 ablation;
-top-10 overlap of the re-ranked windows against float16, and T2A R@1 / R@10 of the captions' files):
+top-10 overlap of the re-ranked windows against float16, and T2A R@1 / R@10 of the captions' files;
+decoding 100 candidates' tokens, all three levels, by benchmarks/codec_decode.py):
 
-    codec                 bytes/window  x fp16  top-10 overlap   R@1        R@10     | overlap  R@1 change
-    IVF256,PQ32 (before)      12 784     13.5      0.934           0        -0.3      |  0.996   +0.28
-    IVF256,PQ64x6             18 160      9.5      0.947          +0.2       -0.1     |  0.994   0
-    IVF256,PQ64x7 (default)   20 848      8.3      0.953          +0.1        0       |  0.996   +0.56
+    codec                      bytes/window  x fp16  top-10 overlap  R@1    R@10 | overlap  R@1    | decode
+    IVF256,PQ32 (until s6)         12 784     13.5      0.934           0   -0.3 |  0.996   +0.28  |  8.8 ms
+    IVF256,PQ64x7 (s7)             20 848      8.3      0.953        +0.1      0 |  0.996   +0.56  | 12.2 ms
+    OPQ32,IVF256,PQ32 (default)    12 784     13.5      0.974        +0.2   -0.1 |  0.998      0   |  7.7 ms
+                                                                                                (37.9 unrotated)
 
 (left: 10 800 windows of 20 s SynthCaps clips, 1 000 captions, R@1 2.5 / R@10 17.3 in float16; right: the
-72-clip evaluation split, 360 captions, R@10 unchanged for all three). On the 420-clip held-out set of
-docs/results.md (2 100 captions) the default's overlap is 0.986, R@1 +0.05, R@10 +0.33. 64 bytes (IVF256,PQ64x8, 7.6x)
-would miss issue #14's 8x size target. On 300 of the 20 s set's captions: IVF256,PQ32 0.941, IVF1024,PQ32
-0.945, IVF256,PQ64x6 0.951, OPQ32,IVF256,PQ32 0.977 (13.5x), but OPQ's rotation makes decoding 100
-candidates' tokens 34.3 ms against 10.2 for IVF256,PQ64x7 and 7.0 for IVF256,PQ32 (benchmarks/codec_decode.py,
-idle machine): about 24 ms more on every re-rank. It would cost nothing if the head scored in the rotated
-space. The misses left are overlapping windows of one file whose near-equal
-scores the codes reorder.
+72-clip evaluation split, 360 captions, R@10 unchanged for all three). OPQ's rotation is fitted once per
+index and costs time: compressing the 20 s set (fitting on its first 512 windows, then encoding all 10 800)
+took 150 s against 46 s with IVF256,PQ64x7, on a shared machine. The misses left are overlapping windows
+of one file whose near-equal scores the codes reorder.
 
 Earlier, fitted on the development split's tokens and scored directly (benchmarks/index_store.py; the
 same checkpoint, SynthCaps evaluation split, 72 clips x 360 captions):
@@ -75,8 +75,8 @@ of its files); every chunk records the set its ``{key}.codes.npy`` arrays were w
 `hade.index.reprs.ReprTable` decodes only the rows a search gathers, from memory-mapped codes. Shards of
 a parallel build fit their own sets, and a merge or compaction copies codes with their set, never
 re-quantising. Indexes written before token codecs (float tokens) open as they are; `hade index FOLDER
---out INDEX --token-codec IVF256,PQ64x7` compresses them in place. An index keeps the codec it was built
-with (indexes built with IVF256,PQ32 before session 7 keep it).
+--out INDEX --token-codec OPQ32,IVF256,PQ32` compresses them in place. An index keeps the codec it was
+built with (IVF256,PQ32 before session 7, IVF256,PQ64x7 in session 7).
 """
 from __future__ import annotations
 
@@ -91,8 +91,8 @@ import numpy as np
 from hade.errors import InputError
 from hade.utils.atomic import atomic_path, write_json_atomic
 
-DEFAULT_PQ_M, DEFAULT_PQ_BITS, DIMS_PER_SUBQUANTISER = 64, 7, 4
-DEFAULT_FACTORY = f"IVF256,PQ{DEFAULT_PQ_M}x{DEFAULT_PQ_BITS}"
+DIMS_PER_SUBQUANTISER = 8
+DEFAULT_FACTORY = "OPQ32,IVF256,PQ32"
 NORM_BYTES = 2  # float16 norm after the direction's code
 FIT_TOKENS = 200_000  # tokens per key the codec is fitted on at most (k-means and PQ training sample)
 MIN_POINTS_PER_LIST = 39  # faiss's own lower bound for k-means; fewer lists when the sample is small
@@ -112,22 +112,26 @@ class CodecInfo:
 
 
 def _fit_factory(factory: str, n: int, dim: int | None = None) -> str:
-    """Shrink an ``IVF<k>,...`` factory's k to what `n` training points support (tests, tiny folders); the
-    default factory's PQ keeps 4 dims a sub-quantiser for tokens narrower than 256 dims (`_default_for`)."""
+    """Shrink an ``[OPQ<m>,]IVF<k>,...`` factory's k to what `n` training points support (tests, tiny
+    folders); the default factory keeps 8 dims a sub-quantiser for tokens of other widths (`_default_for`)."""
     if dim is not None and factory == DEFAULT_FACTORY:
         factory = _default_for(dim)
+    rotation = ""
+    if factory.startswith("OPQ") and "," in factory:
+        rotation, _, factory = factory.partition(",")
+        rotation += ","
     head, _, rest = factory.partition(",")
     if not head.startswith("IVF") or not rest:
-        return factory
+        return rotation + factory
     lists = min(int(head[3:]), max(1, n // MIN_POINTS_PER_LIST))
-    return f"IVF{lists},{rest}"
+    return f"{rotation}IVF{lists},{rest}"
 
 
 def _default_for(dim: int) -> str:
-    """DEFAULT_FACTORY for `dim`-dim tokens: PQ64x7 (4 dims a sub-quantiser at 256 dims); for other widths
-    the most sub-quantisers of at least 4 dims each that divide `dim`."""
+    """DEFAULT_FACTORY for `dim`-dim tokens: OPQ32,IVF256,PQ32 at 256 dims (8 dims a sub-quantiser); for
+    other widths the most sub-quantisers of at least 8 dims each that divide `dim`."""
     m = max([d for d in range(1, max(1, dim // DIMS_PER_SUBQUANTISER) + 1) if dim % d == 0] or [1])
-    return DEFAULT_FACTORY if m == DEFAULT_PQ_M else f"IVF256,PQ{m}x{DEFAULT_PQ_BITS}"
+    return f"OPQ{m},IVF256,PQ{m}"
 
 
 def unit_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
