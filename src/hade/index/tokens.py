@@ -28,10 +28,10 @@ top-10 overlap of the re-ranked windows against float16, and T2A R@1 / R@10 of t
 decoding 100 candidates' tokens, all three levels, by benchmarks/codec_decode.py):
 
     codec                      bytes/window  x fp16  top-10 overlap  R@1    R@10 | overlap  R@1    | decode
-    IVF256,PQ32 (until s6)         12 784     13.5      0.934           0   -0.3 |  0.996   +0.28  |  8.8 ms
-    IVF256,PQ64x7 (s7)             20 848      8.3      0.953        +0.1      0 |  0.996   +0.56  | 12.2 ms
-    OPQ32,IVF256,PQ32 (default)    12 784     13.5      0.974        +0.2   -0.1 |  0.998      0   |  7.7 ms
-                                                                                                (37.9 unrotated)
+    IVF256,PQ32 (until s6)         12 784     13.5      0.934           0   -0.3 |  0.996   +0.28  |  7.8 ms
+    IVF256,PQ64x7 (s7)             20 848      8.3      0.953        +0.1      0 |  0.996   +0.56  | 11.0 ms
+    OPQ32,IVF256,PQ32 (default)    12 784     13.5      0.974        +0.2   -0.1 |  0.998      0   |  7.1 ms
+                                                                                                (34.9 unrotated)
 
 (left: 10 800 windows of 20 s SynthCaps clips, 1 000 captions, R@1 2.5 / R@10 17.3 in float16; right: the
 72-clip evaluation split, 360 captions, R@10 unchanged for all three). OPQ's rotation is fitted once per
