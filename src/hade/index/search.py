@@ -50,7 +50,6 @@ from hade.index.windows import window_batches, window_bounds
 from hade.utils.timing import Phases
 
 
-
 @dataclass(frozen=True)
 class Like:
     """A query by indexed windows: sounds like these (`Index.like` builds one from a file path and time).

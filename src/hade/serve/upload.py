@@ -119,10 +119,11 @@ def _decode_av(source: BinaryIO, container: str, sample_rate: int, max_seconds: 
     if not av_audio.available():
         raise InputError(f"the uploaded file is a {container} container, which this server cannot decode "
                          "(PyAV is not installed); send WAV, FLAC, OGG or MP3")
+    start = source.tell()
     try:
         info = av_audio.probe(source, container)
         _check_header(info.sample_rate, info.channels, info.frames, max_seconds)
-        source.seek(0)
+        source.seek(start)
         return _decode(_av_blocks(source, container), info.sample_rate, info.frames, sample_rate, max_seconds)
     except av_audio.AvError as exc:
         raise InputError(f"the uploaded file is not audio that FFmpeg can decode ({clean_reason(exc)})") from None
