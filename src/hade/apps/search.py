@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--audio", type=Path, default=None, help="search by example: an audio file")
     s.add_argument("--like", default=None, metavar="PATH",
                    help="more like an indexed file (its path as indexed, or inside --root): its stored "
-                        "vectors, nothing re-encoded; its own windows are left out")
+                        "vectors, nothing re-encoded; the file's own windows are left out")
     s.add_argument("--at", type=float, default=None, metavar="SECONDS",
                    help="with --like: only the window of that file around this time")
     s.add_argument("--same-file", action="store_true",
