@@ -123,6 +123,34 @@ def test_serve_on_a_damaged_index_fails_with_one_line(tmp_path, monkeypatch, cap
     assert "Traceback" not in err[0]
 
 
+def test_the_index_is_opened_with_one_thread(serve_index, monkeypatch):
+    """hade serve opens the index with one torch thread, so that no OpenMP team forms on the main thread
+    beside the text thread's (two teams on 2 cores made caption encoding 1.9x slower:
+    benchmarks/omp_teams.py); the text thread then gets --threads."""
+    if not hasattr(serve_index, "path"):
+        pytest.skip("hade.index is not available (fake index)")
+    import uvicorn
+
+    from hade.index import Index
+
+    seen = {}
+    real_open = Index.open.__func__
+
+    def spy(cls, *args, **kwargs):
+        seen["threads"] = torch.get_num_threads()
+        return real_open(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Index, "open", classmethod(spy))
+    calls = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.update(app=app))
+    threads = torch.get_num_threads()
+    try:
+        assert cmd_serve(parse(str(serve_index.path), "--threads", "2")) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert seen["threads"] == 1 and calls["app"].state.service.text_threads == 2
+
+
 @pytest.mark.parametrize("argv, tuned", [([], True), (["--allocator", "tuned"], True), (["--allocator", "system"], False)])
 def test_allocator_option(serve_index, monkeypatch, argv, tuned):
     if not hasattr(serve_index, "path"):
