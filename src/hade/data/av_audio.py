@@ -82,59 +82,67 @@ def _open(source: BinaryIO, fmt: str):
     return container
 
 
-def _info(container, fmt: str) -> StreamInfo:
-    stream = container.streams.audio[0]
-    rate = int(stream.codec_context.sample_rate or stream.rate or 0)
-    channels = int(stream.codec_context.channels or 0)
-    if stream.duration is not None and stream.time_base is not None:
-        seconds = float(stream.duration * stream.time_base)
-    elif container.duration is not None:
-        seconds = container.duration / 1_000_000  # AV_TIME_BASE
-    else:
-        seconds = 0.0
-    return StreamInfo(rate, channels, int(round(seconds * rate)), fmt, stream.codec_context.name)
+class AudioStream:
+    """The first audio stream of a container, opened once: `info` from its headers, then `blocks()`
+    decodes it. A context manager (closes the container); AvError when FFmpeg cannot read it."""
+
+    def __init__(self, source: BinaryIO, fmt: str) -> None:
+        self.fmt = fmt
+        self._container = _open(source, fmt)
+        try:
+            stream = self._container.streams.audio[0]
+            rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+            if stream.duration is not None and stream.time_base is not None:
+                seconds = float(stream.duration * stream.time_base)
+            elif self._container.duration is not None:
+                seconds = self._container.duration / 1_000_000  # AV_TIME_BASE
+            else:
+                seconds = 0.0
+            self.info = StreamInfo(rate, int(stream.codec_context.channels or 0), int(round(seconds * rate)), fmt,
+                                   stream.codec_context.name)
+        except Exception as exc:
+            self._container.close()
+            raise AvError(f"unreadable {fmt} stream header ({_reason(exc)})") from None
+        self.rate = rate  # of the blocks: the header's, or the first frame's when the header has none
+
+    def __enter__(self) -> "AudioStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._container.close()
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """[frames, channels] float32 per decoded frame at `rate`: every frame converted by FFmpeg's
+        resampler to the header's rate (the first frame's when the header gives none) and to the first
+        frame's channel layout, a no-op unless the stream differs from its header or changes midway."""
+        import av
+
+        resampler = None
+        try:
+            for frame in self._container.decode(self._container.streams.audio[0]):
+                if resampler is None:
+                    self.rate = self.rate or int(frame.sample_rate)
+                    resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=self.rate)
+                for out in resampler.resample(frame):
+                    yield np.ascontiguousarray(out.to_ndarray().T, dtype=np.float32)
+            if resampler is not None:
+                for out in resampler.resample(None):
+                    yield np.ascontiguousarray(out.to_ndarray().T, dtype=np.float32)
+        except Exception as exc:  # a corrupt or truncated stream midway
+            raise AvError(f"cannot decode its {self.fmt} audio ({_reason(exc)})") from None
 
 
 def probe(source: BinaryIO, fmt: str) -> StreamInfo:
     """The first audio stream's rate, channels and estimated length, from the container's headers."""
-    container = _open(source, fmt)
-    try:
-        return _info(container, fmt)
-    finally:
-        container.close()
-
-
-def blocks(source: BinaryIO, fmt: str) -> Iterator[tuple[np.ndarray, int]]:
-    """Decode the first audio stream: ([frames, channels] float32, sample rate) per decoded frame, every
-    frame converted to the first frame's rate and channel layout (by FFmpeg's resampler, which is a no-op
-    unless a stream changes them midway). Raises AvError for a container or stream FFmpeg cannot read."""
-    import av
-
-    container = _open(source, fmt)
-    try:
-        stream = container.streams.audio[0]
-        resampler = None
-        for frame in container.decode(stream):
-            if resampler is None:
-                resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=frame.sample_rate)
-            for out in resampler.resample(frame):
-                yield np.ascontiguousarray(out.to_ndarray().T, dtype=np.float32), int(out.sample_rate)
-        if resampler is not None:
-            for out in resampler.resample(None):
-                yield np.ascontiguousarray(out.to_ndarray().T, dtype=np.float32), int(out.sample_rate)
-    except AvError:
-        raise
-    except Exception as exc:  # a corrupt or truncated stream midway
-        raise AvError(f"cannot decode its {fmt} audio ({_reason(exc)})") from None
-    finally:
-        container.close()
+    with AudioStream(source, fmt) as stream:
+        return stream.info
 
 
 def decode(source: BinaryIO, fmt: str) -> tuple[np.ndarray, int]:
     """The whole first audio stream as ([frames, channels] float32, sample rate)."""
-    parts, rate = [], 0
-    for block, rate in blocks(source, fmt):
-        parts.append(block)
+    with AudioStream(source, fmt) as stream:
+        parts = list(stream.blocks())
+        rate = stream.rate
     if not parts:
         return np.zeros((0, 1), dtype=np.float32), rate
     return np.concatenate(parts, axis=0), rate
@@ -166,5 +174,5 @@ def encode(path: str | Path, wave: np.ndarray, sample_rate: int, kind: str = "m4
     return Path(path)
 
 
-__all__ = ["AV_EXTENSIONS", "ENCODINGS", "AvError", "StreamInfo", "available", "blocks", "container_format",
+__all__ = ["AV_EXTENSIONS", "ENCODINGS", "AudioStream", "AvError", "StreamInfo", "available", "container_format",
            "decode", "encode", "probe", "sniff"]

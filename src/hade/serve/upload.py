@@ -72,14 +72,6 @@ def _sf_blocks(f) -> Iterator[np.ndarray]:
         yield block
 
 
-def _av_blocks(source: BinaryIO, container: str) -> Iterator[np.ndarray]:
-    """[frames, channels] float32 blocks of an FFmpeg container (all at the stream's first rate)."""
-    from hade.data import av_audio
-
-    for block, _ in av_audio.blocks(source, container):
-        yield block
-
-
 def _decode(blocks: Iterable[np.ndarray], rate: int, frames: int, sample_rate: int, max_seconds: float) -> np.ndarray:
     """Mix `blocks` ([frames, channels] float32 at `rate`; `frames` expected) to mono and resample them
     one at a time -> float32 mono [T] at `sample_rate`."""
@@ -119,12 +111,11 @@ def _decode_av(source: BinaryIO, container: str, sample_rate: int, max_seconds: 
     if not av_audio.available():
         raise InputError(f"the uploaded file is a {container} container, which this server cannot decode "
                          "(PyAV is not installed); send WAV, FLAC, OGG or MP3")
-    start = source.tell()
     try:
-        info = av_audio.probe(source, container)
-        _check_header(info.sample_rate, info.channels, info.frames, max_seconds)
-        source.seek(start)
-        return _decode(_av_blocks(source, container), info.sample_rate, info.frames, sample_rate, max_seconds)
+        with av_audio.AudioStream(source, container) as stream:
+            info = stream.info
+            _check_header(info.sample_rate, info.channels, info.frames, max_seconds)
+            return _decode(stream.blocks(), info.sample_rate, info.frames, sample_rate, max_seconds)
     except av_audio.AvError as exc:
         raise InputError(f"the uploaded file is not audio that FFmpeg can decode ({clean_reason(exc)})") from None
 
