@@ -149,6 +149,10 @@ class TokenCodec:
 
     def __init__(self, index: faiss.Index, info: CodecInfo) -> None:
         self.index, self.info = index, info
+        self.rotation = _orthogonal_rotation(index, info.dim)
+        """[D, D] float32 R when the codec first rotates tokens orthogonally (an OPQ factory: codes hold
+        x Rᵀ), else None. `decode(codes, rotated=True)` then skips the inverse rotation, the bulk of OPQ's
+        decoding cost; dot products with vectors rotated the same way (t Rᵀ) are unchanged."""
 
     @property
     def dim(self) -> int:
@@ -202,20 +206,6 @@ class TokenCodec:
         out[:, -NORM_BYTES:] = norm.astype("<f2").view(np.uint8).reshape(-1, NORM_BYTES)
         return out.reshape(*lead, self.code_bytes)
 
-    @property
-    def rotation(self) -> np.ndarray | None:
-        """[D, D] float32 R when the codec first rotates tokens orthogonally (an OPQ factory: codes hold
-        x Rᵀ), else None. `decode(codes, rotated=True)` then skips the inverse rotation, the bulk of OPQ's
-        decoding cost; dot products with vectors rotated the same way (t Rᵀ) are unchanged."""
-        if not hasattr(self, "_rotation"):
-            self._rotation = None
-            if isinstance(self.index, faiss.IndexPreTransform) and self.index.chain.size() == 1:
-                vt = faiss.downcast_VectorTransform(self.index.chain.at(0))
-                if isinstance(vt, faiss.LinearTransform) and vt.is_orthonormal and not vt.have_bias \
-                        and vt.d_in == vt.d_out == self.dim:
-                    self._rotation = faiss.vector_to_array(vt.A).reshape(self.dim, self.dim).astype(np.float32)
-        return self._rotation
-
     def decode(self, codes: np.ndarray, rotated: bool = False) -> np.ndarray:
         """codes [..., code_bytes] uint8 -> tokens [..., D] float32 (|x| · unit decoded direction); with
         `rotated` and a `rotation` R, the tokens rotated: x Rᵀ (the norms are the same)."""
@@ -254,6 +244,17 @@ class TokenCodec:
         if index.d != info.dim or int(index.sa_code_size()) + NORM_BYTES != info.code_bytes:
             raise InputError(f"{folder / name}.json: does not match {name}.faiss (dims or code size differ)")
         return cls(index, info)
+
+
+def _orthogonal_rotation(index: faiss.Index, dim: int) -> np.ndarray | None:
+    """The [dim, dim] matrix of an index whose only pre-transform is an orthonormal rotation (OPQ), else None."""
+    if not isinstance(index, faiss.IndexPreTransform) or index.chain.size() != 1:
+        return None
+    vt = faiss.downcast_VectorTransform(index.chain.at(0))
+    if not (isinstance(vt, faiss.LinearTransform) and vt.is_orthonormal and not vt.have_bias
+            and vt.d_in == vt.d_out == dim):
+        return None
+    return faiss.vector_to_array(vt.A).reshape(dim, dim).astype(np.float32)
 
 
 def _seed_training(index: faiss.Index, seed: int) -> None:
