@@ -39,8 +39,8 @@ class StreamInfo(NamedTuple):
 
 
 def available() -> bool:
-    """Whether PyAV is installed (found without importing it: importing FFmpeg's libraries takes ~80 ms,
-    paid only when such a file is decoded). Without it these containers are not read."""
+    """Whether PyAV is installed, found without importing it: FFmpeg's libraries load only when such a file
+    is decoded. Without it these containers are not read."""
     return importlib.util.find_spec("av") is not None
 
 
