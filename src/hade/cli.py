@@ -38,6 +38,7 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "synth": Command("hade.apps.synth"),
     "pack": Command("hade.apps.pack"),
+    "pretrain": Command("hade.apps.pretrain"),
     "train": Command("hade.apps.train"),
     "eval": Command("hade.apps.eval"),
     "compare": Command("hade.apps.compare"),

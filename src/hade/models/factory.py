@@ -33,13 +33,18 @@ def audio_config(config: ModelConfig) -> HTSATConfig:
     return dataclasses.replace(preset, **config.audio_overrides)
 
 
+def build_audio_encoder(config: ModelConfig) -> HTSATEncoder:
+    """The audio encoder that `config` names (its preset and overrides), with fresh weights."""
+    return HTSATEncoder(audio_config(config))
+
+
 def create_model(config: ModelConfig, tokenizer_dir: str | None = None, tokenizer: Any = None) -> RetrievalModel:
     """Build a model. With `config.text_config` set (a saved checkpoint's config) the text encoder is built
     with random weights from that config and the tokenizer is `tokenizer`, or comes from `tokenizer_dir`;
     otherwise the text backbone is loaded from `config.text_encoder` and the model's copy of the config gets
     `text_config` filled in (the caller's config is not changed)."""
     config = dataclasses.replace(config)
-    audio_encoder = HTSATEncoder(audio_config(config))
+    audio_encoder = build_audio_encoder(config)
     pooler = config.text_pooling == "pooler"
     if config.text_config is not None:
         bert = bert_from_config(config.text_config, pooler=pooler)

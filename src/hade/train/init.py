@@ -10,6 +10,10 @@ PATH is either
   the run its audio preset and front end, text architecture, pooling, token limit, tokenizer and embed_dim,
   so any head starts from it with the text encoder and (heads with a `dp` part) the projections loaded;
   `init.json`'s `parts` says which part starts from the checkpoint and which fresh;
+* a pretraining run directory (`hade pretrain`, :mod:`hade.train.pretrain`): its audio encoder is loaded
+  (it must be built as this run's: same preset and front end) and everything else starts as it would
+  without `init_from` (the text encoder from its own pretrained weights, the head fresh); the tagging
+  classifier is reported unused;
 * a foreign HTSAT checkpoint file (HTS-AT ``sed_model.*``, LAION-CLAP ``audio_branch.*``, WavCaps, or a
   plain HTSAT state dict): only the audio encoder is loaded, through the explicit key map of
   :mod:`hade.models.convert`, which refuses partial loads. A LAION-CLAP encoder needs LAION's 48 kHz front
@@ -162,10 +166,52 @@ def _from_foreign_file(model: RetrievalModel, path: Path) -> dict[str, Any]:
             "unused": sorted(report.skipped) + sorted(report.unexpected)}
 
 
+def _from_pretrain_run(model: RetrievalModel, path: Path) -> dict[str, Any]:
+    from hade.train.pretrain import ENCODER_FILE, INFO_FILE
+
+    try:
+        info = json.loads((path / INFO_FILE).read_bytes().decode("utf-8"))
+        cfg = info["config"]
+        theirs_audio = _audio_geometry(cfg["audio_encoder"], cfg.get("audio_overrides") or {})
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InputError(f"init_from {path / INFO_FILE}: not a readable pretraining record ({exc})") from None
+    ours_audio = _audio_geometry(model.config.audio_encoder, model.config.audio_overrides)
+    differ = {k: (theirs_audio.get(k), v) for k, v in ours_audio.items() if theirs_audio.get(k) != v}
+    if differ:
+        raise InputError(f"init_from {path}: it pretrained an audio encoder built differently (field: pretrained vs "
+                         f"this run) {differ}; use --audio-encoder {cfg['audio_encoder']}")
+    weights_file = path / ENCODER_FILE
+    if not weights_file.is_file():
+        raise InputError(f"init_from {path}: missing {ENCODER_FILE} (the pretraining run has not finished an epoch)")
+    weights = read_weights(weights_file)
+    own = model.audio_encoder.state_dict()
+    bad = sorted(k for k, v in own.items() if k not in weights or weights[k].shape != v.shape)
+    if bad:
+        raise InputError(f"init_from {weights_file}: {len(bad)} audio encoder tensor(s) missing or of another shape "
+                         f"(e.g. {bad[:5]})")
+    with torch.no_grad():
+        for name, value in own.items():
+            value.copy_(weights[name])
+    loaded = {f"audio_encoder.{k}" for k in own}
+    everything = model.state_dict()
+    return {"source": str(path), "kind": "hade-pretrain", "task": info.get("task"), "loaded": len(loaded),
+            "parts": _parts(everything, loaded), "fresh": [n for n in everything if n not in loaded],
+            "unused": sorted(set(weights) - set(own)) + ["classifier (the tagging head)"],
+            "pretrain_best": info.get("best")}
+
+
+def _is_pretrain_run(path: Path) -> bool:
+    from hade.train.pretrain import INFO_FILE
+
+    return (path / INFO_FILE).is_file()
+
+
 def initialise_from(model: RetrievalModel, path: str | Path) -> dict[str, Any]:
     """Load the weights at `path` into `model` (see the module docstring); returns a report with `source`,
     `kind`, `loaded` (tensor count), `fresh` (the model's tensors left as initialised) and `unused`."""
     path = Path(path)
+    if path.is_dir() and _is_pretrain_run(path):
+        return _from_pretrain_run(model, path)
     if path.is_dir():
         return _from_checkpoint_dir(model, path)
     if path.is_file():
