@@ -45,6 +45,7 @@ COMMANDS: dict[str, Command] = {
     "classify": Command("hade.apps.classify"),
     "demo": Command("hade.apps.demo"),
     "ablate": Command("hade.apps.ablate"),
+    "payoff": Command("hade.apps.payoff"),
     "convert": Command("hade.apps.convert", "add_convert_parser", "cmd_convert"),
     "explain": Command("hade.apps.explain"),
     "index": Command("hade.apps.index"),
