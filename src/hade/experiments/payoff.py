@@ -58,6 +58,7 @@ class SetSpec:
     clips: int
     seed: int
     duration: float = 4.0
+    sample_rate: int = 16000
 
 
 DEMO = SetSpec("synthcaps", 480, 0)  # Table 1's set
@@ -106,16 +107,19 @@ def parse_cells(text: str) -> list[Cell]:
 # ------------------------------------------------------------------------------------------------ data
 def _generate(root: Path, spec: SetSpec, progress: bool) -> Path:
     out = root / "data" / spec.folder
-    generate(out, clips=spec.clips, seed=spec.seed, sample_rate=16000, duration=spec.duration, layout="clotho",
+    generate(out, clips=spec.clips, seed=spec.seed, sample_rate=spec.sample_rate, duration=spec.duration, layout="clotho",
              progress=progress)
     return out
 
 
-def _manifest(path: Path, splits: list[Any]) -> None:
+def _manifest(path: Path, splits: list[Any], prefixes: list[str] | None = None) -> None:
+    """A JSON Lines split of the clips of `splits`; each split's ids get its prefix (ids stay unique when two
+    generated sets, whose file names repeat, are joined)."""
     import json
 
-    lines = [json.dumps({"audio": str(c.audio_path.resolve()), "captions": list(c.captions), "id": c.clip_id})
-             for split in splits for c in split.clips]
+    prefixes = prefixes or [""] * len(splits)
+    lines = [json.dumps({"audio": str(c.audio_path.resolve()), "captions": list(c.captions), "id": prefix + c.clip_id})
+             for split, prefix in zip(splits, prefixes) for c in split.clips]
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
@@ -148,7 +152,7 @@ def prepare_data(root: Path, cells: list[Cell], progress: bool = True) -> dict[s
         base = read_split(demo, "development")
         for size in larger:
             extra = SplitData(name="train", clips=pool[:size - BASE_CLIPS])
-            _manifest(dirs[str(size)] / "train.jsonl", [base, extra])
+            _manifest(dirs[str(size)] / "train.jsonl", [base, extra], ["", "pool/"])
             _manifest(dirs[str(size)] / "val.jsonl", [read_split(demo, "validation")])
             _manifest(dirs[str(size)] / "test.jsonl", [read_split(demo, "evaluation")])
     return dirs
@@ -168,11 +172,14 @@ class Study:
     archive: Path | None = None
     progress: bool = True
     log: Callable[[str], None] = print
+    base_config: TrainConfig | None = None  # default: the demo's (htsat-cpu + MiniLM, batch 32) with `epochs`
 
     def base(self, cell: Cell) -> TrainConfig:
+        import copy
+
         from hade.demo import demo_config
 
-        cfg = demo_config("dp", epochs=self.epochs)
+        cfg = copy.deepcopy(self.base_config) if self.base_config else demo_config("dp", epochs=self.epochs)
         if cell.start == "pretrained":
             cfg.init_from = str(self.root / "pretrain")
         return cfg
