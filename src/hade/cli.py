@@ -76,7 +76,7 @@ class HadeArgumentParser(argparse.ArgumentParser):
     does the choices only, and this project runs on 3.11), and options accepted between the positionals of a
     command whose positionals take a variable number of words: plain argparse refuses
     `hade search IDX -k 2 "query"` because it has already matched the optional query (to nothing) when it
-    meets -k (python/cpython#59317); argparse's own intermixed parsing does it right."""
+    meets -k (a long-standing argparse limitation); argparse's own intermixed parsing does it right."""
 
     _intermixing = False
 

@@ -103,7 +103,7 @@ def _report_errors(stats: dict) -> None:
 def run_check(args: argparse.Namespace) -> int:
     """`hade index --check INDEX`: 0 intact, 1 damaged."""
     if len(args.paths) != 1:
-        raise InputError(f"hade index --check takes one index folder, got {len(args.paths)}: {args.paths}")
+        raise InputError(f"--check takes one index folder, got {len(args.paths)}: {args.paths}")
     from hade.index.integrity import check_index
 
     index = Path(args.paths[0])
@@ -152,14 +152,14 @@ def run(args: argparse.Namespace) -> int:
     """Build or update an index (or check it with --check, or merge parts when the first positional is `merge`)."""
     launch = detect_launch()
     if launch.parallel and (args.check or args.paths[0] == "merge"):
-        raise InputError(f"hade index {'--check' if args.check else 'merge'} runs in one process; start it "
+        raise InputError(f"{'--check' if args.check else 'merge'} runs in one process; start it "
                          f"without {launch.launcher}")
     if args.check:
         return run_check(args)
     if args.paths[0] == "merge":
         return run_merge(args)
     if len(args.paths) != 1:
-        raise InputError(f"hade index takes one folder, got {len(args.paths)}: {args.paths}")
+        raise InputError(f"one folder to index, got {len(args.paths)}: {args.paths}")
     if args.out is None:
         raise InputError("--out INDEX is required")
     if launch.parallel:
