@@ -27,6 +27,8 @@ from hade.models.encoders.text_bert import load_tokenizer
 from hade.models.factory import create_model
 from hade.models.retrieval import RetrievalModel
 from hade.utils.atomic import atomic_dir, recover_dir
+from hade.utils.device import resolve_device
+from hade.utils.outdir import OutputKind
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -55,6 +57,10 @@ def read_model_config(path: str | Path) -> ModelConfig:
     not UTF-8 JSON, or not a ModelConfig."""
     path = Path(path)
     config_file = path / CONFIG_FILE
+    if path.is_file():
+        raise InputError(f"{path}: a file, where a hade checkpoint directory ({CONFIG_FILE}, {WEIGHTS_FILE}, "
+                         f"{TOKENIZER_DIR}/) is expected; a foreign checkpoint (HTS-AT, LAION-CLAP, WavCaps .ckpt/.pt/"
+                         f".pth/.safetensors) becomes one with `hade convert {path} --out DIR`")
     if not config_file.is_file():
         raise InputError(f"{path}: not a hade checkpoint (no {CONFIG_FILE}); give a directory written by `hade train`")
     try:
@@ -65,6 +71,21 @@ def read_model_config(path: str | Path) -> ModelConfig:
         raise InputError(f"{config_file}: unreadable ({_one_line(e)}); expected the UTF-8 JSON written by "
                          "`hade train`") from None
     return from_dict(ModelConfig, data, str(config_file))
+
+
+def is_checkpoint_dir(path: str | Path) -> bool:
+    """Whether `path` is a hade checkpoint directory (a ModelConfig in config.json, and the weights)."""
+    path = Path(path)
+    try:
+        read_model_config(path)
+    except InputError:
+        return False
+    return (path / WEIGHTS_FILE).is_file()
+
+
+# What `save_model` writes; it replaces the whole directory (hade.utils.outdir).
+CHECKPOINT_OUTPUT = OutputKind("hade checkpoint", is_checkpoint_dir, replaces=True,
+                               contents=(CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR, "info.json", TRAIN_STATE_FILE))
 
 
 def _one_line(error: BaseException, limit: int = 300) -> str:
@@ -125,6 +146,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", compute: str = "f
         warnings.warn("hade.load(precision=) is deprecated; use compute=", DeprecationWarning, stacklevel=2)
         compute = precision
     path = Path(path)
+    device = resolve_device(device, where="device")
     recover_dir(path)
     config = read_model_config(path)
     check_checkpoint_files(path)

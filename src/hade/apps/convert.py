@@ -41,6 +41,9 @@ def add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--head", default="dp", help="retrieval head (freshly initialised)")
     p.add_argument("--kind", choices=KINDS, default=None, help="key convention (default: detected from the keys)")
     p.add_argument("--allow-partial", action="store_true", help="load even if encoder tensors are missing")
+    p.add_argument("--force", action="store_true",
+                   help="write --out even when it is a non-empty folder that is not a hade checkpoint (its contents "
+                        "are replaced)")
 
 
 def _json_object(text: str | None, flag: str) -> dict[str, Any]:
@@ -55,7 +58,7 @@ def _json_object(text: str | None, flag: str) -> dict[str, Any]:
     return value
 
 
-def _convert_full(args: argparse.Namespace) -> int:
+def _convert_full(args: argparse.Namespace, replaced: str = "") -> int:
     from hade.checkpoint import save_model
     from hade.models.convert_full import convert_full
 
@@ -67,9 +70,20 @@ def _convert_full(args: argparse.Namespace) -> int:
     save_model(model, args.out, extra={"converted_from": str(args.src), "conversion": report.to_dict(),
                                        "complete": True})
     print(format_report(report))
-    print(f"wrote {args.out} (complete {report.kind} model: head dp, text pooling {model.config.text_pooling}, "
-          f"{model.sample_rate} Hz)")
+    print(f"wrote {args.out}{replaced} (complete {report.kind} model: head dp, text pooling "
+          f"{model.config.text_pooling}, {model.sample_rate} Hz)")
     return 0
+
+
+def claim_out(args: argparse.Namespace) -> str:
+    """Refuse an --out that holds anything but a hade checkpoint (unless --force), before any work; the
+    words that say what the written checkpoint replaced ("" for a new folder)."""
+    from hade.checkpoint import CHECKPOINT_OUTPUT
+    from hade.utils.outdir import Claim, claim_output_dir
+
+    claim = claim_output_dir(args.out, CHECKPOINT_OUTPUT, force=getattr(args, "force", False))
+    return {Claim.NEW: "", Claim.OWN: " (replaced the hade checkpoint that was there)",
+            Claim.FORCED: " (--force: replaced what was there)"}[claim]
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -77,8 +91,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from hade.checkpoint import convert_checkpoint
     from hade.config import ModelConfig
 
+    replaced = claim_out(args)
     if getattr(args, "tokenizer", None) is not None:
-        return _convert_full(args)
+        return _convert_full(args, replaced)
     if getattr(args, "text_overrides", None):
         raise InputError("--text-overrides applies to complete conversions only (with --tokenizer)")
     overrides = _json_object(args.audio_overrides, "--audio-overrides")
@@ -86,7 +101,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
                          text_encoder=args.text_encoder, head=args.head)
     report = convert_checkpoint(args.src, args.out, config, allow_partial=args.allow_partial, kind=args.kind)
     print(format_report(report))
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}{replaced}")
     if report.kind in FULL_KINDS:
         print(f"note: only the audio encoder was converted; pass --tokenizer DIR to convert the complete {report.kind} "
               "model (text tower, projections and scale)")

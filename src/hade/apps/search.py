@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from hade.apps.argtypes import positive_int, time_point
 from hade.config import COMPUTE_DTYPES
 from hade.errors import InputError
 
@@ -25,15 +26,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--like", default=None, metavar="PATH",
                    help="more like an indexed file (its path as indexed, or inside --root): its stored "
                         "vectors, nothing re-encoded; the file's own windows are left out")
-    s.add_argument("--at", type=float, default=None, metavar="SECONDS",
+    s.add_argument("--at", type=time_point, default=None, metavar="SECONDS",
                    help="with --like: only the window of that file around this time")
     s.add_argument("--same-file", action="store_true",
                    help="with --like: other windows of the same file may be hits too")
-    s.add_argument("-k", type=int, default=10, help="results to show")
-    s.add_argument("--candidates", type=int, default=100, help="windows recalled by the ANN and re-ranked")
+    s.add_argument("-k", type=positive_int, default=10, help="results to show")
+    s.add_argument("--candidates", type=positive_int, default=100, help="windows recalled by the ANN and re-ranked")
     s.add_argument("--per-file", action="store_true", help="one result per file (its best window)")
     s.add_argument("--exhaustive", action="store_true", help="score every window exactly (slow on large indexes)")
-    s.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per query (more = better recall)")
+    s.add_argument("--nprobe", type=positive_int, default=None,
+                   help="IVF lists visited per query (more = better recall)")
     s.add_argument("--root", type=Path, default=None, help="folder the indexed files live in now")
     s.add_argument("--device", default="cpu")
     s.add_argument("--compute", choices=COMPUTE_DTYPES, default="fp32",
@@ -45,12 +47,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Print the best windows for a text query or an --audio example."""
     if sum(q is not None for q in (args.query, args.audio, args.like)) != 1:
-        raise InputError('hade search: give one of a text query, --audio FILE or --like PATH, '
+        raise InputError('give one of a text query, --audio FILE or --like PATH, '
                          'e.g. hade search INDEX "a dog barks"')
     if args.like is None and (args.at is not None or args.same_file):
-        raise InputError("hade search: --at and --same-file go with --like PATH")
-    if args.k <= 0 or args.candidates <= 0:
-        raise InputError("hade search: -k and --candidates must be positive")
+        raise InputError("--at and --same-file go with --like PATH")
     from hade.index.search import Index
 
     index = Index.open(args.index, device=args.device, root=args.root, compute=args.compute)

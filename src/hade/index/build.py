@@ -41,10 +41,15 @@ from hade.index.compression import NO_CODEC, TokenCompression
 from hade.index.finalize import finalize
 from hade.index.tokens import check_factory
 from hade.index.repair import clear_index_temps, repair_store, set_aside_damaged_db
-from hade.index.store import (ARRAYS_DIR, DB_FILE, MODEL_DIR, SCHEMA_VERSION, STORAGE_DTYPE_KEY, Store, copy_model,
-                              model_fingerprint, write_lock)
+from hade.index.store import (ARRAYS_DIR, DB_FILE, LOCK_FILE, MODEL_DIR, SCHEMA_VERSION, STORAGE_DTYPE_KEY, Store,
+                              copy_model, model_fingerprint, write_lock)
 from hade.index.windows import (in_shard, parse_shard, resolve_window, scan_audio, scan_folder,  # noqa: F401
                                 window_bounds)
+from hade.utils.device import resolve_device
+from hade.utils.outdir import OutputKind, claim_output_dir, has_any
+
+# An index folder, for the --out check (hade.utils.outdir); the lock file alone is no index yet.
+INDEX_OUTPUT = OutputKind("hade index", has_any(DB_FILE), scratch=(LOCK_FILE,))
 
 
 def _wipe(out: Path) -> None:
@@ -78,6 +83,7 @@ class _Request:
     compute: str
     token_codec: str | None = None  # faiss factory or "none"; None: the index's (a new one: the default)
     ann_memory_budget: int | None = None  # bytes; None: the index's (a new one: no budget)
+    force: bool = False  # write into a non-empty folder that is not an index
 
 
 def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = None, *, window: float | None = None,
@@ -86,7 +92,8 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
                 device: str = "cpu", progress: bool = True,
                 aux_captions: str | Path | dict[str, str] | None = None, compute: str = "fp32",
                 follow_external_links: bool = False, precision: str | None = None,
-                token_codec: str | None = None, ann_memory_budget: int | None = None) -> dict[str, Any]:
+                token_codec: str | None = None, ann_memory_budget: int | None = None,
+                force: bool = False) -> dict[str, Any]:
     """Index (or bring up to date, repairing damage) the audio files under `folder` into the index `out`.
 
     ckpt: checkpoint directory; required for a new index, optional afterwards (the index's copy is used).
@@ -108,6 +115,8 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
     before token codecs) can be given one: its stored tokens are then compressed (`hade.index.compression`).
     ann_memory_budget: bytes the ANN may take (default: the index's, else none): an IVF whose 8-bit codes
     would exceed it is built with product-quantised codes instead (`hade.index.ann.choose_ivfpq`).
+    force: write the index into `out` even when it is a non-empty folder that is not an index (InputError
+    otherwise; its files are left alone).
     Returns statistics: files_seen, unchanged_files, hashed_files, touched_files (same bytes, new mtime),
     reused_files (same bytes as another indexed file), encoded_files, encoded_windows, encoder_calls,
     removed_files, captioned_files (encoded with an auxiliary caption), recaptioned_files (re-encoded
@@ -121,7 +130,7 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
                    storage_dtype=_storage_dtype_arg(storage_dtype, precision), ann_threshold=ann_threshold,
                    follow_external_links=bool(follow_external_links), batch_size=batch_size, device=device,
                    progress=progress, captions=None, compute=compute, token_codec=token_codec,
-                   ann_memory_budget=ann_memory_budget)
+                   ann_memory_budget=ann_memory_budget, force=force)
     _check_request(req, out)
     req = dataclasses.replace(req, captions=_read_captions(aux_captions),
                               fingerprint=model_fingerprint(ckpt) if ckpt is not None else None)
@@ -159,15 +168,14 @@ def _check_request(req: _Request, out: Path) -> None:
     needs encoding, so its compute dtype is checked here)."""
     if not req.folder.is_dir():
         raise InputError(f"{req.folder}: not a folder; give the folder of audio files to index")
-    check_compute(req.compute, str(req.device).split(":")[0], where="compute")
+    check_compute(req.compute, resolve_device(req.device, where="device").type, where="compute")
     if req.storage_dtype is not None:
         check_storage_dtype(req.storage_dtype, where="storage_dtype")
     if req.token_codec is not None:
         check_factory(req.token_codec, where="token_codec")
     if req.ann_memory_budget is not None and req.ann_memory_budget <= 0:
         raise InputError(f"ann_memory_budget={req.ann_memory_budget}: expected a positive number of bytes")
-    if out.exists() and not (out / DB_FILE).exists() and any(p.name != ".lock" for p in out.iterdir()):
-        raise InputError(f"{out}: exists and is not a hade index; give a new or empty --out folder")
+    claim_output_dir(out, INDEX_OUTPUT, force=req.force)
 
 
 def _update(store: Store, req: _Request, repaired: list[str]) -> dict[str, Any]:

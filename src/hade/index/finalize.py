@@ -236,7 +236,7 @@ def merge_indexes(out: str | Path, parts: list[str | Path], ann_threshold: int |
     """
     out = Path(out)
     if len(parts) < 1:
-        raise InputError("hade index merge: give at least one part")
+        raise InputError("merge: give at least one part to merge")
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out}: exists and is not empty; merge into a new folder")
     stores = [Store(p) for p in parts]

@@ -47,6 +47,7 @@ from hade.index.compression import TokenCompression
 from hade.index.reprs import ReprTable, rows_within
 from hade.index.store import DB_FILE, MODEL_DIR, STORAGE_DTYPE_KEY, Store, model_fingerprint
 from hade.index.windows import window_batches, window_bounds
+from hade.utils.device import resolve_device
 from hade.utils.timing import Phases
 
 
@@ -170,8 +171,9 @@ class Index:
         integrity check fails: the database, a chunk array, the ANN or the model copy missing, truncated
         or unreadable (`hade.index.integrity`)."""
         path = Path(path)
+        device = resolve_device(device, where="device")
         compute = _compute_arg(compute, precision)
-        check_compute(compute, str(device).split(":")[0], where="compute")
+        check_compute(compute, device.type, where="compute")
         if not (path / DB_FILE).is_file():
             raise InputError(f"{path}: not a hade index (no {DB_FILE}); build one with `hade index`")
         if (problem := integrity.db_header_problem(path)) is not None:

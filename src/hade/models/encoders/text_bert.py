@@ -101,8 +101,10 @@ def _quiet_transformers() -> None:
 
 # Files of a saved tokenizer that must parse as JSON objects when present.
 _TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
-# A tokenizer folder holds its vocabulary in one of these (fast tokenizer, or WordPiece vocab).
-_VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
+# A tokenizer folder holds its vocabulary in one of these layouts: a fast tokenizer (any family), BERT's
+# WordPiece vocabulary, or RoBERTa's byte-level BPE (vocabulary and merges).
+_VOCAB_LAYOUTS = (("tokenizer.json",), ("vocab.txt",), ("vocab.json", "merges.txt"))
+_LAYOUTS_TEXT = "tokenizer.json (any tokenizer), vocab.txt (BERT) or vocab.json + merges.txt (RoBERTa)"
 
 
 def check_tokenizer_dir(path: Path) -> None:
@@ -111,9 +113,9 @@ def check_tokenizer_dir(path: Path) -> None:
     and builds a 5-token tokenizer (every word [UNK]) without a word of warning when tokenizer.json is gone;
     damaged files raise JSONDecodeError, UnicodeDecodeError, KeyError or TypeError from deep inside."""
     if not path.is_dir():
-        raise InputError(f"{path}: tokenizer folder missing; expected a folder with tokenizer.json or vocab.txt")
-    if not any((path / name).is_file() for name in _VOCAB_FILES):
-        raise InputError(f"{path}: no tokenizer vocabulary (expected {' or '.join(_VOCAB_FILES)} in the folder)")
+        raise InputError(f"{path}: tokenizer folder missing; expected a folder with {_LAYOUTS_TEXT}")
+    if not any(all((path / name).is_file() for name in layout) for layout in _VOCAB_LAYOUTS):
+        raise InputError(f"{path}: no tokenizer vocabulary; expected {_LAYOUTS_TEXT} in the folder")
     for name in _TOKENIZER_JSON:
         if (path / name).is_file():
             _check_json_object(path / name, "tokenizer file")
