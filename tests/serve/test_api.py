@@ -104,10 +104,10 @@ def test_security_headers_and_page(client):
     assert 'id="search-form"' in r.text and 'id="q"' in r.text
     assert "default-src 'self'" in r.headers["content-security-policy"]
     assert r.headers["x-content-type-options"] == "nosniff"
-    for asset in ("/static/app.js", "/static/heatmap.js", "/static/style.css"):
+    for asset in ("/static/app.js", "/static/heatmap.js", "/static/plots.js", "/static/style.css"):
         a = client.get(asset)
         assert a.status_code == 200 and len(a.text) > 100
-    page = r.text + "".join(client.get(f"/static/{n}").text for n in ("app.js", "heatmap.js", "style.css"))
+    page = r.text + "".join(client.get(f"/static/{n}").text for n in ("app.js", "heatmap.js", "plots.js", "style.css"))
     assert "http://" not in page and "https://" not in page and "//cdn" not in page  # offline page
 
 

@@ -291,6 +291,25 @@ def _add_routes(app: FastAPI, service: SearchService) -> None:
         f, st, name = service.open_audio(window_id)
         return file_response(request, f, st, media_type(name), filename=name)
 
+    _add_explain_routes(app, service)
+
+    @app.get("/health")
+    def health() -> Response:
+        """200 {"status": "ok", ...}, or 503 {"status": "degraded", "problems", "repair", "error"}."""
+        body = service.health()
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8",
+                            headers={"cache-control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+def _add_explain_routes(app: FastAPI, service: SearchService) -> None:
+    """GET /explain/{id} and GET /peaks/{id}: what the page's "Why?" and waveform thumbnails draw."""
+
     @app.get("/explain/{window_id}")
     def explain(window_id: int,
                 q: str | None = Query(None, min_length=1, max_length=MAX_QUERY_CHARS, description="query text"),
@@ -310,19 +329,6 @@ def _add_routes(app: FastAPI, service: SearchService) -> None:
         pairs = np.round(np.stack([envelope.mins, envelope.maxs], 1).astype(np.float64), 4).tolist()
         return JSONResponse({**window, "duration": envelope.duration, "peaks": pairs},
                             headers={"cache-control": "private, max-age=3600"})
-
-    @app.get("/health")
-    def health() -> Response:
-        """200 {"status": "ok", ...}, or 503 {"status": "degraded", "problems", "repair", "error"}."""
-        body = service.health()
-        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
-
-    @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8",
-                            headers={"cache-control": "no-cache"})
-
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 
 __all__ = ["BodyLimitMiddleware", "STATIC_DIR", "create_app"]
