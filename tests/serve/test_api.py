@@ -408,3 +408,27 @@ def test_internal_errors_are_json_500(serve_index, local_client):
         r = c.get("/search", params={"q": "x"})
         assert assert_json_error(r, 500) == "internal server error"
         assert "secret" not in r.text
+
+
+@pytest.mark.parametrize("kind", ["flac", "m4a"])
+def test_compute_peaks_follows_the_signal(kind, tmp_path, request):
+    """Loud first half, silent second half: the envelope says so, for libsndfile and FFmpeg containers."""
+    from hade.serve.peaks import compute_peaks
+
+    sr = 16000
+    t = np.arange(2 * sr) / sr
+    wave = (0.8 * np.sin(2 * np.pi * 440 * t) * (t < 1.0)).astype(np.float32)
+    path = tmp_path / f"a.{kind}"
+    if kind == "flac":
+        sf.write(path, wave, sr)
+    else:
+        request.getfixturevalue("encode_av")(path, wave, sr, "m4a")
+    with open(path, "rb") as f:
+        p = compute_peaks(f, buckets=40)
+    assert p.duration == pytest.approx(2.0, abs=0.15) and p.mins.shape == p.maxs.shape == (40,)  # AAC adds priming
+    assert (p.maxs[2:18] > 0.7).all() and (p.mins[2:18] < -0.7).all()  # the tone
+    assert (np.abs(p.maxs[23:]) < 0.05).all() and (np.abs(p.mins[23:]) < 0.05).all()  # the silence
+    from hade.errors import InputError
+
+    with pytest.raises(InputError, match="cannot decode the file for its waveform"):
+        compute_peaks(io.BytesIO(b"not audio" * 100))

@@ -429,8 +429,8 @@ def _explain_note(kind: str, maps: bool, model: Any) -> str | None:
                 f"the head ({getattr(model.config, 'head', '?')}) compares audio with text only, so there are no "
                 "word × time maps: shown is the similarity of the query to every window of this file.")
     if not maps:
-        return (f"This model's head ({getattr(model.config, 'head', '?')}) scores one vector per window, so there "
-                "is no word × time map: shown is the similarity of the query to every window of this file.")
+        return (f"This model's head ({getattr(model.config, 'head', '?')}) has no word × time map or factor weights "
+                "to show: shown is the similarity of the query to every window of this file.")
     return None
 
 

@@ -340,6 +340,8 @@
     section.hidden = false;
     const what = data.query_kind === "text" ? `“${data.query}”` : data.query;
     let summary = `${what} vs ${data.path} (${fmtTime(data.start)}–${fmtTime(data.end)}): score ${fmtNum(data.score)}`;
+    // the maps are computed from the window's audio; the ranking used its stored (float16 or compressed) vectors
+    if (Math.abs(data.score - data.stored_score) >= 5e-4) summary += ` (as ranked, from the stored vectors: ${fmtNum(data.stored_score)})`;
     if (data.tha_score !== null && data.tha_score !== undefined) summary += ` · THA ${fmtNum(data.tha_score)}`;
     if (data.dcr_score !== null && data.dcr_score !== undefined) summary += ` · factors ${fmtNum(data.dcr_score)}`;
     $("#explain-summary").textContent = summary;
