@@ -268,3 +268,25 @@ def test_no_horizontal_overflow_at_400_px(browser: Any, live_server: Any) -> Non
             save_full_page(d, Path(os.environ["HADE_SCREENSHOT_DIR"]) / "page-400.png")
     finally:
         d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_why_with_a_dp_model_draws_the_score_over_the_file(browser: Any, dp_index: Any, bench: Any) -> None:
+    """A dp head (every converted CLAP model) has no maps: "Why?" draws the curve, not a red error."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from hade.serve.app import create_app
+
+    d = browser
+    with bench.BackgroundServer(create_app(dp_index)) as server:
+        d.get(server.url + "/")
+        d.find_element(By.ID, "q").send_keys(QUERY + Keys.ENTER)
+        result = wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#results .result") or False)[0]
+        result.find_element(By.CSS_SELECTOR, ".explain-btn").click()
+        curve = wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#curve[data-drawn='1']") or False)[0]
+        assert curve.is_displayed() and result.find_elements(By.ID, "explain")
+        assert "no word × time map" in d.find_element(By.ID, "explain-note").text
+        status = d.find_element(By.ID, "status")
+        assert "error" not in status.get_attribute("class") and "failed" not in status.text
+        assert "windows; the matched one" in curve.get_attribute("aria-label")
+        assert QUERY in d.find_element(By.ID, "explain-summary").text
