@@ -243,6 +243,10 @@ def test_why_after_an_audio_search_explains_the_clip(browser: Any, live_server: 
     assert note.is_displayed() and "no word × time maps" in note.text
     assert result.find_elements(By.ID, "explain") and not d.find_elements(By.CSS_SELECTOR, "#heatmaps canvas")
     assert "Explanation failed" not in d.find_element(By.ID, "status").text
+    widths = d.execute_script("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert widths[0] <= widths[1], widths  # nothing sticks out sideways at desktop width either
+    if os.environ.get("HADE_SCREENSHOT_DIR"):
+        save_full_page(d, Path(os.environ["HADE_SCREENSHOT_DIR"]) / "page-audio-query.png")
 
 
 def test_no_horizontal_overflow_at_400_px(browser: Any, live_server: Any) -> None:
