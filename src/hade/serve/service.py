@@ -310,19 +310,15 @@ class SearchService:
         return Like((like["id"],), same_file=True), f"sounds like {like['path']} {like['start']:.2f}-" \
             f"{like['end']:.2f} s", "like"
 
-    def _explain_job(self, window_id: int, index_query: Any, maps: bool) -> tuple[list[Any], np.ndarray, Any]:
-        """(file windows, their scores, the THA/factor Explanation or None) under the model lock, on the
-        text thread (see __init__). The window is explained at the index's window length, zero-padded as
-        the index encoded it, so the explained score is the one the window was ranked by."""
+    def _explain_job(self, window_id: int, index_query: Any, wave: np.ndarray | None
+                     ) -> tuple[list[Any], np.ndarray, Any]:
+        """(file windows, their scores, the THA/factor Explanation of `wave` or None) under the model lock,
+        on the text thread (see __init__). The window is explained at the index's window length, zero-padded
+        as the index encoded it, so the explained score is the one the window was ranked by."""
         from hade.explain import explain
 
         torch.set_num_threads(self.text_threads)  # see __init__
         model = self.index.model
-        wave = None
-        if maps:  # file IO before taking the lock
-            wave = np.asarray(self.index.window_audio(window_id), dtype=np.float32).reshape(-1)
-            if wave.shape[0] == 0:
-                raise NotFound(f"window {window_id} has no audio")
         with self.model_lock.hold(HIGH), torch.inference_mode():
             windows, scores = self.index.file_scores(window_id, index_query)
             expl = None
@@ -342,7 +338,12 @@ class SearchService:
         index_query, label, kind = self._index_query(query)
         model = self.index.model
         maps = kind == "text" and bool(model.head.capabilities.explanations)
-        windows, scores, expl = self.text_pool.submit(self._explain_job, window_id, index_query, maps).result()
+        wave = None
+        if maps:  # file IO here, not on the text thread nor under the model lock
+            wave = np.asarray(self.index.window_audio(window_id), dtype=np.float32).reshape(-1)
+            if wave.shape[0] == 0:
+                raise NotFound(f"window {window_id} has no audio")
+        windows, scores, expl = self.text_pool.submit(self._explain_job, window_id, index_query, wave).result()
         matched = next((i for i, w in enumerate(windows) if int(_field(w, "id")) == window_id), 0)
         payload: dict[str, Any] = {
             **window, "query": label, "query_kind": kind, "head": getattr(model.config, "head", None),
