@@ -13,7 +13,7 @@ repair by a re-run.
 from hade.index.build import build_index
 from hade.index.finalize import merge_indexes
 from hade.index.integrity import CheckResult, Problem, check_index
-from hade.index.search import Hit, Index, Like, Window, search
+from hade.index.search import Hit, Index, Like, QueryVector, Window, search
 
-__all__ = ["CheckResult", "Hit", "Index", "Like", "Problem", "Window", "build_index", "check_index", "merge_indexes",
+__all__ = ["CheckResult", "Hit", "Index", "Like", "Problem", "QueryVector", "Window", "build_index", "check_index", "merge_indexes",
            "search"]

@@ -68,7 +68,16 @@ class Like:
         object.__setattr__(self, "window_ids", ids)
 
 
-Query = Union[str, Path, np.ndarray, torch.Tensor, Like]
+@dataclass(frozen=True, eq=False)
+class QueryVector:
+    """An audio or `Like` query already turned into its audio-audio vector (`Index.query_vector`): searching
+    with it ranks exactly as the query it came from, without decoding or encoding anything again (a server
+    keeps it to explain the results of an upload). vector: [D] float32, L2-normalised."""
+
+    vector: np.ndarray
+
+
+Query = Union[str, Path, np.ndarray, torch.Tensor, Like, QueryVector]
 Guard = Callable[[], ContextManager[Any]]
 EXHAUSTIVE_BLOCK = 4096  # windows scored at a time, at most; fewer when their arrays exceed GATHER_BYTES
 GATHER_BYTES = 128 << 20  # float32 bytes of the windows gathered for one scoring block
@@ -433,6 +442,9 @@ class Index:
             return None, self._audio_query_vector(query, guard, audio_batch)
         if isinstance(query, Like):
             return None, self._like_vector(query)
+        if isinstance(query, QueryVector):
+            vec = torch.as_tensor(np.asarray(query.vector, dtype=np.float32).reshape(1, -1), device=self.model.device)
+            return None, vec
         raise InputError("a query is text (str), audio (pathlib.Path or 1-D waveform) or Like(window ids), got "
                          f"{type(query).__name__}")
 
@@ -515,6 +527,29 @@ class Index:
             ids = self.table["id"][positions]
             files = self.table["file_id"][positions] if per_file else None
             return [self._hit(i, s) for i, s in rank(ids, scores, k, files)]
+
+    @torch.inference_mode()
+    def query_vector(self, query: Path | np.ndarray | torch.Tensor | Like, *, guard: Guard | None = None,
+                     audio_batch: int = AUDIO_QUERY_BATCH) -> QueryVector:
+        """The audio-audio vector an audio (file or waveform) or `Like` query is ranked by, as a `QueryVector`
+        to search with (and keep): `search(query_vector(q))` gives `search(q)`'s hits (a `Like`'s own files
+        are then not left out). Audio is encoded `audio_batch` windows per `guard`."""
+        if isinstance(query, str) or not isinstance(query, (Path, np.ndarray, torch.Tensor, Like)):
+            raise InputError(f"query_vector: an audio query (path or waveform) or Like, got {type(query).__name__}")
+        _, vec = self._encode(query, guard or contextlib.nullcontext, audio_batch)
+        return QueryVector(vec[0].float().cpu().numpy())
+
+    @torch.inference_mode()
+    def file_scores(self, window_id: int, query: Query, *, guard: Guard | None = None
+                    ) -> tuple[list[Window], np.ndarray]:
+        """Every window of the file holding `window_id`, in time order, and the query's score against each
+        [W]: the exact scores `search` ranks by, from the stored representations (no audio decoded; a text
+        is encoded once). KeyError for an unknown id."""
+        fid = self.table["file_id"][self._pos(window_id)]
+        positions = np.flatnonzero(self.table["file_id"] == fid)
+        positions = positions[np.argsort(self.table["start"][positions], kind="stable")]
+        scores = self.scores(query, positions, guard=guard)
+        return [self.get(int(i)) for i in self.table["id"][positions]], scores
 
     def _hit(self, window_id: int, score: float) -> Hit:
         w = self.get(window_id)

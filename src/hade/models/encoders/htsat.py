@@ -238,6 +238,11 @@ class HTSATEncoder(nn.Module):
     def max_seconds(self) -> float:
         return self.config.max_samples / self.config.sample_rate
 
+    def level_name(self, level: int) -> str:
+        """Label of stage `level` (1-based) for explanations, "HTSAT stage 3" (the encoder contract that
+        `hade.explain` reads; the text encoder has the same method)."""
+        return f"HTSAT stage {int(level)}"
+
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute block activations in backward (saves memory during training)."""
         for layer in self.layers:

@@ -22,6 +22,8 @@ from hade.utils.offline import force_offline
 BUNDLED_MINILM = "minilm"
 # model_type of a transformers config -> the encoder class name in `transformers`
 ENCODER_FAMILIES = {"bert": "BertModel", "roberta": "RobertaModel"}
+# model_type -> how the family spells its name (labels such as "RoBERTa block 6"); others print as given
+FAMILY_NAMES = {"bert": "BERT", "roberta": "RoBERTa"}
 # cls: first token of the last block; mean: masked mean of the last block; pooler: the model's own pooler
 # (dense + tanh on the first token, LAION-CLAP's `pooler_output`), which needs the pooling layer built.
 POOLINGS = ("cls", "mean", "pooler")
@@ -45,6 +47,17 @@ class TextEncoder(nn.Module):
         self.pooling = pooling
         self.hidden_size: int = bert.config.hidden_size
         self.num_layers: int = bert.config.num_hidden_layers
+
+    @property
+    def family_name(self) -> str:
+        """The encoder family as people write it ("BERT", "RoBERTa"), from the backbone's `model_type`."""
+        model_type = str(getattr(self.bert.config, "model_type", "") or "text encoder")
+        return FAMILY_NAMES.get(model_type, model_type)
+
+    def level_name(self, level: int) -> str:
+        """Label of block `level` (1-based) for explanations, e.g. "RoBERTa block 6" (the encoder contract
+        that `hade.explain` reads; the audio encoder has the same method)."""
+        return f"{self.family_name} block {int(level)}"
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
         out = self.bert(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
