@@ -8,6 +8,12 @@ from hade.errors import InputError
 from hade.experiments import ablate, payoff
 
 
+def test_the_command_shows_the_studys_defaults():
+    from hade.apps import payoff as app
+
+    assert app.DEFAULT_CELLS == payoff.DEFAULT_CELLS and app.HEADS == payoff.HEADS
+
+
 def test_cells_parse_and_bad_ones_are_named():
     cells = payoff.parse_cells("scratch:336, pretrained:clotho")
     assert [c.name for c in cells] == ["scratch-336", "pretrained-clotho"] and cells[1].size == 336
@@ -24,7 +30,7 @@ def tiny(monkeypatch, tiny_model_config):
     monkeypatch.setattr(payoff, "PRETRAIN_CORPUS", payoff.SetSpec("pretrain_corpus", 20, 21, 1.0, 8000))
     monkeypatch.setattr(payoff, "BASE_CLIPS", 14)
     monkeypatch.setattr(payoff, "pool_spec", lambda n: payoff.SetSpec("pool", n - 14, 31, 1.0, 8000))
-    base = TrainConfig(epochs=1, batch_size=8, clip_seconds=1.0, seed=0, save_every_steps=1000,
+    base = TrainConfig(epochs=1, batch_size=8, clip_seconds=1.0, seed=0, save_every_steps=1000, max_steps=2,
                        model=ModelConfig(**tiny_model_config.__dict__))
     pre = PretrainConfig(audio_encoder="htsat-test", epochs=1, batch_size=8, clip_seconds=1.0)
     return base, pre

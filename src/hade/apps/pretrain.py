@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
+from hade.apps.argtypes import nonnegative_int, positive_float, positive_int, seconds
 from hade.apps.choices import audio_encoder_help
 
 # command-line dest -> PretrainConfig field, for the flags that override a field when given
@@ -21,11 +23,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run directory (resumed when present)")
     p.add_argument("--config", type=Path, default=None, help="JSON file with PretrainConfig fields")
     p.add_argument("--audio-encoder", default=None, help=audio_encoder_help("the retrieval runs must use the same"))
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--clip-seconds", type=float, default=None, help="training crop length (default 4)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--epochs", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--lr", type=positive_float, default=None)
+    p.add_argument("--clip-seconds", type=seconds, default=None, help="training crop length (default 4)")
+    p.add_argument("--seed", type=nonnegative_int, default=None)
+    p.add_argument("--force", action="store_true", help="write into a non-empty --out that holds something else")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -36,12 +39,16 @@ def run(args: argparse.Namespace) -> int:
 
     from hade.config import PretrainConfig, load_json_config
     from hade.train.pretrain import ENCODER_FILE, pretrain
+    from hade.utils.outdir import Claim, OutputKind, claim_output_dir, has_any
 
     cfg = load_json_config(args.config, PretrainConfig) if args.config else PretrainConfig()
     for name in FIELDS:
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)
+    kind = OutputKind("hade pretrain run", has_any("pretrain.json", "state.pt", "audio_encoder.safetensors"))
+    if claim_output_dir(args.out, kind, force=args.force) is Claim.OWN:
+        print(f"hade pretrain: note: {args.out} holds a pretraining run; resuming it", file=sys.stderr)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     info = pretrain(args.data, args.out, cfg, progress=not args.quiet)
     best = info["best"]

@@ -27,7 +27,6 @@ from what the repository holds.
 """
 from __future__ import annotations
 
-import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -389,11 +388,3 @@ def plot(report: dict[str, Any], path: str | Path, row: str = "tha+dcr") -> Path
     plt.close(fig)
     tmp.replace(path)
     return path
-
-
-def check_seeds(seeds: int, epochs: int) -> None:
-    for name, value in (("--seeds", seeds), ("--epochs", epochs)):
-        if value < 1:
-            raise InputError(f"{name}: expected at least 1, got {value}")
-    if not math.isfinite(float(epochs)):
-        raise InputError("--epochs: expected a finite number")
