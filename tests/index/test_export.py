@@ -58,6 +58,10 @@ def test_embed_audio_per_window_equals_what_the_index_stores(f32_index, long_fol
         np.testing.assert_allclose(mine[key], vec, atol=1e-5, err_msg=str(key))
     ends = _by_window(rels, win.start, win.end)
     assert ends == pytest.approx(_by_window(stored.paths, stored.start, stored.end))
+    pooled = model.embed_audio(files)  # one vector per file: the query vector of `hade search --audio FILE`
+    with Index.open(f32_index) as ix:
+        for f, vec in zip(files, pooled):
+            np.testing.assert_allclose(ix.scores(f), stored.vectors @ vec, atol=1e-5)
 
 
 def test_embed_audio_equals_a_float16_index_within_its_storage_rounding(dp_index, synth_dir, dp_ckpt):

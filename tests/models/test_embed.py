@@ -160,3 +160,32 @@ def test_every_head_with_pooled_vectors_embeds(tiny_model_config):
     np.testing.assert_allclose(vecs, _reference_text(model, TEXTS[:2]), atol=1e-6)
     audio = model.embed_audio(_wave(1.0, 8000), sample_rate=8000)
     assert audio.shape[0] == 1 and np.isfinite(audio).all()
+
+
+def test_progress_bar_on_request_and_for_long_lists_only(dp_model, capsys):
+    dp_model.embed_text(TEXTS, progress=True)
+    assert "embed text" in capsys.readouterr().err
+    dp_model.embed_text(TEXTS, progress=False)
+    dp_model.embed_text(TEXTS)  # auto: a short list shows none
+    dp_model.embed_audio(_wave(1.0, 8000), sample_rate=8000)
+    assert capsys.readouterr().err == ""
+    dp_model.embed_audio(_wave(1.0, 8000), sample_rate=8000, progress=True)
+    assert "embed audio" in capsys.readouterr().err
+
+
+def test_a_batch_job_can_skip_bad_items_and_hear_about_them(dp_model, tmp_path):
+    from hade.models.embed import embed_windows
+
+    (tmp_path / "broken.wav").write_bytes(b"not audio")
+    rate = dp_model.sample_rate
+    items = [_wave(3.0, rate), tmp_path / "broken.wav", _wave(0.5, rate, seed=4)]
+    seen = []
+    win = embed_windows(dp_model, items, sample_rate=rate, on_error=lambda i, err: seen.append((i, str(err))))
+    assert [i for i, _ in seen] == [1] and "broken.wav" in seen[0][1]
+    assert set(win.item.tolist()) == {0, 2}
+    full = dp_model.embed_audio([items[0], items[2]], sample_rate=rate, per_window=True)
+    np.testing.assert_allclose(win.vectors, full.vectors, atol=1e-6)
+    none = embed_windows(dp_model, [tmp_path / "broken.wav"], on_error=lambda i, err: None)
+    assert len(none) == 0 and none.vectors.shape == (0, 0)
+    with pytest.raises(InputError, match="no audio given"):
+        dp_model.embed_audio(np.zeros((0, 100), np.float32), sample_rate=rate)

@@ -13,6 +13,7 @@ files `hade index` reads; a file that cannot be decoded is skipped and reported,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,8 @@ from typing import Any
 import numpy as np
 
 from hade.config import COMPUTE_DTYPES
-from hade.errors import AudioError, InputError
+from hade.errors import InputError
 from hade.utils.vectorfile import VECTOR_FORMATS, vector_format, write_vectors
-
-FILES_PER_CALL = 32  # files decoded and embedded at a time (memory holds their waveforms)
-
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `hade embed` to a sub-parser set."""
@@ -81,45 +79,27 @@ def audio_files(paths: list[Path]) -> tuple[list[Path], list[dict[str, str]]]:
 
 def embed_files(model: Any, files: list[Path], args: argparse.Namespace
                 ) -> tuple[np.ndarray, dict[str, list], list[dict[str, str]]]:
-    """(vectors [N, D], label columns path/start/end, skipped files) of the readable files."""
-    from tqdm.auto import tqdm
+    """(vectors [N, D], label columns path/start/end, skipped files) of the readable files: one row per
+    window with --per-window, else one per file (its windows pooled, start 0, end its duration)."""
+    from hade.models.embed import embed_windows
 
-    from hade.data.audio import load_audio
-
-    parts: list[np.ndarray] = []
-    cols: dict[str, list] = {"path": [], "start": [], "end": []}
     skipped: list[dict[str, str]] = []
-    with tqdm(total=len(files), desc="embed", unit="file", disable=None, dynamic_ncols=True) as bar:
-        for a in range(0, len(files), FILES_PER_CALL):
-            names, waves = [], []
-            for f in files[a:a + FILES_PER_CALL]:
-                try:
-                    waves.append(load_audio(f, model.sample_rate))
-                    names.append(str(f))
-                except AudioError as e:
-                    skipped.append({"path": str(f), "reason": getattr(e, "reason", str(e))})
-            if waves:
-                win = model.embed_audio(waves, sample_rate=model.sample_rate, batch_size=args.batch_size,
-                                        per_window=True, window=args.window, hop=args.hop, progress=False)
-                _collect(win, names, waves, model.sample_rate, args.per_window, parts, cols)
-            bar.update(len(files[a:a + FILES_PER_CALL]))
-    dim = parts[0].shape[1] if parts else 0
-    return (np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)), cols, skipped
 
+    def skip(i: int, err: Exception) -> None:
+        skipped.append({"path": str(files[i]), "reason": getattr(err, "reason", str(err))})
 
-def _collect(win: Any, names: list[str], waves: list[np.ndarray], rate: int, per_window: bool,
-             parts: list[np.ndarray], cols: dict[str, list]) -> None:
-    """Append the rows of one call: its windows, or one pooled row per file (0 to the file's duration)."""
-    if per_window:
-        parts.append(win.vectors)
-        cols["path"] += [names[i] for i in win.item.tolist()]
-        cols["start"] += win.start.tolist()
-        cols["end"] += win.end.tolist()
-        return
-    parts.append(win.pooled(len(names)))
-    cols["path"] += names
-    cols["start"] += [0.0] * len(names)
-    cols["end"] += [len(w) / rate for w in waves]
+    win = embed_windows(model, files, batch_size=args.batch_size, window=args.window, hop=args.hop,
+                        progress=sys.stderr.isatty(), on_error=skip)
+    if args.per_window:
+        cols = {"path": [str(files[i]) for i in win.item.tolist()], "start": win.start.tolist(),
+                "end": win.end.tolist()}
+        return win.vectors, cols, skipped
+    kept, row = np.unique(win.item, return_inverse=True)  # the files that had windows, in input order
+    ends = np.zeros(len(kept))
+    np.maximum.at(ends, row, win.end)  # the last window ends where its file does
+    vectors = dataclasses.replace(win, item=row).pooled(len(kept))
+    return vectors, {"path": [str(files[i]) for i in kept.tolist()], "start": [0.0] * len(kept),
+                     "end": ends.tolist()}, skipped
 
 
 def _check(args: argparse.Namespace) -> None:

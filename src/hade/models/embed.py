@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 import soxr
@@ -135,13 +135,9 @@ def audio_list(items: AudioItem | Sequence[AudioItem]) -> list[AudioItem]:
     sequence of items."""
     if isinstance(items, (str, Path)):
         return [items]
-    if isinstance(items, (np.ndarray, torch.Tensor)):
-        if items.ndim == 1:
-            return [items]
-        if items.ndim == 2:
-            return list(items)
+    if isinstance(items, (np.ndarray, torch.Tensor)) and items.ndim not in (1, 2):
         raise InputError(f"embed_audio: an array of waveforms is [T] or [N, T], got shape {tuple(items.shape)}")
-    out = list(items)
+    out = [items] if isinstance(items, (np.ndarray, torch.Tensor)) and items.ndim == 1 else list(items)
     if not out:
         raise InputError("embed_audio: no audio given")
     return out
@@ -178,10 +174,15 @@ def _encode_windows(model: "RetrievalModel", pieces: list[np.ndarray], window: i
 
 def embed_windows(model: "RetrievalModel", items: AudioItem | Sequence[AudioItem], sample_rate: int | None = None,
                   batch_size: int = AUDIO_BATCH, window: float | None = None, hop: float | None = None,
-                  progress: bool | None = None) -> WindowEmbeddings:
+                  progress: bool | None = None,
+                  on_error: Callable[[int, InputError], None] | None = None) -> WindowEmbeddings:
     """Every window of every item (see `RetrievalModel.embed_audio(per_window=True)`). Items are decoded
     one at a time as their windows are needed, and `batch_size` windows (across items) go to the encoder at
-    once, so memory holds one batch of windows beyond the vectors."""
+    once, so memory holds the waveforms of one batch of windows beyond the vectors.
+
+    on_error: called with (item position, error) for an item that cannot be used (an undecodable file,
+    AudioError); that item then has no windows, and the others go on (a batch job's skip-and-report).
+    Default: the error is raised. When no item has a window, vectors is [0, 0]."""
     items = audio_list(items)
     batch_size = _batch_size(batch_size)
     require_pooled(model)
@@ -192,7 +193,14 @@ def embed_windows(model: "RetrievalModel", items: AudioItem | Sequence[AudioItem
     parts: list[np.ndarray] = []
     with _inference(model), _bar(len(items), progress, "embed audio", "file") as bar:
         for i, item in enumerate(items):
-            wave = waveform(item, i, sample_rate, rate)
+            try:
+                wave = waveform(item, i, sample_rate, rate)
+            except InputError as err:
+                if on_error is None:
+                    raise
+                on_error(i, err)
+                bar.update(1)
+                continue
             for s, e in window_bounds(len(wave), win, step):
                 pieces.append(wave[s:e])
                 rows.append((i, s, e))
@@ -203,8 +211,9 @@ def embed_windows(model: "RetrievalModel", items: AudioItem | Sequence[AudioItem
         if pieces:
             parts.append(_encode_windows(model, pieces, win))
     table = np.array(rows, dtype=np.int64).reshape(-1, 3)
-    return WindowEmbeddings(np.ascontiguousarray(np.concatenate(parts), dtype=np.float32), table[:, 0],
-                            table[:, 1] / rate, table[:, 2] / rate)
+    vectors = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+    return WindowEmbeddings(np.ascontiguousarray(vectors, dtype=np.float32), table[:, 0], table[:, 1] / rate,
+                            table[:, 2] / rate)
 
 
 def embed_audio(model: "RetrievalModel", items: AudioItem | Sequence[AudioItem], sample_rate: int | None = None,
@@ -212,7 +221,6 @@ def embed_audio(model: "RetrievalModel", items: AudioItem | Sequence[AudioItem],
                 hop: float | None = None, progress: bool | None = None) -> np.ndarray | WindowEmbeddings:
     """[N, D] float32 (one L2-normalised vector per item: the normalised mean of its windows' vectors), or
     with `per_window` the `WindowEmbeddings`. See `RetrievalModel.embed_audio`."""
+    items = audio_list(items)
     windows = embed_windows(model, items, sample_rate, batch_size, window, hop, progress)
-    if per_window:
-        return windows
-    return windows.pooled(int(windows.item.max()) + 1)
+    return windows if per_window else windows.pooled(len(items))
