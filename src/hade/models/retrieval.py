@@ -152,7 +152,8 @@ class RetrievalModel(nn.Module):
         shorter than a window is zero-padded to it, and the window vectors are the head's pooled audio
         vectors, equal to what `hade index` stores for the same windows (before float16 storage).
         Pooling (per_window=False): the mean of an item's L2-normalised window vectors, L2-normalised
-        again (the vector `hade search --audio` searches with).
+        again (the vector `hade search --audio` searches with). HCI+AC heads embed without auxiliary
+        captions, as an index built without --aux-captions.
 
         Eval mode without autograd, `batch_size` windows per encoder call (across items), a tqdm bar
         over items (progress=None: from 256 items on, on a terminal). An unreadable file raises
