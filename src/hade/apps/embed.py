@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="audio: one vector per window (with start/end seconds) instead of one per file")
     p.add_argument("--window", type=float, default=None, help="window seconds (default: as `hade index`)")
     p.add_argument("--hop", type=float, default=None, help="hop seconds (default: half the window)")
-    p.add_argument("--batch-size", type=int, default=16, help="windows (or texts x4) per encoder call")
+    p.add_argument("--batch-size", type=int, default=16, help="windows per encoder call (texts: 4x as many)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--compute", choices=COMPUTE_DTYPES, default="fp32", help="encoder precision (autocast)")
     return p
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"none of the {len(files)} audio files could be read; nothing written")
     written = write_vectors(args.out, vectors, cols, format=args.format,
                             metadata={"ckpt": str(args.ckpt), "head": model.config.head})
-    what = "texts" if texts else "windows" if args.per_window else "files"
-    print(f"wrote {len(vectors)} vectors ({vectors.shape[1]} dims, one per {what[:-1]}) to "
+    unit = "text" if texts else "window" if args.per_window else "file"
+    print(f"wrote {len(vectors)} vectors ({vectors.shape[1]} dims, one per {unit}) to "
           f"{', '.join(map(str, written))}" + (f"; skipped {len(skipped)} (listed above)" if skipped else ""))
     return 0
