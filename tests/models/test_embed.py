@@ -61,8 +61,10 @@ def _reference_windows(model, wave: np.ndarray) -> tuple[np.ndarray, list[tuple[
 
 def test_embed_text_is_normalised_float32_numpy_in_eval_mode_without_grad(dp_model):
     dp_model.train()
+    dp_model.audio_encoder.eval()  # e.g. a frozen encoder during training
     vecs = dp_model.embed_text(TEXTS)
-    assert dp_model.training  # the caller's mode is restored
+    assert dp_model.training and dp_model.text_encoder.training  # the caller's modes are restored
+    assert not dp_model.audio_encoder.training
     assert isinstance(vecs, np.ndarray) and vecs.dtype == np.float32 and vecs.shape == (5, 32)
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(vecs, _reference_text(dp_model, TEXTS), atol=1e-6)

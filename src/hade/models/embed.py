@@ -75,14 +75,16 @@ def require_pooled(model: "RetrievalModel") -> None:
 
 @contextlib.contextmanager
 def _inference(model: "RetrievalModel") -> Iterator[None]:
-    """Eval mode and no autograd for the call; the model's train/eval mode is restored afterwards."""
-    was_training = model.training
+    """Eval mode and no autograd for the call; every submodule's train/eval mode is restored afterwards
+    (a training loop may keep some in eval, e.g. a frozen encoder)."""
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.inference_mode():
             yield
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
 
 
 def _bar(total: int, progress: bool | None, desc: str, unit: str) -> tqdm:
