@@ -57,6 +57,8 @@ COMMANDS: dict[str, Command] = {
     "explain": Command("hade.apps.explain"),
     "index": Command("hade.apps.index"),
     "search": Command("hade.apps.search"),
+    "embed": Command("hade.apps.embed"),
+    "export": Command("hade.apps.export"),
     "serve": Command("hade.serve.cli", "add_serve_parser", "cmd_serve"),
     "models": Command("hade.apps.models"),
 }

@@ -28,8 +28,6 @@ HEAD_SUMMARIES = {
     "hci": "hierarchical cross-modal interaction at frame, segment and clip level (Xin & Zou)",
     "hci+ac": "HCI enhanced with auxiliary (machine-generated) captions of the audio",
 }
-# Small dimensions: a head is built only to read its capabilities (they may depend on options, e.g. hci+ac).
-_PROBE_DIMS = dict(audio_dims=[16, 32, 64, 128], text_dim=32, text_layers=2, embed_dim=16)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -49,9 +47,9 @@ def _module_summary(obj: Any) -> str:
 
 def head_info(name: str) -> dict[str, Any]:
     """{"name", "capabilities": {flag: bool, "explanations": [...]}, "description"} of one registered head."""
-    from hade.models.heads import build_head
+    from hade.models.heads import PROBE_DIMS, build_head
 
-    head = build_head(name, **_PROBE_DIMS)
+    head = build_head(name, **PROBE_DIMS)
     caps = head.capabilities
     flags: dict[str, Any] = {f.name: getattr(caps, f.name) for f in fields(caps) if f.name != "explanations"}
     flags["explanations"] = sorted(caps.explanations)

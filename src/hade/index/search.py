@@ -44,6 +44,7 @@ from hade.index.ann import ann_search, load_ann, read_ann_params
 from hade.index.finalize import ann_is_current
 from hade.index.integrity import Problem
 from hade.index.compression import TokenCompression
+from hade.index.export import IndexVectors, index_vectors
 from hade.index.reprs import ReprTable, rows_within
 from hade.index.store import DB_FILE, MODEL_DIR, STORAGE_DTYPE_KEY, Store, model_fingerprint
 from hade.index.windows import window_batches, window_bounds
@@ -308,6 +309,13 @@ class Index:
         p = self._pos(window_id)
         wave = load_audio(self.audio_path(window_id), self.meta["sample_rate"])
         return wave[int(self.table["start_sample"][p]):int(self.table["end_sample"][p])]
+
+    def vectors(self) -> IndexVectors:
+        """Every window's pooled vector (the stored `pooled_key`, the one the ANN recalls with) as float32
+        [N, D], with window ids, file paths (relative to the indexed folder) and start/end seconds, in id
+        order; for a vector database of one's own (`hade export`). InputError for a head without pooled
+        vectors (pure THA). See `hade.index.export`."""
+        return index_vectors(self)
 
     def health(self) -> dict[str, Any]:
         """{"status": "ok" | "degraded", "problems": [{"file", "problem"}], "repair": command | None}: the

@@ -9,10 +9,11 @@ takes them (e.g. `lam` to THA, `factors`/`alpha`/`beta` to DCR).
 from __future__ import annotations
 
 import inspect
+from functools import lru_cache
 from typing import Any, Callable
 
 from hade.errors import InputError
-from hade.models.heads.base import RetrievalHead, score_all
+from hade.models.heads.base import HeadCapabilities, RetrievalHead, score_all
 from hade.models.heads.coattention import build_coattention
 from hade.models.heads.composite import SumHead
 from hade.models.heads.dcr import FactorHead
@@ -115,4 +116,20 @@ def build_head(name: str, audio_dims: list[int], text_dim: int, text_layers: int
         raise InputError(f"head {name!r}: {e}") from None
 
 
-__all__ = ["HEADS", "RetrievalHead", "build_head", "register_head", "score_all"]
+# Small dimensions: a head is built only to read its capabilities (they may depend on options, e.g. hci+ac).
+PROBE_DIMS: dict[str, Any] = dict(audio_dims=[16, 32, 64, 128], text_dim=32, text_layers=2, embed_dim=16)
+
+
+@lru_cache(maxsize=None)
+def head_capabilities(name: str) -> HeadCapabilities:
+    """The declared capabilities of the registered head `name` with its default options (built small)."""
+    return build_head(name, **PROBE_DIMS).capabilities
+
+
+def pooled_heads() -> list[str]:
+    """Names of the registered heads that have pooled vectors (`HeadCapabilities.has_pooled`), sorted."""
+    return sorted(name for name in HEADS if head_capabilities(name).has_pooled)
+
+
+__all__ = ["HEADS", "PROBE_DIMS", "HeadCapabilities", "RetrievalHead", "build_head", "head_capabilities", "pooled_heads",
+           "register_head", "score_all"]
