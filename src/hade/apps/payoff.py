@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--heads", default=",".join(HEADS), help=f"rows of each cell (default {','.join(HEADS)}; dp is the baseline)")
     p.add_argument("--seeds", type=positive_int, default=3)
     p.add_argument("--epochs", type=positive_int, default=4, help="retrieval epochs (the demo's budget: 4)")
-    p.add_argument("--pretrain-epochs", type=positive_int, default=10)
+    p.add_argument("--pretrain-epochs", type=positive_int, default=6, help="tagging epochs of the pretraining (default 6)")
     p.add_argument("--archive", type=Path, default=None,
                    help="folder that keeps each finished run's eval.json/per_query.npz and the pretrained encoder; "
                         "runs found there are not trained again")

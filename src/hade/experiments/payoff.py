@@ -187,7 +187,7 @@ class Study:
         return self.root / "runs" / cell.name
 
 
-def pretrain_config(epochs: int = 10) -> PretrainConfig:
+def pretrain_config(epochs: int = 6) -> PretrainConfig:
     """The study's pretraining: the demo's audio encoder (htsat-cpu), 4 s crops, batch 32."""
     return PretrainConfig(audio_encoder="htsat-cpu", epochs=epochs, batch_size=32, lr=1e-3, clip_seconds=4.0, seed=0)
 
@@ -217,6 +217,11 @@ def ensure_pretrained(study: Study) -> Path:
         return out
     if (out / "pretrain.json").is_file() and not (out / "state.pt").is_file():
         return out  # archived copy from an earlier call
+    if (out / "state.pt").is_file() and (out / "pretrain.json").is_file():
+        import json
+
+        if json.loads((out / "pretrain.json").read_text())["epochs_done"] == cfg.epochs:
+            return out
     corpus = _generate(study.root, PRETRAIN_CORPUS, study.progress)
     info = pretrain(corpus, out, cfg, progress=study.progress, log=study.log)
     if info["epochs_done"] == cfg.epochs and archived is not None:
@@ -224,31 +229,43 @@ def ensure_pretrained(study: Study) -> Path:
     return out
 
 
-def run_one(study: Study, dirs: dict[str, Path], cell: Cell, head: str, seed: int) -> dict[str, Any]:
-    """Train and evaluate one (cell, head, seed), or take it from the run folder or the archive."""
+def run_one(study: Study, dirs: dict[str, Path], cell: Cell, head: str, seed: int,
+            block: bool = False) -> dict[str, Any]:
+    """Train and evaluate one (cell, head, seed), or take it from the run folder or the archive.
+    ablate.RunBusy when another worker is training it, unless `block` (then wait for it)."""
     row = ablate.Row(head, ablate._head(head))
     run_dir = ablate._run_dir(study.cell_dir(cell), row, seed)
     archived = study.archive / cell.name / ablate._slug(head) / f"seed{seed}" if study.archive else None
     if archived is not None and not (run_dir / "eval.json").is_file() and (archived / "eval.json").is_file():
         _archive_files(archived, run_dir, RUN_FILES)
     if cell.start == "pretrained":
-        ensure_pretrained(study)
+        with ablate._run_lock(study.root / "pretrain", block=True):  # one worker pretrains, the others wait
+            ensure_pretrained(study)
     heldout = None if cell.train_set == "clotho" else dirs["heldout"]
     result = ablate.run_row_seed(row, seed, study.base(cell), dirs[cell.train_set], study.cell_dir(cell),
-                                 study.progress, study.log, heldout)
+                                 study.progress, study.log, heldout, block=block)
     if archived is not None and not (archived / "eval.json").is_file():
         _archive_files(run_dir, archived, RUN_FILES)
     return result
 
 
 def run_study(study: Study) -> dict[str, Any]:
-    """Every run of the study, seed by seed (so every cell gets its first seed early), then the report."""
+    """Every run of the study, seed by seed (so every cell gets its first seed early), then the report.
+    Several workers may share a root (e.g. with different --cells): a run another worker is training is
+    left for later, then waited for (the locks of `hade ablate`)."""
     dirs = prepare_data(study.root, study.cells, study.progress)
+    busy = []
     for seed in range(study.seeds):
         for cell in study.cells:
             for head in study.heads:
-                run_one(study, dirs, cell, head, seed)
+                try:
+                    run_one(study, dirs, cell, head, seed)
+                except ablate.RunBusy as exc:
+                    study.log(f"{exc}: doing the other runs first")
+                    busy.append((cell, head, seed))
                 write_report(study, dirs)
+    for cell, head, seed in busy:
+        run_one(study, dirs, cell, head, seed, block=True)
     return write_report(study, dirs)
 
 
