@@ -40,6 +40,7 @@ from hade.index.builder import Builder
 from hade.index.compression import NO_CODEC, TokenCompression
 from hade.index.finalize import finalize
 from hade.index.tokens import check_factory
+from hade.index.integrity import has_index_parts
 from hade.index.repair import clear_index_temps, repair_store, set_aside_damaged_db
 from hade.index.store import (ARRAYS_DIR, DB_FILE, MODEL_DIR, SCHEMA_VERSION, STORAGE_DTYPE_KEY, Store, copy_model,
                               model_fingerprint, write_lock)
@@ -166,7 +167,8 @@ def _check_request(req: _Request, out: Path) -> None:
         check_factory(req.token_codec, where="token_codec")
     if req.ann_memory_budget is not None and req.ann_memory_budget <= 0:
         raise InputError(f"ann_memory_budget={req.ann_memory_budget}: expected a positive number of bytes")
-    if out.exists() and not (out / DB_FILE).exists() and any(p.name != ".lock" for p in out.iterdir()):
+    if out.exists() and not (out / DB_FILE).exists() and any(p.name != ".lock" for p in out.iterdir()) \
+            and not has_index_parts(out):
         raise InputError(f"{out}: exists and is not a hade index; give a new or empty --out folder")
 
 

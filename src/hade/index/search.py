@@ -45,7 +45,7 @@ from hade.index.finalize import ann_is_current
 from hade.index.integrity import Problem
 from hade.index.compression import TokenCompression
 from hade.index.reprs import ReprTable, rows_within
-from hade.index.store import DB_FILE, MODEL_DIR, STORAGE_DTYPE_KEY, Store, model_fingerprint
+from hade.index.store import DB_FILE, MODEL_DIR, STORAGE_DTYPE_KEY, Store, chunk_name, model_fingerprint
 from hade.index.windows import window_batches, window_bounds
 from hade.utils.timing import Phases
 
@@ -71,6 +71,7 @@ Query = Union[str, Path, np.ndarray, torch.Tensor, Like]
 Guard = Callable[[], ContextManager[Any]]
 EXHAUSTIVE_BLOCK = 4096  # windows scored at a time, at most; fewer when their arrays exceed GATHER_BYTES
 GATHER_BYTES = 128 << 20  # float32 bytes of the windows gathered for one scoring block
+SCORE_SLACK = 1e-2  # relative: float16 unit vectors and decoded tokens move a cosine by ~1e-3
 AUDIO_QUERY_BATCH = 4  # windows of an audio query per model call (one `guard` each); 4, not 8: a text query
 # served between batches waits for at most one, and 8 raised text p95 under uploads from 2.2x to 2.9x
 # (benchmarks/load.py --mixed --model demo, docs/security.md)
@@ -200,6 +201,7 @@ class Index:
         problems = integrity.quick_problems(store, meta)
         if problems:
             raise integrity.damaged(path, problems[0], meta)
+        integrity.verify_on_open(store, meta)
         if not ann_is_current(store):
             raise InputError(f"{path}: the index changed after its ANN was built (interrupted or running "
                              "`hade index`?); run `hade index` again to finish it")
@@ -395,7 +397,23 @@ class Index:
                     block = _tensors(self.reprs.gather(part[sel], keys, rotated), self.model.device)
                 with phases("score"), guard():
                     out[a + sel] = self.model.score(text_here, block)[0].float().cpu().numpy()
+        self._refuse_impossible(out, positions, 1.0 if text is None else self.model.head.capabilities.score_bound)
         return out
+
+    def _refuse_impossible(self, scores: np.ndarray, positions: np.ndarray, bound: float | None) -> None:
+        """IndexDamaged naming the chunk when a window scores what the head cannot produce: NaN or inf, or
+        |score| beyond its declared bound (cosines: 1, with SCORE_SLACK for float16 storage) — the
+        stored values were damaged after the checksums were taken, or in a way they could not see."""
+        bad = ~np.isfinite(scores)
+        if bound is not None:
+            bad |= np.abs(scores) > bound * (1 + SCORE_SLACK)
+        if not bad.any():
+            return
+        i = int(np.flatnonzero(bad)[0])
+        rel = f"arrays/{chunk_name(int(self.table['chunk'][positions[i]]))}/"
+        what = f"outside [-{bound:g}, {bound:g}]" if bound is not None and np.isfinite(scores[i]) else "not a number"
+        raise integrity.damaged(self.path, Problem(rel, f"damaged (window {int(self.table['id'][positions[i]])} "
+                                                        f"scores {float(scores[i]):.4g}, {what})", "chunk"), self.meta)
 
     def _text_in_space_of(self, text: dict[str, torch.Tensor], codec_id: str | None
                           ) -> tuple[dict[str, torch.Tensor], set[str]]:
@@ -466,6 +484,8 @@ class Index:
         if at is not None:
             if not at >= 0:
                 raise InputError(f"--at must be a time in seconds >= 0, got {at}")
+            if at > (end := float(self.table["end"][positions].max())):
+                raise InputError(f"--at {at:g}: {path} ends at {end:g} s; give a time within it")
             centres = (self.table["start"][positions] + self.table["end"][positions]) / 2
             positions = positions[[int(np.argmin(np.abs(centres - at)))]]
         return Like(tuple(int(i) for i in self.table["id"][positions]), same_file=same_file)
