@@ -38,6 +38,7 @@ from hade.serve.files import file_response
 from hade.serve.guards import AdmissionMiddleware, HostCheckMiddleware, allowed_host_patterns
 from hade.serve.limits import MAX_K, MAX_QUERY_CHARS, MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD, Limits
 from hade.serve.service import IndexLike, NoAlignment, NotFound, SearchService, media_type
+from hade.utils.jsonable import jsonable
 
 log = logging.getLogger("hade.serve")
 
@@ -55,7 +56,7 @@ SECURITY_HEADERS = {
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None,
                    **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+    return JSONResponse(jsonable({"error": message, **extra}), status_code=status, headers=headers)
 
 
 class BodyLimitMiddleware:
