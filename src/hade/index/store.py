@@ -32,9 +32,14 @@ before token codecs, which read as float tokens throughout).
 Storage behind one door: every SQL statement of the index is a `Store` method, and rows come back as named
 records (`FileRecord`, `WindowRecord`, `IntegrityRecord`); no other module talks to SQLite.
 
-Integrity: every chunk array, the ANN file and the model copy's files have a row in ``integrity`` (size,
-mtime, sha256) written in the transaction that makes them part of the index (`register_chunk`,
-`record_files`); `hade.index.integrity` checks them and `hade.index.repair` repairs what fails.
+Integrity: every chunk array, codec file, the ANN file and the model copy's files have a row in
+``integrity`` (size, mtime, sha256, XXH3-128) written in the transaction that makes them part of the index
+(`register_chunk`, `record_files`); a reading process verifies each file against it the first time it
+reads it (`verify_read`, `hade.index.checksums`), `hade.index.integrity` checks them and
+`hade.index.repair` repairs what fails.
+
+File paths: a name that is not UTF-8 is kept as its bytes (a BLOB, `db_path`) and read back with
+surrogate escapes (`path_of_db`), so any name the file system allows is indexed.
 
 Consistency under a kill: a chunk directory is written under a temporary name and renamed into place
 (`atomic_dir`), *then* registered in SQLite in the same transaction as the windows that point into it.
