@@ -6,6 +6,7 @@ import dataclasses
 import json
 import shutil
 import sqlite3
+import threading
 
 import numpy as np
 import pytest
@@ -172,18 +173,40 @@ def test_scores_a_head_cannot_produce_are_damage_not_results(copy_dp, capsys):
     assert "NaN" not in captured.out and "not a number" in captured.err
 
 
+def background_verification_done() -> None:
+    for thread in threading.enumerate():
+        if thread.name == "hade-verify":
+            thread.join()
+
+
 def test_intact_index_is_verified_once_per_process(dp_index, monkeypatch):
     calls = []
     real = checksums.xxh3_file
     monkeypatch.setattr(checksums, "xxh3_file", lambda p: calls.append(str(p)) or real(p))
     with Index.open(dp_index[0]) as ix:
         first = ix.search("a dog barks", k=3)
+        background_verification_done()
         hashed = len(calls)
-        assert hashed >= 2  # the ANN at open, the chunk arrays at the first search
+        files = [p for p in dp_index[0].rglob("*") if p.suffix in (".npy", ".faiss")]
+        assert sorted(calls) == sorted(str(p) for p in files)  # each once: the ANN at open, the arrays
         assert ix.search("a dog barks", k=3) == first and len(calls) == hashed
     with Index.open(dp_index[0]) as ix:
         ix.search("a dog barks", k=3)
+        background_verification_done()
     assert len(calls) == hashed  # a second open in the same process hashes nothing again
+
+
+def test_damage_is_found_in_the_background_after_open(copy_dp):
+    """Index.open hashes the chunk arrays in a background thread: /health reports same-size damage
+    before any search meets it."""
+    rel = rel_of(copy_dp, "arrays/c*/embed.npy")
+    overwrite(copy_dp / rel, -16, b"\x00" * 16)
+    with Index.open(copy_dp) as ix:
+        background_verification_done()
+        h = ix.health()
+        assert h["status"] == "degraded" and h["problems"][0]["file"] == rel and "checksum" in h["problems"][0]["problem"]
+        with pytest.raises(IndexDamaged):
+            ix.search("a dog barks", k=3)
 
 
 def test_search_json_is_valid_json(dp_index, capsys):

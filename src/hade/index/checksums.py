@@ -8,6 +8,8 @@ search can afford to hash every array it reads before trusting it. XXH3 is not c
 damage (bit rot, a partial overwrite, a stray write), not a forgery by someone who can write the index
 folder — such a writer can rewrite the database too (docs/security.md).
 
+`Index.open` hands the chunk arrays to a background thread (`verify_in_background`) before it loads the
+model, so that hashing overlaps the model's loading and the first search mostly finds its files verified.
 Verdicts are kept per process, keyed by the file's absolute path and its stat signature (device, inode,
 size, mtime and ctime): a file replaced or written since it was verified is hashed again when next
 opened; one that was found damaged stays damaged (and `known_damage` reports it to ``/health``) until it
@@ -68,6 +70,7 @@ class Expected(NamedTuple):
 
 _Signature = tuple[int, int, int, int, int]
 _verdicts: dict[str, tuple[_Signature, str | None]] = {}
+_hashing: dict[str, threading.Event] = {}  # files being hashed now (by a search or `verify_in_background`)
 _lock = threading.Lock()
 
 
@@ -86,14 +89,42 @@ def verify(path: str | Path, expected: Expected) -> str | None:
     except OSError as e:
         return f"unreadable ({e.strerror or e})"
     sig = _signature(st)
-    with _lock:
-        seen = _verdicts.get(key)
-    if seen is not None and seen[0] == sig:
-        return seen[1]
-    problem = _compare(key, st.st_size, expected)
-    with _lock:
-        _verdicts[key] = (sig, problem)
+    while True:
+        with _lock:
+            seen = _verdicts.get(key)
+            if seen is not None and seen[0] == sig:
+                return seen[1]
+            running = _hashing.get(key)
+            if running is None:
+                running = _hashing[key] = threading.Event()
+                break
+        running.wait()  # another thread is hashing it: take its verdict (or hash again if the file changed)
+    try:
+        problem = _compare(key, st.st_size, expected)
+        with _lock:
+            _verdicts[key] = (sig, problem)
+    finally:
+        with _lock:
+            _hashing.pop(key, None)
+        running.set()
     return problem
+
+
+def verify_in_background(files: list[tuple[str, Expected]], stop: threading.Event) -> threading.Thread:
+    """Start a daemon thread that verifies `files` ((path, what was recorded)) one after the other until
+    `stop` is set, so that their verdicts are ready when a search first reads them (`Index.open` starts
+    it before loading the model, which then overlaps the hashing). A search reaching a file first hashes
+    it itself; one reaching a file the thread is hashing waits for that verdict."""
+
+    def run() -> None:
+        for path, expected in files:
+            if stop.is_set():
+                return
+            verify(path, expected)
+
+    thread = threading.Thread(target=run, name="hade-verify", daemon=True)
+    thread.start()
+    return thread
 
 
 def _compare(path: str, size: int, expected: Expected) -> str | None:

@@ -24,6 +24,7 @@ import json
 import re
 import shlex
 import struct
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,12 @@ def verify_on_open(store: Store, meta: dict[str, Any]) -> None:
         store.verify_read(rel)
     if (ann := ann_file(store.root, meta)) is not None:
         store.verify_read(ann)
+
+
+def verify_chunks_later(store: Store, meta: dict[str, Any], stop: threading.Event) -> threading.Thread:
+    """Start hashing every chunk array of the index in a background thread (`Store.verify_later`): an
+    opened index's first search then mostly finds its files verified."""
+    return store.verify_later([rel for _, rel in chunk_files(store, meta)], stop)
 
 
 def health(index: str | Path, meta: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,8 +195,6 @@ class Index:
     @classmethod
     def _open_store(cls, path: Path, store: Store, meta: dict[str, Any], device: str | torch.device,
                     root: str | Path | None, verify: bool, compute: str) -> "Index":
-        from hade.checkpoint import load
-
         if "fingerprint" not in meta:
             raise InputError(f"{path}: empty index (interrupted before anything was stored); run `hade index`")
         problems = integrity.quick_problems(store, meta)
@@ -209,17 +208,19 @@ class Index:
                           "fingerprint differs)", "model")
         if verify and model_fingerprint(store.model_dir) != meta["fingerprint"]:
             raise integrity.damaged(path, weights, meta)
+        stop_verifying = threading.Event()
+        integrity.verify_chunks_later(store, meta, stop_verifying)  # hashing overlaps loading the model
         try:
-            model = load(store.model_dir, device=device, compute=compute)
-        except (MemoryError, torch.OutOfMemoryError):
+            index = cls(path, store, _load_model(path, store, meta, device, compute), meta,
+                        Path(root) if root is not None else Path(meta["root"]))
+        except BaseException:
+            stop_verifying.set()
             raise
-        except Exception as e:  # noqa: BLE001 - any failure to read the model copy: --ckpt repairs it
-            what = str(e) if isinstance(e, HadeError) else f"{type(e).__name__}: {e}"
-            raise integrity.damaged(path, Problem(f"{MODEL_DIR}/", f"unusable ({' '.join(what.split())[:300]})",
-                                                  "model"), meta) from None
-        return cls(path, store, model, meta, Path(root) if root is not None else Path(meta["root"]))
+        index._stop_verifying = stop_verifying
+        return index
 
     def close(self) -> None:
+        getattr(self, "_stop_verifying", threading.Event()).set()
         self.reprs.close()
         self.store.close()
 
@@ -537,6 +538,20 @@ class Index:
     def _hit(self, window_id: int, score: float) -> Hit:
         w = self.get(window_id)
         return Hit(w.id, w.path, w.start, w.end, score)
+
+
+def _load_model(path: Path, store: Store, meta: dict[str, Any], device: str | torch.device, compute: str):
+    """The index's model copy; IndexDamaged (repair with --ckpt) when it cannot be used."""
+    from hade.checkpoint import load
+
+    try:
+        return load(store.model_dir, device=device, compute=compute)
+    except (MemoryError, torch.OutOfMemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure to read the model copy: --ckpt repairs it
+        what = str(e) if isinstance(e, HadeError) else f"{type(e).__name__}: {e}"
+        raise integrity.damaged(path, Problem(f"{MODEL_DIR}/", f"unusable ({' '.join(what.split())[:300]})",
+                                              "model"), meta) from None
 
 
 def _compute_arg(compute: str, precision: str | None) -> str:

@@ -57,6 +57,7 @@ import os
 import re
 import shutil
 import sqlite3
+import threading
 import tokenize
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
@@ -535,6 +536,14 @@ class Store:
         self._conn.executemany("INSERT INTO integrity(path, size, mtime_ns, sha256, xxh3) VALUES(?,?,?,?,?) "
                                "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
                                "sha256=excluded.sha256, xxh3=excluded.xxh3", rows)
+
+    def verify_later(self, rels: list[str], stop: threading.Event) -> threading.Thread:
+        """Start verifying index files `rels` in a background thread (`checksums.verify_in_background`;
+        their records are read here, on the caller's thread: the connection is not shared)."""
+        recs = self.integrity_records()
+        files = [(self.root / rel, checksums.Expected(r.size, r.sha256, r.xxh3)) for rel in rels
+                 if (r := recs.get(rel)) is not None]
+        return checksums.verify_in_background(files, stop)
 
     def verify_read(self, rel: str) -> None:
         """Before this process first reads index file `rel`: its bytes against the checksum recorded when
