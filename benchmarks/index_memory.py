@@ -97,7 +97,8 @@ def index_peak(file: Path, ckpt: Path, out: Path, src: Path) -> dict:
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t
     stats = json.loads(stdout) if os.waitstatus_to_exitcode(status) == 0 else {}
-    return {"file": file.name, "mib": round(file.stat().st_size / 2**20, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024),
+    return {"file": file.name, "mib": round(file.stat().st_size / 2**20, 1),
+            "peak_rss_mib": round(usage.ru_maxrss / 1024),
             "seconds": round(seconds, 1), "windows": stats.get("windows"), "exit": os.waitstatus_to_exitcode(status)}
 
 

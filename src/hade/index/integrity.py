@@ -203,7 +203,8 @@ def quick_problems(store: Store, meta: dict[str, Any]) -> list[Problem]:
     cannot be read."""
     index = store.root
     recs = records(store)
-    files: list[tuple[str, str, int | None, bool]] = [(rel, "chunk", cid, True) for cid, rel in chunk_files(store, meta)]
+    files: list[tuple[str, str, int | None, bool]] = [(rel, "chunk", cid, True)
+                                                      for cid, rel in chunk_files(store, meta)]
     files += [(rel, "codec", None, False) for _, rel in codec_files(store, meta)]
     ann = ann_file(index, meta)
     if ann is not None:

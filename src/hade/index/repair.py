@@ -23,8 +23,8 @@ from typing import Any
 from hade.errors import InputError
 from hade.index import checksums, integrity
 from hade.index.integrity import Problem, ann_file, chunk_files, codec_files, records, size_problem
-from hade.index.store import (ANN_JSON, ARRAYS_DIR, CODECS_DIR, DB_FILE, MODEL_DIR, DatabaseError, IntegrityRecord, Store,
-                              chunk_name, copy_model, model_fingerprint, quick_check, salvage_meta)
+from hade.index.store import (ANN_JSON, ARRAYS_DIR, CODECS_DIR, DB_FILE, MODEL_DIR, DatabaseError, IntegrityRecord,
+                              Store, chunk_name, copy_model, model_fingerprint, quick_check, salvage_meta)
 from hade.utils.atomic import recover_dir
 
 DAMAGED_SUFFIX = ".damaged"

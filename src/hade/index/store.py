@@ -356,7 +356,8 @@ class Store:
         """The first file (by id) other than `other_than` with these bytes whose stored windows a file with
         caption `aux_caption` can reuse: an unreadable one (same error), or one encoded with that caption."""
         row = self._conn.execute(self._file_select() + " WHERE sha256=? AND path!=? AND (status='error' OR "
-                                 "aux_caption IS ?) ORDER BY id LIMIT 1", (sha256, db_path(other_than), aux_caption)).fetchone()
+                                 "aux_caption IS ?) ORDER BY id LIMIT 1",
+                                 (sha256, db_path(other_than), aux_caption)).fetchone()
         return _file_record(row) if row is not None else None
 
     def count_files(self, status: str | None = None) -> int:
