@@ -3,8 +3,9 @@
 Every file an index writes besides the database gets two digests when it becomes part of the index
 (`hade.index.store.Store.record_files`): **sha256**, which ``hade index --check`` and a re-run compare,
 and **XXH3-128** (the `xxhash` package), which a reading process compares the first time it opens the
-file (`verify`): at ~26 GB/s of one core against sha256's 1.8 GB/s (measured by benchmarks/verify.py), a
-search can afford to hash every array it reads before trusting it. XXH3 is not cryptographic: it finds
+file (`verify`): it hashed 1.28 GB from the page cache 7x faster than sha256 (1.71 against 0.23 GB/s on
+the shared 2-core machine, benchmarks/verify.py; docs/security.md), so a search can afford to hash every
+array it reads before trusting it. XXH3 is not cryptographic: it finds
 damage (bit rot, a partial overwrite, a stray write), not a forgery by someone who can write the index
 folder — such a writer can rewrite the database too (docs/security.md).
 
