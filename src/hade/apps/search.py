@@ -13,6 +13,7 @@ from pathlib import Path
 from hade.apps.argtypes import positive_int, time_point
 from hade.config import COMPUTE_DTYPES
 from hade.errors import InputError
+from hade.utils.jsonable import jsonable, printable
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -60,13 +61,14 @@ def run(args: argparse.Namespace) -> int:
         hits = index.search(query, k=args.k, candidates=args.candidates, per_file=args.per_file,
                             exhaustive=args.exhaustive, nprobe=args.nprobe)
         if args.json:
-            print(json.dumps([{"rank": r, **h.to_dict(), "file": str(index.root / h.path)}
-                              for r, h in enumerate(hits, 1)], indent=2))
+            print(json.dumps(jsonable([{"rank": r, **h.to_dict(), "file": str(index.root / h.path)}
+                                       for r, h in enumerate(hits, 1)]), indent=2, allow_nan=False))
         else:
-            width = max([len(h.path) for h in hits] + [4])
+            paths = [printable(h.path) for h in hits]
+            width = max([len(p) for p in paths] + [4])
             print(f"{'rank':>4}  {'file':<{width}}  {'window':>17}  score")
-            for r, h in enumerate(hits, 1):
-                print(f"{r:>4}  {h.path:<{width}}  {h.start:7.2f}–{h.end:7.2f}s  {h.score:.4f}")
+            for r, (h, path) in enumerate(zip(hits, paths), 1):
+                print(f"{r:>4}  {path:<{width}}  {h.start:7.2f}–{h.end:7.2f}s  {h.score:.4f}")
             if not hits:
                 print("(no results: the index is empty)")
     finally:

@@ -24,6 +24,51 @@ def window_bounds(num_samples: int, window: int, hop: int) -> list[tuple[int, in
     return [(s, s + window) for s in starts]
 
 
+class StreamWindows:
+    """The windows of `window_bounds` cut from a stream of sample blocks as they arrive (`hade index`
+    decoding a long file block by block): `feed` returns the windows complete so far, `finish` the rest
+    once the stream's length is known. Only the samples a window still needs are kept (at most about
+    `window` plus one block), so memory does not grow with the stream's length."""
+
+    def __init__(self, window: int, hop: int) -> None:
+        self.window, self.hop = window, hop
+        self.total = 0  # samples fed so far
+        self.next_start = 0  # of the next window of the grid
+        self.emitted: list[tuple[int, int]] = []
+        self._buf = np.zeros(0, dtype=np.float32)  # samples [self._buf_start, self.total)
+        self._buf_start = 0
+
+    def _cut(self, start: int, end: int) -> np.ndarray:
+        return self._buf[start - self._buf_start:end - self._buf_start].copy()
+
+    def feed(self, block: np.ndarray) -> list[tuple[tuple[int, int], np.ndarray]]:
+        """((start, end), samples) of the grid windows that `block` completes."""
+        self._buf = np.concatenate([self._buf, np.asarray(block, dtype=np.float32)])
+        self.total += len(block)
+        out = []
+        while self.next_start + self.window <= self.total:
+            bounds = (self.next_start, self.next_start + self.window)
+            out.append((bounds, self._cut(*bounds)))
+            self.next_start += self.hop
+        keep_from = max(self._buf_start, min(self.next_start, self.total - self.window))
+        self._buf, self._buf_start = self._buf[keep_from - self._buf_start:], keep_from
+        self.emitted += [b for b, _ in out]
+        return out
+
+    def finish(self) -> list[tuple[tuple[int, int], np.ndarray]]:
+        """The last windows: the one ending exactly at the end when the grid leaves a tail, or the whole
+        stream as one window when it is not longer than `window`. Afterwards `emitted` equals
+        `window_bounds(total, window, hop)`."""
+        if not self.emitted:  # shorter than a window
+            out = [((0, self.total), self._cut(0, self.total))]
+        elif self.emitted[-1][1] < self.total:
+            out = [((self.total - self.window, self.total), self._cut(self.total - self.window, self.total))]
+        else:
+            out = []
+        self.emitted += [b for b, _ in out]
+        return out
+
+
 def resolve_window(model_sample_rate: int, max_samples: int, window: float | None,
                    hop: float | None, clip_samples: int | None = None) -> tuple[int, int]:
     """Window and hop in samples: window defaults to the model's clip length (`clip_samples`, the length it

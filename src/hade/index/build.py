@@ -40,6 +40,7 @@ from hade.index.builder import Builder
 from hade.index.compression import NO_CODEC, TokenCompression
 from hade.index.finalize import finalize
 from hade.index.tokens import check_factory
+from hade.index.integrity import has_index_parts
 from hade.index.repair import clear_index_temps, repair_store, set_aside_damaged_db
 from hade.index.store import (ARRAYS_DIR, DB_FILE, LOCK_FILE, MODEL_DIR, SCHEMA_VERSION, STORAGE_DTYPE_KEY, Store,
                               copy_model, model_fingerprint, write_lock)
@@ -48,8 +49,10 @@ from hade.index.windows import (in_shard, parse_shard, resolve_window, scan_audi
 from hade.utils.device import resolve_device
 from hade.utils.outdir import OutputKind, claim_output_dir, has_any
 
-# An index folder, for the --out check (hade.utils.outdir); the lock file alone is no index yet.
-INDEX_OUTPUT = OutputKind("hade index", has_any(DB_FILE), scratch=(LOCK_FILE,))
+# An index folder, for the --out check (hade.utils.outdir): its database, or the parts of one whose database
+# was deleted (a re-run repairs it); the lock file alone is no index yet.
+INDEX_OUTPUT = OutputKind("hade index", lambda folder: has_any(DB_FILE)(folder) or has_index_parts(folder),
+                          scratch=(LOCK_FILE,))
 
 
 def _wipe(out: Path) -> None:

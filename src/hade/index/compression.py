@@ -20,8 +20,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from hade.index.store import CODES_SUFFIX, Store
-from hade.index.tokens import (DEFAULT_FACTORY, TokenCodec, encode_arrays, fit_codec_set, load_codecs, save_codecs,
-                               token_keys)
+from hade.index.reprs import load_codec_set
+from hade.index.tokens import DEFAULT_FACTORY, TokenCodec, encode_arrays, fit_codec_set, save_codecs, token_keys
 
 FIT_WINDOWS = 512  # windows a new index's codec is fitted on (their float tokens are held in memory until then)
 NO_CODEC = "none"
@@ -39,7 +39,7 @@ class TokenCompression:
         self.codecs: dict[str, TokenCodec] | None = None
         self.failed: str | None = None  # why fitting failed in this run
         if self.current is not None:
-            self.codecs = load_codecs(store.codec_dir(self.current))
+            self.codecs = load_codec_set(store, self.current)
 
     @staticmethod
     def initial_meta(factory: str | None) -> dict[str, Any]:

@@ -235,12 +235,13 @@ class TokenCodec:
     @classmethod
     def load(cls, folder: str | Path, name: str) -> "TokenCodec":
         folder = Path(folder)
+        file = folder / f"{name}.json"
         try:
-            info = CodecInfo(**json.loads((folder / f"{name}.json").read_text()))
-            index = faiss.read_index(str(folder / f"{name}.faiss"))
+            info = CodecInfo(**json.loads(file.read_text()))
+            file = folder / f"{name}.faiss"
+            index = faiss.read_index(str(file))
         except (OSError, ValueError, TypeError, RuntimeError) as e:
-            raise InputError(f"{folder / name}.faiss/.json: not a readable token codec "
-                             f"({' '.join(str(e).split())[:160]})") from None
+            raise InputError(f"{file}: not a readable token codec ({' '.join(str(e).split())[:160]})") from None
         if index.d != info.dim or int(index.sa_code_size()) + NORM_BYTES != info.code_bytes:
             raise InputError(f"{folder / name}.json: does not match {name}.faiss (dims or code size differ)")
         return cls(index, info)

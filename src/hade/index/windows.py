@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from hade.data.audio import AUDIO_EXTENSIONS
-from hade.data.windows import (MAX_DEFAULT_WINDOW, resolve_window, window_batch,  # noqa: F401
+from hade.data.windows import (MAX_DEFAULT_WINDOW, StreamWindows, resolve_window, window_batch,  # noqa: F401
                                 window_batches, window_bounds)
 from hade.errors import InputError
 
@@ -32,7 +32,8 @@ def in_shard(rel: str, shard: tuple[int, int] | None) -> bool:
     """Deterministic slice of the files: first 8 bytes of sha256(relative path) modulo N."""
     if shard is None:
         return True
-    return int.from_bytes(hashlib.sha256(rel.encode("utf-8")).digest()[:8], "big") % shard[1] == shard[0]
+    key = rel.encode("utf-8", "surrogateescape")  # a name that is not UTF-8 hashes as its bytes
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % shard[1] == shard[0]
 
 
 EXTERNAL_LINK_REASON = ("symbolic link to {what} outside the indexed folder; not indexed (pass "

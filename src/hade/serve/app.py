@@ -45,6 +45,7 @@ from hade.serve.files import file_response
 from hade.serve.guards import AdmissionMiddleware, HostCheckMiddleware, allowed_host_patterns
 from hade.serve.limits import MAX_K, MAX_PEAKS_QUEUE, MAX_QUERY_CHARS, MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD, Limits
 from hade.serve.service import ExplainQuery, IndexLike, NotFound, SearchService, media_type
+from hade.utils.jsonable import jsonable
 
 log = logging.getLogger("hade.serve")
 
@@ -62,7 +63,7 @@ SECURITY_HEADERS = {
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None,
                    **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+    return JSONResponse(jsonable({"error": message, **extra}), status_code=status, headers=headers)
 
 
 class BodyLimitMiddleware:
