@@ -23,6 +23,7 @@ from hade.config import ModelConfig, from_dict, to_dict
 from hade.errors import InputError
 from hade.models.convert import (LAION_FRONT_END, ConversionReport, apply_state_dict, map_state_dict,
                                  read_checkpoint)
+from hade.models.convert_hf import convert_hf_clap, is_hf_clap_folder
 from hade.models.encoders.text_bert import load_tokenizer
 from hade.models.factory import create_model
 from hade.models.retrieval import RetrievalModel
@@ -141,12 +142,17 @@ def load(path: str | Path, device: str | torch.device = "cpu", compute: str = "f
          precision: str | None = None) -> RetrievalModel:
     """Load a checkpoint directory into a model in eval mode. compute: "fp32", "bf16" or "fp16" (CUDA)
     autocast of the encoders (`RetrievalModel.set_compute`); `precision` is its deprecated former name.
-    Every missing, truncated or corrupt file, and a bad compute dtype, raise InputError naming it."""
+    Every missing, truncated or corrupt file, and a bad compute dtype, raise InputError naming it.
+    A Hugging Face ``ClapModel`` folder (config.json, weights, tokenizer files) is converted on the fly
+    (:func:`hade.models.convert_hf.convert_hf_clap`; `hade convert` saves the result)."""
     if precision is not None:
         warnings.warn("hade.load(precision=) is deprecated; use compute=", DeprecationWarning, stacklevel=2)
         compute = precision
     path = Path(path)
     device = resolve_device(device, where="device")
+    if is_hf_clap_folder(path):
+        model, _ = convert_hf_clap(path)
+        return model.to(device).eval().set_compute(compute)
     recover_dir(path)
     config = read_model_config(path)
     check_checkpoint_files(path)
