@@ -244,3 +244,25 @@ def test_unsupported_audio_variants_are_refused(hf, tmp_path):
     (odd / "config.json").write_text(json.dumps(config))
     with pytest.raises(InputError, match="patch_size/patch_stride.*non-overlapping"):
         convert_hf_clap(odd)
+
+
+def test_init_from_the_folder_takes_encoders_and_projections(hf, tmp_path):
+    """`hade train --init-from FOLDER`: the run gets the folder's encoders, tokenizer and front end
+    (adopt_encoders), every encoder tensor and, for heads with DP's pooled projection (DCR), the projections;
+    the report (the trainer's init.json, as tests/train/test_init.py checks) says where each part came from."""
+    from hade.config import ModelConfig
+    from hade.train.init import adopt_encoders, initialise_from
+
+    folder, reference, model, report = hf
+    head = ModelConfig(head="tha+dcr", head_options={"audio_stages": [1, 2], "text_blocks": [1, 2]})  # 2 stages
+    config = adopt_encoders(head, folder)
+    assert config.audio_overrides == model.config.audio_overrides and config.text_config == model.config.text_config
+    torch.manual_seed(0)
+    target = hade.create_model(config)
+    init = initialise_from(target, folder)
+    assert init["kind"] == "hf-clap" and init["head"] == "dp"
+    assert init["parts"] == {"audio_encoder": "checkpoint", "text_encoder": "checkpoint",
+                             "head.parts.tha": "fresh", "head.parts.dcr": "partly"}
+    assert init["renamed"]["head.parts.dcr.text_proj.2.weight"] == "head.text_proj.2.weight"
+    ours, theirs = target.state_dict(), model.state_dict()
+    assert all(torch.equal(ours[n], theirs[n]) for n in theirs if n.startswith(("audio_encoder.", "text_encoder.")))

@@ -220,7 +220,8 @@ def hf_text_config(folder: HFClapFolder) -> dict[str, Any]:
     from hade.models.encoders.text_bert import text_config_from_dict
 
     text = folder.config.text_config
-    return text_config_from_dict({"model_type": "roberta", **{k: getattr(text, k) for k in _TEXT_FIELDS}}).to_dict()
+    config = text_config_from_dict({"model_type": "roberta", **{k: getattr(text, k) for k in _TEXT_FIELDS}})
+    return json.loads(config.to_json_string())  # as a saved checkpoint's config.json holds it (str label keys)
 
 
 def _audio_name(name: str) -> str | None:
@@ -323,10 +324,18 @@ def hf_model_config(folder: HFClapFolder, report: ConversionReport, tokenizer_di
     # the longest caption the position table holds is the limit (LAION trained on 77 tokens)
     max_tokens = int(text["max_position_embeddings"]) - int(text.get("pad_token_id") or 0) - 1
     clip_seconds = float((folder.features or {}).get("max_length_s", 10))
+    scale = {"logit_scale": report.scalars["logit_scale"]} if "logit_scale" in report.scalars else {}
     return ModelConfig(audio_encoder="htsat-tiny", audio_overrides=hf_audio_overrides(folder, report),
                        text_encoder=str(tokenizer_dir), text_config=text, text_pooling="pooler",
-                       max_text_tokens=max_tokens, head="dp", head_options={"logit_scale": report.scalars["logit_scale"]},
+                       max_text_tokens=max_tokens, head="dp", head_options=scale,
                        embed_dim=int(folder.config.projection_dim), clip_seconds=clip_seconds)
+
+
+def hf_folder_config(path: str | Path) -> ModelConfig:
+    """The ModelConfig that converting ClapModel folder `path` gives, without reading its weights (the learned
+    scale, which only the weights hold, is left out of head_options)."""
+    folder = read_hf_clap_folder(path)
+    return hf_model_config(folder, ConversionReport(kind=KIND), _resolve_tokenizer(folder, None))
 
 
 def _resolve_tokenizer(folder: HFClapFolder, tokenizer_dir: str | Path | None) -> Path:
@@ -373,4 +382,4 @@ def convert_hf_clap(path: str | Path, tokenizer_dir: str | Path | None = None, a
 
 
 __all__ = ["ARCHITECTURE", "HFClapFolder", "KIND", "convert_hf_clap", "hf_audio_overrides", "hf_conversion",
-           "hf_model_config", "hf_text_config", "is_hf_clap_folder", "map_hf_state_dict", "read_hf_clap_folder"]
+           "hf_folder_config", "hf_model_config", "hf_text_config", "is_hf_clap_folder", "map_hf_state_dict", "read_hf_clap_folder"]
