@@ -64,6 +64,9 @@ def read_model_config(path: str | Path) -> ModelConfig:
                          f".pth/.safetensors) becomes one with `hade convert {path} --out DIR`")
     if not config_file.is_file():
         raise InputError(f"{path}: not a hade checkpoint (no {CONFIG_FILE}); give a directory written by `hade train`")
+    if is_hf_clap_folder(path):
+        raise InputError(f"{path}: a Hugging Face ClapModel folder, not a hade checkpoint; convert it once with "
+                         f"`hade convert {path} --out DIR` and give DIR")
     try:
         data = json.loads(config_file.read_bytes().decode("utf-8"))
     except json.JSONDecodeError as e:

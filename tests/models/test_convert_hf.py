@@ -165,6 +165,7 @@ def test_fit_length_repeat_pads_as_clap_feature_extractor():
 
 
 def test_hade_load_and_hade_convert_take_the_folder(hf, tmp_path, capsys):
+    from hade.checkpoint import read_model_config
     from hade.cli import main
 
     folder, reference, model, report = hf
@@ -173,6 +174,8 @@ def test_hade_load_and_hade_convert_take_the_folder(hf, tmp_path, capsys):
     with torch.no_grad():
         torch.testing.assert_close(loaded.encode_text(CAPTIONS)["embed"], _hf_text(reference, loaded.tokenizer),
                                    atol=TOL, rtol=0)
+    with pytest.raises(InputError, match="ClapModel folder, not a hade checkpoint.*hade convert"):
+        read_model_config(folder)  # what `hade index --ckpt` reads: the folder must be converted first
     out = tmp_path / "converted"
     assert main(["convert", str(folder), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
