@@ -23,6 +23,7 @@ from hade.config import ModelConfig, from_dict, to_dict
 from hade.errors import InputError
 from hade.models.convert import (LAION_FRONT_END, ConversionReport, apply_state_dict, map_state_dict,
                                  read_checkpoint)
+from hade.models.convert_hf import convert_hf_clap, is_hf_clap_folder
 from hade.models.encoders.text_bert import load_tokenizer
 from hade.models.factory import create_model
 from hade.models.retrieval import RetrievalModel
@@ -63,6 +64,9 @@ def read_model_config(path: str | Path) -> ModelConfig:
                          f".pth/.safetensors) becomes one with `hade convert {path} --out DIR`")
     if not config_file.is_file():
         raise InputError(f"{path}: not a hade checkpoint (no {CONFIG_FILE}); give a directory written by `hade train`")
+    if is_hf_clap_folder(path):
+        raise InputError(f"{path}: a Hugging Face ClapModel folder, not a hade checkpoint; convert it once with "
+                         f"`hade convert {path} --out DIR` and give DIR")
     try:
         data = json.loads(config_file.read_bytes().decode("utf-8"))
     except json.JSONDecodeError as e:
@@ -141,12 +145,17 @@ def load(path: str | Path, device: str | torch.device = "cpu", compute: str = "f
          precision: str | None = None) -> RetrievalModel:
     """Load a checkpoint directory into a model in eval mode. compute: "fp32", "bf16" or "fp16" (CUDA)
     autocast of the encoders (`RetrievalModel.set_compute`); `precision` is its deprecated former name.
-    Every missing, truncated or corrupt file, and a bad compute dtype, raise InputError naming it."""
+    Every missing, truncated or corrupt file, and a bad compute dtype, raise InputError naming it.
+    A Hugging Face ``ClapModel`` folder (config.json, weights, tokenizer files) is converted on the fly
+    (:func:`hade.models.convert_hf.convert_hf_clap`; `hade convert` saves the result)."""
     if precision is not None:
         warnings.warn("hade.load(precision=) is deprecated; use compute=", DeprecationWarning, stacklevel=2)
         compute = precision
     path = Path(path)
     device = resolve_device(device, where="device")
+    if is_hf_clap_folder(path):
+        model, _ = convert_hf_clap(path)
+        return model.to(device).eval().set_compute(compute)
     recover_dir(path)
     config = read_model_config(path)
     check_checkpoint_files(path)

@@ -6,7 +6,9 @@ Two modes:
   model whose text encoder (``--text-encoder``) and head (``--head``) start fresh;
 * complete model (``--tokenizer DIR``): a LAION-CLAP (non-fusion) or WavCaps HTSAT-BERT checkpoint becomes a
   ``dp`` model that scores as the original (text tower, projections and learned scale included); DIR holds
-  the original's tokenizer files (roberta-base / bert-base-uncased), never downloaded.
+  the original's tokenizer files (roberta-base / bert-base-uncased), never downloaded;
+* a Hugging Face ``ClapModel`` folder (SRC is a folder): always the complete model, with the folder's own
+  tokenizer files unless ``--tokenizer DIR`` names others (hade.models.convert_hf).
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ def add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
     [--text-encoder minilm] [--head dp] [--kind K] [--allow-partial]``."""
     p = subparsers.add_parser("convert",
                               help="convert an HTS-AT / LAION-CLAP / WavCaps checkpoint to a hade checkpoint")
-    p.add_argument("src", type=Path, help="foreign checkpoint (.ckpt/.pt/.pth via weights_only, or .safetensors)")
+    p.add_argument("src", type=Path, help="foreign checkpoint (.ckpt/.pt/.pth via weights_only, or .safetensors), "
+                                          "or a Hugging Face ClapModel folder (config.json + model.safetensors)")
     p.add_argument("--out", type=Path, required=True, help="hade checkpoint directory to write")
     p.add_argument("--tokenizer", type=Path, default=None,
                    help="local folder with the original's tokenizer (roberta-base files for LAION-CLAP, "
@@ -86,12 +89,34 @@ def claim_out(args: argparse.Namespace) -> str:
             Claim.FORCED: " (--force: replaced what was there)"}[claim]
 
 
+def _convert_hf(args: argparse.Namespace, replaced: str = "") -> int:
+    from hade.checkpoint import save_model
+    from hade.models.convert_hf import convert_hf_clap
+
+    if args.kind is not None or args.text_overrides or args.audio_overrides:
+        raise InputError(f"{args.src}: a Hugging Face ClapModel folder names its own architecture; drop --kind, "
+                         "--text-overrides and --audio-overrides")
+    model, report = convert_hf_clap(args.src, args.tokenizer, allow_partial=args.allow_partial)
+    save_model(model, args.out, extra={"converted_from": str(args.src), "conversion": report.to_dict(),
+                                       "complete": True})
+    print(format_report(report))
+    print(f"wrote {args.out}{replaced} (complete Hugging Face ClapModel: head dp, text pooling "
+          f"{model.config.text_pooling}, {model.sample_rate} Hz, {model.config.clip_seconds:g} s clips)")
+    return 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     """Run ``hade convert``; prints the report, returns the exit code."""
     from hade.checkpoint import convert_checkpoint
     from hade.config import ModelConfig
+    from hade.models.convert_hf import is_hf_clap_folder
 
     replaced = claim_out(args)
+    if is_hf_clap_folder(args.src):
+        return _convert_hf(args, replaced)
+    if args.src.is_dir():
+        raise InputError(f"{args.src}: a folder, but not a Hugging Face ClapModel folder (its config.json must "
+                         "name architectures [\"ClapModel\"]); give a checkpoint file or a ClapModel folder")
     if getattr(args, "tokenizer", None) is not None:
         return _convert_full(args, replaced)
     if getattr(args, "text_overrides", None):

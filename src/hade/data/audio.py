@@ -63,6 +63,7 @@ ID_SUFFIXES: tuple[str, ...] = tuple(
 WavCaps' ids): the formats such sets are stored in, and those YouTube downloads come in."""
 
 FIT_MODES = ("start", "center", "random")
+PAD_MODES = ("zeros", "repeat")
 
 
 @dataclass(frozen=True)
@@ -323,12 +324,17 @@ def fit_length(
     num_samples: int,
     mode: str = "start",
     rng: np.random.Generator | None = None,
+    pad: str = "zeros",
 ) -> np.ndarray:
-    """Crop or zero-pad (on the right) ``wave`` [T] to exactly ``num_samples``.
+    """Crop or pad (on the right) ``wave`` [T] to exactly ``num_samples``.
 
     mode: "start" (keep the beginning) and "center" are deterministic (evaluation); "random" picks a
     uniformly random crop offset with ``rng`` (training; required).
+    pad: "zeros" appends silence; "repeat" first repeats the whole clip as often as it fits, then appends
+    silence (LAION-CLAP's and transformers' ``ClapFeatureExtractor``'s ``padding="repeatpad"``).
     """
+    if pad not in PAD_MODES:
+        raise InputError(f"fit_length pad must be one of {', '.join(PAD_MODES)}; got {pad!r}")
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples <= 0:
         raise InputError(f"num_samples must be a positive integer, got {num_samples!r}")
     if mode not in FIT_MODES:
@@ -351,8 +357,10 @@ def fit_length(
         else:
             offset = int(rng.integers(0, excess + 1))  # type: ignore[union-attr]
         return np.ascontiguousarray(w[offset : offset + n])
+    if pad == "repeat" and t > 0:
+        w = np.tile(w, n // t)
     out = np.zeros(n, dtype=np.float32)
-    out[:t] = w
+    out[:w.shape[0]] = w
     return out
 
 
@@ -360,6 +368,7 @@ __all__ = [
     "AUDIO_EXTENSIONS",
     "ID_SUFFIXES",
     "FIT_MODES",
+    "PAD_MODES",
     "AudioInfo",
     "audio_info",
     "audio_problem",

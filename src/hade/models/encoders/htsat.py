@@ -266,9 +266,12 @@ class HTSATEncoder(nn.Module):
 
     def spectrogram_image(self, waveform: torch.Tensor) -> torch.Tensor:
         """Waveform ``[B, T]`` -> normalised (and in training, augmented) image ``[B, 1, S, S]``."""
+        return self.logmel_image(self.logmel(waveform))
+
+    def logmel_image(self, logmel: torch.Tensor) -> torch.Tensor:
+        """Log-mel ``[B, 1, T_frames, mel]`` -> normalised (and in training, augmented) image ``[B, 1, S, S]``."""
         c = self.config
-        x = self.logmel(waveform)  # [B, 1, T_frames, mel]
-        x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
+        x = self.bn0(logmel.transpose(1, 3)).transpose(1, 3)
         if self.training and c.spec_augment:
             x = _drop_stripes(x, 2, c.time_drop_width, c.drop_stripes)
             x = _drop_stripes(x, 3, c.freq_drop_width, c.drop_stripes)
@@ -338,8 +341,19 @@ class HTSATEncoder(nn.Module):
             raise InputError(f"HTSATEncoder expects a [batch, samples] waveform, got shape {tuple(waveform.shape)}")
         num_samples = waveform.shape[-1]
         self._check_length(num_samples)
-        x = self.spectrogram_image(waveform)
-        x = self.pos_drop(self.patch_embed(x))
+        return self.forward_logmel(self.logmel(waveform), num_samples)
+
+    def forward_logmel(self, logmel: torch.Tensor, num_samples: int | None = None) -> AudioFeatures:
+        """The encoder after its front end: log-mel features ``[B, 1, T_frames, mel_bins]`` (what :class:`LogMel`
+        returns; transformers' ``ClapFeatureExtractor`` ``input_features`` have this layout) -> AudioFeatures.
+        ``num_samples`` (the clip's length, for ``token_seconds``) defaults to ``(T_frames - 1) * hop_length``."""
+        c = self.config
+        if logmel.dim() != 4 or logmel.shape[1] != 1 or logmel.shape[-1] != c.mel_bins:
+            raise InputError(f"HTSATEncoder expects log-mel features [batch, 1, frames, {c.mel_bins}], "
+                             f"got shape {tuple(logmel.shape)}")
+        if num_samples is None:
+            num_samples = (logmel.shape[2] - 1) * c.hop_length
+        x = self.pos_drop(self.patch_embed(self.logmel_image(logmel)))
         stages = []
         for layer in self.layers:
             out, x = layer(x)
@@ -350,7 +364,7 @@ class HTSATEncoder(nn.Module):
             stages=stages,
             grids=list(self.config.grids),
             pooled=pooled,
-            token_seconds=list(self.token_seconds(num_samples, waveform.device)),
+            token_seconds=list(self.token_seconds(num_samples, logmel.device)),
         )
 
 

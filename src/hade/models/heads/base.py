@@ -61,6 +61,9 @@ class RetrievalHead(nn.Module):
     explanations: frozenset[str] = frozenset()
     rotation_pairs: tuple[tuple[str, str], ...] = ()
     score_bound: float | None = None
+    # submodules that project the pooled vectors exactly as DP does (Linear-ReLU-Linear, DP's names), so that a
+    # run starting from a `dp` model (e.g. converted CLAP) takes them (hade.train.init); () for other heads
+    pooled_projection: tuple[str, ...] = ()
 
     @property
     def capabilities(self) -> HeadCapabilities:
