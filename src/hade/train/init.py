@@ -30,18 +30,17 @@ from hade.checkpoint import TOKENIZER_DIR, WEIGHTS_FILE, read_model_config, read
 from hade.config import ModelConfig
 from hade.errors import InputError
 from hade.models.convert import LAION_FRONT_END, apply_state_dict, map_state_dict, read_checkpoint
-from hade.models.encoders.htsat import htsat_config
+from hade.models.encoders.audio import audio_encoder_config
 from hade.models.retrieval import RetrievalModel
 
-# HTSATConfig fields that only shape training (regularisation), not what the weights mean
-_TRAINING_ONLY = {"drop_rate", "attn_drop_rate", "drop_path_rate", "spec_augment", "time_drop_width",
-                  "freq_drop_width", "drop_stripes"}
 ENCODERS = ("audio_encoder.", "text_encoder.")
 
 
 def _audio_geometry(audio_encoder: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    cfg = htsat_config(audio_encoder, **overrides).to_dict()
-    return {k: v for k, v in cfg.items() if k not in _TRAINING_ONLY}
+    """The config fields of the audio encoder that decide what its weights mean (any architecture; the
+    preset's architecture is one of them, so a PaSST checkpoint never starts an HTSAT run)."""
+    cfg = audio_encoder_config(audio_encoder, overrides)
+    return {"architecture": type(cfg).__name__, **cfg.geometry()}
 
 
 def _from_checkpoint_dir(model: RetrievalModel, path: Path) -> dict[str, Any]:
