@@ -75,3 +75,25 @@ def test_bad_configs_name_the_field():
         PaSSTConfig(s_patchout_t=99)
     with pytest.raises(InputError, match="unknown PaSSTConfig field"):
         audio_encoder_config("passt-test", {"depths": [2]})
+
+
+@pytest.mark.parametrize("head", ["tha", "tha+dcr", "coatt-single", "hci", "dp"])
+def test_token_heads_run_on_passt_levels(head, tiny_model_config):
+    """THA aligns the declared blocks with text blocks at the same relative depth; co-attention and HCI read
+    the declared levels; all pairs score the same as one pair at a time."""
+    import dataclasses
+
+    import hade
+
+    torch.manual_seed(0)
+    model = hade.create_model(dataclasses.replace(tiny_model_config, audio_encoder="passt-test", head=head)).eval()
+    with torch.no_grad():
+        audio = model.encode_audio(torch.randn(3, 16000) * 0.1)
+        text = model.encode_text(["a dog barks", "rain on a roof"])
+        scores = model.score(text, audio)
+        single = model.score({k: v[1:2] for k, v in text.items()}, {k: v[2:3] for k, v in audio.items()})
+    assert scores.shape == (2, 3) and torch.isfinite(scores).all()
+    torch.testing.assert_close(scores[1:2, 2:3], single, atol=1e-5, rtol=1e-5)
+    if "tha" in head:
+        tha = model.head.parts["tha"] if hasattr(model.head, "parts") else model.head
+        assert tha.audio_stages == (1, 2, 3) and tha.text_blocks == (1, 1, 2)  # blocks 1/2/3 of 3 <-> 2 text blocks
