@@ -1,4 +1,4 @@
-"""PaSST (and every other non-HTSAT encoder preset for tests) with `dp` and `tha+dcr` through the command line:
+"""PaSST and BEATs (their test presets) with `dp` and `tha+dcr` through the command line:
 `hade train` (the loss falls), `hade eval` (both directions), `hade index` / `hade search` and `hade classify`
 on SynthCaps data, with random weights."""
 import json
@@ -11,7 +11,7 @@ from hade.cli import main
 from hade.config import ModelConfig, TrainConfig, to_dict
 from hade.data.synthcaps import generate
 
-ENCODERS = ["passt-test"]
+ENCODERS = ["passt-test", "beats-test"]
 HEADS = ["dp", "tha+dcr"]
 
 

@@ -10,9 +10,11 @@ PATH is either
   the run its audio preset and front end, text architecture, pooling, token limit, tokenizer and embed_dim,
   so any head starts from it with the text encoder and (heads with a `dp` part) the projections loaded;
   `init.json`'s `parts` says which part starts from the checkpoint and which fresh;
-* a foreign HTSAT checkpoint file (HTS-AT ``sed_model.*``, LAION-CLAP ``audio_branch.*``, WavCaps, or a
-  plain HTSAT state dict): only the audio encoder is loaded, through the explicit key map of
-  :mod:`hade.models.convert`, which refuses partial loads. A LAION-CLAP encoder needs LAION's 48 kHz front
+* a foreign audio checkpoint file (HTS-AT ``sed_model.*``, LAION-CLAP ``audio_branch.*``, WavCaps, a
+  plain HTSAT state dict, or PaSST's AudioSet checkpoints as hear21passt loads them): only the audio
+  encoder is loaded, through the explicit key maps of :mod:`hade.models.convert` and
+  :mod:`hade.models.convert_audio`, which refuse partial loads and a checkpoint of another architecture
+  than the run's preset. A LAION-CLAP encoder needs LAION's 48 kHz front
   end in ``model.audio_overrides`` (the run is refused otherwise: its features would not match).
 Files are read without unpickling code (safetensors, or ``torch.load(weights_only=True)``). Resumed runs
 ignore `init_from`: their own checkpoint is newer.
@@ -29,8 +31,9 @@ import torch
 from hade.checkpoint import TOKENIZER_DIR, WEIGHTS_FILE, read_model_config, read_weights
 from hade.config import ModelConfig
 from hade.errors import InputError
-from hade.models.convert import LAION_FRONT_END, apply_state_dict, map_state_dict, read_checkpoint
-from hade.models.encoders.audio import audio_encoder_config
+from hade.models.convert import LAION_FRONT_END, apply_state_dict, read_checkpoint
+from hade.models.convert_audio import map_encoder_state_dict
+from hade.models.encoders.audio import architecture_name, audio_encoder_config
 from hade.models.retrieval import RetrievalModel
 
 ENCODERS = ("audio_encoder.", "text_encoder.")
@@ -147,7 +150,11 @@ def _checkpoint_vocab(path: Path) -> dict[str, int] | None:
 
 
 def _from_foreign_file(model: RetrievalModel, path: Path) -> dict[str, Any]:
-    mapped, report = map_state_dict(read_checkpoint(path))
+    architecture = architecture_name(audio_encoder_config(model.config.audio_encoder, model.config.audio_overrides))
+    try:
+        mapped, report = map_encoder_state_dict(read_checkpoint(path), architecture=architecture)
+    except InputError as exc:
+        raise InputError(f"init_from {path}: {exc}") from None
     report.source = str(path)
     if report.kind == "laion-clap":
         geometry = _audio_geometry(model.config.audio_encoder, model.config.audio_overrides)
@@ -155,7 +162,7 @@ def _from_foreign_file(model: RetrievalModel, path: Path) -> dict[str, Any]:
         if wrong:
             raise InputError(f"init_from {path}: a LAION-CLAP encoder was trained with LAION's front end; set "
                              f"model.audio_overrides to {LAION_FRONT_END} (this run differs in {wrong})")
-    apply_state_dict(model.audio_encoder, mapped, report)
+    apply_state_dict(model.audio_encoder, mapped, report, what=f"the {report.kind} audio encoder")
     return {"source": str(path), "kind": report.kind, "loaded": len(report.matched),
             "fresh": [n for n in model.state_dict() if not n.startswith("audio_encoder.")],
             "unused": sorted(report.skipped) + sorted(report.unexpected)}

@@ -77,8 +77,9 @@ def test_bad_configs_name_the_field():
         audio_encoder_config("passt-test", {"depths": [2]})
 
 
+@pytest.mark.parametrize("encoder", ["passt-test", "beats-test"])
 @pytest.mark.parametrize("head", ["tha", "tha+dcr", "coatt-single", "hci", "dp"])
-def test_token_heads_run_on_passt_levels(head, tiny_model_config):
+def test_token_heads_run_on_vit_levels(head, encoder, tiny_model_config):
     """THA aligns the declared blocks with text blocks at the same relative depth; co-attention and HCI read
     the declared levels; all pairs score the same as one pair at a time."""
     import dataclasses
@@ -86,7 +87,7 @@ def test_token_heads_run_on_passt_levels(head, tiny_model_config):
     import hade
 
     torch.manual_seed(0)
-    model = hade.create_model(dataclasses.replace(tiny_model_config, audio_encoder="passt-test", head=head)).eval()
+    model = hade.create_model(dataclasses.replace(tiny_model_config, audio_encoder=encoder, head=head)).eval()
     with torch.no_grad():
         audio = model.encode_audio(torch.randn(3, 16000) * 0.1)
         text = model.encode_text(["a dog barks", "rain on a roof"])

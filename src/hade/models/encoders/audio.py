@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from torch import nn
 
 from hade.errors import HadeError, InputError
+from hade.models.encoders.beats import BEATsConfig, BEATsEncoder
 from hade.models.encoders.htsat import HTSATConfig, HTSATEncoder
 from hade.models.encoders.passt import PaSSTConfig, PaSSTEncoder
 from hade.models.encoders.types import AudioLevels
@@ -28,6 +29,7 @@ class Architecture(NamedTuple):
 ARCHITECTURES: dict[str, Architecture] = {
     "htsat": Architecture(HTSATConfig, HTSATEncoder),
     "passt": Architecture(PaSSTConfig, PaSSTEncoder),
+    "beats": Architecture(BEATsConfig, BEATsEncoder),
 }
 
 

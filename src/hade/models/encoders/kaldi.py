@@ -52,7 +52,7 @@ def povey_window(length: int, dtype: torch.dtype = torch.float32) -> torch.Tenso
 
 def fbank(waveform: torch.Tensor, sample_rate: int, num_mel_bins: int = 128, frame_length_ms: float = 25.0,
           frame_shift_ms: float = 10.0, low_freq: float = 20.0, high_freq: float = 0.0,
-          preemphasis: float = 0.97, energy_floor: float = 1.1920928955078125e-07) -> torch.Tensor:
+          preemphasis: float = 0.97, log_floor: float = 1.1920928955078125e-07) -> torch.Tensor:
     """Kaldi ``compute-fbank`` log-mel energies of a batch, ``[B, T]`` -> ``[B, frames, num_mel_bins]``.
 
     Kaldi's defaults with dither 0: snip_edges (frames = 1 + (T - window) // shift, none past the end),
@@ -75,7 +75,7 @@ def fbank(waveform: torch.Tensor, sample_rate: int, num_mel_bins: int = 128, fra
     spectrum = torch.fft.rfft(frames, n=n_fft).abs().pow(2.0)  # [B, F, n_fft/2 + 1]
     banks = mel_banks(num_mel_bins, n_fft, sample_rate, low_freq, high_freq).to(spectrum)
     mel = spectrum @ banks.T
-    return torch.clamp(mel, min=energy_floor).log()
+    return torch.clamp(mel, min=log_floor).log()
 
 
 __all__ = ["fbank", "mel_banks", "mel_scale", "povey_window"]
