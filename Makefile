@@ -10,6 +10,9 @@ REFERENCE_PASST := hear21passt==0.0.26
 # torchaudio's Kaldi mel banks / fbank (one pure-Python file) for the PaSST and Kaldi-fbank equality tests:
 # its wheels are built for one torch each, so it goes to a folder outside site-packages, not imported as a package
 REFERENCE_TORCHAUDIO := torchaudio==2.11.1
+# the reference BEATs (ESPnet's encoder module) for its equality test: ESPnet without its dependencies, in a
+# folder of its own that benchmarks/_beats_reference.py puts on sys.path only to import that module
+REFERENCE_BEATS := espnet==202511 typeguard==4.6.1
 
 .PHONY: demo test install clean
 
@@ -21,6 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --no-deps $(REFERENCE_HTSAT)
 	$(BIN)/pip install --quiet --no-deps $(REFERENCE_PASST)
 	$(BIN)/pip install --quiet --no-deps --upgrade --target $(VENV)/reference $(REFERENCE_TORCHAUDIO)
+	$(BIN)/pip install --quiet --no-deps --upgrade --target $(VENV)/reference-espnet $(REFERENCE_BEATS)
 	touch $(STAMP)
 
 install: $(STAMP)

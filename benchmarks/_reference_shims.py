@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
 import importlib.util
 import sys
 import types
@@ -73,9 +74,14 @@ def reference_imports() -> Iterator[None]:
     if kaldi is None:
         raise RuntimeError("the torchaudio reference wheel is missing (make install puts it in .venv/reference)")
     audio = types.ModuleType("torchaudio")
-    audio.compliance = types.SimpleNamespace(kaldi=kaldi)  # type: ignore[attr-defined]
+    audio.__spec__ = importlib.machinery.ModuleSpec("torchaudio", None, is_package=True)  # probed by transformers
+    audio.__path__ = []  # type: ignore[attr-defined]  # a package, for `import torchaudio.compliance.kaldi`
+    compliance = types.ModuleType("torchaudio.compliance")
+    compliance.__path__ = []  # type: ignore[attr-defined]
+    compliance.kaldi = kaldi  # type: ignore[attr-defined]
+    audio.compliance = compliance  # type: ignore[attr-defined]
     audio.transforms = types.SimpleNamespace()  # type: ignore[attr-defined]
-    stand_ins = {"torchaudio": audio}
+    stand_ins = {"torchaudio": audio, "torchaudio.compliance": compliance, "torchaudio.compliance.kaldi": kaldi}
     try:
         import timm.models._hub  # noqa: F401
     except Exception:  # timm missing, or present without torchvision

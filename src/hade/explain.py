@@ -1,6 +1,6 @@
 """Explanations of one audio–text score: THA attention maps, CA weights, factor similarities.
 
-For every THA level (HTSAT stage s ↔ BERT block b) the token-level attention of the head
+For every THA level (audio encoder level s, e.g. HTSAT stage s or a PaSST block, ↔ BERT block b) the token-level attention of the head
 (`THAHead.attention`) is mapped back to seconds:
 
 * α [M, N] (text-enhanced: for each audio token, a softmax over the words) becomes `text_to_audio`
@@ -40,7 +40,7 @@ class LevelExplanation:
     """One THA level. N = words shown, M = audio tokens of the stage, T = time bins."""
 
     level: int  # 1-based level number (file tha_level{level}.png)
-    audio_stage: int  # HTSAT stage (1-based)
+    audio_stage: int  # the audio encoder's level (1-based; HTSAT: its stage)
     text_block: int  # BERT block (1-based)
     text_to_audio: np.ndarray  # [N, T] α binned: each column sums to 1 over words
     audio_to_text: np.ndarray  # [N, T] β binned: Σ_t bin_tokens[t] * row = 1 for each word
@@ -240,7 +240,7 @@ def save_figures(expl: Explanation, out_dir: str | Path) -> list[Path]:
             if expl.audio_seconds < expl.clip_seconds:
                 ax.axvline(expl.audio_seconds, color="white", ls="--", lw=1)
             fig.colorbar(mesh, ax=ax, label="mean attention per token")
-        fig.suptitle(f"THA level {lv.level}: HTSAT stage {lv.audio_stage} ↔ BERT block {lv.text_block}"
+        fig.suptitle(f"THA level {lv.level}: audio level {lv.audio_stage} ↔ text block {lv.text_block}"
                      f" — level score S_te + S_ae = {lv.text_enhanced + lv.audio_enhanced:.3f}\n“{expl.text}”",
                      fontsize=11)
         written.append(_save(fig, out / f"tha_level{lv.level}.png"))
@@ -282,7 +282,7 @@ def format_summary(expl: Explanation, top: int = 3) -> str:
                 t = int(np.nanargmax(lv.audio_to_text[n]))
                 parts.append(f"{expl.words[n]!r} {100 * mass[n]:.0f}% @ "
                              f"{lv.time_edges[t]:.2f}-{lv.time_edges[t + 1]:.2f} s")
-            lines.append(f"  level {lv.level} (stage {lv.audio_stage} ↔ block {lv.text_block}): "
+            lines.append(f"  level {lv.level} (audio level {lv.audio_stage} ↔ text block {lv.text_block}): "
                          f"S_te {lv.text_enhanced:.3f}  S_ae {lv.audio_enhanced:.3f}; " + ", ".join(parts))
     if expl.factor_similarity is not None:
         lines.append(f"DCR {expl.dcr_score:.4f}; cos per factor: "

@@ -4,7 +4,8 @@
   ``layer_norm``, ``post_extract_proj``, ``encoder.pos_conv.0.{weight_g,weight_v,bias}``, ``encoder.layer_norm``,
   ``encoder.layers.N.self_attn.{q,k,v,out}_proj``/``grep_linear``/``grep_a`` (block 1 also
   ``relative_attention_bias``), ``self_attn_layer_norm``, ``fc1``, ``fc2``, ``final_layer_norm``; the fine-tuned
-  classifier ``predictor.*`` is skipped. Checked against that documented layout, not a reference package.
+  classifier ``predictor.*`` is skipped, and so are ESPnet's padding-mask convolutions and its per-block copies
+  of the shared relative position table (ESPnet's state dicts load too).
 * ``passt``: PaSST's AudioSet checkpoints as ``hear21passt`` loads them (the bare ``PaSST`` state dict:
   ``patch_embed.proj.*``, ``cls_token``, ``dist_token``, ``new_pos_embed``, ``freq_new_pos_embed``,
   ``time_new_pos_embed``, ``blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*``, ``norm.*``),

@@ -19,8 +19,9 @@ and training see the same tokens (dropout aside).
 Module and parameter names follow the released checkpoints (``patch_embedding``, ``layer_norm``,
 ``post_extract_proj``, ``encoder.pos_conv``, ``encoder.layer_norm``, ``encoder.layers.N.self_attn.*``,
 ``self_attn_layer_norm``, ``fc1``, ``fc2``, ``final_layer_norm``), mapped in :mod:`hade.models.convert_audio`.
-No reference implementation could be installed for an equality test (ESPnet's encoder imports most of
-ESPnet; docs/encoders.md); tests check the key layout and the documented shapes.
+Equal to ESPnet's BEATs encoder on random weights (tests/models/encoders/test_beats_reference.py; ESPnet is
+installed test-only without its dependencies, docs/encoders.md), and tested against the documented layout of
+the iter3 checkpoints.
 """
 from __future__ import annotations
 
