@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """hade's HTSAT audio encoder against LAION-CLAP's reference HTSAT at the same configuration and inputs.
 
-    .venv/bin/python benchmarks/encoder.py [--encoder htsat|passt] [--batch 4] [--seconds 10] [--rounds 5] [--threads 2]
+    .venv/bin/python benchmarks/encoder.py [--encoder htsat|passt|beats] [--batch 4] [--seconds 10] [--rounds 5] [--threads 2]
                                            [--device cpu|cuda|auto] [--backward] [--compile] [--json]
                                            [--text [--text-batch 32] [--text-layers 12]]
 
@@ -24,8 +24,8 @@ LAION-CLAP key map, as `hade convert` does. One process, the same thread count, 
     77 tokens), hade as it encodes text (padded to the batch's longest caption); max |difference| of the
     embeddings, captions/s and the ratio. Both run transformers' RobertaModel, so the ratio is the padding.
 Exits 1 when the outputs differ by more than --tol (1e-4).
-`--encoder passt`: hade's PaSST-S against hear21passt instead (benchmarks/_vit_rows.py; its figures are in
-docs/encoders.md).
+`--encoder passt` / `--encoder beats`: hade's PaSST-S against hear21passt, or hade's BEATs iter3 against ESPnet's
+BEATs encoder, instead (benchmarks/_vit_rows.py; their figures are in docs/encoders.md).
 
 Measured (this 2-core Xeon with AMX, torch 2.13 CPU, 10 s clips, batch 2-4; the machine was shared
 with two training jobs, so clips/s vary and only the ratios, measured side by side, mean something):
@@ -247,8 +247,9 @@ def report(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--encoder", default="htsat", choices=["htsat", "passt"],
-                   help="htsat: hade vs LAION-CLAP's HTSAT; passt: hade's PaSST-S vs hear21passt (benchmarks/_vit_rows.py)")
+    p.add_argument("--encoder", default="htsat", choices=["htsat", "passt", "beats"],
+                   help="htsat: hade vs LAION-CLAP's HTSAT; passt: hade's PaSST-S vs hear21passt; beats: hade's BEATs "
+                        "iter3 vs ESPnet's (benchmarks/_vit_rows.py)")
     p.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)  # internal: one side's peak RSS
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seconds", type=float, default=10.0)
