@@ -4,7 +4,8 @@ against ESPnet's BEATs encoder (not part of hade).
 Both models of a pair have the full size (PaSST-S: 32 kHz, 128 mel bins, 12 blocks of 768; BEATs iter3: 16 kHz,
 128 fbank bins, 12 blocks of 768) with the reference's seeded random weights, loaded into hade's encoder through
 its key map; the same batch of `--seconds` clips (PaSST: at most 10 s, one segment). Rows: max |hade - reference| per level (blocks 4/8/12, patch tokens) and on the clip vector (fp32);
-clips/s of both in fp32 and, on CPUs with native bf16, under bf16 autocast (interleaved rounds, median);
+clips/s of both in fp32 and, on CPUs with native bf16, under bf16 autocast (interleaved rounds, median),
+and the CPU seconds per clip of the same calls (a second set of interleaved rounds timed with process_time);
 peak memory: the peak RSS of a fresh process that builds one model and encodes the batch once, above that
 process's RSS after importing torch (`--memory-probe`, run once per side).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +95,21 @@ def peak_memory(encoder: str, side: str, batch: int, seconds: float, threads: in
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def cpu_times(runs: dict[str, Any], rounds: int) -> dict[str, list[float]]:
+    """CPU seconds of this process per call (time.process_time), in the interleaved rounds of
+    `encoder.time_side_by_side`: on a machine shared with other jobs, wall time mostly measures the share of
+    the cores this process got, CPU time the work it did."""
+    for run in runs.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.process_time()
+            run()
+            times[name].append(time.process_time() - start)
+    return times
+
+
 def measure_pair(pair: Pair, batch: int, seconds: float, rounds: int, threads: int,
                  memory: bool = True) -> dict[str, Any]:
     from encoder import _runner, time_side_by_side, waveforms
@@ -115,10 +132,15 @@ def measure_pair(pair: Pair, batch: int, seconds: float, rounds: int, threads: i
         runs[f"reference {label}"] = _runner(pair.reference_call(reference), wave, False, amp)
         runs[f"hade {label}"] = _runner(lambda x: ours(x).pooled, wave, False, amp)
     times = time_side_by_side(runs, rounds, torch.device("cpu"))
+    cpu = cpu_times(runs, rounds)
     median = {name: statistics.median(ts) for name, ts in times.items()}
+    cpu_median = {name: statistics.median(ts) for name, ts in cpu.items()}
     rows = [{"precision": label, "reference_clips_s": batch / median[f"reference {label}"],
              "hade_clips_s": batch / median[f"hade {label}"],
-             "ratio": median[f"reference {label}"] / median[f"hade {label}"]} for label, _ in precisions]
+             "ratio": median[f"reference {label}"] / median[f"hade {label}"],
+             "reference_cpu_s_per_clip": cpu_median[f"reference {label}"] / batch,
+             "hade_cpu_s_per_clip": cpu_median[f"hade {label}"] / batch,
+             "cpu_ratio": cpu_median[f"reference {label}"] / cpu_median[f"hade {label}"]} for label, _ in precisions]
     mem = ({side: peak_memory(pair.encoder, side, batch, seconds, threads) for side in ("reference", "hade")}
            if memory else {})
     return {"encoder": pair.preset, "reference": pair.reference_name, "threads": threads, "batch": batch, "seconds": seconds, "rounds": rounds,
@@ -133,8 +155,10 @@ def report_pair(result: dict[str, Any]) -> str:
              + f"; clip vector {d['pooled']:.2g}"
              + (f"; hade bf16 vs fp32 (clip vector) {d['pooled_bf16_vs_fp32']:.2g}" if "pooled_bf16_vs_fp32" in d
                 else ""),
-             f"{'precision':<14} {'reference clips/s':>20} {'hade clips/s':>13} {'ratio':>7}"]
-    lines += [f"{r['precision']:<14} {r['reference_clips_s']:>20.2f} {r['hade_clips_s']:>13.2f} {r['ratio']:>6.2f}×"
+             f"{'precision':<10} {'reference clips/s':>18} {'hade clips/s':>13} {'ratio':>7}   "
+             f"{'reference CPU s/clip':>21} {'hade CPU s/clip':>16} {'ratio':>7}"]
+    lines += [f"{r['precision']:<10} {r['reference_clips_s']:>18.3f} {r['hade_clips_s']:>13.3f} {r['ratio']:>6.2f}×   "
+              f"{r['reference_cpu_s_per_clip']:>21.2f} {r['hade_cpu_s_per_clip']:>16.2f} {r['cpu_ratio']:>6.2f}×"
               for r in result["rows"]]
     if result["peak_rss_mib"]:
         m = result["peak_rss_mib"]

@@ -227,9 +227,10 @@ class BEATsEncoder(nn.Module):
         self.grad_checkpointing = enabled
 
     def features(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Normalised Kaldi fbank [B, frames, mel_bins] (computed in float32)."""
+        """Normalised Kaldi fbank [B, frames, mel_bins] (in float32, or float64 for a float64 waveform)."""
+        x = waveform if waveform.dtype == torch.float64 else waveform.float()
         with torch.autocast(device_type=waveform.device.type, enabled=False):
-            bank = fbank(waveform.float() * 2**15, self.config.sample_rate, self.config.mel_bins)
+            bank = fbank(x * 2**15, self.config.sample_rate, self.config.mel_bins)
         return (bank - FBANK_MEAN) / (2 * FBANK_STD)
 
     def _check_length(self, num_samples: int) -> None:
