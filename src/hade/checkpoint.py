@@ -21,9 +21,10 @@ from safetensors.torch import save_model as st_save_model
 
 from hade.config import ModelConfig, from_dict, to_dict
 from hade.errors import InputError
-from hade.models.convert import (LAION_FRONT_END, ConversionReport, apply_state_dict, map_state_dict,
-                                 read_checkpoint)
+from hade.models.convert import LAION_FRONT_END, ConversionReport, apply_state_dict, read_checkpoint
+from hade.models.convert_audio import map_encoder_state_dict
 from hade.models.convert_hf import convert_hf_clap, is_hf_clap_folder
+from hade.models.encoders.audio import architecture_name
 from hade.models.encoders.text_bert import load_tokenizer
 from hade.models.factory import create_model
 from hade.models.retrieval import RetrievalModel
@@ -197,13 +198,15 @@ def convert_checkpoint(src: str | Path, out_ckpt_dir: str | Path, model_config: 
     and save a hade checkpoint directory (`hade convert`). A LAION-CLAP source without front-end overrides
     gets :data:`hade.models.convert.LAION_FRONT_END` (48 kHz / hop 480) so the encoder sees the features it
     was trained on."""
+    from hade.models.factory import audio_config
+
     state = read_checkpoint(src)
-    mapped, report = map_state_dict(state, kind)
+    mapped, report = map_encoder_state_dict(state, kind, architecture_name(audio_config(model_config)))
     report.source = str(src)
     if report.kind == "laion-clap" and not set(LAION_FRONT_END) & set(model_config.audio_overrides):
         model_config = dataclasses.replace(model_config,
                                            audio_overrides={**model_config.audio_overrides, **LAION_FRONT_END})
     model = create_model(model_config)
-    apply_state_dict(model.audio_encoder, mapped, report, allow_partial)
+    apply_state_dict(model.audio_encoder, mapped, report, allow_partial, what=f"the {report.kind} audio encoder")
     save_model(model, out_ckpt_dir, extra={"converted_from": str(src), "conversion": report.to_dict()})
     return report

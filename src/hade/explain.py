@@ -1,6 +1,6 @@
 """Explanations of one audio–text score: THA attention maps, CA weights, factor similarities.
 
-For every THA level (HTSAT stage s ↔ BERT block b) the token-level attention of the head
+For every THA level (audio encoder level s, e.g. HTSAT stage s or a PaSST block, ↔ BERT block b) the token-level attention of the head
 (`THAHead.attention`) is mapped back to seconds:
 
 * α [M, N] (text-enhanced: for each audio token, a softmax over the words) becomes `text_to_audio`
@@ -46,7 +46,7 @@ class LevelExplanation:
     """One THA level. N = words shown, M = audio tokens of the stage, T = time bins."""
 
     level: int  # 1-based level number (file tha_level{level}.png)
-    audio_stage: int  # HTSAT stage (1-based)
+    audio_stage: int  # the audio encoder's level (1-based; HTSAT: its stage)
     text_block: int  # text encoder block (1-based)
     text_to_audio: np.ndarray  # [N, T] α binned: each column sums to 1 over words
     audio_to_text: np.ndarray  # [N, T] β binned: Σ_t bin_tokens[t] * row = 1 for each word

@@ -2,8 +2,8 @@
 hade.checkpoint's writing).
 
 Two modes:
-* audio encoder only (default): the HTSAT of an HTS-AT / LAION-CLAP / WavCaps checkpoint goes into a new
-  model whose text encoder (``--text-encoder``) and head (``--head``) start fresh;
+* audio encoder only (default): the HTSAT of an HTS-AT / LAION-CLAP / WavCaps checkpoint, or a PaSST
+  AudioSet checkpoint (``--audio-encoder passt-s``), goes into a new model whose text encoder (``--text-encoder``) and head (``--head``) start fresh;
 * complete model (``--tokenizer DIR``): a LAION-CLAP (non-fusion) or WavCaps HTSAT-BERT checkpoint becomes a
   ``dp`` model that scores as the original (text tower, projections and learned scale included); DIR holds
   the original's tokenizer files (roberta-base / bert-base-uncased), never downloaded;
@@ -19,6 +19,7 @@ from typing import Any
 
 from hade.errors import InputError
 from hade.models.convert import KINDS, format_report
+from hade.models.convert_audio import AUDIO_KINDS
 from hade.models.convert_full import FULL_KINDS
 
 
@@ -26,7 +27,8 @@ def add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
     """``hade convert SRC --out DIR [--tokenizer TOK [--text-overrides JSON]] [--audio-encoder htsat-tiny]
     [--text-encoder minilm] [--head dp] [--kind K] [--allow-partial]``."""
     p = subparsers.add_parser("convert",
-                              help="convert an HTS-AT / LAION-CLAP / WavCaps checkpoint to a hade checkpoint")
+                              help="convert an HTS-AT / LAION-CLAP / WavCaps / PaSST / BEATs checkpoint or a Hugging "
+                                   "Face ClapModel folder to a hade checkpoint")
     p.add_argument("src", type=Path, help="foreign checkpoint (.ckpt/.pt/.pth via weights_only, or .safetensors), "
                                           "or a Hugging Face ClapModel folder (config.json + model.safetensors)")
     p.add_argument("--out", type=Path, required=True, help="hade checkpoint directory to write")
@@ -38,11 +40,13 @@ def add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="with --tokenizer: JSON object of text config fields no tensor shape tells "
                         "(e.g. '{\"num_attention_heads\": 12}'); default: the tokenizer folder's config.json, "
                         "else roberta-base / bert-base-uncased values")
-    p.add_argument("--audio-encoder", default="htsat-tiny", help="HTSAT preset matching the checkpoint")
-    p.add_argument("--audio-overrides", default=None, help="JSON object of HTSATConfig fields (e.g. front end)")
+    p.add_argument("--audio-encoder", default="htsat-tiny",
+                   help="audio encoder preset matching the checkpoint (htsat-tiny; passt-s for PaSST)")
+    p.add_argument("--audio-overrides", default=None,
+                   help="JSON object of the preset's config fields (e.g. HTSATConfig front end)")
     p.add_argument("--text-encoder", default="minilm", help="hade text encoder (the foreign text tower is not loaded)")
     p.add_argument("--head", default="dp", help="retrieval head (freshly initialised)")
-    p.add_argument("--kind", choices=KINDS, default=None, help="key convention (default: detected from the keys)")
+    p.add_argument("--kind", choices=KINDS + AUDIO_KINDS, default=None, help="key convention (default: detected from the keys)")
     p.add_argument("--allow-partial", action="store_true", help="load even if encoder tensors are missing")
     p.add_argument("--force", action="store_true",
                    help="write --out even when it is a non-empty folder that is not a hade checkpoint (its contents "

@@ -15,7 +15,7 @@ class AudioTagger(nn.Module):
     def __init__(self, audio_encoder: nn.Module, num_labels: int) -> None:
         super().__init__()
         self.audio_encoder = audio_encoder
-        self.classifier = nn.Linear(audio_encoder.stage_dims[-1], num_labels)
+        self.classifier = nn.Linear(audio_encoder.levels.dims[-1], num_labels)  # the pooled vector's width
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.audio_encoder(waveform).pooled)

@@ -18,9 +18,11 @@ PATH is either
   (it must be built as this run's: same preset and front end) and everything else starts as it would
   without `init_from` (the text encoder from its own pretrained weights, the head fresh); the tagging
   classifier is reported unused;
-* a foreign HTSAT checkpoint file (HTS-AT ``sed_model.*``, LAION-CLAP ``audio_branch.*``, WavCaps, or a
-  plain HTSAT state dict): only the audio encoder is loaded, through the explicit key map of
-  :mod:`hade.models.convert`, which refuses partial loads. A LAION-CLAP encoder needs LAION's 48 kHz front
+* a foreign audio checkpoint file (HTS-AT ``sed_model.*``, LAION-CLAP ``audio_branch.*``, WavCaps, a
+  plain HTSAT state dict, or PaSST's AudioSet checkpoints as hear21passt loads them): only the audio
+  encoder is loaded, through the explicit key maps of :mod:`hade.models.convert` and
+  :mod:`hade.models.convert_audio`, which refuse partial loads and a checkpoint of another architecture
+  than the run's preset. A LAION-CLAP encoder needs LAION's 48 kHz front
   end in ``model.audio_overrides`` (the run is refused otherwise: its features would not match).
 Files are read without unpickling code (safetensors, or ``torch.load(weights_only=True)``). Resumed runs
 ignore `init_from`: their own checkpoint is newer.
@@ -37,20 +39,20 @@ import torch
 from hade.checkpoint import TOKENIZER_DIR, WEIGHTS_FILE, read_model_config, read_weights
 from hade.config import ModelConfig
 from hade.errors import InputError
-from hade.models.convert import LAION_FRONT_END, apply_state_dict, map_state_dict, read_checkpoint
+from hade.models.convert import LAION_FRONT_END, apply_state_dict, read_checkpoint
+from hade.models.convert_audio import map_encoder_state_dict
 from hade.models.convert_hf import KIND, hf_conversion, hf_folder_config, is_hf_clap_folder
-from hade.models.encoders.htsat import htsat_config
+from hade.models.encoders.audio import architecture_name, audio_encoder_config
 from hade.models.retrieval import RetrievalModel
 
-# HTSATConfig fields that only shape training (regularisation), not what the weights mean
-_TRAINING_ONLY = {"drop_rate", "attn_drop_rate", "drop_path_rate", "spec_augment", "time_drop_width",
-                  "freq_drop_width", "drop_stripes"}
 ENCODERS = ("audio_encoder.", "text_encoder.")
 
 
 def _audio_geometry(audio_encoder: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    cfg = htsat_config(audio_encoder, **overrides).to_dict()
-    return {k: v for k, v in cfg.items() if k not in _TRAINING_ONLY}
+    """The config fields of the audio encoder that decide what its weights mean (any architecture; the
+    preset's architecture is one of them, so a PaSST checkpoint never starts an HTSAT run)."""
+    cfg = audio_encoder_config(audio_encoder, overrides)
+    return {"architecture": type(cfg).__name__, **cfg.geometry()}
 
 
 def _check_audio_geometry(model: RetrievalModel, theirs: ModelConfig, path: Path) -> None:
@@ -212,7 +214,11 @@ def _checkpoint_vocab(path: Path) -> dict[str, int] | None:
 
 
 def _from_foreign_file(model: RetrievalModel, path: Path) -> dict[str, Any]:
-    mapped, report = map_state_dict(read_checkpoint(path))
+    architecture = architecture_name(audio_encoder_config(model.config.audio_encoder, model.config.audio_overrides))
+    try:
+        mapped, report = map_encoder_state_dict(read_checkpoint(path), architecture=architecture)
+    except InputError as exc:
+        raise InputError(f"init_from {path}: {exc}") from None
     report.source = str(path)
     if report.kind == "laion-clap":
         geometry = _audio_geometry(model.config.audio_encoder, model.config.audio_overrides)
@@ -220,7 +226,7 @@ def _from_foreign_file(model: RetrievalModel, path: Path) -> dict[str, Any]:
         if wrong:
             raise InputError(f"init_from {path}: a LAION-CLAP encoder was trained with LAION's front end; set "
                              f"model.audio_overrides to {LAION_FRONT_END} (this run differs in {wrong})")
-    apply_state_dict(model.audio_encoder, mapped, report)
+    apply_state_dict(model.audio_encoder, mapped, report, what=f"the {report.kind} audio encoder")
     return {"source": str(path), "kind": report.kind, "loaded": len(report.matched),
             "fresh": [n for n in model.state_dict() if not n.startswith("audio_encoder.")],
             "unused": sorted(report.skipped) + sorted(report.unexpected)}

@@ -29,7 +29,8 @@ from hade.data.dataset import ClipAudioStore
 from hade.data.readers import read_split
 from hade.data.tags import ClipTags, read_clip_tags
 from hade.errors import InputError
-from hade.models.factory import build_audio_encoder
+from hade.models.encoders.audio import build_audio_encoder
+from hade.models.factory import audio_config
 from hade.models.tagger import AudioTagger
 from hade.train.schedule import warmup_cosine
 from hade.utils.atomic import atomic_path, write_json_atomic
@@ -158,7 +159,8 @@ def pretrain(data_dir: str | Path, out: str | Path, cfg: PretrainConfig, progres
     cfg.check()
     root, out = Path(data_dir), Path(out)
     torch.manual_seed(cfg.seed)
-    encoder = build_audio_encoder(ModelConfig(audio_encoder=cfg.audio_encoder, audio_overrides=cfg.audio_overrides))
+    encoder = build_audio_encoder(audio_config(ModelConfig(audio_encoder=cfg.audio_encoder,
+                                                           audio_overrides=cfg.audio_overrides)))
     rate = encoder.config.sample_rate
     samples = seconds_to_samples(cfg.clip_seconds, rate)
     if samples > encoder.max_samples:

@@ -177,8 +177,8 @@ def test_a_new_head_is_one_class_and_one_registry_line(tiny_model_config, monkey
         def score(self, text, audio):
             return text["embed"] @ audio["embed"].T
 
-    monkeypatch.setitem(HEADS, "mean", lambda audio_dims, text_dim, text_layers, embed_dim, options:
-                        MeanHead(audio_dims, text_dim, embed_dim))
+    monkeypatch.setitem(HEADS, "mean", lambda audio_levels, text_dim, text_layers, embed_dim, options:
+                        MeanHead(list(audio_levels.dims), text_dim, embed_dim))
     model = make_model(tiny_model_config, "mean").eval()
     with torch.no_grad():
         text = model.encode_text(CAPTIONS)

@@ -23,8 +23,13 @@ from torch import nn
 from hade.errors import InputError
 from hade.models.encoders.mel import LogMel
 from hade.models.encoders.swin import BasicLayer
-from hade.models.encoders.types import AudioFeatures
+from hade.models.encoders.types import AudioFeatures, AudioLevels
 from hade.models.presets import PresetMapping
+
+
+# HTSATConfig fields that only shape training (regularisation), not what the weights mean
+HTSAT_TRAINING_ONLY = frozenset({"drop_rate", "attn_drop_rate", "drop_path_rate", "spec_augment", "time_drop_width",
+                                 "freq_drop_width", "drop_stripes"})
 
 
 @dataclass
@@ -134,6 +139,10 @@ class HTSATConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def geometry(self) -> dict:
+        """The fields that decide what the weights mean (all but the regularisation ones)."""
+        return {k: v for k, v in self.to_dict().items() if k not in HTSAT_TRAINING_ONLY}
+
     @classmethod
     def from_dict(cls, data: dict) -> "HTSATConfig":
         known = {f.name for f in dataclasses.fields(cls)}
@@ -228,6 +237,15 @@ class HTSATEncoder(nn.Module):
     @property
     def stage_dims(self) -> list[int]:
         return self.config.stage_dims
+
+    @staticmethod
+    def levels_for(config: HTSATConfig) -> AudioLevels:
+        """The token levels heads may use: every Swin stage (THA aligns stages 2/3/4)."""
+        return AudioLevels.swin_stages(config.stage_dims)
+
+    @property
+    def levels(self) -> AudioLevels:
+        return self.levels_for(self.config)
 
     @property
     def max_samples(self) -> int:
