@@ -206,6 +206,8 @@ def _update(store: Store, req: _Request, repaired: list[str]) -> dict[str, Any]:
     stats["skipped"] = [s for s in skipped if s["path"].endswith("/") or in_shard(s["path"], req.shard)]
     stats["repaired"] = repaired
     stats["ann"] = finalize(store, threshold, progress=req.progress, memory_budget=budget)
+    if builder.codec_note is not None and (store.meta().get("token_codec") or {}).get("current") is None:
+        stats["notes"].append(builder.codec_note)  # not when finalize fitted it on the float windows of all runs
     stats["files"], stats["windows"] = store.count_files("ok"), store.count_windows()
     return stats
 

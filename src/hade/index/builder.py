@@ -79,6 +79,7 @@ class Builder:
         self._model = None
         self.meta = store.meta()
         self.compression = TokenCompression(store, self.meta)
+        self.codec_note: str | None = None  # why this run stored float tokens (`finalize` may still fit the codec)
         self.jobs: deque[Job] = deque()
         self.buffer: list[tuple[Job, int]] = []
         self.stats: dict[str, Any] = {k: 0 for k in (
@@ -177,8 +178,7 @@ class Builder:
             return None, 0, None
         arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         if self.compression.waiting(self.meta.get("repr_spec"), self.meta.get("pooled_key")):
-            if (note := self.compression.fit(arrays, progress=self.progress)) is not None:
-                self.stats["notes"].append(note)
+            self.codec_note = self.compression.fit(arrays, progress=self.progress)
         arrays, codec_id = self.compression.encode(arrays)
         return self.store.write_chunk(arrays), len(parts), codec_id
 

@@ -114,8 +114,8 @@ class TokenCompression:
             need = self.tokens_needed(x.shape[-1])
             if have < need:
                 per_window = x.shape[1] if x.ndim == 3 else 1
-                return (f"{key} has {have} tokens, fewer than the {need} it needs to train well: about "
-                        f"{-(-need // per_window)} windows")
+                return (f"it needs {need} tokens of {key} to train well, about {-(-need // per_window)} windows; "
+                        f"the index has fewer")
         return None
 
     def encode(self, arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str | None]:
