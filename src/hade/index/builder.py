@@ -167,7 +167,8 @@ class Builder:
         """Whether the first `ready` jobs wait for more windows to fit the token codec on."""
         if not self.compression.waiting(self.meta.get("repr_spec"), self.meta.get("pooled_key")):
             return False
-        return sum(len(self.jobs[i].parts) for i in range(ready)) < self.compression.fit_windows(self.meta["repr_spec"])
+        held = sum(len(self.jobs[i].parts) for i in range(ready))
+        return held < self.compression.fit_windows(self.meta["repr_spec"])
 
     def _write_chunk(self, ready: list[Job]) -> tuple[int | None, int, str | None]:
         """(chunk id, rows, codec set id) of the arrays of the encoded windows of `ready`, written as one
