@@ -102,10 +102,11 @@ def timed_build(name: str, folder: Path, out: Path, model: Path, **options) -> d
     with Index.open(out) as index:
         info = index.info()
     current = info["token_codec"].get("current")
-    factories = sorted({json.loads(p.read_text())["factory"] for p in (out / "codecs" / current).glob("*.json")
-                        if p.name != "codecs.json"}) if current else []
+    folder_ = out / "codecs" / str(current)
+    factories = [json.loads((folder_ / f"{key}.json").read_text())["factory"]
+                 for key in json.loads((folder_ / "codecs.json").read_text())["keys"]] if current else []
     row = {"run": name, "files": stats["files"], "windows": stats["windows"], "seconds": round(seconds, 1),
-           "bytes_per_window": info["bytes_per_window"], "codec": ",".join(factories) or "float16 tokens",
+           "bytes_per_window": info["bytes_per_window"], "codec": " | ".join(factories) or "float16 tokens",
            "faiss_warnings": sum("WARNING clustering" in line for line in err), "notes": stats["notes"]}
     print(f"{name:7s} {row['windows']:4d} windows  {row['seconds']:7.1f} s  {row['bytes_per_window']:9,d} B/window  "
           f"{row['faiss_warnings']:5d} faiss warnings  codec: {row['codec']}", flush=True)
