@@ -1,8 +1,6 @@
 """Token-compressed indexes: codes in the chunks, scores near the float ones, upgrade, repair, merge."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 from hade.errors import IndexDamaged, InputError
@@ -15,21 +13,6 @@ CODEC = "PQ16"  # 64-dim tokens: 16 sub-vectors of 4 dims, 16 + 2 bytes a token 
 QUERIES = ("a dog barks", "rain on a roof", "a bell rings twice", "an engine idles")
 FIT_NOW = {"token_codec_min_tokens": 0}  # fit on this tiny folder's few tokens (deferral: test_small_index.py)
 SCORE_BOUND = 0.03  # |compressed - float| score of a (query, window) pair, THA+DCR tiny model (max seen 0.013)
-
-
-@pytest.fixture(scope="session")
-def tha_ckpt(tiny_model_config, tmp_path_factory, single_thread):
-    """A tiny tha+dcr checkpoint whose level-0 audio tokens are [64, 64] (4 096 values: a token array)."""
-    import hade
-    import torch
-    from hade.checkpoint import save_model
-
-    torch.manual_seed(0)
-    cfg = dataclasses.replace(tiny_model_config, head="tha+dcr", text_config=None, embed_dim=64)
-    path = tmp_path_factory.mktemp("ckpt") / "tha64"
-    with single_thread():
-        save_model(hade.create_model(cfg), path)
-    return path
 
 
 @pytest.fixture(scope="session")
