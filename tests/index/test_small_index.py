@@ -87,6 +87,7 @@ def test_the_default_threshold_is_what_the_factory_needs(tha_ckpt, synth_dir, tm
     """Without token_codec_min_tokens, 24 windows of 64 tokens are far below PQ16's 39 x 256 tokens."""
     assert tokens_to_fit(CODEC, 64) == tokens_to_fit(DEFAULT_FACTORY, 256) == 39 * 256
     assert tokens_to_fit("PQ16x4", 64) == 39 * 16 and tokens_to_fit("IVF1024,PQ32", 256) == 39 * 1024
+    assert tokens_to_fit("PQ48", 64) == 0  # 48 does not divide 64: the fit is tried and says why it fails
     stats = build_index(synth_dir, tmp_path / "idx", tha_ckpt, progress=False, token_codec=CODEC)
     assert any("it needs 9984 tokens of tha_audio_0 to train well, about 156 windows" in n for n in stats["notes"])
     assert _coded_files(tmp_path / "idx") == ["tha_audio_0.npy"]

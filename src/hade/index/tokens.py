@@ -101,7 +101,6 @@ DEFAULT_FACTORY = "OPQ32,IVF256,PQ32"
 NORM_BYTES = 2  # float16 norm after the direction's code
 FIT_TOKENS = 200_000  # tokens per key the codec is fitted on at most (k-means and PQ training sample)
 MIN_POINTS_PER_LIST = 39  # faiss's own lower bound for k-means; fewer lists when the sample is small
-PQ_CENTROIDS = 256  # an 8-bit PQ codebook's centroids (the faiss default for ``PQ<m>``)
 TOKEN_KEY_MIN_VALUES = 4096  # a stored key [M, d] with M·d at least this is a token array (not a pooled vector)
 CODECS_JSON = "codecs.json"
 
@@ -152,7 +151,10 @@ def tokens_to_fit(factory: str, dim: int) -> int:
     and IVF256's 256 lists give 9 984. Fewer still fit (`_fit_factory` shrinks the lists, PQ needs 256),
     but a codec fitted on a small folder's few tokens is both poor and slow to fit (OPQ's 50 rounds of
     PQ training cost about as much on 1 000 tokens as on 10 000)."""
-    built = faiss.index_factory(dim, _fit_factory(factory, 10**6, dim))  # owns `index`: keep it referenced
+    try:
+        built = faiss.index_factory(dim, _fit_factory(factory, 10**6, dim))  # owns `index`: keep it referenced
+    except RuntimeError:
+        return 0  # not buildable at this width: fitting is tried, and says why it fails (`TokenCodec.fit`)
     index = faiss.downcast_index(built.index) if isinstance(built, faiss.IndexPreTransform) else built
     ivf = faiss.try_extract_index_ivf(index)
     pq = getattr(ivf if ivf is not None else index, "pq", None)
