@@ -77,9 +77,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=STORAGE_DTYPES, default=None, dest="deprecated_precision",
                    help=argparse.SUPPRESS)  # the name before --storage-dtype; still accepted
     p.add_argument("--token-codec", default=None, metavar="FACTORY",
-                   help="how token features (THA's audio tokens) are stored: a faiss codec factory (default for a "
-                        "new index OPQ32,IVF256,PQ32: 35 bytes a token instead of 512) or 'none' (float); fixed at "
-                        "creation, except that an index with float tokens is compressed when given one")
+                   help="how token features (THA's audio tokens) are stored: a faiss codec factory or 'none' "
+                        "(float). The default for a new index, OPQ32,IVF256,PQ32, keeps 8 dims a sub-quantiser at "
+                        "every token width: 35 bytes a token at 256 dims (512 in float16), 67 bytes a token at 512 "
+                        "dims (1024), 99 bytes a token at 768 dims (1536). It is fitted once the index has enough "
+                        "tokens to train it (9984 a token level; float16 until then). Fixed at creation, except "
+                        "that an index with float tokens is compressed when given one")
     p.add_argument("--ann-memory-budget", type=parse_bytes, default=None, metavar="BYTES",
                    help="memory the ANN may take, e.g. 2G: above --ann-threshold windows the IVF's 8-bit codes "
                         "give way to product-quantised ones (IVF-PQ) sized to fit (default: the index's, else none)")

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from hade.data.audio import stream_audio
 from hade.errors import AudioError, InputError
-from hade.index.compression import FIT_WINDOWS, TokenCompression
+from hade.index.compression import TokenCompression
 from hade.index.store import FileRecord, Store, WindowRecord, sha256_file
 from hade.index.windows import StreamWindows, to_numpy, window_batch
 
@@ -80,6 +80,7 @@ class Builder:
         self._model = None
         self.meta = store.meta()
         self.compression = TokenCompression(store, self.meta)
+        self.codec_note: str | None = None  # why this run stored float tokens (`finalize` may still fit the codec)
         self.jobs: deque[Job] = deque()
         self.buffer: list[tuple[Job, int]] = []
         self.stats: dict[str, Any] = {k: 0 for k in (
@@ -141,7 +142,8 @@ class Builder:
     def _flush(self, final: bool = False) -> None:
         """Commit the completed jobs at the front of the queue (in path order) in one transaction, after
         writing the arrays of their encoded windows as one chunk. A new index whose token codec is still
-        to be fitted holds them back until they have FIT_WINDOWS windows (or the folder ends)."""
+        to be fitted holds them back until they have the windows it is fitted on (`TokenCompression.fit_windows`)
+        or the folder ends."""
         n = 0
         while n < len(self.jobs) and self.jobs[n].complete:
             n += 1
@@ -164,7 +166,8 @@ class Builder:
         """Whether the first `ready` jobs wait for more windows to fit the token codec on."""
         if not self.compression.waiting(self.meta.get("repr_spec"), self.meta.get("pooled_key")):
             return False
-        return sum(len(self.jobs[i].parts) for i in range(ready)) < FIT_WINDOWS
+        held = sum(len(self.jobs[i].parts) for i in range(ready))
+        return held < self.compression.fit_windows(self.meta["repr_spec"])
 
     def _write_chunk(self, ready: list[Job]) -> tuple[int | None, int, str | None]:
         """(chunk id, rows, codec set id) of the arrays of the encoded windows of `ready`, written as one
@@ -175,8 +178,7 @@ class Builder:
             return None, 0, None
         arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         if self.compression.waiting(self.meta.get("repr_spec"), self.meta.get("pooled_key")):
-            if (note := self.compression.fit(arrays)) is not None:
-                self.stats["notes"].append(note)
+            self.codec_note = self.compression.fit(arrays, progress=self.progress)
         arrays, codec_id = self.compression.encode(arrays)
         return self.store.write_chunk(arrays), len(parts), codec_id
 
