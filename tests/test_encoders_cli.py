@@ -57,8 +57,8 @@ def test_train_eval_index_search_classify(encoder, head, data, tmp_path, capsys)
     wave = (0.3 * np.sin(2 * np.pi * 440.0 * np.arange(40000) / 16000)).astype("float32")  # 2.5 s: windows
     sf.write(tmp_path / "tone.wav", wave, 16000)
     assert main(["classify", "--ckpt", str(ckpt), "--labels", "dog,rain,siren", "--top-k", "2",
-                 "--json", str(tmp_path / "c.json"), str(tmp_path / "tone.wav")]) == 0
-    (clip,) = json.loads((tmp_path / "c.json").read_text())
+                 "--out", str(tmp_path / "c.json"), str(tmp_path / "tone.wav")]) == 0
+    (clip,) = json.loads((tmp_path / "c.json").read_text())["results"]
     assert clip["path"].endswith("tone.wav") and len(clip["top"]) == 2
     assert {p["label"] for p in clip["top"]} <= {"dog", "rain", "siren"}
     assert len(clip["windows"]) >= 2  # 2.5 s in windows of the 1 s the model was trained on
