@@ -115,6 +115,7 @@ class TrainConfig:
     validate_every_steps: int | None = None  # validate (and select the best checkpoint) every N steps (None: each epoch)
     validate_clips: int | None = None  # validate on this many clips, evenly spaced by sorted id (None: all)
     temperature: float = 0.07  # NT-Xent temperature τ of the contrastive loss (heads such as HCI keep their own)
+    same_clip: str = "positive"  # pairs of one clip in a batch: "positive" (DCASE 2025 baseline) or "exclude" (hade.losses)
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     caption_augment: float = 0.0  # probability of a rule-based paraphrase per training caption (0: off)
     aux_captions: str | None = None  # HCI+AC: "synthcaps" (simulated captioner) or a JSON/CSV captions file
