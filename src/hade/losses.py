@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-SAME_CLIP_MODES = ("positive", "exclude")
+from hade.config import SAME_CLIP_MODES
 
 
 @dataclass(frozen=True)
