@@ -315,6 +315,10 @@ def test_train_flags_override_their_config_fields(tmp_path):
          "--audio-encoder", "htsat-test", "--text-encoder", "minilm", "--workers", "0"]))
     assert (cfg.validate_every_steps, cfg.validate_clips, cfg.precision, cfg.num_workers) == (5, 7, "bf16", 0)
     assert (cfg.model.head, cfg.model.audio_encoder, cfg.model.text_encoder) == ("tha", "htsat-test", "minilm")
+    assert (cfg.same_clip, cfg.model.caption_normalize) == ("positive", "none")
+    cfg = train_config_from_args(build_parser().parse_args([*base, "--same-clip", "exclude", "--caption-normalize",
+                                                            "dcase"]))
+    assert (cfg.same_clip, cfg.model.caption_normalize) == ("exclude", "dcase")
 
 
 def test_index_storage_dtype_flag_and_its_deprecated_old_name(tmp_path, capsys, monkeypatch):
