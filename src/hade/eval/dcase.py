@@ -1,4 +1,5 @@
-"""DCASE language-based audio retrieval submission files (2022 task 6b, 2023 task 6b, 2024 task 8).
+"""DCASE language-based audio retrieval submission files (2022 task 6b, 2023 task 6b, 2024 task 8); the 2025
+task 6 file (a score matrix, scored with several relevant files per query) is in hade.eval.dcase2025.
 
 Format: a CSV with header ``caption,fname_1,...,fname_10`` and one row per caption of the evaluation
 split: the caption text and the file names of the 10 best clips, best first (``csv`` module quoting, so

@@ -4,12 +4,14 @@ The annotations file
 --------------------
 A CSV with a header and the columns ``query`` (a caption text) and ``audio_filenames`` (the files relevant to
 it, written as a Python list literal, e.g. ``"['a.wav', 'b.wav']"``), one row per query, as the task's
-``metadata_eval.csv`` for the Clotho development-testing ("evaluation") split: 1,037 queries with 2.8 relevant
-files each on average (CPJKU/dcase2025_task6_baseline, ``resources/metadata_eval.csv``, read there with pandas
-and ``ast.literal_eval``). Other columns are ignored. A query is matched to the first caption of the split
-with exactly its text (as the baseline's ``captions.index(query)``; captions with one text have one text
-embedding, so which occurrence is taken changes no rank, only the clip the query is resampled with); each
-file name to the split's clip with that audio file name. An unknown query or file, an empty or malformed
+``metadata_eval.csv`` for the Clotho development-testing ("evaluation") split (CPJKU/dcase2025_task6_baseline,
+``resources/metadata_eval.csv``, read there with pandas and ``ast.literal_eval``; `read_relevance` reads its
+1,037 queries with 3,116 relevant files, 3.0 per query and at most 12; the results page says 2.8 per caption).
+Other columns are ignored. A query (leading and trailing white space removed, as hade's readers remove it from
+captions) is matched to the first caption of the split with exactly its text (as the baseline's
+``captions.index(query)``; captions with one text have one text embedding, so which occurrence is taken changes
+no rank, only the clip the query is resampled with); each file name to the split's clip with that audio file
+name. An unknown query or file, an empty or malformed
 list, or a file listed twice for one query is an InputError naming the file and line: a metric over a
 silently changed set of queries would not be the task's metric.
 
@@ -116,7 +118,7 @@ def read_relevance(path: str | Path) -> Relevance:
             continue
         if len(row) <= max(qi, fi):
             raise InputError(f"{path}, line {line}: {len(row)} cell(s), expected the columns {list(COLUMNS)}")
-        out.queries.append(row[qi])
+        out.queries.append(row[qi].strip())  # hade's readers strip captions too
         out.files.append(_file_list(row[fi], path, line))
         out.lines.append(line)
     if not out.queries:
