@@ -202,3 +202,22 @@ def test_like_finds_a_copy_and_leaves_out_its_own_file(like_index):
             ix.search(Like((10**9,)), k=1)
         with pytest.raises(Exception, match="at least one"):
             Like(())
+
+
+def test_a_dcase_normalised_checkpoint_normalises_search_queries(tiny_model_config, synth_dir, tmp_path):
+    """ModelConfig.caption_normalize travels with the checkpoint into the index: a query with capitals and
+    punctuation finds what its normalised text finds, with the same scores."""
+    import dataclasses
+
+    import hade
+    from hade.checkpoint import save_model
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_model_config, text_config=None, caption_normalize="dcase")
+    save_model(hade.create_model(cfg), tmp_path / "ckpt")
+    build_index(synth_dir, tmp_path / "n.idx", tmp_path / "ckpt", batch_size=8, progress=False)
+    with Index.open(tmp_path / "n.idx") as ix:
+        assert ix.model.config.caption_normalize == "dcase"
+        raw, clean = ix.search("A Dog, barks -- while RAIN falls!", k=5), ix.search("a dog barks  while rain falls", k=5)
+    assert [h.id for h in raw] == [h.id for h in clean]
+    assert [h.score for h in raw] == [h.score for h in clean]
