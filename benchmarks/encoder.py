@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """hade's HTSAT audio encoder against LAION-CLAP's reference HTSAT at the same configuration and inputs.
 
-    .venv/bin/python benchmarks/encoder.py [--batch 4] [--seconds 10] [--rounds 5] [--threads 2]
+    .venv/bin/python benchmarks/encoder.py [--encoder htsat|passt|beats] [--batch 4] [--seconds 10] [--rounds 5] [--threads 2]
                                            [--device cpu|cuda|auto] [--backward] [--compile] [--json]
                                            [--text [--text-batch 32] [--text-layers 12]]
 
@@ -24,6 +24,8 @@ LAION-CLAP key map, as `hade convert` does. One process, the same thread count, 
     77 tokens), hade as it encodes text (padded to the batch's longest caption); max |difference| of the
     embeddings, captions/s and the ratio. Both run transformers' RobertaModel, so the ratio is the padding.
 Exits 1 when the outputs differ by more than --tol (1e-4).
+`--encoder passt` / `--encoder beats`: hade's PaSST-S against hear21passt, or hade's BEATs iter3 against ESPnet's
+BEATs encoder, instead (benchmarks/_vit_rows.py; their figures are in docs/encoders.md).
 
 Measured (this 2-core Xeon with AMX, torch 2.13 CPU, 10 s clips, batch 2-4; the machine was shared
 with two training jobs, so clips/s vary and only the ratios, measured side by side, mean something):
@@ -70,11 +72,11 @@ SAMPLE_RATE = 48000
 warnings.filterwarnings("ignore", message="torch.meshgrid")
 
 
-def waveforms(batch: int, seconds: float, seed: int = 1) -> torch.Tensor:
-    """[batch, seconds·48 kHz]: a chirp plus a tone plus noise (non-trivial spectra), seeded."""
+def waveforms(batch: int, seconds: float, seed: int = 1, rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """[batch, seconds·rate] (48 kHz by default): a chirp plus a tone plus noise (non-trivial spectra), seeded."""
     g = torch.Generator().manual_seed(seed)
-    n = int(seconds * SAMPLE_RATE)
-    t = torch.arange(n) / SAMPLE_RATE
+    n = int(seconds * rate)
+    t = torch.arange(n) / rate
     out = []
     for i in range(batch):
         f0 = 220.0 * (1 + i)
@@ -245,6 +247,10 @@ def report(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--encoder", default="htsat", choices=["htsat", "passt", "beats"],
+                   help="htsat: hade vs LAION-CLAP's HTSAT; passt: hade's PaSST-S vs hear21passt; beats: hade's BEATs "
+                        "iter3 vs ESPnet's (benchmarks/_vit_rows.py)")
+    p.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)  # internal: one side's peak RSS
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--rounds", type=int, default=5)
@@ -258,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tol", type=float, default=1e-4)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    if args.encoder != "htsat" or args.memory_probe:
+        from _vit_rows import main_vit
+
+        return main_vit(args)
     if args.batch < 1 or args.rounds < 1 or args.seconds <= 0:
         p.error("--batch and --rounds must be >= 1 and --seconds > 0")
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -52,7 +52,7 @@ from typing import Callable
 
 import torch
 
-from hade.models.encoders.types import AudioFeatures, TextFeatures
+from hade.models.encoders.types import AudioFeatures, AudioLevels, TextFeatures
 from hade.models.heads import build_head
 from hade.models.heads.reprs import Reprs, slice_reprs
 
@@ -147,7 +147,7 @@ def run_config(shapes: Shapes, n_text: int, n_audio: int, repeats: int, loop_pai
           f"tokens {shapes.tokens[1:]}, text length {text_f.mask.shape[1]} (14-26 words), d={shapes.embed_dim}")
     rows = []
     for name in ("tha", "tha+dcr"):
-        head = build_head(name, shapes.audio_dims, shapes.text_dim, shapes.text_layers, shapes.embed_dim).eval()
+        head = build_head(name, AudioLevels.swin_stages(shapes.audio_dims), shapes.text_dim, shapes.text_layers, shapes.embed_dim).eval()
         with torch.no_grad():
             text, audio = head.text_repr(text_f), head.audio_repr(audio_f)
             few = slice_reprs(audio, 0, min(n_audio, 4))  # warm-up on a few audios: same code, same shapes

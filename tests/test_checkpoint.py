@@ -153,3 +153,20 @@ def test_checkpoint_of_an_older_version_with_a_temperature_loads(tiny_model_conf
     assert "temperature" not in json.loads(config.read_text())  # the training loss owns it now
     config.write_text(json.dumps({**json.loads(config.read_text()), "temperature": 0.07}))
     assert load(tmp_path / "ckpt", compute="fp32").inference_dtype is None
+
+
+def test_the_tokenizer_error_names_every_layout_and_a_roberta_folder_passes(tmp_path):
+    """BERT folders hold vocab.txt, RoBERTa folders vocab.json and merges.txt, fast tokenizers tokenizer.json."""
+    from hade.models.encoders.text_bert import check_tokenizer_dir
+
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    for missing in (tok, tmp_path / "absent"):
+        with pytest.raises(InputError) as err:
+            check_tokenizer_dir(missing)
+        assert "tokenizer.json (any tokenizer), vocab.txt (BERT) or vocab.json + merges.txt (RoBERTa)" in str(err.value)
+    (tok / "vocab.json").write_text('{"a": 0}')
+    with pytest.raises(InputError, match="vocab.json \\+ merges.txt"):  # BPE vocabulary without its merges
+        check_tokenizer_dir(tok)
+    (tok / "merges.txt").write_text("#version: 0.2\n")
+    check_tokenizer_dir(tok)

@@ -96,18 +96,66 @@ def test_cli_json_and_csv(converted, tmp_path, capsys):
     files = [str(_tone(tmp_path / "a.wav", 0.8, 300.0)), str(_tone(tmp_path / "b.wav", 2.2, 1200.0))]
     (tmp_path / "labels.txt").write_text("# classes\n" + "\n".join(LABELS) + "\n")
     assert main(["classify", "--ckpt", str(ckpt), "--labels", str(tmp_path / "labels.txt"), "--top-k", "2",
-                 "--json", str(tmp_path / "out.json"), *files]) == 0
-    data = json.loads((tmp_path / "out.json").read_text())
+                 "--out", str(tmp_path / "out.json"), *files]) == 0
+    data = json.loads((tmp_path / "out.json").read_text())["results"]
     assert [d["path"] for d in data] == files and all(len(d["top"]) == 2 for d in data)
     assert not data[0]["windows"] and data[1]["windows"]
     assert set(data[0]["top"][0]) == {"label", "score", "probability"}
     assert "a.wav" in capsys.readouterr().out
+    # --json prints the same JSON to stdout, as other commands do
+    assert main(["classify", "--ckpt", str(ckpt), "--labels", str(tmp_path / "labels.txt"), "--top-k", "2",
+                 "--json", "--quiet", *files]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads((tmp_path / "out.json").read_text())
     assert main(["classify", "--ckpt", str(ckpt), "--labels", ",".join(LABELS), "--csv", str(tmp_path / "out.csv"),
                  "--top-k", "1", files[0]]) == 0
     rows = list(csv.DictReader((tmp_path / "out.csv").open()))
     assert len(rows) == 1 and rows[0]["label"] in LABELS and rows[0]["rank"] == "1"
     assert main(["classify", "--ckpt", str(ckpt), files[0]]) == 2  # --labels missing: a clear error, exit 2
     assert "--labels" in capsys.readouterr().err
+
+
+def test_classify_skips_undecodable_files_takes_folders_and_shows_progress(converted, tmp_path, capsys):
+    ckpt, _ = converted
+    sounds = tmp_path / "sounds"
+    (sounds / "deep" / "er").mkdir(parents=True)
+    good = [_tone(sounds / "a.wav", 0.8, 300.0), _tone(sounds / "deep" / "er" / "b.flac", 0.6, 900.0)]
+    (sounds / "deep" / "broken.wav").write_bytes(b"RIFF\x00\x00not audio at all")
+    (sounds / "notes.txt").write_text("not audio: not picked up from a folder")
+    (sounds / ".hidden.wav").write_bytes(b"")
+    code = main(["classify", "--ckpt", str(ckpt), "--labels", ",".join(LABELS), "--json", str(sounds)])
+    captured = capsys.readouterr()
+    assert code == 0
+    data = json.loads(captured.out)
+    assert [d["path"] for d in data["results"]] == sorted(str(p) for p in good)
+    assert [d["path"] for d in data["skipped"]] == [str(sounds / "deep" / "broken.wav")] and data["skipped"][0]["reason"]
+    assert f"hade classify: skipped {sounds / 'deep' / 'broken.wav'}:" in captured.err
+    assert "classify: 100%" in captured.err and "3/3" in captured.err  # tqdm's bar, on stderr
+    # a folder with nothing decodable: one clear line
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.wav").write_bytes(b"garbage")
+    assert main(["classify", "--ckpt", str(ckpt), "--labels", ",".join(LABELS), "--quiet", str(tmp_path / "bad")]) == 2
+    assert "none of the 1 audio files could be decoded" in capsys.readouterr().err
+    # a mistyped path is an error, never a silent skip; --json FILE (its former meaning) gets a hint
+    assert main(["classify", "--ckpt", str(ckpt), "--labels", "a,b", "--json", str(tmp_path / "out.json"),
+                 str(good[0])]) == 2
+    assert "out.json: no such audio file or folder (--json prints to stdout now" in capsys.readouterr().err
+
+
+def test_eval_skips_undecodable_files(converted, tmp_path):
+    ckpt, _ = converted
+    folders = _class_folders(tmp_path / "folders")
+    (folders / "siren" / "broken.wav").write_bytes(b"RIFF garbage")
+    result = zero_shot.evaluate(hade.load(ckpt), folders)
+    assert result["files"] == 4 and [s["path"] for s in result["skipped"]] == [str(folders / "siren" / "broken.wav")]
+
+
+def test_a_labels_path_that_does_not_exist_is_an_error_and_a_bom_is_dropped(tmp_path):
+    for spec in ("labelz.txt", "labels.csv", f"{tmp_path}/labels", "sub/labels"):
+        with pytest.raises(InputError, match="labels file .*: not found"):
+            read_labels(spec)
+    assert read_labels("dog barking, rain") == ["dog barking", "rain"]  # labels themselves still work
+    (tmp_path / "labels.txt").write_bytes("\ufeffdog\nrain\n".encode("utf-8"))
+    assert read_labels(str(tmp_path / "labels.txt")) == ["dog", "rain"]
 
 
 def test_metrics_on_known_scores():
@@ -146,7 +194,7 @@ def test_eval_on_class_folders_and_esc50_layout(converted, tmp_path, capsys):
             (esc / "audio" / f"{target}-{f.name}").write_bytes(f.read_bytes())
             rows.append(f"{target}-{f.name},1,{target},{name},False,x,A")
     (esc / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
-    assert main(["classify", "--ckpt", str(ckpt), "--eval", str(esc), "--json", str(tmp_path / "m.json")]) == 0
+    assert main(["classify", "--ckpt", str(ckpt), "--eval", str(esc), "--out", str(tmp_path / "m.json")]) == 0
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["accuracy"] == result["accuracy"] and metrics["mAP"] == pytest.approx(result["mAP"])
     # distractor labels are allowed; a class missing from the labels is not

@@ -339,3 +339,177 @@ def test_index_storage_dtype_flag_and_its_deprecated_old_name(tmp_path, capsys, 
     assert seen == [None, "float32", "float32"]
     assert main([*base, "--precision", "float32", "--storage-dtype", "float16"]) == 2
     assert "disagree" in capsys.readouterr().err
+
+
+# ---- rough edges of the command line (issue 22 item 7, issue 24 item 7) ------------------------------------
+
+def test_version_comes_from_the_package_metadata(capsys):
+    import importlib.metadata
+
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"hade {importlib.metadata.version('hade')}"
+
+
+def test_an_error_carries_its_prefix_once(tmp_path, capsys):
+    from hade.cli import error_line
+    from hade.errors import InputError
+
+    assert main(["search", str(tmp_path)]) == 2  # neither a query, --audio nor --like
+    err = capsys.readouterr().err
+    assert err.startswith("hade search: error: give one of") and err.count("hade search:") == 1
+    assert error_line("index", InputError("hade index: x")) == "hade index: error: x"
+
+
+def test_a_misspelt_flag_gets_the_commands_usage_and_a_suggestion(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["search", "IDX", "--cadidates", "3", "a dog"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "usage: hade search" in err
+    assert "unrecognized arguments: --cadidates" in err and "did you mean --candidates?" in err
+    with pytest.raises(SystemExit):
+        main(["classify", "--ckpt", "C", "--jsn", "a.wav"])
+    err = capsys.readouterr().err
+    assert "usage: hade classify" in err and "did you mean --json?" in err
+    with pytest.raises(SystemExit):
+        main(["serach", "IDX", "a dog"])
+    assert "did you mean search?" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["search", "IDX", "--zzzz"])  # nothing close: no suggestion
+    assert "did you mean" not in capsys.readouterr().err
+
+
+def test_options_may_stand_between_positionals():
+    from hade.cli import parse
+
+    args = parse(["search", "IDX", "-k", "2", "a dog barks"])
+    assert (str(args.index), args.query, args.k) == ("IDX", "a dog barks", 2)
+    args = parse(["classify", "a.wav", "--ckpt", "C", "--top-k", "1", "b.wav"])
+    assert [str(p) for p in args.audio] == ["a.wav", "b.wav"] and args.top_k == 1
+    args = parse(["index", "merge", "OUT", "P1", "--json", "P2"])
+    assert args.paths == ["merge", "OUT", "P1", "P2"] and args.json
+
+
+def test_numeric_options_must_be_finite_and_in_range(capsys):
+    import pytest
+
+    from hade.cli import parse
+
+    for argv, flag, expected in (
+            (["index", "DIR", "--out", "O", "--window", "nan"], "--window", "a finite number of seconds > 0"),
+            (["index", "DIR", "--out", "O", "--batch-size", "0"], "--batch-size", "a whole number > 0"),
+            (["classify", "--ckpt", "C", "--hop", "inf", "a.wav"], "--hop", "a finite number of seconds > 0"),
+            (["search", "IDX", "q", "-k", "0"], "-k", "a whole number > 0"),
+            (["search", "IDX", "--like", "a.wav", "--at", "-1"], "--at", "a finite time in seconds >= 0"),
+            (["train", "--data", "D", "--lr", "-0.1"], "--lr", "a finite number > 0"),
+            (["eval", "--data", "D", "--batch-size", "two"], "--batch-size", "a whole number > 0")):
+        with pytest.raises(SystemExit):
+            parse(argv)
+        err = capsys.readouterr().err
+        assert f"argument {flag}: expected {expected}, got" in err, argv
+        assert "Traceback" not in err
+    assert parse(["index", "DIR", "--out", "O", "--window", "2.5", "--batch-size", "3"]).window == 2.5
+    assert parse(["search", "IDX", "--like", "a.wav", "--at", "0"]).at == 0.0
+
+
+def test_output_cut_short_by_a_closed_pipe_ends_quietly(tmp_path):
+    """`hade ... --json | head`: the reader goes away; no BrokenPipeError traceback, no 'Exception ignored'."""
+    import os
+    import subprocess
+    import sys
+
+    from hade.cli import BROKEN_PIPE_EXIT
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to the pipe now fails with EPIPE
+    try:
+        run = subprocess.run([sys.executable, "-c", "import sys; from hade.cli import main; "
+                              "sys.exit(main(['models', '--json']))"],
+                             stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    finally:
+        os.close(write_end)
+    assert run.returncode == BROKEN_PIPE_EXIT and run.stderr == ""
+
+
+def test_a_device_this_machine_lacks_is_one_line(tmp_path, capsys, monkeypatch):
+    import pytest
+    import torch
+
+    from hade.errors import InputError
+    from hade.utils.device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (tmp_path / "a.wav").write_bytes(b"")
+    for argv in (["eval", "--ckpt", str(tmp_path), "--data", str(tmp_path), "--device", "cuda"],
+                 ["classify", "--ckpt", str(tmp_path), "--labels", "a,b", "--device", "cuda", str(tmp_path / "a.wav")],
+                 ["index", str(tmp_path), "--out", str(tmp_path / "idx"), "--ckpt", str(tmp_path), "--device", "cuda"],
+                 ["search", str(tmp_path), "a dog", "--device", "cuda:1"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "CUDA is not available on this machine" in err and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1, err
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(InputError, match="expected auto, cpu, cuda or cuda:N"):
+        resolve_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(InputError, match="1 CUDA device"):
+        resolve_device("cuda:3")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+
+
+def test_a_checkpoint_file_where_a_folder_is_expected_points_to_convert(tmp_path, capsys):
+    (tmp_path / "clap.pt").write_bytes(b"\x80")
+    assert main(["eval", "--ckpt", str(tmp_path / "clap.pt"), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "a file, where a hade checkpoint directory" in err and f"hade convert {tmp_path / 'clap.pt'} --out" in err
+
+
+def _foreign_folder(path):
+    path.mkdir(parents=True)
+    (path / "notes.txt").write_text("mine")
+    return path
+
+
+def test_every_command_that_writes_a_folder_refuses_someone_elses(tmp_path, capsys):
+    """train, index, pack, synth, ablate, demo and explain refuse a non-empty folder that is not their own kind
+    of output (before any work), and name --force; the folder is left as it was."""
+    import numpy as np
+    import soundfile as sf
+
+    data = tmp_path / "data"
+    data.mkdir()
+    sf.write(str(data / "a.wav"), np.zeros(800, dtype=np.float32), 8000)
+    cases = {
+        "train": lambda out: ["train", "--data", str(data), "--out", str(out)],
+        "index": lambda out: ["index", str(data), "--out", str(out), "--ckpt", str(tmp_path)],
+        "pack": lambda out: ["pack", str(data), "--out", str(out)],
+        "synth": lambda out: ["synth", str(out), "--clips", "12"],
+        "ablate": lambda out: ["ablate", "--table", "1", "--data", str(data), "--out", str(out)],
+        "demo": lambda out: ["demo", "--out", str(out)],
+        "explain": lambda out: ["explain", "--ckpt", str(tmp_path), "--audio", str(data / "a.wav"), "--text", "x",
+                                "--out", str(out)],
+    }
+    for name, argv in cases.items():
+        out = _foreign_folder(tmp_path / name)
+        assert main(argv(out)) == 2, name
+        err = capsys.readouterr().err
+        assert f"{out}: exists and is not a" in err and "--force" in err and "Traceback" not in err, (name, err)
+        assert [p.name for p in out.iterdir()] == ["notes.txt"], name
+
+
+def test_a_commands_own_output_is_taken_again_and_said(tmp_path, capsys):
+    out = tmp_path / "set"
+    assert main(["synth", str(out), "--clips", "12", "--sample-rate", "8000", "--duration", "0.5"]) == 0
+    capsys.readouterr()
+    assert main(["synth", str(out), "--clips", "12", "--sample-rate", "8000", "--duration", "0.5"]) == 0
+    assert "holds a SynthCaps set; finishing it" in capsys.readouterr().err
+    mine = _foreign_folder(tmp_path / "mine")
+    assert main(["synth", str(mine), "--clips", "12", "--sample-rate", "8000", "--duration", "0.5", "--force"]) == 0
+    assert (mine / "notes.txt").read_text() == "mine" and (mine / "synthcaps.json").is_file()

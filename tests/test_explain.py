@@ -16,7 +16,7 @@ from hade.apps.explain import add_parser as add_explain_parser, run as cmd_expla
 from hade.explain import explain, save_figures
 from hade.models.heads.tha import default_text_blocks
 
-TEXT = "a dog barks loudly"  # 5 word pieces: differs from every level's number of time bins (16, 8, 4)
+TEXT = "a dog barks loudly now"  # 6 word pieces (bark ##s), 5 words: differs from every level's time bins (16, 8, 4)
 
 
 def tiny(cfg: ModelConfig, head: str, **options):
@@ -52,7 +52,8 @@ def reference_reprs(model, wave, text=TEXT):
 
 def test_words_levels_and_shapes(model, expl):
     tha = model.head.parts["tha"]
-    assert expl.words == model.tokenizer.tokenize(TEXT)  # the word mask drops [CLS]/[SEP]
+    assert expl.words == TEXT.split()  # the word mask drops [CLS]/[SEP]; "bark" "##s" is one word
+    assert sum(expl.pieces, []) == model.tokenizer.tokenize(TEXT) and ["bark", "##s"] in expl.pieces
     n = len(expl.words)
     assert expl.clip_seconds == pytest.approx(model.max_samples / model.sample_rate)
     assert expl.audio_seconds == pytest.approx(3.0)
@@ -93,8 +94,12 @@ def test_time_bins_average_the_tokens_that_share_a_time_span(model, wave, expl):
     tha = model.head.parts["tha"]
     keep = text_r["tha_mask"][0].numpy()
     feats = model.audio_encoder(torch.from_numpy(fit_length(wave, model.max_samples))[None])
+    sizes = np.cumsum([0] + [len(p) for p in expl.pieces])
     for lv, att in zip(expl.levels, tha.attention(text_r, audio_r)):
-        alpha, beta = att["alpha"].numpy()[:, keep], att["beta"].numpy()[:, keep]
+        pieces_alpha, pieces_beta = att["alpha"].numpy()[:, keep], att["beta"].numpy()[:, keep]
+        # a word's α is the sum of its pieces' (still a distribution over words), its β their mean
+        alpha = np.stack([pieces_alpha[:, a:b].sum(1) for a, b in zip(sizes[:-1], sizes[1:])], 1)
+        beta = np.stack([pieces_beta[:, a:b].mean(1) for a, b in zip(sizes[:-1], sizes[1:])], 1)
         np.testing.assert_allclose(lv.alpha, alpha, atol=1e-6)
         spans = defaultdict(list)  # independent grouping: tokens by their exact (start, end) seconds
         for m, (s, e) in enumerate(feats.token_seconds[lv.audio_stage - 1].tolist()):
@@ -205,3 +210,56 @@ def test_cli_helpers_write_figures_json_and_summary(model, wave, tmp_path, capsy
         bad = parser.parse_args(["explain", "--ckpt", str(tmp_path / "ckpt"), *argv])
         with pytest.raises(InputError, match=message):
             cmd_explain(bad)
+
+
+# ---- words from word pieces, level names ---------------------------------------------------------------
+def _roberta_tokenizer(folder):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from hade.models.encoders.text_bert import load_tokenizer
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "_laion_reference.py"
+    if "_laion_reference" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("_laion_reference", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["_laion_reference"] = module
+        spec.loader.exec_module(module)
+    return load_tokenizer(sys.modules["_laion_reference"].write_tiny_roberta_tokenizer(folder))
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_byte_level_pieces_become_words_by_the_tokenizers_own_decoding(tmp_path, fast):
+    from types import SimpleNamespace
+
+    from hade.explain import _TokenWords
+
+    tok = _roberta_tokenizer(tmp_path / "tok")
+    text = "a dog barks loudly"
+    ids = tok([text])["input_ids"][0]
+    pieces = tok.convert_ids_to_tokens(ids)
+    assert "\u0120dog" in pieces and "\u0120bar" in pieces  # byte-level pieces: "Ġdog", "Ġbar" "ks"
+    if not fast:  # the fallback for slow tokenizers: where decoding starts a word
+        tok = SimpleNamespace(is_fast=False, convert_ids_to_tokens=tok.convert_ids_to_tokens, decode=tok.decode)
+    words = _TokenWords(SimpleNamespace(tokenizer=tok, config=SimpleNamespace(max_text_tokens=77)), text, ids)
+    inner = list(range(1, len(ids) - 1))  # without <s> and </s>
+    grouped = words.words(inner)
+    assert [w for w, _ in grouped] == ["a", "dog", "barks", "loudly"]
+    assert sum((g for _, g in grouped), []) == list(range(len(inner)))  # every piece in one word, in order
+
+
+def test_level_names_come_from_the_encoders(tiny_model_config):
+    from transformers import RobertaConfig, RobertaModel
+
+    from hade.models.encoders.text_bert import TextEncoder
+
+    model = tiny(tiny_model_config, "tha")
+    assert model.audio_encoder.level_name(3) == "HTSAT stage 3"
+    assert model.text_encoder.level_name(2) == "BERT block 2"
+    roberta = RobertaModel(RobertaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=32))
+    assert TextEncoder(roberta).level_name(6) == "RoBERTa block 6"
+    e = explain(model, np.zeros(model.sample_rate, dtype=np.float32), "a dog barks")
+    assert [(lv.audio_name, lv.text_name) for lv in e.levels] == [
+        (f"HTSAT stage {lv.audio_stage}", f"BERT block {lv.text_block}") for lv in e.levels]

@@ -21,12 +21,16 @@ from safetensors.torch import save_model as st_save_model
 
 from hade.config import ModelConfig, from_dict, to_dict
 from hade.errors import InputError
-from hade.models.convert import (LAION_FRONT_END, ConversionReport, apply_state_dict, map_state_dict,
-                                 read_checkpoint)
+from hade.models.convert import LAION_FRONT_END, ConversionReport, apply_state_dict, read_checkpoint
+from hade.models.convert_audio import map_encoder_state_dict
+from hade.models.convert_hf import convert_hf_clap, is_hf_clap_folder
+from hade.models.encoders.audio import architecture_name
 from hade.models.encoders.text_bert import load_tokenizer
 from hade.models.factory import create_model
 from hade.models.retrieval import RetrievalModel
 from hade.utils.atomic import atomic_dir, recover_dir
+from hade.utils.device import resolve_device
+from hade.utils.outdir import OutputKind
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -55,8 +59,15 @@ def read_model_config(path: str | Path) -> ModelConfig:
     not UTF-8 JSON, or not a ModelConfig."""
     path = Path(path)
     config_file = path / CONFIG_FILE
+    if path.is_file():
+        raise InputError(f"{path}: a file, where a hade checkpoint directory ({CONFIG_FILE}, {WEIGHTS_FILE}, "
+                         f"{TOKENIZER_DIR}/) is expected; a foreign checkpoint (HTS-AT, LAION-CLAP, WavCaps .ckpt/.pt/"
+                         f".pth/.safetensors) becomes one with `hade convert {path} --out DIR`")
     if not config_file.is_file():
         raise InputError(f"{path}: not a hade checkpoint (no {CONFIG_FILE}); give a directory written by `hade train`")
+    if is_hf_clap_folder(path):
+        raise InputError(f"{path}: a Hugging Face ClapModel folder, not a hade checkpoint; convert it once with "
+                         f"`hade convert {path} --out DIR` and give DIR")
     try:
         data = json.loads(config_file.read_bytes().decode("utf-8"))
     except json.JSONDecodeError as e:
@@ -65,6 +76,21 @@ def read_model_config(path: str | Path) -> ModelConfig:
         raise InputError(f"{config_file}: unreadable ({_one_line(e)}); expected the UTF-8 JSON written by "
                          "`hade train`") from None
     return from_dict(ModelConfig, data, str(config_file))
+
+
+def is_checkpoint_dir(path: str | Path) -> bool:
+    """Whether `path` is a hade checkpoint directory (a ModelConfig in config.json, and the weights)."""
+    path = Path(path)
+    try:
+        read_model_config(path)
+    except InputError:
+        return False
+    return (path / WEIGHTS_FILE).is_file()
+
+
+# What `save_model` writes; it replaces the whole directory (hade.utils.outdir).
+CHECKPOINT_OUTPUT = OutputKind("hade checkpoint", is_checkpoint_dir, replaces=True,
+                               contents=(CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR, "info.json", TRAIN_STATE_FILE))
 
 
 def _one_line(error: BaseException, limit: int = 300) -> str:
@@ -120,11 +146,17 @@ def load(path: str | Path, device: str | torch.device = "cpu", compute: str = "f
          precision: str | None = None) -> RetrievalModel:
     """Load a checkpoint directory into a model in eval mode. compute: "fp32", "bf16" or "fp16" (CUDA)
     autocast of the encoders (`RetrievalModel.set_compute`); `precision` is its deprecated former name.
-    Every missing, truncated or corrupt file, and a bad compute dtype, raise InputError naming it."""
+    Every missing, truncated or corrupt file, and a bad compute dtype, raise InputError naming it.
+    A Hugging Face ``ClapModel`` folder (config.json, weights, tokenizer files) is converted on the fly
+    (:func:`hade.models.convert_hf.convert_hf_clap`; `hade convert` saves the result)."""
     if precision is not None:
         warnings.warn("hade.load(precision=) is deprecated; use compute=", DeprecationWarning, stacklevel=2)
         compute = precision
     path = Path(path)
+    device = resolve_device(device, where="device")
+    if is_hf_clap_folder(path):
+        model, _ = convert_hf_clap(path)
+        return model.to(device).eval().set_compute(compute)
     recover_dir(path)
     config = read_model_config(path)
     check_checkpoint_files(path)
@@ -166,13 +198,15 @@ def convert_checkpoint(src: str | Path, out_ckpt_dir: str | Path, model_config: 
     and save a hade checkpoint directory (`hade convert`). A LAION-CLAP source without front-end overrides
     gets :data:`hade.models.convert.LAION_FRONT_END` (48 kHz / hop 480) so the encoder sees the features it
     was trained on."""
+    from hade.models.factory import audio_config
+
     state = read_checkpoint(src)
-    mapped, report = map_state_dict(state, kind)
+    mapped, report = map_encoder_state_dict(state, kind, architecture_name(audio_config(model_config)))
     report.source = str(src)
     if report.kind == "laion-clap" and not set(LAION_FRONT_END) & set(model_config.audio_overrides):
         model_config = dataclasses.replace(model_config,
                                            audio_overrides={**model_config.audio_overrides, **LAION_FRONT_END})
     model = create_model(model_config)
-    apply_state_dict(model.audio_encoder, mapped, report, allow_partial)
+    apply_state_dict(model.audio_encoder, mapped, report, allow_partial, what=f"the {report.kind} audio encoder")
     save_model(model, out_ckpt_dir, extra={"converted_from": str(src), "conversion": report.to_dict()})
     return report

@@ -137,6 +137,42 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
 
 
+@dataclass
+class PretrainConfig:
+    """Audio-tagging pretraining of an audio encoder (`hade pretrain`): the encoder learns to name the sound
+    events of each clip (multi-label, binary cross-entropy), as HTSAT learns AudioSet's labels."""
+
+    audio_encoder: str = "htsat-cpu"
+    audio_overrides: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 2.0
+    clip_seconds: float = 4.0
+    seed: int = 0
+
+    def check(self, where: str = "pretrain config") -> "PretrainConfig":
+        """Self, or InputError naming the first field of the wrong type or out of range."""
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{where}: {name} must be a positive integer, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise InputError(f"{where}: seed must be a non-negative integer, got {self.seed!r}")
+        for name, low, high in (("lr", 0.0, None), ("weight_decay", 0.0, None), ("grad_clip", 0.0, None),
+                                ("clip_seconds", 0.0, None), ("warmup_fraction", 0.0, 1.0), ("min_lr_ratio", 0.0, 1.0)):
+            value = getattr(self, name)
+            ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and value == value
+                  and value >= low and (high is None or value <= high) and value != float("inf"))
+            if not ok or (name in ("lr", "clip_seconds") and value == 0):
+                bound = f"in [{low}, {high}]" if high is not None else ("> 0" if name in ("lr", "clip_seconds") else ">= 0")
+                raise InputError(f"{where}: {name} must be a number {bound}, got {value!r}")
+        return self
+
+
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     """Build dataclass `cls` from a dict, recursing into nested config dataclasses.
 

@@ -1,6 +1,6 @@
 """Explanations of one audio–text score: THA attention maps, CA weights, factor similarities.
 
-For every THA level (HTSAT stage s ↔ BERT block b) the token-level attention of the head
+For every THA level (audio encoder level s, e.g. HTSAT stage s or a PaSST block, ↔ BERT block b) the token-level attention of the head
 (`THAHead.attention`) is mapped back to seconds:
 
 * α [M, N] (text-enhanced: for each audio token, a softmax over the words) becomes `text_to_audio`
@@ -13,6 +13,12 @@ Time bins are the intervals between the distinct token boundaries of `AudioFeatu
 HTSAT grids the tokens of one time chunk tile it, so a bin is exactly the span shared by the tokens of
 different frequency rows, and those are averaged. For DCR/CA heads the factor similarities cos(e_i^t, e_i^a),
 the CA weights g_i and their products (which sum to S_DCR) are reported. Fields a head lacks are None.
+
+Rows are words, not word pieces: the pieces of one word (BERT "##" continuations, RoBERTa's byte-level
+tokens) are grouped by the tokenizer's own word segmentation (`word_ids` of a fast tokenizer, else where its
+`decode` starts a new word) and spelled by its `decode`; a word's α is the sum of its pieces' (columns still
+sum to 1) and its β their mean (rows still sum to 1 over the bins). Levels are labelled with the encoders'
+own names (`level_name`: "HTSAT stage 3", "RoBERTa block 6").
 
 The arrays come from the head's explanation hook (`RetrievalHead.explain`, one entry per kind in
 `head.capabilities.explanations`; docs/heads.md), so this module knows explanation kinds, not head classes.
@@ -40,17 +46,19 @@ class LevelExplanation:
     """One THA level. N = words shown, M = audio tokens of the stage, T = time bins."""
 
     level: int  # 1-based level number (file tha_level{level}.png)
-    audio_stage: int  # HTSAT stage (1-based)
-    text_block: int  # BERT block (1-based)
+    audio_stage: int  # the audio encoder's level (1-based; HTSAT: its stage)
+    text_block: int  # text encoder block (1-based)
     text_to_audio: np.ndarray  # [N, T] α binned: each column sums to 1 over words
     audio_to_text: np.ndarray  # [N, T] β binned: Σ_t bin_tokens[t] * row = 1 for each word
     time_edges: np.ndarray  # [T + 1] seconds, from 0 to the clip length
     bin_tokens: np.ndarray  # [T] number of audio tokens averaged in each bin
     text_enhanced: float  # S_te of this level (before the head's scale)
     audio_enhanced: float  # S_ae of this level (before the head's scale)
-    alpha: np.ndarray  # [M, N] token-level α restricted to the words shown
-    beta: np.ndarray  # [M, N] token-level β restricted to the words shown
+    alpha: np.ndarray  # [M, N] α per audio token and word (the sum over the word's pieces)
+    beta: np.ndarray  # [M, N] β per audio token and word (the mean over the word's pieces)
     token_seconds: np.ndarray  # [M, 2] (start, end) seconds of each audio token
+    audio_name: str = ""  # the audio encoder's label of the stage, e.g. "HTSAT stage 3"
+    text_name: str = ""  # the text encoder's label of the block, e.g. "RoBERTa block 6"
 
 
 @dataclass
@@ -61,7 +69,8 @@ class Explanation:
     score: float  # total model score of the pair (= model.score)
     clip_seconds: float  # length of the waveform that was encoded (after crop/pad)
     audio_seconds: float  # length of the input audio before crop/pad
-    words: list[str] | None = None  # word-piece tokens in THA's word mask (rows of the maps)
+    words: list[str] | None = None  # words in THA's word mask (rows of the maps), pieces merged
+    pieces: list[list[str]] | None = None  # the tokenizer's pieces of each word
     levels: list[LevelExplanation] | None = None
     tha_score: float | None = None  # THA part of the score: scale * Σ_l (S_te + S_ae)
     tha_scale: float | None = None
@@ -164,8 +173,7 @@ def explain(model: RetrievalModel, audio: AudioInput, text: str,
 
         parts = model.head.explain(text_r, audio_r)  # one entry per kind the head offers
         if "tha" in parts:
-            tokens = model.tokenizer.convert_ids_to_tokens(ids[0].tolist())
-            _add_tha(expl, parts["tha"], tokens, features.token_seconds)
+            _add_tha(expl, parts["tha"], _TokenWords(model, text, ids[0].tolist()), features.token_seconds, model)
         if "factors" in parts:
             _add_factors(expl, parts["factors"])
     finally:
@@ -177,15 +185,67 @@ def _numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().cpu().double().numpy()
 
 
-def _add_tha(expl: Explanation, tha: dict[str, Any], tokens: list[str], token_seconds: list[torch.Tensor]) -> None:
-    """THA maps in seconds from the head's "tha" explanation (RetrievalHead.explain; docs/heads.md)."""
+class _TokenWords:
+    """The tokens of one caption and the word each belongs to, by the tokenizer's own segmentation."""
+
+    def __init__(self, model: RetrievalModel, text: str, ids: list[int]) -> None:
+        self.tokenizer = model.tokenizer
+        self.ids = ids
+        self.tokens = self.tokenizer.convert_ids_to_tokens(ids)
+        self.word_ids: list[int | None] | None = None
+        if getattr(self.tokenizer, "is_fast", False):  # same call as model.tokenize, without padding
+            enc = self.tokenizer([text], truncation=True, max_length=model.config.max_text_tokens)
+            if list(enc["input_ids"][0]) == list(ids):
+                self.word_ids = enc.word_ids(0)
+
+    def _starts_word(self, positions: list[int], i: int) -> bool:
+        """Whether token `positions[i]` begins a word: by `word_ids`, else where decoding the pieces so far
+        adds text that begins with a space (the tokenizer's own rule, e.g. no space before "##s")."""
+        if i == 0:
+            return True
+        p, q = positions[i - 1], positions[i]
+        if self.word_ids is not None:
+            return self.word_ids[q] is None or self.word_ids[q] != self.word_ids[p]
+        before = self._decode(positions[:i])
+        after = self._decode(positions[:i + 1])
+        return not after.startswith(before) or after[len(before):][:1].isspace()
+
+    def _decode(self, positions: list[int]) -> str:
+        return self.tokenizer.decode([self.ids[p] for p in positions], clean_up_tokenization_spaces=False)
+
+    def words(self, positions: list[int]) -> list[tuple[str, list[int]]]:
+        """Group token `positions` (in order) into words -> [(word as decoded, indices into positions)]."""
+        groups: list[list[int]] = []
+        for i in range(len(positions)):
+            if self._starts_word(positions, i):
+                groups.append([])
+            groups[-1].append(i)
+        return [(self._decode([positions[i] for i in g]).strip() or "".join(self.tokens[positions[i]] for i in g), g)
+                for g in groups]
+
+
+def _merge_words(values: np.ndarray, groups: list[list[int]], reduce: str) -> np.ndarray:
+    """[M, N_tokens] -> [M, N_words]: the sum (α) or mean (β) of each word's columns."""
+    cols = [values[:, g].sum(1) if reduce == "sum" else values[:, g].mean(1) for g in groups]
+    return np.stack(cols, axis=1) if cols else values[:, :0]
+
+
+def _add_tha(expl: Explanation, tha: dict[str, Any], text: _TokenWords, token_seconds: list[torch.Tensor],
+             model: RetrievalModel) -> None:
+    """THA maps in seconds from the head's "tha" explanation (RetrievalHead.explain; docs/heads.md), rows
+    merged into words, levels named by the encoders (`level_name`)."""
     words_on = tha["word_mask"].cpu().numpy().astype(bool)
-    expl.words = [t for t, on in zip(tokens, words_on) if on]
+    positions = [int(p) for p in np.flatnonzero(words_on)]
+    words = text.words(positions)
+    groups = [g for _, g in words]
+    expl.words = [w for w, _ in words]
+    expl.pieces = [[text.tokens[positions[i]] for i in g] for g in groups]
     expl.tha_score, expl.tha_scale = float(tha["score"]), float(tha["scale"])
     expl.levels = []
     for i, lv in enumerate(tha["levels"]):
         seconds = _numpy(token_seconds[lv["audio_stage"] - 1])
-        alpha, beta = _numpy(lv["alpha"])[:, words_on], _numpy(lv["beta"])[:, words_on]
+        alpha = _merge_words(_numpy(lv["alpha"])[:, words_on], groups, "sum")
+        beta = _merge_words(_numpy(lv["beta"])[:, words_on], groups, "mean")
         edges, index = time_bins(seconds)
         t2a, counts = bin_tokens(alpha, index, edges.shape[0] - 1)
         a2t, _ = bin_tokens(beta, index, edges.shape[0] - 1)
@@ -193,7 +253,9 @@ def _add_tha(expl: Explanation, tha: dict[str, Any], tokens: list[str], token_se
             level=i + 1, audio_stage=lv["audio_stage"], text_block=lv["text_block"], text_to_audio=t2a,
             audio_to_text=a2t, time_edges=edges, bin_tokens=counts,
             text_enhanced=float(lv["text_enhanced"]), audio_enhanced=float(lv["audio_enhanced"]),
-            alpha=alpha, beta=beta, token_seconds=seconds))
+            alpha=alpha, beta=beta, token_seconds=seconds,
+            audio_name=model.audio_encoder.level_name(lv["audio_stage"]),
+            text_name=model.text_encoder.level_name(lv["text_block"])))
 
 
 def _add_factors(expl: Explanation, factors: dict[str, Any]) -> None:
@@ -240,7 +302,7 @@ def save_figures(expl: Explanation, out_dir: str | Path) -> list[Path]:
             if expl.audio_seconds < expl.clip_seconds:
                 ax.axvline(expl.audio_seconds, color="white", ls="--", lw=1)
             fig.colorbar(mesh, ax=ax, label="mean attention per token")
-        fig.suptitle(f"THA level {lv.level}: HTSAT stage {lv.audio_stage} ↔ BERT block {lv.text_block}"
+        fig.suptitle(f"THA level {lv.level}: {lv.audio_name} ↔ {lv.text_name}"
                      f" — level score S_te + S_ae = {lv.text_enhanced + lv.audio_enhanced:.3f}\n“{expl.text}”",
                      fontsize=11)
         written.append(_save(fig, out / f"tha_level{lv.level}.png"))
@@ -282,7 +344,7 @@ def format_summary(expl: Explanation, top: int = 3) -> str:
                 t = int(np.nanargmax(lv.audio_to_text[n]))
                 parts.append(f"{expl.words[n]!r} {100 * mass[n]:.0f}% @ "
                              f"{lv.time_edges[t]:.2f}-{lv.time_edges[t + 1]:.2f} s")
-            lines.append(f"  level {lv.level} (stage {lv.audio_stage} ↔ block {lv.text_block}): "
+            lines.append(f"  level {lv.level} ({lv.audio_name} ↔ {lv.text_name}): "
                          f"S_te {lv.text_enhanced:.3f}  S_ae {lv.audio_enhanced:.3f}; " + ", ".join(parts))
     if expl.factor_similarity is not None:
         lines.append(f"DCR {expl.dcr_score:.4f}; cos per factor: "

@@ -136,3 +136,19 @@ def _windows_of(index_dir):
 def windows_of():
     """windows_of(index_dir) -> {(path, start_sample, end_sample): (id, arrays)} to compare indexes."""
     return _windows_of
+
+
+@pytest.fixture(scope="session")
+def tha_ckpt(tiny_model_config, tmp_path_factory, single_thread):
+    """A tiny tha+dcr checkpoint whose level-0 audio tokens are [64, 64] (4 096 values: a token array)."""
+    import dataclasses
+
+    import hade
+    from hade.checkpoint import save_model
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_model_config, head="tha+dcr", text_config=None, embed_dim=64)
+    path = tmp_path_factory.mktemp("ckpt") / "tha64"
+    with single_thread():
+        save_model(hade.create_model(cfg), path)
+    return path

@@ -1,8 +1,6 @@
 """Token-compressed indexes: codes in the chunks, scores near the float ones, upgrade, repair, merge."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 from hade.errors import IndexDamaged, InputError
@@ -13,22 +11,8 @@ from hade.index.store import Store
 
 CODEC = "PQ16"  # 64-dim tokens: 16 sub-vectors of 4 dims, 16 + 2 bytes a token instead of 128 (float16)
 QUERIES = ("a dog barks", "rain on a roof", "a bell rings twice", "an engine idles")
+FIT_NOW = {"token_codec_min_tokens": 0}  # fit on this tiny folder's few tokens (deferral: test_small_index.py)
 SCORE_BOUND = 0.03  # |compressed - float| score of a (query, window) pair, THA+DCR tiny model (max seen 0.013)
-
-
-@pytest.fixture(scope="session")
-def tha_ckpt(tiny_model_config, tmp_path_factory, single_thread):
-    """A tiny tha+dcr checkpoint whose level-0 audio tokens are [64, 64] (4 096 values: a token array)."""
-    import hade
-    import torch
-    from hade.checkpoint import save_model
-
-    torch.manual_seed(0)
-    cfg = dataclasses.replace(tiny_model_config, head="tha+dcr", text_config=None, embed_dim=64)
-    path = tmp_path_factory.mktemp("ckpt") / "tha64"
-    with single_thread():
-        save_model(hade.create_model(cfg), path)
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +21,7 @@ def float_and_coded(tha_ckpt, synth_dir, tmp_path_factory, single_thread):
     root = tmp_path_factory.mktemp("coded")
     with single_thread():
         build_index(synth_dir, root / "float", tha_ckpt, progress=False, token_codec="none")
-        stats = build_index(synth_dir, root / "coded", tha_ckpt, progress=False, token_codec=CODEC)
+        stats = build_index(synth_dir, root / "coded", tha_ckpt, progress=False, token_codec=CODEC, **FIT_NOW)
     return root / "float", root / "coded", stats
 
 
@@ -88,7 +72,7 @@ def test_float_index_is_upgraded_by_giving_a_codec(float_and_coded, tha_ckpt, sy
     _, coded_dir, _ = float_and_coded
     old = tmp_path / "old"
     build_index(synth_dir, old, tha_ckpt, progress=False, token_codec="none")
-    stats = build_index(synth_dir, old, progress=False, token_codec=CODEC)
+    stats = build_index(synth_dir, old, progress=False, token_codec=CODEC, **FIT_NOW)
     assert stats["encoded_files"] == 0
     assert not list((old / "arrays").rglob("tha_audio_0.npy"))
     with Index.open(old) as up, Index.open(coded_dir) as fresh:
@@ -121,7 +105,7 @@ def test_too_few_tokens_store_floats_with_a_note(tha_ckpt, synth_dir, tmp_path):
     small.mkdir()
     for wav in sorted(synth_dir.rglob("*.wav"))[:3]:  # 3 windows x 64 tokens < the 256 PQ training points
         (small / wav.name).write_bytes(wav.read_bytes())
-    stats = build_index(small, tmp_path / "idx", tha_ckpt, progress=False, token_codec=CODEC)
+    stats = build_index(small, tmp_path / "idx", tha_ckpt, progress=False, token_codec=CODEC, **FIT_NOW)
     assert any("not fitted" in n and "stored as float" in n for n in stats["notes"])
     assert list((tmp_path / "idx" / "arrays").rglob("tha_audio_0.npy"))
     with Index.open(tmp_path / "idx") as index:
@@ -154,7 +138,7 @@ def test_shards_merge_with_their_own_codecs_and_compaction_keeps_codes(tha_ckpt,
                                                                        float_and_coded):
     parts = [tmp_path / f"part{i}" for i in range(2)]
     for i, part in enumerate(parts):
-        build_index(synth_dir, part, tha_ckpt, shard=f"{i}/2", progress=False, token_codec=CODEC)
+        build_index(synth_dir, part, tha_ckpt, shard=f"{i}/2", progress=False, token_codec=CODEC, **FIT_NOW)
     ids = {fresh_id(p) for p in parts}
     assert len(ids) == 2  # each shard fitted its own codec set
     merge_indexes(tmp_path / "merged", parts, progress=False)
@@ -181,8 +165,10 @@ def test_shards_merge_with_their_own_codecs_and_compaction_keeps_codes(tha_ckpt,
         np.testing.assert_allclose(merged.scores(QUERIES[0]), before, atol=1e-6)
 
 
-def test_cli_options_are_kept_in_the_index(tha_ckpt, synth_dir, tmp_path, capsys):
+def test_cli_options_are_kept_in_the_index(tha_ckpt, synth_dir, tmp_path, capsys, monkeypatch):
     import json
+
+    from hade.index import compression
 
     from hade.cli import main
     from hade.index.ann import AnnParams, ivf_sq8_bytes
@@ -202,6 +188,7 @@ def test_cli_options_are_kept_in_the_index(tha_ckpt, synth_dir, tmp_path, capsys
         main([*argv, "--ann-memory-budget", "12x"])
     assert exit_.value.code == 2
     assert "'12x': expected a size in bytes such as 300000, 512M or 2G" in capsys.readouterr().err
+    monkeypatch.setattr(compression, "tokens_to_fit", lambda factory, dim: 0)  # fit on this tiny folder
     assert main([*argv, "--token-codec", CODEC]) == 0  # the upgrade
     assert json.loads(capsys.readouterr().out)["encoded_files"] == 0
     assert list((out / "arrays").rglob("tha_audio_0.codes.npy"))
@@ -264,7 +251,7 @@ def test_opq_codes_are_scored_in_their_rotated_space(tha_ckpt, synth_dir, tmp_pa
     opq = "OPQ16,PQ16"
     parts = [tmp_path / f"part{i}" for i in range(2)]
     for i, (part, codec) in enumerate(zip(parts, (opq, CODEC))):
-        build_index(synth_dir, part, tha_ckpt, shard=f"{i}/2", progress=False, token_codec=codec)
+        build_index(synth_dir, part, tha_ckpt, shard=f"{i}/2", progress=False, token_codec=codec, **FIT_NOW)
     merge_indexes(tmp_path / "merged", parts, progress=False)
     decoded: list[bool] = []
     real_decode = TokenCodec.decode

@@ -221,3 +221,27 @@ def test_a_dcase_normalised_checkpoint_normalises_search_queries(tiny_model_conf
         raw, clean = ix.search("A Dog, barks -- while RAIN falls!", k=5), ix.search("a dog barks  while rain falls", k=5)
     assert [h.id for h in raw] == [h.id for h in clean]
     assert [h.score for h in raw] == [h.score for h in clean]
+
+
+def test_query_vector_searches_like_its_audio_and_file_scores_are_the_ranked_scores(head_indexes, synth_dir):
+    """`query_vector` keeps an audio query's vector (a server explains uploads with it); `file_scores` gives
+    the scores `search` ranks by, for every window of one file in time order."""
+    from hade.data.audio import load_audio
+    from hade.index import QueryVector
+
+    ix = Index.open(head_indexes["tha+dcr"])
+    wave = load_audio(sorted(synth_dir.rglob("*.wav"))[2], ix.meta["sample_rate"])
+    vec = ix.query_vector(wave)
+    assert isinstance(vec, QueryVector) and vec.vector.shape == (ix.model.head.pooled_audio(
+        ix.model.encode_audio(torch.zeros(1, ix.meta["window_samples"]))).shape[1],)
+    assert_same_hits(ix.search(vec, k=5), ix.search(wave, k=5))
+    for query in (QUERIES[0], vec):
+        hit = ix.search(query, k=1)[0]
+        windows, scores = ix.file_scores(hit.id, query)
+        assert {w.path for w in windows} == {hit.path} and [w.start for w in windows] == sorted(w.start for w in windows)
+        assert len(windows) == int(np.sum(ix.table["file_id"] == ix.table["file_id"][np.searchsorted(ix.table["id"], hit.id)]))
+        at = [w.id for w in windows].index(hit.id)
+        assert scores[at] == pytest.approx(hit.score, abs=1e-5) and scores.max() == pytest.approx(hit.score, abs=1e-5)
+    with pytest.raises(KeyError):
+        ix.file_scores(10**9, QUERIES[0])
+    ix.close()

@@ -201,3 +201,30 @@ def test_hade_convert_command(tmp_path, capsys):
         assert torch.allclose(model.audio_encoder(wav).pooled, src(wav).pooled)
     assert main(["convert", str(tmp_path / "wc.pt"), "--out", str(tmp_path / "o2"), "--audio-overrides", "[1]"]) == 2
     assert "hade convert: error: --audio-overrides must be a JSON object" in capsys.readouterr().err
+
+
+def test_hade_convert_never_deletes_what_it_did_not_write(tmp_path, capsys):
+    """An --out holding anything but a hade checkpoint is refused unless --force; replacing a checkpoint is
+    said; a checkpoint folder with the user's files in it is refused too (the new one would replace them)."""
+    import hade
+    from hade.cli import main
+
+    torch.save(_foreign(_encoder(0), "wavcaps"), tmp_path / "wc.pt")
+    base = ["convert", str(tmp_path / "wc.pt"), "--audio-encoder", "htsat-test", "--head", "dp"]
+    out = tmp_path / "models"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main([*base, "--out", str(out)]) == 2
+    assert "exists and is not a hade checkpoint (it holds notes.txt)" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine"
+    ckpt = tmp_path / "ckpt"
+    assert main([*base, "--out", str(ckpt)]) == 0
+    assert "replaced" not in capsys.readouterr().out
+    assert main([*base, "--out", str(ckpt)]) == 0
+    assert f"wrote {ckpt} (replaced the hade checkpoint that was there)" in capsys.readouterr().out
+    (ckpt / "README.md").write_text("my notes on this model")
+    assert main([*base, "--out", str(ckpt)]) == 2
+    assert "also holds README.md" in capsys.readouterr().err and (ckpt / "README.md").is_file()
+    assert main([*base, "--out", str(out), "--force"]) == 0
+    assert "--force: replaced what was there" in capsys.readouterr().out
+    assert not (out / "notes.txt").exists() and hade.load(out).config.audio_encoder == "htsat-test"

@@ -40,7 +40,9 @@ def test_shipped_presets_keep_their_names_and_values(monkeypatch):
     monkeypatch.delenv(presets.PRESET_PATH_ENV, raising=False)
     for name, old in OLD_PRESETS.items():
         assert HTSAT_PRESETS[name] == old and htsat_config(name) == old, name
-    assert set(OLD_PRESETS) <= set(presets.list_presets()) == set(HTSAT_PRESETS)
+    htsat = {n for n, p in presets.all_presets().items() if p.encoder == "htsat"}
+    assert set(OLD_PRESETS) <= htsat == set(HTSAT_PRESETS)
+    assert {"passt-s", "passt-test", "beats-iter3", "beats-test"} <= set(presets.list_presets())
     assert all(p.description for p in presets.all_presets().values())
     cfg = HTSAT_PRESETS["htsat-cpu"]
     cfg.depths[0] = 99  # each lookup is a fresh object
@@ -74,7 +76,7 @@ def test_register_preset_in_code():
 
 @pytest.mark.parametrize("data, message", [
     ({"config": {"embed_dim": 48}, "colour": "red"}, "unknown field(s) ['colour']"),
-    ({"encoder": "wav2vec", "config": {}}, "'encoder' must be one of ['htsat']"),
+    ({"encoder": "wav2vec", "config": {}}, "'encoder' must be one of ['htsat', 'passt', 'beats']"),
     ({"description": 3, "config": {}}, "'description' must be a string"),
     ({"description": "no config"}, "'config' must be a JSON object"),
     ([1, 2], "expected a JSON object"),

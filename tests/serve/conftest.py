@@ -42,6 +42,13 @@ class FakeHit:
     score: float
 
 
+@dataclass(frozen=True)
+class FakeQueryVector:
+    """FakeIndex's stand-in for `hade.index.QueryVector`: the seed of the scores."""
+
+    seed: int
+
+
 @dataclass
 class FakeWindow:
     id: int
@@ -118,23 +125,39 @@ class FakeIndex:
                guard: Any = None, timing: dict[str, float] | None = None, audio_batch: int = 4) -> list[FakeHit]:
         self._check()
         if isinstance(query, np.ndarray):
-            assert query.ndim == 1 and query.dtype == np.float32
-            seed = zlib.crc32(query[:256].tobytes())
-            windows = max(1, int(np.ceil(query.shape[0] / (WINDOW_SECONDS * self.model.sample_rate))))
-            self.audio_batches.append(audio_batch)
-            for i in range(-(-windows // audio_batch)):
-                self._model_call(guard, "audio", i)
+            query = self.query_vector(query, guard=guard, audio_batch=audio_batch)
+        if isinstance(query, FakeQueryVector):
+            seed = query.seed
         else:
             assert isinstance(query, str) and query.strip()
             seed = zlib.crc32(query.encode())
             self._model_call(guard, "text", 0)
-        hits = [FakeHit(w.id, w.path, w.start, w.end, float(np.cos(seed + 7 * w.id)))
-                for w in self.windows.values()]
+        hits = [FakeHit(w.id, w.path, w.start, w.end, self._score(seed, w.id)) for w in self.windows.values()]
         hits.sort(key=lambda h: -h.score)
         if per_file:
             seen: set[str] = set()
             hits = [h for h in hits if not (h.path in seen or seen.add(h.path))]
         return hits[:k]
+
+    @staticmethod
+    def _score(seed: int, window_id: int) -> float:
+        return float(np.cos(seed + 7 * window_id))
+
+    def query_vector(self, query: np.ndarray, *, guard: Any = None, audio_batch: int = 4) -> FakeQueryVector:
+        """The contract's model calls: one per `audio_batch` windows, each inside `guard`."""
+        self._check()
+        assert query.ndim == 1 and query.dtype == np.float32
+        windows = max(1, int(np.ceil(query.shape[0] / (WINDOW_SECONDS * self.model.sample_rate))))
+        self.audio_batches.append(audio_batch)
+        for i in range(-(-windows // audio_batch)):
+            self._model_call(guard, "audio", i)
+        return FakeQueryVector(zlib.crc32(query[:256].tobytes()))
+
+    def file_scores(self, id: int, query: Any, *, guard: Any = None) -> tuple[list[FakeWindow], np.ndarray]:
+        path = self.windows[id].path
+        windows = sorted((w for w in self.windows.values() if w.path == path), key=lambda w: w.start)
+        seed = query.seed if isinstance(query, FakeQueryVector) else zlib.crc32(str(query).encode())
+        return windows, np.array([self._score(seed, w.id) for w in windows], dtype=np.float32)
 
     def get(self, id: int) -> FakeWindow:
         return self.windows[id]

@@ -104,10 +104,10 @@ def test_security_headers_and_page(client):
     assert 'id="search-form"' in r.text and 'id="q"' in r.text
     assert "default-src 'self'" in r.headers["content-security-policy"]
     assert r.headers["x-content-type-options"] == "nosniff"
-    for asset in ("/static/app.js", "/static/heatmap.js", "/static/style.css"):
+    for asset in ("/static/app.js", "/static/heatmap.js", "/static/plots.js", "/static/style.css"):
         a = client.get(asset)
         assert a.status_code == 200 and len(a.text) > 100
-    page = r.text + "".join(client.get(f"/static/{n}").text for n in ("app.js", "heatmap.js", "style.css"))
+    page = r.text + "".join(client.get(f"/static/{n}").text for n in ("app.js", "heatmap.js", "plots.js", "style.css"))
     assert "http://" not in page and "https://" not in page and "//cdn" not in page  # offline page
 
 
@@ -232,9 +232,12 @@ def test_explain_shapes(client, serve_index):
     e = r.json()
     assert e["id"] == hit["id"] and e["path"] == hit["path"] and e["start"] == pytest.approx(hit["start"])
     words = e["words"]
-    assert words == serve_index.model.tokenizer.tokenize("a dog barks loudly")
+    assert words == ["a", "dog", "barks", "loudly"]  # word pieces ("bark" "##s") shown as words
+    assert sum(e["pieces"], []) == serve_index.model.tokenizer.tokenize("a dog barks loudly")
     assert len(e["levels"]) >= 1
     for lv in e["levels"]:
+        assert lv["audio_name"] == f"HTSAT stage {lv['audio_stage']}"  # the encoders' own names
+        assert lv["text_name"] == f"BERT block {lv['text_block']}"
         edges = np.asarray(lv["time_edges"])
         t = edges.shape[0] - 1
         assert t >= 1 and np.all(np.diff(edges) > 0)
@@ -251,20 +254,127 @@ def test_explain_shapes(client, serve_index):
     assert isinstance(e["score"], float)
 
 
-def test_explain_errors(client, dp_index, local_client):
+def test_explain_errors(client):
     hit = first_hit(client)
-    assert_json_error(client.get(f"/explain/{hit['id']}"), 422)
+    assert "exactly one" in assert_json_error(client.get(f"/explain/{hit['id']}"), 400)
+    assert "exactly one" in assert_json_error(client.get(f"/explain/{hit['id']}", params={"q": "dog", "like": 1}), 400)
     assert_json_error(client.get(f"/explain/{hit['id']}", params={"q": ""}), 422)
     assert_json_error(client.get(f"/explain/{hit['id']}", params={"q": "a" * 501}), 422)
     assert_json_error(client.get(f"/explain/{hit['id']}", params={"q": "  "}), 400)
     assert_json_error(client.get("/explain/0", params={"q": "dog"}), 404)
     assert_json_error(client.get("/explain/abc", params={"q": "dog"}), 422)
+    assert_json_error(client.get(f"/explain/{hit['id']}", params={"like": 0}), 404)
+    assert "search with the clip again" in assert_json_error(
+        client.get(f"/explain/{hit['id']}", params={"audio": "not-a-query"}), 404)
+
+
+def assert_curve_of_the_file(e: dict, hit: dict, serve_index) -> None:
+    """The curve covers every window of the hit's file in time order and marks the hit's window."""
+    curve = e["curve"]
+    same_file = [w for w in (serve_index.get(i) for i in range(1, len(serve_index) + 2)
+                             if _has(serve_index, i)) if w.path == hit["path"]]
+    assert len(curve["start"]) == len(curve["end"]) == len(curve["score"]) == len(same_file) >= 1
+    assert curve["start"] == sorted(curve["start"])
+    m = curve["matched"]
+    assert curve["start"][m] == pytest.approx(hit["start"]) and curve["end"][m] == pytest.approx(hit["end"])
+    assert curve["score"][m] == pytest.approx(hit["score"], abs=1e-5) == e["stored_score"]
+
+
+def _has(index, i: int) -> bool:
+    try:
+        index.get(i)
+        return True
+    except (KeyError, LookupError):
+        return False
+
+
+def test_explain_dp_gives_the_curve_over_the_file(dp_index, local_client):
+    """A dp head (every converted CLAP model) has no maps: the answer is the query's score over the file."""
     with local_client(create_app(dp_index)) as c:
+        hit = first_hit(c, "a dog barks")
         r = c.get(f"/explain/{hit['id']}", params={"q": "a dog barks"})
-        assert "no THA" in assert_json_error(r, 409)
-        body = r.json()
-        assert isinstance(body["score"], float) and body["levels"] == [] and body["words"] == []
-        assert body["head"] == "dp"
+        assert r.status_code == 200, r.text
+        e = r.json()
+        assert e["head"] == "dp" and e["levels"] == [] and e["words"] == [] and e["query_kind"] == "text"
+        assert "no word × time map" in e["note"]
+        assert e["score"] == pytest.approx(hit["score"], abs=1e-5)
+        assert_curve_of_the_file(e, hit, dp_index)
+
+
+def test_explain_follows_audio_and_similar_queries(client, serve_index):
+    """"Why?" after an audio upload or "Similar sounds" explains that query, not a text."""
+    body = client.post("/search/audio", files={"file": ("query.wav", wav_bytes(), "audio/wav")},
+                       params={"k": 3}).json()
+    assert isinstance(body["query_id"], str) and len(body["query_id"]) >= 12
+    for hit in body["results"]:
+        e = client.get(f"/explain/{hit['id']}", params={"audio": body["query_id"]}).json()
+        assert e["query_kind"] == "audio" and e["query"] == "the uploaded clip" and e["levels"] == []
+        assert "audio vector" in e["note"] and "no word × time maps" in e["note"]
+        assert e["score"] == pytest.approx(hit["score"], abs=1e-5)
+        assert_curve_of_the_file(e, hit, serve_index)
+    like = first_hit(client)
+    for hit in client.get(f"/similar/{like['id']}", params={"k": 3}).json()["results"]:
+        e = client.get(f"/explain/{hit['id']}", params={"like": like["id"]}).json()
+        assert e["query_kind"] == "like" and like["path"] in e["query"]
+        assert e["score"] == pytest.approx(hit["score"], abs=1e-5)
+        assert_curve_of_the_file(e, hit, serve_index)
+
+
+@pytest.fixture(scope="module")
+def exact_app(audio_folder, serve_model, tmp_path_factory):
+    """An index of float32 tokens without a token codec, windows as long as the model's clip (2.05 s), so
+    every 1 s file is one zero-padded window."""
+    from hade.checkpoint import save_model
+    from hade.index import Index, build_index
+
+    work = tmp_path_factory.mktemp("exact-index")
+    save_model(serve_model, work / "ckpt")
+    build_index(audio_folder, work / "index", ckpt=work / "ckpt", token_codec="none", storage_dtype="float32",
+                progress=False)
+    index = Index.open(work / "index")
+    assert index.meta["window_samples"] > 1.5 * serve_model.sample_rate  # longer than the files
+    return create_app(index), index
+
+
+def test_explained_score_is_the_score_the_window_was_ranked_by(exact_app, local_client):
+    """The window is explained at the index's window length, zero-padded as it was indexed: the explained
+    score equals the hit's. Tolerance 1e-5 with float32 tokens and no token codec (the index encoded its
+    windows in a batch, the explanation one window: float32 rounding only). An index of float16 tokens
+    (the default) or with a token codec ranks by rounded or quantised tokens, so there the two differ by
+    that rounding; the page then shows both."""
+    app, index = exact_app
+    with local_client(app) as c:
+        hits = c.get("/search", params={"q": "a dog barks loudly", "k": 4}).json()["results"]
+        for hit in hits:
+            e = c.get(f"/explain/{hit['id']}", params={"q": "a dog barks loudly"}).json()
+            assert e["audio_seconds"] < e["clip_seconds"]  # the file is shorter than the window: padded
+            assert e["clip_seconds"] == pytest.approx(index.meta["window_samples"] / index.meta["sample_rate"])
+            assert e["score"] == pytest.approx(hit["score"], abs=1e-5)
+            assert e["stored_score"] == pytest.approx(hit["score"], abs=1e-6)
+            assert len(e["levels"]) == 3
+
+
+# ---- waveform envelopes ----------------------------------------------------------------------------
+def test_peaks_envelope_of_the_indexed_file(client, app, serve_index):
+    hit = first_hit(client)
+    r = client.get(f"/peaks/{hit['id']}")
+    assert r.status_code == 200 and r.headers["cache-control"].startswith("private")
+    body = r.json()
+    data, sr = sf.read(serve_index.audio_path(hit["id"]), dtype="float32", always_2d=True)
+    mono = data.mean(1)
+    peaks = np.asarray(body["peaks"])
+    assert body["id"] == hit["id"] and body["path"] == hit["path"]
+    assert body["duration"] == pytest.approx(len(mono) / sr)
+    assert peaks.shape == (400, 2) and (peaks[:, 0] <= peaks[:, 1]).all()
+    assert peaks[:, 0].min() == pytest.approx(mono.min(), abs=1e-4)
+    assert peaks[:, 1].max() == pytest.approx(mono.max(), abs=1e-4)
+    quarter = len(mono) // 4  # the first quarter of the buckets covers the first quarter of the file
+    assert peaks[:100, 1].max() == pytest.approx(mono[:quarter].max(), abs=0.02)
+    computed = app.state.service.peak_cache.computed
+    assert client.get(f"/peaks/{hit['id']}").json() == body  # cached: not decoded again
+    assert app.state.service.peak_cache.computed == computed
+    assert_json_error(client.get("/peaks/0"), 404)
+    assert_json_error(client.get("/peaks/abc"), 422)
 
 
 def test_similar(client, serve_index):
@@ -300,3 +410,27 @@ def test_internal_errors_are_json_500(serve_index, local_client):
         r = c.get("/search", params={"q": "x"})
         assert assert_json_error(r, 500) == "internal server error"
         assert "secret" not in r.text
+
+
+@pytest.mark.parametrize("kind", ["flac", "m4a"])
+def test_compute_peaks_follows_the_signal(kind, tmp_path, request):
+    """Loud first half, silent second half: the envelope says so, for libsndfile and FFmpeg containers."""
+    from hade.serve.peaks import compute_peaks
+
+    sr = 16000
+    t = np.arange(2 * sr) / sr
+    wave = (0.8 * np.sin(2 * np.pi * 440 * t) * (t < 1.0)).astype(np.float32)
+    path = tmp_path / f"a.{kind}"
+    if kind == "flac":
+        sf.write(path, wave, sr)
+    else:
+        request.getfixturevalue("encode_av")(path, wave, sr, "m4a")
+    with open(path, "rb") as f:
+        p = compute_peaks(f, buckets=40)
+    assert p.duration == pytest.approx(2.0, abs=0.15) and p.mins.shape == p.maxs.shape == (40,)  # AAC adds priming
+    assert (p.maxs[2:18] > 0.7).all() and (p.mins[2:18] < -0.7).all()  # the tone
+    assert (np.abs(p.maxs[23:]) < 0.05).all() and (np.abs(p.mins[23:]) < 0.05).all()  # the silence
+    from hade.errors import InputError
+
+    with pytest.raises(InputError, match="cannot decode the file for its waveform"):
+        compute_peaks(io.BytesIO(b"not audio" * 100))

@@ -170,3 +170,30 @@ def test_allocator_option(serve_index, monkeypatch, argv, tuned):
     assert calls == (["tuned"] if tuned else [])
     with pytest.raises(SystemExit):
         parse("my.idx", "--allocator", "jemalloc")
+
+
+@pytest.mark.parametrize("host, url", [("0.0.0.0", "http://127.0.0.1:8123/"), ("::", "http://[::1]:8123/"),
+                                       ("127.0.0.1", "http://127.0.0.1:8123/"),
+                                       ("192.168.7.7", "http://192.168.7.7:8123/")])
+def test_the_printed_address_is_one_the_host_check_accepts(fake_index_cls, audio_folder, serve_model, monkeypatch,
+                                                           tmp_path, capsys, local_client, host, url):
+    """`--host 0.0.0.0` printed http://0.0.0.0:PORT/, which the server's own Host check answers with 400."""
+    from urllib.parse import urlsplit
+
+    import uvicorn
+
+    import hade.index
+
+    monkeypatch.setattr(hade.index.Index, "open", classmethod(lambda cls, *a, **kw: fake_index_cls(audio_folder,
+                                                                                                    serve_model)))
+    calls = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.update(app=app, **kw))
+    threads = torch.get_num_threads()
+    try:
+        cmd_serve(parse(str(tmp_path), "--host", host, "--port", "8123", "--threads", "1"))
+    finally:
+        torch.set_num_threads(threads)
+    printed = capsys.readouterr().out
+    assert f"open {url}" in printed
+    with local_client(calls["app"]) as c:
+        assert c.get("/health", headers={"Host": urlsplit(url).netloc}).status_code == 200

@@ -63,6 +63,8 @@ def test_symlink_swap_to_outside_is_409_without_bytes(private_index, local_clien
             r = c.request(method, f"/audio/{wid}")
             assert r.status_code == 409
             assert b"root:" not in r.content
+        r = c.get(f"/peaks/{wid}")  # the envelope is of indexed files only, too
+        assert r.status_code == 409 and r.json()["reason"] == "outside"
         message = assert_json_error(c.get(f"/audio/{wid}"), 409)
         assert c.get(f"/audio/{wid}").json()["reason"] == "outside"
         assert str(tmp_path) not in message and str(folder) not in message  # no server paths
@@ -88,13 +90,16 @@ def test_changed_file_is_409_and_missing_is_404(private_index, local_client):
     wid, rel = first_wav_window(index)
     with local_client(create_app(index)) as c:
         assert c.get(f"/audio/{wid}").status_code == 200
+        assert c.get(f"/peaks/{wid}").status_code == 200
         with open(folder / rel, "ab") as f:
             f.write(b"\0" * 100)
         assert "hade index" in assert_json_error(c.get(f"/audio/{wid}"), 409)
+        assert "hade index" in assert_json_error(c.get(f"/peaks/{wid}"), 409)  # not from the cache either
         (folder / rel).unlink()
         r = c.get(f"/audio/{wid}")
         assert_json_error(r, 404)
         assert r.json()["reason"] == "missing"
+        assert assert_json_error(c.get(f"/peaks/{wid}"), 404)
 
 
 def test_head_audio_has_headers_and_no_body(client, serve_index):
@@ -137,7 +142,8 @@ def test_host_policy():
 def test_foreign_host_is_400_everywhere(app, serve_index, local_client):
     wid = next(iter(serve_index.search("a dog", k=1))).id
     with local_client(app) as c:
-        for url in ("/search?q=dog", f"/audio/{wid}", "/health", "/", "/static/app.js"):
+        for url in ("/search?q=dog", f"/audio/{wid}", f"/peaks/{wid}", f"/explain/{wid}?q=dog", "/health", "/",
+                    "/static/app.js"):
             r = c.get(url, headers={"Host": "evil.example"})
             assert "evil.example" in assert_json_error(r, 400), url
             assert b"RIFF" not in r.content and b"windows" not in r.content

@@ -161,6 +161,25 @@ def test_every_head_starts_from_a_converted_model(converted):
             assert all(not n.startswith(("audio_encoder.", "text_encoder.")) for n in report["fresh"]), head
 
 
+def test_projections_go_to_heads_with_dps_pooled_projection_only(converted):
+    """DCR (alone or in tha+dcr) takes a dp model's projections; THA, whose first text projection has the same
+    name and shape as DP's first layer, does not take it."""
+    from hade.train.init import adopt_encoders
+
+    ckpt, model = converted
+    for head, owner in (("tha+dcr", "head.parts.dcr."), ("dcr", "head."), ("tha", None)):
+        torch.manual_seed(1)
+        target = hade.create_model(adopt_encoders(ModelConfig(head=head), ckpt))
+        report = initialise_from(target, ckpt)
+        head_loaded = {n for n in target.state_dict() if n.startswith("head.")} - set(report["fresh"])
+        if owner is None:
+            assert not head_loaded and "head.text_proj.0.weight" in report["fresh"], head
+            assert target.head.text_proj[0].weight.shape == model.head.text_proj[0].weight.shape  # the trap
+        else:
+            assert head_loaded == {owner + n for n in model.head.state_dict()}, head
+            assert torch.equal(target.state_dict()[owner + "text_proj.2.weight"], model.head.text_proj[2].weight)
+
+
 def test_tha_dcr_training_from_a_converted_model_lowers_the_loss(converted, tmp_path):
     ckpt, model = converted
     data = tmp_path / "data"
@@ -170,8 +189,11 @@ def test_tha_dcr_training_from_a_converted_model_lowers_the_loss(converted, tmp_
                       init_from=str(ckpt), model=ModelConfig(head="tha+dcr"), seed=0)
     train(data, tmp_path / "run", cfg, progress=False)
     report = json.loads((tmp_path / "run" / "init.json").read_text())
+    # DCR's pooled projection is DP's: it starts from the converted model's, its CA layers fresh
     assert report["parts"] == {"audio_encoder": "checkpoint", "text_encoder": "checkpoint",
-                               "head.parts.tha": "fresh", "head.parts.dcr": "fresh"}
+                               "head.parts.tha": "fresh", "head.parts.dcr": "partly"}
+    assert report["renamed"]["head.parts.dcr.audio_proj.0.weight"] == "head.audio_proj.0.weight"
+    assert not [n for n in report["unused"] if "_proj" in n]
     history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
     losses = [h["loss"] for h in history if "loss" in h and "epoch_end" not in h]
     assert len(losses) >= 12

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+from hade.apps.argtypes import positive_int
+from hade.utils.outdir import Claim, OutputKind, claim_output_dir, has_any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -11,14 +15,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--table", required=True, choices=["1", "2", "3", "4", "5", "compare", "ood"])
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, default=None, help="default: runs/ablate-table{N}")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=positive_int, default=3)
     p.add_argument("--ood-data", type=Path, default=None,
                    help="--table ood: a SynthCaps set of held-out event types (hade synth --event-types ...)")
     p.add_argument("--config", type=Path, default=None, help="base TrainConfig JSON (default: the demo's)")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=positive_int, default=None)
     p.add_argument("--rows", default=None,
                    help="comma-separated subset of the table's rows to run (others are reported when finished)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--force", action="store_true",
+                   help="write into --out even when it is a non-empty folder that is not an ablation's")
     return p
 
 
@@ -32,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         base.epochs = args.epochs
     out = args.out or Path(f"runs/ablate-table{args.table}")
+    kind = OutputKind("hade ablate folder", has_any("rows", "table*.json", "table*.md"))
+    if claim_output_dir(out, kind, force=args.force) is Claim.OWN:
+        print(f"hade ablate: note: {out} holds an ablation; resuming it (finished runs are kept)", file=sys.stderr)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
     ablate(args.table, args.data, out, seeds=args.seeds, base=base, progress=not args.quiet, ood_data=args.ood_data,
            rows=rows)

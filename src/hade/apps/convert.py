@@ -2,11 +2,13 @@
 hade.checkpoint's writing).
 
 Two modes:
-* audio encoder only (default): the HTSAT of an HTS-AT / LAION-CLAP / WavCaps checkpoint goes into a new
-  model whose text encoder (``--text-encoder``) and head (``--head``) start fresh;
+* audio encoder only (default): the HTSAT of an HTS-AT / LAION-CLAP / WavCaps checkpoint, or a PaSST
+  AudioSet checkpoint (``--audio-encoder passt-s``), goes into a new model whose text encoder (``--text-encoder``) and head (``--head``) start fresh;
 * complete model (``--tokenizer DIR``): a LAION-CLAP (non-fusion) or WavCaps HTSAT-BERT checkpoint becomes a
   ``dp`` model that scores as the original (text tower, projections and learned scale included); DIR holds
-  the original's tokenizer files (roberta-base / bert-base-uncased), never downloaded.
+  the original's tokenizer files (roberta-base / bert-base-uncased), never downloaded;
+* a Hugging Face ``ClapModel`` folder (SRC is a folder): always the complete model, with the folder's own
+  tokenizer files unless ``--tokenizer DIR`` names others (hade.models.convert_hf).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any
 
 from hade.errors import InputError
 from hade.models.convert import KINDS, format_report
+from hade.models.convert_audio import AUDIO_KINDS
 from hade.models.convert_full import FULL_KINDS
 
 
@@ -24,8 +27,10 @@ def add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
     """``hade convert SRC --out DIR [--tokenizer TOK [--text-overrides JSON]] [--audio-encoder htsat-tiny]
     [--text-encoder minilm] [--head dp] [--kind K] [--allow-partial]``."""
     p = subparsers.add_parser("convert",
-                              help="convert an HTS-AT / LAION-CLAP / WavCaps checkpoint to a hade checkpoint")
-    p.add_argument("src", type=Path, help="foreign checkpoint (.ckpt/.pt/.pth via weights_only, or .safetensors)")
+                              help="convert an HTS-AT / LAION-CLAP / WavCaps / PaSST / BEATs checkpoint or a Hugging "
+                                   "Face ClapModel folder to a hade checkpoint")
+    p.add_argument("src", type=Path, help="foreign checkpoint (.ckpt/.pt/.pth via weights_only, or .safetensors), "
+                                          "or a Hugging Face ClapModel folder (config.json + model.safetensors)")
     p.add_argument("--out", type=Path, required=True, help="hade checkpoint directory to write")
     p.add_argument("--tokenizer", type=Path, default=None,
                    help="local folder with the original's tokenizer (roberta-base files for LAION-CLAP, "
@@ -35,12 +40,17 @@ def add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="with --tokenizer: JSON object of text config fields no tensor shape tells "
                         "(e.g. '{\"num_attention_heads\": 12}'); default: the tokenizer folder's config.json, "
                         "else roberta-base / bert-base-uncased values")
-    p.add_argument("--audio-encoder", default="htsat-tiny", help="HTSAT preset matching the checkpoint")
-    p.add_argument("--audio-overrides", default=None, help="JSON object of HTSATConfig fields (e.g. front end)")
+    p.add_argument("--audio-encoder", default="htsat-tiny",
+                   help="audio encoder preset matching the checkpoint (htsat-tiny; passt-s for PaSST)")
+    p.add_argument("--audio-overrides", default=None,
+                   help="JSON object of the preset's config fields (e.g. HTSATConfig front end)")
     p.add_argument("--text-encoder", default="minilm", help="hade text encoder (the foreign text tower is not loaded)")
     p.add_argument("--head", default="dp", help="retrieval head (freshly initialised)")
-    p.add_argument("--kind", choices=KINDS, default=None, help="key convention (default: detected from the keys)")
+    p.add_argument("--kind", choices=KINDS + AUDIO_KINDS, default=None, help="key convention (default: detected from the keys)")
     p.add_argument("--allow-partial", action="store_true", help="load even if encoder tensors are missing")
+    p.add_argument("--force", action="store_true",
+                   help="write --out even when it is a non-empty folder that is not a hade checkpoint (its contents "
+                        "are replaced)")
 
 
 def _json_object(text: str | None, flag: str) -> dict[str, Any]:
@@ -55,7 +65,7 @@ def _json_object(text: str | None, flag: str) -> dict[str, Any]:
     return value
 
 
-def _convert_full(args: argparse.Namespace) -> int:
+def _convert_full(args: argparse.Namespace, replaced: str = "") -> int:
     from hade.checkpoint import save_model
     from hade.models.convert_full import convert_full
 
@@ -67,8 +77,35 @@ def _convert_full(args: argparse.Namespace) -> int:
     save_model(model, args.out, extra={"converted_from": str(args.src), "conversion": report.to_dict(),
                                        "complete": True})
     print(format_report(report))
-    print(f"wrote {args.out} (complete {report.kind} model: head dp, text pooling {model.config.text_pooling}, "
-          f"{model.sample_rate} Hz)")
+    print(f"wrote {args.out}{replaced} (complete {report.kind} model: head dp, text pooling "
+          f"{model.config.text_pooling}, {model.sample_rate} Hz)")
+    return 0
+
+
+def claim_out(args: argparse.Namespace) -> str:
+    """Refuse an --out that holds anything but a hade checkpoint (unless --force), before any work; the
+    words that say what the written checkpoint replaced ("" for a new folder)."""
+    from hade.checkpoint import CHECKPOINT_OUTPUT
+    from hade.utils.outdir import Claim, claim_output_dir
+
+    claim = claim_output_dir(args.out, CHECKPOINT_OUTPUT, force=getattr(args, "force", False))
+    return {Claim.NEW: "", Claim.OWN: " (replaced the hade checkpoint that was there)",
+            Claim.FORCED: " (--force: replaced what was there)"}[claim]
+
+
+def _convert_hf(args: argparse.Namespace, replaced: str = "") -> int:
+    from hade.checkpoint import save_model
+    from hade.models.convert_hf import convert_hf_clap
+
+    if args.kind is not None or args.text_overrides or args.audio_overrides:
+        raise InputError(f"{args.src}: a Hugging Face ClapModel folder names its own architecture; drop --kind, "
+                         "--text-overrides and --audio-overrides")
+    model, report = convert_hf_clap(args.src, args.tokenizer, allow_partial=args.allow_partial)
+    save_model(model, args.out, extra={"converted_from": str(args.src), "conversion": report.to_dict(),
+                                       "complete": True})
+    print(format_report(report))
+    print(f"wrote {args.out}{replaced} (complete Hugging Face ClapModel: head dp, text pooling "
+          f"{model.config.text_pooling}, {model.sample_rate} Hz, {model.config.clip_seconds:g} s clips)")
     return 0
 
 
@@ -76,9 +113,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
     """Run ``hade convert``; prints the report, returns the exit code."""
     from hade.checkpoint import convert_checkpoint
     from hade.config import ModelConfig
+    from hade.models.convert_hf import is_hf_clap_folder
 
+    replaced = claim_out(args)
+    if is_hf_clap_folder(args.src):
+        return _convert_hf(args, replaced)
+    if args.src.is_dir():
+        raise InputError(f"{args.src}: a folder, but not a Hugging Face ClapModel folder (its config.json must "
+                         "name architectures [\"ClapModel\"]); give a checkpoint file or a ClapModel folder")
     if getattr(args, "tokenizer", None) is not None:
-        return _convert_full(args)
+        return _convert_full(args, replaced)
     if getattr(args, "text_overrides", None):
         raise InputError("--text-overrides applies to complete conversions only (with --tokenizer)")
     overrides = _json_object(args.audio_overrides, "--audio-overrides")
@@ -86,7 +130,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
                          text_encoder=args.text_encoder, head=args.head)
     report = convert_checkpoint(args.src, args.out, config, allow_partial=args.allow_partial, kind=args.kind)
     print(format_report(report))
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}{replaced}")
     if report.kind in FULL_KINDS:
         print(f"note: only the audio encoder was converted; pass --tokenizer DIR to convert the complete {report.kind} "
               "model (text tower, projections and scale)")

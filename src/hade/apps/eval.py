@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from hade.apps.argtypes import positive_int, seconds
 from hade.config import COMPUTE_DTYPES
 from hade.errors import InputError
 
@@ -18,8 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="checkpoint directory (e.g. RUN/checkpoints/best); not needed with --dcase-score")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", default="evaluation")
-    p.add_argument("--clip-seconds", type=float, default=None, help="default: the training clip length")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--clip-seconds", type=seconds, default=None, help="default: the training clip length")
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--out", type=Path, default=None,
                    help="write the metrics JSON here, and the per-query results beside it (NAME.per_query.npz)")
     p.add_argument("--bootstrap", type=int, default=1000,

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from hade.apps.argtypes import seconds
 from hade.errors import InputError
 from hade.explain import explain, format_summary, save_figures
+from hade.utils.outdir import Claim, OutputKind, claim_output_dir, has_any
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -16,10 +19,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--text", required=True, help="caption to explain")
     p.add_argument("--out", type=Path, default=Path("explain-out"), help="directory for the PNG figures")
     p.add_argument("--json", action="store_true", help="also write explanation.json with all arrays")
-    p.add_argument("--clip-seconds", type=float, default=None,
+    p.add_argument("--clip-seconds", type=seconds, default=None,
                    help="default: the clip length the model was trained on (else the longest it holds)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--force", action="store_true",
+                   help="write into --out even when it is a non-empty folder that is not an explanation's")
     return p
+
+
+# What `hade explain` writes into --out (hade.utils.outdir): its figures and explanation.json.
+EXPLAIN_OUTPUT = OutputKind("hade explain folder", has_any("explanation.json", "tha_level*.png", "factors.png"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     audio = Path(args.audio)
     if not audio.is_file():
         raise InputError(f"--audio {audio}: file not found")
+    if claim_output_dir(args.out, EXPLAIN_OUTPUT, force=getattr(args, "force", False)) is Claim.OWN:
+        print(f"hade explain: note: replacing the explanation in {args.out}", file=sys.stderr)
     model = load(args.ckpt, device=getattr(args, "device", "cpu"))
     expl = explain(model, audio, args.text, getattr(args, "clip_seconds", None))
     files = save_figures(expl, args.out)

@@ -35,6 +35,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hade.apps.argtypes import positive_int, seconds
 from hade.config import COMPUTE_DTYPES, STORAGE_DTYPES
 from hade.errors import HadeError, InputError
 from hade.utils.units import parse_bytes
@@ -57,25 +58,31 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "(skipped by default: the server would hand them out)")
     p.add_argument("--ckpt", type=Path, default=None, help="checkpoint directory (required for a new index)")
     p.add_argument("--out", type=Path, default=None, help="index folder (created or updated)")
-    p.add_argument("--window", type=float, default=None, help="window seconds (default: model clip length, <= 10 s)")
-    p.add_argument("--hop", type=float, default=None, help="hop seconds between windows (default: window/2)")
-    p.add_argument("--batch-size", type=int, default=16, help="windows per encoder batch (and per commit)")
-    p.add_argument("--ann-threshold", type=int, default=None,
+    p.add_argument("--window", type=seconds, default=None, help="window seconds (default: model clip length, <= 10 s)")
+    p.add_argument("--hop", type=seconds, default=None, help="hop seconds between windows (default: window/2)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="windows per encoder batch (and per commit)")
+    p.add_argument("--ann-threshold", type=positive_int, default=None,
                    help="windows from which an IVF index replaces the exact flat one (default: the index's, "
                         "else 50000)")
     p.add_argument("--shard", default=None, help="i/N: index only slice i of N of the files (then `index merge`); "
                                                  "under torchrun or srun each rank takes its own shard and rank 0 "
                                                  "merges")
     p.add_argument("--rebuild", action="store_true", help="discard the existing index (e.g. for a new model)")
+    p.add_argument("--force", action="store_true",
+                   help="write the index into --out even when it is a non-empty folder that is not an index "
+                        "(what is there is left alone)")
     p.add_argument("--storage-dtype", choices=STORAGE_DTYPES, default=None,
                    help="dtype the representations are stored in (default float16); fixed when the index is "
                         "created")
     p.add_argument("--precision", choices=STORAGE_DTYPES, default=None, dest="deprecated_precision",
                    help=argparse.SUPPRESS)  # the name before --storage-dtype; still accepted
     p.add_argument("--token-codec", default=None, metavar="FACTORY",
-                   help="how token features (THA's audio tokens) are stored: a faiss codec factory (default for a "
-                        "new index OPQ32,IVF256,PQ32: 35 bytes a token instead of 512) or 'none' (float); fixed at "
-                        "creation, except that an index with float tokens is compressed when given one")
+                   help="how token features (THA's audio tokens) are stored: a faiss codec factory or 'none' "
+                        "(float). The default for a new index, OPQ32,IVF256,PQ32, keeps 8 dims a sub-quantiser at "
+                        "every token width: 35 bytes a token at 256 dims (512 in float16), 67 bytes a token at 512 "
+                        "dims (1024), 99 bytes a token at 768 dims (1536). It is fitted once the index has enough "
+                        "tokens to train it (9984 a token level; float16 until then). Fixed at creation, except "
+                        "that an index with float tokens is compressed when given one")
     p.add_argument("--ann-memory-budget", type=parse_bytes, default=None, metavar="BYTES",
                    help="memory the ANN may take, e.g. 2G: above --ann-threshold windows the IVF's 8-bit codes "
                         "give way to product-quantised ones (IVF-PQ) sized to fit (default: the index's, else none)")
@@ -99,7 +106,7 @@ def _report_errors(stats: dict) -> None:
 def run_check(args: argparse.Namespace) -> int:
     """`hade index --check INDEX`: 0 intact, 1 damaged."""
     if len(args.paths) != 1:
-        raise InputError(f"hade index --check takes one index folder, got {len(args.paths)}: {args.paths}")
+        raise InputError(f"--check takes one index folder, got {len(args.paths)}: {args.paths}")
     from hade.index.integrity import check_index
 
     index = Path(args.paths[0])
@@ -148,24 +155,38 @@ def run(args: argparse.Namespace) -> int:
     """Build or update an index (or check it with --check, or merge parts when the first positional is `merge`)."""
     launch = detect_launch()
     if launch.parallel and (args.check or args.paths[0] == "merge"):
-        raise InputError(f"hade index {'--check' if args.check else 'merge'} runs in one process; start it "
+        raise InputError(f"{'--check' if args.check else 'merge'} runs in one process; start it "
                          f"without {launch.launcher}")
     if args.check:
         return run_check(args)
     if args.paths[0] == "merge":
         return run_merge(args)
     if len(args.paths) != 1:
-        raise InputError(f"hade index takes one folder, got {len(args.paths)}: {args.paths}")
+        raise InputError(f"one folder to index, got {len(args.paths)}: {args.paths}")
     if args.out is None:
-        raise InputError("hade index: --out INDEX is required")
+        raise InputError("--out INDEX is required")
     if launch.parallel:
         return run_parallel(args, launch)
+    _say_claim(args)
     stats = _build(args, args.out, args.shard, args.device, progress=not args.quiet)
     if args.json:
         print(json.dumps(stats, indent=2))
     else:
         _print_stats(args.out, stats)
     return 0
+
+
+def _say_claim(args: argparse.Namespace) -> None:
+    """Refuse an --out that is not an index (unless --force, hade.utils.outdir); say what happens to one."""
+    from hade.index.build import INDEX_OUTPUT
+    from hade.utils.outdir import Claim, claim_output_dir
+
+    claim = claim_output_dir(args.out, INDEX_OUTPUT, force=args.force)
+    if claim is Claim.OWN:
+        what = "rebuilding it from scratch (--rebuild)" if args.rebuild else "updating it (new and changed files)"
+        print(f"hade index: note: {args.out} holds an index; {what}", file=sys.stderr)
+    elif claim is Claim.FORCED:
+        print(f"hade index: note: --force: writing the index into {args.out} beside what is there", file=sys.stderr)
 
 
 def _build(args: argparse.Namespace, out: Path, shard: str | None, device: str, progress: bool) -> dict[str, Any]:
@@ -177,20 +198,20 @@ def _build(args: argparse.Namespace, out: Path, shard: str | None, device: str, 
                        rebuild=args.rebuild, storage_dtype=_storage_dtype(args), device=device,
                        progress=progress, aux_captions=args.aux_captions,
                        compute=args.compute, follow_external_links=args.follow_external_links,
-                       token_codec=args.token_codec, ann_memory_budget=args.ann_memory_budget)
+                       token_codec=args.token_codec, ann_memory_budget=args.ann_memory_budget,
+                       force=getattr(args, "force", False))
 
 
 def _check_parallel(args: argparse.Namespace, launch: Launch) -> None:
     """Refuse, on every rank before anything is encoded, what would make the parallel run fail at the end."""
-    from hade.index.store import DB_FILE, LOCK_FILE
-
     if args.shard is not None:
         raise InputError(f"--shard {args.shard}: this is rank {launch.rank} of {launch.world_size} started by "
                          f"{launch.launcher}, which takes shard {launch.shard} itself; drop --shard (or run one "
                          "process per shard without a launcher)")
-    out = Path(args.out)
-    if out.is_dir() and not (out / DB_FILE).exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
-        raise InputError(f"{out}: exists and is not a hade index; give a new or empty --out folder")
+    from hade.index.build import INDEX_OUTPUT
+    from hade.utils.outdir import claim_output_dir
+
+    claim_output_dir(args.out, INDEX_OUTPUT, force=args.force)
 
 
 def run_parallel(args: argparse.Namespace, launch: Launch) -> int:

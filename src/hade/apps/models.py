@@ -28,8 +28,6 @@ HEAD_SUMMARIES = {
     "hci": "hierarchical cross-modal interaction at frame, segment and clip level (Xin & Zou)",
     "hci+ac": "HCI enhanced with auxiliary (machine-generated) captions of the audio",
 }
-# Small dimensions: a head is built only to read its capabilities (they may depend on options, e.g. hci+ac).
-_PROBE_DIMS = dict(audio_dims=[16, 32, 64, 128], text_dim=32, text_layers=2, embed_dim=16)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -49,14 +47,26 @@ def _module_summary(obj: Any) -> str:
 
 def head_info(name: str) -> dict[str, Any]:
     """{"name", "capabilities": {flag: bool, "explanations": [...]}, "description"} of one registered head."""
-    from hade.models.heads import build_head
+    from hade.models.heads import PROBE_DIMS, PROBE_LEVELS, build_head
 
-    head = build_head(name, **_PROBE_DIMS)
+    head = build_head(name, PROBE_LEVELS, **PROBE_DIMS)
     caps = head.capabilities
     flags: dict[str, Any] = {f.name: getattr(caps, f.name) for f in fields(caps) if f.name != "explanations"}
     flags["explanations"] = sorted(caps.explanations)
     return {"name": name, "capabilities": flags,
             "description": HEAD_SUMMARIES.get(name) or _module_summary(type(head))}
+
+
+def preset_info(preset: Any) -> dict[str, Any]:
+    """A preset as JSON, with its sample rate and the token levels its encoder declares (`AudioLevels`):
+    `levels` names every level, `tha_levels` those THA aligns by default and `text_blocks_12` the text
+    blocks they meet in a 12-block text encoder."""
+    from hade.models.encoders.audio import audio_encoder_config, audio_levels
+
+    config = audio_encoder_config(preset.name)
+    levels = audio_levels(config)
+    return {**preset.to_dict(), "sample_rate": config.sample_rate, "levels": list(levels.names),
+            "tha_levels": [levels.names[i - 1] for i in levels.aligned], "text_blocks_12": list(levels.text_blocks_12)}
 
 
 def list_models() -> dict[str, list[dict[str, Any]]]:
@@ -65,7 +75,7 @@ def list_models() -> dict[str, list[dict[str, Any]]]:
     from hade.models.presets import all_presets
 
     return {"heads": [head_info(n) for n in head_names()],
-            "audio_encoders": [p.to_dict() for _, p in sorted(all_presets().items())],
+            "audio_encoders": [preset_info(p) for _, p in sorted(all_presets().items())],
             "text_encoders": [{"name": n, "description": d} for n, d in TEXT_ENCODERS.items()]}
 
 
@@ -77,8 +87,6 @@ def _capability_words(caps: dict[str, Any]) -> str:
 
 def format_models(models: dict[str, list[dict[str, Any]]]) -> str:
     """The listing as aligned text, one section per kind."""
-    from hade.models.encoders.htsat import HTSAT_PRESETS  # the presets' built configs, defaults filled in
-
     heads, presets = models["heads"], models["audio_encoders"]
     w = max(len(h["name"]) for h in heads + presets) + 2
     caps = [_capability_words(h["capabilities"]) for h in heads]
@@ -88,8 +96,10 @@ def format_models(models: dict[str, list[dict[str, Any]]]) -> str:
     lines += ["", "audio encoder presets (--audio-encoder NAME; add JSON files in a folder named by HADE_PRESET_PATH):"]
     for p in presets:
         where = "" if p["source"].startswith(_builtin_prefix()) else f"  [{p['source']}]"
-        rate = HTSAT_PRESETS[p["name"]].sample_rate / 1000
-        lines.append(f"  {p['name']:<{w}}{rate:>4g} kHz  {p['description']}{where}")
+        rate = p["sample_rate"] / 1000
+        pairs = ", ".join(f"{a}<->text {b}" for a, b in zip(p["tha_levels"], p["text_blocks_12"]))
+        lines.append(f"  {p['name']:<{w}}{p['encoder']:<6}{rate:>4g} kHz  {p['description']}{where}")
+        lines.append(f"  {'':<{w}}levels: {', '.join(p['levels'])}; THA: {pairs} (12-block text)")
     lines += ["", "text encoders (--text-encoder NAME or DIR):"]
     lines += [f"  {t['name']:<{w}}{t['description']}" for t in models["text_encoders"]]
     return "\n".join(lines)

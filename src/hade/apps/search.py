@@ -10,8 +10,10 @@ import argparse
 import json
 from pathlib import Path
 
+from hade.apps.argtypes import positive_int, time_point
 from hade.config import COMPUTE_DTYPES
 from hade.errors import InputError
+from hade.utils.jsonable import jsonable, printable
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -25,15 +27,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--like", default=None, metavar="PATH",
                    help="more like an indexed file (its path as indexed, or inside --root): its stored "
                         "vectors, nothing re-encoded; the file's own windows are left out")
-    s.add_argument("--at", type=float, default=None, metavar="SECONDS",
+    s.add_argument("--at", type=time_point, default=None, metavar="SECONDS",
                    help="with --like: only the window of that file around this time")
     s.add_argument("--same-file", action="store_true",
                    help="with --like: other windows of the same file may be hits too")
-    s.add_argument("-k", type=int, default=10, help="results to show")
-    s.add_argument("--candidates", type=int, default=100, help="windows recalled by the ANN and re-ranked")
+    s.add_argument("-k", type=positive_int, default=10, help="results to show")
+    s.add_argument("--candidates", type=positive_int, default=100, help="windows recalled by the ANN and re-ranked")
     s.add_argument("--per-file", action="store_true", help="one result per file (its best window)")
     s.add_argument("--exhaustive", action="store_true", help="score every window exactly (slow on large indexes)")
-    s.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per query (more = better recall)")
+    s.add_argument("--nprobe", type=positive_int, default=None,
+                   help="IVF lists visited per query (more = better recall)")
     s.add_argument("--root", type=Path, default=None, help="folder the indexed files live in now")
     s.add_argument("--device", default="cpu")
     s.add_argument("--compute", choices=COMPUTE_DTYPES, default="fp32",
@@ -45,12 +48,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Print the best windows for a text query or an --audio example."""
     if sum(q is not None for q in (args.query, args.audio, args.like)) != 1:
-        raise InputError('hade search: give one of a text query, --audio FILE or --like PATH, '
+        raise InputError('give one of a text query, --audio FILE or --like PATH, '
                          'e.g. hade search INDEX "a dog barks"')
     if args.like is None and (args.at is not None or args.same_file):
-        raise InputError("hade search: --at and --same-file go with --like PATH")
-    if args.k <= 0 or args.candidates <= 0:
-        raise InputError("hade search: -k and --candidates must be positive")
+        raise InputError("--at and --same-file go with --like PATH")
     from hade.index.search import Index
 
     index = Index.open(args.index, device=args.device, root=args.root, compute=args.compute)
@@ -60,13 +61,14 @@ def run(args: argparse.Namespace) -> int:
         hits = index.search(query, k=args.k, candidates=args.candidates, per_file=args.per_file,
                             exhaustive=args.exhaustive, nprobe=args.nprobe)
         if args.json:
-            print(json.dumps([{"rank": r, **h.to_dict(), "file": str(index.root / h.path)}
-                              for r, h in enumerate(hits, 1)], indent=2))
+            print(json.dumps(jsonable([{"rank": r, **h.to_dict(), "file": str(index.root / h.path)}
+                                       for r, h in enumerate(hits, 1)]), indent=2, allow_nan=False))
         else:
-            width = max([len(h.path) for h in hits] + [4])
+            paths = [printable(h.path) for h in hits]
+            width = max([len(p) for p in paths] + [4])
             print(f"{'rank':>4}  {'file':<{width}}  {'window':>17}  score")
-            for r, h in enumerate(hits, 1):
-                print(f"{r:>4}  {h.path:<{width}}  {h.start:7.2f}–{h.end:7.2f}s  {h.score:.4f}")
+            for r, (h, path) in enumerate(zip(hits, paths), 1):
+                print(f"{r:>4}  {path:<{width}}  {h.start:7.2f}–{h.end:7.2f}s  {h.score:.4f}")
             if not hits:
                 print("(no results: the index is empty)")
     finally:

@@ -14,10 +14,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from hade.apps.argtypes import nonnegative_int, positive_float, positive_int
 from hade.apps.choices import audio_encoder_help, head_help, text_encoder_help
 from hade.config import SAME_CLIP_MODES, TRAIN_PRECISIONS
 from hade.data.text import CAPTION_NORMALIZATIONS
 from hade.errors import HadeError
+from hade.utils.outdir import Claim, OutputKind, claim_output_dir, has_any
 
 # command-line dest -> TrainConfig field, for the flags that override a field when given
 TRAIN_FIELDS = {name: name for name in ("epochs", "batch_size", "lr", "max_steps", "seed", "device", "precision",
@@ -33,30 +35,30 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/default"), help="run directory (resumed when present)")
     p.add_argument("--head", default=None, help=head_help())
     p.add_argument("--config", type=Path, default=None, help="JSON file with TrainConfig fields (and 'model')")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--epochs", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--lr", type=positive_float, default=None)
+    p.add_argument("--max-steps", type=positive_int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--audio-encoder", default=None, help=audio_encoder_help("htsat-tiny is the paper's"))
     p.add_argument("--text-encoder", default=None, help=text_encoder_help())
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--precision", choices=TRAIN_PRECISIONS, default=None,
                    help="mixed precision of training: bf16 on CPU or CUDA, fp16 on CUDA")
-    p.add_argument("--grad-accum-steps", type=int, default=None,
+    p.add_argument("--grad-accum-steps", type=positive_int, default=None,
                    help="split each batch into this many micro-batches (negatives come from the micro-batch)")
     p.add_argument("--grad-checkpointing", action="store_true", default=None,
                    help="activation checkpointing in both encoders")
     p.add_argument("--init-from", default=None,
                    help="start from these weights: a hade checkpoint directory (e.g. from `hade convert`) or an "
                         "HTS-AT / LAION-CLAP / WavCaps checkpoint file (audio encoder only)")
-    p.add_argument("--workers", type=int, default=None, dest="num_workers",
+    p.add_argument("--workers", type=nonnegative_int, default=None, dest="num_workers",
                    help="data loader processes that decode audio while the model trains (default: min(4, CPUs per "
                         "training process - 1); 0: decode in the training process)")
-    p.add_argument("--validate-every", type=int, default=None, metavar="N",
+    p.add_argument("--validate-every", type=positive_int, default=None, metavar="N",
                    help="validate (and select the best checkpoint) every N steps instead of after each epoch "
                         "(TrainConfig.validate_every_steps)")
-    p.add_argument("--validate-clips", type=int, default=None, metavar="N",
+    p.add_argument("--validate-clips", type=positive_int, default=None, metavar="N",
                    help="validate on N clips of the validation split, evenly spaced by sorted id (TrainConfig."
                         "validate_clips; default: all)")
     p.add_argument("--same-clip", choices=SAME_CLIP_MODES, default=None,
@@ -67,6 +69,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "baseline's), at training, evaluation and search alike (saved with the checkpoint); "
                         "default 'none'")
     p.add_argument("--no-resume", action="store_true", help="start over even if the run directory has a checkpoint")
+    p.add_argument("--force", action="store_true",
+                   help="write the run into --out even when it is a non-empty folder that is not a training run "
+                        "(what is there is kept beside it)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -86,12 +91,29 @@ def train_config_from_args(args: argparse.Namespace):
     return cfg
 
 
+# A run directory: what hade.train.trainer writes into --out (hade.utils.outdir).
+RUN_OUTPUT = OutputKind("hade training run", has_any("train_config.json", "checkpoints", "metrics.json"))
+
+
+def claim_run_dir(args: argparse.Namespace) -> None:
+    """Refuse an --out that is neither new, empty nor a training run (unless --force); say what happens to a
+    run already there. (`hade train` only: under torchrun every rank would race to check the folder.)"""
+    claim = claim_output_dir(args.out, RUN_OUTPUT, force=getattr(args, "force", False))
+    if claim is Claim.OWN:
+        what = ("starting over (--no-resume): its checkpoints and metrics are replaced" if args.no_resume
+                else "resuming it where it stopped (--no-resume starts over)")
+        print(f"hade train: note: {args.out} holds a training run; {what}", file=sys.stderr)
+    elif claim is Claim.FORCED:
+        print(f"hade train: note: --force: writing the run into {args.out} beside what is there", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     """`hade train`: train (or resume) in this process and print the summary as JSON."""
     from hade.train.trainer import train
 
-    summary = train(args.data, args.out, train_config_from_args(args), resume=not args.no_resume,
-                    progress=not args.quiet)
+    config = train_config_from_args(args)
+    claim_run_dir(args)
+    summary = train(args.data, args.out, config, resume=not args.no_resume, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
     return 0
 

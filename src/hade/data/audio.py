@@ -12,8 +12,10 @@ The virtual path of a clip of a packed set (``<split>/shard-00000.pcm16/<row>/<n
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -61,6 +63,7 @@ ID_SUFFIXES: tuple[str, ...] = tuple(
 WavCaps' ids): the formats such sets are stored in, and those YouTube downloads come in."""
 
 FIT_MODES = ("start", "center", "random")
+PAD_MODES = ("zeros", "repeat")
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,16 @@ class AudioInfo:
         if self.sample_rate <= 0:
             return 0
         return int(round(self.frames * sample_rate / self.sample_rate))
+
+
+UNKNOWN_LENGTH = 1 << 62  # frame counts from here up mean "not declared" (libsndfile: SF_COUNT_MAX)
+
+
+def declared_frames(frames: int) -> int | None:
+    """A header's frame count, or None when the header declares no length: 0 from a container without a
+    duration (a WebM written to a pipe, a browser recording) or libsndfile's SF_COUNT_MAX for a FLAC whose
+    STREAMINFO has total samples 0. Such streams are decoded to their end to learn their length."""
+    return int(frames) if 0 < frames < UNKNOWN_LENGTH else None
 
 
 def _expected() -> str:
@@ -116,6 +129,20 @@ def _audio_error(path: Path, reason: str) -> AudioError:
     return err
 
 
+@contextlib.contextmanager
+def _sf_source(path: Path) -> Iterator[str | BinaryIO]:
+    """What libsndfile opens: the path, or the open file when its name is not UTF-8 (soundfile encodes a
+    path as UTF-8, which a Latin-1 name with surrogate escapes, ``n\\udce4me.wav``, cannot be)."""
+    name = str(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        with open(path, "rb") as f:
+            yield f
+        return
+    yield name
+
+
 def _existing_file(path: str | Path) -> Path:
     p = Path(path)
     if not p.exists():
@@ -142,7 +169,8 @@ def audio_info(path: str | Path) -> AudioInfo:
     if container is not None:
         return _av_info(p, container)
     try:
-        info = sf.info(str(p))
+        with _sf_source(p) as source:
+            info = sf.info(source)
     except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError/TypeError...
         raise _audio_error(p, _sf_reason(exc)) from None
     if info.samplerate <= 0:
@@ -170,6 +198,11 @@ def _av_info(path: Path, container: str) -> AudioInfo:
     try:
         with open(path, "rb") as f:
             info = av_audio.probe(f, container)
+            if declared_frames(info.frames) is None:  # no length in the header: decode to the end to learn it
+                f.seek(0)
+                with av_audio.AudioStream(f, container) as stream:
+                    frames = sum(block.shape[0] for block in stream.blocks())
+                    info = info._replace(frames=frames, sample_rate=stream.rate)
     except (OSError, av_audio.AvError) as exc:
         raise _audio_error(path, f"unreadable or corrupt ({exc})") from None
     if info.sample_rate <= 0:
@@ -189,7 +222,8 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
             with open(path, "rb") as f:
                 data, sr = av_audio.decode(f, container)
         else:
-            data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+            with _sf_source(path) as source:
+                data, sr = sf.read(source, dtype="float32", always_2d=True)
     except AudioError:
         raise
     except Exception as exc:  # LibsndfileError, AvError, OSError ...
@@ -227,17 +261,80 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
+STREAM_BLOCK_FRAMES = 1 << 16  # frames libsndfile reads at a time in `stream_audio` (1.4 s at 48 kHz)
+
+
+def stream_audio(path: str | Path, sample_rate: int) -> Iterator[np.ndarray]:
+    """``path`` decoded block by block: float32 mono blocks [t] at ``sample_rate`` whose concatenation is the
+    file (as `load_audio` gives it, up to the resampler's rounding). Each block is mixed to mono and fed to
+    a streaming resampler before the next is read, so memory does not grow with the file's length (a whole
+    1-hour file decoded at once took `hade index` to 3.3 GB). AudioError naming the file, like
+    `load_audio`: missing, unreadable, corrupt midway, empty, non-finite. A packed clip is one block."""
+    target = _check_rate(sample_rate)
+    if packed_ref(path) is not None:
+        yield load_audio(path, sample_rate)
+        return
+    p = _existing_file(path)
+    container = av_audio.sniff(p)
+    if container is not None:
+        _needs_av(p, container)
+    produced, resampler = 0, None
+    try:
+        with contextlib.ExitStack() as stack:
+            blocks, rate_of = _native_blocks(p, container, stack)
+            for block in blocks:
+                mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
+                if not np.isfinite(mono).all():
+                    raise _audio_error(p, "contains non-finite sample(s) (NaN/Inf)")
+                if resampler is None and rate_of() != target:
+                    resampler = soxr.ResampleStream(rate_of(), target, 1, dtype="float32", quality="HQ")
+                out = resampler.resample_chunk(mono) if resampler is not None else mono
+                if len(out):
+                    produced += len(out)
+                    yield np.ascontiguousarray(out, dtype=np.float32)
+            if resampler is not None and len(out := resampler.resample_chunk(np.zeros(0, np.float32), last=True)):
+                produced += len(out)
+                yield out
+    except AudioError:
+        raise
+    except Exception as exc:  # LibsndfileError, AvError, OSError ...
+        raise _audio_error(p, _sf_reason(exc)) from None
+    if produced == 0:
+        raise _audio_error(p, "contains 0 samples")
+
+
+def _native_blocks(path: Path, container: str | None, stack: contextlib.ExitStack):
+    """([frames, channels] float32 blocks at the file's rate, a function giving that rate once the first
+    block is out) of an open file; `stack` closes it."""
+    if container is not None:
+        stream = stack.enter_context(av_audio.AudioStream(stack.enter_context(open(path, "rb")), container))
+        return stream.blocks(), lambda: stream.rate
+    f = stack.enter_context(sf.SoundFile(stack.enter_context(_sf_source(path))))
+    rate = int(f.samplerate)
+
+    def blocks() -> Iterator[np.ndarray]:
+        while (block := f.read(STREAM_BLOCK_FRAMES, dtype="float32", always_2d=True)).shape[0]:
+            yield block
+
+    return blocks(), lambda: rate
+
+
 def fit_length(
     wave: np.ndarray,
     num_samples: int,
     mode: str = "start",
     rng: np.random.Generator | None = None,
+    pad: str = "zeros",
 ) -> np.ndarray:
-    """Crop or zero-pad (on the right) ``wave`` [T] to exactly ``num_samples``.
+    """Crop or pad (on the right) ``wave`` [T] to exactly ``num_samples``.
 
     mode: "start" (keep the beginning) and "center" are deterministic (evaluation); "random" picks a
     uniformly random crop offset with ``rng`` (training; required).
+    pad: "zeros" appends silence; "repeat" first repeats the whole clip as often as it fits, then appends
+    silence (LAION-CLAP's and transformers' ``ClapFeatureExtractor``'s ``padding="repeatpad"``).
     """
+    if pad not in PAD_MODES:
+        raise InputError(f"fit_length pad must be one of {', '.join(PAD_MODES)}; got {pad!r}")
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples <= 0:
         raise InputError(f"num_samples must be a positive integer, got {num_samples!r}")
     if mode not in FIT_MODES:
@@ -260,8 +357,10 @@ def fit_length(
         else:
             offset = int(rng.integers(0, excess + 1))  # type: ignore[union-attr]
         return np.ascontiguousarray(w[offset : offset + n])
+    if pad == "repeat" and t > 0:
+        w = np.tile(w, n // t)
     out = np.zeros(n, dtype=np.float32)
-    out[:t] = w
+    out[:w.shape[0]] = w
     return out
 
 
@@ -269,9 +368,11 @@ __all__ = [
     "AUDIO_EXTENSIONS",
     "ID_SUFFIXES",
     "FIT_MODES",
+    "PAD_MODES",
     "AudioInfo",
     "audio_info",
     "audio_problem",
     "fit_length",
     "load_audio",
+    "stream_audio",
 ]

@@ -19,7 +19,8 @@ import numpy as np
 
 # File extensions routed here when PyAV is installed; the content still decides (`container_format`).
 AV_EXTENSIONS: tuple[str, ...] = (".m4a", ".m4b", ".mp4", ".mov", ".aac", ".webm", ".mka", ".mkv")
-HEAD_BYTES = 12
+HEAD_BYTES = 26  # enough for a FLAC STREAMINFO's total samples (bytes 21-25)
+_FLAC_TOTAL_END = 8 + 18  # "fLaC", the block header (4), then 36 bits of total samples end STREAMINFO's byte 18
 # ISO base media (MP4/M4A/MOV): a box type at offset 4; QuickTime files may start with other top boxes.
 _ISO_BOXES = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")
 
@@ -46,7 +47,12 @@ def available() -> bool:
 
 def container_format(head: bytes) -> str | None:
     """The FFmpeg demuxer for a file starting with `head` (its first `HEAD_BYTES` bytes), or None when the
-    file is not MP4/MOV, Matroska/WebM or ADTS AAC (MP3 frames, whose layer bits are not 00, are not AAC)."""
+    file is not MP4/MOV, Matroska/WebM or ADTS AAC (MP3 frames, whose layer bits are not 00, are not AAC),
+    nor a FLAC stream of unknown length (its STREAMINFO's total samples 0, what an encoder writing to a
+    pipe leaves: libsndfile takes it for 2^63 frames and cannot read it; FFmpeg decodes it to its end)."""
+    if head[:4] == b"fLaC" and len(head) >= _FLAC_TOTAL_END and head[8 + 13] & 0x0F == 0 \
+            and head[8 + 14:_FLAC_TOTAL_END] == b"\0\0\0\0" and head[4] & 0x7F == 0:  # STREAMINFO first
+        return "flac"
     if len(head) >= 8 and head[4:8] in _ISO_BOXES:
         return "mov"
     if head[:4] == b"\x1a\x45\xdf\xa3":

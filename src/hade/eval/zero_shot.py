@@ -17,16 +17,18 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from hade.data.audio import AUDIO_EXTENSIONS, fit_length, load_audio
-from hade.errors import InputError
-from hade.index.windows import resolve_window, window_bounds
+from hade.errors import AudioError, InputError
+from hade.index.windows import resolve_window, scan_audio, window_bounds
 from hade.models.heads.base import score_all
 from hade.models.heads.reprs import Reprs, cat_reprs
 from hade.models.retrieval import RetrievalModel
@@ -37,18 +39,30 @@ DEFAULT_LOGIT_SCALE = 1.0 / 0.07  # CLIP/CLAP's initial scale, for models that l
 ESC50_CSV = Path("meta") / "esc50.csv"
 
 
+# A --labels value ending so names a file, never a label: a mistyped path must not become one label.
+LABEL_FILE_SUFFIXES = (".txt", ".csv", ".tsv", ".lst", ".list", ".json")
+
+
+def _looks_like_a_path(spec: str) -> bool:
+    return spec.lower().endswith(LABEL_FILE_SUFFIXES) or "/" in spec or os.sep in spec
+
+
 def read_labels(spec: str | Path | Sequence[str]) -> list[str]:
-    """Labels from a list, a file (one label per line; blank lines and lines starting with # skipped) or a
-    comma-separated string. InputError when empty or when a label repeats."""
+    """Labels from a list, a file (UTF-8, a byte-order mark allowed; one label per line; blank lines and lines
+    starting with # skipped) or a comma-separated string. InputError when empty, when a label repeats, or when
+    a string that is no file looks like a path (ends in .txt, .csv, ... or holds a path separator)."""
     if isinstance(spec, (list, tuple)):
         labels = [str(x).strip() for x in spec]
     elif Path(str(spec)).is_file():
         path = Path(str(spec))
         try:
-            text = path.read_bytes().decode("utf-8")
+            text = path.read_bytes().decode("utf-8-sig")
         except (OSError, UnicodeDecodeError) as e:
             raise InputError(f"{path}: unreadable labels file ({e}); expected UTF-8 text, one label per line") from None
         labels = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    elif _looks_like_a_path(str(spec)):
+        raise InputError(f"labels file {spec}: not found; give an existing file with one label per line, or the "
+                         "labels themselves ('dog,rain,siren')")
     else:
         labels = [x.strip() for x in str(spec).split(",")]
     labels = [x for x in labels if x]
@@ -92,6 +106,26 @@ class FileResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class Skipped:
+    """A file left out of a batch, and why (undecodable, empty, ...)."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class Classification:
+    """What `ZeroShotClassifier.classify_all` made of a list of files: one result per file it could decode,
+    in the order given, and the files it skipped."""
+
+    results: list[FileResult]
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"results": [r.to_dict() for r in self.results], "skipped": [asdict(s) for s in self.skipped]}
 
 
 class ZeroShotClassifier:
@@ -152,7 +186,40 @@ class ZeroShotClassifier:
         return FileResult(str(path), self._top(scores.mean(0), top_k), windows)
 
     def classify(self, paths: Sequence[str | Path], top_k: int = 5) -> list[FileResult]:
+        """`classify_file` of each path; the first undecodable file raises AudioError (see `classify_all`)."""
         return [self.classify_file(p, top_k) for p in paths]
+
+    def classify_all(self, paths: Sequence[str | Path], top_k: int = 5, progress: bool = False) -> Classification:
+        """`classify_file` of each path, skipping (and listing with the reason) the files that cannot be
+        decoded; a tqdm bar on stderr when `progress`."""
+        out = Classification([])
+        for path in tqdm(paths, desc="classify", unit="file", disable=not progress):
+            try:
+                out.results.append(self.classify_file(path, top_k))
+            except AudioError as e:
+                out.skipped.append(Skipped(str(path), _reason(e)))
+        return out
+
+
+def _reason(error: AudioError) -> str:
+    return str(getattr(error, "reason", None) or error)
+
+
+def audio_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The files to classify: each file as given (any extension: it is decoded or skipped), and the audio files
+    under each folder, recursively, as `hade index` finds them (its extensions, hidden names skipped).
+    InputError naming a path that does not exist."""
+    files: list[Path] = []
+    for item in map(Path, paths):
+        if item.is_dir():
+            files.extend(path for _, path in scan_audio(item, follow_external_links=True)[0])
+        elif item.exists():
+            files.append(item)
+        else:
+            hint = (" (--json prints to stdout now; write a file with --out FILE)"
+                    if item.suffix.lower() in (".json", ".csv") else "")
+            raise InputError(f"{item}: no such audio file or folder{hint}")
+    return files
 
 
 # ---- labelled folders ---------------------------------------------------------------------------------------
@@ -220,23 +287,36 @@ def classification_metrics(scores: np.ndarray, truth: np.ndarray, top_k: int = 5
 
 def evaluate(model: RetrievalModel, folder: str | Path, labels: Sequence[str] | None = None,
              template: str = DEFAULT_TEMPLATE, batch_size: int = 16, window: float | None = None,
-             hop: float | None = None, top_k: int = 5) -> dict[str, Any]:
+             hop: float | None = None, top_k: int = 5, progress: bool = False) -> dict[str, Any]:
     """Zero-shot accuracy and mAP on a labelled folder (see `labelled_folder`). `labels` (default: the folder's
-    classes) must contain every class; extra labels act as distractors."""
+    classes) must contain every class; extra labels act as distractors. Files that cannot be decoded are
+    skipped, listed under "skipped" ([{path, reason}]) and left out of the metrics; a tqdm bar when
+    `progress`."""
     files, truth, classes = labelled_folder(folder)
     labels = read_labels(list(labels)) if labels else classes
     unknown = sorted(set(classes) - set(labels))
     if unknown:
         raise InputError(f"--eval {folder}: classes {unknown[:10]} are not among the labels")
     clf = ZeroShotClassifier(model, labels, template, window=window, hop=hop, batch_size=batch_size)
-    scores = np.stack([clf.file_scores(f)[1].mean(0).numpy() for f in files])
+    rows, kept, skipped = [], [], []
+    for f, t in tqdm(list(zip(files, truth)), desc="classify", unit="file", disable=not progress):
+        try:
+            rows.append(clf.file_scores(f)[1].mean(0).numpy())
+            kept.append(t)
+        except AudioError as e:
+            skipped.append(Skipped(str(f), _reason(e)))
+    if not rows:
+        raise InputError(f"--eval {folder}: none of its {len(files)} audio files could be decoded "
+                         f"(e.g. {skipped[0].path}: {skipped[0].reason})")
     index = {name: i for i, name in enumerate(labels)}
-    result = classification_metrics(scores, np.array([index[t] for t in truth]), top_k)
-    return {**result, "template": template, "folder": str(folder)}
+    result = classification_metrics(np.stack(rows), np.array([index[t] for t in kept]), top_k)
+    return {**result, "template": template, "folder": str(folder), "skipped": [asdict(x) for x in skipped]}
 
 
-def write_json(results: list[FileResult], path: str | Path) -> None:
-    write_json_atomic(path, [r.to_dict() for r in results])
+def write_json(results: Classification | list[FileResult], path: str | Path) -> None:
+    """A Classification as {"results": [...], "skipped": [...]}; a plain list of results as a list."""
+    write_json_atomic(path, results.to_dict() if isinstance(results, Classification) else
+                      [r.to_dict() for r in results])
 
 
 def write_csv(results: list[FileResult], path: str | Path) -> None:
@@ -255,6 +335,6 @@ def write_csv(results: list[FileResult], path: str | Path) -> None:
     write_text_atomic(path, buffer.getvalue())
 
 
-__all__ = ["DEFAULT_TEMPLATE", "FileResult", "Prediction", "WindowResult", "ZeroShotClassifier", "average_precision",
-           "classification_metrics", "evaluate", "labelled_folder", "prompts", "read_labels", "write_csv",
-           "write_json"]
+__all__ = ["DEFAULT_TEMPLATE", "Classification", "FileResult", "Prediction", "Skipped", "WindowResult",
+           "ZeroShotClassifier", "audio_files", "average_precision", "classification_metrics", "evaluate",
+           "labelled_folder", "prompts", "read_labels", "write_csv", "write_json"]

@@ -11,9 +11,10 @@ See `hade.index.store` for the on-disk layout, `hade.index.ann` for the ANN para
 repair by a re-run.
 """
 from hade.index.build import build_index
+from hade.index.export import IndexVectors, export_index
 from hade.index.finalize import merge_indexes
 from hade.index.integrity import CheckResult, Problem, check_index
-from hade.index.search import Hit, Index, Like, Window, search
+from hade.index.search import Hit, Index, Like, QueryVector, Window, search
 
-__all__ = ["CheckResult", "Hit", "Index", "Like", "Problem", "Window", "build_index", "check_index", "merge_indexes",
-           "search"]
+__all__ = ["CheckResult", "Hit", "Index", "IndexVectors", "Like", "Problem", "QueryVector", "Window", "build_index",
+           "check_index", "export_index", "merge_indexes", "search"]

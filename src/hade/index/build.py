@@ -40,11 +40,19 @@ from hade.index.builder import Builder
 from hade.index.compression import NO_CODEC, TokenCompression
 from hade.index.finalize import finalize
 from hade.index.tokens import check_factory
+from hade.index.integrity import has_index_parts
 from hade.index.repair import clear_index_temps, repair_store, set_aside_damaged_db
-from hade.index.store import (ARRAYS_DIR, DB_FILE, MODEL_DIR, SCHEMA_VERSION, STORAGE_DTYPE_KEY, Store, copy_model,
-                              model_fingerprint, write_lock)
+from hade.index.store import (ARRAYS_DIR, DB_FILE, LOCK_FILE, MODEL_DIR, SCHEMA_VERSION, STORAGE_DTYPE_KEY, Store,
+                              copy_model, model_fingerprint, write_lock)
 from hade.index.windows import (in_shard, parse_shard, resolve_window, scan_audio, scan_folder,  # noqa: F401
                                 window_bounds)
+from hade.utils.device import resolve_device
+from hade.utils.outdir import OutputKind, claim_output_dir, has_any
+
+# An index folder, for the --out check (hade.utils.outdir): its database, or the parts of one whose database
+# was deleted (a re-run repairs it); the lock file alone is no index yet.
+INDEX_OUTPUT = OutputKind("hade index", lambda folder: has_any(DB_FILE)(folder) or has_index_parts(folder),
+                          scratch=(LOCK_FILE,))
 
 
 def _wipe(out: Path) -> None:
@@ -78,6 +86,8 @@ class _Request:
     compute: str
     token_codec: str | None = None  # faiss factory or "none"; None: the index's (a new one: the default)
     ann_memory_budget: int | None = None  # bytes; None: the index's (a new one: no budget)
+    force: bool = False  # write into a non-empty folder that is not an index
+    token_codec_min_tokens: int | None = None  # None: the index's (a new one: what the factory needs)
 
 
 def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = None, *, window: float | None = None,
@@ -86,7 +96,8 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
                 device: str = "cpu", progress: bool = True,
                 aux_captions: str | Path | dict[str, str] | None = None, compute: str = "fp32",
                 follow_external_links: bool = False, precision: str | None = None,
-                token_codec: str | None = None, ann_memory_budget: int | None = None) -> dict[str, Any]:
+                token_codec: str | None = None, ann_memory_budget: int | None = None,
+                force: bool = False, token_codec_min_tokens: int | None = None) -> dict[str, Any]:
     """Index (or bring up to date, repairing damage) the audio files under `folder` into the index `out`.
 
     ckpt: checkpoint directory; required for a new index, optional afterwards (the index's copy is used).
@@ -102,12 +113,21 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
     `RetrievalModel.set_compute`. It may differ between runs on the same index.
     follow_external_links: index files that are (or lie in folders that are) symbolic links resolving
     outside `folder`; by default they are skipped and listed in "skipped".
-    token_codec: how token features (THA's audio tokens) are stored: a faiss codec factory (default for a
-    new index "OPQ32,IVF256,PQ32", 35 bytes a token instead of 512; see `hade.index.tokens`) or "none" (float,
-    the storage dtype). Fixed at creation, except that an index storing float tokens (e.g. one written
-    before token codecs) can be given one: its stored tokens are then compressed (`hade.index.compression`).
+    token_codec: how token features (THA's audio tokens) are stored: a faiss codec factory or "none" (float,
+    the storage dtype). The default for a new index, "OPQ32,IVF256,PQ32", keeps 8 dims a sub-quantiser at
+    every token width (OPQ<d/8>,IVF256,PQ<d/8>): 35 bytes a token at 256 dims instead of 512 in float16,
+    67 bytes a token at 512 dims instead of 1024 (`hade.index.tokens.code_bytes_for`). Fixed at creation,
+    except that an index storing float tokens (e.g. one written before token codecs) can be given one: its
+    stored tokens are then compressed (`hade.index.compression`).
+    token_codec_min_tokens: the fewest non-zero tokens of each token key the codec is fitted on; until
+    the index has them its tokens are stored as float, and the run that gets there fits the codec and
+    compresses them (default: what the factory needs to train well, 9 984 for the default's 256-centroid
+    k-means; 0 fits on whatever faiss can train on, as before deferral). Kept in the index; given again,
+    it replaces the kept value (it matters only until the codec is fitted).
     ann_memory_budget: bytes the ANN may take (default: the index's, else none): an IVF whose 8-bit codes
     would exceed it is built with product-quantised codes instead (`hade.index.ann.choose_ivfpq`).
+    force: write the index into `out` even when it is a non-empty folder that is not an index (InputError
+    otherwise; its files are left alone).
     Returns statistics: files_seen, unchanged_files, hashed_files, touched_files (same bytes, new mtime),
     reused_files (same bytes as another indexed file), encoded_files, encoded_windows, encoder_calls,
     removed_files, captioned_files (encoded with an auxiliary caption), recaptioned_files (re-encoded
@@ -121,7 +141,7 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
                    storage_dtype=_storage_dtype_arg(storage_dtype, precision), ann_threshold=ann_threshold,
                    follow_external_links=bool(follow_external_links), batch_size=batch_size, device=device,
                    progress=progress, captions=None, compute=compute, token_codec=token_codec,
-                   ann_memory_budget=ann_memory_budget)
+                   ann_memory_budget=ann_memory_budget, force=force, token_codec_min_tokens=token_codec_min_tokens)
     _check_request(req, out)
     req = dataclasses.replace(req, captions=_read_captions(aux_captions),
                               fingerprint=model_fingerprint(ckpt) if ckpt is not None else None)
@@ -159,15 +179,17 @@ def _check_request(req: _Request, out: Path) -> None:
     needs encoding, so its compute dtype is checked here)."""
     if not req.folder.is_dir():
         raise InputError(f"{req.folder}: not a folder; give the folder of audio files to index")
-    check_compute(req.compute, str(req.device).split(":")[0], where="compute")
+    check_compute(req.compute, resolve_device(req.device, where="device").type, where="compute")
     if req.storage_dtype is not None:
         check_storage_dtype(req.storage_dtype, where="storage_dtype")
     if req.token_codec is not None:
         check_factory(req.token_codec, where="token_codec")
+    if req.token_codec_min_tokens is not None and (isinstance(req.token_codec_min_tokens, bool) or not isinstance(
+            req.token_codec_min_tokens, int) or req.token_codec_min_tokens < 0):
+        raise InputError(f"token_codec_min_tokens={req.token_codec_min_tokens!r}: expected a number of tokens >= 0")
     if req.ann_memory_budget is not None and req.ann_memory_budget <= 0:
         raise InputError(f"ann_memory_budget={req.ann_memory_budget}: expected a positive number of bytes")
-    if out.exists() and not (out / DB_FILE).exists() and any(p.name != ".lock" for p in out.iterdir()):
-        raise InputError(f"{out}: exists and is not a hade index; give a new or empty --out folder")
+    claim_output_dir(out, INDEX_OUTPUT, force=req.force)
 
 
 def _update(store: Store, req: _Request, repaired: list[str]) -> dict[str, Any]:
@@ -194,6 +216,8 @@ def _update(store: Store, req: _Request, repaired: list[str]) -> dict[str, Any]:
     stats["skipped"] = [s for s in skipped if s["path"].endswith("/") or in_shard(s["path"], req.shard)]
     stats["repaired"] = repaired
     stats["ann"] = finalize(store, threshold, progress=req.progress, memory_budget=budget)
+    if builder.codec_note is not None and (store.meta().get("token_codec") or {}).get("current") is None:
+        stats["notes"].append(builder.codec_note)  # not when finalize fitted it on the float windows of all runs
     stats["files"], stats["windows"] = store.count_files("ok"), store.count_windows()
     return stats
 
@@ -249,13 +273,19 @@ def _check_same_index(store: Store, meta: dict[str, Any], req: _Request) -> None
 
 
 def _upgrade_codec(store: Store, req: _Request) -> None:
-    """--token-codec on an index storing float tokens: set the factory; `finalize` compresses the tokens."""
+    """--token-codec on an index storing float tokens: set the factory; `finalize` compresses the tokens.
+    token_codec_min_tokens replaces the index's."""
     meta = store.meta()
     tc = meta.get("token_codec") or {}
-    if req.token_codec is None or req.token_codec == tc.get("factory", NO_CODEC):
+    min_tokens = req.token_codec_min_tokens if req.token_codec_min_tokens is not None else tc.get("min_tokens")
+    if req.token_codec is not None and req.token_codec != tc.get("factory", NO_CODEC):
+        tc = {**TokenCompression.initial_meta(req.token_codec, min_tokens), "keys": None}
+    elif tc and min_tokens != tc.get("min_tokens"):
+        tc = {**tc, "min_tokens": min_tokens}
+    else:
         return
     with store.transaction():
-        store.set_meta(token_codec={**TokenCompression.initial_meta(req.token_codec), "keys": None})
+        store.set_meta(token_codec=tc)
 
 
 def _create(store: Store, req: _Request) -> dict[str, Any]:
@@ -276,7 +306,7 @@ def _create(store: Store, req: _Request) -> dict[str, Any]:
         store.set_meta(schema=SCHEMA_VERSION, fingerprint=req.fingerprint, root=str(req.folder.resolve()),
                        head=mcfg.head, sample_rate=acfg.sample_rate, window_samples=w, hop_samples=h,
                        shard=list(req.shard) if req.shard else None, generation=0,
-                       token_codec=TokenCompression.initial_meta(req.token_codec),
+                       token_codec=TokenCompression.initial_meta(req.token_codec, req.token_codec_min_tokens),
                        **{STORAGE_DTYPE_KEY: req.storage_dtype or "float16"})
     return store.meta()
 

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hade.data.audio import load_audio
+from hade.data.audio import stream_audio
 from hade.errors import AudioError, InputError
-from hade.index.compression import FIT_WINDOWS, TokenCompression
+from hade.index.compression import TokenCompression
 from hade.index.store import FileRecord, Store, WindowRecord, sha256_file
-from hade.index.windows import to_numpy, window_batch, window_bounds
+from hade.index.windows import StreamWindows, to_numpy, window_batch
 
 POOLED_EXTRA_KEY = "_pooled"
 FLUSH_JOBS = 512  # files queued (none waiting for the encoder) before they are committed anyway
@@ -35,7 +35,8 @@ class Job:
     error: str | None = None
     duration: float = 0.0
     bounds: list[tuple[int, int]] = field(default_factory=list)
-    wave: np.ndarray | None = None
+    pieces: dict[int, np.ndarray] = field(default_factory=dict)  # samples of windows cut, not yet encoded
+    loaded: bool = True  # False while its file is still being decoded (more windows may come)
     parts: list[dict[str, np.ndarray]] = field(default_factory=list)
     done: int = 0
     reuse: list[WindowRecord] = field(default_factory=list)
@@ -43,7 +44,7 @@ class Job:
 
     @property
     def complete(self) -> bool:
-        return self.kind != "encode" or self.done == len(self.bounds)
+        return self.kind != "encode" or (self.loaded and self.done == len(self.bounds))
 
     def record(self) -> FileRecord:
         """The file's row (a new id) for an 'encode', 'reuse' or 'error' job."""
@@ -79,6 +80,7 @@ class Builder:
         self._model = None
         self.meta = store.meta()
         self.compression = TokenCompression(store, self.meta)
+        self.codec_note: str | None = None  # why this run stored float tokens (`finalize` may still fit the codec)
         self.jobs: deque[Job] = deque()
         self.buffer: list[tuple[Job, int]] = []
         self.stats: dict[str, Any] = {k: 0 for k in (
@@ -107,7 +109,7 @@ class Builder:
     @torch.inference_mode()
     def _encode(self, items: list[tuple[Job, int]]) -> None:
         """Encode one batch of (job, window number) and keep each window's arrays ([1, ...] per key) in its job."""
-        batch = window_batch([job.wave[slice(*job.bounds[w])] for job, w in items], self.window)
+        batch = window_batch([job.pieces.pop(w) for job, w in items], self.window)
         model = self.model
         aux = [job.aux for job, _ in items]
         reprs = model.encode_audio(torch.from_numpy(batch).to(model.device), aux if any(aux) else None)
@@ -126,8 +128,6 @@ class Builder:
         for i, (job, _) in enumerate(items):
             job.parts.append({k: a[i:i + 1] for k, a in arrays.items()})
             job.done += 1
-            if job.complete:
-                job.wave = None
 
     def _decide_pooled(self, reprs: dict[str, torch.Tensor]) -> None:
         """Which stored key is the pooled embedding for the ANN (None: the head has none, e.g. pure THA)."""
@@ -142,7 +142,8 @@ class Builder:
     def _flush(self, final: bool = False) -> None:
         """Commit the completed jobs at the front of the queue (in path order) in one transaction, after
         writing the arrays of their encoded windows as one chunk. A new index whose token codec is still
-        to be fitted holds them back until they have FIT_WINDOWS windows (or the folder ends)."""
+        to be fitted holds them back until they have the windows it is fitted on (`TokenCompression.fit_windows`)
+        or the folder ends."""
         n = 0
         while n < len(self.jobs) and self.jobs[n].complete:
             n += 1
@@ -165,7 +166,8 @@ class Builder:
         """Whether the first `ready` jobs wait for more windows to fit the token codec on."""
         if not self.compression.waiting(self.meta.get("repr_spec"), self.meta.get("pooled_key")):
             return False
-        return sum(len(self.jobs[i].parts) for i in range(ready)) < FIT_WINDOWS
+        held = sum(len(self.jobs[i].parts) for i in range(ready))
+        return held < self.compression.fit_windows(self.meta["repr_spec"])
 
     def _write_chunk(self, ready: list[Job]) -> tuple[int | None, int, str | None]:
         """(chunk id, rows, codec set id) of the arrays of the encoded windows of `ready`, written as one
@@ -176,8 +178,7 @@ class Builder:
             return None, 0, None
         arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         if self.compression.waiting(self.meta.get("repr_spec"), self.meta.get("pooled_key")):
-            if (note := self.compression.fit(arrays)) is not None:
-                self.stats["notes"].append(note)
+            self.codec_note = self.compression.fit(arrays, progress=self.progress)
         arrays, codec_id = self.compression.encode(arrays)
         return self.store.write_chunk(arrays), len(parts), codec_id
 
@@ -251,19 +252,32 @@ class Builder:
         return Job("reuse", rel, st.st_size, st.st_mtime_ns, sha=sha, duration=same.duration,
                    reuse=self.store.file_windows(same.id), aux=aux)
 
-    def _load(self, job: Job, path: Path) -> Job:
-        """Read an 'encode' job's audio and queue its windows; an 'error' job when it cannot be decoded."""
-        sr = self.meta["sample_rate"]
+    def _load(self, job: Job, path: Path, bar: tqdm) -> None:
+        """Decode a queued 'encode' job's file block by block (`stream_audio`), queueing its windows as they
+        are cut and encoding every full batch as it fills, so that memory does not grow with the file's
+        length; the job becomes an 'error' job when the file cannot be decoded."""
+        windows = StreamWindows(self.window, self.hop)
+        job.loaded = False
         try:
-            job.wave = load_audio(path, sr)
+            for block in stream_audio(path, self.meta["sample_rate"]):
+                self._queue(job, windows.feed(block))
+                self._drain(bar)
+            self._queue(job, windows.finish())
         except AudioError as e:
-            return Job("error", job.rel, job.size, job.mtime_ns, sha=job.sha, error=getattr(e, "reason", str(e)))
-        job.duration = len(job.wave) / sr
-        job.bounds = window_bounds(len(job.wave), self.window, self.hop)
-        self.buffer.extend((job, i) for i in range(len(job.bounds)))
-        self.stats["encoded_files"] += 1
-        self.stats["captioned_files"] += job.aux is not None
-        return job
+            self.buffer = [(j, w) for j, w in self.buffer if j is not job]
+            job.kind, job.error = "error", getattr(e, "reason", str(e))
+            job.bounds, job.pieces, job.parts, job.done = [], {}, [], 0
+        else:
+            job.duration = windows.total / self.meta["sample_rate"]
+            self.stats["encoded_files"] += 1
+            self.stats["captioned_files"] += job.aux is not None
+        job.loaded = True
+
+    def _queue(self, job: Job, windows: list[tuple[tuple[int, int], np.ndarray]]) -> None:
+        for bounds, samples in windows:
+            job.pieces[len(job.bounds)] = samples
+            self.buffer.append((job, len(job.bounds)))
+            job.bounds.append(bounds)
 
     def _drain(self, bar: tqdm, final: bool = False) -> None:
         """Encode every full batch of queued windows (and, when `final`, the rest) and commit what is done."""
@@ -287,12 +301,12 @@ class Builder:
             job = self._classify(rel, path, known)
             if job is None:
                 continue
+            self.jobs.append(job)
             if job.kind == "encode":
-                job = self._load(job, path)
+                self._load(job, path, bar)
             if job.kind == "error":
                 self.stats["errors"].append({"path": rel, "reason": job.error})
                 self.stats["new_errors"].append({"path": rel, "reason": job.error})
-            self.jobs.append(job)
             self._drain(bar)
         self._drain(bar, final=True)
         self._remove_gone({rel for rel, _ in files})

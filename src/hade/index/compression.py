@@ -1,17 +1,24 @@
 """An index's token compression: which codec its new chunks are written with, and fitting it.
 
-The meta value ``token_codec`` = {factory, keys, current}: the faiss factory asked for at creation
-(``hade index --token-codec``, default ``OPQ32,IVF256,PQ32``; "none" stores float tokens), the repr keys it
-compresses (`hade.index.tokens.token_keys` of the index's repr_spec; [] for heads without stored
-token arrays, e.g. DP), and the codec set (``codecs/<id>``) that new chunks are encoded with — None until
-one is fitted. Indexes written before token codecs have no ``token_codec`` and read as "none".
+The meta value ``token_codec`` = {factory, keys, current[, min_tokens]}: the faiss factory asked for at
+creation (``hade index --token-codec``, default ``OPQ32,IVF256,PQ32``, with 8 dims a sub-quantiser at other
+token widths: `hade.index.tokens.code_bytes_for`; "none" stores float tokens), the repr keys it compresses
+(`hade.index.tokens.token_keys` of the index's repr_spec; [] for heads without stored token arrays, e.g.
+DP), the codec set (``codecs/<id>``) that new chunks are encoded with — None until one is fitted — and,
+when given at creation (`build_index(token_codec_min_tokens=)`), the fewest non-zero tokens a key must have
+before the codec is fitted. Indexes written before token codecs have no ``token_codec`` and read as "none".
 
-A new index fits its codec set on its first `FIT_WINDOWS` encoded windows (the builder holds them back
-until then, or until the folder ends), so that a large library never sits on disk as float tokens.
-Codecs then stay fixed: re-fitting would re-encode every chunk. When fitting is impossible (a folder
-with too few tokens for the factory), the windows are stored as float tokens and the next run tries
-again; `finalize` converts float chunks of an index whose factory is set (this is also how an index
-written before token codecs is upgraded: ``hade index FOLDER --out INDEX --token-codec OPQ32,IVF256,PQ32``).
+A codec is fitted only on enough tokens to train well (`tokens_needed`: by default faiss's 39 points a
+k-means centroid, 9 984 tokens a key for the default's 256-centroid codebooks; THA's smallest level has
+16 to 64 tokens a window, so 156 to 624 windows). Below that, windows are stored as float tokens (the
+storage dtype), which search reads as it reads an index written before token codecs: a small folder
+indexes at the speed of its encoder, where fitting OPQ on its few tokens took minutes and gave a poor
+codec. The run that brings the index past it fits the codec — the builder holds a new index's first
+`fit_windows` windows back for it (at least `FIT_WINDOWS`), and `finalize` fits on the float chunks'
+first `fit_windows` windows when the windows of several runs together reach it — and `finalize` then
+converts the float chunks. Codecs then stay fixed: re-fitting would re-encode every chunk. (This is also how
+an index written before token codecs is upgraded: ``hade index FOLDER --out INDEX --token-codec
+OPQ32,IVF256,PQ32``.)
 """
 from __future__ import annotations
 
@@ -20,10 +27,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from hade.index.store import CODES_SUFFIX, Store
-from hade.index.tokens import (DEFAULT_FACTORY, TokenCodec, encode_arrays, fit_codec_set, load_codecs, save_codecs,
-                               token_keys)
+from hade.index.reprs import load_codec_set
+from hade.index.tokens import (DEFAULT_FACTORY, TokenCodec, encode_arrays, fit_codec_set, save_codecs, token_keys,
+                               tokens_to_fit)
 
-FIT_WINDOWS = 512  # windows a new index's codec is fitted on (their float tokens are held in memory until then)
+FIT_WINDOWS = 512  # windows a new index's codec is fitted on at least (their float tokens are held in memory)
 NO_CODEC = "none"
 
 
@@ -36,18 +44,37 @@ class TokenCompression:
         self.factory: str = tc.get("factory", NO_CODEC)
         self.keys: list[str] | None = tc.get("keys")
         self.current: str | None = tc.get("current")
+        self.min_tokens: int | None = tc.get("min_tokens")
         self.codecs: dict[str, TokenCodec] | None = None
         self.failed: str | None = None  # why fitting failed in this run
         if self.current is not None:
-            self.codecs = load_codecs(store.codec_dir(self.current))
+            self.codecs = load_codec_set(store, self.current)
 
     @staticmethod
-    def initial_meta(factory: str | None) -> dict[str, Any]:
-        """The ``token_codec`` meta of a new index."""
-        return {"factory": factory or DEFAULT_FACTORY, "keys": None, "current": None}
+    def initial_meta(factory: str | None, min_tokens: int | None = None) -> dict[str, Any]:
+        """The ``token_codec`` meta of a new index (`min_tokens`: see `tokens_needed`; None: the default)."""
+        out = {"factory": factory or DEFAULT_FACTORY, "keys": None, "current": None}
+        return out if min_tokens is None else {**out, "min_tokens": int(min_tokens)}
 
     def meta(self) -> dict[str, Any]:
-        return {"factory": self.factory, "keys": self.keys, "current": self.current}
+        out = {"factory": self.factory, "keys": self.keys, "current": self.current}
+        return out if self.min_tokens is None else {**out, "min_tokens": self.min_tokens}
+
+    def tokens_needed(self, dim: int) -> int:
+        """Non-zero tokens of each key the codec is fitted on at least: the index's ``min_tokens`` when it
+        has one (0 fits on whatever faiss can train on, the behaviour before deferral), else what the
+        factory needs to train well (`hade.index.tokens.tokens_to_fit`)."""
+        return self.min_tokens if self.min_tokens is not None else tokens_to_fit(self.factory, dim)
+
+    def windows_needed(self, spec: Mapping[str, Mapping]) -> int:
+        """Windows whose tokens reach `tokens_needed` for every token key (spec: {key: {shape [M, d]}});
+        0 without token keys."""
+        shapes = [spec[k]["shape"] for k in self.keys or [] if k in spec]
+        return max([-(-self.tokens_needed(d) // max(1, m)) for m, d in shapes] or [0])
+
+    def fit_windows(self, spec: Mapping[str, Mapping]) -> int:
+        """Windows the codec is fitted on: FIT_WINDOWS, more when fewer would not reach `tokens_needed`."""
+        return max(FIT_WINDOWS, self.windows_needed(spec))
 
     def resolve_keys(self, spec: Mapping[str, Mapping], pooled_key: str | None) -> list[str]:
         """The keys to compress, decided once from the index's repr_spec."""
@@ -62,16 +89,34 @@ class TokenCompression:
             return False
         return bool(self.resolve_keys(spec, pooled_key))
 
-    def fit(self, arrays: Mapping[str, np.ndarray]) -> str | None:
+    def fit(self, arrays: Mapping[str, np.ndarray], progress: bool = False) -> str | None:
         """Fit the codec set on the token keys of `arrays` ({key: [R, M, d]}) and keep it in the store;
-        returns a note when it cannot be fitted (the windows are then stored as float tokens)."""
-        got = fit_codec_set({k: arrays[k] for k in self.keys or []}, self.factory)
+        returns a note when it is not fitted (too few tokens to train well, `tokens_needed`, or too few for
+        faiss at all; the windows are then stored as float tokens). `progress`: a bar over the codecs."""
+        short = self._short_of_tokens(arrays)
+        if short is not None:
+            self.failed = short
+            return (f"token codec {self.factory!r} not fitted yet ({short}); token features are stored as float "
+                    "until then, and the `hade index` run that brings the index there compresses them")
+        got = fit_codec_set({k: arrays[k] for k in self.keys or []}, self.factory, progress=progress)
         if isinstance(got, str):
             self.failed = got
             return (f"token codec {self.factory!r} not fitted ({got}); token features are stored as float "
                     "for now, and a later `hade index` run compresses them once there are enough")
         self.codecs = got
         self.current = self.store.write_codec_set(lambda folder: save_codecs(folder, got))
+        return None
+
+    def _short_of_tokens(self, arrays: Mapping[str, np.ndarray]) -> str | None:
+        """Why `arrays` hold too few non-zero tokens of some key to fit on (`tokens_needed`), else None."""
+        for key in self.keys or []:
+            x = np.asarray(arrays[key])
+            have = int(np.count_nonzero(np.any(x.reshape(-1, x.shape[-1]) != 0, axis=1)))
+            need = self.tokens_needed(x.shape[-1])
+            if have < need:
+                per_window = x.shape[1] if x.ndim == 3 else 1
+                return (f"it needs {need} tokens of {key} to train well, about {-(-need // per_window)} windows; "
+                        f"the index has fewer")
         return None
 
     def encode(self, arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str | None]:

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from hade.errors import InputError
 from hade.index.ann import DEFAULT_THRESHOLD, AnnParams, build_ann, ivf_sq8_bytes, read_ann_params, save_ann
-from hade.index.compression import FIT_WINDOWS, NO_CODEC, TokenCompression
+from hade.index.compression import NO_CODEC, TokenCompression
 from hade.index.reprs import ReprTable, rows_within
 from hade.index.store import STORAGE_DTYPE_KEY, FileRecord, Placement, Store, WindowRecord, copy_model
 from hade.utils.atomic import atomic_dir, write_json_atomic
@@ -57,7 +57,7 @@ def compact(store: Store, force: bool = False, progress: bool = False) -> bool:
     compression = TokenCompression(store, meta)
     table = store.window_table()
     reprs = ReprTable(store, table["chunk"], table["row"], meta["repr_spec"])
-    groups = _groups_to_rewrite(store, meta, reprs, compression, force)
+    groups = _groups_to_rewrite(store, meta, reprs, compression, force, progress)
     if not groups:
         return False
     _rewrite(store, table, reprs, compression, groups, progress)
@@ -66,10 +66,10 @@ def compact(store: Store, force: bool = False, progress: bool = False) -> bool:
 
 
 def _groups_to_rewrite(store: Store, meta: dict[str, Any], reprs: ReprTable, compression: TokenCompression,
-                       force: bool) -> dict[str | None, np.ndarray]:
+                       force: bool, progress: bool = False) -> dict[str | None, np.ndarray]:
     """The codec groups ({codec set id or None: positions}) compaction rewrites: all when fragmented (or
     `force`), else only the float chunks when they are to be compressed (the codec fitted here on their
-    first FIT_WINDOWS windows when the index has none yet), else none."""
+    first `fit_windows` windows when the index has none yet and they are enough to fit it), else none."""
     total_rows, chunks = store.chunk_totals()
     live = store.count_windows()
     needed = -(-live // chunk_rows(meta["repr_spec"]))
@@ -77,8 +77,11 @@ def _groups_to_rewrite(store: Store, meta: dict[str, Any], reprs: ReprTable, com
     groups = _codec_groups(reprs)
     keys = compression.resolve_keys(meta["repr_spec"], meta.get("pooled_key"))
     convert = bool(keys) and compression.factory != NO_CODEC and None in groups
-    if convert and compression.current is None and compression.fit(reprs.gather(groups[None][:FIT_WINDOWS], keys)):
-        convert = False  # too few tokens to fit: they stay float
+    if convert and compression.current is None:
+        spec = meta["repr_spec"]
+        convert = len(groups[None]) >= compression.windows_needed(spec) and compression.fit(
+            reprs.gather(groups[None][:compression.fit_windows(spec)], keys), progress=progress) is None
+        # else too few tokens to fit (yet): they stay float
     if fragmented:
         return groups
     return {None: groups[None]} if convert else {}
@@ -236,7 +239,7 @@ def merge_indexes(out: str | Path, parts: list[str | Path], ann_threshold: int |
     """
     out = Path(out)
     if len(parts) < 1:
-        raise InputError("hade index merge: give at least one part")
+        raise InputError("merge: give at least one part to merge")
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out}: exists and is not empty; merge into a new folder")
     stores = [Store(p) for p in parts]

@@ -6,7 +6,11 @@ in the transaction that makes it part of the index (`Store.record_files`). Three
 
 * quick (`quick_problems`, backs `Index.open`, `Index.health` and GET /health): stat sizes only, plus
   the SQLite header against the database file's size and each ``.npy`` header against its file's size
-  (so that indexes written before the table existed are size-checked too). Milliseconds.
+  (so that indexes written before the table existed are size-checked too), plus every file this process
+  already found damaged when it read it. Milliseconds.
+* read (`Store.verify_read`, `hade.index.checksums`): the first time a process reads a chunk array,
+  a codec file or the ANN, its bytes are hashed (XXH3-128) and compared with the record; a mismatch
+  raises IndexDamaged like a missing file, and from then on the quick check reports it too.
 * build (`hade index` re-run, see `hade.index.repair`): quick, plus sha256 of the recorded files when
   their total is below `VERIFY_BUDGET` bytes or their mtime moved since they were recorded.
 * deep (`check_index`, ``hade index --check``): everything hashed, ``PRAGMA integrity_check``, the ANN
@@ -17,8 +21,10 @@ Messages name the damaged file as ``INDEX/relative/path`` and end with the repai
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import struct
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from hade.errors import IndexDamaged
+from hade.index import checksums
+from hade.index.ann import read_ann_params
 from hade.index.store import (ANN_JSON, ARRAYS_DIR, CODES_SUFFIX, DB_FILE, MODEL_DIR, MODEL_FILES, DatabaseError,
                               IntegrityRecord, Store, chunk_name, model_fingerprint, sha256_file)
 
@@ -189,28 +197,44 @@ def model_files(index: Path, recs: dict[str, IntegrityRecord]) -> list[str]:
 
 # ---- quick check ----------------------------------------------------------------------------------------
 def quick_problems(store: Store, meta: dict[str, Any]) -> list[Problem]:
-    """Sizes of every registered chunk array, the ANN and the model copy against the records (and the .npy
-    headers); no hashing. Raises store.DatabaseError when the database cannot be read."""
+    """Sizes of every registered chunk array, codec file, the ANN and the model copy against the records
+    (and the .npy headers), and the files this process found damaged when it first read them
+    (`hade.index.checksums.known_damage`); no hashing. Raises store.DatabaseError when the database
+    cannot be read."""
     index = store.root
     recs = records(store)
-    out: list[Problem] = []
-    for cid, rel in chunk_files(store, meta):
-        rec = recs.get(rel)
-        if (p := size_problem(index / rel, rec.size if rec else None, npy=True)) is not None:
-            out.append(Problem(rel, p, "chunk", cid))
-    for _, rel in codec_files(store, meta):
-        if (p := size_problem(index / rel, recs[rel].size, npy=False)) is not None:
-            out.append(Problem(rel, p, "codec"))
+    files: list[tuple[str, str, int | None, bool]] = [(rel, "chunk", cid, True)
+                                                      for cid, rel in chunk_files(store, meta)]
+    files += [(rel, "codec", None, False) for _, rel in codec_files(store, meta)]
     ann = ann_file(index, meta)
     if ann is not None:
-        rec = recs.get(ann)
-        if (p := size_problem(index / ann, rec.size if rec else None, npy=False)) is not None:
-            out.append(Problem(ann, p, "ann"))
-    for rel in model_files(index, recs):
+        files.append((ann, "ann", None, False))
+    files += [(rel, "model", None, False) for rel in model_files(index, recs)]
+    out: list[Problem] = []
+    for rel, kind, cid, npy in files:
         rec = recs.get(rel)
-        if (p := size_problem(index / rel, rec.size if rec else None, npy=False)) is not None:
-            out.append(Problem(rel, p, "model"))
+        if (p := size_problem(index / rel, rec.size if rec else None, npy=npy)) is not None:
+            out.append(Problem(rel, p, kind, cid))
+    listed = {p.file for p in out}
+    seen = checksums.known_damage({rel: str(index / rel) for rel, *_ in files if rel not in listed})
+    out += [Problem(rel, seen[rel], kind, cid) for rel, kind, cid, _ in files if rel in seen]
     return out
+
+
+def verify_on_open(store: Store, meta: dict[str, Any]) -> None:
+    """The small files an open index reads at once — the ANN and every codec set in use — against their
+    checksums (`Store.verify_read`; chunk arrays are verified when a search first reads them).
+    IndexDamaged naming the first damaged file and the repair command."""
+    for _, rel in codec_files(store, meta):
+        store.verify_read(rel)
+    if (ann := ann_file(store.root, meta)) is not None:
+        store.verify_read(ann)
+
+
+def verify_chunks_later(store: Store, meta: dict[str, Any], stop: threading.Event) -> threading.Thread:
+    """Start hashing every chunk array of the index in a background thread (`Store.verify_later`): an
+    opened index's first search then mostly finds its files verified."""
+    return store.verify_later([rel for _, rel in chunk_files(store, meta)], stop)
 
 
 def health(index: str | Path, meta: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -289,13 +313,39 @@ def _check_model(index: Path, meta: dict[str, Any], recs: dict, res: CheckResult
                                     "(its fingerprint differs)", "model"))
 
 
+def has_index_parts(folder: Path) -> bool:
+    """Whether `folder` holds what `hade index` writes besides its database — the model copy and the ANN's
+    ann.json or an arrays/ folder of chunk folders only: an index whose index.sqlite was deleted, which a
+    re-run rebuilds (strict, so that a user's folder is never taken for one and cleared)."""
+    if not all((folder / MODEL_DIR / name).is_file() for name in MODEL_FILES):
+        return False
+    arrays = folder / ARRAYS_DIR
+    chunks = arrays.is_dir() and all(re.fullmatch(r"c\d{6,}", p.name) for p in arrays.iterdir())
+    return (folder / ANN_JSON).is_file() or chunks
+
+
+def _check_complete(store: Store, meta: dict[str, Any], res: CheckResult) -> None:
+    """What `Index.open` refuses besides damage: an index interrupted before anything was stored, or
+    changed after its ANN was built (an interrupted `hade index`)."""
+    if "fingerprint" not in meta:
+        res.problems.append(Problem(DB_FILE, "incomplete (`hade index` was interrupted before anything was "
+                                    "stored)", "db"))
+        return
+    params = read_ann_params(store.root)
+    if params is None or params.generation != store.generation:
+        res.problems.append(Problem(ANN_JSON, "stale (the index changed after its ANN was built: an interrupted "
+                                    "`hade index`)", "ann"))
+
+
 def check_index(index: str | Path, deep: bool = True) -> CheckResult:
     """Verify an index folder: the database (header, `PRAGMA integrity_check`), every chunk array, the ANN
     and the model copy against their recorded sizes and (deep) sha256. deep=False is the quick check."""
     index = Path(index)
     res = CheckResult()
     if not (index / DB_FILE).exists():
-        res.problems.append(Problem(DB_FILE, "missing (not a hade index?)", "db"))
+        what = "missing (the rest of an index is there)" if has_index_parts(index) else "missing (not a hade index?)"
+        res.problems.append(Problem(DB_FILE, what, "db"))
+        res.repair = repair_command(index, None)
         return res
     if (p := db_header_problem(index)) is not None:
         res.problems.append(Problem(DB_FILE, p, "db"))
@@ -310,6 +360,7 @@ def check_index(index: str | Path, deep: bool = True) -> CheckResult:
             bad = store.integrity_check()
             if bad:
                 raise DatabaseError("; ".join(bad[:3]))
+        _check_complete(store, meta, res)
         if not deep:
             res.problems.extend(quick_problems(store, meta))
         else:

@@ -7,8 +7,9 @@
    cannot be interpreted without it); the build then starts from scratch with the intact model copy (or
    --ckpt) and, unless given again, the window, hop and storage dtype the old database still shows.
 3. `repair_store`: the model copy is checked against the index's fingerprint (re-copied from --ckpt, or
-   an error asking for it); every chunk array against its recorded size, and its sha256 when the
-   recorded files total less than `VERIFY_BUDGET` bytes or its mtime moved — a damaged chunk's files
+   an error asking for it); every chunk array against its recorded size, and its checksum: XXH3 every
+   run where recorded (`hade.index.checksums`), else sha256 when the recorded files total less than
+   `VERIFY_BUDGET` bytes or its mtime moved — a damaged chunk's files
    are dropped from the store (their windows, their rows, the chunk) so that the normal pass re-encodes
    exactly those files; a damaged ANN is deleted so that `finalize` rebuilds it. Files written before
    checksums existed get their records now when their size verifies.
@@ -20,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from hade.errors import InputError
-from hade.index import integrity
+from hade.index import checksums, integrity
 from hade.index.integrity import Problem, ann_file, chunk_files, codec_files, records, size_problem
-from hade.index.store import (ANN_JSON, ARRAYS_DIR, DB_FILE, MODEL_DIR, DatabaseError, IntegrityRecord, Store,
-                              chunk_name, copy_model, model_fingerprint, quick_check, salvage_meta)
+from hade.index.store import (ANN_JSON, ARRAYS_DIR, CODECS_DIR, DB_FILE, MODEL_DIR, DatabaseError, IntegrityRecord,
+                              Store, chunk_name, copy_model, model_fingerprint, quick_check, salvage_meta)
 from hade.utils.atomic import recover_dir
 
 DAMAGED_SUFFIX = ".damaged"
@@ -58,21 +59,31 @@ def set_aside_damaged_db(out: Path) -> tuple[dict[str, Any], str] | None:
     (the meta values it still yields, a note saying so); None when it is fine or absent."""
     db = out / DB_FILE
     if not db.exists():
-        return None
+        if not integrity.has_index_parts(out):
+            return None
+        _drop_described(out)
+        return {}, (f"{DB_FILE} was missing: deleted the arrays, codecs and ANN it described and rebuilt the "
+                    "index from scratch with the model copy (or --ckpt)")
     problem = _db_problem(out)
     if problem is None:
         return None
     meta = salvage_meta(db)
     aside = out / (DB_FILE + DAMAGED_SUFFIX)
     db.replace(aside)
+    _drop_described(out)
+    return meta, (f"{DB_FILE} was {problem}: moved it to {aside.name} and rebuilt the index from scratch "
+                  "with the model copy (or --ckpt)")
+
+
+def _drop_described(out: Path) -> None:
+    """Delete what a lost database described (its WAL, the ANN, the chunk arrays and codec sets)."""
     for suffix in ("-wal", "-shm"):
         (out / (DB_FILE + suffix)).unlink(missing_ok=True)
     (out / ANN_JSON).unlink(missing_ok=True)
     for p in out.glob("ann-*.faiss"):
         p.unlink()
     shutil.rmtree(out / ARRAYS_DIR, ignore_errors=True)
-    return meta, (f"{DB_FILE} was {problem}: moved it to {aside.name} and rebuilt the index from scratch "
-                  "with the model copy (or --ckpt)")
+    shutil.rmtree(out / CODECS_DIR, ignore_errors=True)
 
 
 def _model_problem(store: Store, meta: dict[str, Any], recs: dict, hash_all: bool) -> Problem | None:
@@ -113,6 +124,8 @@ def _file_problem(root: Path, rel: str, rec: IntegrityRecord | None, npy: bool, 
         return p
     if rec is None or rec.sha256 is None:
         return None
+    if rec.xxh3 is not None:  # fast enough to hash every run (what a search would find, hade.index.checksums)
+        return checksums.verify(root / rel, checksums.Expected(rec.size, rec.sha256, rec.xxh3))
     if hash_all or (root / rel).stat().st_mtime_ns != rec.mtime_ns:
         return integrity.hash_problem(root / rel, rec.sha256)
     return None
@@ -141,7 +154,7 @@ def _repair_chunks(store: Store, meta: dict[str, Any], recs: dict, hash_all: boo
         rec = recs.get(rel)
         if (p := _file_problem(store.root, rel, rec, True, hash_all)) is not None:
             damaged.setdefault(cid, []).append((rel, p))
-        elif rec is None or rec.sha256 is None:
+        elif rec is None or rec.sha256 is None or (rec.xxh3 is None and hash_all):  # hash_all: verified above
             backfill.append(rel)
     if damaged:
         drop_chunks(store, damaged, notes)

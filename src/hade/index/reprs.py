@@ -12,7 +12,7 @@ from typing import Any, Collection
 
 import numpy as np
 
-from hade.errors import IndexDamaged
+from hade.errors import IndexDamaged, InputError
 from hade.index.store import CODES_SUFFIX, Store
 from hade.index.tokens import TokenCodec, load_codecs
 
@@ -24,6 +24,20 @@ def rows_within(spec: dict[str, dict[str, Any]], budget: int, cap: int, keys: li
     per_window = sum(int(np.prod(v["shape"], dtype=np.int64)) * (itemsize or np.dtype(v["dtype"]).itemsize)
                      for k, v in spec.items() if keys is None or k in keys)
     return max(1, min(cap, budget // max(1, per_window)))
+
+
+def load_codec_set(store: Store, codec_id: str) -> dict[str, TokenCodec]:
+    """Codec set `codec_id` of the index ({key: codec}), its files verified against their checksums first
+    (`Store.verify_read`); IndexDamaged naming the file and the repair command when one is damaged or
+    unreadable."""
+    rels = store.codec_files(codec_id)
+    for rel in rels:
+        store.verify_read(rel)
+    try:
+        return load_codecs(store.codec_dir(codec_id))
+    except InputError as e:  # unrecorded files (an index written before checksums) that faiss cannot read
+        rel = f"{store.codec_dir(codec_id).relative_to(store.root).as_posix()}/"
+        raise IndexDamaged(f"{e}; repair with `{store.repair}`", file=rel, repair=store.repair) from None
 
 
 class ReprTable:
@@ -79,7 +93,7 @@ class ReprTable:
     def codecs(self, codec_id: str) -> dict[str, TokenCodec]:
         """The codec set `codec_id` of this index ({key: codec})."""
         if codec_id not in self._codecs:
-            self._codecs[codec_id] = load_codecs(self.store.codec_dir(codec_id))
+            self._codecs[codec_id] = load_codec_set(self.store, codec_id)
         return self._codecs[codec_id]
 
     def _codec(self, chunk_id: int, key: str) -> TokenCodec | None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +45,11 @@ from hade.index.ann import ann_search, load_ann, read_ann_params
 from hade.index.finalize import ann_is_current
 from hade.index.integrity import Problem
 from hade.index.compression import TokenCompression
+from hade.index.export import IndexVectors, index_vectors
 from hade.index.reprs import ReprTable, rows_within
-from hade.index.store import DB_FILE, MODEL_DIR, STORAGE_DTYPE_KEY, Store, model_fingerprint
+from hade.index.store import DB_FILE, MODEL_DIR, STORAGE_DTYPE_KEY, Store, chunk_name, model_fingerprint
 from hade.index.windows import window_batches, window_bounds
+from hade.utils.device import resolve_device
 from hade.utils.timing import Phases
 
 
@@ -67,10 +70,20 @@ class Like:
         object.__setattr__(self, "window_ids", ids)
 
 
-Query = Union[str, Path, np.ndarray, torch.Tensor, Like]
+@dataclass(frozen=True, eq=False)
+class QueryVector:
+    """An audio or `Like` query already turned into its audio-audio vector (`Index.query_vector`): searching
+    with it ranks exactly as the query it came from, without decoding or encoding anything again (a server
+    keeps it to explain the results of an upload). vector: [D] float32, L2-normalised."""
+
+    vector: np.ndarray
+
+
+Query = Union[str, Path, np.ndarray, torch.Tensor, Like, QueryVector]
 Guard = Callable[[], ContextManager[Any]]
 EXHAUSTIVE_BLOCK = 4096  # windows scored at a time, at most; fewer when their arrays exceed GATHER_BYTES
 GATHER_BYTES = 128 << 20  # float32 bytes of the windows gathered for one scoring block
+SCORE_SLACK = 1e-2  # relative: float16 unit vectors and decoded tokens move a cosine by ~1e-3
 AUDIO_QUERY_BATCH = 4  # windows of an audio query per model call (one `guard` each); 4, not 8: a text query
 # served between batches waits for at most one, and 8 raised text p95 under uploads from 2.2x to 2.9x
 # (benchmarks/load.py --mixed --model demo, docs/security.md)
@@ -170,8 +183,9 @@ class Index:
         integrity check fails: the database, a chunk array, the ANN or the model copy missing, truncated
         or unreadable (`hade.index.integrity`)."""
         path = Path(path)
+        device = resolve_device(device, where="device")
         compute = _compute_arg(compute, precision)
-        check_compute(compute, str(device).split(":")[0], where="compute")
+        check_compute(compute, device.type, where="compute")
         if not (path / DB_FILE).is_file():
             raise InputError(f"{path}: not a hade index (no {DB_FILE}); build one with `hade index`")
         if (problem := integrity.db_header_problem(path)) is not None:
@@ -193,13 +207,12 @@ class Index:
     @classmethod
     def _open_store(cls, path: Path, store: Store, meta: dict[str, Any], device: str | torch.device,
                     root: str | Path | None, verify: bool, compute: str) -> "Index":
-        from hade.checkpoint import load
-
         if "fingerprint" not in meta:
             raise InputError(f"{path}: empty index (interrupted before anything was stored); run `hade index`")
         problems = integrity.quick_problems(store, meta)
         if problems:
             raise integrity.damaged(path, problems[0], meta)
+        integrity.verify_on_open(store, meta)
         if not ann_is_current(store):
             raise InputError(f"{path}: the index changed after its ANN was built (interrupted or running "
                              "`hade index`?); run `hade index` again to finish it")
@@ -207,17 +220,19 @@ class Index:
                           "fingerprint differs)", "model")
         if verify and model_fingerprint(store.model_dir) != meta["fingerprint"]:
             raise integrity.damaged(path, weights, meta)
+        stop_verifying = threading.Event()
+        integrity.verify_chunks_later(store, meta, stop_verifying)  # hashing overlaps loading the model
         try:
-            model = load(store.model_dir, device=device, compute=compute)
-        except (MemoryError, torch.OutOfMemoryError):
+            index = cls(path, store, _load_model(path, store, meta, device, compute), meta,
+                        Path(root) if root is not None else Path(meta["root"]))
+        except BaseException:
+            stop_verifying.set()
             raise
-        except Exception as e:  # noqa: BLE001 - any failure to read the model copy: --ckpt repairs it
-            what = str(e) if isinstance(e, HadeError) else f"{type(e).__name__}: {e}"
-            raise integrity.damaged(path, Problem(f"{MODEL_DIR}/", f"unusable ({' '.join(what.split())[:300]})",
-                                                  "model"), meta) from None
-        return cls(path, store, model, meta, Path(root) if root is not None else Path(meta["root"]))
+        index._stop_verifying = stop_verifying
+        return index
 
     def close(self) -> None:
+        getattr(self, "_stop_verifying", threading.Event()).set()
         self.reprs.close()
         self.store.close()
 
@@ -297,6 +312,13 @@ class Index:
         p = self._pos(window_id)
         wave = load_audio(self.audio_path(window_id), self.meta["sample_rate"])
         return wave[int(self.table["start_sample"][p]):int(self.table["end_sample"][p])]
+
+    def vectors(self) -> IndexVectors:
+        """Every window's pooled vector (the stored `pooled_key`, the one the ANN recalls with) as float32
+        [N, D], with window ids, file paths (relative to the indexed folder) and start/end seconds, in id
+        order; for a vector database of one's own (`hade export`). InputError for a head without pooled
+        vectors (pure THA). See `hade.index.export`."""
+        return index_vectors(self)
 
     def health(self) -> dict[str, Any]:
         """{"status": "ok" | "degraded", "problems": [{"file", "problem"}], "repair": command | None}: the
@@ -395,7 +417,23 @@ class Index:
                     block = _tensors(self.reprs.gather(part[sel], keys, rotated), self.model.device)
                 with phases("score"), guard():
                     out[a + sel] = self.model.score(text_here, block)[0].float().cpu().numpy()
+        self._refuse_impossible(out, positions, 1.0 if text is None else self.model.head.capabilities.score_bound)
         return out
+
+    def _refuse_impossible(self, scores: np.ndarray, positions: np.ndarray, bound: float | None) -> None:
+        """IndexDamaged naming the chunk when a window scores what the head cannot produce: NaN or inf, or
+        |score| beyond its declared bound (cosines: 1, with SCORE_SLACK for float16 storage) — the
+        stored values were damaged after the checksums were taken, or in a way they could not see."""
+        bad = ~np.isfinite(scores)
+        if bound is not None:
+            bad |= np.abs(scores) > bound * (1 + SCORE_SLACK)
+        if not bad.any():
+            return
+        i = int(np.flatnonzero(bad)[0])
+        rel = f"arrays/{chunk_name(int(self.table['chunk'][positions[i]]))}/"
+        what = f"outside [-{bound:g}, {bound:g}]" if bound is not None and np.isfinite(scores[i]) else "not a number"
+        raise integrity.damaged(self.path, Problem(rel, f"damaged (window {int(self.table['id'][positions[i]])} "
+                                                        f"scores {float(scores[i]):.4g}, {what})", "chunk"), self.meta)
 
     def _text_in_space_of(self, text: dict[str, torch.Tensor], codec_id: str | None
                           ) -> tuple[dict[str, torch.Tensor], set[str]]:
@@ -431,6 +469,9 @@ class Index:
             return None, self._audio_query_vector(query, guard, audio_batch)
         if isinstance(query, Like):
             return None, self._like_vector(query)
+        if isinstance(query, QueryVector):
+            vec = torch.as_tensor(np.asarray(query.vector, dtype=np.float32).reshape(1, -1), device=self.model.device)
+            return None, vec
         raise InputError("a query is text (str), audio (pathlib.Path or 1-D waveform) or Like(window ids), got "
                          f"{type(query).__name__}")
 
@@ -466,6 +507,8 @@ class Index:
         if at is not None:
             if not at >= 0:
                 raise InputError(f"--at must be a time in seconds >= 0, got {at}")
+            if at > (end := float(self.table["end"][positions].max())):
+                raise InputError(f"--at {at:g}: {path} ends at {end:g} s; give a time within it")
             centres = (self.table["start"][positions] + self.table["end"][positions]) / 2
             positions = positions[[int(np.argmin(np.abs(centres - at)))]]
         return Like(tuple(int(i) for i in self.table["id"][positions]), same_file=same_file)
@@ -514,9 +557,46 @@ class Index:
             files = self.table["file_id"][positions] if per_file else None
             return [self._hit(i, s) for i, s in rank(ids, scores, k, files)]
 
+    @torch.inference_mode()
+    def query_vector(self, query: Path | np.ndarray | torch.Tensor | Like, *, guard: Guard | None = None,
+                     audio_batch: int = AUDIO_QUERY_BATCH) -> QueryVector:
+        """The audio-audio vector an audio (file or waveform) or `Like` query is ranked by, as a `QueryVector`
+        to search with (and keep): `search(query_vector(q))` gives `search(q)`'s hits (a `Like`'s own files
+        are then not left out). Audio is encoded `audio_batch` windows per `guard`."""
+        if isinstance(query, str) or not isinstance(query, (Path, np.ndarray, torch.Tensor, Like)):
+            raise InputError(f"query_vector: an audio query (path or waveform) or Like, got {type(query).__name__}")
+        _, vec = self._encode(query, guard or contextlib.nullcontext, audio_batch)
+        return QueryVector(vec[0].float().cpu().numpy())
+
+    @torch.inference_mode()
+    def file_scores(self, window_id: int, query: Query, *, guard: Guard | None = None
+                    ) -> tuple[list[Window], np.ndarray]:
+        """Every window of the file holding `window_id`, in time order, and the query's score against each
+        [W]: the exact scores `search` ranks by, from the stored representations (no audio decoded; a text
+        is encoded once). KeyError for an unknown id."""
+        fid = self.table["file_id"][self._pos(window_id)]
+        positions = np.flatnonzero(self.table["file_id"] == fid)
+        positions = positions[np.argsort(self.table["start"][positions], kind="stable")]
+        scores = self.scores(query, positions, guard=guard)
+        return [self.get(int(i)) for i in self.table["id"][positions]], scores
+
     def _hit(self, window_id: int, score: float) -> Hit:
         w = self.get(window_id)
         return Hit(w.id, w.path, w.start, w.end, score)
+
+
+def _load_model(path: Path, store: Store, meta: dict[str, Any], device: str | torch.device, compute: str):
+    """The index's model copy; IndexDamaged (repair with --ckpt) when it cannot be used."""
+    from hade.checkpoint import load
+
+    try:
+        return load(store.model_dir, device=device, compute=compute)
+    except (MemoryError, torch.OutOfMemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure to read the model copy: --ckpt repairs it
+        what = str(e) if isinstance(e, HadeError) else f"{type(e).__name__}: {e}"
+        raise integrity.damaged(path, Problem(f"{MODEL_DIR}/", f"unusable ({' '.join(what.split())[:300]})",
+                                              "model"), meta) from None
 
 
 def _compute_arg(compute: str, precision: str | None) -> str:

@@ -32,9 +32,14 @@ before token codecs, which read as float tokens throughout).
 Storage behind one door: every SQL statement of the index is a `Store` method, and rows come back as named
 records (`FileRecord`, `WindowRecord`, `IntegrityRecord`); no other module talks to SQLite.
 
-Integrity: every chunk array, the ANN file and the model copy's files have a row in ``integrity`` (size,
-mtime, sha256) written in the transaction that makes them part of the index (`register_chunk`,
-`record_files`); `hade.index.integrity` checks them and `hade.index.repair` repairs what fails.
+Integrity: every chunk array, codec file, the ANN file and the model copy's files have a row in
+``integrity`` (size, mtime, sha256, XXH3-128) written in the transaction that makes them part of the index
+(`register_chunk`, `record_files`); a reading process verifies each file against it the first time it
+reads it (`verify_read`, `hade.index.checksums`), `hade.index.integrity` checks them and
+`hade.index.repair` repairs what fails.
+
+File paths: a name that is not UTF-8 is kept as its bytes (a BLOB, `db_path`) and read back with
+surrogate escapes (`path_of_db`), so any name the file system allows is indexed.
 
 Consistency under a kill: a chunk directory is written under a temporary name and renamed into place
 (`atomic_dir`), *then* registered in SQLite in the same transaction as the windows that point into it.
@@ -52,12 +57,16 @@ import os
 import re
 import shutil
 import sqlite3
+import threading
+import tokenize
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
 from hade.errors import IndexDamaged, InputError
+from hade.index import checksums
+from hade.index.checksums import file_digests
 from hade.utils.atomic import atomic_dir
 
 SCHEMA_VERSION = 1
@@ -103,7 +112,8 @@ CREATE TABLE IF NOT EXISTS integrity (  -- files of the index folder as written 
     path TEXT PRIMARY KEY,              -- relative to the index folder, e.g. arrays/c000001/embed.npy
     size INTEGER NOT NULL,
     mtime_ns INTEGER,
-    sha256 TEXT
+    sha256 TEXT,
+    xxh3 TEXT                           -- XXH3-128, what a reading process verifies (hade.index.checksums)
 );
 """
 
@@ -179,11 +189,13 @@ class WindowRecord(NamedTuple):
 
 class IntegrityRecord(NamedTuple):
     """What the integrity table recorded of an index file when it was written (`mtime_ns`, `sha256` None
-    for records of indexes written before checksums)."""
+    for records of indexes written before checksums; `xxh3` None for those written before read-time
+    verification)."""
 
     size: int
     mtime_ns: int | None
     sha256: str | None
+    xxh3: str | None = None
 
 
 class Placement(NamedTuple):
@@ -195,6 +207,27 @@ class Placement(NamedTuple):
 
 
 _FILE_COLUMNS = FileRecord._fields
+
+
+def db_path(rel: str) -> str | bytes:
+    """A relative path as the files table keeps it: text when it is valid UTF-8, else its file-system
+    bytes as a BLOB. File names are bytes on POSIX; one that is not UTF-8 (a Latin-1 ``n\\xe4me.wav``)
+    reaches Python as text with surrogate escapes (PEP 383), which SQLite's text cannot hold."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(rel)
+    return rel
+
+
+def path_of_db(value: str | bytes) -> str:
+    """The relative path `db_path` stored, as Python's file functions take it."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def _file_record(row: tuple) -> FileRecord:
+    record = FileRecord(*row)
+    return record._replace(path=path_of_db(record.path)) if isinstance(record.path, bytes) else record
 _WINDOW_COLUMNS = WindowRecord._fields
 
 
@@ -221,6 +254,8 @@ class Store:
                 self._conn.execute("ALTER TABLE files ADD COLUMN aux_caption TEXT")
             if not self._has_chunk_codecs():  # indexes written before token codecs
                 self._conn.execute("ALTER TABLE chunks ADD COLUMN codec TEXT")
+            if not self._has_fast_checksums():  # indexes written before read-time verification
+                self._conn.execute("ALTER TABLE integrity ADD COLUMN xxh3 TEXT")
         schema = self.meta().get("schema")
         if schema is not None and schema != SCHEMA_VERSION:
             raise InputError(f"{self.root}: index format {schema}, this hade reads format {SCHEMA_VERSION}; "
@@ -228,6 +263,9 @@ class Store:
 
     def _has_chunk_codecs(self) -> bool:
         return "codec" in {row[1] for row in self._conn.execute("PRAGMA table_info(chunks)")}
+
+    def _has_fast_checksums(self) -> bool:
+        return "xxh3" in {row[1] for row in self._conn.execute("PRAGMA table_info(integrity)")}
 
     def file_columns(self) -> set[str]:
         """Column names of the files table (older indexes lack `aux_caption` until a build adds it)."""
@@ -307,19 +345,20 @@ class Store:
     def files(self, status: str | None = None) -> list[FileRecord]:
         """Every indexed file (or those with `status` 'ok' / 'error'), in id order."""
         where, args = (" WHERE status=?", (status,)) if status is not None else ("", ())
-        return [FileRecord(*r) for r in self._conn.execute(self._file_select() + where + " ORDER BY id", args)]
+        return [_file_record(r) for r in self._conn.execute(self._file_select() + where + " ORDER BY id", args)]
 
     def file_record(self, path: str) -> FileRecord | None:
         """The file indexed at relative `path`, or None."""
-        row = self._conn.execute(self._file_select() + " WHERE path=?", (path,)).fetchone()
-        return FileRecord(*row) if row is not None else None
+        row = self._conn.execute(self._file_select() + " WHERE path=?", (db_path(path),)).fetchone()
+        return _file_record(row) if row is not None else None
 
     def same_content(self, sha256: str, other_than: str, aux_caption: str | None) -> FileRecord | None:
         """The first file (by id) other than `other_than` with these bytes whose stored windows a file with
         caption `aux_caption` can reuse: an unreadable one (same error), or one encoded with that caption."""
         row = self._conn.execute(self._file_select() + " WHERE sha256=? AND path!=? AND (status='error' OR "
-                                 "aux_caption IS ?) ORDER BY id LIMIT 1", (sha256, other_than, aux_caption)).fetchone()
-        return FileRecord(*row) if row is not None else None
+                                 "aux_caption IS ?) ORDER BY id LIMIT 1",
+                                 (sha256, db_path(other_than), aux_caption)).fetchone()
+        return _file_record(row) if row is not None else None
 
     def count_files(self, status: str | None = None) -> int:
         where, args = (" WHERE status=?", (status,)) if status is not None else ("", ())
@@ -329,22 +368,22 @@ class Store:
         """Insert a file (inside a transaction); its id is `record.id`, or a new one when None. Returns it."""
         marks = ",".join("?" * len(_FILE_COLUMNS))
         return int(self._conn.execute(f"INSERT INTO files({', '.join(_FILE_COLUMNS)}) VALUES({marks})",
-                                      tuple(record)).lastrowid)
+                                      tuple(record._replace(path=db_path(record.path)))).lastrowid)
 
     def touch_file(self, path: str, size: int, mtime_ns: int) -> None:
         """New size and mtime for a file whose bytes did not change (inside a transaction)."""
-        self._conn.execute("UPDATE files SET size=?, mtime_ns=? WHERE path=?", (size, mtime_ns, path))
+        self._conn.execute("UPDATE files SET size=?, mtime_ns=? WHERE path=?", (size, mtime_ns, db_path(path)))
 
     def remove_files(self, paths: list[str]) -> None:
         """Delete the files at these relative paths and their windows (inside a transaction)."""
-        rows = [(p,) for p in paths]
+        rows = [(db_path(p),) for p in paths]
         self._conn.executemany("DELETE FROM windows WHERE file_id=(SELECT id FROM files WHERE path=?)", rows)
         self._conn.executemany("DELETE FROM files WHERE path=?", rows)
 
     def paths_in_chunks(self, chunk_ids: list[int]) -> list[str]:
         """Relative paths of the files with a window in any of these chunks."""
         marks = ",".join("?" * len(chunk_ids))
-        return [r[0] for r in self._conn.execute(
+        return [path_of_db(r[0]) for r in self._conn.execute(
             f"SELECT path FROM files WHERE id IN (SELECT file_id FROM windows WHERE chunk IN ({marks})) "
             "ORDER BY id", list(chunk_ids))]
 
@@ -471,21 +510,54 @@ class Store:
     def integrity_records(self) -> dict[str, IntegrityRecord]:
         """{path relative to the index folder: its record} ({} for indexes that predate the table)."""
         try:
-            rows = self._conn.execute("SELECT path, size, mtime_ns, sha256 FROM integrity").fetchall()
+            rows = self._conn.execute(f"SELECT path, {self._integrity_columns()} FROM integrity").fetchall()
         except sqlite3.OperationalError:
             return {}
-        return {r[0]: IntegrityRecord(int(r[1]), r[2], r[3]) for r in rows}
+        return {r[0]: IntegrityRecord(int(r[1]), *r[2:]) for r in rows}
+
+    def _integrity_columns(self) -> str:
+        return "size, mtime_ns, sha256, " + ("xxh3" if self._has_fast_checksums() else "NULL")
+
+    def integrity_record(self, rel: str) -> IntegrityRecord | None:
+        """The record of one index file (None: not recorded, or an index that predates the table)."""
+        try:
+            row = self._conn.execute(f"SELECT {self._integrity_columns()} FROM integrity WHERE path=?",
+                                     (rel,)).fetchone()
+        except sqlite3.OperationalError:
+            return None
+        return IntegrityRecord(int(row[0]), *row[1:]) if row is not None else None
 
     def record_files(self, rels: list[str]) -> None:
-        """Upsert size, mtime and sha256 of index files (paths relative to the index folder) into the
-        integrity table (call inside `transaction` when the files become part of the index)."""
+        """Upsert size, mtime, sha256 and XXH3-128 of index files (paths relative to the index folder) into
+        the integrity table (call inside `transaction` when the files become part of the index)."""
         rows = []
         for rel in rels:
             st = (self.root / rel).stat()
-            rows.append((rel, st.st_size, st.st_mtime_ns, sha256_file(self.root / rel)))
-        self._conn.executemany("INSERT INTO integrity(path, size, mtime_ns, sha256) VALUES(?,?,?,?) "
+            rows.append((rel, st.st_size, st.st_mtime_ns, *file_digests(self.root / rel)))
+        self._conn.executemany("INSERT INTO integrity(path, size, mtime_ns, sha256, xxh3) VALUES(?,?,?,?,?) "
                                "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
-                               "sha256=excluded.sha256", rows)
+                               "sha256=excluded.sha256, xxh3=excluded.xxh3", rows)
+
+    def verify_later(self, rels: list[str], stop: threading.Event) -> threading.Thread:
+        """Start verifying index files `rels` in a background thread (`checksums.verify_in_background`;
+        their records are read here, on the caller's thread: the connection is not shared)."""
+        recs = self.integrity_records()
+        files = [(self.root / rel, checksums.Expected(r.size, r.sha256, r.xxh3)) for rel in rels
+                 if (r := recs.get(rel)) is not None]
+        return checksums.verify_in_background(files, stop)
+
+    def verify_read(self, rel: str) -> None:
+        """Before this process first reads index file `rel`: its bytes against the checksum recorded when
+        it was written (once per process and file state, `hade.index.checksums.verify`). IndexDamaged
+        naming the file and the repair command on a mismatch; nothing for a file without a record (an
+        index written before checksums: size-checked when opened)."""
+        rec = self.integrity_record(rel)
+        if rec is None:
+            return
+        problem = checksums.verify(self.root / rel, checksums.Expected(rec.size, rec.sha256, rec.xxh3))
+        if problem is not None:
+            raise IndexDamaged(f"{self.root / rel} is {problem}; repair with `{self.repair}`", file=rel,
+                               repair=self.repair)
 
     def forget_files(self, prefix: str) -> None:
         """Drop the integrity records of files whose relative path starts with `prefix`."""
@@ -500,16 +572,17 @@ class Store:
 
     # ---- arrays ------------------------------------------------------------------------------------
     def load_array(self, chunk_id: int, key: str, mmap: bool = True) -> np.ndarray:
-        """One stored array, memory-mapped; IndexDamaged (naming the file and the repair command in
-        `self.repair`) when it is missing, truncated or not an array file."""
+        """One stored array, memory-mapped, its bytes verified first (`verify_read`); IndexDamaged (naming
+        the file and the repair command in `self.repair`) when it is missing, damaged or not an array file."""
         file = self.chunk_dir(chunk_id) / f"{key}.npy"
+        rel = file.relative_to(self.root).as_posix()
+        self.verify_read(rel)
         try:
             return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
         except FileNotFoundError:
             what = "missing"
-        except (OSError, ValueError, EOFError) as e:
+        except (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError) as e:  # a garbled header
             what = f"damaged ({' '.join(str(e).split())[:120]})"
-        rel = file.relative_to(self.root).as_posix()
         raise IndexDamaged(f"{self.root / rel} is {what}; repair with `{self.repair}`", file=rel, repair=self.repair)
 
     def cleanup(self) -> dict[str, int]:

@@ -69,8 +69,10 @@ s_mn *and* the audio tokens' Gram matrix and norms; decoding 100 candidates (33 
 ~17 ms of one core against ~60 ms for THA's score of one caption on them, so a look-up-table scorer
 could save at most a quarter of a re-rank while duplicating THA's arithmetic.
 
-In the index (`hade.index.compression`, `hade.index.store`): a new index fits one codec set (a codec a
-token key, `token_keys`) on its first 512 encoded windows and keeps it under ``codecs/<id>`` (id: sha256
+In the index (`hade.index.compression`, `hade.index.store`): an index fits one codec set (a codec a
+token key, `token_keys`) on its first 512 encoded windows, or more when they hold fewer tokens than the
+codec needs to train well (`tokens_to_fit`; a smaller index keeps float tokens until then), and keeps it
+under ``codecs/<id>`` (id: sha256
 of its files); every chunk records the set its ``{key}.codes.npy`` arrays were written with, and
 `hade.index.reprs.ReprTable` decodes only the rows a search gathers, from memory-mapped codes. Shards of
 a parallel build fit their own sets, and a merge or compaction copies codes with their set, never
@@ -80,13 +82,16 @@ built with (IVF256,PQ32 before session 7, IVF256,PQ64x7 in session 7).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import faiss
 import numpy as np
+
+from tqdm.auto import tqdm
 
 from hade.errors import InputError
 from hade.utils.atomic import atomic_path, write_json_atomic
@@ -132,6 +137,29 @@ def _default_for(dim: int) -> str:
     other widths the most sub-quantisers of at least 8 dims each that divide `dim`."""
     m = max([d for d in range(1, max(1, dim // DIMS_PER_SUBQUANTISER) + 1) if dim % d == 0] or [1])
     return f"OPQ{m},IVF256,PQ{m}"
+
+
+def code_bytes_for(dim: int, factory: str = DEFAULT_FACTORY) -> int:
+    """Bytes a `dim`-dim token takes with `factory` (the default: ``OPQ<m>,IVF256,PQ<m>`` with 8 dims a
+    sub-quantiser, so 1 + dim/8 + 2 for widths that 8 divides: 35 at 256 dims, 67 at 512, 99 at 768)."""
+    return int(faiss.index_factory(dim, _fit_factory(factory, 10**6, dim)).sa_code_size()) + NORM_BYTES
+
+
+def tokens_to_fit(factory: str, dim: int) -> int:
+    """Non-zero tokens a key needs for `factory` to be fitted well on `dim`-dim tokens: faiss's
+    MIN_POINTS_PER_LIST (39) points for every centroid of its largest k-means — an 8-bit PQ codebook's 256
+    and IVF256's 256 lists give 9 984. Fewer still fit (`_fit_factory` shrinks the lists, PQ needs 256),
+    but a codec fitted on a small folder's few tokens is both poor and slow to fit (OPQ's 50 rounds of
+    PQ training cost about as much on 1 000 tokens as on 10 000)."""
+    try:
+        built = faiss.index_factory(dim, _fit_factory(factory, 10**6, dim))  # owns `index`: keep it referenced
+    except RuntimeError:
+        return 0  # not buildable at this width: fitting is tried, and says why it fails (`TokenCodec.fit`)
+    index = faiss.downcast_index(built.index) if isinstance(built, faiss.IndexPreTransform) else built
+    ivf = faiss.try_extract_index_ivf(index)
+    pq = getattr(ivf if ivf is not None else index, "pq", None)
+    centroids = max(ivf.nlist if ivf is not None else 1, int(pq.ksub) if pq is not None else 1)
+    return MIN_POINTS_PER_LIST * centroids
 
 
 def unit_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,7 +214,8 @@ class TokenCodec:
         if len(directions) < _min_train(index):
             raise InputError(f"token codec: {len(directions)} non-zero tokens are too few to fit {built!r} "
                              f"(need at least {_min_train(index)})")
-        index.train(np.ascontiguousarray(directions))
+        with _quiet_rotation_training(index):
+            index.train(np.ascontiguousarray(directions))
         info = CodecInfo(dim, built, int(index.sa_code_size()) + NORM_BYTES, len(directions), seed)
         return cls(index, info)
 
@@ -235,12 +264,13 @@ class TokenCodec:
     @classmethod
     def load(cls, folder: str | Path, name: str) -> "TokenCodec":
         folder = Path(folder)
+        file = folder / f"{name}.json"
         try:
-            info = CodecInfo(**json.loads((folder / f"{name}.json").read_text()))
-            index = faiss.read_index(str(folder / f"{name}.faiss"))
+            info = CodecInfo(**json.loads(file.read_text()))
+            file = folder / f"{name}.faiss"
+            index = faiss.read_index(str(file))
         except (OSError, ValueError, TypeError, RuntimeError) as e:
-            raise InputError(f"{folder / name}.faiss/.json: not a readable token codec "
-                             f"({' '.join(str(e).split())[:160]})") from None
+            raise InputError(f"{file}: not a readable token codec ({' '.join(str(e).split())[:160]})") from None
         if index.d != info.dim or int(index.sa_code_size()) + NORM_BYTES != info.code_bytes:
             raise InputError(f"{folder / name}.json: does not match {name}.faiss (dims or code size differ)")
         return cls(index, info)
@@ -274,6 +304,33 @@ def _seed_training(index: faiss.Index, seed: int) -> None:
             part.pq.cp.min_points_per_centroid = 1
 
 
+@contextlib.contextmanager
+def _quiet_rotation_training(index: faiss.Index) -> Iterator[None]:
+    """Train an OPQ rotation's product quantiser without faiss's clustering warnings.
+
+    `OPQMatrix.train` fits a PQ of its own at every one of its iterations, with faiss's default
+    ClusteringParameters: below 39 points a centroid each of its sub-quantisers prints ``WARNING clustering
+    N points to 256 centroids`` straight to the C stderr (no verbose flag silences it; 6 400 lines for a
+    small folder's OPQ64). Handing it a PQ of the same shape whose only change is
+    ``min_points_per_centroid = 1`` trains identically, silently. The PQ is only borrowed while training
+    (OPQMatrix keeps a raw pointer to it), so it is detached again afterwards."""
+    opq = None
+    if isinstance(index, faiss.IndexPreTransform) and index.chain.size() == 1:
+        vt = faiss.downcast_VectorTransform(index.chain.at(0))
+        opq = vt if isinstance(vt, faiss.OPQMatrix) else None
+    if opq is None or opq.is_trained:
+        yield
+        return
+    pq = faiss.ProductQuantizer(opq.d_out, opq.M, 8)
+    pq.cp.min_points_per_centroid = 1
+    opq.pq = pq
+    try:
+        yield
+    finally:
+        opq.pq = None
+        del pq
+
+
 def _min_train(index: faiss.Index) -> int:
     """Fewest training points: 256 for 8-bit PQ codebooks (k-means with 256 centroids), the lists for IVF."""
     ivf = faiss.try_extract_index_ivf(index)
@@ -293,10 +350,17 @@ def token_keys(repr_spec: Mapping[str, Mapping], pooled_key: str | None = None) 
     return out
 
 
-def fit_codecs(samples: Mapping[str, np.ndarray], factory: str = DEFAULT_FACTORY,
-               seed: int = 0) -> dict[str, TokenCodec]:
-    """{key: tokens [R, M, D]} -> {key: fitted codec}, one codec a key (levels differ in statistics)."""
-    return {key: TokenCodec.fit(x, factory, seed=seed) for key, x in samples.items()}
+def fit_codecs(samples: Mapping[str, np.ndarray], factory: str = DEFAULT_FACTORY, seed: int = 0,
+               progress: bool = False) -> dict[str, TokenCodec]:
+    """{key: tokens [R, M, D]} -> {key: fitted codec}, one codec a key (levels differ in statistics); with
+    `progress` a bar counts the codecs fitted (an OPQ codec of 512-dim tokens takes minutes)."""
+    out = {}
+    with tqdm(total=len(samples), desc="fit token codecs", unit="codec", disable=not progress, leave=False) as bar:
+        for key, x in samples.items():
+            bar.set_postfix_str(f"{key} {np.asarray(x).shape[-1]}d", refresh=True)
+            out[key] = TokenCodec.fit(x, factory, seed=seed)
+            bar.update()
+    return out
 
 
 def save_codecs(folder: str | Path, codecs: Mapping[str, TokenCodec]) -> None:
@@ -349,11 +413,11 @@ def encode_arrays(codecs: Mapping[str, TokenCodec], arrays: Mapping[str, np.ndar
     return {(k + suffix if k in codecs else k): (codecs[k].encode(a) if k in codecs else a) for k, a in arrays.items()}
 
 
-def fit_codec_set(samples: Mapping[str, np.ndarray], factory: str = DEFAULT_FACTORY,
-                  seed: int = 0) -> dict[str, TokenCodec] | str:
+def fit_codec_set(samples: Mapping[str, np.ndarray], factory: str = DEFAULT_FACTORY, seed: int = 0,
+                  progress: bool = False) -> dict[str, TokenCodec] | str:
     """`fit_codecs`, or the reason it cannot (too few tokens for the factory) as a string."""
     try:
-        return fit_codecs(samples, factory, seed)
+        return fit_codecs(samples, factory, seed, progress)
     except InputError as e:
         return str(e)
 

@@ -180,7 +180,7 @@ def apply_state_dict(encoder: nn.Module, mapped: dict[str, torch.Tensor], report
     new_state = dict(own)
     for name, value in mapped.items():
         if name not in own:
-            report.unexpected[name] = "no such tensor in hade's HTSAT encoder (different architecture/preset?)"
+            report.unexpected[name] = f"no such tensor in {what} (different architecture/preset?)"
         elif tuple(value.shape) != tuple(own[name].shape):
             report.mismatched[name] = f"checkpoint {tuple(value.shape)} vs encoder {tuple(own[name].shape)}"
         elif name.endswith(_DERIVED_BUFFERS[:2]) and not torch.equal(value.to(own[name].dtype), own[name]):

@@ -7,7 +7,7 @@ from typing import Any
 
 from hade.config import ModelConfig
 from hade.errors import InputError
-from hade.models.encoders.htsat import HTSAT_PRESETS, HTSATConfig, HTSATEncoder
+from hade.models.encoders.audio import audio_encoder_config, build_audio_encoder
 from hade.models.encoders.text_bert import (
     BUNDLED_MINILM,
     TextEncoder,
@@ -17,20 +17,12 @@ from hade.models.encoders.text_bert import (
     resolve_text_dir,
 )
 from hade.models.heads import build_head
-from hade.models.presets import PRESET_PATH_ENV
 from hade.models.retrieval import RetrievalModel
 
 
-def audio_config(config: ModelConfig) -> HTSATConfig:
-    if config.audio_encoder not in HTSAT_PRESETS:
-        raise InputError(f"audio_encoder: unknown preset {config.audio_encoder!r}; available: {sorted(HTSAT_PRESETS)} "
-                         f"(add presets as JSON files in a folder named by {PRESET_PATH_ENV})")
-    preset = HTSAT_PRESETS[config.audio_encoder]
-    valid = {f.name for f in dataclasses.fields(HTSATConfig)}
-    unknown = sorted(set(config.audio_overrides) - valid)
-    if unknown:
-        raise InputError(f"audio_overrides: unknown HTSATConfig field(s) {unknown}; valid: {sorted(valid)}")
-    return dataclasses.replace(preset, **config.audio_overrides)
+def audio_config(config: ModelConfig) -> Any:
+    """The audio encoder config of a model: its preset (any architecture) with `audio_overrides` applied."""
+    return audio_encoder_config(config.audio_encoder, config.audio_overrides)
 
 
 def create_model(config: ModelConfig, tokenizer_dir: str | None = None, tokenizer: Any = None) -> RetrievalModel:
@@ -39,7 +31,7 @@ def create_model(config: ModelConfig, tokenizer_dir: str | None = None, tokenize
     otherwise the text backbone is loaded from `config.text_encoder` and the model's copy of the config gets
     `text_config` filled in (the caller's config is not changed)."""
     config = dataclasses.replace(config)
-    audio_encoder = HTSATEncoder(audio_config(config))
+    audio_encoder = build_audio_encoder(audio_config(config))
     pooler = config.text_pooling == "pooler"
     if config.text_config is not None:
         bert = bert_from_config(config.text_config, pooler=pooler)
@@ -50,7 +42,7 @@ def create_model(config: ModelConfig, tokenizer_dir: str | None = None, tokenize
         bert, tokenizer, config.text_config = load_text_backbone(
             config.text_encoder, config.text_pretrained, config.text_overrides, pooler=pooler)
     text_encoder = TextEncoder(bert, pooling=config.text_pooling)
-    head = build_head(config.head, list(audio_encoder.stage_dims), text_encoder.hidden_size,
+    head = build_head(config.head, audio_encoder.levels, text_encoder.hidden_size,
                       text_encoder.num_layers, config.embed_dim, config.head_options)
     return RetrievalModel(config, audio_encoder, text_encoder, head, tokenizer)
 

@@ -26,7 +26,7 @@ from hade.errors import HadeError, InputError
 
 PRESET_PATH_ENV = "HADE_PRESET_PATH"
 BUILTIN_DIR = Path(__file__).resolve().parent / "preset_configs"
-ENCODERS = ("htsat",)  # audio encoder architectures a preset may name
+ENCODERS = ("htsat", "passt", "beats")  # audio encoder architectures a preset may name
 
 T = TypeVar("T")
 

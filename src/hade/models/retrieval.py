@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, Iterable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -11,6 +12,7 @@ from hade.config import ModelConfig, check_compute, seconds_to_samples
 from hade.data.chunker import token_phrase_index
 from hade.data.text import check_caption_normalize, normalize_captions
 from hade.models.encoders.types import TextFeatures
+from hade.models.embed import AUDIO_BATCH, TEXT_BATCH, AudioItem, WindowEmbeddings, embed_audio, embed_text
 from hade.models.encoders.text_bert import TextEncoder
 from hade.models.heads.base import RetrievalHead
 from hade.models.heads.reprs import Reprs
@@ -129,3 +131,40 @@ class RetrievalModel(nn.Module):
     def score(self, text: Reprs, audio: Reprs) -> torch.Tensor:
         """[num_texts, num_audios] similarities."""
         return self.head.score(text, audio)
+
+    # ---- embeddings in one call (hade.models.embed) ---------------------------------------------
+    def embed_text(self, texts: str | Iterable[str], batch_size: int = TEXT_BATCH,
+                   progress: bool | None = None) -> np.ndarray:
+        """texts -> [N, D] float32 numpy, the head's pooled text vectors, L2-normalised (row i: text i).
+
+        A single str is embedded as one text and gives [1, D]; a non-str element raises InputError. Runs
+        in eval mode without autograd (the model's mode is restored), `batch_size` texts per encoder call,
+        with a tqdm bar for long lists (progress=None: from 256 texts on, on a terminal; True/False force
+        it). A head without pooled vectors (`tha`) raises InputError naming the heads that have them.
+        """
+        return embed_text(self, texts, batch_size=batch_size, progress=progress)
+
+    def embed_audio(self, items: AudioItem | Sequence[AudioItem], sample_rate: int | None = None,
+                    batch_size: int = AUDIO_BATCH, per_window: bool = False, window: float | None = None,
+                    hop: float | None = None, progress: bool | None = None) -> np.ndarray | WindowEmbeddings:
+        """Audio -> [N, D] float32 numpy, one L2-normalised vector per item; with `per_window` a
+        `WindowEmbeddings` (vectors [W, D], item, start and end seconds of each window).
+
+        items: file paths (str or Path, any format `hade index` reads), numpy arrays or torch tensors [T]
+        (mono waveforms at `sample_rate` Hz, which is then required; resampled to the model's rate with
+        soxr), or a 2-D array [N, T] of N waveforms; a single path or 1-D waveform is one item. Any length:
+        each item is cut into the windows `hade index` uses (window: the model's clip length capped to
+        10 s, hop: half the window; `window`/`hop` in seconds as `hade index --window/--hop`), an item
+        shorter than a window is zero-padded to it, and the window vectors are the head's pooled audio
+        vectors, equal to what `hade index` stores for the same windows (before float16 storage).
+        Pooling (per_window=False): the mean of an item's L2-normalised window vectors, L2-normalised
+        again (the vector `hade search --audio` searches with). HCI+AC heads embed without auxiliary
+        captions, as an index built without --aux-captions.
+
+        Eval mode without autograd, `batch_size` windows per encoder call (across items), a tqdm bar
+        over items (progress=None: from 256 items on, on a terminal). An unreadable file raises
+        AudioError naming it; a head without pooled vectors (`tha`) raises InputError naming the heads
+        that have them.
+        """
+        return embed_audio(self, items, sample_rate=sample_rate, batch_size=batch_size, per_window=per_window,
+                           window=window, hop=hop, progress=progress)

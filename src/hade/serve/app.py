@@ -3,10 +3,16 @@
 Endpoints (every error is JSON ``{"error": "..."}`` with a 4xx code; 500 only for bugs):
 
 * ``GET  /search?q=&k=&per_file=``   text query -> ranked windows (id, path, start, end, score, audio_url)
-* ``POST /search/audio?k=&per_file=`` multipart field ``file``: a query clip (<= max_upload_bytes)
+* ``POST /search/audio?k=&per_file=`` multipart field ``file``: a query clip (<= max_upload_bytes); the
+                                     answer's ``query_id`` names it for ``/explain``
 * ``GET|HEAD /audio/{id}``           the indexed file holding window ``id`` (HTTP Range supported), only if
                                      it is still the file that was indexed (404 gone, 409 changed/outside)
-* ``GET  /explain/{id}?q=``          THA word x time maps of ``q`` vs the window (file time), factor weights
+* ``GET  /explain/{id}?q=|audio=|like=`` why the window matched the query that found it: the query's score
+                                     over every window of the file (stored vectors) and, for a text with a
+                                     THA/factor head, word x time maps (file time) and factor weights; an
+                                     audio search's ``query_id`` is ``audio=``, "Similar sounds" is ``like=``
+* ``GET  /peaks/{id}``               waveform envelope (min/max pairs) of the indexed file holding the window,
+                                     computed once per file (cached)
 * ``GET  /health``                   status, counts, model head and fingerprint; 503 + "degraded" when a file
                                      of the index is damaged (with the problems and the repair command)
 * ``GET  /``                         the search page (static HTML/JS/CSS, no external resources)
@@ -29,6 +35,7 @@ from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+import numpy as np
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,8 +43,9 @@ from hade.errors import HadeError, IndexDamaged, StaleFile
 from hade.serve.concurrency import Lane
 from hade.serve.files import file_response
 from hade.serve.guards import AdmissionMiddleware, HostCheckMiddleware, allowed_host_patterns
-from hade.serve.limits import MAX_K, MAX_QUERY_CHARS, MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD, Limits
-from hade.serve.service import IndexLike, NoAlignment, NotFound, SearchService, media_type
+from hade.serve.limits import MAX_K, MAX_PEAKS_QUEUE, MAX_QUERY_CHARS, MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD, Limits
+from hade.serve.service import ExplainQuery, IndexLike, NotFound, SearchService, media_type
+from hade.utils.jsonable import jsonable
 
 log = logging.getLogger("hade.serve")
 
@@ -55,7 +63,7 @@ SECURITY_HEADERS = {
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None,
                    **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+    return JSONResponse(jsonable({"error": message, **extra}), status_code=status, headers=headers)
 
 
 class BodyLimitMiddleware:
@@ -166,10 +174,6 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.error("damaged index: %s", exc)
         return error_response(503, str(exc))
 
-    @app.exception_handler(NoAlignment)
-    async def no_alignment(request: Request, exc: NoAlignment) -> Response:
-        return error_response(409, str(exc), **{k: v for k, v in exc.payload.items() if k != "error"})
-
     @app.exception_handler(HadeError)
     async def input_error(request: Request, exc: HadeError) -> Response:
         return error_response(400, str(exc))
@@ -210,13 +214,14 @@ def create_app(index: IndexLike, max_upload_bytes: int = MAX_UPLOAD_BYTES, threa
     app.state.service = service
     _install_error_handlers(app)
     lanes = {"audio": Lane("audio", limits.max_audio_active + limits.max_audio_queue),
-             "text": Lane("text", limits.max_text_queue)}
+             "text": Lane("text", limits.max_text_queue), "peaks": Lane("peaks", MAX_PEAKS_QUEUE)}
     app.state.lanes = lanes
     # Starlette runs the last-added middleware first: Host check, then body limit, then admission.
     app.add_middleware(AdmissionMiddleware, routes=[("POST", "/search/audio", lanes["audio"]),
                                                     ("GET", "/search", lanes["text"]),
                                                     ("GET", "/explain/", lanes["text"]),
-                                                    ("GET", "/similar/", lanes["text"])],
+                                                    ("GET", "/similar/", lanes["text"]),
+                                                    ("GET", "/peaks/", lanes["peaks"])],
                        retry_after=limits.retry_after_seconds, drain_limit=max_upload_bytes + MULTIPART_OVERHEAD)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_upload_bytes + MULTIPART_OVERHEAD)
     app.add_middleware(HostCheckMiddleware, allowed=allowed_host_patterns(limits.allowed_hosts, bound_host))
@@ -259,8 +264,8 @@ def _add_routes(app: FastAPI, service: SearchService) -> None:
         """Query by example: an uploaded clip (decoded with soundfile) -> the k best windows."""
         if file.size is not None and file.size > max_upload_bytes:
             raise StarletteHTTPException(413, f"the upload is larger than {max_upload_bytes} bytes")
-        hits = service.search_audio(file.file, k=k, per_file=per_file)
-        return {"query": file.filename or "upload", "k": k, "per_file": per_file,
+        hits, query_id = service.search_audio_query(file.file, k=k, per_file=per_file)
+        return {"query": file.filename or "upload", "query_id": query_id, "k": k, "per_file": per_file,
                 "results": with_urls(request, hits)}
 
     @app.get("/similar/{window_id}")
@@ -287,12 +292,7 @@ def _add_routes(app: FastAPI, service: SearchService) -> None:
         f, st, name = service.open_audio(window_id)
         return file_response(request, f, st, media_type(name), filename=name)
 
-    @app.get("/explain/{window_id}")
-    def explain(window_id: int,
-                q: str = Query(..., min_length=1, max_length=MAX_QUERY_CHARS, description="query text")
-                ) -> dict[str, Any]:
-        """Word x time attention maps (per THA level) and factor weights of `q` vs the window."""
-        return service.explain(window_id, q)
+    _add_explain_routes(app, service)
 
     @app.get("/health")
     def health() -> Response:
@@ -306,6 +306,30 @@ def _add_routes(app: FastAPI, service: SearchService) -> None:
                             headers={"cache-control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+def _add_explain_routes(app: FastAPI, service: SearchService) -> None:
+    """GET /explain/{id} and GET /peaks/{id}: what the page's "Why?" and waveform thumbnails draw."""
+
+    @app.get("/explain/{window_id}")
+    def explain(window_id: int,
+                q: str | None = Query(None, min_length=1, max_length=MAX_QUERY_CHARS, description="query text"),
+                audio: str | None = Query(None, min_length=1, max_length=64,
+                                          description="query_id of an audio search"),
+                like: int | None = Query(None, description="window id of a \"similar sounds\" search")
+                ) -> dict[str, Any]:
+        """Why the window matched the query (exactly one of q, audio, like): the query's score over every
+        window of the file, and for a text with a THA/factor head word x time maps and factor weights."""
+        return service.explain(window_id, ExplainQuery(text=q, audio_id=audio, like_id=like))
+
+    @app.get("/peaks/{window_id}")
+    def peaks(window_id: int) -> Response:
+        """The waveform envelope of the indexed file holding the window: {"id", "path", "start", "end",
+        "duration", "peaks": [[min, max], ...]} over equal spans of the file (hade.serve.peaks)."""
+        envelope, window = service.peaks(window_id)
+        pairs = np.round(np.stack([envelope.mins, envelope.maxs], 1).astype(np.float64), 4).tolist()
+        return JSONResponse({**window, "duration": envelope.duration, "peaks": pairs},
+                            headers={"cache-control": "private, max-age=3600"})
 
 
 __all__ = ["BodyLimitMiddleware", "STATIC_DIR", "create_app"]

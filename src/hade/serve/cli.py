@@ -92,6 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from hade.index import Index
     from hade.serve.app import create_app
     from hade.serve.concurrency import tune_allocator
+    from hade.serve.guards import browse_url
     from hade.serve.limits import Limits
 
     _check_args(args)
@@ -121,8 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if "*" in args.allowed_host:
         print("hade serve: warning: --allowed-host '*' disables the Host check; any web page the user visits "
               "can read the index through DNS rebinding", file=sys.stderr)
-    shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"hade serve: {len(index)} windows from {args.index}; open http://{shown}:{args.port}/", flush=True)
+    print(f"hade serve: {len(index)} windows from {args.index}; open {browse_url(args.host, args.port)}", flush=True)
     # One worker process: the model is loaded once, inference is serialised inside the app.
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1)
     return 0

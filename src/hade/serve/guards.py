@@ -76,6 +76,18 @@ def allowed_host_patterns(extra: Iterable[str] = (), bound_host: str | None = No
     return HostPolicy(frozenset(names))
 
 
+def browse_url(bound_host: str, port: int) -> str:
+    """The address to open in a browser for a server bound to `bound_host`: the host itself, except that the
+    unspecified addresses (0.0.0.0, ::), which are no address to connect to, become loopback (127.0.0.1,
+    [::1]). The Host check of `allowed_host_patterns(..., bound_host)` accepts every address this gives."""
+    host = bound_host.strip()
+    if host.lower() in _UNSPECIFIED:
+        host = "::1" if ":" in host else "127.0.0.1"
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key == name:
@@ -162,4 +174,4 @@ class AdmissionMiddleware:
 
 
 __all__ = ["ANY_HOST", "AdmissionMiddleware", "HostCheckMiddleware", "HostPolicy", "allowed_host_patterns",
-           "host_name", "is_loopback_name"]
+           "browse_url", "host_name", "is_loopback_name"]

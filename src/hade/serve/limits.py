@@ -31,6 +31,14 @@ RETRY_AFTER_SECONDS = 5
 """Retry-After of those 503 answers."""
 DECODE_BLOCK_FRAMES = 65536
 """Frames an upload is decoded (and down-mixed, resampled) per step, so no whole-clip stereo copy exists."""
+PEAK_BUCKETS = 400
+"""(min, max) pairs of the waveform envelope GET /peaks/{id} returns per indexed file."""
+MAX_PEAKS_QUEUE = 64
+"""GET /peaks requests in flight at once (a page asks for one per result); one more gets 503."""
+PEAK_CACHE_FILES = 2048
+"""Files whose envelope the server keeps in memory (about 3 kB each)."""
+AUDIO_QUERY_CACHE = 64
+"""Recent audio uploads whose query vector is kept, so that "Why?" can explain their results."""
 LOOPBACK_HOSTS = ("localhost", "127.0.0.0/8", "::1")
 """Host header values always accepted (with or without a port). The bound --host is added when it is a
 specific address; `--allowed-host NAME` adds more; `--allowed-host '*'` disables the check (unsafe: it
@@ -80,6 +88,6 @@ def describe() -> dict[str, object]:
             "audio_batch": AUDIO_BATCH, "retry_after_seconds": RETRY_AFTER_SECONDS, "allowed_hosts": list(LOOPBACK_HOSTS)}
 
 
-__all__ = ["AUDIO_BATCH", "DECODE_BLOCK_FRAMES", "LOOPBACK_HOSTS", "MAX_AUDIO_ACTIVE", "MAX_AUDIO_QUEUE", "MAX_K",
+__all__ = ["AUDIO_QUERY_CACHE", "MAX_PEAKS_QUEUE", "PEAK_BUCKETS", "PEAK_CACHE_FILES", "AUDIO_BATCH", "DECODE_BLOCK_FRAMES", "LOOPBACK_HOSTS", "MAX_AUDIO_ACTIVE", "MAX_AUDIO_QUEUE", "MAX_K",
            "MAX_QUERY_CHARS", "MAX_QUERY_SECONDS", "MAX_TEXT_QUEUE", "MAX_UPLOAD_BYTES", "MULTIPART_OVERHEAD",
            "RETRY_AFTER_SECONDS", "Limits", "describe", "is_loopback_name"]

@@ -1,7 +1,7 @@
 """The search engine behind `hade serve`: one index, prioritised model use, JSON-ready results.
 
 The web layer (:mod:`hade.serve.app`) only validates requests and maps the exceptions raised here to
-HTTP codes: :class:`NotFound` -> 404, :class:`NoAlignment` -> 409, :class:`~hade.errors.StaleFile` -> 404
+HTTP codes: :class:`NotFound` -> 404, :class:`~hade.errors.StaleFile` -> 404
 (missing) or 409 (changed, outside the indexed folder), :class:`~hade.errors.IndexDamaged` -> 503,
 :class:`~hade.errors.InputError` (bad audio, empty text, ...) -> 400.
 
@@ -16,8 +16,12 @@ import hashlib
 import json
 import logging
 import os
+import secrets
+import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Callable, ContextManager, Protocol
 
@@ -26,7 +30,8 @@ import torch
 
 from hade.errors import InputError
 from hade.serve.concurrency import HIGH, LOW, PriorityLock, lower_thread_priority, release_memory
-from hade.serve.limits import MAX_K, MAX_QUERY_CHARS, MAX_QUERY_SECONDS, MAX_UPLOAD_BYTES, Limits
+from hade.serve.limits import AUDIO_QUERY_CACHE, MAX_K, MAX_QUERY_CHARS, MAX_QUERY_SECONDS, MAX_UPLOAD_BYTES, Limits
+from hade.serve.peaks import PeakCache, Peaks, compute_peaks
 from hade.serve.upload import decode_upload
 from hade.utils.jsonable import jsonable
 
@@ -60,6 +65,13 @@ class IndexLike(Protocol):
         StaleFile('missing' | 'changed' | 'outside') when it is not the file that was indexed."""
     def audio_path(self, id: int) -> Path: ...
     def window_audio(self, id: int) -> np.ndarray: ...
+    def query_vector(self, query: Any, *, guard: Callable[[], ContextManager[Any]] | None = None,
+                     audio_batch: int = 4) -> Any:
+        """An audio query's vector (`hade.index.QueryVector`), to `search` with and keep (model calls
+        inside `guard`, `audio_batch` windows each)."""
+    def file_scores(self, id: int, query: Any, *, guard: Callable[[], ContextManager[Any]] | None = None
+                    ) -> tuple[list[Any], np.ndarray]:
+        """Every window of window `id`'s file in time order, and the query's scores [W] from stored vectors."""
     def info(self) -> dict[str, Any]: ...
     def health(self) -> dict[str, Any]:
         """{"status": "ok" | "degraded", "problems": [{"file", "problem"}], "repair": str | None}; cheap."""
@@ -70,12 +82,14 @@ class NotFound(LookupError):
     """No window with that id (or its audio file is gone)."""
 
 
-class NoAlignment(Exception):
-    """The model's head has no THA levels; `payload` holds what the explanation does have."""
+@dataclass(frozen=True)
+class ExplainQuery:
+    """The query whose results "Why?" explains: a text, an audio upload (the `query_id` its search
+    returned) or an indexed window ("Similar sounds"); exactly one is set."""
 
-    def __init__(self, message: str, payload: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.payload = payload
+    text: str | None = None
+    audio_id: str | None = None
+    like_id: int | None = None
 
 
 def media_type(path: str | Path) -> str:
@@ -136,6 +150,12 @@ class SearchService:
         # windows). They hold the model lock throughout anyway, so one thread loses no concurrency.
         self.text_pool = ThreadPoolExecutor(1, thread_name_prefix="hade-text")
         self._fingerprint: str | None = None
+        # Waveform envelopes: decoded on their own low-priority thread, once per file (cached).
+        self.peak_cache = PeakCache()
+        self.peak_pool = ThreadPoolExecutor(1, thread_name_prefix="hade-peaks", initializer=lower_thread_priority)
+        # The vectors of recent audio uploads, by the query_id their search returned ("Why?" explains them).
+        self.audio_queries: OrderedDict[str, Any] = OrderedDict()
+        self._audio_queries_lock = threading.Lock()
         # Read once, here: an opened index is read-only, so this does not go stale.
         try:
             self.info: dict[str, Any] = dict(index.info())
@@ -227,7 +247,14 @@ class SearchService:
         return self.text_pool.submit(job).result()
 
     def search_audio(self, data: bytes | BinaryIO, k: int = 10, per_file: bool = False) -> list[dict[str, Any]]:
-        """Query by example: `data` is the upload (bytes, or a seekable file such as UploadFile.file).
+        """Query by example -> hits (see `search_audio_query`, which also returns the query's id)."""
+        return self.search_audio_query(data, k, per_file)[0]
+
+    def search_audio_query(self, data: bytes | BinaryIO, k: int = 10, per_file: bool = False
+                           ) -> tuple[list[dict[str, Any]], str]:
+        """Query by example: `data` is the upload (bytes, or a seekable file such as UploadFile.file) ->
+        (hits, query_id); `explain` takes the query_id to explain these hits (the last AUDIO_QUERY_CACHE
+        uploads are remembered, as one vector each).
 
         Runs on the audio pool (`max_audio_active` threads, lower CPU priority), so at most that many
         decoded waveforms exist at once; the admission lane (app.py) bounds how many wait for it.
@@ -239,60 +266,118 @@ class SearchService:
             raise InputError(f"the upload is larger than {self.max_upload_bytes} bytes")
         return self.audio_pool.submit(self._audio_job, data, k, per_file).result()
 
-    def _audio_job(self, data: bytes | BinaryIO, k: int, per_file: bool) -> list[dict[str, Any]]:
+    def _audio_job(self, data: bytes | BinaryIO, k: int, per_file: bool) -> tuple[list[dict[str, Any]], str]:
         try:
             wave = decode_upload(data, int(self.index.model.sample_rate), self.limits.max_query_seconds)
-            return self._hits(wave, k, per_file, LOW)
+            with torch.inference_mode():
+                vector = self.index.query_vector(wave, guard=self.model_lock.guard(LOW),
+                                                 audio_batch=self.limits.audio_batch)
+            return self._hits(vector, k, per_file, LOW), self._remember(vector)
         finally:
             wave = None  # noqa: F841 - drop the waveform before trimming the heap
             release_memory()
 
-    def _explain_locked(self, explain: Callable, model: Any, wave: np.ndarray, text: str, sr: int) -> Any:
-        """`explain(...)` under the model lock, on the text thread (see __init__)."""
-        torch.set_num_threads(self.text_threads)  # see __init__
-        with self.model_lock.hold(HIGH), torch.inference_mode():
-            return explain(model, wave, text, clip_seconds=wave.shape[0] / sr)
+    def _remember(self, vector: Any) -> str:
+        query_id = secrets.token_urlsafe(12)
+        with self._audio_queries_lock:
+            self.audio_queries[query_id] = vector
+            while len(self.audio_queries) > AUDIO_QUERY_CACHE:
+                self.audio_queries.popitem(last=False)
+        return query_id
 
-    def explain(self, window_id: int, query: str) -> dict[str, Any]:
-        """THA heat-map data of `query` vs one window, times in the FILE's seconds.
+    # ---- explanations ----------------------------------------------------------------------------
+    def _index_query(self, query: ExplainQuery) -> tuple[Any, str, str]:
+        """-> (the query as the index takes it, its label, its kind "text" | "audio" | "like")."""
+        from hade.index.search import Like
 
-        Raises NoAlignment (with the score and any factor weights) when the head has no THA.
-        """
+        given = [v is not None for v in (query.text, query.audio_id, query.like_id)]
+        if sum(given) != 1:
+            raise InputError("explain needs exactly one query: q (text), audio (the query_id of an audio search) "
+                             "or like (the window id of a \"similar sounds\" search)")
+        if query.text is not None:
+            text = query.text.strip()
+            if not text:
+                raise InputError("the query is empty")
+            return text, text, "text"
+        if query.audio_id is not None:
+            with self._audio_queries_lock:
+                vector = self.audio_queries.get(query.audio_id)
+            if vector is None:
+                raise NotFound("that audio query is no longer known to the server (it keeps the last "
+                               f"{AUDIO_QUERY_CACHE} uploads); search with the clip again")
+            return vector, "the uploaded clip", "audio"
+        like = self.window(int(query.like_id))  # type: ignore[arg-type]
+        return Like((like["id"],), same_file=True), f"sounds like {like['path']} {like['start']:.2f}-" \
+            f"{like['end']:.2f} s", "like"
+
+    def _explain_job(self, window_id: int, index_query: Any, wave: np.ndarray | None
+                     ) -> tuple[list[Any], np.ndarray, Any]:
+        """(file windows, their scores, the THA/factor Explanation of `wave` or None) under the model lock,
+        on the text thread (see __init__). The window is explained at the index's window length, zero-padded
+        as the index encoded it, so the explained score is the one the window was ranked by."""
         from hade.explain import explain
 
-        window = self.window(window_id)
-        text = query.strip()
-        if not text:
-            raise InputError("the query is empty")
+        torch.set_num_threads(self.text_threads)  # see __init__
         model = self.index.model
-        sr = int(model.sample_rate)
-        wave = np.asarray(self.index.window_audio(window_id), dtype=np.float32).reshape(-1)  # file IO: unlocked
-        if wave.shape[0] == 0:
-            raise NotFound(f"window {window_id} has no audio")
-        expl = self.text_pool.submit(self._explain_locked, explain, model, wave, text, sr).result()
-        offset = window["start"]
-        levels = []
-        for lv in expl.levels or []:
-            levels.append({
-                "level": lv.level, "audio_stage": lv.audio_stage, "text_block": lv.text_block,
-                "text_to_audio": lv.text_to_audio, "audio_to_text": lv.audio_to_text,
-                "time_edges": np.asarray(lv.time_edges, dtype=np.float64) + offset,
-                "bin_tokens": lv.bin_tokens, "text_enhanced": lv.text_enhanced,
-                "audio_enhanced": lv.audio_enhanced,
-                "level_score": lv.text_enhanced + lv.audio_enhanced,
-            })
-        payload = jsonable({
-            **window, "query": text, "score": expl.score, "head": getattr(model.config, "head", None),
-            "clip_seconds": expl.clip_seconds, "audio_seconds": expl.audio_seconds,
-            "audio_end": offset + expl.audio_seconds,
-            "words": expl.words or [], "levels": levels, "tha_score": expl.tha_score, "tha_scale": expl.tha_scale,
-            "factor_similarity": expl.factor_similarity, "confidence": expl.confidence,
-            "factor_contribution": expl.factor_contribution, "dcr_score": expl.dcr_score,
-        })
-        if expl.levels is None:
-            raise NoAlignment(f"the model's head ({payload['head']}) has no THA levels, so there is no "
-                              "word × time heat map; the score and any factor weights are included", payload)
-        return payload
+        with self.model_lock.hold(HIGH), torch.inference_mode():
+            windows, scores = self.index.file_scores(window_id, index_query)
+            expl = None
+            if wave is not None:
+                seconds = float(self.info.get("window") or wave.shape[0] / model.sample_rate)
+                expl = explain(model, wave, index_query, clip_seconds=seconds)
+        return windows, scores, expl
+
+    def explain(self, window_id: int, query: ExplainQuery | str) -> dict[str, Any]:
+        """Why window `window_id` matched `query`, times in the FILE's seconds: the query's score against
+        every window of the file (`curve`, from the stored vectors) and, for a text with a head that has
+        them, THA word x time maps and factor weights of the window (`levels`, `factor_*`); `note` says
+        what cannot be shown (an audio query has no word maps; a dp head has neither)."""
+        if isinstance(query, str):
+            query = ExplainQuery(text=query)
+        window = self.window(window_id)
+        index_query, label, kind = self._index_query(query)
+        model = self.index.model
+        maps = kind == "text" and bool(model.head.capabilities.explanations)
+        wave = None
+        if maps:  # file IO here, not on the text thread nor under the model lock
+            wave = np.asarray(self.index.window_audio(window_id), dtype=np.float32).reshape(-1)
+            if wave.shape[0] == 0:
+                raise NotFound(f"window {window_id} has no audio")
+        windows, scores, expl = self.text_pool.submit(self._explain_job, window_id, index_query, wave).result()
+        matched = next((i for i, w in enumerate(windows) if int(_field(w, "id")) == window_id), 0)
+        payload: dict[str, Any] = {
+            **window, "query": label, "query_kind": kind, "head": getattr(model.config, "head", None),
+            "stored_score": float(scores[matched]), "score": float(scores[matched]),
+            "curve": {"start": [float(_field(w, "start")) for w in windows],
+                      "end": [float(_field(w, "end")) for w in windows],
+                      "score": [float(v) for v in scores], "matched": matched},
+            "words": [], "levels": [], "note": _explain_note(kind, maps, model),
+        }
+        if expl is not None:
+            payload.update(_maps_payload(expl, window["start"]))
+        return jsonable(payload)
+
+    # ---- waveform envelopes ------------------------------------------------------------------------
+    def peaks(self, window_id: int) -> tuple[Peaks, dict[str, Any]]:
+        """The envelope of the indexed file holding the window (computed once per file: see
+        hade.serve.peaks) and the window's record. NotFound / StaleFile as `open_audio`."""
+        window = self.window(window_id)
+        f, st, _ = self.open_audio(window_id)
+        key = (window["path"], st.st_size, st.st_mtime_ns)
+        cached = self.peak_cache.get(key)
+        if cached is not None:
+            f.close()
+            return cached, window
+        return self.peak_pool.submit(self._peaks_job, f, key).result(), window
+
+    def _peaks_job(self, f: BinaryIO, key: tuple[str, int, int]) -> Peaks:
+        with f:
+            cached = self.peak_cache.get(key)  # computed meanwhile by the request before this one
+            if cached is not None:
+                return cached
+            peaks = compute_peaks(f)
+        self.peak_cache.put(key, peaks)
+        return peaks
 
     # ---- status ----------------------------------------------------------------------------------
     def fingerprint(self, info: dict[str, Any]) -> str:
@@ -338,6 +423,35 @@ class SearchService:
         return jsonable(body)
 
 
+def _explain_note(kind: str, maps: bool, model: Any) -> str | None:
+    """What the explanation cannot show, in words for the page (None when it shows everything)."""
+    if kind != "text":
+        return ("An audio query is ranked by the cosine between its audio vector and each window's; "
+                f"the head ({getattr(model.config, 'head', '?')}) compares audio with text only, so there are no "
+                "word × time maps: shown is the similarity of the query to every window of this file.")
+    if not maps:
+        return (f"This model's head ({getattr(model.config, 'head', '?')}) has no word × time map or factor weights "
+                "to show: shown is the similarity of the query to every window of this file.")
+    return None
+
+
+def _maps_payload(expl: Any, offset: float) -> dict[str, Any]:
+    """The THA levels (times shifted by the window's `offset` into file seconds) and factor weights."""
+    levels = [{
+        "level": lv.level, "audio_stage": lv.audio_stage, "text_block": lv.text_block,
+        "audio_name": lv.audio_name, "text_name": lv.text_name,
+        "text_to_audio": lv.text_to_audio, "audio_to_text": lv.audio_to_text,
+        "time_edges": np.asarray(lv.time_edges, dtype=np.float64) + offset,
+        "bin_tokens": lv.bin_tokens, "text_enhanced": lv.text_enhanced, "audio_enhanced": lv.audio_enhanced,
+        "level_score": lv.text_enhanced + lv.audio_enhanced,
+    } for lv in expl.levels or []]
+    return {"score": expl.score, "clip_seconds": expl.clip_seconds, "audio_seconds": expl.audio_seconds,
+            "audio_end": offset + expl.audio_seconds, "words": expl.words or [], "pieces": expl.pieces or [],
+            "levels": levels, "tha_score": expl.tha_score, "tha_scale": expl.tha_scale,
+            "factor_similarity": expl.factor_similarity, "confidence": expl.confidence,
+            "factor_contribution": expl.factor_contribution, "dcr_score": expl.dcr_score}
+
+
 def _degraded_message(check: dict[str, Any]) -> str:
     problems = check["problems"]
     first = problems[0] if problems else {}
@@ -372,5 +486,5 @@ def _size(data: bytes | BinaryIO) -> int:
     return size
 
 
-__all__ = ["MAX_K", "MAX_QUERY_CHARS", "MAX_QUERY_SECONDS", "MAX_UPLOAD_BYTES", "MEDIA_TYPES", "IndexLike", "NoAlignment",
+__all__ = ["ExplainQuery", "MAX_K", "MAX_QUERY_CHARS", "MAX_QUERY_SECONDS", "MAX_UPLOAD_BYTES", "MEDIA_TYPES", "IndexLike",
            "NotFound", "SearchService", "decode_audio_bytes", "jsonable", "media_type", "model_fingerprint"]

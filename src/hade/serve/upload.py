@@ -12,6 +12,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 
+from hade.data.audio import declared_frames
 from hade.errors import InputError
 from hade.serve.limits import DECODE_BLOCK_FRAMES, MAX_QUERY_SECONDS
 
@@ -98,11 +99,16 @@ def _decode(blocks: Iterable[np.ndarray], rate: int, frames: int, sample_rate: i
     return out.result()
 
 
-def _check_header(rate: int, channels: int, frames: int, max_seconds: float) -> None:
-    if rate <= 0 or channels <= 0 or frames == 0:
+def _check_header(rate: int, channels: int, frames: int, max_seconds: float) -> int:
+    """The header's frame count, 0 when it declares none (a WebM without Duration, a FLAC with unknown
+    total samples: decoded to their end, the limit enforced while decoding); InputError when it says the
+    clip is empty or too long."""
+    if rate <= 0 or channels <= 0:
         raise InputError("the uploaded audio contains no samples")
-    if frames > 0 and frames / rate > max_seconds:
+    frames = declared_frames(frames) or 0
+    if frames / rate > max_seconds:
         raise InputError(f"the uploaded clip is {frames / rate:.0f} s long; the limit is {max_seconds:.0f} s")
+    return frames
 
 
 def _decode_av(source: BinaryIO, container: str, sample_rate: int, max_seconds: float) -> np.ndarray:
@@ -114,8 +120,8 @@ def _decode_av(source: BinaryIO, container: str, sample_rate: int, max_seconds: 
     try:
         with av_audio.AudioStream(source, container) as stream:
             info = stream.info
-            _check_header(info.sample_rate, info.channels, info.frames, max_seconds)
-            return _decode(stream.blocks(), info.sample_rate, info.frames, sample_rate, max_seconds)
+            frames = _check_header(info.sample_rate, info.channels, info.frames, max_seconds)
+            return _decode(stream.blocks(), info.sample_rate, frames, sample_rate, max_seconds)
     except av_audio.AvError as exc:
         raise InputError(f"the uploaded file is not audio that FFmpeg can decode ({clean_reason(exc)})") from None
 
@@ -143,8 +149,8 @@ def decode_upload(data: bytes | BinaryIO, sample_rate: int, max_seconds: float =
         if container is not None:
             return np.ascontiguousarray(_decode_av(source, container, sample_rate, max_seconds), dtype=np.float32)
         with sf.SoundFile(source) as f:
-            _check_header(int(f.samplerate), int(f.channels), int(f.frames), max_seconds)
-            wave = _decode(_sf_blocks(f), int(f.samplerate), int(f.frames), sample_rate, max_seconds)
+            frames = _check_header(int(f.samplerate), int(f.channels), int(f.frames), max_seconds)
+            wave = _decode(_sf_blocks(f), int(f.samplerate), frames, sample_rate, max_seconds)
             return np.ascontiguousarray(wave, dtype=np.float32)
     except InputError:
         raise

@@ -8,11 +8,21 @@ PATH is either
   start from a `tha` or `dp` checkpoint. A *converted* checkpoint (`hade convert`, e.g. a complete
   LAION-CLAP or WavCaps model) also names the run's encoders: `adopt_encoders` (called by the trainer) gives
   the run its audio preset and front end, text architecture, pooling, token limit, tokenizer and embed_dim,
-  so any head starts from it with the text encoder and (heads with a `dp` part) the projections loaded;
-  `init.json`'s `parts` says which part starts from the checkpoint and which fresh;
-* a foreign HTSAT checkpoint file (HTS-AT ``sed_model.*``, LAION-CLAP ``audio_branch.*``, WavCaps, or a
-  plain HTSAT state dict): only the audio encoder is loaded, through the explicit key map of
-  :mod:`hade.models.convert`, which refuses partial loads. A LAION-CLAP encoder needs LAION's 48 kHz front
+  so any head starts from it with the text encoder and (heads with DP's pooled projection: a `dp` part, DCR)
+  the projections loaded; `init.json`'s `parts` says which part starts from the checkpoint, which partly and
+  which fresh, and `renamed` which tensor came from a tensor of another name;
+* a Hugging Face ``ClapModel`` folder (config.json, weights, tokenizer files): taken as its conversion
+  (:mod:`hade.models.convert_hf`) would be, without writing it: `adopt_encoders` gives the run its encoders
+  and tokenizer, and the tensors load as from a converted checkpoint (`init.json`'s `kind` is ``hf-clap``);
+* a pretraining run directory (`hade pretrain`, :mod:`hade.train.pretrain`): its audio encoder is loaded
+  (it must be built as this run's: same preset and front end) and everything else starts as it would
+  without `init_from` (the text encoder from its own pretrained weights, the head fresh); the tagging
+  classifier is reported unused;
+* a foreign audio checkpoint file (HTS-AT ``sed_model.*``, LAION-CLAP ``audio_branch.*``, WavCaps, a
+  plain HTSAT state dict, or PaSST's AudioSet checkpoints as hear21passt loads them): only the audio
+  encoder is loaded, through the explicit key maps of :mod:`hade.models.convert` and
+  :mod:`hade.models.convert_audio`, which refuse partial loads and a checkpoint of another architecture
+  than the run's preset. A LAION-CLAP encoder needs LAION's 48 kHz front
   end in ``model.audio_overrides`` (the run is refused otherwise: its features would not match).
 Files are read without unpickling code (safetensors, or ``torch.load(weights_only=True)``). Resumed runs
 ignore `init_from`: their own checkpoint is newer.
@@ -22,45 +32,73 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from hade.checkpoint import TOKENIZER_DIR, WEIGHTS_FILE, read_model_config, read_weights
 from hade.config import ModelConfig
 from hade.errors import InputError
-from hade.models.convert import LAION_FRONT_END, apply_state_dict, map_state_dict, read_checkpoint
-from hade.models.encoders.htsat import htsat_config
+from hade.models.convert import LAION_FRONT_END, apply_state_dict, read_checkpoint
+from hade.models.convert_audio import map_encoder_state_dict
+from hade.models.convert_hf import KIND, hf_conversion, hf_folder_config, is_hf_clap_folder
+from hade.models.encoders.audio import architecture_name, audio_encoder_config
 from hade.models.retrieval import RetrievalModel
 
-# HTSATConfig fields that only shape training (regularisation), not what the weights mean
-_TRAINING_ONLY = {"drop_rate", "attn_drop_rate", "drop_path_rate", "spec_augment", "time_drop_width",
-                  "freq_drop_width", "drop_stripes"}
 ENCODERS = ("audio_encoder.", "text_encoder.")
 
 
 def _audio_geometry(audio_encoder: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    cfg = htsat_config(audio_encoder, **overrides).to_dict()
-    return {k: v for k, v in cfg.items() if k not in _TRAINING_ONLY}
+    """The config fields of the audio encoder that decide what its weights mean (any architecture; the
+    preset's architecture is one of them, so a PaSST checkpoint never starts an HTSAT run)."""
+    cfg = audio_encoder_config(audio_encoder, overrides)
+    return {"architecture": type(cfg).__name__, **cfg.geometry()}
 
 
-def _from_checkpoint_dir(model: RetrievalModel, path: Path) -> dict[str, Any]:
-    theirs = read_model_config(path)
+def _check_audio_geometry(model: RetrievalModel, theirs: ModelConfig, path: Path) -> None:
     ours_audio = _audio_geometry(model.config.audio_encoder, model.config.audio_overrides)
     theirs_audio = _audio_geometry(theirs.audio_encoder, theirs.audio_overrides)
     differ = {k: (theirs_audio.get(k), v) for k, v in ours_audio.items() if theirs_audio.get(k) != v}
     if differ:
         raise InputError(f"init_from {path}: its audio encoder is built differently (field: checkpoint vs this run) "
                          f"{differ}; use the checkpoint's audio_encoder/audio_overrides")
+
+
+def _from_checkpoint_dir(model: RetrievalModel, path: Path) -> dict[str, Any]:
+    theirs = read_model_config(path)
+    _check_audio_geometry(model, theirs, path)
     weights_file = path / WEIGHTS_FILE
     if not weights_file.is_file():
         raise InputError(f"init_from {path}: missing {WEIGHTS_FILE}")
-    weights = read_weights(weights_file)
+    return _from_weights(model, theirs, read_weights(weights_file), lambda: _checkpoint_vocab(path), path, "hade")
+
+
+def _from_hf_folder(model: RetrievalModel, path: Path) -> dict[str, Any]:
+    """A Hugging Face ClapModel folder: its tensors under hade's names (hade.models.convert_hf's key map), taken
+    as from a converted checkpoint; the folder's own tokenizer is the vocabulary the text weights were read with."""
+    from hade.models.encoders.text_bert import load_tokenizer
+
+    mapped, report, theirs, tokenizer_dir = hf_conversion(path)
+    if report.unexpected:
+        raise InputError(f"init_from {path}: ClapModel tensor(s) without a place in hade "
+                         f"{sorted(report.unexpected)[:5]}; `hade convert {path} --allow-partial` shows them all")
+    _check_audio_geometry(model, theirs, path)
+    # transformers stores no shifted-window masks; hade derives them from the geometry just checked
+    derived = {n: t for n, t in model.state_dict().items() if n.endswith(".attn_mask") and n not in mapped}
+    return _from_weights(model, theirs, {**mapped, **derived}, lambda: load_tokenizer(tokenizer_dir).get_vocab(),
+                         path, KIND)
+
+
+def _from_weights(model: RetrievalModel, theirs: ModelConfig, weights: dict[str, torch.Tensor],
+                  vocab: Callable[[], dict[str, int] | None], path: Path, kind: str) -> dict[str, Any]:
+    """Copy every tensor of `weights` (hade names; a model described by `theirs`) whose name and shape match;
+    both encoders must load completely and read the same vocabulary (`vocab()`)."""
     own = model.state_dict()
     source: dict[str, str] = {}  # our name -> the checkpoint's name
     fresh = []
     for name, value in own.items():
-        other = next((n for n in _candidates(name, model.config.head, theirs.head) if n in weights), None)
+        names = _candidates(name, model.config.head, theirs.head, _projection(model, name))
+        other = next((n for n in names if n in weights), None)
         if other is not None and weights[other].shape == value.shape:
             source[name] = other
         else:
@@ -70,16 +108,17 @@ def _from_checkpoint_dir(model: RetrievalModel, path: Path) -> dict[str, Any]:
     if bad:
         raise InputError(f"init_from {path}: {len(bad)} encoder tensor(s) missing or of another shape in the checkpoint "
                          f"(e.g. {bad[:5]}); the encoders must match this run's audio_encoder/text_encoder")
-    vocab = _checkpoint_vocab(path)
-    if vocab is not None and vocab != model.tokenizer.get_vocab():
+    their_vocab = vocab()
+    if their_vocab is not None and their_vocab != model.tokenizer.get_vocab():
         raise InputError(f"init_from {path}: its tokenizer vocabulary differs from this run's text encoder "
                          f"({model.config.text_encoder!r}); the text weights would be read with the wrong tokens")
     with torch.no_grad():
         for name, other in source.items():
             own[name].copy_(weights[other])
     unused = sorted(set(weights) - set(source.values()))
-    return {"source": str(path), "kind": "hade", "head": theirs.head, "loaded": len(loaded),
-            "parts": _parts(own, set(loaded)), "fresh": fresh, "unused": unused}
+    renamed = {ours: theirs_ for ours, theirs_ in source.items() if ours != theirs_}
+    return {"source": str(path), "kind": kind, "head": theirs.head, "loaded": len(loaded),
+            "parts": _parts(own, set(loaded)), "renamed": renamed, "fresh": fresh, "unused": unused}
 
 
 def _part(name: str) -> str:
@@ -116,26 +155,53 @@ def adopt_encoders(model_config: ModelConfig, init_from: str | Path | None) -> M
     if not init_from:
         return model_config
     path = Path(init_from)
-    if not (path.is_dir() and _converted(path)):
+    if is_hf_clap_folder(path):
+        theirs = hf_folder_config(path)
+    elif path.is_dir() and _converted(path):
+        theirs = read_model_config(path)
+    else:
         return model_config
-    theirs = read_model_config(path)
     return dataclasses.replace(
         model_config, audio_encoder=theirs.audio_encoder, audio_overrides=dict(theirs.audio_overrides),
         text_encoder=str(path), text_pretrained=False, text_overrides={}, text_config=theirs.text_config,
         text_pooling=theirs.text_pooling, max_text_tokens=theirs.max_text_tokens, embed_dim=theirs.embed_dim)
 
 
-def _candidates(name: str, our_head: str, their_head: str) -> list[str]:
-    """Checkpoint names that may hold our tensor `name`: the same name, and across a sum head and one of its
-    parts (`head.parts.tha.x` of a `tha+dcr` run <-> `head.x` of a `tha` run, and back)."""
-    out = [name]
+def _candidates(name: str, our_head: str, their_head: str, projection: tuple[str, ...]) -> list[str]:
+    """Checkpoint names that may hold our tensor `name`: encoder tensors by name; head tensors by name between
+    heads of one kind, across a sum head and one of its parts (`head.parts.tha.x` of a `tha+dcr` run <->
+    `head.x` of a `tha` run, and back), and, for the modules in `projection` (the owning head's
+    `pooled_projection`, e.g. DCR's), a `dp` model's projections (`head.parts.dcr.audio_proj.0.weight` of a
+    `tha+dcr` run <- `head.audio_proj.0.weight` of a converted CLAP model). A head of another kind never takes
+    a tensor because its name and shape happen to match (THA's `text_proj.0` is not DP's)."""
+    if not name.startswith("head."):
+        return [name]
+    out = []
     if name.startswith("head.parts."):
         part, rest = name[len("head.parts."):].split(".", 1)
+        out.append(name)
         if part == their_head:
             out.append(f"head.{rest}")
-    elif name.startswith("head.") and our_head in their_head.split("+"):
-        out.append(f"head.parts.{our_head}.{name[len('head.'):]}")
-    return out
+    else:
+        rest = name[len("head."):]
+        if our_head == their_head:
+            out.append(name)
+        if our_head in their_head.split("+"):
+            out.append(f"head.parts.{our_head}.{rest}")
+    if rest.split(".", 1)[0] in projection:
+        if their_head == "dp":
+            out.append(f"head.{rest}")
+        elif "dp" in their_head.split("+"):
+            out.append(f"head.parts.dp.{rest}")
+    return list(dict.fromkeys(out))
+
+
+def _projection(model: RetrievalModel, name: str) -> tuple[str, ...]:
+    """`pooled_projection` of the head (or sum-head part) that owns tensor `name`."""
+    head = model.head
+    if name.startswith("head.parts."):
+        head = head.parts[name.split(".")[2]]
+    return head.pooled_projection if name.startswith("head.") else ()
 
 
 def _checkpoint_vocab(path: Path) -> dict[str, int] | None:
@@ -148,7 +214,11 @@ def _checkpoint_vocab(path: Path) -> dict[str, int] | None:
 
 
 def _from_foreign_file(model: RetrievalModel, path: Path) -> dict[str, Any]:
-    mapped, report = map_state_dict(read_checkpoint(path))
+    architecture = architecture_name(audio_encoder_config(model.config.audio_encoder, model.config.audio_overrides))
+    try:
+        mapped, report = map_encoder_state_dict(read_checkpoint(path), architecture=architecture)
+    except InputError as exc:
+        raise InputError(f"init_from {path}: {exc}") from None
     report.source = str(path)
     if report.kind == "laion-clap":
         geometry = _audio_geometry(model.config.audio_encoder, model.config.audio_overrides)
@@ -156,16 +226,60 @@ def _from_foreign_file(model: RetrievalModel, path: Path) -> dict[str, Any]:
         if wrong:
             raise InputError(f"init_from {path}: a LAION-CLAP encoder was trained with LAION's front end; set "
                              f"model.audio_overrides to {LAION_FRONT_END} (this run differs in {wrong})")
-    apply_state_dict(model.audio_encoder, mapped, report)
+    apply_state_dict(model.audio_encoder, mapped, report, what=f"the {report.kind} audio encoder")
     return {"source": str(path), "kind": report.kind, "loaded": len(report.matched),
             "fresh": [n for n in model.state_dict() if not n.startswith("audio_encoder.")],
             "unused": sorted(report.skipped) + sorted(report.unexpected)}
+
+
+def _from_pretrain_run(model: RetrievalModel, path: Path) -> dict[str, Any]:
+    from hade.train.pretrain import ENCODER_FILE, INFO_FILE
+
+    try:
+        info = json.loads((path / INFO_FILE).read_bytes().decode("utf-8"))
+        cfg = info["config"]
+        theirs_audio = _audio_geometry(cfg["audio_encoder"], cfg.get("audio_overrides") or {})
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InputError(f"init_from {path / INFO_FILE}: not a readable pretraining record ({exc})") from None
+    ours_audio = _audio_geometry(model.config.audio_encoder, model.config.audio_overrides)
+    differ = {k: (theirs_audio.get(k), v) for k, v in ours_audio.items() if theirs_audio.get(k) != v}
+    if differ:
+        raise InputError(f"init_from {path}: it pretrained an audio encoder built differently (field: pretrained vs "
+                         f"this run) {differ}; use --audio-encoder {cfg['audio_encoder']}")
+    weights_file = path / ENCODER_FILE
+    if not weights_file.is_file():
+        raise InputError(f"init_from {path}: missing {ENCODER_FILE} (the pretraining run has not finished an epoch)")
+    weights = read_weights(weights_file)
+    own = model.audio_encoder.state_dict()
+    bad = sorted(k for k, v in own.items() if k not in weights or weights[k].shape != v.shape)
+    if bad:
+        raise InputError(f"init_from {weights_file}: {len(bad)} audio encoder tensor(s) missing or of another shape "
+                         f"(e.g. {bad[:5]})")
+    with torch.no_grad():
+        for name, value in own.items():
+            value.copy_(weights[name])
+    loaded = {f"audio_encoder.{k}" for k in own}
+    everything = model.state_dict()
+    return {"source": str(path), "kind": "hade-pretrain", "task": info.get("task"), "loaded": len(loaded),
+            "parts": _parts(everything, loaded), "fresh": [n for n in everything if n not in loaded],
+            "unused": sorted(set(weights) - set(own)) + ["classifier (the tagging head)"],
+            "pretrain_best": info.get("best")}
+
+
+def _is_pretrain_run(path: Path) -> bool:
+    from hade.train.pretrain import INFO_FILE
+
+    return (path / INFO_FILE).is_file()
 
 
 def initialise_from(model: RetrievalModel, path: str | Path) -> dict[str, Any]:
     """Load the weights at `path` into `model` (see the module docstring); returns a report with `source`,
     `kind`, `loaded` (tensor count), `fresh` (the model's tensors left as initialised) and `unused`."""
     path = Path(path)
+    if is_hf_clap_folder(path):
+        return _from_hf_folder(model, path)
+    if path.is_dir() and _is_pretrain_run(path):
+        return _from_pretrain_run(model, path)
     if path.is_dir():
         return _from_checkpoint_dir(model, path)
     if path.is_file():

@@ -53,6 +53,7 @@ from hade.train.precision import MixedPrecision
 from hade.train.schedule import param_groups, warmup_cosine
 from hade.train.validation import selection_score, validation_subset
 from hade.utils.atomic import recover_dir, remove_stale_temps, write_json_atomic
+from hade.utils.device import resolve_device as resolve
 
 
 _PIPELINE_FIELDS = ("num_workers", "prefetch_factor", "audio_cache_mb")  # a resume may change these freely
@@ -100,15 +101,8 @@ def epoch_losses(history: list[dict[str, Any]], epoch: int) -> list[float]:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"device: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {name!r}: CUDA is not available on this machine")
-    return device
+    """TrainConfig.device ("auto", "cpu", "cuda", "cuda:N") as a torch.device (hade.utils.device)."""
+    return resolve(name, where="device")
 
 
 def _optional_count(config: TrainConfig, name: str) -> None:

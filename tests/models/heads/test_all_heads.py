@@ -123,6 +123,8 @@ def test_declared_capabilities_hold(tiny_model_config, head):
             assert torch.equal(both[0], pooled_t) and torch.equal(both[1], pooled_a)
         if caps.factorised:  # an ANN index over the pooled vectors ranks exactly
             torch.testing.assert_close(model.score(text, audio), pooled_t @ pooled_a.T)
+        if caps.score_bound is not None:  # a search refuses scores beyond it as damage
+            assert bool((model.score(text, audio).abs() <= caps.score_bound + 1e-5).all())
         # rotation_pairs: one orthogonal rotation per pair, of both keys, leaves every score unchanged
         if caps.rotation_pairs:
             rot_t, rot_a = dict(text), dict(audio)
@@ -140,12 +142,13 @@ def test_declared_capabilities_hold(tiny_model_config, head):
 
 
 @pytest.mark.parametrize("head, expected", [
-    ("dp", HeadCapabilities(factorised=True, has_pooled=True)),
+    ("dp", HeadCapabilities(factorised=True, has_pooled=True, score_bound=1.0)),
     ("tha", HeadCapabilities(explanations=frozenset({"tha"}), rotation_pairs=THA_PAIRS)),
     ("tha+dp", HeadCapabilities(has_pooled=True, explanations=frozenset({"tha"}), rotation_pairs=THA_PAIRS)),
     ("tha+dcr", HeadCapabilities(has_pooled=True, explanations=frozenset({"tha", "factors"}),
                                  rotation_pairs=THA_PAIRS)),
-    ("dp+ld", HeadCapabilities(factorised=True, has_pooled=True, explanations=frozenset({"factors"}))),
+    ("dp+ld", HeadCapabilities(factorised=True, has_pooled=True, explanations=frozenset({"factors"}),
+                               score_bound=1.0)),
     ("hci+ac", HeadCapabilities(has_pooled=True, needs_phrases=True, uses_aux_captions=True)),
     ("diffatr", HeadCapabilities(has_pooled=True, set_scoring=True)),
 ])
@@ -174,8 +177,8 @@ def test_a_new_head_is_one_class_and_one_registry_line(tiny_model_config, monkey
         def score(self, text, audio):
             return text["embed"] @ audio["embed"].T
 
-    monkeypatch.setitem(HEADS, "mean", lambda audio_dims, text_dim, text_layers, embed_dim, options:
-                        MeanHead(audio_dims, text_dim, embed_dim))
+    monkeypatch.setitem(HEADS, "mean", lambda audio_levels, text_dim, text_layers, embed_dim, options:
+                        MeanHead(list(audio_levels.dims), text_dim, embed_dim))
     model = make_model(tiny_model_config, "mean").eval()
     with torch.no_grad():
         text = model.encode_text(CAPTIONS)

@@ -11,6 +11,7 @@ from hade.losses import nt_xent
 from hade.models.heads.hci import (HCI_BUILDERS, build_hci, fine_similarity, phrase_pooling, segment_pooling,
                                    time_pooling)
 from hade.models.heads.reprs import cat_reprs
+from hade.models.encoders.types import AudioLevels
 
 CAPTIONS = ["a dog barks", "rain falls on a roof while a siren wails in the distance", "a bell",
             "two knocks, then a high whistle", "birds sing and a car passes by quickly"]
@@ -213,8 +214,11 @@ def test_bad_options_raise(options):
         build_hci([16, 32, 64, 128], 32, 2, 32, options)
 
 
+STAGES = AudioLevels.swin_stages([16, 32, 64, 128])
+
+
 def test_registry_builders_fix_use_ac():
-    assert not HCI_BUILDERS["hci"]([16, 32, 64, 128], 32, 2, 32, {}).use_ac
-    assert HCI_BUILDERS["hci+ac"]([16, 32, 64, 128], 32, 2, 32, {"ac_weight": 1.0}).use_ac
+    assert not HCI_BUILDERS["hci"](STAGES, 32, 2, 32, {}).use_ac
+    assert HCI_BUILDERS["hci+ac"](STAGES, 32, 2, 32, {"ac_weight": 1.0}).use_ac
     with pytest.raises(ValueError, match="fixes use_ac"):
-        HCI_BUILDERS["hci"]([16, 32, 64, 128], 32, 2, 32, {"use_ac": True})
+        HCI_BUILDERS["hci"](STAGES, 32, 2, 32, {"use_ac": True})

@@ -32,10 +32,13 @@ from hade.data.packed.shards import (
 from hade.data.types import Clip, Problem, SplitData
 from hade.errors import AudioError, InputError
 from hade.utils.atomic import atomic_path, remove_stale_temps, write_json_atomic, write_text_atomic
+from hade.utils.outdir import OutputKind, claim_output_dir, has_any
 
 DEFAULT_SAMPLE_RATE = 32000  # HTSAT-tiny's, the paper's audio encoder: pack at the rate the model reads
 DEFAULT_CLIPS_PER_SHARD = 512  # 10 s clips at 32 kHz: about 330 MB per shard
 STATE = ".pack-state.json"
+# A packed set, finished or being written, for the --out check (hade.utils.outdir).
+PACKED_OUTPUT = OutputKind("packed set", has_any(STATE))
 
 
 @dataclass
@@ -65,7 +68,7 @@ def _check_args(sample_rate: int, clips_per_shard: int) -> None:
         raise InputError(f"clips_per_shard must be a positive integer, got {clips_per_shard!r}")
 
 
-def _open_out(out: Path, state: dict) -> None:
+def _open_out(out: Path, state: dict, force: bool = False) -> None:
     """Create ``out`` or check that it is an earlier, interrupted or finished, pack with the same arguments."""
     state_file = out / STATE
     if state_file.is_file():
@@ -77,8 +80,7 @@ def _open_out(out: Path, state: dict) -> None:
             diff = ", ".join(f"{k}: {before.get(k)!r} there, {v!r} now" for k, v in state.items() if before.get(k) != v)
             raise InputError(f"{out} holds a pack made with other arguments ({diff}); choose another --out or remove it")
         return
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"--out {out} exists and is not a packed set being written; expected a new or empty folder")
+    claim_output_dir(out, PACKED_OUTPUT, force=force)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(state_file, state)
 
@@ -170,8 +172,9 @@ def pack_split(split: SplitData, split_dir: Path, sample_rate: int, clips_per_sh
 
 
 def pack(data: str | Path, out: str | Path, sample_rate: int = DEFAULT_SAMPLE_RATE, layout: str = "auto",
-         clips_per_shard: int = DEFAULT_CLIPS_PER_SHARD, progress: bool = True) -> PackResult:
-    """Pack every split of data set ``data`` (any layout ``read_split`` reads) into ``out``; see the module doc."""
+         clips_per_shard: int = DEFAULT_CLIPS_PER_SHARD, progress: bool = True, force: bool = False) -> PackResult:
+    """Pack every split of data set ``data`` (any layout ``read_split`` reads) into ``out``; see the module doc.
+    force: pack into ``out`` even when it is a non-empty folder that is not a packed set (InputError otherwise)."""
     from hade.data.readers import read_split
 
     _check_args(sample_rate, clips_per_shard)
@@ -181,7 +184,7 @@ def pack(data: str | Path, out: str | Path, sample_rate: int = DEFAULT_SAMPLE_RA
     state = {"format": FORMAT, "version": VERSION, "source": str(src.resolve()), "layout": layout,
              "sample_rate": sample_rate, "clips_per_shard": clips_per_shard}
     names = _source_splits(src, layout)
-    _open_out(dest, state)
+    _open_out(dest, state, force)
     result = PackResult(out=dest, sample_rate=sample_rate)
     taken: dict[str, str] = {}
     for name in names:

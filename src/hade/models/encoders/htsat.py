@@ -23,8 +23,13 @@ from torch import nn
 from hade.errors import InputError
 from hade.models.encoders.mel import LogMel
 from hade.models.encoders.swin import BasicLayer
-from hade.models.encoders.types import AudioFeatures
+from hade.models.encoders.types import AudioFeatures, AudioLevels
 from hade.models.presets import PresetMapping
+
+
+# HTSATConfig fields that only shape training (regularisation), not what the weights mean
+HTSAT_TRAINING_ONLY = frozenset({"drop_rate", "attn_drop_rate", "drop_path_rate", "spec_augment", "time_drop_width",
+                                 "freq_drop_width", "drop_stripes"})
 
 
 @dataclass
@@ -134,6 +139,10 @@ class HTSATConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def geometry(self) -> dict:
+        """The fields that decide what the weights mean (all but the regularisation ones)."""
+        return {k: v for k, v in self.to_dict().items() if k not in HTSAT_TRAINING_ONLY}
+
     @classmethod
     def from_dict(cls, data: dict) -> "HTSATConfig":
         known = {f.name for f in dataclasses.fields(cls)}
@@ -229,6 +238,15 @@ class HTSATEncoder(nn.Module):
     def stage_dims(self) -> list[int]:
         return self.config.stage_dims
 
+    @staticmethod
+    def levels_for(config: HTSATConfig) -> AudioLevels:
+        """The token levels heads may use: every Swin stage (THA aligns stages 2/3/4)."""
+        return AudioLevels.swin_stages(config.stage_dims)
+
+    @property
+    def levels(self) -> AudioLevels:
+        return self.levels_for(self.config)
+
     @property
     def max_samples(self) -> int:
         """Longest input (samples) that fits without cropping; longer clips must be cropped/chunked."""
@@ -237,6 +255,11 @@ class HTSATEncoder(nn.Module):
     @property
     def max_seconds(self) -> float:
         return self.config.max_samples / self.config.sample_rate
+
+    def level_name(self, level: int) -> str:
+        """Label of stage `level` (1-based) for explanations, "HTSAT stage 3" (the encoder contract that
+        `hade.explain` reads; the text encoder has the same method)."""
+        return f"HTSAT stage {int(level)}"
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute block activations in backward (saves memory during training)."""
@@ -261,9 +284,12 @@ class HTSATEncoder(nn.Module):
 
     def spectrogram_image(self, waveform: torch.Tensor) -> torch.Tensor:
         """Waveform ``[B, T]`` -> normalised (and in training, augmented) image ``[B, 1, S, S]``."""
+        return self.logmel_image(self.logmel(waveform))
+
+    def logmel_image(self, logmel: torch.Tensor) -> torch.Tensor:
+        """Log-mel ``[B, 1, T_frames, mel]`` -> normalised (and in training, augmented) image ``[B, 1, S, S]``."""
         c = self.config
-        x = self.logmel(waveform)  # [B, 1, T_frames, mel]
-        x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
+        x = self.bn0(logmel.transpose(1, 3)).transpose(1, 3)
         if self.training and c.spec_augment:
             x = _drop_stripes(x, 2, c.time_drop_width, c.drop_stripes)
             x = _drop_stripes(x, 3, c.freq_drop_width, c.drop_stripes)
@@ -333,8 +359,19 @@ class HTSATEncoder(nn.Module):
             raise InputError(f"HTSATEncoder expects a [batch, samples] waveform, got shape {tuple(waveform.shape)}")
         num_samples = waveform.shape[-1]
         self._check_length(num_samples)
-        x = self.spectrogram_image(waveform)
-        x = self.pos_drop(self.patch_embed(x))
+        return self.forward_logmel(self.logmel(waveform), num_samples)
+
+    def forward_logmel(self, logmel: torch.Tensor, num_samples: int | None = None) -> AudioFeatures:
+        """The encoder after its front end: log-mel features ``[B, 1, T_frames, mel_bins]`` (what :class:`LogMel`
+        returns; transformers' ``ClapFeatureExtractor`` ``input_features`` have this layout) -> AudioFeatures.
+        ``num_samples`` (the clip's length, for ``token_seconds``) defaults to ``(T_frames - 1) * hop_length``."""
+        c = self.config
+        if logmel.dim() != 4 or logmel.shape[1] != 1 or logmel.shape[-1] != c.mel_bins:
+            raise InputError(f"HTSATEncoder expects log-mel features [batch, 1, frames, {c.mel_bins}], "
+                             f"got shape {tuple(logmel.shape)}")
+        if num_samples is None:
+            num_samples = (logmel.shape[2] - 1) * c.hop_length
+        x = self.pos_drop(self.patch_embed(self.logmel_image(logmel)))
         stages = []
         for layer in self.layers:
             out, x = layer(x)
@@ -345,7 +382,7 @@ class HTSATEncoder(nn.Module):
             stages=stages,
             grids=list(self.config.grids),
             pooled=pooled,
-            token_seconds=list(self.token_seconds(num_samples, waveform.device)),
+            token_seconds=list(self.token_seconds(num_samples, logmel.device)),
         )
 
 

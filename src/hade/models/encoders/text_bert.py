@@ -22,6 +22,8 @@ from hade.utils.offline import force_offline
 BUNDLED_MINILM = "minilm"
 # model_type of a transformers config -> the encoder class name in `transformers`
 ENCODER_FAMILIES = {"bert": "BertModel", "roberta": "RobertaModel"}
+# model_type -> how the family spells its name (labels such as "RoBERTa block 6"); others print as given
+FAMILY_NAMES = {"bert": "BERT", "roberta": "RoBERTa"}
 # cls: first token of the last block; mean: masked mean of the last block; pooler: the model's own pooler
 # (dense + tanh on the first token, LAION-CLAP's `pooler_output`), which needs the pooling layer built.
 POOLINGS = ("cls", "mean", "pooler")
@@ -45,6 +47,17 @@ class TextEncoder(nn.Module):
         self.pooling = pooling
         self.hidden_size: int = bert.config.hidden_size
         self.num_layers: int = bert.config.num_hidden_layers
+
+    @property
+    def family_name(self) -> str:
+        """The encoder family as people write it ("BERT", "RoBERTa"), from the backbone's `model_type`."""
+        model_type = str(getattr(self.bert.config, "model_type", "") or "text encoder")
+        return FAMILY_NAMES.get(model_type, model_type)
+
+    def level_name(self, level: int) -> str:
+        """Label of block `level` (1-based) for explanations, e.g. "RoBERTa block 6" (the encoder contract
+        that `hade.explain` reads; the audio encoder has the same method)."""
+        return f"{self.family_name} block {int(level)}"
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
         out = self.bert(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
@@ -101,8 +114,10 @@ def _quiet_transformers() -> None:
 
 # Files of a saved tokenizer that must parse as JSON objects when present.
 _TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
-# A tokenizer folder holds its vocabulary in one of these (fast tokenizer, or WordPiece vocab).
-_VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
+# A tokenizer folder holds its vocabulary in one of these layouts: a fast tokenizer (any family), BERT's
+# WordPiece vocabulary, or RoBERTa's byte-level BPE (vocabulary and merges).
+_VOCAB_LAYOUTS = (("tokenizer.json",), ("vocab.txt",), ("vocab.json", "merges.txt"))
+_LAYOUTS_TEXT = "tokenizer.json (any tokenizer), vocab.txt (BERT) or vocab.json + merges.txt (RoBERTa)"
 
 
 def check_tokenizer_dir(path: Path) -> None:
@@ -111,9 +126,9 @@ def check_tokenizer_dir(path: Path) -> None:
     and builds a 5-token tokenizer (every word [UNK]) without a word of warning when tokenizer.json is gone;
     damaged files raise JSONDecodeError, UnicodeDecodeError, KeyError or TypeError from deep inside."""
     if not path.is_dir():
-        raise InputError(f"{path}: tokenizer folder missing; expected a folder with tokenizer.json or vocab.txt")
-    if not any((path / name).is_file() for name in _VOCAB_FILES):
-        raise InputError(f"{path}: no tokenizer vocabulary (expected {' or '.join(_VOCAB_FILES)} in the folder)")
+        raise InputError(f"{path}: tokenizer folder missing; expected a folder with {_LAYOUTS_TEXT}")
+    if not any(all((path / name).is_file() for name in layout) for layout in _VOCAB_LAYOUTS):
+        raise InputError(f"{path}: no tokenizer vocabulary; expected {_LAYOUTS_TEXT} in the folder")
     for name in _TOKENIZER_JSON:
         if (path / name).is_file():
             _check_json_object(path / name, "tokenizer file")

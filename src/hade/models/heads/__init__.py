@@ -9,10 +9,12 @@ takes them (e.g. `lam` to THA, `factors`/`alpha`/`beta` to DCR).
 from __future__ import annotations
 
 import inspect
+from functools import lru_cache
 from typing import Any, Callable
 
 from hade.errors import InputError
-from hade.models.heads.base import RetrievalHead, score_all
+from hade.models.encoders.types import AudioLevels
+from hade.models.heads.base import HeadCapabilities, RetrievalHead, score_all
 from hade.models.heads.coattention import build_coattention
 from hade.models.heads.composite import SumHead
 from hade.models.heads.dcr import FactorHead
@@ -21,7 +23,8 @@ from hade.models.heads.hci import HCI_BUILDERS
 from hade.models.heads.dp import DPHead
 from hade.models.heads.tha import THAHead
 
-# name -> builder(audio_dims, text_dim, text_layers, embed_dim, options) -> head
+# name -> builder(audio_levels, text_dim, text_layers, embed_dim, options) -> head. The audio encoder's
+# AudioLevels give the token heads their levels, widths and default level/text-block matches.
 HEADS: dict[str, Callable[..., RetrievalHead]] = {}
 
 
@@ -59,13 +62,24 @@ def canonical_head(name: str) -> str:
     return "tha+dcr" if "tha" in name.split("+") else "dcr"
 
 
+def _tha_options(levels: AudioLevels, text_layers: int, options: dict[str, Any], used: set[str]) -> dict[str, Any]:
+    """THA's options with the encoder's declared levels and their text blocks as defaults."""
+    opts = _take(THAHead, options, used)
+    if "audio_stages" not in opts:
+        opts["audio_stages"] = levels.aligned
+        opts.setdefault("text_blocks", levels.text_blocks(text_layers))
+    return opts
+
+
 def _composite_builder(name: str) -> Callable[..., RetrievalHead]:
-    def build(audio_dims: list[int], text_dim: int, text_layers: int, embed_dim: int,
+    def build(levels: AudioLevels, text_dim: int, text_layers: int, embed_dim: int,
               options: dict[str, Any]) -> RetrievalHead:
         used: set[str] = set()
         parts: dict[str, RetrievalHead] = {}
+        audio_dims = list(levels.dims)
         if "tha" in name.split("+"):
-            parts["tha"] = THAHead(audio_dims, text_dim, text_layers, embed_dim, **_take(THAHead, options, used))
+            parts["tha"] = THAHead(audio_dims, text_dim, text_layers, embed_dim,
+                                   **_tha_options(levels, text_layers, options, used))
         flags = _factor_flags(name)
         if flags is not None:
             if not any(flags.values()):
@@ -90,9 +104,9 @@ for _name in ("dp", "tha", "tha+dp", "dcr", "tha+dcr", "dp+ld", "dp+ld+la", "dp+
 
 
 def _with_design(design: str) -> Callable[..., RetrievalHead]:
-    def build(audio_dims: list[int], text_dim: int, text_layers: int, embed_dim: int,
+    def build(levels: AudioLevels, text_dim: int, text_layers: int, embed_dim: int,
               options: dict[str, Any]) -> RetrievalHead:
-        return build_coattention(audio_dims, text_dim, text_layers, embed_dim, {**options, "design": design})
+        return build_coattention(list(levels.dims), text_dim, text_layers, embed_dim, {**options, "design": design})
 
     return build
 
@@ -100,19 +114,47 @@ def _with_design(design: str) -> Callable[..., RetrievalHead]:
 for _design in ("single", "stacked", "iterated"):
     register_head(f"coatt-{_design}")(_with_design(_design))
 
-register_head("diffatr")(build_diffatr)
+
+
+@register_head("diffatr")
+def _diffatr(levels: AudioLevels, text_dim: int, text_layers: int, embed_dim: int,
+             options: dict[str, Any]) -> RetrievalHead:
+    return build_diffatr(list(levels.dims), text_dim, text_layers, embed_dim, options)
+
+
 for _name, _builder in HCI_BUILDERS.items():  # hci, hci+ac
     register_head(_name)(_builder)
 
 
-def build_head(name: str, audio_dims: list[int], text_dim: int, text_layers: int, embed_dim: int,
+def build_head(name: str, audio_levels: AudioLevels, text_dim: int, text_layers: int, embed_dim: int,
                options: dict[str, Any] | None = None) -> RetrievalHead:
+    """Head `name` over an audio encoder that declares `audio_levels` (`encoder.levels`) and a text encoder of
+    `text_layers` blocks of width `text_dim`; InputError for an unknown head or a bad option."""
+    if not isinstance(audio_levels, AudioLevels):  # a plain list of widths was the old signature
+        raise TypeError(f"build_head: audio_levels must be an AudioLevels, got {type(audio_levels).__name__}")
     if name not in HEADS:
         raise InputError(f"head: unknown head {name!r}; available heads are {sorted(HEADS)}")
     try:
-        return HEADS[name](audio_dims, text_dim, text_layers, embed_dim, dict(options or {}))
+        return HEADS[name](audio_levels, text_dim, text_layers, embed_dim, dict(options or {}))
     except (TypeError, ValueError) as e:
         raise InputError(f"head {name!r}: {e}") from None
 
 
-__all__ = ["HEADS", "RetrievalHead", "build_head", "register_head", "score_all"]
+# Small dimensions: a head is built only to read its capabilities (they may depend on options, e.g. hci+ac).
+PROBE_LEVELS = AudioLevels.swin_stages([16, 32, 64, 128])
+PROBE_DIMS: dict[str, Any] = dict(text_dim=32, text_layers=2, embed_dim=16)
+
+
+@lru_cache(maxsize=None)
+def head_capabilities(name: str) -> HeadCapabilities:
+    """The declared capabilities of the registered head `name` with its default options (built small)."""
+    return build_head(name, PROBE_LEVELS, **PROBE_DIMS).capabilities
+
+
+def pooled_heads() -> list[str]:
+    """Names of the registered heads that have pooled vectors (`HeadCapabilities.has_pooled`), sorted."""
+    return sorted(name for name in HEADS if head_capabilities(name).has_pooled)
+
+
+__all__ = ["HEADS", "PROBE_DIMS", "PROBE_LEVELS", "HeadCapabilities", "RetrievalHead", "build_head", "head_capabilities", "pooled_heads",
+           "register_head", "score_all"]

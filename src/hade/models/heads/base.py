@@ -37,6 +37,8 @@ class HeadCapabilities:
         across the two (cosines, norms, Gram matrices): the same orthogonal rotation of both leaves the
         score unchanged, so an index may keep such audio tokens rotated (OPQ codes) and rotate the
         query's text key once instead of every decoded token.
+    score_bound: the largest |score| the head can produce (1.0 for a cosine), or None when it declares no
+        bound. A search treats a stored window scoring beyond it (or NaN / inf for any head) as damage.
     """
 
     factorised: bool = False
@@ -46,6 +48,7 @@ class HeadCapabilities:
     set_scoring: bool = False
     explanations: frozenset[str] = frozenset()
     rotation_pairs: tuple[tuple[str, str], ...] = ()
+    score_bound: float | None = None
 
 
 class RetrievalHead(nn.Module):
@@ -58,6 +61,10 @@ class RetrievalHead(nn.Module):
     set_scoring: bool = False
     explanations: frozenset[str] = frozenset()
     rotation_pairs: tuple[tuple[str, str], ...] = ()
+    score_bound: float | None = None
+    # submodules that project the pooled vectors exactly as DP does (Linear-ReLU-Linear, DP's names), so that a
+    # run starting from a `dp` model (e.g. converted CLAP) takes them (hade.train.init); () for other heads
+    pooled_projection: tuple[str, ...] = ()
 
     @property
     def capabilities(self) -> HeadCapabilities:
@@ -66,7 +73,8 @@ class RetrievalHead(nn.Module):
                                 needs_phrases=bool(self.needs_phrases),
                                 uses_aux_captions=bool(self.uses_aux_captions),
                                 set_scoring=bool(self.set_scoring), explanations=frozenset(self.explanations),
-                                rotation_pairs=tuple(self.rotation_pairs))
+                                rotation_pairs=tuple(self.rotation_pairs),
+                                score_bound=None if self.score_bound is None else float(self.score_bound))
 
     def text_repr(self, features: TextFeatures) -> Reprs:
         """Per-text representation; every tensor is [B_t, ...]."""

@@ -53,6 +53,11 @@ class SumHead(RetrievalHead):
     def rotation_pairs(self) -> tuple[tuple[str, str], ...]:  # type: ignore[override]
         return tuple(pair for part in self.parts.values() for pair in part.rotation_pairs)
 
+    @property
+    def score_bound(self) -> float | None:  # type: ignore[override]
+        bounds = [part.score_bound for part in self.parts.values()]
+        return None if any(b is None for b in bounds) else float(sum(bounds))
+
     def _pooled_part(self) -> RetrievalHead | None:
         """The first part with pooled vectors: its vectors stand for the sum in ANN recall."""
         return next((part for part in self.parts.values() if part.has_pooled), None)

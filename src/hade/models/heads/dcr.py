@@ -59,6 +59,11 @@ class FactorHead(DPHead):
 
     explanations = frozenset({"factors"})
 
+    @property
+    def score_bound(self) -> float | None:  # type: ignore[override]
+        """A cosine, or with CA a softmax-weighted mix of cosines (other CA outputs declare no bound)."""
+        return 1.0 if not self.use_ca or self.ca_output == "softmax" else None
+
     def __init__(self, audio_dims: list[int], text_dim: int, embed_dim: int = 256, factors: int = 8,
                  use_ld: bool = True, use_la: bool = True, use_ca: bool = True, alpha: float = 0.01,
                  beta: float = 0.005, ca_hidden: int = 64, ca_output: str = "softmax",

@@ -179,6 +179,7 @@ class DiffATRHead(DPHead):
     """DP features + a diffusion generator of query→candidate distributions (see the module docstring)."""
 
     factorised = False
+    score_bound = None  # generated distributions (log-probabilities) when generative
     set_scoring = True  # scores are a distribution over the candidates of one call
 
     def __init__(self, audio_dims: list[int], text_dim: int, embed_dim: int = 256, width: int = 128,

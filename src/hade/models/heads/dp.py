@@ -26,6 +26,8 @@ class DPHead(RetrievalHead):
 
     factorised = True
     has_pooled = True  # `embed` on both sides
+    score_bound = 1.0  # a cosine of unit vectors
+    pooled_projection = ("audio_proj", "text_proj")  # inherited by DCR's FactorHead
 
     def __init__(self, audio_dims: list[int], text_dim: int, embed_dim: int = 256,
                  logit_scale: float | None = None) -> None:

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hade.losses import ClipPairs, nt_xent
-from hade.models.encoders.types import AudioFeatures, TextFeatures
+from hade.models.encoders.types import AudioFeatures, AudioLevels, TextFeatures
 from hade.models.heads.base import RetrievalHead
 from hade.models.heads.dp import projection
 from hade.models.heads.reprs import Reprs
@@ -318,14 +318,15 @@ def build_hci(audio_dims: list[int], text_dim: int, text_layers: int, embed_dim:
 
 
 def _fixed(use_ac: bool):
-    def build(audio_dims: list[int], text_dim: int, text_layers: int, embed_dim: int,
+    def build(levels: AudioLevels, text_dim: int, text_layers: int, embed_dim: int,
               options: dict[str, Any]) -> HCIHead:
         if "use_ac" in options and options["use_ac"] is not use_ac:
             raise ValueError(f"HCI: head {'hci+ac' if use_ac else 'hci'} fixes use_ac={use_ac}")
-        return build_hci(audio_dims, text_dim, text_layers, embed_dim, {**options, "use_ac": use_ac})
+        options = {"audio_stage": levels.token_level, **options, "use_ac": use_ac}  # the encoder's token level
+        return build_hci(list(levels.dims), text_dim, text_layers, embed_dim, options)
 
     return build
 
 
-# what the registry registers: name -> builder(audio_dims, text_dim, text_layers, embed_dim, options)
+# what the registry registers: name -> builder(audio_levels, text_dim, text_layers, embed_dim, options)
 HCI_BUILDERS = {"hci": _fixed(False), "hci+ac": _fixed(True)}

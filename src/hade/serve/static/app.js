@@ -1,10 +1,16 @@
-/* hade search page: text/audio search, per-result players that start at the matched window, and the
-   "why?" view drawing THA word × time heat maps on canvases. No dependencies, no external requests. */
+/* hade search page: text/audio search, per-result players that start at the matched window, a waveform
+   thumbnail per result with the window marked, and the "why?" view (the query's score over the file, THA
+   word × time heat maps) opened inside the result it explains. The query, k and "per file" live in the URL.
+   No dependencies, no external requests. */
 "use strict";
 
 (() => {
   const $ = (sel) => document.querySelector(sel);
-  const state = { textQuery: "", maxUpload: 20 * 1024 * 1024, requestSeq: 0, explainSeq: 0, explanation: null };
+  // query: what produced the results on screen ({kind: "text", q} | {kind: "audio", id} | {kind: "like", id});
+  // "Why?" explains that query, not whatever is in the search box now.
+  const state = { query: null, maxUpload: 20 * 1024 * 1024, requestSeq: 0, explainSeq: 0, explanation: null,
+                  peaks: new Map(), peakQueue: [], peaksActive: 0 };
+  const PEAK_REQUESTS = 4;  // envelopes fetched at once
 
   // ---- small helpers -------------------------------------------------------------------------------
   function el(tag, attrs = {}, ...children) {
@@ -150,28 +156,82 @@
     why.addEventListener("click", () => explainResult(hit, item));
     const similar = el("button", { type: "button", class: "similar-btn", text: "Similar sounds",
                                    "aria-label": `Find sounds like ${name} ${span}` });
-    similar.addEventListener("click", () => {
-      const params = new URLSearchParams(commonParams());
-      runSearch(`similar/${encodeURIComponent(hit.id)}?${params}`, undefined, `sounds like ${name} ${span}`);
+    similar.addEventListener("click", () => searchLike(hit.id, `sounds like ${name} ${span}`));
+    const wave = el("canvas", { class: "wave", role: "img", title: "Click to play from there",
+                                "aria-label": `Waveform of ${name}; the match ${span} is marked` });
+    wave.addEventListener("click", (event) => {
+      const duration = Number(wave.dataset.duration);
+      if (!Number.isFinite(duration)) return;
+      const rect = wave.getBoundingClientRect();
+      const t = ((event.clientX - rect.left) / rect.width) * duration;
+      playWindow(audio, t, duration);
     });
-    item.append(audio, el("div", { class: "result-actions" }, play, why, similar));
+    item.append(wave, audio, el("div", { class: "result-actions" }, play, why, similar));
+    queuePeaks(hit, wave);
     return item;
+  }
+
+  // ---- waveform thumbnails -------------------------------------------------------------------------
+  function peaksOf(hit) {
+    // one request per file (the server caches the envelope per file too)
+    if (!state.peaks.has(hit.path)) {
+      state.peaks.set(hit.path, new Promise((resolve, reject) => {
+        state.peakQueue.push(() => fetchJSON(`peaks/${encodeURIComponent(hit.id)}`).then(resolve, reject));
+        pumpPeaks();
+      }));
+      state.peaks.get(hit.path).catch(() => state.peaks.delete(hit.path));  // retried by a later search
+    }
+    return state.peaks.get(hit.path);
+  }
+
+  function pumpPeaks() {
+    while (state.peaksActive < PEAK_REQUESTS && state.peakQueue.length) {
+      const job = state.peakQueue.shift();
+      state.peaksActive += 1;
+      job().finally(() => { state.peaksActive -= 1; pumpPeaks(); });
+    }
+  }
+
+  function drawWave(canvas, hit, env) {
+    canvas.dataset.duration = String(env.duration);
+    window.hadePlots.waveform(canvas, env.peaks, env.duration, hit.start, hit.end);
+  }
+
+  function queuePeaks(hit, canvas) {
+    peaksOf(hit).then((env) => {
+      canvas.hadeEnvelope = env;
+      if (canvas.isConnected) drawWave(canvas, hit, env);
+    }, (err) => {
+      canvas.replaceWith(el("p", { class: "muted small", text: `No waveform: ${err.message}` }));
+    });
+  }
+
+  function redrawWaves() {
+    for (const canvas of document.querySelectorAll("#results canvas.wave[data-drawn='1']")) {
+      const item = canvas.closest(".result");
+      const hit = { start: Number(item.dataset.start), end: Number(item.dataset.end) };
+      if (canvas.hadeEnvelope) drawWave(canvas, hit, canvas.hadeEnvelope);
+    }
   }
 
   function renderResults(results) {
     const list = $("#results");
+    closeExplanation();
     list.replaceChildren(...results.map((hit, i) => makeResult(hit, i + 1)));
     $("#no-results").hidden = results.length > 0;
   }
 
-  async function runSearch(url, options, label) {
+  /** Run a search; on success its results replace the old ones, and `query(body)` becomes what "Why?" explains. */
+  async function runSearch(url, options, label, query) {
     const seq = ++state.requestSeq;
     const t0 = performance.now();
     setStatus(`Searching for ${label}…`);
+    closeExplanation();
     document.querySelectorAll("#search-btn, #audio-btn").forEach((b) => { b.disabled = true; });
     try {
       const body = await fetchJSON(url, options);
       if (seq !== state.requestSeq) return;
+      state.query = query(body);
       renderResults(body.results);
       const secs = ((performance.now() - t0) / 1000).toFixed(2);
       setStatus(`${body.results.length} result${body.results.length === 1 ? "" : "s"} for ${label} (${secs} s)`);
@@ -188,6 +248,24 @@
     return { k: $("#k").value, per_file: $("#per-file").checked ? "true" : "false" };
   }
 
+  /** The page's address: the query (q= text, or like= window id), k and per_file, for reload and sharing. */
+  function setURL(query) {
+    const params = new URLSearchParams({ ...query, ...commonParams() });
+    history.replaceState(null, "", `?${params}`);
+  }
+
+  function searchText(q) {
+    setURL({ q });
+    runSearch(`search?${new URLSearchParams({ q, ...commonParams() })}`, undefined, `“${q}”`,
+      () => ({ kind: "text", q }));
+  }
+
+  function searchLike(id, label) {
+    setURL({ like: id });
+    runSearch(`similar/${encodeURIComponent(id)}?${new URLSearchParams(commonParams())}`, undefined, label,
+      () => ({ kind: "like", id }));
+  }
+
   function onTextSearch(event) {
     event.preventDefault();
     const q = $("#q").value.trim();
@@ -196,10 +274,7 @@
       $("#q").focus();
       return;
     }
-    state.textQuery = q;
-    const params = new URLSearchParams({ q, ...commonParams() });
-    history.replaceState(null, "", `?${new URLSearchParams({ q })}`);
-    runSearch(`search?${params}`, undefined, `“${q}”`);
+    searchText(q);
   }
 
   function onAudioSearch(event) {
@@ -215,52 +290,76 @@
     }
     const form = new FormData();
     form.append("file", file, file.name);
-    const params = new URLSearchParams(commonParams());
-    runSearch(`search/audio?${params}`, { method: "POST", body: form }, `the clip ${file.name}`);
+    setURL({});  // an upload cannot be put in the address; k and per_file can
+    runSearch(`search/audio?${new URLSearchParams(commonParams())}`, { method: "POST", body: form },
+      `the clip ${file.name}`, (body) => ({ kind: "audio", id: body.query_id, name: file.name }));
   }
 
   // ---- explanation ---------------------------------------------------------------------------------
-  async function explainResult(hit, item) {
-    const q = state.textQuery || $("#q").value.trim();
-    if (!q) {
-      setStatus("Type a description in the search box: the explanation compares it with the match.", true);
-      $("#q").focus();
-      return;
-    }
+  function closeExplanation() {
+    state.explainSeq += 1;  // an explanation still on its way is dropped
+    state.explanation = null;
+    const section = $("#explain");
+    section.hidden = true;
+    document.querySelector("main").append(section);  // out of the result it was in (results get replaced)
+    $("#heatmaps").replaceChildren();
+    $("#factors").replaceChildren();
     document.querySelectorAll(".result.selected").forEach((r) => r.classList.remove("selected"));
+  }
+
+  function explainParams(query) {
+    if (query.kind === "text") return { q: query.q };
+    if (query.kind === "audio") return { audio: query.id };
+    return { like: query.id };
+  }
+
+  async function explainResult(hit, item) {
+    const query = state.query;
+    if (!query) return;
+    closeExplanation();
     item.classList.add("selected");
-    const seq = ++state.explainSeq;
+    const seq = state.explainSeq;
     setStatus(`Explaining ${hit.path} ${fmtTime(hit.start)}–${fmtTime(hit.end)}…`);
     let data;
     try {
-      data = await fetchJSON(`explain/${encodeURIComponent(hit.id)}?${new URLSearchParams({ q })}`);
+      data = await fetchJSON(`explain/${encodeURIComponent(hit.id)}?${new URLSearchParams(explainParams(query))}`);
     } catch (err) {
-      if (seq !== state.explainSeq) return;
-      if (err.body && err.status === 409) {
-        data = err.body;  // no THA in this head: show the score and factor weights there are
-      } else {
-        setStatus(`Explanation failed: ${err.message}`, true);
-        return;
-      }
+      if (seq === state.explainSeq) setStatus(`Explanation failed: ${err.message}`, true);
+      return;
     }
     if (seq !== state.explainSeq) return;
     state.explanation = data;
+    item.append($("#explain"));  // the panel opens inside the result it explains
     renderExplanation(data);
-    setStatus(data.error ? data.error : `Explained ${hit.path}.`, Boolean(data.error));
+    setStatus(`Explained ${hit.path}.`);
     $("#explain-heading").focus();
   }
 
   function renderExplanation(data) {
     const section = $("#explain");
     section.hidden = false;
-    section.parentElement.classList.add("explaining");
-    let summary = `“${data.query}” vs ${data.path} (${fmtTime(data.start)}–${fmtTime(data.end)}): score ${fmtNum(data.score)}`;
+    const what = data.query_kind === "text" ? `“${data.query}”` : data.query;
+    let summary = `${what} vs ${data.path} (${fmtTime(data.start)}–${fmtTime(data.end)}): score ${fmtNum(data.score)}`;
+    // the maps are computed from the window's audio; the ranking used its stored (float16 or compressed) vectors
+    if (Math.abs(data.score - data.stored_score) >= 5e-4) summary += ` (as ranked, from the stored vectors: ${fmtNum(data.stored_score)})`;
     if (data.tha_score !== null && data.tha_score !== undefined) summary += ` · THA ${fmtNum(data.tha_score)}`;
     if (data.dcr_score !== null && data.dcr_score !== undefined) summary += ` · factors ${fmtNum(data.dcr_score)}`;
     $("#explain-summary").textContent = summary;
+    $("#explain-note").textContent = data.note || "";
+    $("#explain-note").hidden = !data.note;
     $(".direction").hidden = !(data.levels && data.levels.length);
+    drawCurve();
     drawAllLevels();
     renderFactors(data);
+  }
+
+  function drawCurve() {
+    const data = state.explanation;
+    if (!data || !data.curve) return;
+    const canvas = $("#curve");
+    const described = window.hadePlots.curve(canvas, data.curve);
+    canvas.setAttribute("aria-label", `Score of the query over ${data.path}: ${described}`);
+    $("#curve-caption").textContent = `Score of the query over every window of this file (the match is shaded): ${described}`;
   }
 
   function direction() {
@@ -272,14 +371,11 @@
     const data = state.explanation;
     const box = $("#heatmaps");
     box.replaceChildren();
-    if (!data || !data.levels || !data.levels.length) {
-      if (data) box.append(el("p", { class: "muted", text: "This model has no word × time alignment to show." }));
-      return;
-    }
+    if (!data || !data.levels || !data.levels.length) return;  // the note says why
     const dir = direction();
     const what = dir === "text_to_audio" ? "text → audio" : "audio → text";
     for (const lv of data.levels) {
-      const title = `Level ${lv.level}: HTSAT stage ${lv.audio_stage} ↔ BERT block ${lv.text_block} · ` +
+      const title = `Level ${lv.level}: ${lv.audio_name} ↔ ${lv.text_name} · ` +
         `S_te ${fmtNum(lv.text_enhanced)} · S_ae ${fmtNum(lv.audio_enhanced)}`;
       const canvas = el("canvas", { class: "heatmap", role: "img", "data-level": lv.level, "data-direction": dir });
       box.append(el("figure", { class: "heatmap-block" }, el("h3", { text: title }), canvas));
@@ -305,10 +401,31 @@
       body.append(row);
     });
     box.append(el("h3", { text: "Disentangled factors" }),
-      el("table", { class: "factor-table" }, el("thead", {}, headRow), body));
+      el("div", { class: "table-scroll", tabindex: "0", role: "region", "aria-label": "Factor table" },
+        el("table", { class: "factor-table" }, el("thead", {}, headRow), body)));
   }
 
   // ---- wiring --------------------------------------------------------------------------------------
+  function restoreFromURL() {
+    const params = new URLSearchParams(location.search);
+    const k = params.get("k");
+    if (k && /^[0-9]+$/.test(k)) {
+      if (![...$("#k").options].some((o) => o.value === k)) $("#k").append(el("option", { value: k, text: k }));
+      $("#k").value = k;
+    }
+    $("#per-file").checked = params.get("per_file") === "true";
+    const q = params.get("q");
+    const like = params.get("like");
+    if (q) {
+      $("#q").value = q;
+      searchText(q.trim());
+    } else if (like && /^[0-9]+$/.test(like)) {
+      searchLike(Number(like), `sounds like window ${like}`);
+    } else {
+      $("#q").focus();
+    }
+  }
+
   function init() {
     $("#search-form").addEventListener("submit", onTextSearch);
     $("#audio-form").addEventListener("submit", onAudioSearch);
@@ -316,16 +433,13 @@
     let resizeTimer = null;
     window.addEventListener("resize", () => {
       clearTimeout(resizeTimer);
-      resizeTimer = setTimeout(() => { if (state.explanation) drawAllLevels(); }, 200);
+      resizeTimer = setTimeout(() => {
+        redrawWaves();
+        if (state.explanation) { drawCurve(); drawAllLevels(); }
+      }, 200);
     });
     loadHealth();
-    const q = new URLSearchParams(location.search).get("q");
-    if (q) {
-      $("#q").value = q;
-      $("#search-form").requestSubmit();
-    } else {
-      $("#q").focus();
-    }
+    restoreFromURL();
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);

@@ -29,7 +29,7 @@ window.hadeHeatmap = (() => {
   /** Draw words × time bins; returns a one-sentence description of the strongest cell. */
   function drawHeatmap(canvas, words, matrix, edges, audioEnd) {
     const dpr = window.devicePixelRatio || 1;
-    const cssW = Math.max(360, Math.min(900, canvas.parentElement.clientWidth || 720));
+    const cssW = Math.max(240, Math.min(900, canvas.parentElement.clientWidth || 720));
     const ctx = canvas.getContext("2d");
     const font = "12px system-ui, -apple-system, 'Segoe UI', Roboto, 'DejaVu Sans', sans-serif";
     ctx.font = font;

@@ -1,0 +1,188 @@
+"""`benchmarks/encoder.py --encoder passt|beats`: hade's PaSST-S against hear21passt, or hade's BEATs iter3
+against ESPnet's BEATs encoder (not part of hade).
+
+Both models of a pair have the full size (PaSST-S: 32 kHz, 128 mel bins, 12 blocks of 768; BEATs iter3: 16 kHz,
+128 fbank bins, 12 blocks of 768) with the reference's seeded random weights, loaded into hade's encoder through
+its key map; the same batch of `--seconds` clips (PaSST: at most 10 s, one segment). Rows: max |hade - reference| per level (blocks 4/8/12, patch tokens) and on the clip vector (fp32);
+clips/s of both in fp32 and, on CPUs with native bf16, under bf16 autocast (interleaved rounds, median),
+and the CPU seconds per clip of the same calls (a second set of interleaved rounds timed with process_time);
+peak memory: the peak RSS of a fresh process that builds one model and encodes the batch once, above that
+process's RSS after importing torch (`--memory-probe`, run once per side).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+class Pair:
+    """How one encoder and its reference are built and called."""
+
+    def __init__(self, encoder: str) -> None:
+        from hade.models.encoders.audio import audio_encoder_config
+
+        self.encoder = encoder
+        self.preset = {"passt": "passt-s", "beats": "beats-iter3"}[encoder]
+        self.config = audio_encoder_config(self.preset)
+        self.reference_name = {"passt": "hear21passt", "beats": "ESPnet BEATs"}[encoder]
+        self.helper = __import__(f"_{encoder}_reference")
+
+    def build(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        pair = self.helper.hade_pair(self.config)
+        return pair[0], pair[1]
+
+    def build_one(self, side: str) -> torch.nn.Module:
+        from hade.models.encoders.audio import build_audio_encoder
+
+        if side == "reference":
+            return self.helper.build_reference(self.config)
+        return build_audio_encoder(self.config).eval()
+
+    def reference_call(self, reference: torch.nn.Module) -> Any:
+        """waveform -> the reference's clip output, as its users call it."""
+        if self.encoder == "passt":
+            return lambda x: reference(x)[1]
+        return lambda x: reference(x, torch.full((x.shape[0],), x.shape[1], dtype=torch.long))[0]
+
+    def reference_levels(self, reference: torch.nn.Module, wave: torch.Tensor) -> tuple[list[torch.Tensor],
+                                                                                          torch.Tensor]:
+        """(the reference's tokens of hade's levels, its clip vector)."""
+        c = self.config
+        if self.encoder == "passt":
+            blocks, normed, clip = self.helper.block_outputs(reference, wave)
+            return [(normed if lv == c.depth else blocks[lv - 1])[:, 2:] for lv in c.levels], clip
+        blocks, final = self.helper.layer_outputs(reference, wave)
+        return [blocks[lv - 1] for lv in c.levels], final.mean(1)
+
+
+def _status_mib(field: str) -> float:
+    """A field of /proc/self/status in MiB (Linux). VmHWM, the peak RSS, starts anew at exec; getrusage's
+    ru_maxrss would carry the (larger) peak of the benchmark process that started this one."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _probe(pair: Pair, side: str, batch: int, seconds: float, threads: int) -> int:
+    """Print the peak RSS (MiB) above the imported baseline of building `side` and encoding the batch once."""
+    from encoder import waveforms
+
+    torch.set_num_threads(threads)
+    base = _status_mib("VmRSS")
+    wave = waveforms(batch, seconds, rate=pair.config.sample_rate)
+    model = pair.build_one(side)
+    with torch.no_grad():
+        pair.reference_call(model)(wave) if side == "reference" else model(wave)
+    print(_status_mib("VmHWM") - base)
+    return 0
+
+
+def peak_memory(encoder: str, side: str, batch: int, seconds: float, threads: int) -> float:
+    out = subprocess.run([sys.executable, str(HERE / "encoder.py"), "--encoder", encoder, "--memory-probe", side,
+                          "--batch", str(batch), "--seconds", str(seconds), "--threads", str(threads)],
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def cpu_times(runs: dict[str, Any], rounds: int) -> dict[str, list[float]]:
+    """CPU seconds of this process per call (time.process_time), in the interleaved rounds of
+    `encoder.time_side_by_side`: on a machine shared with other jobs, wall time mostly measures the share of
+    the cores this process got, CPU time the work it did."""
+    for run in runs.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.process_time()
+            run()
+            times[name].append(time.process_time() - start)
+    return times
+
+
+def measure_pair(pair: Pair, batch: int, seconds: float, rounds: int, threads: int,
+                 memory: bool = True) -> dict[str, Any]:
+    from encoder import _runner, time_side_by_side, waveforms
+
+    torch.set_num_threads(threads)
+    reference, ours = pair.build()
+    wave = waveforms(batch, seconds, rate=pair.config.sample_rate)
+    with torch.no_grad():
+        expected, clip = pair.reference_levels(reference, wave)
+        got = ours(wave)
+    levels = [float((tokens - ref).abs().max()) for tokens, ref in zip(got.stages, expected)]
+    diffs: dict[str, Any] = {"levels": levels, "pooled": float((got.pooled - clip).abs().max())}
+    precisions: list[tuple[str, torch.dtype | None]] = [("fp32", None)]
+    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        precisions.append(("bf16", torch.bfloat16))
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            diffs["pooled_bf16_vs_fp32"] = float((ours(wave).pooled.float() - got.pooled).abs().max())
+    runs = {}
+    for label, amp in precisions:
+        runs[f"reference {label}"] = _runner(pair.reference_call(reference), wave, False, amp)
+        runs[f"hade {label}"] = _runner(lambda x: ours(x).pooled, wave, False, amp)
+    times = time_side_by_side(runs, rounds, torch.device("cpu"))
+    cpu = cpu_times(runs, rounds)
+    median = {name: statistics.median(ts) for name, ts in times.items()}
+    cpu_median = {name: statistics.median(ts) for name, ts in cpu.items()}
+    rows = [{"precision": label, "reference_clips_s": batch / median[f"reference {label}"],
+             "hade_clips_s": batch / median[f"hade {label}"],
+             "ratio": median[f"reference {label}"] / median[f"hade {label}"],
+             "reference_cpu_s_per_clip": cpu_median[f"reference {label}"] / batch,
+             "hade_cpu_s_per_clip": cpu_median[f"hade {label}"] / batch,
+             "cpu_ratio": cpu_median[f"reference {label}"] / cpu_median[f"hade {label}"]} for label, _ in precisions]
+    mem = ({side: peak_memory(pair.encoder, side, batch, seconds, threads) for side in ("reference", "hade")}
+           if memory else {})
+    return {"encoder": pair.preset, "reference": pair.reference_name, "threads": threads, "batch": batch, "seconds": seconds, "rounds": rounds,
+            "max_diff": diffs, "rows": rows, "peak_rss_mib": mem, "times_s": times}
+
+
+def report_pair(result: dict[str, Any]) -> str:
+    d, ref = result["max_diff"], result["reference"]
+    lines = [f"{result['encoder']} (12 blocks of 768), {result['batch']} × {result['seconds']:g} s clips, forward "
+             f"(no_grad), cpu, {result['threads']} threads, median of {result['rounds']} interleaved rounds",
+             f"max |hade - {ref}|: blocks 4/8/12 " + ", ".join(f"{v:.2g}" for v in d["levels"])
+             + f"; clip vector {d['pooled']:.2g}"
+             + (f"; hade bf16 vs fp32 (clip vector) {d['pooled_bf16_vs_fp32']:.2g}" if "pooled_bf16_vs_fp32" in d
+                else ""),
+             f"{'precision':<10} {'reference clips/s':>18} {'hade clips/s':>13} {'ratio':>7}   "
+             f"{'reference CPU s/clip':>21} {'hade CPU s/clip':>16} {'ratio':>7}"]
+    lines += [f"{r['precision']:<10} {r['reference_clips_s']:>18.3f} {r['hade_clips_s']:>13.3f} {r['ratio']:>6.2f}×   "
+              f"{r['reference_cpu_s_per_clip']:>21.2f} {r['hade_cpu_s_per_clip']:>16.2f} {r['cpu_ratio']:>6.2f}×"
+              for r in result["rows"]]
+    if result["peak_rss_mib"]:
+        m = result["peak_rss_mib"]
+        lines.append(f"peak RSS above import (build + one batch): {ref} {m['reference']:.0f} MiB, "
+                     f"hade {m['hade']:.0f} MiB")
+    return "\n".join(lines)
+
+
+def main_vit(args: argparse.Namespace) -> int:
+    threads = args.threads or torch.get_num_threads()
+    pair = Pair(args.encoder)
+    if args.memory_probe:
+        return _probe(pair, args.memory_probe, args.batch, args.seconds, threads)
+    if args.seconds * pair.config.sample_rate > pair.config.max_samples or args.device != "cpu":
+        print(f"error: --encoder {args.encoder} takes clips of at most "
+              f"{pair.config.max_samples / pair.config.sample_rate:g} s on the cpu", file=sys.stderr)
+        return 2
+    if not pair.helper.available():
+        print(f"error: the {pair.reference_name} reference is not installed (make install)", file=sys.stderr)
+        return 2
+    result = measure_pair(pair, args.batch, args.seconds, args.rounds, threads)
+    print(json.dumps(result, indent=2) if args.json else report_pair(result))
+    worst = max(result["max_diff"]["levels"] + [result["max_diff"]["pooled"]])
+    if worst > args.tol:
+        print(f"FAIL: outputs differ by {worst:.3g} > {args.tol:g}", file=sys.stderr)
+        return 1
+    return 0

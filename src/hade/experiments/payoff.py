@@ -1,0 +1,407 @@
+"""`hade payoff`: when does HADE pay off? THA and THA+DCR against DP by training-set size and start.
+
+The paper's claim (THA+DCR beats DP) comes from encoders that start pretrained and tens of thousands of
+clips; hade's other tables train from scratch on 336 clips. This study varies both:
+
+* **cells**: a start (``scratch``, or ``pretrained``: the audio encoder from `hade pretrain`, tagging the
+  events of a disjoint SynthCaps corpus, seed 21) and a training set (``336`` = the demo set, Table 1's;
+  ``1000`` / ``3000`` = those 336 clips plus clips of a disjoint pool, seed 31; ``clotho`` = Table 2's
+  10 s Clotho-like set);
+* **rows** per cell: ``dp``, ``tha``, ``tha+dcr`` with the demo's budget (4 epochs, so larger sets train
+  proportionally more steps), over seeds 0..S-1.
+
+Every size-cell reports its metrics on one held-out set (the 420 development clips of `hade synth --clips
+600 --seed 11`, 2,100 captions, never trained on) and keeps its own 72-clip evaluation split's as
+``in_domain_metrics``; a ``clotho`` cell reports its own evaluation split (10 s clips).
+
+Statistics as in `hade ablate` (:mod:`hade.experiments.ablate`): per-query results, seeds pooled per query,
+paired bootstrap 95 % intervals over clips, sign-flip p-values, Holm over the rows of a cell; the headline
+(THA+DCR − DP, T2A R@1 and mAP@10) is also Holm-adjusted over all cells. Each difference states the smallest
+true difference it would detect with 80 % power at the two-sided 5 % level, ``(1.96 + 0.84) × SE`` with
+the bootstrap SE read off the interval (its width / 3.92): "no difference" then has a size.
+
+Runs live in ROOT/runs/<cell>/rows/<head>/seed<k>/ (resumable and lock-protected exactly as ablate's).
+With an archive folder, each finished run's ``eval.json`` and ``per_query.npz`` are copied there (and the
+pretrained encoder too), and runs found there are not trained again: the study resumes on a new machine
+from what the repository holds.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from hade.config import PretrainConfig, TrainConfig
+from hade.data.readers import read_split
+from hade.data.synthcaps import generate
+from hade.data.types import SplitData
+from hade.errors import InputError
+from hade.eval import stats
+from hade.experiments import ablate
+from hade.utils.atomic import write_json_atomic, write_text_atomic
+
+HEADS = ("dp", "tha", "tha+dcr")
+BASE_CLIPS = 336  # the demo set's training split
+SIZES = (336, 1000, 3000)
+DEFAULT_CELLS = "scratch:336,scratch:1000,scratch:3000,pretrained:336,scratch:clotho,pretrained:clotho"
+HEADLINE = (("t2a", "R@1"), ("t2a", "mAP@10"))
+Z_POWER = 1.959964 + 0.841621  # two-sided 5 % test, 80 % power
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    """A SynthCaps set the study generates (`hade synth` options)."""
+
+    folder: str
+    clips: int
+    seed: int
+    duration: float = 4.0
+    sample_rate: int = 16000
+
+
+DEMO = SetSpec("synthcaps", 480, 0)  # Table 1's set
+CLOTHO = SetSpec("clotholike", 480, 5, 10.0)  # Table 2's set
+HELDOUT = SetSpec("heldout600", 600, 11)  # its development split (420 clips) is the held-out test set
+PRETRAIN_CORPUS = SetSpec("pretrain_corpus", 4300, 21)  # 3,010 training clips, disjoint (another seed)
+
+
+def pool_spec(max_size: int) -> SetSpec:
+    """Extra training clips for the larger sizes (all three of its splits are used as training clips)."""
+    return SetSpec("pool", max(1, max_size - BASE_CLIPS), 31)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One comparison: a start and a training set; its rows are the heads."""
+
+    start: str  # "scratch" | "pretrained"
+    train_set: str  # "336", "1000", "3000" (clips), or "clotho"
+
+    @property
+    def name(self) -> str:
+        return f"{self.start}-{self.train_set}"
+
+    @property
+    def size(self) -> int:
+        return BASE_CLIPS if self.train_set == "clotho" else int(self.train_set)
+
+
+def parse_cells(text: str) -> list[Cell]:
+    """"scratch:336,pretrained:clotho" -> cells; InputError naming a bad one."""
+    cells = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        start, _, train_set = item.partition(":")
+        if start not in ("scratch", "pretrained") or not (train_set == "clotho" or train_set.isdigit()):
+            raise InputError(f"--cells: {item!r} is not START:SET with START scratch|pretrained and SET a number of "
+                             f"training clips (>= {BASE_CLIPS}) or 'clotho'")
+        if train_set.isdigit() and int(train_set) < BASE_CLIPS:
+            raise InputError(f"--cells: {item!r}: at least {BASE_CLIPS} training clips (the demo set's)")
+        cells.append(Cell(start, train_set))
+    if not cells:
+        raise InputError("--cells: no cell given")
+    return cells
+
+
+# ------------------------------------------------------------------------------------------------ data
+def _generate(root: Path, spec: SetSpec, progress: bool) -> Path:
+    out = root / "data" / spec.folder
+    generate(out, clips=spec.clips, seed=spec.seed, sample_rate=spec.sample_rate, duration=spec.duration, layout="clotho",
+             progress=progress)
+    return out
+
+
+def _manifest(path: Path, splits: list[Any], prefixes: list[str] | None = None) -> None:
+    """A JSON Lines split of the clips of `splits`; each split's ids get its prefix (ids stay unique when two
+    generated sets, whose file names repeat, are joined)."""
+    import json
+
+    prefixes = prefixes or [""] * len(splits)
+    lines = [json.dumps({"audio": str(c.audio_path.resolve()), "captions": list(c.captions), "id": prefix + c.clip_id})
+             for split, prefix in zip(splits, prefixes) for c in split.clips]
+    write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def data_dirs(root: Path, cells: list[Cell]) -> dict[str, Path]:
+    """Where each training set and the held-out set of `cells` live (made by `prepare_data`)."""
+    dirs: dict[str, Path] = {}
+    for cell in cells:
+        if cell.train_set == "clotho":
+            dirs["clotho"] = root / "data" / CLOTHO.folder
+        else:
+            dirs["heldout"] = root / "data" / "heldout420"
+            dirs[cell.train_set] = root / "data" / (DEMO.folder if cell.size == BASE_CLIPS else f"n{cell.size}")
+    return dirs
+
+
+def prepare_data(root: Path, cells: list[Cell], progress: bool = True) -> dict[str, Path]:
+    """Generate the sets the cells need (resumably: `hade synth` keeps complete files) and write the manifest
+    folders of the larger training sets and of the held-out set; returns `data_dirs`."""
+    dirs = data_dirs(root, cells)
+    demo = _generate(root, DEMO, progress)
+    if "clotho" in dirs:
+        _generate(root, CLOTHO, progress)
+    if "heldout" in dirs:
+        held = _generate(root, HELDOUT, progress)
+        _manifest(dirs["heldout"] / "test.jsonl", [read_split(held, "development")])
+    larger = sorted({c.size for c in cells if c.train_set != "clotho" and c.size > BASE_CLIPS})
+    if larger:
+        pool_dir = _generate(root, pool_spec(max(larger)), progress)
+        pool = [c for s in ("development", "validation", "evaluation") for c in read_split(pool_dir, s).clips]
+        base = read_split(demo, "development")
+        for size in larger:
+            extra = SplitData(name="train", clips=pool[:size - BASE_CLIPS])
+            _manifest(dirs[str(size)] / "train.jsonl", [base, extra], ["", "pool/"])
+            _manifest(dirs[str(size)] / "val.jsonl", [read_split(demo, "validation")])
+            _manifest(dirs[str(size)] / "test.jsonl", [read_split(demo, "evaluation")])
+    return dirs
+
+
+# ------------------------------------------------------------------------------------------------ runs
+@dataclass
+class Study:
+    """What to run and where; see the module docstring."""
+
+    root: Path
+    cells: list[Cell]
+    seeds: int = 3
+    epochs: int = 4
+    heads: tuple[str, ...] = HEADS
+    pretrain: PretrainConfig | None = None
+    archive: Path | None = None
+    progress: bool = True
+    log: Callable[[str], None] = print
+    base_config: TrainConfig | None = None  # default: the demo's (htsat-cpu + MiniLM, batch 32) with `epochs`
+
+    def base(self, cell: Cell) -> TrainConfig:
+        import copy
+
+        from hade.demo import demo_config
+
+        cfg = copy.deepcopy(self.base_config) if self.base_config else demo_config("dp", epochs=self.epochs)
+        if cell.start == "pretrained":
+            cfg.init_from = str(self.root / "pretrain")
+        return cfg
+
+    def cell_dir(self, cell: Cell) -> Path:
+        return self.root / "runs" / cell.name
+
+
+def pretrain_config(epochs: int = 6) -> PretrainConfig:
+    """The study's pretraining: the demo's audio encoder (htsat-cpu), 4 s crops, batch 32."""
+    return PretrainConfig(audio_encoder="htsat-cpu", epochs=epochs, batch_size=32, lr=1e-3, clip_seconds=4.0, seed=0)
+
+
+def _archive_files(src: Path, dst: Path, names: tuple[str, ...]) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / f".{name}.tmp")
+            (dst / f".{name}.tmp").replace(dst / name)
+
+
+RUN_FILES = ("eval.json", ablate.PER_QUERY)
+PRETRAIN_FILES = ("audio_encoder.safetensors", "pretrain.json")
+
+
+def ensure_pretrained(study: Study) -> Path:
+    """The pretraining run (ROOT/pretrain), trained unless finished here or in the archive."""
+    from hade.train.pretrain import pretrain
+
+    out = study.root / "pretrain"
+    cfg = study.pretrain or pretrain_config()
+    archived = study.archive / "pretrain" if study.archive else None
+    if archived is not None and not (out / "pretrain.json").is_file() and (archived / "pretrain.json").is_file():
+        _archive_files(archived, out, PRETRAIN_FILES)
+        study.log(f"pretrained encoder taken from the archive {archived}")
+        return out
+    if (out / "pretrain.json").is_file() and not (out / "state.pt").is_file():
+        return out  # archived copy from an earlier call
+    if (out / "state.pt").is_file() and (out / "pretrain.json").is_file():
+        import json
+
+        if json.loads((out / "pretrain.json").read_text())["epochs_done"] == cfg.epochs:
+            return out
+    corpus = _generate(study.root, PRETRAIN_CORPUS, study.progress)
+    info = pretrain(corpus, out, cfg, progress=study.progress, log=study.log)
+    if info["epochs_done"] == cfg.epochs and archived is not None:
+        _archive_files(out, archived, PRETRAIN_FILES)
+    return out
+
+
+def run_one(study: Study, dirs: dict[str, Path], cell: Cell, head: str, seed: int,
+            block: bool = False) -> dict[str, Any]:
+    """Train and evaluate one (cell, head, seed), or take it from the run folder or the archive.
+    ablate.RunBusy when another worker is training it, unless `block` (then wait for it)."""
+    row = ablate.Row(head, ablate._head(head))
+    run_dir = ablate._run_dir(study.cell_dir(cell), row, seed)
+    archived = study.archive / cell.name / ablate._slug(head) / f"seed{seed}" if study.archive else None
+    if archived is not None and not (run_dir / "eval.json").is_file() and (archived / "eval.json").is_file():
+        _archive_files(archived, run_dir, RUN_FILES)
+    if cell.start == "pretrained":
+        with ablate._run_lock(study.root / "pretrain", block=True):  # one worker pretrains, the others wait
+            ensure_pretrained(study)
+    heldout = None if cell.train_set == "clotho" else dirs["heldout"]
+    result = ablate.run_row_seed(row, seed, study.base(cell), dirs[cell.train_set], study.cell_dir(cell),
+                                 study.progress, study.log, heldout, block=block)
+    if archived is not None and not (archived / "eval.json").is_file():
+        _archive_files(run_dir, archived, RUN_FILES)
+    return result
+
+
+def run_study(study: Study) -> dict[str, Any]:
+    """Every run of the study, seed by seed (so every cell gets its first seed early), then the report.
+    Several workers may share a root (e.g. with different --cells): a run another worker is training is
+    left for later, then waited for (the locks of `hade ablate`)."""
+    dirs = prepare_data(study.root, study.cells, study.progress)
+    busy = []
+    for seed in range(study.seeds):
+        for cell in study.cells:
+            for head in study.heads:
+                try:
+                    run_one(study, dirs, cell, head, seed)
+                except ablate.RunBusy as exc:
+                    study.log(f"{exc}: doing the other runs first")
+                    busy.append((cell, head, seed))
+                write_report(study, dirs)
+    for cell, head, seed in busy:
+        run_one(study, dirs, cell, head, seed, block=True)
+    return write_report(study, dirs)
+
+
+# ------------------------------------------------------------------------------------------------ report
+def _finished(study: Study, cell: Cell) -> dict[str, list[dict[str, Any]]]:
+    """{head: results of seeds 0..k-1} for the heads whose first k seeds are finished, k the largest
+    count all of the cell's finished heads share (so rows of a cell pool the same seeds)."""
+    import json
+
+    found = {}
+    for head in study.heads:
+        results = []
+        for seed in range(study.seeds):
+            f = ablate._run_dir(study.cell_dir(cell), head, seed) / "eval.json"
+            if not f.is_file():
+                break
+            results.append(json.loads(f.read_text()))
+        if results:
+            found[head] = results
+    if "dp" not in found:
+        return {}
+    k = min(len(r) for r in found.values())
+    return {head: results[:k] for head, results in found.items()}
+
+
+def _power(r: dict[str, Any]) -> float:
+    """Smallest true difference detected with 80 % power at two-sided 5 % (bootstrap SE from the interval)."""
+    lo, hi = r["ci"]
+    return Z_POWER * (hi - lo) / (2 * 1.959964)
+
+
+def cell_report(study: Study, dirs: dict[str, Path], cell: Cell) -> dict[str, Any] | None:
+    done = _finished(study, cell)
+    if not done:
+        return None
+    heldout = None if cell.train_set == "clotho" else dirs.get("heldout")
+    diffs = ablate.differences("payoff", done, study.cell_dir(cell), dirs[cell.train_set], heldout, study.log)
+    for res in diffs["rows"].values():
+        for direction in (res or {}).values():
+            for r in direction.values():
+                r["detectable"] = _power(r)
+    return {"cell": cell.name, "start": cell.start, "train_set": cell.train_set, "size": cell.size,
+            "seeds": len(done["dp"]), "summary": {h: ablate.summarise(r) for h, r in done.items()},
+            "differences": diffs, "evaluated_on": "held-out 420 clips" if heldout else "its evaluation split"}
+
+
+def _study_holm(cells: list[dict[str, Any]]) -> None:
+    """THA+DCR − DP headline metrics, Holm-adjusted over every cell: stored as ``p_holm_study``."""
+    for d, m in HEADLINE:
+        entries = [c["differences"]["rows"].get("tha+dcr") for c in cells]
+        entries = [e[d][m] for e in entries if e]
+        for e, p in zip(entries, stats.holm([e["p"] for e in entries])):
+            e["p_holm_study"] = p
+
+
+def write_report(study: Study, dirs: dict[str, Path]) -> dict[str, Any]:
+    cells = [r for r in (cell_report(study, dirs, c) for c in study.cells) if r is not None]
+    _study_holm(cells)
+    report = {"cells": cells, "heads": list(study.heads), "epochs": study.epochs,
+              "power": "smallest difference detected with 80 % power at two-sided 5 %: 2.80 x bootstrap SE"}
+    write_json_atomic(study.root / "payoff.json", report)
+    write_text_atomic(study.root / "payoff.md", markdown(report))
+    return report
+
+
+def _cell_fmt(r: dict[str, Any] | None, study_p: bool = False) -> str:
+    if r is None:
+        return "n/a"
+    p = r.get("p_holm_study") if study_p else r.get("p_holm", r["p"])
+    return (f"{r['diff']:+.1f} [{r['ci'][0]:+.1f}, {r['ci'][1]:+.1f}] p={p:.3g}, detectable "
+            f"{r['detectable']:.1f}")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Two tables: each cell's rows (mean ± std over seeds), then each row's difference to DP."""
+    cols = ("T2A R@1", "T2A R@5", "T2A R@10", "T2A mAP@10", "A2T R@1")
+    lines = ["## Rows (mean ± std over seeds)", "",
+             "| cell | evaluated on | seeds | head | " + " | ".join(cols) + " | train s |", "|---" * (len(cols) + 5) + "|"]
+    for c in report["cells"]:
+        for head, s in c["summary"].items():
+            lines.append(f"| {c['cell']} | {c['evaluated_on']} | {c['seeds']} | {head} | "
+                         + " | ".join(f"{s[k]['mean']:.1f} ± {s[k]['std']:.1f}" for k in cols)
+                         + f" | {s['train seconds']:.0f} |")
+    metrics = [("t2a", "R@1"), ("t2a", "R@10"), ("t2a", "mAP@10"), ("a2t", "R@1")]
+    lines += ["", "## Difference to DP (seeds pooled per query; 95 % paired-bootstrap interval over clips; "
+              "sign-flip p, Holm over the cell's rows; detectable: 80 % power at 5 %)", "",
+              "| cell | row | " + " | ".join(f"{d.upper()} {m}" for d, m in metrics) + " |",
+              "|---" * (len(metrics) + 2) + "|"]
+    for c in report["cells"]:
+        for row, res in c["differences"]["rows"].items():
+            lines.append(f"| {c['cell']} | {row} | "
+                         + " | ".join(_cell_fmt(None if res is None else res[d][m]) for d, m in metrics) + " |")
+    lines += ["", "## THA+DCR − DP, Holm over all cells", "", "| cell | T2A R@1 | T2A mAP@10 |", "|---|---|---|"]
+    for c in report["cells"]:
+        res = c["differences"]["rows"].get("tha+dcr")
+        lines.append(f"| {c['cell']} | " + " | ".join(_cell_fmt(res[d][m] if res else None, study_p=True)
+                                                      for d, m in HEADLINE) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: str | Path, row: str = "tha+dcr") -> Path:
+    """THA+DCR − DP (T2A R@1 and mAP@10, with 95 % intervals) against training-set size, one line per start;
+    the Clotho-like cells at their 336 clips as open markers. Written atomically as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(HEADLINE), figsize=(10, 4), constrained_layout=True)
+    styles = {"scratch": ("tab:blue", "o"), "pretrained": ("tab:orange", "s")}
+    for ax, (d, m) in zip(axes, HEADLINE):
+        for start, (color, marker) in styles.items():
+            for clotho in (False, True):
+                pts = sorted((c["size"], c["differences"]["rows"][row][d][m]) for c in report["cells"]
+                             if c["start"] == start and (c["train_set"] == "clotho") == clotho
+                             and c["differences"]["rows"].get(row))
+                if not pts:
+                    continue
+                x = [p[0] * (1.06 if clotho else 1.0) for p in pts]
+                y = [p[1]["diff"] for p in pts]
+                err = [[p[1]["diff"] - p[1]["ci"][0] for p in pts], [p[1]["ci"][1] - p[1]["diff"] for p in pts]]
+                label = f"{start}{', Clotho-like 10 s' if clotho else ''}"
+                ax.errorbar(x, y, yerr=err, color=color, marker=marker, capsize=4, label=label,
+                            linestyle=":" if clotho else "-", mfc="white" if clotho else color)
+        ax.axhline(0.0, color="grey", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_xticks(list(SIZES), [str(s) for s in SIZES])
+        ax.set_xlabel("training clips")
+        ax.set_ylabel(f"{row.upper()} − DP, {d.upper()} {m} (points)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{row.upper()} − DP with 95 % paired-bootstrap intervals (seeds pooled per query)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,72 @@
+"""`hade payoff`: the study's data, runs, archive, report and plot, on tiny sets and models."""
+import json
+
+import pytest
+
+from hade.config import ModelConfig, PretrainConfig, TrainConfig
+from hade.errors import InputError
+from hade.experiments import ablate, payoff
+
+
+def test_the_command_shows_the_studys_defaults():
+    from hade.apps import payoff as app
+
+    assert app.DEFAULT_CELLS == payoff.DEFAULT_CELLS and app.HEADS == payoff.HEADS
+
+
+def test_cells_parse_and_bad_ones_are_named():
+    cells = payoff.parse_cells("scratch:336, pretrained:clotho")
+    assert [c.name for c in cells] == ["scratch-336", "pretrained-clotho"] and cells[1].size == 336
+    for bad in ("warm:336", "scratch:big", "scratch:100", ""):
+        with pytest.raises(InputError, match="--cells"):
+            payoff.parse_cells(bad)
+
+
+@pytest.fixture
+def tiny(monkeypatch, tiny_model_config):
+    """The study's sets at 20 clips of 1 s, 8 kHz (14 training clips each), and a tiny model."""
+    monkeypatch.setattr(payoff, "DEMO", payoff.SetSpec("synthcaps", 20, 0, 1.0, 8000))
+    monkeypatch.setattr(payoff, "HELDOUT", payoff.SetSpec("heldout600", 20, 11, 1.0, 8000))
+    monkeypatch.setattr(payoff, "PRETRAIN_CORPUS", payoff.SetSpec("pretrain_corpus", 20, 21, 1.0, 8000))
+    monkeypatch.setattr(payoff, "BASE_CLIPS", 14)
+    monkeypatch.setattr(payoff, "pool_spec", lambda n: payoff.SetSpec("pool", n - 14, 31, 1.0, 8000))
+    base = TrainConfig(epochs=1, batch_size=8, clip_seconds=1.0, seed=0, save_every_steps=1000, max_steps=2,
+                       model=ModelConfig(**tiny_model_config.__dict__))
+    pre = PretrainConfig(audio_encoder="htsat-test", epochs=1, batch_size=8, clip_seconds=1.0)
+    return base, pre
+
+
+def _study(root, archive, base, pre):
+    return payoff.Study(root, payoff.parse_cells("scratch:20,pretrained:14"), seeds=1,
+                        heads=("dp", "tha+dcr"), pretrain=pre, archive=archive, progress=False,
+                        log=lambda _: None, base_config=base)
+
+
+@pytest.mark.timeout(900)
+def test_the_study_runs_reports_plots_and_resumes_from_its_archive(tmp_path, tiny, monkeypatch):
+    base, pre = tiny
+    report = payoff.run_study(_study(tmp_path / "root", tmp_path / "archive", base, pre))
+    assert [c["cell"] for c in report["cells"]] == ["scratch-20", "pretrained-14"]
+    for cell in report["cells"]:
+        diff = cell["differences"]["rows"]["tha+dcr"]["t2a"]["R@1"]
+        assert cell["seeds"] == 1 and diff["ci"][0] <= diff["diff"] <= diff["ci"][1] and diff["detectable"] > 0
+        assert "p_holm_study" in diff and cell["evaluated_on"] == "held-out 420 clips"
+    # the larger set holds the base clips plus pool clips, validated and tested on the base set's splits
+    train = (tmp_path / "root" / "data" / "n20" / "train.jsonl").read_text().splitlines()
+    assert len(train) == 20 and json.loads(train[0])["id"].startswith("synthcaps_")
+    assert len({json.loads(line)["id"] for line in train}) == 20 and json.loads(train[-1])["id"].startswith("pool/")
+    pretrained = json.loads((tmp_path / "root" / "runs" / "pretrained-14" / "rows" / "dp" / "seed0" / "eval.json")
+                            .read_text())
+    assert pretrained["config"]["init_from"] == str(tmp_path / "root" / "pretrain")
+    assert (tmp_path / "archive" / "pretrain" / "audio_encoder.safetensors").is_file()
+    assert (tmp_path / "archive" / "scratch-20" / "tha_dcr" / "seed0" / ablate.PER_QUERY).is_file()
+    png = payoff.plot(report, tmp_path / "payoff.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "scratch-20 | tha+dcr" in (tmp_path / "root" / "payoff.md").read_text()
+
+    # a new machine: only the archive is left; nothing is trained again and the report is the same
+    monkeypatch.setattr(ablate, "train", lambda *a, **k: pytest.fail("trained a run the archive holds"))
+    monkeypatch.setattr("hade.train.pretrain.pretrain", lambda *a, **k: pytest.fail("pretrained again"))
+    again = payoff.run_study(_study(tmp_path / "root2", tmp_path / "archive", base, pre))
+    first = report["cells"][0]["differences"]["rows"]["tha+dcr"]["t2a"]["R@1"]
+    assert again["cells"][0]["differences"]["rows"]["tha+dcr"]["t2a"]["R@1"] == first
