@@ -1,6 +1,8 @@
 """The command line end to end on tiny settings, and its error handling."""
 import json
 
+import pytest
+
 from hade.cli import main
 from hade.config import TrainConfig, to_dict
 
@@ -154,6 +156,87 @@ def test_compare_two_and_several_results(tmp_path, tiny_model_config, capsys):
     assert "has no per-query results" in capsys.readouterr().err
 
 
+def test_eval_with_relevance_annotations_and_the_2025_submission(tmp_path, tiny_model_config, capsys):
+    """hade eval --relevance: mAP@16 beside the single-relevance metrics, in the table, the JSON, the intervals,
+    the per-query file and hade compare; the 2025 score-matrix submission scores to the same numbers."""
+    import csv
+
+    from hade.data.dataset import captions_with_clip_index
+    from hade.data.readers import read_split
+
+    _two_checkpoints(tmp_path, tiny_model_config)
+    split = read_split(tmp_path / "d", "evaluation", verify_audio=False)
+    captions, _ = captions_with_clip_index(split)
+    names = [c.audio_path.name for c in split.clips]
+    with open(tmp_path / "rel.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["query", "audio_filenames"])
+        queries = range(0, len(captions), 3)
+        for q in queries:
+            w.writerow([captions[q], repr([names[(q + j) % len(names)] for j in range(1 + q % 3)])])
+    common = ["--data", str(tmp_path / "d"), "--clip-seconds", "1.0", "--quiet", "--relevance", str(tmp_path / "rel.csv"),
+              "--bootstrap", "100"]
+    for seed in (0, 1):
+        assert main(["eval", "--ckpt", str(tmp_path / f"ckpt{seed}"), *common, "--out", str(tmp_path / f"r{seed}.json"),
+                     "--dcase-csv", str(tmp_path / f"sub{seed}.csv"), "--dcase-format", "scores"]) == 0
+    out = capsys.readouterr().out
+    assert "several relevant files per query: mAP@16" in out and "T2Am mAP@16" in out
+    metrics = json.loads((tmp_path / "r0.json").read_text())
+    multi = metrics["t2a_multi"]
+    assert multi["num_queries"] == len(queries) and 0 < multi["mAP@16"] <= 100
+    lo, hi = metrics["ci"]["t2a_multi"]["mAP@16"]
+    assert lo <= multi["mAP@16"] <= hi
+    assert main(["eval", "--dcase-score", str(tmp_path / "sub0.csv"), "--data", str(tmp_path / "d"), "--json",
+                 "--relevance", str(tmp_path / "rel.csv"), "--bootstrap", "100"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["format"] == "scores" and scored["t2a_multi"]["mAP@16"] == multi["mAP@16"]
+    for name in ("R@1", "R@5", "R@10", "mAP@10"):
+        assert scored["t2a"][name] == metrics["t2a"][name]
+    assert scored["ci"]["t2a_multi"] == metrics["ci"]["t2a_multi"]
+    assert main(["compare", str(tmp_path / "r0.json"), str(tmp_path / "r1.json"), "--bootstrap", "50",
+                 "--permutations", "50", "--json"]) == 0
+    cmp = json.loads(capsys.readouterr().out)
+    m1 = json.loads((tmp_path / "r1.json").read_text())["t2a_multi"]["mAP@16"]
+    assert cmp["t2a_multi"]["mAP@16"]["diff"] == pytest.approx(multi["mAP@16"] - m1)
+    # a top-10 submission cannot give mAP@16
+    assert main(["eval", "--ckpt", str(tmp_path / "ckpt0"), *common[:-4], "--bootstrap", "0",
+                 "--dcase-csv", str(tmp_path / "top10.csv")]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--dcase-score", str(tmp_path / "top10.csv"), "--data", str(tmp_path / "d"),
+                 "--relevance", str(tmp_path / "rel.csv")]) == 2
+    assert "mAP@16 needs 16 ranks" in capsys.readouterr().err
+
+
+def test_bad_output_paths_and_submissions_fail_before_any_work(tmp_path, tiny_model_config, capsys, monkeypatch):
+    """issue 24 item 6: --dcase-csv to a folder used to fail with a traceback after the whole evaluation."""
+    import hade.eval.evaluate as evaluate_mod
+    from hade.checkpoint import save_model
+    from hade.data.synthcaps import generate
+    import hade
+
+    generate(tmp_path / "d", clips=6, seed=5, sample_rate=8000, duration=1.0, progress=False)
+    save_model(hade.create_model(tiny_model_config), tmp_path / "ckpt")
+    monkeypatch.setattr(evaluate_mod, "evaluate_run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    base = ["eval", "--ckpt", str(tmp_path / "ckpt"), "--data", str(tmp_path / "d"), "--quiet"]
+    (tmp_path / "folder").mkdir()
+    assert main([*base, "--dcase-csv", str(tmp_path / "folder")]) == 2
+    err = capsys.readouterr().err
+    assert "--dcase-csv" in err and "is a folder" in err and "Traceback" not in err
+    (tmp_path / "afile").write_text("x")
+    assert main([*base, "--out", str(tmp_path / "afile" / "m.json")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    (tmp_path / "rel.csv").write_bytes(b"query,audio_filenames\n\xff,\"['a.wav']\"\n")
+    assert main([*base, "--relevance", str(tmp_path / "rel.csv")]) == 2
+    assert "not UTF-8 text (byte 0xff" in capsys.readouterr().err
+    from hade.eval.dcase import HEADER
+
+    for body in (b"caf\xe9,a.wav\n", b"x" * 200_000 + b",a.wav\n"):
+        (tmp_path / "sub.csv").write_bytes(",".join(HEADER).encode() + b"\n" + body)
+        assert main(["eval", "--dcase-score", str(tmp_path / "sub.csv"), "--data", str(tmp_path / "d")]) == 2
+        err = capsys.readouterr().err
+        assert "sub.csv, line" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 # ---- one table of commands, and what they list -----------------------------------------------------------
 def _subcommands(parser):
     import argparse
@@ -232,6 +315,10 @@ def test_train_flags_override_their_config_fields(tmp_path):
          "--audio-encoder", "htsat-test", "--text-encoder", "minilm", "--workers", "0"]))
     assert (cfg.validate_every_steps, cfg.validate_clips, cfg.precision, cfg.num_workers) == (5, 7, "bf16", 0)
     assert (cfg.model.head, cfg.model.audio_encoder, cfg.model.text_encoder) == ("tha", "htsat-test", "minilm")
+    assert (cfg.same_clip, cfg.model.caption_normalize) == ("positive", "none")
+    cfg = train_config_from_args(build_parser().parse_args([*base, "--same-clip", "exclude", "--caption-normalize",
+                                                            "dcase"]))
+    assert (cfg.same_clip, cfg.model.caption_normalize) == ("exclude", "dcase")
 
 
 def test_index_storage_dtype_flag_and_its_deprecated_old_name(tmp_path, capsys, monkeypatch):

@@ -48,3 +48,12 @@ def test_validation_fields_default_to_once_per_epoch_on_the_whole_split():
     assert cfg.validate_every_steps is None and cfg.validate_clips is None and cfg.temperature == 0.07
     back = from_dict(TrainConfig, to_dict(TrainConfig(validate_every_steps=50, validate_clips=200)))
     assert (back.validate_every_steps, back.validate_clips) == (50, 200)
+
+
+def test_same_clip_defaults_to_positives_and_is_checked():
+    from hade.train.trainer import check_train_config
+
+    assert TrainConfig().same_clip == "positive"
+    assert from_dict(TrainConfig, to_dict(TrainConfig(same_clip="exclude"))).same_clip == "exclude"
+    with pytest.raises(InputError, match="same_clip.*'negative'"):
+        check_train_config(TrainConfig(same_clip="negative"))

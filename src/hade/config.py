@@ -22,6 +22,8 @@ from hade.errors import InputError
 TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
 COMPUTE_DTYPES = ("fp32", "bf16", "fp16")
 STORAGE_DTYPES = ("float16", "float32")
+# What the contrastive loss makes of two pairs of one clip in a batch (hade.losses; TrainConfig.same_clip).
+SAME_CLIP_MODES = ("positive", "exclude")
 
 
 def check_precision(value: str, device_type: str, where: str = "precision") -> str:
@@ -71,6 +73,9 @@ class ModelConfig:
         that loading never needs the original directory.
     text_pooling: `cls` (paper), `mean` (masked mean of the last block) or `pooler` (the encoder's own pooler
         output, as LAION-CLAP uses).
+    caption_normalize: `none` (captions as given) or `dcase` (the DCASE 2025 baseline's: lower case, ASCII
+        punctuation removed; hade.data.text), applied to every caption the model encodes, in training,
+        evaluation and search alike (it is saved with the checkpoint).
     head: a registered head name (`hade.models.heads.HEADS`), e.g. `dp`.
     head_options: keyword options for the head's constructor.
     (No temperature: the training loss owns it, `TrainConfig.temperature`; a `temperature` in the
@@ -88,6 +93,7 @@ class ModelConfig:
     text_config: dict[str, Any] | None = None
     text_pooling: str = "cls"
     max_text_tokens: int = 40
+    caption_normalize: str = "none"
     head: str = "dp"
     head_options: dict[str, Any] = field(default_factory=dict)
     embed_dim: int = 256
@@ -115,6 +121,7 @@ class TrainConfig:
     validate_every_steps: int | None = None  # validate (and select the best checkpoint) every N steps (None: each epoch)
     validate_clips: int | None = None  # validate on this many clips, evenly spaced by sorted id (None: all)
     temperature: float = 0.07  # NT-Xent temperature τ of the contrastive loss (heads such as HCI keep their own)
+    same_clip: str = "positive"  # pairs of one clip in a batch: "positive" (DCASE 2025 baseline) or "exclude" (hade.losses)
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     caption_augment: float = 0.0  # probability of a rule-based paraphrase per training caption (0: off)
     aux_captions: str | None = None  # HCI+AC: "synthcaps" (simulated captioner) or a JSON/CSV captions file

@@ -103,3 +103,16 @@ def test_bad_submissions_are_clear_errors(tmp_path):
     eleven.write_text(",".join(HEADER) + "\n" + "x," + ",".join(names[:11]) + "\n")
     with pytest.raises(InputError, match="line 2: more than 10 file names"):
         read_dcase_csv(eleven)
+
+
+@pytest.mark.parametrize("body,match", [
+    (b"caf\xe9 bells,a.wav\n", r"latin1.csv, line 2: not UTF-8 text \(byte 0xe9 at offset"),
+    (b"\xff\xfe,a.wav\n", r"latin1.csv, line 2: not UTF-8 text \(byte 0xff"),
+    (b"x" * 200_000 + b",a.wav\n", r"latin1.csv, line \d+: malformed CSV \(field larger than field limit"),
+])
+def test_undecodable_bytes_and_huge_captions_are_one_line_errors(tmp_path, body, match):
+    """issue 24 item 6: these were a UnicodeDecodeError and a _csv.Error traceback."""
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(",".join(HEADER).encode() + b"\n" + body)
+    with pytest.raises(InputError, match=match):
+        read_dcase_csv(path)

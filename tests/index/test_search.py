@@ -204,6 +204,25 @@ def test_like_finds_a_copy_and_leaves_out_its_own_file(like_index):
             Like(())
 
 
+def test_a_dcase_normalised_checkpoint_normalises_search_queries(tiny_model_config, synth_dir, tmp_path):
+    """ModelConfig.caption_normalize travels with the checkpoint into the index: a query with capitals and
+    punctuation finds what its normalised text finds, with the same scores."""
+    import dataclasses
+
+    import hade
+    from hade.checkpoint import save_model
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_model_config, text_config=None, caption_normalize="dcase")
+    save_model(hade.create_model(cfg), tmp_path / "ckpt")
+    build_index(synth_dir, tmp_path / "n.idx", tmp_path / "ckpt", batch_size=8, progress=False)
+    with Index.open(tmp_path / "n.idx") as ix:
+        assert ix.model.config.caption_normalize == "dcase"
+        raw, clean = ix.search("A Dog, barks -- while RAIN falls!", k=5), ix.search("a dog barks  while rain falls", k=5)
+    assert [h.id for h in raw] == [h.id for h in clean]
+    assert [h.score for h in raw] == [h.score for h in clean]
+
+
 def test_query_vector_searches_like_its_audio_and_file_scores_are_the_ranked_scores(head_indexes, synth_dir):
     """`query_vector` keeps an audio query's vector (a server explains uploads with it); `file_scores` gives
     the scores `search` ranks by, for every window of one file in time order."""

@@ -73,3 +73,35 @@ def test_scaler_path_steps_unscales_and_round_trips_its_state():
     other.load_state_dict(state)
     assert other.scaler.get_scale() == 1024.0
     assert MixedPrecision("fp32", torch.device("cpu")).state_dict() is None
+
+
+@pytest.mark.parametrize("head", ["hci", "diffatr"])
+def test_every_loss_term_sees_the_same_clip_positives(tiny_model_config: ModelConfig, head):
+    """A batch with two captions of clip 1: the head's auxiliary losses (HCI's level NT-Xents, DiffATR's
+    generation target) get the same positives as the main NT-Xent, and differ from the single-positive ones."""
+    from hade.losses import ClipPairs
+
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(**{**tiny_model_config.__dict__, "head": head}))
+    model.eval()
+    if head == "diffatr":
+        model.head.score_mode = "cosine"
+    batch = _batch()
+    ids = batch["clip_index"]
+    with torch.no_grad():
+        got = training_loss(model, batch, 0.05)
+        text, audio = model.encode_text(batch["caption"]), model.encode_audio(batch["audio"])
+        with_pairs = model.head.aux_losses(text, audio, ClipPairs(ids))
+        single = model.head.aux_losses(text, audio)
+        excluded = training_loss(model, batch, 0.05, same_clip="exclude")
+    assert with_pairs and set(with_pairs) <= set(got)
+    for name, value in with_pairs.items():
+        torch.testing.assert_close(got[name], value, msg=name)
+        assert float(value) != pytest.approx(float(single[name]), rel=1e-6), name
+    torch.testing.assert_close(got["nt_xent"], nt_xent(model.score(text, audio), 0.05, ids))
+    assert float(excluded["nt_xent"]) != pytest.approx(float(got["nt_xent"]), rel=1e-6)
+
+
+def test_objective_rejects_an_unknown_same_clip_mode(tiny_model_config):
+    with pytest.raises(InputError, match="same_clip.*'soft'"):
+        ContrastiveObjective(create_model(tiny_model_config), 0.07, same_clip="soft")

@@ -126,9 +126,9 @@ def test_caption_augmentation_is_used_and_reproducible(synth_dir, tmp_path, tiny
     seen: list[list[str]] = []
     original = objective_mod.training_loss
 
-    def spy(model, batch, temperature, ctx=None):
+    def spy(model, batch, *args):
         seen.append(list(batch["caption"]))
-        return original(model, batch, temperature, ctx)
+        return original(model, batch, *args)
 
     monkeypatch.setattr(objective_mod, "training_loss", spy)
     cfg = tiny_train_config(tiny_model_config, epochs=1, caption_augment=1.0)
@@ -148,9 +148,9 @@ def test_hci_with_auxiliary_captions_trains_on_extra_pairs(synth_dir, tmp_path, 
     batches = []
     original = objective_mod.training_loss
 
-    def spy(model, batch, temperature, ctx=None):
+    def spy(model, batch, *args):
         batches.append(batch)
-        return original(model, batch, temperature, ctx)
+        return original(model, batch, *args)
 
     monkeypatch.setattr(objective_mod, "training_loss", spy)
     cfg = tiny_train_config(tiny_model_config, epochs=1, aux_captions="synthcaps", aux_error_rate=0.3)

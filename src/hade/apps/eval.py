@@ -1,5 +1,6 @@
-"""`hade eval`: evaluate a checkpoint under the community protocol (hade.eval.evaluate's pipeline), or score
-a DCASE submission (`--dcase-score`)."""
+"""`hade eval`: evaluate a checkpoint under the community protocol (hade.eval.evaluate's pipeline), with
+`--relevance` also under several relevant files per query (DCASE 2025, mAP@16), or score a DCASE submission
+(`--dcase-score`, the 2022-2024 top-10 format or the 2025 score matrix)."""
 from __future__ import annotations
 
 import argparse
@@ -26,9 +27,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="bootstrap resamples (over clips) for the 95%% intervals; 0: no intervals")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (results are reproducible)")
     p.add_argument("--dcase-csv", type=Path, default=None,
-                   help="also write a DCASE retrieval submission (caption,fname_1,...,fname_10) here")
+                   help="also write a DCASE retrieval submission here (format: --dcase-format)")
+    p.add_argument("--dcase-format", choices=("top10", "scores"), default="top10",
+                   help="top10: caption,fname_1..fname_10 (DCASE 2022-2024); scores: index,<file names> with every "
+                        "caption's score for every file (DCASE 2025, what mAP@16 needs)")
     p.add_argument("--dcase-score", type=Path, default=None,
-                   help="score this DCASE submission CSV against --data/--split (no checkpoint needed)")
+                   help="score this DCASE submission CSV (either format, told apart by its header) against "
+                        "--data/--split (no checkpoint needed)")
+    p.add_argument("--relevance", type=Path, default=None,
+                   help="DCASE 2025 relevance annotations (CSV: query,audio_filenames): also report mAP@16 over "
+                        "several relevant files per query")
     p.add_argument("--aux-captions", default=None,
                    help="HCI+AC: 'synthcaps' (simulated captioner) or a JSON/CSV file of generated captions")
     p.add_argument("--device", default="cpu")
@@ -40,17 +48,35 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _dcase_score(args: argparse.Namespace) -> int:
+def _check_output(path: Path | None, flag: str) -> None:
+    """Before any work: an output path must name a file (not a folder) whose parent can be a folder."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise InputError(f"{flag} {path}: is a folder; give a file name (e.g. {path / 'out.csv'})")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise InputError(f"{flag} {path}: {parent} is a file, not a folder")
+
+
+def _dcase_score(args: argparse.Namespace, relevance) -> int:
     from hade.data.dataset import captions_with_clip_index
     from hade.data.readers import read_split
     from hade.eval.dcase import score_dcase
+    from hade.eval.dcase2025 import is_score_csv, score_2025
     from hade.eval.stats import format_cis
     from hade.utils.atomic import write_json_atomic
 
     split = read_split(args.data, args.split, verify_audio=False)
     captions, text_clip = captions_with_clip_index(split)
     names = [Path(c.audio_path).name for c in split.clips]
-    result = score_dcase(args.dcase_score, captions, text_clip, names, args.bootstrap, args.seed)
+    if is_score_csv(args.dcase_score):
+        result = score_2025(args.dcase_score, captions, text_clip, names, relevance, args.bootstrap, args.seed)
+    elif relevance is not None:
+        raise InputError(f"--relevance: {args.dcase_score} is a top-10 submission (caption,fname_1..fname_10); "
+                         f"mAP@16 needs 16 ranks: write a score matrix (hade eval --dcase-format scores)")
+    else:
+        result = score_dcase(args.dcase_score, captions, text_clip, names, args.bootstrap, args.seed)
     result["split"] = split.name
     if args.out:
         write_json_atomic(args.out, result)
@@ -62,11 +88,14 @@ def _dcase_score(args: argparse.Namespace) -> int:
             print(format_cis(result, result["ci"]))
         else:
             print("\n".join(f"T2A {m:<7}{v:>7.1f}" for m, v in result["t2a"].items() if m != "num_queries"))
+            if "t2a_multi" in result:
+                print("\n".join(f"T2Am {m:<7}{result['t2a_multi'][m]:>6.1f}" for m in ("mAP@16", "mAP@10")))
     return 0
 
 
-def _evaluate(args: argparse.Namespace):
-    """Load the checkpoint and run the evaluation pipeline -> EvalRun (metrics name the checkpoint)."""
+def _evaluate(args: argparse.Namespace, relevance=None):
+    """Load the checkpoint and run the evaluation pipeline -> EvalRun (metrics name the checkpoint); with
+    `relevance` (hade.eval.relevance.Relevance) also the multi-relevance metrics."""
     from hade.checkpoint import load
     from hade.data.readers import read_split
     from hade.eval import evaluate as evaluate_mod
@@ -82,6 +111,8 @@ def _evaluate(args: argparse.Namespace):
     run = evaluate_mod.evaluate_run(model, split, clip_seconds, args.batch_size, progress=not args.quiet,
                                     aux_captions=aux)
     run.metrics["checkpoint"], run.metrics["compute"] = str(args.ckpt), args.compute
+    if relevance is not None:
+        evaluate_mod.add_relevance(run, relevance)
     return run
 
 
@@ -95,7 +126,11 @@ def _write(args: argparse.Namespace, run) -> None:
         save_per_query(pq_file, run.per_query)
         run.metrics["per_query_file"] = pq_file.name
         write_json_atomic(args.out, run.metrics)
-    if args.dcase_csv:
+    if args.dcase_csv and args.dcase_format == "scores":
+        from hade.eval.dcase2025 import write_score_csv
+
+        write_score_csv(args.dcase_csv, run.captions, run.per_query.file_names, run.scores.numpy())
+    elif args.dcase_csv:
         from hade.eval.dcase import write_dcase_csv
 
         write_dcase_csv(args.dcase_csv, run.captions, run.per_query)
@@ -121,11 +156,18 @@ def run(args: argparse.Namespace) -> int:
 
     if args.bootstrap < 0:
         raise InputError(f"--bootstrap: expected 0 (no intervals) or a number of resamples, got {args.bootstrap}")
+    _check_output(args.out, "--out")
+    _check_output(args.dcase_csv, "--dcase-csv")
+    relevance = None
+    if args.relevance:
+        from hade.eval.relevance import read_relevance
+
+        relevance = read_relevance(args.relevance)  # read before the (long) evaluation: errors come first
     if args.dcase_score:
-        return _dcase_score(args)
+        return _dcase_score(args, relevance)
     if args.ckpt is None:
         raise InputError("--ckpt: a checkpoint directory is needed (except with --dcase-score FILE)")
-    result = _evaluate(args)
+    result = _evaluate(args, relevance)
     if args.bootstrap:
         result.metrics["ci"] = bootstrap_cis(result.per_query, args.bootstrap, args.seed)
     _write(args, result)

@@ -16,15 +16,16 @@ from typing import Sequence
 
 from hade.apps.argtypes import nonnegative_int, positive_float, positive_int
 from hade.apps.choices import audio_encoder_help, head_help, text_encoder_help
-from hade.config import TRAIN_PRECISIONS
+from hade.config import SAME_CLIP_MODES, TRAIN_PRECISIONS
+from hade.data.text import CAPTION_NORMALIZATIONS
 from hade.errors import HadeError
 from hade.utils.outdir import Claim, OutputKind, claim_output_dir, has_any
 
 # command-line dest -> TrainConfig field, for the flags that override a field when given
 TRAIN_FIELDS = {name: name for name in ("epochs", "batch_size", "lr", "max_steps", "seed", "device", "precision",
                                          "grad_accum_steps", "grad_checkpointing", "init_from", "num_workers")}
-TRAIN_FIELDS.update(validate_every="validate_every_steps", validate_clips="validate_clips")
-MODEL_FIELDS = ("head", "audio_encoder", "text_encoder")  # flags that override ModelConfig fields
+TRAIN_FIELDS.update(validate_every="validate_every_steps", validate_clips="validate_clips", same_clip="same_clip")
+MODEL_FIELDS = ("head", "audio_encoder", "text_encoder", "caption_normalize")  # flags that override ModelConfig fields
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -60,6 +61,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--validate-clips", type=positive_int, default=None, metavar="N",
                    help="validate on N clips of the validation split, evenly spaced by sorted id (TrainConfig."
                         "validate_clips; default: all)")
+    p.add_argument("--same-clip", choices=SAME_CLIP_MODES, default=None,
+                   help="two captions of one clip in a batch: both positives (default, as the DCASE 2025 baseline) "
+                        "or 'exclude' (left out of the loss's denominators)")
+    p.add_argument("--caption-normalize", choices=CAPTION_NORMALIZATIONS, default=None,
+                   help="'dcase': lower-case captions and drop punctuation before tokenising (the DCASE 2025 "
+                        "baseline's), at training, evaluation and search alike (saved with the checkpoint); "
+                        "default 'none'")
     p.add_argument("--no-resume", action="store_true", help="start over even if the run directory has a checkpoint")
     p.add_argument("--force", action="store_true",
                    help="write the run into --out even when it is a non-empty folder that is not a training run "

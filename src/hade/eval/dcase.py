@@ -1,4 +1,5 @@
-"""DCASE language-based audio retrieval submission files (2022 task 6b, 2023 task 6b, 2024 task 8).
+"""DCASE language-based audio retrieval submission files (2022 task 6b, 2023 task 6b, 2024 task 8); the 2025
+task 6 file (a score matrix, scored with several relevant files per query) is in hade.eval.dcase2025.
 
 Format: a CSV with header ``caption,fname_1,...,fname_10`` and one row per caption of the evaluation
 split: the caption text and the file names of the 10 best clips, best first (``csv`` module quoting, so
@@ -30,6 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from hade.errors import InputError
+from hade.eval.csvtext import csv_rows, read_text_file
 from hade.eval.per_query import TOP_K, PerQuery, QueryValues, clip_units, point_estimate
 from hade.eval.stats import (DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_metric, percentile_interval, resample_counts,
                              settings)
@@ -55,11 +57,7 @@ def write_dcase_csv(path: str | Path, captions: Sequence[str], pq: PerQuery) -> 
 def read_dcase_csv(path: str | Path) -> list[tuple[str, list[str]]]:
     """Rows ``(caption, [file names, best first])`` of a submission file (InputError naming the line)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the DCASE submission file ({exc.strerror or exc})") from None
-    rows = list(csv.reader(io.StringIO(text)))
+    rows = csv_rows(read_text_file(path, "DCASE submission file"), path)
     if not rows or [h.strip() for h in rows[0]] != HEADER:
         got = ",".join(rows[0]) if rows else "an empty file"
         raise InputError(f"{path}: expected the header {','.join(HEADER)}, got {got[:120]!r}")

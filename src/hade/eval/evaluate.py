@@ -22,7 +22,8 @@ from hade.data.dataset import captions_with_clip_index
 from hade.data.types import Clip, Problem, SplitData
 from hade.errors import AudioError, InputError
 from hade.eval.metrics import chance_metrics, retrieval_metrics
-from hade.eval.per_query import PerQuery, per_query_results
+from hade.eval.per_query import MULTI, PerQuery, attach_relevance, per_query_results
+from hade.eval.relevance import Relevance, metrics_from_ranks, relevant_ranks, resolve_relevance
 from hade.models.heads import score_all
 from hade.models.heads.reprs import Reprs, cat_reprs, reprs_to
 from hade.models.retrieval import RetrievalModel
@@ -164,6 +165,20 @@ def evaluate_run(model: RetrievalModel, split: SplitData, clip_seconds: float, b
     seconds = time.perf_counter() - started
     run = metrics_and_queries(scores.numpy(), encoded, split.name)
     run.scores, run.encoded, run.score_seconds = scores, encoded, seconds
+    return run
+
+
+def add_relevance(run: EvalRun, relevance: Relevance) -> EvalRun:
+    """Score `run` (from `evaluate_run`: scores and encoded split kept) under several relevant files per query
+    (hade.eval.relevance): ``run.metrics["t2a_multi"]`` gets mAP@16 / mAP@10 and the per-query results the
+    relevant ranks. InputError when a query or file is not in the evaluated split (naming dropped clips)."""
+    if run.scores is None or run.encoded is None:
+        raise ValueError("add_relevance: needs an EvalRun from evaluate_run (scores and encoded split)")
+    dropped = [Path(p.source).name for p in run.encoded.problems]
+    rmap = resolve_relevance(relevance, run.encoded.captions, run.encoded.file_names, dropped)
+    ranks = relevant_ranks(run.scores.numpy(), rmap)
+    run.metrics[MULTI] = metrics_from_ranks(ranks, rmap.offsets, rmap.source)
+    attach_relevance(run.per_query, rmap.query_text, rmap.offsets, rmap.clips, ranks)
     return run
 
 

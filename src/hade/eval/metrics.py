@@ -458,6 +458,11 @@ def format_metrics_table(metrics: Mapping[str, Any], chance: Mapping[str, Any] |
     for label, m in rows:
         cells = [_cell(m.get(col), col in ("medR", "meanR")) for col in _COLUMNS]
         lines.append(label.ljust(width0) + "".join(" " + v.rjust(w) for v, w in zip(cells, widths)))
+    multi = metrics.get("t2a_multi")
+    if isinstance(multi, Mapping):
+        cells = "  ".join(f"{k} {multi[k]:.2f}" for k in multi if k.startswith("mAP@"))
+        lines.append(f"T2A, several relevant files per query: {cells}  ({multi['num_queries']} queries, "
+                     f"{multi['relevant_per_query']:.1f} relevant each; AP normalised by all relevant files)")
     tie = metrics.get("tie_rule")
     if tie:
         lines.append(f"ties: {tie}")

@@ -19,6 +19,12 @@ file_names     str [A]      audio file names (what a DCASE submission lists)
 captions_sha256 str []      SHA-256 of the caption texts joined by newlines (same split check)
 ============== ============ ===============================================================
 
+With ``hade eval --relevance FILE`` (several relevant files per query, :mod:`hade.eval.relevance`) four more
+arrays (Q = annotated queries, N = their relevant files in all): ``rel_query`` int32 [Q] (caption index of
+each query), ``rel_offsets`` int64 [Q+1] (query q's entries are ``offsets[q]:offsets[q+1]``), ``rel_clip``
+int32 [N] (relevant clip indices) and ``rel_rank`` int32 [N] (1-based rank of each among all A clips, same tie
+rule); :func:`multi_values` gives each query's AP@16 / AP@10 from them.
+
 Ranks follow the tie rule of :mod:`hade.eval.metrics` (descending score, equal scores by ascending
 index), and the top-K lists are the same order (a stable descending sort), so ``t2a_top[t, r-1] ==
 text_clip[t]`` whenever ``r = t2a_rank[t] <= K``.  Every metric of :func:`retrieval_metrics` is a
@@ -38,12 +44,15 @@ import numpy as np
 
 from hade.errors import InputError
 from hade.eval.metrics import DEFAULT_KS, _a2t_text_ranks, _group_sorted, _prepare, _t2a_ranks
+from hade.eval.relevance import MULTI_METRICS, average_precision
 from hade.utils.atomic import atomic_path
 
 FORMAT = "hade-per-query/1"
 TOP_K = 10
 _KEYS = ("format", "split", "text_clip", "t2a_rank", "a2t_rank", "t2a_top", "a2t_top", "clip_ids", "file_names",
          "captions_sha256")
+_REL_KEYS = ("rel_query", "rel_offsets", "rel_clip", "rel_rank")  # optional: only with relevance annotations
+MULTI = "t2a_multi"  # the direction name of the multi-relevance metrics (text→audio, several relevant files)
 # Max elements of one argsort block (bounded memory at any split size).
 _BLOCK_ELEMS = 1 << 22
 
@@ -66,6 +75,14 @@ class PerQuery:
     file_names: list[str]
     captions_sha256: str
     split: str = ""
+    rel_query: np.ndarray | None = None  # [Q] caption index of each annotated query (None: no annotations)
+    rel_offsets: np.ndarray | None = None  # [Q+1]
+    rel_clip: np.ndarray | None = None  # [N] relevant clip indices
+    rel_rank: np.ndarray | None = None  # [N] their 1-based ranks
+
+    @property
+    def has_relevance(self) -> bool:
+        return self.rel_rank is not None
 
     @property
     def num_texts(self) -> int:
@@ -101,6 +118,14 @@ def per_query_results(scores: Any, text_clip: Any, clip_ids: Sequence[str], file
                     file_names=[str(x) for x in names], captions_sha256=captions_digest(captions), split=split)
 
 
+def attach_relevance(pq: PerQuery, query_text: np.ndarray, offsets: np.ndarray, clips: np.ndarray,
+                     ranks: np.ndarray) -> PerQuery:
+    """`pq` with the multi-relevance arrays set (hade.eval.relevance.RelevanceMap and its relevant_ranks)."""
+    pq.rel_query, pq.rel_offsets = query_text.astype(np.int32), offsets.astype(np.int64)
+    pq.rel_clip, pq.rel_rank = clips.astype(np.int32), ranks.astype(np.int32)
+    return pq
+
+
 def per_query_path(metrics_json: str | Path) -> Path:
     """Where the per-query file of a metrics JSON goes: ``M.json`` -> ``M.per_query.npz``."""
     p = Path(metrics_json)
@@ -114,6 +139,8 @@ def save_per_query(path: str | Path, pq: PerQuery) -> None:
               "t2a_top": pq.t2a_top.astype(np.int32), "a2t_top": pq.a2t_top.astype(np.int32),
               "clip_ids": np.array(pq.clip_ids, dtype=str), "file_names": np.array(pq.file_names, dtype=str),
               "captions_sha256": np.array(pq.captions_sha256)}
+    if pq.has_relevance:
+        arrays.update(rel_query=pq.rel_query, rel_offsets=pq.rel_offsets, rel_clip=pq.rel_clip, rel_rank=pq.rel_rank)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
@@ -140,6 +167,15 @@ def load_per_query(path: str | Path) -> PerQuery:
     nt, na = pq.text_clip.size, len(pq.clip_ids)
     if pq.t2a_rank.shape != (nt,) or pq.a2t_rank.shape != (nt,) or len(pq.t2a_top) != nt or len(pq.a2t_top) != na:
         raise InputError(f"{path}: inconsistent array shapes for {nt} captions and {na} clips")
+    present = [k for k in _REL_KEYS if k in data]
+    if present:
+        if len(present) != len(_REL_KEYS):
+            raise InputError(f"{path}: relevance arrays {present} without {sorted(set(_REL_KEYS) - set(present))}")
+        attach_relevance(pq, data["rel_query"], data["rel_offsets"], data["rel_clip"], data["rel_rank"])
+        off = pq.rel_offsets
+        if off.size != pq.rel_query.size + 1 or off[0] != 0 or off[-1] != pq.rel_rank.size or \
+                pq.rel_clip.shape != pq.rel_rank.shape or np.any(np.diff(off) < 1):
+            raise InputError(f"{path}: inconsistent relevance arrays")
     return pq
 
 
@@ -195,6 +231,18 @@ def a2t_values(pq: PerQuery, ks: Sequence[int] = DEFAULT_KS, map_k: int = 10) ->
     values["medR"] = values["meanR"] = best.astype(np.float64)
     scale = {k: (1.0 if k in ("medR", "meanR") else 100.0) for k in values}
     return QueryValues(values, scale, np.arange(clips.size, dtype=np.int64), int(clips.size))
+
+
+def multi_values(pq: PerQuery) -> QueryValues | None:
+    """Per annotated query [Q]: AP@16 and AP@10 over its relevant files (hade.eval.relevance), resampled with
+    the clip of its caption; None without relevance annotations."""
+    if not pq.has_relevance:
+        return None
+    ranks, offsets = pq.rel_rank.astype(np.int64), pq.rel_offsets.astype(np.int64)
+    values = {m: average_precision(ranks, offsets, int(m.split("@")[1])) for m in MULTI_METRICS}
+    c = pq.text_clip.astype(np.int64)
+    clips, unit_of = clip_units(c, pq.num_audios)
+    return QueryValues(values, {m: 100.0 for m in values}, unit_of[c[pq.rel_query.astype(np.int64)]], int(clips.size))
 
 
 def point_estimate(qv: QueryValues, metric: str) -> float:

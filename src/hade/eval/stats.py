@@ -36,7 +36,8 @@ from typing import Sequence
 import numpy as np
 
 from hade.errors import InputError
-from hade.eval.per_query import PerQuery, QueryValues, a2t_values, point_estimate, t2a_values
+from hade.eval.per_query import MULTI, PerQuery, QueryValues, a2t_values, multi_values, point_estimate, t2a_values
+from hade.eval.relevance import MULTI_METRICS
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_PERMUTATIONS = 10000
@@ -44,6 +45,7 @@ DEFAULT_SEED = 0
 LEVEL = 0.95
 # Metrics compared by `hade compare` and printed with intervals by `hade eval`.
 REPORT_METRICS = ("R@1", "R@5", "R@10", "mAP@10", "medR", "meanR")
+DIRECTIONS = ("t2a", "a2t", MULTI)  # in report order; t2a_multi only with relevance annotations
 _CHUNK = 1000  # resamples / sign vectors per block (bounded memory)
 
 
@@ -81,19 +83,30 @@ def bootstrap_metric(qv: QueryValues, metric: str, counts: np.ndarray) -> np.nda
                                for c in np.array_split(counts, max(1, len(counts) // _CHUNK))])
     n_u = np.bincount(qv.unit, minlength=qv.num_units).astype(np.float64)
     c = counts.astype(np.float64)
-    return qv.scale[metric] * (c @ _unit_sums(qv, metric)) / (c @ n_u)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a resample without any query of a sparse direction: NaN
+        return qv.scale[metric] * (c @ _unit_sums(qv, metric)) / (c @ n_u)
 
 
 def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> list[float]:
     """[low, high] percentile interval of ``samples`` [B]."""
     a = (1 - level) / 2
-    lo, hi = np.quantile(samples, [a, 1 - a])
+    lo, hi = np.nanquantile(samples, [a, 1 - a])  # NaN: a resample that drew no annotated query (left out)
     return [float(lo), float(hi)]
 
 
 def directions(pq: PerQuery) -> dict[str, QueryValues]:
-    """Per-query values of both directions: ``{"t2a": QueryValues, "a2t": QueryValues}``."""
-    return {"t2a": t2a_values(pq), "a2t": a2t_values(pq)}
+    """Per-query values of both directions: ``{"t2a": QueryValues, "a2t": QueryValues}``, and ``"t2a_multi"``
+    (AP@16 / AP@10 of each annotated query, hade.eval.relevance) when `pq` has relevance annotations."""
+    out = {"t2a": t2a_values(pq), "a2t": a2t_values(pq)}
+    multi = multi_values(pq)
+    if multi is not None:
+        out[MULTI] = multi
+    return out
+
+
+def direction_metrics(direction: str, metrics: Sequence[str] = REPORT_METRICS) -> Sequence[str]:
+    """The metrics reported for `direction`: `metrics` for t2a / a2t, MULTI_METRICS for t2a_multi."""
+    return MULTI_METRICS if direction == MULTI else metrics
 
 
 def settings(resamples: int, seed: int, permutations: int | None = None) -> dict:
@@ -111,7 +124,7 @@ def bootstrap_cis(pq: PerQuery, resamples: int = DEFAULT_RESAMPLES, seed: int = 
     """``{"t2a": {metric: [lo, hi]}, "a2t": {...}, "settings": {...}}``: 95 % bootstrap intervals."""
     dirs = directions(pq)
     counts = resample_counts(dirs["a2t"].num_units, resamples, seed)
-    out: dict = {d: {m: percentile_interval(bootstrap_metric(qv, m, counts)) for m in metrics}
+    out: dict = {d: {m: percentile_interval(bootstrap_metric(qv, m, counts)) for m in direction_metrics(d, metrics)}
                  for d, qv in dirs.items()}
     out["settings"] = settings(resamples, seed)
     return out
@@ -147,6 +160,9 @@ def check_same_split(a: PerQuery, b: PerQuery, name_a: str = "A", name_b: str = 
         problems.append(f"caption→clip maps differ ({a.num_texts} vs {b.num_texts} captions)")
     if a.captions_sha256 != b.captions_sha256:
         problems.append("caption texts differ")
+    if a.has_relevance and b.has_relevance and not all(
+            np.array_equal(getattr(a, k), getattr(b, k)) for k in ("rel_query", "rel_offsets", "rel_clip")):
+        problems.append("relevance annotations differ (evaluate both with the same --relevance file)")
     if problems:
         raise InputError(f"{name_a} and {name_b} are not results on the same split: " + "; ".join(problems)
                          + " — compare evaluations of one split (same data, same --split)")
@@ -157,18 +173,20 @@ def compare_values(a: dict[str, QueryValues], b: dict[str, QueryValues], resampl
                    metrics: Sequence[str] = REPORT_METRICS) -> dict:
     """Paired comparison A − B per direction and metric: ``{dir: {metric: {a, b, diff, ci, p}}}``.
 
-    ``a``/``b``: ``{"t2a": QueryValues, "a2t": QueryValues}`` with the same units (same split).
+    ``a``/``b``: ``{"t2a": QueryValues, "a2t": QueryValues}`` with the same units (same split), and
+    ``"t2a_multi"`` compared when both have it.
     """
     counts = resample_counts(a["a2t"].num_units, resamples, seed)
     out: dict = {}
-    for d in a:
+    for d in [d for d in a if d in b]:
         qa, qb = a[d], b[d]
         rows = {}
-        for m in metrics:
+        names = direction_metrics(d, metrics)
+        for m in names:
             boot = bootstrap_metric(qa, m, counts) - bootstrap_metric(qb, m, counts)
             pa, pb = point_estimate(qa, m), point_estimate(qb, m)
             rows[m] = {"a": pa, "b": pb, "diff": pa - pb, "ci": percentile_interval(boot), "p": None}
-        means = [m for m in metrics if m != "medR"]
+        means = [m for m in names if m != "medR"]
         diffs = {m: _unit_sums(qa, m) - _unit_sums(qb, m) for m in means}
         for m, p in sign_flip_pvalues(diffs, permutations, seed).items():
             rows[m]["p"] = p
@@ -215,12 +233,17 @@ def compare_many(systems: Sequence[Named], baseline: str, resamples: int = DEFAU
     others = [s for s in systems if s.name != baseline]
     out = {s.name: compare_values(s.values, by_name[baseline].values, resamples, permutations, seed, metrics)
            for s in others}
-    for d in ("t2a", "a2t"):
-        for m in metrics:
+    for d in [d for d in DIRECTIONS if all(d in out[s.name] for s in others)]:
+        for m in direction_metrics(d, metrics):
             adjusted = holm([out[s.name][d][m]["p"] for s in others])
             for s, p in zip(others, adjusted):
                 out[s.name][d][m]["p_holm"] = p
     return out
+
+
+def _label(direction: str) -> str:
+    """T2A, A2T, or T2Am (text→audio with several relevant files per query)."""
+    return "T2Am" if direction == MULTI else direction.upper()
 
 
 def _fmt(v: float | None, digits: int = 1) -> str:
@@ -234,9 +257,9 @@ def _fmt_p(p: float | None) -> str:
 def format_cis(metrics: dict, cis: dict) -> str:
     """Lines ``T2A R@1   17.8  [14.2, 21.4]`` for every metric with an interval, then the settings."""
     lines = []
-    for d in ("t2a", "a2t"):
+    for d in DIRECTIONS:
         for m, (lo, hi) in cis.get(d, {}).items():
-            lines.append(f"{d.upper()} {m:<7}{_fmt(metrics[d].get(m)):>7}  [{_fmt(lo)}, {_fmt(hi)}]")
+            lines.append(f"{_label(d)} {m:<7}{_fmt(metrics[d].get(m)):>7}  [{_fmt(lo)}, {_fmt(hi)}]")
     s = cis["settings"]
     lines.append(f"95 % intervals: percentile bootstrap over clips (a clip's captions together), "
                  f"{s['resamples']} resamples, seed {s['seed']}")
@@ -247,10 +270,10 @@ def format_comparison(result: dict, name_a: str, name_b: str) -> str:
     """Text table of :func:`compare`'s result: one line per direction and metric."""
     head = f"{'metric':<11}{name_a[:12]:>12}{name_b[:12]:>12}{'A-B':>8}  {'95% CI':<18}{'p':>8}"
     lines = [f"A = {name_a}", f"B = {name_b}", head, "-" * len(head)]
-    for d in ("t2a", "a2t"):
+    for d in [d for d in DIRECTIONS if d in result]:
         for m, r in result[d].items():
             ci = f"[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]"
-            lines.append(f"{d.upper() + ' ' + m:<11}{_fmt(r['a']):>12}{_fmt(r['b']):>12}{r['diff']:>+8.1f}  "
+            lines.append(f"{_label(d) + ' ' + m:<11}{_fmt(r['a']):>12}{_fmt(r['b']):>12}{r['diff']:>+8.1f}  "
                          f"{ci:<18}{_fmt_p(r['p']):>8}")
     s = result["settings"]
     lines.append(f"paired bootstrap over clips ({s['resamples']} resamples), sign-flip test per clip "
@@ -263,10 +286,10 @@ def format_many(result: dict, baseline: str, settings_: dict) -> str:
     head = f"{'system':<16}{'metric':<11}{'diff':>8}  {'95% CI':<18}{'p':>8}{'p (Holm)':>10}"
     lines = [f"against baseline {baseline}", head, "-" * len(head)]
     for name, res in result.items():
-        for d in ("t2a", "a2t"):
+        for d in [d for d in DIRECTIONS if d in res]:
             for m, r in res[d].items():
                 ci = f"[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]"
-                lines.append(f"{name[:15]:<16}{d.upper() + ' ' + m:<11}{r['diff']:>+8.1f}  {ci:<18}"
+                lines.append(f"{name[:15]:<16}{_label(d) + ' ' + m:<11}{r['diff']:>+8.1f}  {ci:<18}"
                              f"{_fmt_p(r['p']):>8}{_fmt_p(r['p_holm']):>10}")
     lines.append(f"paired bootstrap over clips ({settings_['resamples']} resamples), sign-flip test per clip "
                  f"({settings_['permutations']} flips), Holm over the {len(result)} comparisons; "

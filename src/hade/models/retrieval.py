@@ -10,6 +10,7 @@ from torch import nn
 
 from hade.config import ModelConfig, check_compute, seconds_to_samples
 from hade.data.chunker import token_phrase_index
+from hade.data.text import check_caption_normalize, normalize_captions
 from hade.models.encoders.types import TextFeatures
 from hade.models.embed import AUDIO_BATCH, TEXT_BATCH, AudioItem, WindowEmbeddings, embed_audio, embed_text
 from hade.models.encoders.text_bert import TextEncoder
@@ -27,6 +28,7 @@ class RetrievalModel(nn.Module):
     def __init__(self, config: ModelConfig, audio_encoder: nn.Module, text_encoder: TextEncoder,
                  head: RetrievalHead, tokenizer: Any) -> None:
         super().__init__()
+        check_caption_normalize(config.caption_normalize)
         self.config = config
         self.audio_encoder = audio_encoder
         self.text_encoder = text_encoder
@@ -78,9 +80,13 @@ class RetrievalModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def normalize(self, captions: list[str]) -> list[str]:
+        """The captions as the text encoder sees them (`config.caption_normalize`, hade.data.text)."""
+        return normalize_captions(captions, self.config.caption_normalize)
+
     def tokenize(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> input_ids [B, N], attention_mask [B, N] on the model's device."""
-        batch = self.tokenizer(list(captions), padding=True, truncation=True,
+        """-> input_ids [B, N], attention_mask [B, N] on the model's device (captions normalised first)."""
+        batch = self.tokenizer(self.normalize(captions), padding=True, truncation=True,
                                max_length=self.config.max_text_tokens, return_tensors="pt")
         return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
 
@@ -92,7 +98,7 @@ class RetrievalModel(nn.Module):
     def text_features(self, captions: list[str]) -> TextFeatures:
         """Text encoder features of `captions`; with a head that `needs_phrases` (HCI) and a fast tokenizer
         also `phrase_index` [B, N] from the rule-based chunker (hade.data.chunker) and the offset mapping."""
-        captions = list(captions)
+        captions = self.normalize(captions)
         if not (self.head.capabilities.needs_phrases and getattr(self.tokenizer, "is_fast", False)):
             return self.text_encoder(*self.tokenize(captions))
         batch = self.tokenizer(captions, padding=True, truncation=True, max_length=self.config.max_text_tokens,

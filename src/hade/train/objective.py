@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from hade.errors import InputError
-from hade.losses import nt_xent_partial
+from hade.losses import SAME_CLIP_MODES, ClipPairs, nt_xent_partial
 from hade.models.heads.base import RetrievalHead
 from hade.models.heads.reprs import Reprs, slice_reprs
 from hade.models.retrieval import RetrievalModel
@@ -55,11 +55,14 @@ def _score_shares(head: RetrievalHead, text_all: Reprs, audio_all: Reprs, start:
 
 
 def training_loss(model: RetrievalModel, batch: dict[str, Any], temperature: float,
-                  ctx: DistContext | None = None) -> dict[str, torch.Tensor]:
+                  ctx: DistContext | None = None, same_clip: str = "positive") -> dict[str, torch.Tensor]:
     """This process's share L_r of the loss of the global batch (the whole loss with one process).
 
     batch: "audio" [b, T] waveforms, "caption" b strings, "clip_index" [b] clip ids (pairs of one clip are
-    not each other's negatives), optionally "aux": one auxiliary caption (or None) per clip, for HCI+AC.
+    never each other's negatives: further positives with `same_clip="positive"`, left out with "exclude";
+    hade.losses), optionally "aux": one auxiliary caption (or None) per clip, for HCI+AC.
+    Every loss term sees the same clip ids: the NT-Xent of each contrastive score matrix and the head's
+    auxiliary losses (`aux_losses(pairs=ClipPairs(ids, same_clip))`).
     Returns {"nt_xent<suffix>"..., aux losses..., "loss"}: scalar tensors, "loss" their sum."""
     ctx = ctx or DistContext()
     audio = model.encode_audio(batch["audio"].to(model.device), batch.get("aux"))
@@ -70,9 +73,9 @@ def training_loss(model: RetrievalModel, batch: dict[str, Any], temperature: flo
     start = ctx.rank * b
     rows, cols = _score_shares(model.head, text_all, audio_all, start, b, ids_all.shape[0])
     losses = {f"nt_xent{suffix}": weight * nt_xent_partial(r.float(), cols[suffix][0].float(), temperature,
-                                                            ids_all, start)
+                                                            ids_all, start, same_clip)
               for suffix, (r, weight) in rows.items()}
-    for name, value in model.head.aux_losses(text_all, audio_all).items():
+    for name, value in model.head.aux_losses(text_all, audio_all, ClipPairs(ids_all, same_clip)).items():
         losses[name] = value / ctx.world_size
     losses["loss"] = sum(losses.values())
     return losses
@@ -82,12 +85,16 @@ class ContrastiveObjective(nn.Module):
     """What the trainer minimises: `model` and the loss's temperature τ. DDP wraps this module (not the
     model), so the whole loss (encoders, gathering, scoring) runs inside its forward."""
 
-    def __init__(self, model: RetrievalModel, temperature: float, ctx: DistContext | None = None) -> None:
+    def __init__(self, model: RetrievalModel, temperature: float, ctx: DistContext | None = None,
+                 same_clip: str = "positive") -> None:
         super().__init__()
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
             raise InputError(f"temperature: expected a number > 0, got {temperature!r}")
+        if same_clip not in SAME_CLIP_MODES:
+            raise InputError(f"same_clip: expected one of {list(SAME_CLIP_MODES)}, got {same_clip!r}")
         self.model = model
         self.temperature = float(temperature)
+        self.same_clip = same_clip
         self.ctx = ctx or DistContext()
 
     @property
@@ -96,4 +103,4 @@ class ContrastiveObjective(nn.Module):
         return self.ctx.world_size
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return training_loss(self.model, batch, self.temperature, self.ctx)
+        return training_loss(self.model, batch, self.temperature, self.ctx, self.same_clip)

@@ -42,6 +42,7 @@ from hade.data.readers import read_split
 from hade.data.types import SplitData
 from hade.errors import InputError
 from hade.eval.evaluate import evaluate
+from hade.losses import SAME_CLIP_MODES
 from hade.models.factory import create_model
 from hade.models.retrieval import RetrievalModel
 from hade.train import distributed as ddp
@@ -117,6 +118,8 @@ def check_train_config(config: TrainConfig) -> None:
         raise InputError(f"audio_cache_mb must be a number of MiB >= 0, got {cache!r}")
     _optional_count(config, "validate_every_steps")
     _optional_count(config, "validate_clips")
+    if config.same_clip not in SAME_CLIP_MODES:
+        raise InputError(f"same_clip: expected one of {list(SAME_CLIP_MODES)}, got {config.same_clip!r}")
 
 
 class Trainer:
@@ -170,7 +173,7 @@ class Trainer:
         device = ddp.local_device(resolve_device(cfg.device), ctx)
         precision = MixedPrecision(cfg.precision, device)
         model = self._build_model(device)
-        objective = ContrastiveObjective(model, cfg.temperature, ctx)
+        objective = ContrastiveObjective(model, cfg.temperature, ctx, cfg.same_clip)
         store, val_split = self._load_data(model.sample_rate)
         pairs = TrainPairs(store, model.samples_for(cfg.clip_seconds), seed=cfg.seed, replace_bad=True)
         steps_per_epoch, total_steps = self._plan(len(pairs))

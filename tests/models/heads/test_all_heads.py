@@ -187,3 +187,21 @@ def test_a_new_head_is_one_class_and_one_registry_line(tiny_model_config, monkey
     assert not model.uses_aux_captions and model.head.explain(text, audio) == {}
     pooled = model.head.pooled_text(text) @ model.head.pooled_audio(audio).T
     torch.testing.assert_close(model.score(text, audio), pooled)
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_every_heads_aux_losses_take_the_batchs_clip_pairs(tiny_model_config, head):
+    """The contract: `aux_losses(text, audio, pairs)` with the batch's same-clip positives (hade.losses); the
+    same terms come back, and with no shared clip they equal the terms without `pairs`."""
+    from hade.losses import ClipPairs
+
+    model = make_model(tiny_model_config, head).eval()
+    waves = torch.randn(6, model.max_samples, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        audio, text = model.encode_audio(waves), model.encode_text(CAPTIONS)
+        plain = model.head.aux_losses(text, audio)
+        distinct = model.head.aux_losses(text, audio, ClipPairs(torch.arange(6)))
+        shared = model.head.aux_losses(text, audio, ClipPairs(torch.tensor([0, 1, 2, 0, 3, 1])))
+    assert set(plain) == set(distinct) == set(shared)
+    for name in plain:
+        torch.testing.assert_close(distinct[name], plain[name], msg=name)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from hade.losses import ClipPairs
 from hade.models.encoders.types import AudioFeatures, TextFeatures
 from hade.models.heads.reprs import Reprs, num_items, slice_reprs
 
@@ -92,8 +93,12 @@ class RetrievalHead(nn.Module):
         weight)}; the loss of suffix "" is `nt_xent`, others `nt_xent<suffix>`. Default: `score` alone."""
         return {"": (self.score(text, audio), 1.0)}
 
-    def aux_losses(self, text: Reprs, audio: Reprs) -> dict[str, torch.Tensor]:
-        """Extra weighted training losses on a batch of matched pairs (row i of text ↔ row i of audio)."""
+    def aux_losses(self, text: Reprs, audio: Reprs, pairs: ClipPairs | None = None) -> dict[str, torch.Tensor]:
+        """Extra weighted training losses on a batch of matched pairs (row i of text ↔ row i of audio).
+
+        pairs: which rows belong to one clip and whether same-clip pairs are further positives
+        (`hade.losses.ClipPairs`; None: all rows distinct clips). A head with an in-batch contrastive or
+        distribution-matching term must use it, as the main NT-Xent does."""
         return {}
 
     def pooled_text(self, text: Reprs) -> torch.Tensor | None:

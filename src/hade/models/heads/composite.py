@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hade.losses import ClipPairs
 from hade.models.encoders.types import AudioFeatures, TextFeatures
 from hade.models.heads.base import RetrievalHead
 from hade.models.heads.reprs import Reprs
@@ -88,10 +89,10 @@ class SumHead(RetrievalHead):
         out.update({f"_{name}": (s, self.part_loss_weight) for name, s in parts.items()})
         return out
 
-    def aux_losses(self, text: Reprs, audio: Reprs) -> dict[str, torch.Tensor]:
+    def aux_losses(self, text: Reprs, audio: Reprs, pairs: ClipPairs | None = None) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for part in self.parts.values():
-            out.update(part.aux_losses(text, audio))
+            out.update(part.aux_losses(text, audio, pairs))
         return out
 
     def pooled_text(self, text: Reprs) -> torch.Tensor | None:

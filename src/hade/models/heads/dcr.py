@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hade.losses import ClipPairs
 from hade.models.encoders.types import AudioFeatures, TextFeatures
 from hade.models.heads.dp import DPHead
 from hade.models.heads.reprs import Reprs
@@ -134,7 +135,9 @@ class FactorHead(DPHead):
         return {"factors": {"similarity": cos, "score": self.score(pair_t, pair_a)[0, 0],
                             "confidence": confidence}}
 
-    def aux_losses(self, text: Reprs, audio: Reprs) -> dict[str, torch.Tensor]:
+    def aux_losses(self, text: Reprs, audio: Reprs, pairs: ClipPairs | None = None) -> dict[str, torch.Tensor]:
+        """α L_D + β L_A on the factor correlation of the matched rows (a [K, K] matrix over factors, not over
+        the batch: same-clip rows are no negatives here, so `pairs` changes nothing)."""
         if not (self.use_ld or self.use_la):
             return {}
         c = factor_correlation(text["factors"], audio["factors"])

@@ -26,8 +26,8 @@ Generation loss (`aux_losses`, the "generative viewpoint"): on a matched batch e
 batch's audios (and each audio over the texts with `train_directions="both"`, default; one shared denoiser with
 a direction embedding); per query a uniform random t, x_t from x_0, then `loss="ce"` (cross-entropy of the
 target p against softmax(logits), default: well-scaled gradients) or `"mse"` (‖x̂_0 - x_0‖², the plain
-x_0-prediction loss), times `generation_weight`. Rows are assumed to be distinct clips (the trainer's batches
-guarantee it). `detach_features=True` (default) stops the generation loss at the projected features: as the
+x_0-prediction loss), times `generation_weight`. Rows of one clip (rare: the trainer's batches avoid them)
+share the target mass when same-clip pairs are positives (`aux_losses(pairs=)`). `detach_features=True` (default) stops the generation loss at the projected features: as the
 abstract says, the generator learns from the generation loss and the feature extractor from the contrastive
 loss; False lets the generation loss shape the encoders too. In train mode t and ε come from the global RNG
 (they follow the trainer's seed and resume); in eval mode from a generator seeded with `seed` (a
@@ -64,6 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hade.losses import ClipPairs
 from hade.models.heads.dp import DPHead
 from hade.models.heads.reprs import Reprs
 
@@ -224,10 +225,16 @@ class DiffATRHead(DPHead):
         self.memory_budget = memory_budget_mb * 2**20
 
     # ---- diffusion -------------------------------------------------------------------------------------
-    def target(self, query: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
-        """Target distribution p [B, B] of query i over candidates (matched batch: candidate i)."""
+    def target(self, query: torch.Tensor, cands: torch.Tensor, positives: torch.Tensor | None = None) -> torch.Tensor:
+        """Target distribution p [B, B] of query i over candidates (matched batch: candidate i).
+
+        positives: [B, B] bool, the matched pairs (`ClipPairs.positives`; None: the diagonal). With
+        `x0="onehot"` p spreads uniformly over query i's positives (one-hot when it has one)."""
         if self.x0 == "onehot":
-            return torch.eye(query.shape[0], device=query.device, dtype=query.dtype)
+            if positives is None:
+                return torch.eye(query.shape[0], device=query.device, dtype=query.dtype)
+            p = positives.to(device=query.device, dtype=query.dtype)
+            return p / p.sum(-1, keepdim=True)
         return torch.softmax(query.detach() @ cands.detach().T / self.x0_temperature, -1)
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -236,9 +243,10 @@ class DiffATRHead(DPHead):
         return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
     def generation_loss(self, query: torch.Tensor, cands: torch.Tensor, direction: int,
-                        generator: torch.Generator | None) -> torch.Tensor:
-        """Loss of the denoiser on a matched batch: query [B, D] ↔ cands [B, D], row i ↔ row i."""
-        p = self.target(query, cands)
+                        generator: torch.Generator | None, positives: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of the denoiser on a matched batch: query [B, D] ↔ cands [B, D], row i ↔ row i (and the other
+        `positives` [B, B] of row i, if given)."""
+        p = self.target(query, cands, positives)
         n = query.shape[0]
         t = torch.randint(0, self.timesteps, (n,), generator=generator).to(query.device)
         noise = torch.randn(n, cands.shape[0], generator=generator, dtype=query.dtype).to(query.device)
@@ -301,19 +309,22 @@ class DiffATRHead(DPHead):
             gen = gen.clamp_min(torch.finfo(gen.dtype).tiny).log()
         return gen + self.prior_weight * cos if self.prior_weight else gen
 
-    def aux_losses(self, text: Reprs, audio: Reprs) -> dict[str, torch.Tensor]:
-        """{"generation": weight · mean over directions of the denoiser loss} on a matched batch."""
+    def aux_losses(self, text: Reprs, audio: Reprs, pairs: ClipPairs | None = None) -> dict[str, torch.Tensor]:
+        """{"generation": weight · mean over directions of the denoiser loss} on a matched batch; with
+        `x0="onehot"` the target of a text spreads over every audio of its clip in the batch when `pairs`
+        makes same-clip pairs positives (the positive mask is symmetric, so both directions use it)."""
         if not self.generation_weight:
             return {}
+        positives = None if pairs is None else pairs.positives(text["embed"].shape[0], text["embed"].device)
         t, a = text["embed"], audio["embed"]
         if self.detach_features:
             t, a = t.detach(), a.detach()
         g = None if self.training else torch.Generator().manual_seed(self.seed)
         losses = []
         if self.train_directions in ("t2a", "both"):
-            losses.append(self.generation_loss(t, a, 0, g))
+            losses.append(self.generation_loss(t, a, 0, g, positives))
         if self.train_directions in ("a2t", "both"):
-            losses.append(self.generation_loss(a, t, 1, g))
+            losses.append(self.generation_loss(a, t, 1, g, positives))
         return {"generation": self.generation_weight * sum(losses) / len(losses)}
 
 

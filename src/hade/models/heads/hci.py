@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hade.losses import nt_xent
+from hade.losses import ClipPairs, nt_xent
 from hade.models.encoders.types import AudioFeatures, AudioLevels, TextFeatures
 from hade.models.heads.base import RetrievalHead
 from hade.models.heads.dp import projection
@@ -285,11 +285,13 @@ class HCIHead(RetrievalHead):
         levels = self.level_scores(text, audio)
         return sum(w * levels[k] for w, k in zip(self.level_weights, LEVELS))  # type: ignore[return-value]
 
-    def aux_losses(self, text: Reprs, audio: Reprs) -> dict[str, torch.Tensor]:
+    def aux_losses(self, text: Reprs, audio: Reprs, pairs: ClipPairs | None = None) -> dict[str, torch.Tensor]:
+        """Σ_l β_l NT-Xent(S_l); same-clip pairs are treated as the main loss treats them (`pairs`)."""
         if not any(self.aux_weights):
             return {}
+        pairs = pairs or ClipPairs()
         levels = self.level_scores(text, audio)
-        return {f"hci_{k}": w * nt_xent(levels[k], self.temperature)
+        return {f"hci_{k}": w * nt_xent(levels[k], self.temperature, pairs.clip_ids, pairs.mode)
                 for w, k in zip(self.aux_weights, LEVELS) if w > 0}
 
     def pooled_text(self, text: Reprs) -> torch.Tensor:
