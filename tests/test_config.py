@@ -57,3 +57,18 @@ def test_same_clip_defaults_to_positives_and_is_checked():
     assert from_dict(TrainConfig, to_dict(TrainConfig(same_clip="exclude"))).same_clip == "exclude"
     with pytest.raises(InputError, match="same_clip.*'negative'"):
         check_train_config(TrainConfig(same_clip="negative"))
+
+
+@pytest.mark.parametrize("bad, field", [({"lr": "fast"}, "lr"), ({"epochs": -1}, "epochs"), ({"lr": -1e-3}, "lr"),
+                                        ({"batch_size": 0}, "batch_size"), ({"clip_seconds": float("nan")}, "clip_seconds"),
+                                        ({"warmup_fraction": 2.0}, "warmup_fraction"), ({"max_steps": 0}, "max_steps")])
+def test_train_config_values_are_checked_by_type_and_range(bad, field, tmp_path):
+    """Issue 24: {"lr": "fast"} was a TypeError traceback and a negative lr or epoch count was accepted."""
+    from hade.config import TrainConfig
+    from hade.errors import InputError
+    from hade.train.trainer import train
+
+    with pytest.raises(InputError, match=f"{field} must be"):
+        TrainConfig(**bad).check()
+    with pytest.raises(InputError, match=f"{field} must be"):  # refused before any data is read
+        train(tmp_path / "no-data", tmp_path / "run", TrainConfig(**bad), progress=False)

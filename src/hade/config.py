@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,6 +58,22 @@ def seconds_to_samples(seconds: float, sample_rate: int) -> int:
     return max(1, int(round(seconds * sample_rate)))
 
 T = TypeVar("T")
+
+
+def check_field(where: str, name: str, value: Any, low: float, high: float | None = None, integer: bool = False,
+                low_open: bool = False, optional: bool = False) -> None:
+    """InputError naming `where`.`name` unless `value` is a finite number (an int when `integer`) in
+    [low, high] (low excluded when `low_open`; None allowed when `optional`). Why: a config file's
+    {"lr": "fast"} or a negative epoch count reached the trainer as a TypeError or trained silently."""
+    if optional and value is None:
+        return
+    kinds = (int,) if integer else (int, float)
+    ok = not isinstance(value, bool) and isinstance(value, kinds) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (high is None or value <= high)
+    if not ok:
+        what = "a whole number" if integer else "a finite number"
+        bound = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+        raise InputError(f"{where}: {name} must be {what} {bound}{' or null' if optional else ''}, got {value!r}")
 
 
 @dataclass
@@ -136,6 +153,22 @@ class TrainConfig:
     audio_cache_mb: float = 256.0  # per-process LRU cache of decoded training audio, in MiB (0: off)
     model: ModelConfig = field(default_factory=ModelConfig)
 
+    def check(self, where: str = "train config") -> "TrainConfig":
+        """Self, or InputError naming the first numeric field of the wrong type or out of range."""
+        for name in ("epochs", "batch_size", "save_every_steps", "eval_batch_size", "grad_accum_steps",
+                     "prefetch_factor"):
+            check_field(where, name, getattr(self, name), 1, integer=True)
+        check_field(where, "seed", self.seed, 0, integer=True)
+        check_field(where, "max_steps", self.max_steps, 1, integer=True, optional=True)
+        check_field(where, "num_workers", self.num_workers, 0, integer=True, optional=True)
+        for name in ("lr", "text_lr", "weight_decay", "grad_clip", "audio_cache_mb"):
+            check_field(where, name, getattr(self, name), 0.0)
+        for name in ("clip_seconds", "temperature"):
+            check_field(where, name, getattr(self, name), 0.0, low_open=True)
+        for name in ("warmup_fraction", "min_lr_ratio", "caption_augment", "aux_error_rate"):
+            check_field(where, name, getattr(self, name), 0.0, 1.0)
+        return self
+
 
 @dataclass
 class PretrainConfig:
@@ -157,19 +190,14 @@ class PretrainConfig:
     def check(self, where: str = "pretrain config") -> "PretrainConfig":
         """Self, or InputError naming the first field of the wrong type or out of range."""
         for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{where}: {name} must be a positive integer, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise InputError(f"{where}: seed must be a non-negative integer, got {self.seed!r}")
-        for name, low, high in (("lr", 0.0, None), ("weight_decay", 0.0, None), ("grad_clip", 0.0, None),
-                                ("clip_seconds", 0.0, None), ("warmup_fraction", 0.0, 1.0), ("min_lr_ratio", 0.0, 1.0)):
-            value = getattr(self, name)
-            ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and value == value
-                  and value >= low and (high is None or value <= high) and value != float("inf"))
-            if not ok or (name in ("lr", "clip_seconds") and value == 0):
-                bound = f"in [{low}, {high}]" if high is not None else ("> 0" if name in ("lr", "clip_seconds") else ">= 0")
-                raise InputError(f"{where}: {name} must be a number {bound}, got {value!r}")
+            check_field(where, name, getattr(self, name), 1, integer=True)
+        check_field(where, "seed", self.seed, 0, integer=True)
+        for name in ("lr", "clip_seconds"):
+            check_field(where, name, getattr(self, name), 0.0, low_open=True)
+        for name in ("weight_decay", "grad_clip"):
+            check_field(where, name, getattr(self, name), 0.0)
+        for name in ("warmup_fraction", "min_lr_ratio"):
+            check_field(where, name, getattr(self, name), 0.0, 1.0)
         return self
 
 

@@ -113,6 +113,7 @@ def _optional_count(config: TrainConfig, name: str) -> None:
 
 def check_train_config(config: TrainConfig) -> None:
     """InputError naming the first TrainConfig field the trainer cannot use (checked before any data is read)."""
+    config.check()
     cache = config.audio_cache_mb
     if isinstance(cache, bool) or not isinstance(cache, (int, float)) or cache < 0:
         raise InputError(f"audio_cache_mb must be a number of MiB >= 0, got {cache!r}")
