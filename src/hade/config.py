@@ -76,6 +76,25 @@ def check_field(where: str, name: str, value: Any, low: float, high: float | Non
         raise InputError(f"{where}: {name} must be {what} {bound}{' or null' if optional else ''}, got {value!r}")
 
 
+@dataclass(frozen=True)
+class Rule:
+    """The range of some numeric config fields (see `check_field`)."""
+
+    names: tuple[str, ...]
+    low: float
+    high: float | None = None
+    integer: bool = False
+    low_open: bool = False
+    optional: bool = False
+
+
+def check_fields(config: Any, where: str, rules: tuple[Rule, ...]) -> None:
+    for rule in rules:
+        for name in rule.names:
+            check_field(where, name, getattr(config, name), rule.low, rule.high, rule.integer, rule.low_open,
+                        rule.optional)
+
+
 @dataclass
 class ModelConfig:
     """How to build a retrieval model.
@@ -155,18 +174,7 @@ class TrainConfig:
 
     def check(self, where: str = "train config") -> "TrainConfig":
         """Self, or InputError naming the first numeric field of the wrong type or out of range."""
-        for name in ("epochs", "batch_size", "save_every_steps", "eval_batch_size", "grad_accum_steps",
-                     "prefetch_factor"):
-            check_field(where, name, getattr(self, name), 1, integer=True)
-        check_field(where, "seed", self.seed, 0, integer=True)
-        check_field(where, "max_steps", self.max_steps, 1, integer=True, optional=True)
-        check_field(where, "num_workers", self.num_workers, 0, integer=True, optional=True)
-        for name in ("lr", "text_lr", "weight_decay", "grad_clip", "audio_cache_mb"):
-            check_field(where, name, getattr(self, name), 0.0)
-        for name in ("clip_seconds", "temperature"):
-            check_field(where, name, getattr(self, name), 0.0, low_open=True)
-        for name in ("warmup_fraction", "min_lr_ratio", "caption_augment", "aux_error_rate"):
-            check_field(where, name, getattr(self, name), 0.0, 1.0)
+        check_fields(self, where, _TRAIN_RULES)
         return self
 
 
@@ -189,16 +197,27 @@ class PretrainConfig:
 
     def check(self, where: str = "pretrain config") -> "PretrainConfig":
         """Self, or InputError naming the first field of the wrong type or out of range."""
-        for name in ("epochs", "batch_size"):
-            check_field(where, name, getattr(self, name), 1, integer=True)
-        check_field(where, "seed", self.seed, 0, integer=True)
-        for name in ("lr", "clip_seconds"):
-            check_field(where, name, getattr(self, name), 0.0, low_open=True)
-        for name in ("weight_decay", "grad_clip"):
-            check_field(where, name, getattr(self, name), 0.0)
-        for name in ("warmup_fraction", "min_lr_ratio"):
-            check_field(where, name, getattr(self, name), 0.0, 1.0)
+        check_fields(self, where, _PRETRAIN_RULES)
         return self
+
+
+_TRAIN_RULES = (
+    Rule(("epochs", "batch_size", "save_every_steps", "eval_batch_size", "grad_accum_steps", "prefetch_factor"), 1,
+         integer=True),
+    Rule(("seed",), 0, integer=True),
+    Rule(("max_steps",), 1, integer=True, optional=True),
+    Rule(("num_workers",), 0, integer=True, optional=True),
+    Rule(("lr", "text_lr", "weight_decay", "grad_clip", "audio_cache_mb"), 0.0),
+    Rule(("clip_seconds", "temperature"), 0.0, low_open=True),
+    Rule(("warmup_fraction", "min_lr_ratio", "caption_augment", "aux_error_rate"), 0.0, 1.0),
+)
+_PRETRAIN_RULES = (
+    Rule(("epochs", "batch_size"), 1, integer=True),
+    Rule(("seed",), 0, integer=True),
+    Rule(("lr", "clip_seconds"), 0.0, low_open=True),
+    Rule(("weight_decay", "grad_clip"), 0.0),
+    Rule(("warmup_fraction", "min_lr_ratio"), 0.0, 1.0),
+)
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
