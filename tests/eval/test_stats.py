@@ -91,6 +91,21 @@ def test_per_query_file_round_trip_and_bad_files(tmp_path):
         load_per_query(tmp_path / "other.npz")
 
 
+
+@pytest.mark.parametrize("field, value", [("t2a_rank", np.nan), ("a2t_rank", 0), ("t2a_rank", 10**6), ("text_clip", -1)])
+def test_a_per_query_file_with_impossible_ranks_is_refused(tmp_path, field, value):
+    """Issue 24: NaN ranks were accepted and printed R@1 100.0 with a median rank of -9223372036854775808."""
+    pq = _pq(np.random.default_rng(0).normal(size=(36, 12)), _split(12, 3))
+    save_per_query(tmp_path / "m.npz", pq)
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
+    data[field] = data[field].astype(np.float64 if np.isnan(value) else data[field].dtype)
+    data[field][3] = value
+    np.savez(tmp_path / "damaged.npz", **data)
+    with pytest.raises(InputError, match=f"damaged.npz: {field} must hold"):
+        load_per_query(tmp_path / "damaged.npz")
+
+
 # --------------------------------------------------------------------------- bootstrap
 def test_grouped_resampling_keeps_a_clips_captions_together():
     counts = stats.resample_counts(7, 50, seed=4)

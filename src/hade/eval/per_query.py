@@ -146,6 +146,21 @@ def save_per_query(path: str | Path, pq: PerQuery) -> None:
             np.savez_compressed(f, **arrays)
 
 
+def _check_ranks(path: Path, pq: PerQuery, num_clips: int) -> None:
+    """Ranks are whole numbers in 1..candidates and clip indices in 0..clips-1: a file with NaN ranks used to
+    give R@1 100.0 and a median rank of -9223372036854775808."""
+    for name, ranks, most in (("t2a_rank", pq.t2a_rank, num_clips), ("a2t_rank", pq.a2t_rank, pq.text_clip.size)):
+        values = np.asarray(ranks)
+        whole = np.issubdtype(values.dtype, np.integer) or (
+            np.issubdtype(values.dtype, np.floating) and bool(np.all(np.isfinite(values))) and
+            bool(np.all(values == np.round(values))))
+        if not whole or (values.size and (values.min() < 1 or values.max() > max(most, 1))):
+            raise InputError(f"{path}: {name} must hold whole ranks in 1..{max(most, 1)}; the file is damaged")
+    clips = np.asarray(pq.text_clip)
+    if not np.issubdtype(clips.dtype, np.integer) or (clips.size and (clips.min() < 0 or clips.max() >= num_clips)):
+        raise InputError(f"{path}: text_clip must hold clip indices in 0..{num_clips - 1}; the file is damaged")
+
+
 def load_per_query(path: str | Path) -> PerQuery:
     """Read a file written by :func:`save_per_query` (InputError naming the file when it is not one)."""
     path = Path(path)
@@ -167,6 +182,7 @@ def load_per_query(path: str | Path) -> PerQuery:
     nt, na = pq.text_clip.size, len(pq.clip_ids)
     if pq.t2a_rank.shape != (nt,) or pq.a2t_rank.shape != (nt,) or len(pq.t2a_top) != nt or len(pq.a2t_top) != na:
         raise InputError(f"{path}: inconsistent array shapes for {nt} captions and {na} clips")
+    _check_ranks(path, pq, na)
     present = [k for k in _REL_KEYS if k in data]
     if present:
         if len(present) != len(_REL_KEYS):
