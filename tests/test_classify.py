@@ -242,3 +242,15 @@ def test_converted_model_serves_and_explains(converted, tmp_path, capsys):
                  "--out", str(tmp_path / "fig"), "--json"]) == 0
     explanation = json.loads((tmp_path / "fig" / "explanation.json").read_text())
     assert np.isfinite(explanation["score"])
+
+
+@pytest.mark.parametrize("row, message", [("1-a.wav,1", "expected a filename and a category"),
+                                          ("1-a.wav,1,dog,dog barking,False,x,A", "target must be a whole number")])
+def test_esc50_rows_that_are_short_or_have_a_non_numeric_target_are_named(tmp_path, row, message):
+    """Issue 24: a short row or a non-numeric target in meta/esc50.csv gave a traceback."""
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "meta" / "esc50.csv").write_text("filename,fold,target,category,esc10,src_file,take\n"
+                                                 "0-b.wav,1,0,siren,False,x,A\n" + row + "\n")
+    with pytest.raises(InputError, match=f"esc50.csv:3: {message}"):
+        zero_shot._esc50(tmp_path)

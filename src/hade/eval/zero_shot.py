@@ -256,7 +256,15 @@ def _esc50(folder: Path) -> tuple[list[Path], list[str], list[str]]:
     if not rows or not need <= set(rows[0]):
         raise InputError(f"{meta}: expected columns {sorted(need)} (and optionally target), got "
                          f"{sorted(rows[0]) if rows else 'no rows'}")
-    order = {r["category"]: int(r.get("target") or 0) for r in rows}
+    order: dict[str, int] = {}
+    for line, r in enumerate(rows, start=2):  # line 1 is the header
+        if not r.get("filename") or not r.get("category") or None in r:
+            raise InputError(f"{meta}:{line}: expected a filename and a category (and the header's other columns), "
+                             f"got {[v for k, v in r.items() if k is not None]}")
+        target = (r.get("target") or "0").strip()
+        if not target.lstrip("-").isdigit():
+            raise InputError(f"{meta}:{line}: target must be a whole number (the class index), got {target!r}")
+        order[r["category"]] = int(target)
     classes = sorted(order, key=lambda c: (order[c], c))
     files = [folder / "audio" / r["filename"] for r in rows]
     return files, [r["category"] for r in rows], classes
