@@ -164,6 +164,21 @@ def test_interrupted_pack_resumes_and_keeps_finished_shards(tmp_path, monkeypatc
             assert (out / split / f.name).read_bytes() == f.read_bytes(), f.name
 
 
+def test_a_rerun_packs_a_truncated_shard_again_and_says_so(tmp_path, capsys):
+    """Issue 24: a re-run over a truncated shard reported "0 skipped" and left it truncated, and training
+    then validated on fewer clips without a word."""
+    src = make_set(tmp_path / "raw")
+    out = pack(src, tmp_path / "packed", RATE, clips_per_shard=4, progress=False).out
+    shard = out / "train" / "shard-00000.pcm16"
+    whole = shard.read_bytes()
+    shard.write_bytes(whole[: len(whole) // 3])
+    result = pack(src, out, RATE, clips_per_shard=4, progress=False)
+    (train,) = [s for s in result.splits if s.name == "train"]
+    assert len(train.repacked) == 1 and "truncated" in train.repacked[0] and shard.read_bytes() == whole
+    assert "1 damaged shard(s) packed again" in pack_app.format_result(result)
+    assert "packing it again" in capsys.readouterr().err
+
+
 def test_pack_refuses_other_arguments_and_foreign_folders(tmp_path):
     src = make_set(tmp_path / "raw")
     out = pack(src, tmp_path / "packed", RATE, clips_per_shard=4, progress=False).out

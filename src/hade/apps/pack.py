@@ -34,7 +34,8 @@ def format_result(result: PackResult) -> str:
     lines = [f"packed {result.out} at {result.sample_rate} Hz"]
     for s in result.splits:
         lines.append(f"  {s.name} (from {s.source_split}): {s.clips} clips in {s.shards} shard(s), "
-                     f"{len(s.problems)} skipped")
+                     f"{len(s.problems)} skipped" + (f", {len(s.repacked)} damaged shard(s) packed again"
+                                                     if s.repacked else ""))
     if any(s.problems for s in result.splits):
         lines.append(f"  skipped files and why: {result.out / 'pack-report.json'}")
     return "\n".join(lines)

@@ -85,6 +85,21 @@ def read_marker(root: Path) -> dict:
     return meta
 
 
+def shard_damage(shard: Path) -> str | None:
+    """Why a written shard cannot be read back in full (its offsets table unreadable, or reaching past the
+    samples the file holds, e.g. a file truncated after it was written), or None when it is whole."""
+    try:
+        table = np.load(index_path(shard), allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        return f"unreadable offsets table ({exc})"
+    if table.dtype != INDEX_DTYPE or table.ndim != 1:
+        return f"offsets table of dtype {table.dtype} and shape {table.shape}"
+    size = shard.stat().st_size // 2
+    if len(table) and int((table["offset"] + table["length"]).max()) > size:
+        return f"truncated: the offsets table reaches past its {size} samples"
+    return None
+
+
 @functools.lru_cache(maxsize=_OPEN_SHARDS)
 def _open_shard(shard: str) -> tuple[np.ndarray, np.ndarray, int]:
     """(int16 samples [N] memory-mapped, offsets table [clips] of INDEX_DTYPE, sample rate) of one shard."""

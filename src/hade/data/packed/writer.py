@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from hade.data.packed.shards import (
     ShardWriter,
     clear_cache,
     index_path,
+    shard_damage,
     meta_path,
     shard_name,
 )
@@ -50,6 +52,7 @@ class SplitResult:
     clips: int = 0
     shards: int = 0
     problems: list[Problem] = field(default_factory=list)
+    repacked: list[str] = field(default_factory=list)  # finished shards found damaged and written again (why)
 
 
 @dataclass
@@ -159,7 +162,11 @@ def pack_split(split: SplitData, split_dir: Path, sample_rate: int, clips_per_sh
         shard = split_dir / shard_name(k)
         part = clips[k * clips_per_shard:(k + 1) * clips_per_shard]
         meta = _read_meta(shard)
-        if meta is None:
+        damage = shard_damage(shard) if meta is not None else None
+        if damage is not None:
+            tqdm.write(f"{shard}: {damage}; packing it again", file=sys.stderr)
+            result.repacked.append(f"{shard}: {damage}")
+        if meta is None or damage is not None:
             meta = _write_shard(shard, part, sample_rate, lambda: bar.update(1))
         else:
             bar.update(len(part))
