@@ -384,7 +384,7 @@ def plot(report: dict[str, Any], path: str | Path, row: str = "tha+dcr") -> Path
                              and c["differences"]["rows"].get(row))
                 if not pts:
                     continue
-                x = [p[0] * (1.06 if clotho else 1.0) for p in pts]
+                x = [p[0] * (1.04 if start == "pretrained" else 1.0) * (1.09 if clotho else 1.0) for p in pts]  # side by side
                 y = [p[1]["diff"] for p in pts]
                 err = [[p[1]["diff"] - p[1]["ci"][0] for p in pts], [p[1]["ci"][1] - p[1]["diff"] for p in pts]]
                 label = f"{start}{', Clotho-like 10 s' if clotho else ''}"
