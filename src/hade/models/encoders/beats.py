@@ -38,7 +38,8 @@ from torch.utils.checkpoint import checkpoint
 from hade.errors import InputError
 from hade.models.encoders.configs import EncoderConfig, check_levels, check_positive, check_rates
 from hade.models.encoders.kaldi import fbank
-from hade.models.encoders.types import AudioFeatures, AudioLevels
+from hade.models.encoders.types import AudioFeatures
+from hade.models.encoders.vit import ViTLevels
 from hade.models.presets import PresetMapping
 
 FBANK_MEAN, FBANK_STD = 15.41663, 6.55582  # BEATs' fbank normalisation (AudioSet statistics)
@@ -196,8 +197,10 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(Layer(c, first=i == 0) for i in range(c.depth))
 
 
-class BEATsEncoder(nn.Module):
+class BEATsEncoder(ViTLevels, nn.Module):
     """BEATs: waveform ``[B, T_samples]`` at 16 kHz -> :class:`AudioFeatures` (tokens of the chosen blocks)."""
+
+    family = "BEATs"
 
     def __init__(self, config: BEATsConfig) -> None:
         super().__init__()
@@ -209,27 +212,6 @@ class BEATsEncoder(nn.Module):
         self.encoder = Encoder(c)
         self.drop = nn.Dropout(c.dropout)
         self.grad_checkpointing = False
-
-    @staticmethod
-    def levels_for(config: BEATsConfig) -> AudioLevels:
-        """The chosen blocks (default 4/8/12), each matched with the text block at the same relative depth."""
-        return AudioLevels.vit_blocks(config.levels, config.embed_dim, config.depth)
-
-    @property
-    def levels(self) -> AudioLevels:
-        return self.levels_for(self.config)
-
-    def level_name(self, level: int) -> str:
-        """Label of level `level` (1-based) for explanations, "BEATs block 8" (the encoder contract that
-        `hade.explain` reads)."""
-        return f"BEATs {self.levels.names[int(level) - 1]}"
-
-    @property
-    def max_samples(self) -> int:
-        return self.config.max_samples
-
-    def set_grad_checkpointing(self, enabled: bool = True) -> None:
-        self.grad_checkpointing = enabled
 
     def features(self, waveform: torch.Tensor) -> torch.Tensor:
         """Normalised Kaldi fbank [B, frames, mel_bins] (in float32, or float64 for a float64 waveform)."""

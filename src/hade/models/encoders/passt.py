@@ -32,8 +32,8 @@ from hade.errors import InputError
 from hade.models.encoders.configs import EncoderConfig, check_levels, check_positive, check_rates
 from hade.models.encoders.htsat import _drop_stripes
 from hade.models.encoders.kaldi import mel_banks
-from hade.models.encoders.types import AudioFeatures, AudioLevels
-from hade.models.encoders.vit import Block, init_vit_weights
+from hade.models.encoders.types import AudioFeatures
+from hade.models.encoders.vit import Block, ViTLevels, init_vit_weights
 from hade.models.presets import PresetMapping
 
 
@@ -170,8 +170,10 @@ class PatchEmbed(nn.Module):
         return self.proj(x)
 
 
-class PaSSTEncoder(nn.Module):
+class PaSSTEncoder(ViTLevels, nn.Module):
     """PaSST: waveform ``[B, T_samples]`` -> :class:`AudioFeatures` (patch tokens of the chosen blocks)."""
+
+    family = "PaSST"
 
     def __init__(self, config: PaSSTConfig) -> None:
         super().__init__()
@@ -194,32 +196,6 @@ class PaSSTEncoder(nn.Module):
             nn.init.trunc_normal_(p, std=0.02)
         self.apply(init_vit_weights)
         self.grad_checkpointing = False
-
-    @staticmethod
-    def levels_for(config: PaSSTConfig) -> AudioLevels:
-        """The chosen blocks (default 4/8/12), each matched with the text block at the same relative depth."""
-        return AudioLevels.vit_blocks(config.levels, config.embed_dim, config.depth)
-
-    @property
-    def levels(self) -> AudioLevels:
-        return self.levels_for(self.config)
-
-    def level_name(self, level: int) -> str:
-        """Label of level `level` (1-based) for explanations, "PaSST block 8" (the encoder contract that
-        `hade.explain` reads)."""
-        return f"PaSST {self.levels.names[int(level) - 1]}"
-
-    @property
-    def max_samples(self) -> int:
-        return self.config.max_samples
-
-    @property
-    def max_seconds(self) -> float:
-        return self.config.max_samples / self.config.sample_rate
-
-    def set_grad_checkpointing(self, enabled: bool = True) -> None:
-        """Recompute block activations in backward (saves memory during training)."""
-        self.grad_checkpointing = enabled
 
     def _check_length(self, num_samples: int) -> None:
         c = self.config

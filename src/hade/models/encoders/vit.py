@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hade.models.encoders.types import AudioLevels
+
 
 class DropPath(nn.Module):
     """Stochastic depth: drops a sample's residual branch with probability `p` in training."""
@@ -82,3 +84,37 @@ def init_vit_weights(module: nn.Module) -> None:
 
 
 __all__ = ["Attention", "Block", "DropPath", "Mlp", "init_vit_weights"]
+
+
+class ViTLevels:
+    """The encoder contract of a ViT-style audio encoder (PaSST, BEATs), written once: its levels are the
+    chosen blocks of `config.levels` (default 4/8/12), each matched with the text block at the same relative
+    depth. The encoder sets `config` (with `levels`, `embed_dim`, `depth`, `max_samples`, `sample_rate`)
+    and `grad_checkpointing`; `family` names it in explanations ("PaSST block 8")."""
+
+    family: str = ""
+
+    @staticmethod
+    def levels_for(config) -> AudioLevels:
+        """The chosen blocks (default 4/8/12), each matched with the text block at the same relative depth."""
+        return AudioLevels.vit_blocks(config.levels, config.embed_dim, config.depth)
+
+    @property
+    def levels(self) -> AudioLevels:
+        return self.levels_for(self.config)
+
+    def level_name(self, level: int) -> str:
+        """Label of level `level` (1-based) for explanations (the encoder contract that `hade.explain` reads)."""
+        return f"{self.family} {self.levels.names[int(level) - 1]}"
+
+    @property
+    def max_samples(self) -> int:
+        return self.config.max_samples
+
+    @property
+    def max_seconds(self) -> float:
+        return self.config.max_samples / self.config.sample_rate
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute block activations in backward (saves memory during training)."""
+        self.grad_checkpointing = enabled
