@@ -27,6 +27,8 @@ from what the repository holds.
 """
 from __future__ import annotations
 
+import copy
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,8 +116,6 @@ def _generate(root: Path, spec: SetSpec, progress: bool) -> Path:
 def _manifest(path: Path, splits: list[Any], prefixes: list[str] | None = None) -> None:
     """A JSON Lines split of the clips of `splits`; each split's ids get its prefix (ids stay unique when two
     generated sets, whose file names repeat, are joined)."""
-    import json
-
     prefixes = prefixes or [""] * len(splits)
     lines = [json.dumps({"audio": str(c.audio_path.resolve()), "captions": list(c.captions), "id": prefix + c.clip_id})
              for split, prefix in zip(splits, prefixes) for c in split.clips]
@@ -174,8 +174,6 @@ class Study:
     base_config: TrainConfig | None = None  # default: the demo's (htsat-cpu + MiniLM, batch 32) with `epochs`
 
     def base(self, cell: Cell) -> TrainConfig:
-        import copy
-
         from hade.demo import demo_config
 
         cfg = copy.deepcopy(self.base_config) if self.base_config else demo_config("dp", epochs=self.epochs)
@@ -215,13 +213,10 @@ def ensure_pretrained(study: Study) -> Path:
         _archive_files(archived, out, PRETRAIN_FILES)
         study.log(f"pretrained encoder taken from the archive {archived}")
         return out
-    if (out / "pretrain.json").is_file() and not (out / "state.pt").is_file():
-        return out  # archived copy from an earlier call
-    if (out / "state.pt").is_file() and (out / "pretrain.json").is_file():
-        import json
-
-        if json.loads((out / "pretrain.json").read_text())["epochs_done"] == cfg.epochs:
-            return out
+    if (out / "pretrain.json").is_file() and (not (out / "state.pt").is_file()  # an archived copy
+                                              or json.loads((out / "pretrain.json").read_text())["epochs_done"]
+                                              == cfg.epochs):  # or a finished run
+        return out
     corpus = _generate(study.root, PRETRAIN_CORPUS, study.progress)
     info = pretrain(corpus, out, cfg, progress=study.progress, log=study.log)
     if info["epochs_done"] == cfg.epochs and archived is not None:
@@ -273,8 +268,6 @@ def run_study(study: Study) -> dict[str, Any]:
 def _finished(study: Study, cell: Cell) -> dict[str, list[dict[str, Any]]]:
     """{head: results of seeds 0..k-1} for the heads whose first k seeds are finished, k the largest
     count all of the cell's finished heads share (so rows of a cell pool the same seeds)."""
-    import json
-
     found = {}
     for head in study.heads:
         results = []
