@@ -80,3 +80,12 @@ def hade_pair(config: Any, seed: int = 0) -> tuple[nn.Module, nn.Module, Any]:
     ours = BEATsEncoder(config).eval()
     report = load_audio_state_dict(ours, ref.state_dict(), kind="beats")
     return ref, ours, report
+
+
+def as_float64(reference: nn.Module) -> nn.Module:
+    """The reference in float64, as far as ESPnet allows: it casts the fbank to float32 before the patch
+    embedding (`.float()`; a pre-hook casts it back) and computes GELU in float32 whatever the model's dtype,
+    so its float64 run still rounds there to float32."""
+    ref = reference.double()
+    ref.patch_embedding.register_forward_pre_hook(lambda m, args: (args[0].to(m.weight.dtype),))
+    return ref

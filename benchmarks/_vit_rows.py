@@ -167,6 +167,23 @@ def report_pair(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _main_float64(pair: Pair, args: argparse.Namespace, threads: int) -> int:
+    """Exit 1 when hade's float32 run is further from the exact result than the reference's by more than a
+    quarter, at a level where it is also over --tol."""
+    try:
+        result = float64_errors(pair, args.batch, args.seconds, threads)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2) if args.json else report_float64(result))
+    worse = [r for r in result["rows"] if r["hade_fp32"] > max(args.tol, 1.25 * r["reference_fp32"])]
+    if worse:
+        print(f"FAIL: hade's float32 is further from float64 than {pair.reference_name}'s at "
+              + ", ".join(str(r["level"]) for r in worse), file=sys.stderr)
+        return 1
+    return 0
+
+
 def main_vit(args: argparse.Namespace) -> int:
     threads = args.threads or torch.get_num_threads()
     pair = Pair(args.encoder)
@@ -179,6 +196,8 @@ def main_vit(args: argparse.Namespace) -> int:
     if not pair.helper.available():
         print(f"error: the {pair.reference_name} reference is not installed (make install)", file=sys.stderr)
         return 2
+    if args.against_fp64:
+        return _main_float64(pair, args, threads)
     result = measure_pair(pair, args.batch, args.seconds, args.rounds, threads)
     print(json.dumps(result, indent=2) if args.json else report_pair(result))
     worst = max(result["max_diff"]["levels"] + [result["max_diff"]["pooled"]])
@@ -186,3 +205,44 @@ def main_vit(args: argparse.Namespace) -> int:
         print(f"FAIL: outputs differ by {worst:.3g} > {args.tol:g}", file=sys.stderr)
         return 1
     return 0
+
+
+def float64_errors(pair: Pair, batch: int, seconds: float, threads: int) -> dict[str, Any]:
+    """How far each float32 implementation is from the exact result: max |fp32 - fp64| per level and on the
+    clip vector, with hade's float64 run (float64 from the waveform on) as the exact result. Shows whether a
+    difference between the two float32 runs is a mistake or float32 rounding that no implementation avoids."""
+    import copy
+
+    from encoder import waveforms
+
+    if not hasattr(pair.helper, "as_float64"):
+        raise ValueError(f"--against-fp64: the {pair.reference_name} reference cannot run in float64")
+    torch.set_num_threads(threads)
+    reference, ours = pair.build()
+    wave = waveforms(batch, seconds, rate=pair.config.sample_rate)
+    with torch.no_grad():
+        ref32, ref32_clip = pair.reference_levels(reference, wave)
+        got32 = ours(wave)
+        ref64, ref64_clip = pair.reference_levels(pair.helper.as_float64(copy.deepcopy(reference)), wave.double())
+        exact = copy.deepcopy(ours).double()(wave.double())
+
+    def err(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a.double() - b).abs().max())
+
+    levels = [{"level": lv, "reference_fp32": err(r, e), "hade_fp32": err(h, e), "hade_vs_reference_fp32": err(h, r),
+               "reference_fp64": err(r64, e)}
+              for lv, r, h, r64, e in zip(pair.config.levels, ref32, got32.stages, ref64, exact.stages)]
+    clip = {"level": "clip", "reference_fp32": err(ref32_clip, exact.pooled), "hade_fp32": err(got32.pooled, exact.pooled),
+            "hade_vs_reference_fp32": err(got32.pooled, ref32_clip), "reference_fp64": err(ref64_clip, exact.pooled)}
+    return {"encoder": pair.preset, "reference": pair.reference_name, "batch": batch, "seconds": seconds,
+            "rows": levels + [clip]}
+
+
+def report_float64(result: dict[str, Any]) -> str:
+    ref = result["reference"]
+    lines = [f"{result['encoder']}, {result['batch']} × {result['seconds']:g} s clips, random weights: max |x - exact| "
+             "with hade's float64 run as the exact result",
+             f"{'level':<7} {ref + ' fp32':>18} {'hade fp32':>10} {'hade - ' + ref + ' (fp32)':>28} {ref + ' fp64':>18}"]
+    lines += [f"{str(r['level']):<7} {r['reference_fp32']:>18.2e} {r['hade_fp32']:>10.2e} "
+              f"{r['hade_vs_reference_fp32']:>28.2e} {r['reference_fp64']:>18.2e}" for r in result["rows"]]
+    return "\n".join(lines)

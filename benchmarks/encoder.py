@@ -263,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text-layers", type=int, default=12, help="RoBERTa blocks of the text row (roberta-base: 12)")
     p.add_argument("--tol", type=float, default=1e-4)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--against-fp64", action="store_true",
+                   help="--encoder beats: each float32 run's distance from the exact (float64) result instead of timing")
     args = p.parse_args(argv)
     if args.encoder != "htsat" or args.memory_probe:
         from _vit_rows import main_vit
