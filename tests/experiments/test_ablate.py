@@ -123,12 +123,12 @@ def test_rows_subset_runs_only_those_and_reports_finished_others(tmp_path, monke
 
 
 def test_a_run_being_trained_elsewhere_is_refused(tmp_path, monkeypatch):
-    from hade.experiments.ablate import _run_lock, run_row_seed
+    from hade.experiments.ablate import run_lock, run_row_seed
 
     calls = _fake_runs(monkeypatch)
     row = table_rows("1")[0]
-    with _run_lock(tmp_path / "rows" / "dp" / "seed0"):
-        with pytest.raises(InputError, match="another `hade ablate` is training"):
+    with run_lock(tmp_path / "rows" / "dp" / "seed0"):
+        with pytest.raises(InputError, match="another worker is training"):
             run_row_seed(row, 0, TrainConfig(), tmp_path, tmp_path, False, lambda s: None)
     assert calls == []
     run_row_seed(row, 0, TrainConfig(), tmp_path, tmp_path, False, lambda s: None)  # released: it runs
@@ -138,7 +138,7 @@ def test_a_run_being_trained_elsewhere_is_refused(tmp_path, monkeypatch):
 def test_a_worker_does_its_other_runs_first_then_waits_for_a_busy_one(tmp_path, monkeypatch):
     import threading
 
-    from hade.experiments.ablate import _run_dir, _run_lock
+    from hade.experiments.ablate import row_dir, run_lock
     from hade.utils.atomic import write_json_atomic
 
     calls = _fake_runs(monkeypatch)
@@ -150,12 +150,12 @@ def test_a_worker_does_its_other_runs_first_then_waits_for_a_busy_one(tmp_path, 
                                 "score_seconds_per_1k2": 0.5}}
 
     def other_worker():  # trains dp seed 0 until this worker has run seed 1 and started waiting
-        with _run_lock(_run_dir(tmp_path / "out", row, 0)):
+        with run_lock(row_dir(tmp_path / "out", row, 0)):
             held.set()
             deadline = threading.Event()
             while not any("waiting for the other worker" in line for line in logs) and not deadline.wait(0.05):
                 pass
-            write_json_atomic(_run_dir(tmp_path / "out", row, 0) / "eval.json", other_result)
+            write_json_atomic(row_dir(tmp_path / "out", row, 0) / "eval.json", other_result)
 
     thread = threading.Thread(target=other_worker)
     thread.start()

@@ -65,6 +65,11 @@ def _head(name: str) -> Callable[[TrainConfig], None]:
     return apply
 
 
+def head_row(name: str) -> Row:
+    """The row that trains head `name` (a head combination, as `hade train --head` takes it)."""
+    return Row(name, _head(name))
+
+
 def _factors(k: int) -> Callable[[TrainConfig], None]:
     def apply(cfg: TrainConfig) -> None:
         cfg.model.head = "dcr"
@@ -111,12 +116,12 @@ def table_rows(table: str) -> list[Row]:
     raise InputError(f"--table: expected 1, 2, 3, 4, 5, compare or ood, got {table!r}")
 
 
-def _slug(name: str) -> str:
+def row_slug(name: str) -> str:
     return name.replace("+", "_").replace("=", "_")
 
 
-def _run_dir(out: Path, row: Row | str, seed: int) -> Path:
-    return out / "rows" / _slug(row if isinstance(row, str) else row.name) / f"seed{seed}"
+def row_dir(out: Path, row: Row | str, seed: int) -> Path:
+    return out / "rows" / row_slug(row if isinstance(row, str) else row.name) / f"seed{seed}"
 
 
 def _timed_metrics(model, split, cfg: TrainConfig, aux: dict[str, str] | None) -> EvalRun:
@@ -150,7 +155,7 @@ class RunBusy(InputError):
 
 
 @contextlib.contextmanager
-def _run_lock(run_dir: Path, block: bool = False):
+def run_lock(run_dir: Path, block: bool = False):
     """Exclusive lock on `run_dir` for this process (released when it ends, even when killed); RunBusy
     when another process holds it, unless `block` (then wait for it)."""
     try:
@@ -164,7 +169,7 @@ def _run_lock(run_dir: Path, block: bool = False):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
         except BlockingIOError:
-            raise RunBusy(f"{run_dir}: another `hade ablate` is training this run; give this worker other "
+            raise RunBusy(f"{run_dir}: another worker is training this run; give this worker other "
                           f"--rows or wait for it") from None
         yield
     finally:
@@ -173,7 +178,7 @@ def _run_lock(run_dir: Path, block: bool = False):
 
 def _cached(row: Row, seeds: int, out: Path) -> list[dict[str, Any]] | None:
     """The finished results of every seed of `row` in `out`, or None when one is missing."""
-    files = [_run_dir(out, row, seed) / "eval.json" for seed in range(seeds)]
+    files = [row_dir(out, row, seed) / "eval.json" for seed in range(seeds)]
     return [json.loads(f.read_text()) for f in files] if all(f.is_file() for f in files) else None
 
 
@@ -182,11 +187,11 @@ def run_row_seed(row: Row, seed: int, base: TrainConfig, data_dir: Path, out: Pa
     """Train (or resume) one row with one seed and evaluate its best checkpoint; cached in eval.json.
     With `ood_data`, the reported metrics are on that set's evaluation split (in-domain ones kept too).
     RunBusy when another worker is training the run, unless `block` (then wait for it first)."""
-    run_dir = _run_dir(out, row, seed)
+    run_dir = row_dir(out, row, seed)
     done = run_dir / "eval.json"
     if done.is_file():
         return json.loads(done.read_text())
-    with _run_lock(run_dir, block):
+    with run_lock(run_dir, block):
         if done.is_file():  # finished by another worker between the check above and the lock
             return json.loads(done.read_text())
         return _train_and_evaluate(row, seed, base, data_dir, run_dir, progress, log, ood_data)
@@ -283,7 +288,7 @@ def differences(table: str, done: dict[str, list[dict[str, Any]]], out: Path, da
     baseline = BASELINE.get(str(table), "dp")
     systems, missing, first = [], [], {}
     for name, results in done.items():
-        runs = [run_per_query(_run_dir(out, name, r["seed"]), r, data_dir, ood_data, log) for r in results]
+        runs = [run_per_query(row_dir(out, name, r["seed"]), r, data_dir, ood_data, log) for r in results]
         if any(pq is None for pq in runs):
             missing.append(name)
         else:
@@ -428,7 +433,7 @@ def ablate(table: str, data_dir: str | Path, out: str | Path, seeds: int = 3, ba
         all_results[row.name] = results
         write()  # partial tables after every row, so an interrupted ablation still shows what is done
     for row, seed in busy:
-        log(f"{_run_dir(out, row, seed)}: waiting for the other worker to finish it")
+        log(f"{row_dir(out, row, seed)}: waiting for the other worker to finish it")
         all_results[row.name][seed] = run_row_seed(row, seed, base, data_dir, out, progress, log, ood, block=True)
         write()
     return write()

@@ -228,13 +228,13 @@ def run_one(study: Study, dirs: dict[str, Path], cell: Cell, head: str, seed: in
             block: bool = False) -> dict[str, Any]:
     """Train and evaluate one (cell, head, seed), or take it from the run folder or the archive.
     ablate.RunBusy when another worker is training it, unless `block` (then wait for it)."""
-    row = ablate.Row(head, ablate._head(head))
-    run_dir = ablate._run_dir(study.cell_dir(cell), row, seed)
-    archived = study.archive / cell.name / ablate._slug(head) / f"seed{seed}" if study.archive else None
+    row = ablate.head_row(head)
+    run_dir = ablate.row_dir(study.cell_dir(cell), row, seed)
+    archived = study.archive / cell.name / ablate.row_slug(head) / f"seed{seed}" if study.archive else None
     if archived is not None and not (run_dir / "eval.json").is_file() and (archived / "eval.json").is_file():
         _archive_files(archived, run_dir, RUN_FILES)
     if cell.start == "pretrained":
-        with ablate._run_lock(study.root / "pretrain", block=True):  # one worker pretrains, the others wait
+        with ablate.run_lock(study.root / "pretrain", block=True):  # one worker pretrains, the others wait
             ensure_pretrained(study)
     heldout = None if cell.train_set == "clotho" else dirs["heldout"]
     result = ablate.run_row_seed(row, seed, study.base(cell), dirs[cell.train_set], study.cell_dir(cell),
@@ -272,7 +272,7 @@ def _finished(study: Study, cell: Cell) -> dict[str, list[dict[str, Any]]]:
     for head in study.heads:
         results = []
         for seed in range(study.seeds):
-            f = ablate._run_dir(study.cell_dir(cell), head, seed) / "eval.json"
+            f = ablate.row_dir(study.cell_dir(cell), head, seed) / "eval.json"
             if not f.is_file():
                 break
             results.append(json.loads(f.read_text()))
