@@ -5,8 +5,9 @@ The annotations file
 A CSV with a header and the columns ``query`` (a caption text) and ``audio_filenames`` (the files relevant to
 it, written as a Python list literal, e.g. ``"['a.wav', 'b.wav']"``), one row per query, as the task's
 ``metadata_eval.csv`` for the Clotho development-testing ("evaluation") split (CPJKU/dcase2025_task6_baseline,
-``resources/metadata_eval.csv``, read there with pandas and ``ast.literal_eval``; `read_relevance` reads its
-1,037 queries with 3,116 relevant files, 3.0 per query and at most 12; the results page says 2.8 per caption).
+``resources/metadata_eval.csv``, read there with pandas and ``ast.literal_eval``; `read_relevance` read that
+public file, which hade does not ship, as 1,037 queries with 3,116 relevant files, 3.0 per query and at most
+12; the results page says 2.8 per caption).
 Other columns are ignored. A query (leading and trailing white space removed, as hade's readers remove it from
 captions) is matched to the first caption of the split with exactly its text (as the baseline's
 ``captions.index(query)``; captions with one text have one text embedding, so which occurrence is taken changes
