@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,15 +14,13 @@ import soundfile as sf
 import torch
 
 import hade
+from _scripts import load_script
 from hade.cli import main
 from hade.errors import InputError
 from hade.eval import zero_shot
 from hade.eval.zero_shot import ZeroShotClassifier, classification_metrics, read_labels
 
-_spec = importlib.util.spec_from_file_location(
-    "_wavcaps_layout", Path(__file__).resolve().parent / "models" / "_wavcaps_layout.py")
-_wavcaps = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_wavcaps)
+_wavcaps = load_script("tests/models/_wavcaps_layout.py")
 
 LABELS = ["dog barking", "rain", "siren", "birds"]
 

@@ -214,19 +214,11 @@ def test_cli_helpers_write_figures_json_and_summary(model, wave, tmp_path, capsy
 
 # ---- words from word pieces, level names ---------------------------------------------------------------
 def _roberta_tokenizer(folder):
-    import importlib.util
-    import sys
-    from pathlib import Path
+    from _scripts import load_script
 
     from hade.models.encoders.text_bert import load_tokenizer
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "_laion_reference.py"
-    if "_laion_reference" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("_laion_reference", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["_laion_reference"] = module
-        spec.loader.exec_module(module)
-    return load_tokenizer(sys.modules["_laion_reference"].write_tiny_roberta_tokenizer(folder))
+    return load_tokenizer(load_script("benchmarks/_laion_reference.py").write_tiny_roberta_tokenizer(folder))
 
 
 @pytest.mark.parametrize("fast", [True, False])

@@ -1,4 +1,4 @@
-"""Test helper (loaded by path): checkpoints in WavCaps' ASE key layout, and the loader for test helpers.
+"""Test helper (loaded by path): checkpoints in WavCaps' ASE key layout.
 
 WavCaps (XinhaoMei/WavCaps retrieval/models/ase_model.py) saves ``{"model": state, "config": settings}`` with
 ``audio_encoder.audio_enc.*`` (HTSAT; its torchlibrosa front end under ``audio_feats_extractor.*``),
@@ -7,23 +7,11 @@ and ``temp``; the settings' ``audio_args`` name the front end.
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_helper(name: str, path: Path):
-    """A helper module outside any package, one copy per process."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def audio_args(config) -> dict:

@@ -8,15 +8,14 @@ core) at small test geometry, saved in WavCaps' key layout.
 """
 from __future__ import annotations
 
-import importlib.util
 import types
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from _scripts import load_script
 import hade
 from hade.errors import InputError
 from hade.models.convert import format_report
@@ -24,11 +23,8 @@ from hade.models.convert_full import convert_full
 from hade.models.encoders.htsat import htsat_config
 from hade.models.encoders.text_bert import bundled_minilm_dir, load_tokenizer
 
-_ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("_wavcaps_layout", _ROOT / "tests" / "models" / "_wavcaps_layout.py")
-_wavcaps = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_wavcaps)
-_ref = _wavcaps.load_helper("_laion_reference", _ROOT / "benchmarks" / "_laion_reference.py")
+_wavcaps = load_script("tests/models/_wavcaps_layout.py")
+_ref = load_script("benchmarks/_laion_reference.py")
 
 TOL = 1e-4
 CAPTIONS = ["a dog barks", "bar dog ks in the bar", "x"]

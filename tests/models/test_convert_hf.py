@@ -9,7 +9,6 @@ or missing tensor would show.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +16,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from _scripts import load_script
 import hade
 from hade.data.audio import fit_length
 from hade.errors import InputError
 from hade.models.convert import format_report
 from hade.models.convert_hf import convert_hf_clap, is_hf_clap_folder
 
-_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(_ROOT / "tests" / "models"))
-from _wavcaps_layout import load_helper  # noqa: E402
-
-_ref = load_helper("_laion_reference", _ROOT / "benchmarks" / "_laion_reference.py")
+_ref = load_script("benchmarks/_laion_reference.py")
 
 TOL = 1e-4  # the bound for embeddings from the same input
 END_TO_END_TOL = 1e-3  # the goal from waveforms, each side with its own front end

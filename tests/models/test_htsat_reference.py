@@ -5,26 +5,12 @@ helper outside the package (skipped when laion_clap is not installed; the Makefi
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from _scripts import load_script
 
 
-def _reference_helper():
-    """benchmarks/_laion_reference.py as a module (benchmarks/ is not a package); one copy per process."""
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "_laion_reference.py"
-    if "_laion_reference" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("_laion_reference", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["_laion_reference"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["_laion_reference"]
-
-
-_helper = _reference_helper()
+_helper = load_script("benchmarks/_laion_reference.py")
 ReferenceUnavailable, hade_from_reference = _helper.ReferenceUnavailable, _helper.hade_from_reference
 reference_tiny, run_reference = _helper.reference_tiny, _helper.run_reference
 

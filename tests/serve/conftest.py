@@ -26,11 +26,9 @@ WINDOW_SECONDS = 0.5
 
 def load_benchmark() -> Any:
     """benchmarks/load.py as a module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("hade_bench_load", ROOT / "benchmarks" / "load.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
+    from _scripts import load_script
+
+    return load_script("benchmarks/load.py", "hade_bench_load")
 
 
 @dataclass

@@ -102,14 +102,9 @@ def test_training_starts_from_init_from_and_resume_ignores_it(tmp_path, tiny_mod
 # ---- a converted model (hade convert --tokenizer) as the starting point of every head -----------------------
 
 def _layout():
-    import importlib.util
-    from pathlib import Path
+    from _scripts import load_script
 
-    spec = importlib.util.spec_from_file_location(
-        "_wavcaps_layout", Path(__file__).resolve().parents[1] / "models" / "_wavcaps_layout.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tests/models/_wavcaps_layout.py")
 
 
 @pytest.fixture(scope="module")

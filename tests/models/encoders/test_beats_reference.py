@@ -5,27 +5,14 @@
 The reference is built by benchmarks/_beats_reference.py; skipped when the ESPnet or torchaudio reference
 folders are not installed (the Makefile installs both, test-only, outside site-packages)."""
 import dataclasses
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from _scripts import load_script
 
 from hade.models.encoders.audio import audio_encoder_config
 
 
-def _reference():
-    path = Path(__file__).resolve().parents[3] / "benchmarks" / "_beats_reference.py"
-    if "_beats_reference" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("_beats_reference", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["_beats_reference"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["_beats_reference"]
-
-
-R = _reference()
+R = load_script("benchmarks/_beats_reference.py")
 pytestmark = [pytest.mark.filterwarnings("ignore"),
               pytest.mark.skipif(not R.available(), reason="ESPnet / torchaudio reference not installed")]
 

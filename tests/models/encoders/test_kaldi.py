@@ -1,24 +1,13 @@
 """Kaldi mel banks and fbank in torch ops against torchaudio's compliance/kaldi.py (the reference wheel the
 Makefile installs test-only; skipped without it), plus properties that need no reference."""
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from _scripts import load_script
 
 from hade.models.encoders.kaldi import fbank, mel_banks
 
 
-def _kaldi():
-    path = Path(__file__).resolve().parents[3] / "benchmarks" / "_reference_shims.py"
-    spec = importlib.util.spec_from_file_location("_reference_shims", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.load_kaldi()
-
-
-KALDI = _kaldi()
+KALDI = load_script("benchmarks/_reference_shims.py").load_kaldi()
 needs_reference = pytest.mark.skipif(KALDI is None, reason="torchaudio reference wheel not installed")
 
 

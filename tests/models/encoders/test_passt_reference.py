@@ -4,27 +4,14 @@ within 1e-4 in fp32, with the reference's state dict loaded through hade's expli
 The reference is built by benchmarks/_passt_reference.py (hear21passt's own AugmentMelSTFT and PaSST
 classes); skipped when hear21passt or the torchaudio reference wheel is not installed (the Makefile
 installs both, test-only)."""
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from _scripts import load_script
 
 from hade.models.encoders.passt import PaSSTConfig
 
 
-def _reference():
-    path = Path(__file__).resolve().parents[3] / "benchmarks" / "_passt_reference.py"
-    if "_passt_reference" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("_passt_reference", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["_passt_reference"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["_passt_reference"]
-
-
-R = _reference()
+R = load_script("benchmarks/_passt_reference.py")
 pytestmark = [pytest.mark.filterwarnings("ignore"),
               pytest.mark.skipif(not R.available(), reason="hear21passt / torchaudio reference not installed")]
 
