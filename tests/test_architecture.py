@@ -263,3 +263,80 @@ def test_docs_heads_names_every_capability_and_kind():
     assert {f.name for f in fields(HeadCapabilities)} == CAPABILITY_NAMES
     for name in [*CAPABILITY_NAMES, *EXPLANATIONS, "pooled_text", "pooled_audio", "register_head"]:
         assert f"`{name}" in doc or f'"{name}"' in doc, name
+
+
+# ---- no import circle among hade's modules ---------------------------------------------------------------
+def _type_checking_lines(tree: ast.AST) -> set[int]:
+    """Lines of the imports under `if TYPE_CHECKING:` (never run: a type-only reference is no dependency)."""
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            found |= {n.lineno for stmt in node.body for n in ast.walk(stmt)
+                      if isinstance(n, (ast.Import, ast.ImportFrom))}
+    return found
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """module -> the hade modules it imports when run (module level and inside functions; not TYPE_CHECKING).
+    A name resolves as for the layer check: the module itself if it is one, else the module holding it. The
+    parent packages Python runs on the way are not edges (every module would then sit in one circle with
+    the package facade)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted((root / "hade").rglob("*.py")):
+        importer = module_name(path, root)
+        skip = _type_checking_lines(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
+        targets = {_target_layer(e.imported, root)[0] for e in imports_of(path, root) if e.line not in skip}
+        graph[importer] = targets - {importer}
+    return graph
+
+
+# (importer, imported) edges left out of the circle check, each with its reason. Keep it empty.
+CIRCLE_EXCEPTIONS: dict[tuple[str, str], str] = {
+    ("hade.index.export", "hade.index.search"): "export_index opens an Index inside the function, and Index.vectors "
+    "calls index_vectors; index/ is being reworked on its own branch (issue 25, items 1-3), which owns this one",
+}
+
+
+def import_circle(root: Path, exceptions: dict[tuple[str, str], str] | None = None) -> list[str] | None:
+    """One circle of the import graph, as the modules along it (the first named again at the end), or None.
+    The edges in `exceptions` are left out."""
+    from graphlib import CycleError, TopologicalSorter
+
+    graph = import_graph(root)
+    for importer, imported in exceptions or {}:
+        graph.get(importer, set()).discard(imported)
+    try:
+        TopologicalSorter(graph).prepare()
+    except CycleError as e:
+        return list(reversed(e.args[1]))  # graphlib lists it against the edges' direction
+    return None
+
+
+def test_no_import_circle():
+    circle = import_circle(SRC, CIRCLE_EXCEPTIONS)
+    assert circle is None, "import circle: " + " -> ".join(circle or [])
+
+
+def test_circle_exceptions_still_exist_and_say_why():
+    graph = import_graph(SRC)
+    for (importer, imported), reason in CIRCLE_EXCEPTIONS.items():
+        assert reason.strip() and imported in graph.get(importer, set()), (importer, imported)
+
+
+def _circle_along_edges(root: Path, modules: set[str]) -> None:
+    circle = import_circle(root)
+    graph = import_graph(root)
+    assert circle is not None and set(circle) == modules and circle[0] == circle[-1], circle
+    assert all(b in graph[a] for a, b in zip(circle, circle[1:])), circle  # each imports the next
+
+
+def test_circle_check_on_planted_code(tmp_path):
+    assert import_circle(_tree(tmp_path, CLEAN)) is None
+    root = _tree(tmp_path, {**CLEAN, "hade/errors.py": "def f():\n    from hade.models.factory import g\n"})
+    _circle_along_edges(root, {"hade.errors", "hade.models.factory"})
+    assert import_circle(root, {("hade.errors", "hade.models.factory"): "planted"}) is None
+    # three modules, through the package facade
+    root = _tree(tmp_path, {**CLEAN, "hade/errors.py": "", "hade/models/factory.py": "def f():\n    import hade\n"})
+    _circle_along_edges(root, {"hade", "hade.checkpoint", "hade.models.factory"})
+    typed = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import hade\n"
+    assert import_circle(_tree(tmp_path, {**CLEAN, "hade/models/factory.py": typed})) is None
