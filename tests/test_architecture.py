@@ -340,3 +340,21 @@ def test_circle_check_on_planted_code(tmp_path):
     _circle_along_edges(root, {"hade", "hade.checkpoint", "hade.models.factory"})
     typed = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import hade\n"
     assert import_circle(_tree(tmp_path, {**CLEAN, "hade/models/factory.py": typed})) is None
+
+
+# ---- windowing and the folder scan sit below both eval and index -------------------------------------------
+def test_eval_imports_nothing_from_index():
+    """Evaluation and the search index share the window grid and the folder scan through hade.data; eval does
+    not reach into the index (so it needs no layer above index)."""
+    found = [f"{p.relative_to(SRC)}:{e.line}: {e.imported}" for p in sorted((SRC / "hade" / "eval").rglob("*.py"))
+             for e in imports_of(p, SRC) if _within(_target_layer(e.imported, SRC)[0], "hade.index")]
+    assert found == []
+
+
+def test_index_windows_re_exports_the_data_implementations():
+    from hade.data import scan, windows
+    from hade.index import windows as index_windows
+
+    for name in ("scan_audio", "scan_folder", "window_bounds", "resolve_window", "window_batch", "window_batches",
+                 "StreamWindows"):
+        assert getattr(index_windows, name) is getattr(scan if name.startswith("scan") else windows, name), name
