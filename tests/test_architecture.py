@@ -212,7 +212,9 @@ def test_sys_modules_check_on_planted_code(tmp_path, code, patched):
 
 # ---- the head contract is asked, not discovered (docs/heads.md) --------------------------------------
 CAPABILITY_NAMES = {"factorised", "has_pooled", "needs_phrases", "uses_aux_captions", "set_scoring", "explanations",
-                    "rotation_pairs", "score_bound"}
+                    "rotation_pairs", "score_bound", "pooled_projection"}
+# RetrievalHead's read-only `factorised` (= capabilities.factorised) stays while hade/index/search.py reads it
+BASE_CAPABILITY_READERS = {"factorised"}
 # "path:line-text" of known discoveries outside the files this change owned, each with its reason.
 CONTRACT_EXCEPTIONS: dict[str, str] = {}  # file -> why it may discover a capability (none today)
 
@@ -254,6 +256,26 @@ def test_contract_check_on_planted_code(tmp_path):
     assert contract_discoveries(f) == []
 
 
+def test_capabilities_are_declared_once():
+    """A head declares what it offers in its `capabilities` record only: no head class (registered or a
+    part) has an attribute, property or method named after a capability."""
+    import inspect
+
+    import hade.models.heads  # noqa: F401 - the registry imports every head module
+    from hade.models.heads.base import RetrievalHead
+
+    classes, todo = set(), [RetrievalHead]
+    while todo:
+        cls = todo.pop()
+        classes.add(cls)
+        todo += cls.__subclasses__()
+    assert len(classes) >= 6, classes  # dp, dcr, tha, hci, co-attention, diffatr, the sum (and the base)
+    found = {cls.__qualname__: sorted(set(vars(cls)) & CAPABILITY_NAMES) for cls in classes
+             if inspect.getmodule(cls).__name__.startswith("hade.")}
+    found[RetrievalHead.__qualname__] = sorted(set(found[RetrievalHead.__qualname__]) - BASE_CAPABILITY_READERS)
+    assert {name: names for name, names in found.items() if names} == {}
+
+
 def test_docs_heads_names_every_capability_and_kind():
     from dataclasses import fields
 
@@ -263,3 +285,98 @@ def test_docs_heads_names_every_capability_and_kind():
     assert {f.name for f in fields(HeadCapabilities)} == CAPABILITY_NAMES
     for name in [*CAPABILITY_NAMES, *EXPLANATIONS, "pooled_text", "pooled_audio", "register_head"]:
         assert f"`{name}" in doc or f'"{name}"' in doc, name
+
+
+# ---- no import circle among hade's modules ---------------------------------------------------------------
+def _type_checking_lines(tree: ast.AST) -> set[int]:
+    """Lines of the imports under `if TYPE_CHECKING:` (never run: a type-only reference is no dependency)."""
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            found |= {n.lineno for stmt in node.body for n in ast.walk(stmt)
+                      if isinstance(n, (ast.Import, ast.ImportFrom))}
+    return found
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """module -> the hade modules it imports when run (module level and inside functions; not TYPE_CHECKING).
+    A name resolves as for the layer check: the module itself if it is one, else the module holding it. The
+    parent packages Python runs on the way are not edges (every module would then sit in one circle with
+    the package facade)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted((root / "hade").rglob("*.py")):
+        importer = module_name(path, root)
+        skip = _type_checking_lines(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
+        targets = {_target_layer(e.imported, root)[0] for e in imports_of(path, root) if e.line not in skip}
+        graph[importer] = targets - {importer}
+    return graph
+
+
+# (importer, imported) edges left out of the circle check, each with its reason. Keep it empty.
+CIRCLE_EXCEPTIONS: dict[tuple[str, str], str] = {
+    ("hade.index.export", "hade.index.search"): "export_index opens an Index inside the function, and Index.vectors "
+    "calls index_vectors; index/ is being reworked on its own branch (issue 25, items 1-3), which owns this one",
+}
+
+
+def import_circle(root: Path, exceptions: dict[tuple[str, str], str] | None = None) -> list[str] | None:
+    """One circle of the import graph, as the modules along it (the first named again at the end), or None.
+    The edges in `exceptions` are left out."""
+    from graphlib import CycleError, TopologicalSorter
+
+    graph = import_graph(root)
+    for importer, imported in exceptions or {}:
+        graph.get(importer, set()).discard(imported)
+    try:
+        TopologicalSorter(graph).prepare()
+    except CycleError as e:
+        return list(reversed(e.args[1]))  # graphlib lists it against the edges' direction
+    return None
+
+
+def test_no_import_circle():
+    circle = import_circle(SRC, CIRCLE_EXCEPTIONS)
+    assert circle is None, "import circle: " + " -> ".join(circle or [])
+
+
+def test_circle_exceptions_still_exist_and_say_why():
+    graph = import_graph(SRC)
+    for (importer, imported), reason in CIRCLE_EXCEPTIONS.items():
+        assert reason.strip() and imported in graph.get(importer, set()), (importer, imported)
+
+
+def _circle_along_edges(root: Path, modules: set[str]) -> None:
+    circle = import_circle(root)
+    graph = import_graph(root)
+    assert circle is not None and set(circle) == modules and circle[0] == circle[-1], circle
+    assert all(b in graph[a] for a, b in zip(circle, circle[1:])), circle  # each imports the next
+
+
+def test_circle_check_on_planted_code(tmp_path):
+    assert import_circle(_tree(tmp_path, CLEAN)) is None
+    root = _tree(tmp_path, {**CLEAN, "hade/errors.py": "def f():\n    from hade.models.factory import g\n"})
+    _circle_along_edges(root, {"hade.errors", "hade.models.factory"})
+    assert import_circle(root, {("hade.errors", "hade.models.factory"): "planted"}) is None
+    # three modules, through the package facade
+    root = _tree(tmp_path, {**CLEAN, "hade/errors.py": "", "hade/models/factory.py": "def f():\n    import hade\n"})
+    _circle_along_edges(root, {"hade", "hade.checkpoint", "hade.models.factory"})
+    typed = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import hade\n"
+    assert import_circle(_tree(tmp_path, {**CLEAN, "hade/models/factory.py": typed})) is None
+
+
+# ---- windowing and the folder scan sit below both eval and index -------------------------------------------
+def test_eval_imports_nothing_from_index():
+    """Evaluation and the search index share the window grid and the folder scan through hade.data; eval does
+    not reach into the index (so it needs no layer above index)."""
+    found = [f"{p.relative_to(SRC)}:{e.line}: {e.imported}" for p in sorted((SRC / "hade" / "eval").rglob("*.py"))
+             for e in imports_of(p, SRC) if _within(_target_layer(e.imported, SRC)[0], "hade.index")]
+    assert found == []
+
+
+def test_index_windows_re_exports_the_data_implementations():
+    from hade.data import scan, windows
+    from hade.index import windows as index_windows
+
+    for name in ("scan_audio", "scan_folder", "window_bounds", "resolve_window", "window_batch", "window_batches",
+                 "StreamWindows"):
+        assert getattr(index_windows, name) is getattr(scan if name.startswith("scan") else windows, name), name

@@ -305,7 +305,8 @@ def test_help_of_head_and_encoder_flags_lists_the_choices(capsys):
 
 
 def test_train_flags_override_their_config_fields(tmp_path):
-    from hade.cli import build_parser, train_config_from_args
+    from hade.apps.train import train_config_from_args
+    from hade.cli import build_parser
 
     base = ["train", "--data", str(tmp_path)]
     cfg = train_config_from_args(build_parser().parse_args(base))

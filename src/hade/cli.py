@@ -138,13 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def train_config_from_args(args: argparse.Namespace):
-    """The TrainConfig of `hade train`'s arguments (see hade.apps.train)."""
-    from hade.apps.train import train_config_from_args as build
-
-    return build(args)
-
-
 def command_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
     """The sub-parser of command `name` in `hade`'s parser."""
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

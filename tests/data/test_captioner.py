@@ -1,4 +1,5 @@
 """Auxiliary captions: the file captioner, the simulated SynthCaps captioner and the extra training pairs."""
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -7,7 +8,7 @@ import pytest
 
 from hade.data.captioner import Captioner, FileCaptioner, SynthCapsCaptioner, with_aux_pairs
 from hade.data.readers import read_split
-from hade.data.synthcaps import generate
+from hade.data.synthcaps import EventInstance, generate
 from hade.data.types import Clip, SplitData
 from hade.errors import InputError
 
@@ -47,15 +48,42 @@ def test_error_rate_controls_detection_errors(synthcaps):
         cap = SynthCapsCaptioner(root, "development", error_rate=rate, seed=3)
         bad = 0
         for clip in split.clips:
-            truth = true_events(root, "development", clip.clip_id)
+            truth = [EventInstance.from_dict(e) for e in true_events(root, "development", clip.clip_id)]
             got = cap.detect(clip.clip_id)
-            key = lambda evs: Counter((e["type"], tuple(sorted(e["attributes"].items())), e["count"]) for e in evs)
+            key = lambda evs: Counter((e.type, tuple(sorted(e.attributes.items())), e.count) for e in evs)
             bad += key(got) != key(truth)
         return bad / len(split.clips)
 
     assert wrong(0.0) == 0.0
     assert wrong(0.5) > 0.5
     assert wrong(0.2) < wrong(0.8)
+
+
+# sha256 of the captions (JSON, sorted keys) of the module's SynthCaps set for error rates 0, 0.3, 0.8, 1 and
+# captioner seeds 0-2, measured before the captioner took typed events (issue 25): its output is unchanged byte
+# for byte. A deliberate change of SynthCaps' scenes or caption wording changes it too: measure it again then.
+CAPTIONS_SHA256 = "62579b5cec1a80c7a03f0785a71d4ef94426f73b4df626436d65063f869348d3"
+
+
+def test_captions_of_a_fixed_set_are_unchanged(synthcaps):
+    root, split = synthcaps
+    table = {f"{rate}/{seed}": SynthCapsCaptioner(root, "development", error_rate=rate, seed=seed).caption(split.clips)
+             for rate in (0.0, 0.3, 0.8, 1.0) for seed in (0, 1, 2)}
+    assert sum(map(len, table.values())) == 12 * len(split.clips) and len(split.clips) > 20
+    assert hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest() == CAPTIONS_SHA256
+
+
+def test_detect_returns_typed_events_and_leaves_the_metadata_alone(synthcaps):
+    root, split = synthcaps
+    cap = SynthCapsCaptioner(root, "development", error_rate=1.0, seed=0)
+    before = json.dumps(cap.metadata, sort_keys=True)
+    for clip in split.clips:
+        heard = cap.detect(clip.clip_id)
+        assert heard and all(isinstance(e, EventInstance) and e.focus == () for e in heard)
+        steps = sorted({e.step for e in heard if e.role != "background"})
+        assert steps == list(range(len(steps)))  # renumbered 0..S-1 after drops
+        assert all(any(e.step == s and e.role == "sequence" for e in heard) for s in steps)
+    assert json.dumps(cap.metadata, sort_keys=True) == before
 
 
 def test_error_free_caption_names_every_event(synthcaps):
@@ -79,6 +107,12 @@ def test_synthcaps_captioner_errors(tmp_path, synthcaps):
         SynthCapsCaptioner(root, "development", error_rate=1.5)
     with pytest.raises(InputError, match="no events for clip 'nope'"):
         SynthCapsCaptioner(root, "development").caption(clips("nope"))
+    (tmp_path / "synthcaps_metadata_development.json").write_text(json.dumps(
+        {"c1": {"events": [{"attributes": {}}]}, "c2": {"events": [{"type": "no-such-sound"}]}}))
+    with pytest.raises(InputError, match=r"clip 'c1': an event record is not .*KeyError: 'type'"):
+        SynthCapsCaptioner(tmp_path, "development").caption(clips("c1"))
+    with pytest.raises(InputError, match="clip 'c2': unknown event type 'no-such-sound'"):
+        SynthCapsCaptioner(tmp_path, "development", error_rate=0.0).caption(clips("c2"))
 
 
 def test_file_captioner_json_and_csv(tmp_path):

@@ -1,5 +1,6 @@
 """`hade train --workers N` reaches TrainConfig.num_workers; configs saved before the streaming loader load."""
-from hade.cli import build_parser, train_config_from_args
+from hade.apps.train import train_config_from_args
+from hade.cli import build_parser
 from hade.config import TrainConfig, from_dict, to_dict
 
 
@@ -16,3 +17,18 @@ def test_config_saved_before_the_loader_fields_still_loads():
         del old[name]
     cfg = from_dict(TrainConfig, old)
     assert (cfg.num_workers, cfg.prefetch_factor, cfg.audio_cache_mb) == (None, 2, 256.0)
+
+
+def test_train_parser_of_python_m_hade_train_parses_as_hade_train(capsys):
+    """`python -m hade.train` parses with the train command alone, as `hade train` would, and errors read
+    `hade train: error: ...` with its "did you mean"."""
+    import pytest
+
+    from hade.apps.train import train_parser
+
+    argv = ["train", "--data", "d", "--workers", "3", "--head", "tha", "--validate-every", "5"]
+    assert vars(train_parser().parse_args(argv)) == vars(build_parser().parse_args(argv))
+    with pytest.raises(SystemExit):
+        train_parser().parse_args(["train", "--data", "d", "--precision", "bf61"])
+    err = capsys.readouterr().err
+    assert "hade train: error: argument --precision: invalid choice: 'bf61'" in err and "did you mean bf16?" in err

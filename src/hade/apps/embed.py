@@ -61,7 +61,7 @@ def read_texts(args: argparse.Namespace) -> list[str]:
 
 def audio_files(paths: list[Path]) -> tuple[list[Path], list[dict[str, str]]]:
     """Files (given ones, then each folder's audio files, recursive and sorted) and the paths skipped."""
-    from hade.index.windows import scan_audio
+    from hade.data.scan import scan_audio
 
     files: list[Path] = []
     skipped: list[dict[str, str]] = []

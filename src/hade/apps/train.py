@@ -118,15 +118,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_parser() -> argparse.ArgumentParser:
+    """A `hade` parser with the train command only (usage and errors read `hade train ...`): what `main`
+    parses, without importing every other command as `hade.cli.build_parser` would. The dependency runs one
+    way: this application uses the CLI's parser class, the CLI names this module in its table."""
+    from hade.cli import HadeArgumentParser
+
+    parser = HadeArgumentParser(prog="hade")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m hade.train ...` (under torchrun or not): the arguments of `hade train`."""
     import torch.distributed as dist
 
-    from hade.cli import build_parser
     from hade.train import distributed as ddp
     from hade.train.trainer import train
 
-    args = build_parser().parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
+    args = train_parser().parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
     ctx = ddp.init_from_env()
     try:
         summary = train(args.data, args.out, train_config_from_args(args), resume=not args.no_resume,

@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from hade.data.synthcaps import EVENT_TYPES, caption_for_events
+from hade.data.synthcaps import EVENT_TYPES, EventInstance, caption_for_events
 from hade.data.types import Clip, SplitData
 from hade.errors import InputError
 
@@ -165,61 +165,72 @@ class SynthCapsCaptioner:
         digest = hashlib.blake2b(f"{self.seed}:{clip_id}".encode(), digest_size=8).digest()
         return np.random.default_rng(int.from_bytes(digest, "little"))
 
-    def _events(self, clip_id: str) -> list[dict[str, Any]]:
+    def _events(self, clip_id: str) -> list[EventInstance]:
         entry = self.metadata.get(clip_id, self.metadata.get(Path(clip_id).stem))
         if entry is None:
             entry = self.metadata.get(clip_id + ".wav")
         if not isinstance(entry, dict) or not isinstance(entry.get("events"), list) or not entry["events"]:
             raise InputError(f"{self.path}: no events for clip {clip_id!r}")
-        return entry["events"]
+        try:
+            return [EventInstance.from_dict(e) for e in entry["events"]]
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise InputError(f"{self.path}: clip {clip_id!r}: an event record is not {{type, attributes, count, "
+                             f"role, step, ...}}: {type(e).__name__}: {e}") from None
 
-    def detect(self, clip_id: str, rng: np.random.Generator | None = None) -> list[dict[str, Any]]:
-        """The clip's events as the simulated captioner "hears" them (metadata records)."""
+    def detect(self, clip_id: str, rng: np.random.Generator | None = None) -> list[EventInstance]:
+        """The clip's events as the simulated captioner "hears" them (new records; the metadata is untouched)."""
         rng = self._rng(clip_id) if rng is None else rng
-        p = self.error_rate
-        out: list[dict[str, Any]] = []
         events = self._events(clip_id)
-        for ev in events:
-            ev = {**ev, "attributes": dict(ev.get("attributes") or {}), "focus": []}
-            if rng.random() < p:
-                if rng.random() < 0.5:
-                    continue  # missed
-                others = [t for t in self._types if t != ev["type"]]
-                ev["type"] = others[int(rng.integers(len(others)))]  # confused
-            spec = EVENT_TYPES.get(ev["type"])
-            if spec is None:
-                raise InputError(f"{self.path}: clip {clip_id!r}: unknown event type {ev['type']!r}")
-            ev["attributes"] = {a: v for a, v in ev["attributes"].items() if a in spec.attributes
-                                and rng.random() >= p}
-            if int(ev.get("count", 1)) > 1 and (not spec.countable or rng.random() < p):
-                ev["count"] = 1
-            out.append(ev)
-        if not out:  # a captioner says something: keep one event (the first, as heard)
-            out.append({**events[0], "attributes": {}, "focus": []})
-        steps = sorted({e["step"] for e in out if e.get("role") != "background" and e.get("step") is not None})
-        if len(steps) > 1 and rng.random() < p:
+        heard = [ev for ev in (self._hear(truth, clip_id, rng) for truth in events) if ev is not None]
+        if not heard:  # a captioner says something: keep one event (the first, as heard)
+            heard = [replace(events[0], attributes={}, focus=())]
+        self._shuffle_steps(heard, rng)
+        self._fix_steps(heard)
+        return heard
+
+    def _hear(self, truth: EventInstance, clip_id: str, rng: np.random.Generator) -> EventInstance | None:
+        """One event as heard, or None when missed: missed or confused with another type (probability
+        `error_rate`, half each), then each attribute and a count > 1 lost with that probability. Focus
+        marks are never heard."""
+        p = self.error_rate
+        ev = replace(truth, attributes=dict(truth.attributes), focus=())
+        if rng.random() < p:
+            if rng.random() < 0.5:
+                return None
+            others = [t for t in self._types if t != ev.type]
+            ev.type = others[int(rng.integers(len(others)))]
+        spec = EVENT_TYPES.get(ev.type)
+        if spec is None:
+            raise InputError(f"{self.path}: clip {clip_id!r}: unknown event type {ev.type!r}")
+        ev.attributes = {a: v for a, v in ev.attributes.items() if a in spec.attributes and rng.random() >= p}
+        if ev.count > 1 and (not spec.countable or rng.random() < p):
+            ev.count = 1
+        return ev
+
+    def _shuffle_steps(self, events: list[EventInstance], rng: np.random.Generator) -> None:
+        """With probability `error_rate`, the temporal order of a clip's steps (two or more) is shuffled."""
+        steps = _steps(events)
+        if len(steps) > 1 and rng.random() < self.error_rate:
             perm = dict(zip(steps, rng.permutation(steps).tolist()))
-            for e in out:
-                if e.get("step") in perm and e.get("role") != "background":
-                    e["step"] = perm[e["step"]]
-        self._fix_steps(out)
-        return out
+            for e in _foreground(events):
+                if e.step in perm:
+                    e.step = perm[e.step]
 
     @staticmethod
-    def _fix_steps(events: list[dict[str, Any]]) -> None:
+    def _fix_steps(events: list[EventInstance]) -> None:
         """After drops, renumber steps 0..S-1 and give every step a main ("sequence") event."""
-        steps = sorted({e["step"] for e in events if e.get("role") != "background" and e.get("step") is not None})
+        steps = _steps(events)
         rank = {s: i for i, s in enumerate(steps)}
         for s in steps:
-            members = [e for e in events if e.get("step") == s and e.get("role") != "background"]
-            if not any(e.get("role") == "sequence" for e in members):
-                members[0]["role"] = "sequence"
-        for e in events:
-            if e.get("step") in rank and e.get("role") != "background":
-                e["step"] = rank[e["step"]]
+            members = [e for e in _foreground(events) if e.step == s]
+            if not any(e.role == "sequence" for e in members):
+                members[0].role = "sequence"
+        for e in _foreground(events):
+            if e.step in rank:
+                e.step = rank[e.step]
         if not steps:  # only a background left: describe it as the one event
             for e in events:
-                e["role"], e["step"] = "sequence", 0
+                e.role, e.step = "sequence", 0
 
     def caption(self, clips: list[Clip]) -> dict[str, str]:
         out = {}
@@ -227,6 +238,16 @@ class SynthCapsCaptioner:
             rng = self._rng(clip.clip_id)
             out[clip.clip_id] = caption_for_events(self.detect(clip.clip_id, rng), rng)
         return out
+
+
+def _foreground(events: list[EventInstance]) -> list[EventInstance]:
+    """The events of a clip's steps (not its background)."""
+    return [e for e in events if e.role != "background"]
+
+
+def _steps(events: list[EventInstance]) -> list[int]:
+    """The sorted step numbers of the foreground events."""
+    return sorted({e.step for e in _foreground(events) if e.step is not None})
 
 
 def with_aux_pairs(split: SplitData, captions: dict[str, str]) -> SplitData:

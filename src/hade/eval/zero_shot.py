@@ -27,8 +27,9 @@ import torch
 from tqdm.auto import tqdm
 
 from hade.data.audio import AUDIO_EXTENSIONS, fit_length, load_audio
+from hade.data.scan import scan_audio
+from hade.data.windows import resolve_window, window_bounds
 from hade.errors import AudioError, InputError
-from hade.index.windows import resolve_window, scan_audio, window_bounds
 from hade.models.heads.base import score_all
 from hade.models.heads.reprs import Reprs, cat_reprs
 from hade.models.retrieval import RetrievalModel

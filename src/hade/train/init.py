@@ -201,7 +201,7 @@ def _projection(model: RetrievalModel, name: str) -> tuple[str, ...]:
     head = model.head
     if name.startswith("head.parts."):
         head = head.parts[name.split(".")[2]]
-    return head.pooled_projection if name.startswith("head.") else ()
+    return head.capabilities.pooled_projection if name.startswith("head.") else ()
 
 
 def _checkpoint_vocab(path: Path) -> dict[str, int] | None:

@@ -14,6 +14,7 @@ CAPTIONS = ["a dog barks", "rain falls on a roof while a siren wails in the dist
             "two knocks, then a high whistle", "birds sing and a car passes by quickly", "thunder"]
 FACTOR_OPTIONS = {"factors": 4}
 THA_PAIRS = tuple((f"tha_audio_{i}", f"tha_text_{i}") for i in range(3))
+DP_PROJ = ("audio_proj", "text_proj")  # DP's pooled projection, which DCR and DiffATR inherit
 
 
 def make_model(tiny_model_config, head):
@@ -36,7 +37,7 @@ def test_blocked_all_pairs_equals_per_pair_unpadded(tiny_model_config, head):
         singles = cat_reprs([model.encode_text([c]) for c in CAPTIONS])  # each encoded alone, then padded
         for t, caption in enumerate(CAPTIONS):
             alone = model.encode_text([caption])
-            if model.head.set_scoring:  # a distribution over the candidate set: compare whole rows
+            if model.head.capabilities.set_scoring:  # a distribution over the candidate set: compare whole rows
                 torch.testing.assert_close(model.score(alone, audio)[0], blocked[t], atol=2e-5, rtol=1e-5)
                 continue
             for a in range(5):
@@ -142,15 +143,17 @@ def test_declared_capabilities_hold(tiny_model_config, head):
 
 
 @pytest.mark.parametrize("head, expected", [
-    ("dp", HeadCapabilities(factorised=True, has_pooled=True, score_bound=1.0)),
+    ("dp", HeadCapabilities(factorised=True, has_pooled=True, score_bound=1.0, pooled_projection=DP_PROJ)),
     ("tha", HeadCapabilities(explanations=frozenset({"tha"}), rotation_pairs=THA_PAIRS)),
     ("tha+dp", HeadCapabilities(has_pooled=True, explanations=frozenset({"tha"}), rotation_pairs=THA_PAIRS)),
     ("tha+dcr", HeadCapabilities(has_pooled=True, explanations=frozenset({"tha", "factors"}),
                                  rotation_pairs=THA_PAIRS)),
     ("dp+ld", HeadCapabilities(factorised=True, has_pooled=True, explanations=frozenset({"factors"}),
-                               score_bound=1.0)),
+                               score_bound=1.0, pooled_projection=DP_PROJ)),
+    ("dcr", HeadCapabilities(has_pooled=True, explanations=frozenset({"factors"}), score_bound=1.0,
+                             pooled_projection=DP_PROJ)),
     ("hci+ac", HeadCapabilities(has_pooled=True, needs_phrases=True, uses_aux_captions=True)),
-    ("diffatr", HeadCapabilities(has_pooled=True, set_scoring=True)),
+    ("diffatr", HeadCapabilities(has_pooled=True, set_scoring=True, pooled_projection=DP_PROJ)),
 ])
 def test_capabilities_of_known_heads(tiny_model_config, head, expected):
     """A sum of heads offers what its parts offer, and is never factorised itself."""
@@ -161,7 +164,7 @@ def test_a_new_head_is_one_class_and_one_registry_line(tiny_model_config, monkey
     """docs/heads.md's minimal example: declared capabilities reach the model without edits elsewhere."""
 
     class MeanHead(RetrievalHead):
-        factorised, has_pooled = True, True
+        capabilities = HeadCapabilities(factorised=True, has_pooled=True)
 
         def __init__(self, audio_dims, text_dim, embed_dim):
             super().__init__()

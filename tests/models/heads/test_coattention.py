@@ -46,7 +46,7 @@ def test_shapes(design, pooling):
     t, a = head.pooled_embeddings(text, audio)
     assert t.shape == (3, 16) and a.shape == (3, 16)
     torch.testing.assert_close(t.norm(dim=-1), torch.ones(3, dtype=torch.float64))
-    assert head.factorised is False
+    assert head.capabilities.factorised is False
 
 
 def test_designs_build_the_right_modules():

@@ -56,7 +56,7 @@ def test_blocked_ca_scores_equal_per_pair_reference():
 
 def test_without_ca_the_score_is_dp_cosine_and_losses_follow_flags():
     head = FactorHead([8, 16, 32, 64], 12, embed_dim=16, factors=4, use_ca=False, use_la=False)
-    assert head.factorised
+    assert head.capabilities.factorised
     audio_f, text_f = fake_features(6)
     text, audio = head.text_repr(text_f), head.audio_repr(audio_f)
     torch.testing.assert_close(head.score(text, audio), text["embed"] @ audio["embed"].T)

@@ -45,7 +45,7 @@ def test_schedules_and_ddim_timesteps(schedule):
 def test_shapes_and_pooled_embeddings():
     head = small_head()
     text, audio = reprs(head, 5)
-    assert not head.factorised and text["embed"].shape == (5, 16) and audio["embed"].shape == (5, 16)
+    assert not head.capabilities.factorised and text["embed"].shape == (5, 16) and audio["embed"].shape == (5, 16)
     torch.testing.assert_close(text["embed"].norm(dim=-1), torch.ones(5))
     t_small = {"embed": text["embed"][:3]}
     with torch.no_grad():

@@ -49,7 +49,7 @@ def test_shapes(ac_model, waves):
         assert audio[f"{prefix}clip"].shape == (3, 32)
     assert audio["hci_ac_on"].tolist() == [True, False, True]
     assert ac_model.score(text, audio).shape == (5, 3)
-    assert not ac_model.head.factorised
+    assert not ac_model.head.capabilities.factorised
     t_emb, a_emb = ac_model.head.pooled_embeddings(text, audio)
     assert torch.allclose(t_emb.norm(dim=-1), torch.ones(5)) and a_emb.shape == (3, 32)
 
@@ -164,7 +164,7 @@ def test_ac_changes_audio_only_with_aux_captions(ac_model, tiny_model_config, wa
         torch.testing.assert_close(s_aided[:, 1], s_bare[:, 1])
         assert not torch.allclose(s_aided[:, 0], s_bare[:, 0], atol=1e-4)
         plain = make_model(tiny_model_config)  # hci without AC ignores auxiliary captions
-        assert not plain.head.uses_aux_captions
+        assert not plain.head.capabilities.uses_aux_captions
         a1, a2 = plain.encode_audio(waves), plain.encode_audio(waves, AUX)
         assert a1.keys() == a2.keys() and all(torch.equal(a1[k], a2[k]) for k in a1)
     with pytest.raises(ValueError, match="2 auxiliary captions for 3 clips"):

@@ -4,9 +4,9 @@ A head turns encoder features into per-item representations, once per item, and 
 against every audio. Scoring all pairs is done in blocks (`score_all`) so that heads whose score does
 not factorise (cross attention, confidence MLPs) keep memory bounded on large collections.
 
-The contract (docs/heads.md): what a caller may ask of a head is declared here, with defaults, and
-overridden by the heads — callers read `head.capabilities` and call the hooks, never `isinstance` or
-`getattr(head, "needs_x", False)`.
+The contract (docs/heads.md): what a caller may ask of a head is declared once, as the head's
+`capabilities` record (defaults here, overridden by each head), and the hooks below — callers read
+`head.capabilities` and call the hooks, never `isinstance` or `getattr(head, "needs_x", False)`.
 """
 from __future__ import annotations
 
@@ -39,6 +39,9 @@ class HeadCapabilities:
         query's text key once instead of every decoded token.
     score_bound: the largest |score| the head can produce (1.0 for a cosine), or None when it declares no
         bound. A search treats a stored window scoring beyond it (or NaN / inf for any head) as damage.
+    pooled_projection: names of the head's own submodules that project the pooled vectors exactly as DP
+        does (Linear-ReLU-Linear, DP's names), so that a run starting from a `dp` model (e.g. converted
+        CLAP) takes them (hade.train.init); () for other heads, and for a sum (its parts declare theirs).
     """
 
     factorised: bool = False
@@ -49,32 +52,20 @@ class HeadCapabilities:
     explanations: frozenset[str] = frozenset()
     rotation_pairs: tuple[tuple[str, str], ...] = ()
     score_bound: float | None = None
+    pooled_projection: tuple[str, ...] = ()
 
 
 class RetrievalHead(nn.Module):
-    """Base class of all heads; the class attributes below are the defaults of `capabilities`."""
+    """Base class of all heads. `capabilities` is the one declaration of what a head offers: a class
+    attribute, or set in `__init__` when an option decides (HCI's `use_ac`, DCR's `use_ca`)."""
 
-    factorised: bool = False
-    has_pooled: bool = False
-    needs_phrases: bool = False
-    uses_aux_captions: bool = False
-    set_scoring: bool = False
-    explanations: frozenset[str] = frozenset()
-    rotation_pairs: tuple[tuple[str, str], ...] = ()
-    score_bound: float | None = None
-    # submodules that project the pooled vectors exactly as DP does (Linear-ReLU-Linear, DP's names), so that a
-    # run starting from a `dp` model (e.g. converted CLAP) takes them (hade.train.init); () for other heads
-    pooled_projection: tuple[str, ...] = ()
+    capabilities: HeadCapabilities = HeadCapabilities()
 
     @property
-    def capabilities(self) -> HeadCapabilities:
-        """The declared capabilities (instance values, so options such as HCI's `use_ac` count)."""
-        return HeadCapabilities(factorised=bool(self.factorised), has_pooled=bool(self.has_pooled),
-                                needs_phrases=bool(self.needs_phrases),
-                                uses_aux_captions=bool(self.uses_aux_captions),
-                                set_scoring=bool(self.set_scoring), explanations=frozenset(self.explanations),
-                                rotation_pairs=tuple(self.rotation_pairs),
-                                score_bound=None if self.score_bound is None else float(self.score_bound))
+    def factorised(self) -> bool:
+        """`capabilities.factorised`, read-only: kept for `Index.info` (hade/index/search.py) until the index
+        rework of issue 25 reads the record there; not a declaration (assigning it fails)."""
+        return self.capabilities.factorised
 
     def text_repr(self, features: TextFeatures) -> Reprs:
         """Per-text representation; every tensor is [B_t, ...]."""
@@ -105,15 +96,15 @@ class RetrievalHead(nn.Module):
         """L2-normalised global text vectors [B_t, D] for ANN recall, None unless `has_pooled`.
 
         Per side, so that an index encodes only the side it holds. Default: `text["embed"]`."""
-        return text["embed"] if self.has_pooled else None
+        return text["embed"] if self.capabilities.has_pooled else None
 
     def pooled_audio(self, audio: Reprs) -> torch.Tensor | None:
         """L2-normalised global audio vectors [B_a, D] for ANN recall, None unless `has_pooled`."""
-        return audio["embed"] if self.has_pooled else None
+        return audio["embed"] if self.capabilities.has_pooled else None
 
     def pooled_embeddings(self, text: Reprs, audio: Reprs) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Both sides at once ([B_t, D], [B_a, D]), or None without `has_pooled`; a thin wrapper."""
-        if not self.has_pooled:
+        if not self.capabilities.has_pooled:
             return None
         return self.pooled_text(text), self.pooled_audio(audio)  # type: ignore[return-value]
 
@@ -129,7 +120,7 @@ def score_all(
 ) -> torch.Tensor:
     """All-pairs scores [T, A] computed block by block (text_block × audio_block at a time)."""
     n_text, n_audio = num_items(text), num_items(audio)
-    if head.set_scoring:
+    if head.capabilities.set_scoring:
         audio_block = n_audio
     rows = []
     for t0 in range(0, n_text, text_block):

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hade.models.encoders.types import AudioFeatures, TextFeatures
-from hade.models.heads.base import RetrievalHead
+from hade.models.heads.base import HeadCapabilities, RetrievalHead
 from hade.models.heads.reprs import Reprs
 from hade.models.heads.tha import word_mask
 
@@ -146,8 +146,7 @@ def time_groups(token_seconds: torch.Tensor) -> torch.Tensor:
 class CoAttentionHead(RetrievalHead):
     """Single / stacked / iterated co-attention head (see the module docstring)."""
 
-    factorised = False
-    has_pooled = True  # approximate recall vectors (masked means)
+    capabilities = HeadCapabilities(has_pooled=True)  # approximate recall vectors (masked means)
 
     def __init__(self, audio_dims: list[int], text_dim: int, text_layers: int, embed_dim: int = 256,
                  design: str = "single", layers: int | None = None, iterations: int = 2,

@@ -13,7 +13,7 @@ from torch import nn
 
 from hade.losses import ClipPairs
 from hade.models.encoders.types import AudioFeatures, TextFeatures
-from hade.models.heads.base import RetrievalHead
+from hade.models.heads.base import HeadCapabilities, RetrievalHead
 from hade.models.heads.reprs import Reprs
 
 
@@ -27,40 +27,24 @@ class SumHead(RetrievalHead):
         self.parts = nn.ModuleDict(parts)
         self.part_loss_weight = float(part_loss_weight)
 
-    # ---- capabilities: a sum offers what its parts offer (factorised stays False: a sum of scores is not
-    # one dot product of the parts' pooled vectors) ----
     @property
-    def has_pooled(self) -> bool:  # type: ignore[override]
-        return any(part.has_pooled for part in self.parts.values())
-
-    @property
-    def needs_phrases(self) -> bool:  # type: ignore[override]
-        return any(part.needs_phrases for part in self.parts.values())
-
-    @property
-    def uses_aux_captions(self) -> bool:  # type: ignore[override]
-        return any(part.uses_aux_captions for part in self.parts.values())
-
-    @property
-    def set_scoring(self) -> bool:  # type: ignore[override]
-        return any(part.set_scoring for part in self.parts.values())
-
-    @property
-    def explanations(self) -> frozenset[str]:  # type: ignore[override]
-        return frozenset().union(*(part.explanations for part in self.parts.values()))
-
-    @property
-    def rotation_pairs(self) -> tuple[tuple[str, str], ...]:  # type: ignore[override]
-        return tuple(pair for part in self.parts.values() for pair in part.rotation_pairs)
-
-    @property
-    def score_bound(self) -> float | None:  # type: ignore[override]
-        bounds = [part.score_bound for part in self.parts.values()]
-        return None if any(b is None for b in bounds) else float(sum(bounds))
+    def capabilities(self) -> HeadCapabilities:  # type: ignore[override]
+        """What the parts offer: a flag if any part has it, the union of explanation kinds and rotation
+        pairs, the sum of the parts' score bounds when all declare one. Never factorised (a sum of scores is
+        not one dot product of the parts' pooled vectors); no pooled projection of its own (each part
+        declares its own, which hade.train.init reads)."""
+        parts = [part.capabilities for part in self.parts.values()]
+        bounds = [c.score_bound for c in parts]
+        return HeadCapabilities(
+            has_pooled=any(c.has_pooled for c in parts), needs_phrases=any(c.needs_phrases for c in parts),
+            uses_aux_captions=any(c.uses_aux_captions for c in parts), set_scoring=any(c.set_scoring for c in parts),
+            explanations=frozenset().union(*(c.explanations for c in parts)),
+            rotation_pairs=tuple(pair for c in parts for pair in c.rotation_pairs),
+            score_bound=None if any(b is None for b in bounds) else float(sum(bounds)))
 
     def _pooled_part(self) -> RetrievalHead | None:
         """The first part with pooled vectors: its vectors stand for the sum in ANN recall."""
-        return next((part for part in self.parts.values() if part.has_pooled), None)
+        return next((part for part in self.parts.values() if part.capabilities.has_pooled), None)
 
     def text_repr(self, features: TextFeatures) -> Reprs:
         return self._union(part.text_repr(features) for part in self.parts.values())

@@ -20,6 +20,8 @@ a chunk's [T, Ac, K, h] activations are kept cache-sized (4 MiB), elsewhere with
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,13 +59,6 @@ def alignment_loss(c: torch.Tensor) -> torch.Tensor:
 class FactorHead(DPHead):
     """DP projection read as K factors, with optional L_D, L_A and CA (`dcr` = all three)."""
 
-    explanations = frozenset({"factors"})
-
-    @property
-    def score_bound(self) -> float | None:  # type: ignore[override]
-        """A cosine, or with CA a softmax-weighted mix of cosines (other CA outputs declare no bound)."""
-        return 1.0 if not self.use_ca or self.ca_output == "softmax" else None
-
     def __init__(self, audio_dims: list[int], text_dim: int, embed_dim: int = 256, factors: int = 8,
                  use_ld: bool = True, use_la: bool = True, use_ca: bool = True, alpha: float = 0.01,
                  beta: float = 0.005, ca_hidden: int = 64, ca_output: str = "softmax",
@@ -76,7 +71,10 @@ class FactorHead(DPHead):
         self.factors, self.width = factors, embed_dim // factors
         self.use_ld, self.use_la, self.use_ca = use_ld, use_la, use_ca
         self.alpha, self.beta, self.ca_output = alpha, beta, ca_output
-        self.factorised = not use_ca
+        # DP's capabilities and factors to explain; with CA no longer one dot product, and its score a cosine
+        # or a softmax-weighted mix of cosines (other CA outputs declare no bound)
+        self.capabilities = replace(DPHead.capabilities, factorised=not use_ca, explanations=frozenset({"factors"}),
+                                    score_bound=1.0 if not use_ca or ca_output == "softmax" else None)
         self.memory_budget = memory_budget_mb * 2**20
         if use_ca:
             self.ca_text = nn.Linear(self.width, ca_hidden, bias=False)  # W1 split: [W1_t | W1_a]

@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hade.losses import ClipPairs
+from hade.models.heads.base import HeadCapabilities
 from hade.models.heads.dp import DPHead
 from hade.models.heads.reprs import Reprs
 
@@ -178,9 +179,10 @@ class Denoiser(nn.Module):
 class DiffATRHead(DPHead):
     """DP features + a diffusion generator of query→candidate distributions (see the module docstring)."""
 
-    factorised = False
-    score_bound = None  # generated distributions (log-probabilities) when generative
-    set_scoring = True  # scores are a distribution over the candidates of one call
+    # DP's pooled vectors; no bound (generated distributions are log-probabilities when generative); the
+    # scores are a distribution over the candidates of one call
+    capabilities = HeadCapabilities(has_pooled=True, set_scoring=True,
+                                    pooled_projection=DPHead.capabilities.pooled_projection)
 
     def __init__(self, audio_dims: list[int], text_dim: int, embed_dim: int = 256, width: int = 128,
                  layers: int = 2, heads: int = 4, attention: str = "full", inducing: int = 16,

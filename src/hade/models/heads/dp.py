@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hade.models.encoders.types import AudioFeatures, TextFeatures
-from hade.models.heads.base import RetrievalHead
+from hade.models.heads.base import HeadCapabilities, RetrievalHead
 from hade.models.heads.reprs import Reprs
 
 
@@ -24,10 +24,9 @@ class DPHead(RetrievalHead):
     exp(logit_scale_a), WavCaps' 1/temp), kept for converted models' zero-shot probabilities; `score` stays
     the cosine, so rankings and training are unaffected."""
 
-    factorised = True
-    has_pooled = True  # `embed` on both sides
-    score_bound = 1.0  # a cosine of unit vectors
-    pooled_projection = ("audio_proj", "text_proj")  # inherited by DCR's FactorHead
+    # `embed` on both sides, a cosine of unit vectors; the projections are inherited by DCR's FactorHead
+    capabilities = HeadCapabilities(factorised=True, has_pooled=True, score_bound=1.0,
+                                    pooled_projection=("audio_proj", "text_proj"))
 
     def __init__(self, audio_dims: list[int], text_dim: int, embed_dim: int = 256,
                  logit_scale: float | None = None) -> None:

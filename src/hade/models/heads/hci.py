@@ -45,7 +45,7 @@ from torch import nn
 
 from hade.losses import ClipPairs, nt_xent
 from hade.models.encoders.types import AudioFeatures, AudioLevels, TextFeatures
-from hade.models.heads.base import RetrievalHead
+from hade.models.heads.base import HeadCapabilities, RetrievalHead
 from hade.models.heads.dp import projection
 from hade.models.heads.reprs import Reprs
 from hade.models.heads.tha import word_mask
@@ -138,9 +138,6 @@ def _weights(name: str, value: Any, need_positive_sum: bool) -> tuple[float, flo
 class HCIHead(RetrievalHead):
     """Three-level HCI head, optionally with the AC branch; not factorised (a re-ranker for the index)."""
 
-    needs_phrases = True
-    has_pooled = True  # clip–sentence vectors (approximate: the score is not a dot product)
-
     def __init__(self, audio_dims: list[int], text_dim: int, text_layers: int, embed_dim: int = 256,
                  audio_stage: int = 3, text_block: int | None = None,
                  level_weights: Sequence[float] = (1 / 3, 1 / 3, 1 / 3),
@@ -178,7 +175,9 @@ class HCIHead(RetrievalHead):
             raise ValueError(f"HCI: use_ac must be true or false, got {use_ac!r}")
         if isinstance(ac_weight, bool) or not isinstance(ac_weight, (int, float)) or not 0 <= ac_weight <= 1:
             raise ValueError(f"HCI: ac_weight must be in [0, 1], got {ac_weight!r}")
-        self.use_ac, self.uses_aux_captions, self.ac_weight = use_ac, use_ac, float(ac_weight)
+        self.use_ac, self.ac_weight = use_ac, float(ac_weight)
+        # pooled: clip–sentence vectors (approximate: the score is not a dot product)
+        self.capabilities = HeadCapabilities(has_pooled=True, needs_phrases=True, uses_aux_captions=use_ac)
         stage_dim = audio_dims[self.audio_stage - 1]
         self.audio_in = nn.Sequential(nn.LayerNorm(stage_dim), nn.Linear(stage_dim, embed_dim))
         self.frame_proj = nn.Linear(embed_dim, embed_dim)

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from hade.models.encoders.types import AudioFeatures, TextFeatures
-from hade.models.heads.base import RetrievalHead
+from hade.models.heads.base import HeadCapabilities, RetrievalHead
 from hade.models.heads.reprs import Reprs
 
 EPS = 1e-8
@@ -214,8 +214,6 @@ def level_scores(text: torch.Tensor, text_mask: torch.Tensor, audio: torch.Tenso
 class THAHead(RetrievalHead):
     """Hierarchical alignment head; `score` is not factorised (a re-ranker in the search engine)."""
 
-    explanations = frozenset({"tha"})
-
     def __init__(self, audio_dims: list[int], text_dim: int, text_layers: int, embed_dim: int = 256,
                  audio_stages: tuple[int, ...] = (2, 3, 4), text_blocks: tuple[int, ...] | None = None,
                  lam: float = 9.0, token_reduce: str = "mean", scale: float | None = None,
@@ -238,16 +236,14 @@ class THAHead(RetrievalHead):
         self.memory_budget = memory_budget_mb * 2**20
         self.audio_proj = nn.ModuleList(nn.Linear(audio_dims[s - 1], embed_dim) for s in audio_stages)
         self.text_proj = nn.ModuleList(nn.Linear(text_dim, embed_dim) for _ in text_blocks)
+        # rotation pairs: each level's projected tokens and words, which `level_scores` reads only through
+        # cosines, norms and Gram matrices
+        self.capabilities = HeadCapabilities(explanations=frozenset({"tha"}), rotation_pairs=tuple(
+            (f"tha_audio_{i}", f"tha_text_{i}") for i in range(len(self.audio_stages))))
 
     @property
     def levels(self) -> int:
         return len(self.audio_stages)
-
-    @property
-    def rotation_pairs(self) -> tuple[tuple[str, str], ...]:  # type: ignore[override]
-        """Each level's projected tokens and words: `level_scores` reads them only through cosines, norms
-        and Gram matrices."""
-        return tuple((f"tha_audio_{i}", f"tha_text_{i}") for i in range(self.levels))
 
     def text_repr(self, features: TextFeatures) -> Reprs:
         out = {f"tha_text_{i}": proj(features.layers[b - 1])
