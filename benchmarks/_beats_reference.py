@@ -58,7 +58,7 @@ def layer_outputs(ref: nn.Module, waveform: torch.Tensor) -> tuple[list[torch.Te
     hooks = [layer.register_forward_hook(lambda m, i, o: outs.append(o[0].transpose(0, 1)))
              for layer in ref.encoder.layers]
     try:
-        lengths = torch.full((waveform.shape[0],), waveform.shape[1], dtype=torch.long)
+        lengths = torch.full((waveform.shape[0],), waveform.shape[1], dtype=torch.long, device=waveform.device)
         final, _, _ = ref(waveform, lengths)
     finally:
         for h in hooks:

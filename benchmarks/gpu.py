@@ -10,6 +10,11 @@ Steps, each timed and reported as ok / skip / fail (a failing step does not stop
    is reported as a skip, not a failure).
 2. `encoder`: benchmarks/encoder.py's comparison on CUDA (hade against the LAION-CLAP reference: fp32,
    bf16 and fp16 rows; fails when fp32 outputs differ by more than 1e-4).
+   `encoder-passt`, `encoder-beats`: the same for PaSST-S against hear21passt and BEATs iter3 against ESPnet's
+   BEATs (benchmarks/_vit_rows.py, `encoder.py --encoder passt|beats`): fp32, bf16 and fp16 clips/s of both,
+   max |difference| per level and on the clip vector (fp32 with TF32 off; fails above 1e-3, since at full
+   size float32 rounding over 12 blocks already reaches 1.8e-4 for BEATs on CPU, docs/encoders.md), and the
+   peak CUDA memory of one fp32 batch per side. Skipped, saying so, when the reference is not installed.
 3. `train-dp`, `train-tha+dcr`: training throughput in clips/s at the paper's shapes, HTSAT-tiny (10 s at
    32 kHz) and a 12-block BERT-base-sized text encoder with random weights, AdamW, bf16 autocast, batch
    `--batch`; the data comes from a packed set (`hade pack` of generated clips) through the training
@@ -20,7 +25,7 @@ Steps, each timed and reported as ok / skip / fail (a failing step does not stop
    the largest weight difference is reported. Skipped, with a line saying so, on fewer than 2 GPUs.
 
 `--cpu-smoke` runs the same steps on CPU with tiny shapes (htsat-test, a 2-block text encoder, batch 4,
-one encoder round on 1 s clips) in well under a minute; the CUDA tests and the DDP check are skipped
+one encoder round on 1 s clips; passt-test and beats-test for the PaSST and BEATs rows) in well under a minute; the CUDA tests and the DDP check are skipped
 there (the gloo equality check is tests/train/test_distributed.py). Exit status: 1 if a step failed.
 """
 from __future__ import annotations
@@ -45,6 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
 TINY_TEXT = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
 HEADS = ("dp", "tha+dcr")
+VIT_ENCODERS = ("passt", "beats")
+VIT_TOL = 1e-3  # fp32 outputs of a ViT pair (see the module docstring)
 CAPTIONS = ("a dog barks twice while a car passes by", "rain falls on a tin roof", "birds sing in the morning",
             "people talk in a crowded hall while music plays", "a door slams shut", "water drips into a sink")
 
@@ -74,15 +81,21 @@ class Shapes:
     precision: str
     workers: int
     encoder_args: dict[str, Any]
+    vit_presets: dict[str, str]  # PaSST / BEATs preset of the encoder-passt / encoder-beats steps
+    vit_args: dict[str, Any]  # batch, seconds, rounds, threads of those steps
 
 
 def shapes_for(args: argparse.Namespace) -> Shapes:
     if args.cpu_smoke:
         return Shapes("cpu", "htsat-test", TINY_TEXT, batch=4, steps=2, warmup=1, clip_seconds=1.0, precision="fp32",
-                      workers=1, encoder_args={"device": "cpu", "batch": 1, "seconds": 1.0, "rounds": 1, "threads": 1})
+                      workers=1, encoder_args={"device": "cpu", "batch": 1, "seconds": 1.0, "rounds": 1, "threads": 1},
+                      vit_presets={"passt": "passt-test", "beats": "beats-test"},
+                      vit_args={"batch": 1, "seconds": 1.0, "rounds": 1, "threads": 1})
     return Shapes("cuda", "htsat-tiny", BERT_BASE, batch=args.batch, steps=args.steps, warmup=2, clip_seconds=10.0,
                   precision="bf16", workers=args.workers,
-                  encoder_args={"device": "cuda", "batch": 16, "seconds": 10.0, "rounds": 5, "threads": None})
+                  encoder_args={"device": "cuda", "batch": 16, "seconds": 10.0, "rounds": 5, "threads": None},
+                  vit_presets={"passt": "passt-s", "beats": "beats-iter3"},
+                  vit_args={"batch": 16, "seconds": 10.0, "rounds": 5, "threads": torch.get_num_threads()})
 
 
 def timed(name: str, fn: Callable[[], Step]) -> Step:
@@ -136,6 +149,27 @@ def encoder_bench(shapes: Shapes) -> Step:
     worst = max(result["max_diff"]["stages"] + [result["max_diff"]["pooled"]])
     status = "ok" if worst <= 1e-4 else "fail"  # encoder.py's own tolerance on fp32 outputs
     return Step("encoder", status, detail=f"{rows}; max diff {worst:.2g}",
+                data={k: v for k, v in result.items() if k != "times_s"})
+
+
+def vit_encoder_bench(shapes: Shapes, encoder: str) -> Step:
+    """benchmarks/_vit_rows.py's comparison of one ViT encoder (`passt` / `beats`) with its reference."""
+    _encoder_module()  # puts benchmarks/ on sys.path, where _vit_rows and the reference helpers live
+    import _vit_rows
+
+    name = f"encoder-{encoder}"
+    pair = _vit_rows.Pair(encoder, shapes.vit_presets[encoder])
+    if not pair.helper.available():
+        return Step(name, "skip", detail=f"{pair.reference_name} reference unavailable (make install)")
+    a = shapes.vit_args
+    result = _vit_rows.measure_pair(pair, a["batch"], a["seconds"], a["rounds"], a["threads"], memory=False,
+                                    device=shapes.device)
+    rows = ", ".join(f"{r['precision']} {r['hade_clips_s']:.1f} clips/s ({r['ratio']:.2f}x ref)" for r in result["rows"])
+    worst = max(result["max_diff"]["levels"] + [result["max_diff"]["pooled"]])
+    memory = result["peak_cuda_mib"]
+    detail = f"{pair.preset}: {rows}; max diff {worst:.2g}" + (
+        f"; peak {memory['hade']:.0f} vs {memory['reference']:.0f} MiB" if memory else "")
+    return Step(name, "ok" if worst <= VIT_TOL else "fail", detail=detail,
                 data={k: v for k, v in result.items() if k != "times_s"})
 
 
@@ -322,6 +356,8 @@ def run_all(args: argparse.Namespace) -> tuple[list[Step], Shapes]:
     steps = [timed("cuda-tests", lambda: cuda_tests(shapes))]
     if not args.skip_encoder:
         steps.append(timed("encoder", lambda: encoder_bench(shapes)))
+        for encoder in VIT_ENCODERS:
+            steps.append(timed(f"encoder-{encoder}", lambda e=encoder: vit_encoder_bench(shapes, e)))
     with tempfile.TemporaryDirectory(prefix="hade-gpu-") as tmp:
         root = Path(tmp)
         rate = preset_rate(shapes.audio_encoder)
@@ -348,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=12, help="timed optimizer steps per head (after 2 warm-up steps)")
     ap.add_argument("--workers", type=int, default=min(8, max(1, (os.cpu_count() or 2) - 2)),
                     help="DataLoader workers feeding the GPU")
-    ap.add_argument("--skip-encoder", action="store_true", help="leave out the encoder benchmark")
+    ap.add_argument("--skip-encoder", action="store_true", help="leave out the encoder benchmarks (HTSAT, PaSST, BEATs)")
     ap.add_argument("--ddp-on-cpu", action="store_true",
                     help="run the DDP check with gloo on CPU (runs, but BatchNorm keeps per-rank statistics on CPU, "
                          "so losses are reported, not compared)")

@@ -193,14 +193,16 @@ def load_train_state(path: str | Path) -> dict[str, Any] | None:
 
 # ---- foreign checkpoints (here, not in models/convert.py: this module sits above the models) ----
 def convert_checkpoint(src: str | Path, out_ckpt_dir: str | Path, model_config: ModelConfig,
-                       allow_partial: bool = False, kind: str | None = None) -> ConversionReport:
+                       allow_partial: bool = False, kind: str | None = None,
+                       state: dict[str, Any] | None = None) -> ConversionReport:
     """Build a hade model from ``model_config`` (hade.ModelConfig), load the audio encoder from ``src``
-    and save a hade checkpoint directory (`hade convert`). A LAION-CLAP source without front-end overrides
-    gets :data:`hade.models.convert.LAION_FRONT_END` (48 kHz / hop 480) so the encoder sees the features it
-    was trained on."""
+    (or from `state`, its contents when the caller has read them already) and save a hade checkpoint
+    directory (`hade convert`). A LAION-CLAP source without front-end overrides gets
+    :data:`hade.models.convert.LAION_FRONT_END` (48 kHz / hop 480) so the encoder sees the features it was
+    trained on."""
     from hade.models.factory import audio_config
 
-    state = read_checkpoint(src)
+    state = read_checkpoint(src) if state is None else state
     mapped, report = map_encoder_state_dict(state, kind, architecture_name(audio_config(model_config)))
     report.source = str(src)
     if report.kind == "laion-clap" and not set(LAION_FRONT_END) & set(model_config.audio_overrides):

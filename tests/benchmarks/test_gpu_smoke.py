@@ -24,10 +24,19 @@ def test_gpu_script_cpu_smoke(tmp_path):
     summary = json.loads(out.read_text())
     assert summary["cpu_smoke"] is True and summary["device"] == "cpu"
     steps = {s["name"]: s for s in summary["steps"]}
-    assert list(steps) == ["cuda-tests", "encoder", "pack", "train-dp", "train-tha+dcr", "ddp-nccl"]
+    assert list(steps) == ["cuda-tests", "encoder", "encoder-passt", "encoder-beats", "pack", "train-dp",
+                           "train-tha+dcr", "ddp-nccl"]
     assert steps["cuda-tests"]["status"] == "skip" and steps["ddp-nccl"]["status"] == "skip"
     assert "needs 2 GPUs" in steps["ddp-nccl"]["detail"]
     assert steps["encoder"]["status"] in ("ok", "skip")  # skip only without the LAION-CLAP reference
+    for encoder, preset in (("passt", "passt-test"), ("beats", "beats-test")):  # skip only without the reference
+        step = steps[f"encoder-{encoder}"]
+        assert step["status"] == "skip" and "reference unavailable" in step["detail"] or step["status"] == "ok"
+        if step["status"] == "ok":
+            data = step["data"]
+            assert data["encoder"] == preset and data["device"] == "cpu" and len(data["max_diff"]["levels"]) == 3
+            assert max(data["max_diff"]["levels"] + [data["max_diff"]["pooled"]]) <= 1e-4
+            assert all(row["hade_clips_s"] > 0 and row["reference_clips_s"] > 0 for row in data["rows"])
     for head in ("dp", "tha+dcr"):
         data = steps[f"train-{head}"]["data"]
         assert steps[f"train-{head}"]["status"] == "ok"

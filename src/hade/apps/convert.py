@@ -8,7 +8,9 @@ Two modes:
   ``dp`` model that scores as the original (text tower, projections and learned scale included); DIR holds
   the original's tokenizer files (roberta-base / bert-base-uncased), never downloaded;
 * a Hugging Face ``ClapModel`` folder (SRC is a folder): always the complete model, with the folder's own
-  tokenizer files unless ``--tokenizer DIR`` names others (hade.models.convert_hf).
+  tokenizer files unless ``--tokenizer DIR`` names others (hade.models.convert_hf);
+* the DCASE 2025 baseline's released ``.ckpt`` (PaSST + RoBERTa-large): with ``--tokenizer DIR``
+  (roberta-large's files) the complete ``dp`` model (hade.models.convert_dcase), else its PaSST alone.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Any
 from hade.errors import InputError
 from hade.models.convert import KINDS, format_report
 from hade.models.convert_audio import AUDIO_KINDS
+from hade.models.convert_dcase import KIND as DCASE_KIND
 from hade.models.convert_full import FULL_KINDS
 
 
@@ -34,14 +37,16 @@ def add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="hade checkpoint directory to write")
     p.add_argument("--tokenizer", type=Path, default=None,
                    help="local folder with the original's tokenizer (roberta-base files for LAION-CLAP, "
-                        "bert-base-uncased for WavCaps): convert the complete model, text tower and projections "
+                        "bert-base-uncased for WavCaps, roberta-large for the DCASE 2025 baseline): convert the "
+                        "complete model, text tower and projections "
                         "included, into a 'dp' model that scores as the original")
     p.add_argument("--text-overrides", default=None,
                    help="with --tokenizer: JSON object of text config fields no tensor shape tells "
                         "(e.g. '{\"num_attention_heads\": 12}'); default: the tokenizer folder's config.json, "
                         "else roberta-base / bert-base-uncased values")
-    p.add_argument("--audio-encoder", default="htsat-tiny",
-                   help="audio encoder preset matching the checkpoint (htsat-tiny; passt-s for PaSST)")
+    p.add_argument("--audio-encoder", default=None,
+                   help="audio encoder preset matching the checkpoint (default htsat-tiny; passt-s for PaSST, "
+                        "passt-s-p16-s16 for the DCASE 2025 baseline, its default)")
     p.add_argument("--audio-overrides", default=None,
                    help="JSON object of the preset's config fields (e.g. HTSATConfig front end)")
     p.add_argument("--text-encoder", default="minilm", help="hade text encoder (the foreign text tower is not loaded)")
@@ -67,13 +72,23 @@ def _json_object(text: str | None, flag: str) -> dict[str, Any]:
 
 def _convert_full(args: argparse.Namespace, replaced: str = "") -> int:
     from hade.checkpoint import save_model
+    from hade.models.convert import read_checkpoint
+    from hade.models.convert_dcase import BASELINE_PRESET, convert_dcase, is_dcase_checkpoint
     from hade.models.convert_full import convert_full
 
-    if args.kind is not None and args.kind not in FULL_KINDS:
-        raise InputError(f"--tokenizer converts complete {' / '.join(FULL_KINDS)} checkpoints; --kind {args.kind} "
-                         "holds an audio encoder only (drop --tokenizer)")
-    model, report = convert_full(args.src, args.tokenizer, kind=args.kind, allow_partial=args.allow_partial,
-                                 text_overrides=_json_object(args.text_overrides, "--text-overrides"))
+    if args.kind is not None and args.kind not in (*FULL_KINDS, DCASE_KIND):
+        raise InputError(f"--tokenizer converts complete {' / '.join((*FULL_KINDS, DCASE_KIND))} checkpoints; "
+                         f"--kind {args.kind} holds an audio encoder only (drop --tokenizer)")
+    obj = read_checkpoint(args.src)
+    text_overrides = _json_object(args.text_overrides, "--text-overrides")
+    if args.kind == DCASE_KIND or (args.kind is None and is_dcase_checkpoint(obj)):
+        model, report = convert_dcase(obj, args.tokenizer, audio_encoder=args.audio_encoder or BASELINE_PRESET,
+                                      audio_overrides=_json_object(args.audio_overrides, "--audio-overrides"),
+                                      allow_partial=args.allow_partial, text_overrides=text_overrides)
+    else:
+        model, report = convert_full(obj, args.tokenizer, kind=args.kind, allow_partial=args.allow_partial,
+                                     text_overrides=text_overrides)
+    report.source = str(args.src)
     save_model(model, args.out, extra={"converted_from": str(args.src), "conversion": report.to_dict(),
                                        "complete": True})
     print(format_report(report))
@@ -109,10 +124,21 @@ def _convert_hf(args: argparse.Namespace, replaced: str = "") -> int:
     return 0
 
 
+def _default_audio_encoder(args: argparse.Namespace, state: dict[str, Any]) -> str:
+    """The preset of a checkpoint converted without --audio-encoder: the DCASE 2025 baseline's PaSST for its
+    checkpoint, else htsat-tiny."""
+    from hade.models.convert_dcase import BASELINE_PRESET, is_dcase_checkpoint
+
+    if args.kind == DCASE_KIND or (args.kind is None and is_dcase_checkpoint(state)):
+        return BASELINE_PRESET
+    return "htsat-tiny"
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     """Run ``hade convert``; prints the report, returns the exit code."""
     from hade.checkpoint import convert_checkpoint
     from hade.config import ModelConfig
+    from hade.models.convert import read_checkpoint
     from hade.models.convert_hf import is_hf_clap_folder
 
     replaced = claim_out(args)
@@ -126,12 +152,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if getattr(args, "text_overrides", None):
         raise InputError("--text-overrides applies to complete conversions only (with --tokenizer)")
     overrides = _json_object(args.audio_overrides, "--audio-overrides")
-    config = ModelConfig(audio_encoder=args.audio_encoder, audio_overrides=overrides,
-                         text_encoder=args.text_encoder, head=args.head)
-    report = convert_checkpoint(args.src, args.out, config, allow_partial=args.allow_partial, kind=args.kind)
+    state = read_checkpoint(args.src)
+    config = ModelConfig(audio_encoder=args.audio_encoder or _default_audio_encoder(args, state),
+                         audio_overrides=overrides, text_encoder=args.text_encoder, head=args.head)
+    report = convert_checkpoint(args.src, args.out, config, allow_partial=args.allow_partial, kind=args.kind,
+                                state=state)
     print(format_report(report))
     print(f"wrote {args.out}{replaced}")
-    if report.kind in FULL_KINDS:
+    if report.kind in (*FULL_KINDS, DCASE_KIND):
         print(f"note: only the audio encoder was converted; pass --tokenizer DIR to convert the complete {report.kind} "
               "model (text tower, projections and scale)")
     return 0

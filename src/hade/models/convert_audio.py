@@ -11,6 +11,9 @@
   ``time_new_pos_embed``, ``blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*``, ``norm.*``),
   also wrapped as hear21passt's ``PasstBasicWrapper`` (``net.*``). The AudioSet classifier (``head.*``,
   ``head_dist.*``) is skipped.
+* ``dcase2025``: the DCASE 2025 baseline's released retrieval checkpoint; its PaSST
+  (``audio_embedding_model.model.model.*``) by :mod:`hade.models.convert_dcase`'s map (the complete model,
+  RoBERTa and projections too, is :func:`hade.models.convert_dcase.convert_dcase`).
 
 Each map lists every tensor name it accepts; anything else is *unexpected*. The same report of matched,
 skipped, unexpected, missing and mismatched tensors as for HTSAT (:class:`hade.models.convert.ConversionReport`),
@@ -28,6 +31,8 @@ from torch import nn
 from hade.errors import InputError
 from hade.models.convert import (KINDS, ConversionReport, apply_state_dict, extract_state_dict, map_state_dict,
                                  read_checkpoint, strip_module_prefix)
+from hade.models.convert_dcase import KIND as DCASE_KIND
+from hade.models.convert_dcase import is_dcase_checkpoint, map_dcase_audio
 
 _VIT_BLOCK = r"blocks\.(\d+)\.(norm1|attn\.qkv|attn\.proj|norm2|mlp\.fc1|mlp\.fc2)\.(weight|bias)"
 
@@ -63,7 +68,9 @@ KEY_MAPS: dict[str, tuple[tuple[str, ...], list[tuple[str, str]], list[tuple[str
             "relative position table") for i in range(1, 64)],
     ),
 }
-AUDIO_KINDS = tuple(KEY_MAPS)
+AUDIO_KINDS = (*KEY_MAPS, DCASE_KIND)
+# kind -> the architecture of the encoder its checkpoints hold
+_ARCHITECTURE = {"passt": "passt", "beats": "beats", DCASE_KIND: "passt"}
 
 
 def map_audio_state_dict(state: dict[str, Any], kind: str) -> tuple[dict[str, torch.Tensor], ConversionReport]:
@@ -96,7 +103,10 @@ _SIGNATURES = {"passt": "time_new_pos_embed", "beats": "post_extract_proj.weight
 
 
 def detect_audio_kind(state: dict[str, Any]) -> str | None:
-    """`passt` / `beats` when the keys are theirs, else None (an HTSAT convention, see hade.models.convert)."""
+    """`passt` / `beats` / `dcase2025` when the keys are theirs, else None (an HTSAT convention, see
+    hade.models.convert)."""
+    if is_dcase_checkpoint(state):
+        return DCASE_KIND
     keys, _ = strip_module_prefix(extract_state_dict(state))
     for kind, signature in _SIGNATURES.items():
         wrappers = KEY_MAPS[kind][0]
@@ -112,12 +122,14 @@ def map_encoder_state_dict(state: dict[str, Any], kind: str | None = None,
     checkpoint of another architecture is an InputError naming both."""
     if kind is None:
         kind = detect_audio_kind(state)
-    if kind is not None and kind not in KINDS and kind not in KEY_MAPS:
+    if kind is not None and kind not in KINDS and kind not in AUDIO_KINDS:
         raise InputError(f"unknown checkpoint kind {kind!r}; known: {list(KINDS) + list(AUDIO_KINDS)}")
-    theirs = kind if kind in KEY_MAPS else "htsat"
+    theirs = _ARCHITECTURE.get(kind, "htsat")
     if architecture is not None and architecture != theirs:
         raise InputError(f"the checkpoint holds a {theirs} audio encoder but the preset builds a {architecture} "
                          f"one; pick a {theirs} preset (hade models lists them)")
+    if kind == DCASE_KIND:
+        return map_dcase_audio(state)
     return map_audio_state_dict(state, kind) if kind in KEY_MAPS else map_state_dict(state, kind)
 
 

@@ -23,7 +23,13 @@ PATH is either
   encoder is loaded, through the explicit key maps of :mod:`hade.models.convert` and
   :mod:`hade.models.convert_audio`, which refuse partial loads and a checkpoint of another architecture
   than the run's preset. A LAION-CLAP encoder needs LAION's 48 kHz front
-  end in ``model.audio_overrides`` (the run is refused otherwise: its features would not match).
+  end in ``model.audio_overrides`` (the run is refused otherwise: its features would not match);
+* the DCASE 2025 baseline's released checkpoint (:mod:`hade.models.convert_dcase`): every part that fits
+  loads, as from a converted checkpoint: its PaSST (a ``passt-s-p16-s16`` run), its RoBERTa (the run's text
+  encoder must be RoBERTa-large-shaped, e.g. a local roberta-large folder) and its two Linear projections
+  into a head with DP's pooled projection built with ``head_options.projection = "linear"`` (a `dp`, or the
+  DCR part of `tha+dcr`; a Linear-ReLU-Linear projection starts fresh instead). Its temperature is reported
+  in ``scalars``, not applied: the run's is ``TrainConfig.temperature``.
 Files are read without unpickling code (safetensors, or ``torch.load(weights_only=True)``). Resumed runs
 ignore `init_from`: their own checkpoint is newer.
 """
@@ -213,10 +219,52 @@ def _checkpoint_vocab(path: Path) -> dict[str, int] | None:
     return load_tokenizer(tok_dir).get_vocab()
 
 
+def _linear_projection_only(model: RetrievalModel, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`weights` without the baseline's one-Linear projections when a pooled projection of the run has more
+    layers (Linear-ReLU-Linear): its first layer would take them by a coincidence of name and shape."""
+    own = model.state_dict()
+
+    def deep(name: str) -> bool:
+        pieces = name.split(".")
+        rest = pieces[3:] if name.startswith("head.parts.") else pieces[1:]
+        return name.startswith("head.") and rest[0] in _projection(model, name) and rest[1] != "0"
+
+    if not any(deep(n) for n in own):
+        return weights
+    return {k: v for k, v in weights.items() if not k.startswith(("head.audio_proj.", "head.text_proj."))}
+
+
+def _from_dcase_file(model: RetrievalModel, path: Path, obj: Any) -> dict[str, Any]:
+    """The DCASE 2025 baseline's checkpoint: its tensors under hade's names, taken as from a converted `dp`
+    checkpoint (both encoders must load completely; the file holds no tokenizer to compare)."""
+    from hade.models.convert_dcase import KIND as DCASE_KIND
+    from hade.models.convert_dcase import map_dcase_state_dict
+
+    architecture = architecture_name(audio_encoder_config(model.config.audio_encoder, model.config.audio_overrides))
+    if architecture != "passt":
+        raise InputError(f"init_from {path}: the checkpoint holds a passt audio encoder (the DCASE 2025 baseline's "
+                         f"PaSST) but the preset builds a {architecture} one; use --audio-encoder passt-s-p16-s16")
+    mapped, report = map_dcase_state_dict(obj)
+    if report.unexpected:
+        raise InputError(f"init_from {path}: DCASE 2025 baseline tensor(s) without a place in hade "
+                         f"{sorted(report.unexpected)[:5]}; `hade convert {path} --allow-partial` shows them all")
+    theirs = dataclasses.replace(model.config, head="dp")
+    weights = _linear_projection_only(model, mapped)
+    info = _from_weights(model, theirs, weights, lambda: None, path, DCASE_KIND)
+    info["unused"] = sorted({*info["unused"], *(set(mapped) - set(weights))})
+    info["scalars"] = dict(report.scalars)
+    return info
+
+
 def _from_foreign_file(model: RetrievalModel, path: Path) -> dict[str, Any]:
+    from hade.models.convert_dcase import is_dcase_checkpoint
+
+    obj = read_checkpoint(path)
+    if is_dcase_checkpoint(obj):
+        return _from_dcase_file(model, path, obj)
     architecture = architecture_name(audio_encoder_config(model.config.audio_encoder, model.config.audio_overrides))
     try:
-        mapped, report = map_encoder_state_dict(read_checkpoint(path), architecture=architecture)
+        mapped, report = map_encoder_state_dict(obj, architecture=architecture)
     except InputError as exc:
         raise InputError(f"init_from {path}: {exc}") from None
     report.source = str(path)

@@ -18,6 +18,9 @@ pytestmark = [pytest.mark.filterwarnings("ignore"),
 CONFIGS = {
     # PaSST-S's front end (32 kHz, 128 Kaldi mel bins, hop 320) with a small transformer; levels end at the last block
     "32k": PaSSTConfig(embed_dim=64, depth=3, num_heads=4, mlp_ratio=4.0, levels=[1, 2, 3], max_frames=300),
+    # the DCASE 2025 baseline's geometry (passt-s-p16-s16: 16 x 16 patches at stride 16), small transformer
+    "32k-stride16": PaSSTConfig(stride=16, embed_dim=64, depth=3, num_heads=4, mlp_ratio=4.0, levels=[1, 2, 3],
+                                max_frames=300),
     # the passt-test preset's 16 kHz front end; levels before the final LayerNorm only
     "16k-prenorm": PaSSTConfig(sample_rate=16000, n_fft=512, win_length=400, hop_length=160, fmax=7500.0,
                                embed_dim=32, depth=3, num_heads=2, mlp_ratio=2.0, levels=[1, 2], max_frames=200),

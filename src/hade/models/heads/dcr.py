@@ -62,8 +62,8 @@ class FactorHead(DPHead):
     def __init__(self, audio_dims: list[int], text_dim: int, embed_dim: int = 256, factors: int = 8,
                  use_ld: bool = True, use_la: bool = True, use_ca: bool = True, alpha: float = 0.01,
                  beta: float = 0.005, ca_hidden: int = 64, ca_output: str = "softmax",
-                 memory_budget_mb: float = 256.0) -> None:
-        super().__init__(audio_dims, text_dim, embed_dim)
+                 memory_budget_mb: float = 256.0, projection: str = "mlp") -> None:
+        super().__init__(audio_dims, text_dim, embed_dim, projection=projection)
         if embed_dim % factors:
             raise ValueError(f"DCR: embed_dim {embed_dim} is not divisible by factors K={factors}")
         if ca_output not in ("softmax", "sigmoid", "linear"):

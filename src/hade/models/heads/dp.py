@@ -14,27 +14,40 @@ from hade.models.heads.base import HeadCapabilities, RetrievalHead
 from hade.models.heads.reprs import Reprs
 
 
-def projection(in_dim: int, out_dim: int) -> nn.Sequential:
-    """Linear → ReLU → Linear, as the DP/WavCaps projection heads."""
+PROJECTIONS = ("mlp", "linear")
+
+
+def projection(in_dim: int, out_dim: int, kind: str = "mlp") -> nn.Sequential:
+    """`mlp`: Linear → ReLU → Linear, as the DP/WavCaps projection heads; `linear`: one Linear, as the DCASE
+    2025 baseline's 768 → 1024 / 1024 → 1024 projections (its tensors are then named ``0.weight``/``0.bias``
+    either way, so a converted baseline loads by name)."""
+    if kind not in PROJECTIONS:
+        raise ValueError(f"projection must be one of {list(PROJECTIONS)}, got {kind!r}")
+    if kind == "linear":
+        return nn.Sequential(nn.Linear(in_dim, out_dim))
     return nn.Sequential(nn.Linear(in_dim, out_dim), nn.ReLU(), nn.Linear(out_dim, out_dim))
+
+
+_projection = projection  # DPHead's argument `projection` shadows the function's name
 
 
 class DPHead(RetrievalHead):
     """logit_scale: optional multiplier of the cosine that turns scores into softmax logits (LAION-CLAP's
-    exp(logit_scale_a), WavCaps' 1/temp), kept for converted models' zero-shot probabilities; `score` stays
-    the cosine, so rankings and training are unaffected."""
+    exp(logit_scale_a), WavCaps' 1/temp, the DCASE 2025 baseline's 1/|tau|), kept for converted models' zero-shot
+    probabilities; `score` stays the cosine, so rankings and training are unaffected. projection: `mlp`
+    (default) or `linear` (see :func:`projection`)."""
 
     # `embed` on both sides, a cosine of unit vectors; the projections are inherited by DCR's FactorHead
     capabilities = HeadCapabilities(factorised=True, has_pooled=True, score_bound=1.0,
                                     pooled_projection=("audio_proj", "text_proj"))
 
     def __init__(self, audio_dims: list[int], text_dim: int, embed_dim: int = 256,
-                 logit_scale: float | None = None) -> None:
+                 logit_scale: float | None = None, projection: str = "mlp") -> None:
         super().__init__()
         if logit_scale is not None and not float(logit_scale) > 0:
             raise ValueError(f"logit_scale must be positive, got {logit_scale!r}")
-        self.audio_proj = projection(audio_dims[-1], embed_dim)
-        self.text_proj = projection(text_dim, embed_dim)
+        self.audio_proj = _projection(audio_dims[-1], embed_dim, projection)
+        self.text_proj = _projection(text_dim, embed_dim, projection)
         self.logit_scale = None if logit_scale is None else float(logit_scale)
 
     def text_repr(self, features: TextFeatures) -> Reprs:
