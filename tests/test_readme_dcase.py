@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from hade.cli import parse, train_config_from_args
+from hade.apps.train import train_config_from_args
+from hade.cli import parse
 from hade.config import TrainConfig, load_json_config
 
 ROOT = Path(__file__).resolve().parents[1]
