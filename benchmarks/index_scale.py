@@ -133,7 +133,7 @@ def grow(src: Path, dest: Path, windows: int, seed: int = 0) -> dict:
     try:
         meta = store.meta()
         table = store.window_table()
-        reprs = ReprTable(store, table["chunk"], table["row"], meta["repr_spec"])
+        reprs = ReprTable(store, table["chunk"], table["row"], meta.repr_spec)
         base_files = {f.id: f for f in store.files("ok")}
         n0, copy = len(reprs), 0
         positions = np.arange(n0)
@@ -142,10 +142,10 @@ def grow(src: Path, dest: Path, windows: int, seed: int = 0) -> dict:
             copy += 1
             take = positions[:windows - store.count_windows()]
             part = {k: v[take].copy() for k, v in arrays.items()}
-            pooled = part[meta["pooled_key"]].astype(np.float32)
+            pooled = part[meta.pooled_key].astype(np.float32)
             pooled += rng.standard_normal(pooled.shape).astype(np.float32) * 0.02
-            part[meta["pooled_key"]] = (pooled / np.linalg.norm(pooled, axis=1, keepdims=True)).astype(
-                arrays[meta["pooled_key"]].dtype)
+            part[meta.pooled_key] = (pooled / np.linalg.norm(pooled, axis=1, keepdims=True)).astype(
+                arrays[meta.pooled_key].dtype)
             cid = store.write_chunk(part)
             with store.transaction():
                 store.register_chunk(cid, len(take), codec_id)
@@ -157,7 +157,7 @@ def grow(src: Path, dest: Path, windows: int, seed: int = 0) -> dict:
                                                float(table["end"][p]), int(table["start_sample"][p]),
                                                int(table["end_sample"][p]), cid, i) for i, p in enumerate(take))
                 store.bump_generation()
-        ann = finalize(store, int(meta.get("ann_threshold", 50_000)))
+        ann = finalize(store, meta.ann_threshold or 50_000)
         return {"windows": store.count_windows(), "copies": copy, "ann": ann["kind"], "nlist": ann["nlist"],
                 "nprobe": ann["nprobe"], "grow_s": round(time.perf_counter() - t, 1),
                 "arrays_mb": round(sum(f.stat().st_size for f in (dest / "arrays").rglob("*.npy")) / 2**20, 1)}

@@ -122,7 +122,7 @@ def grow_codes(src: Path, dest: Path, windows: int, block: int = 1000) -> dict:
     try:
         meta = store.meta()
         table = store.window_table()
-        reprs = ReprTable(store, table["chunk"], table["row"], meta["repr_spec"])
+        reprs = ReprTable(store, table["chunk"], table["row"], meta.repr_spec)
         base = {f.id: f for f in store.files("ok")}
         n0 = len(reprs)
         arrays, codec_id = reprs.gather_stored(np.arange(n0))
@@ -146,7 +146,7 @@ def grow_codes(src: Path, dest: Path, windows: int, block: int = 1000) -> dict:
                                              int(table["end_sample"][p]), cid, i))
                 store.put_windows(recs)
                 store.bump_generation()
-        finalize(store, int(meta.get("ann_threshold", 50_000)))
+        finalize(store, meta.ann_threshold or 50_000)
         count = store.count_windows()
     finally:
         store.close()

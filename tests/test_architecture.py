@@ -18,6 +18,7 @@ Applications may import anything; nothing in the library imports an application.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -313,10 +314,7 @@ def import_graph(root: Path) -> dict[str, set[str]]:
 
 
 # (importer, imported) edges left out of the circle check, each with its reason. Keep it empty.
-CIRCLE_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("hade.index.export", "hade.index.search"): "export_index opens an Index inside the function, and Index.vectors "
-    "calls index_vectors; index/ is being reworked on its own branch (issue 25, items 1-3), which owns this one",
-}
+CIRCLE_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 
 def import_circle(root: Path, exceptions: dict[tuple[str, str], str] | None = None) -> list[str] | None:
@@ -380,3 +378,63 @@ def test_index_windows_re_exports_the_data_implementations():
     for name in ("scan_audio", "scan_folder", "window_bounds", "resolve_window", "window_batch", "window_batches",
                  "StreamWindows"):
         assert getattr(index_windows, name) is getattr(scan if name.startswith("scan") else windows, name), name
+
+
+# ---- the index meta is a typed record, its codec state has one reader (docs/index-map.md) --------------
+# string-key access to a `meta` dict: meta.get("x"), meta["x"], store.meta()["x"], plan.meta.get(...)
+META_KEY_ACCESS = re.compile(r"\bmeta(\(\))?(\.get\(|\[)")
+# the index meta's own door: Store reads and writes it, IndexMeta.from_dict upgrades an older index's dict
+META_DOOR = {"hade/index/store.py", "hade/index/meta.py"}
+# modules whose `meta` is another record than the index's, each with what it is
+OTHER_META = {
+    "hade/data/packed/shards.py": "a packed shard's header (format, version, sample rate), checked as it is read",
+    "hade/data/packed/writer.py": "a packing worker's report (clips, problems) handed back to the writer",
+    "hade/apps/compare.py": "a run's eval.json, whichever hade version wrote it",
+}
+# reads of the token codec state (`meta.token_codec`, `CodecState`) outside its record's module
+CODEC_STATE_ACCESS = re.compile(r"\bmeta(\(\))?\.token_codec\b|\bCodecState\b")
+CODEC_STATE_DOOR = {"hade/index/meta.py", "hade/index/compression.py"}
+
+
+def _code_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, text) of the lines of a file that are not imports."""
+    return [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            if not line.lstrip().startswith(("import ", "from "))]
+
+
+def meta_key_access(root: Path) -> list[str]:
+    """'path:line' of every string-key access to a meta dict outside the index meta's door and the modules
+    whose meta is another record."""
+    found = []
+    for path in sorted((root / "hade").rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel not in META_DOOR and rel not in OTHER_META:
+            found += [f"{rel}:{n}" for n, line in _code_lines(path) if META_KEY_ACCESS.search(line)]
+    return found
+
+
+def codec_state_readers(root: Path) -> set[str]:
+    """The modules that read the token codec state themselves."""
+    return {path.relative_to(root).as_posix() for path in (root / "hade").rglob("*.py")
+            if any(CODEC_STATE_ACCESS.search(line) for _, line in _code_lines(path))}
+
+
+def test_the_index_meta_is_read_by_field_only():
+    assert meta_key_access(SRC) == []
+    for rel, what in OTHER_META.items():
+        assert what.strip() and (SRC / rel).is_file(), rel
+
+
+def test_the_codec_state_has_one_reader():
+    assert codec_state_readers(SRC) <= CODEC_STATE_DOOR
+    assert "hade/index/compression.py" in codec_state_readers(SRC)
+
+
+def test_meta_checks_on_planted_code(tmp_path):
+    root = _tree(tmp_path, {"hade/index/a.py": "x = store.meta()['repr_spec']\ny = self.meta.get('head')\n",
+                            "hade/index/b.py": "from hade.index.meta import CodecState\nz = meta.repr_spec\n",
+                            "hade/index/c.py": "f = store.meta().token_codec.factory\n",
+                            "hade/index/store.py": "q = meta['x']\n"})
+    assert meta_key_access(root) == ["hade/index/a.py:1", "hade/index/a.py:2"]
+    assert codec_state_readers(root) == {"hade/index/c.py"}
+

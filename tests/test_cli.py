@@ -327,8 +327,8 @@ def test_index_storage_dtype_flag_and_its_deprecated_old_name(tmp_path, capsys, 
 
     seen = []
 
-    def fake_build(folder, out, ckpt, **kwargs):
-        seen.append(kwargs["storage_dtype"])
+    def fake_build(folder, out, ckpt, settings):
+        seen.append(settings.storage_dtype)
         return {"files": 0}
 
     monkeypatch.setattr(build_mod, "build_index", fake_build)

@@ -29,6 +29,17 @@ def test_no_function_in_src_is_too_long_or_too_complex():
     assert offenders == [], "\n" + "\n".join(offenders)
 
 
+INDEX_MAX_LINES = 60  # hade.index: every function fits on a screen (issue 25)
+
+
+def test_no_function_in_the_index_is_over_60_lines():
+    cx = _complexity()
+    functions = cx.measure(ROOT / "src" / "hade" / "index")
+    assert len(functions) > 100  # the walk found the package
+    offenders = [f.describe() for f in functions if f.lines > INDEX_MAX_LINES]
+    assert offenders == [], "\n" + "\n".join(offenders)
+
+
 def _function(name: str, body_lines: int, branches: int = 0) -> str:
     """Source of a function of 1 + body_lines lines with `branches` if-statements (complexity 1 + branches)."""
     body = [f"    if x == {i}:\n        x += 1" for i in range(branches)]

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from hade.errors import IndexDamaged, InputError
 from hade.index import Index, build_index
-from hade.index.finalize import compact, merge_indexes
+from hade.index.finalize import compact
+from hade.index.merge import merge_indexes
 from hade.index.integrity import check_index
 from hade.index.store import Store
 
@@ -87,7 +88,7 @@ def test_float_index_is_upgraded_by_giving_a_codec(float_and_coded, tha_ckpt, sy
 def fresh_id(index_dir) -> str:
     store = Store(index_dir)
     try:
-        return store.meta()["token_codec"]["current"]
+        return store.meta().token_codec.current
     finally:
         store.close()
 
@@ -181,7 +182,7 @@ def test_cli_options_are_kept_in_the_index(tha_ckpt, synth_dir, tmp_path, capsys
     store = Store(out)
     try:
         meta = store.meta()
-        assert meta["ann_memory_budget"] == 2 * 2**30 and meta["token_codec"]["factory"] == "none"
+        assert meta.ann_memory_budget == 2 * 2**30 and meta.token_codec.factory == "none"
     finally:
         store.close()
     with pytest.raises(SystemExit) as exit_:
@@ -229,7 +230,7 @@ def test_random_access_reads_equal_the_memory_map(float_and_coded):
     for index_dir in float_and_coded[:2]:
         store = Store(index_dir)
         try:
-            table, spec = store.window_table(), store.meta()["repr_spec"]
+            table, spec = store.window_table(), store.meta().repr_spec
             positions = np.array([5, 0, 23, 7, 7])
             tables = [ReprTable(store, table["chunk"], table["row"], spec, random_access=r) for r in (False, True)]
             mapped, read = (t.gather(positions) for t in tables)

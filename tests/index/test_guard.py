@@ -67,7 +67,7 @@ def instrument(ix: Index, guard: Guard, monkeypatch) -> dict[str, int]:
 
 def long_wave(ix: Index, windows: int) -> np.ndarray:
     rng = np.random.default_rng(0)
-    n = ix.meta["window_samples"] + (windows - 1) * ix.meta["hop_samples"] + 123  # a tail window too
+    n = ix.meta.window_samples + (windows - 1) * ix.meta.hop_samples + 123  # a tail window too
     return (0.1 * rng.standard_normal(n)).astype(np.float32)
 
 
@@ -83,7 +83,7 @@ def test_every_model_use_runs_inside_the_guard(dp_index, monkeypatch):
         assert calls["pooled_text"] == 1 and calls["pooled_audio"] == 0  # the query side only, no window borrowed
         entries = guard.entries
         hits = ix.search(wave, k=5, guard=guard)
-        n = len(window_bounds(len(wave), ix.meta["window_samples"], ix.meta["hop_samples"]))
+        n = len(window_bounds(len(wave), ix.meta.window_samples, ix.meta.hop_samples))
         assert calls["encode_audio"] == math.ceil(n / AUDIO_QUERY_BATCH) and n > 2 * AUDIO_QUERY_BATCH
         assert guard.entries - entries == calls["encode_audio"] + 1  # + one scoring block
         assert [h.id for h in hits] == [h.id for h in expected_audio]
@@ -100,7 +100,7 @@ def test_every_model_use_runs_inside_the_guard(dp_index, monkeypatch):
 
 def unbatched_vector(ix: Index, wave: np.ndarray) -> torch.Tensor:
     """The query vector as before batching: every window encoded in one call, mean of their vectors."""
-    win, hop = ix.meta["window_samples"], ix.meta["hop_samples"]
+    win, hop = ix.meta.window_samples, ix.meta.hop_samples
     bounds = window_bounds(len(wave), win, hop)
     batch = np.zeros((len(bounds), win), dtype=np.float32)
     for i, (s, e) in enumerate(bounds):

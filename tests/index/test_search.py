@@ -81,7 +81,7 @@ def test_scoring_blocks_are_bounded_in_bytes(head_indexes, monkeypatch):
     with Index.open(head_indexes["tha"]) as ix:
         full = ix.search(QUERIES[3], k=5, exhaustive=True)
         spec = ix.info()["repr_keys"]
-        per_window = sum(4 * int(np.prod(v["shape"])) for v in ix.meta["repr_spec"].values())
+        per_window = sum(4 * int(np.prod(v["shape"])) for v in ix.meta.repr_spec.values())
         monkeypatch.setattr(search_module, "GATHER_BYTES", 3 * per_window + 1)
         sizes = []
         gather = ix.reprs.gather
@@ -230,10 +230,10 @@ def test_query_vector_searches_like_its_audio_and_file_scores_are_the_ranked_sco
     from hade.index import QueryVector
 
     ix = Index.open(head_indexes["tha+dcr"])
-    wave = load_audio(sorted(synth_dir.rglob("*.wav"))[2], ix.meta["sample_rate"])
+    wave = load_audio(sorted(synth_dir.rglob("*.wav"))[2], ix.meta.sample_rate)
     vec = ix.query_vector(wave)
     assert isinstance(vec, QueryVector) and vec.vector.shape == (ix.model.head.pooled_audio(
-        ix.model.encode_audio(torch.zeros(1, ix.meta["window_samples"]))).shape[1],)
+        ix.model.encode_audio(torch.zeros(1, ix.meta.window_samples))).shape[1],)
     assert_same_hits(ix.search(vec, k=5), ix.search(wave, k=5))
     for query in (QUERIES[0], vec):
         hit = ix.search(query, k=1)[0]

@@ -11,6 +11,7 @@ import pytest
 from hade.errors import InputError
 from hade.index import Index, build_index
 from hade.index.compression import TokenCompression
+from hade.index.meta import CodecState, IndexMeta
 from hade.index.store import Store
 from hade.index.tokens import DEFAULT_FACTORY, TokenCodec, code_bytes_for, tokens_to_fit
 
@@ -19,7 +20,7 @@ MIN_TOKENS = 1000  # 16 windows of 64 tokens: the first run's 10 files stay floa
 QUERIES = ("a dog barks", "rain on a roof", "a bell rings twice")
 
 
-def _meta(index_dir: Path) -> dict:
+def _meta(index_dir: Path) -> IndexMeta:
     store = Store(index_dir)
     try:
         return store.meta()
@@ -51,8 +52,7 @@ def test_a_small_index_stores_float_tokens_and_fits_once_it_has_grown(tha_ckpt, 
     stats = build_index(folder, small, tha_ckpt, progress=False, token_codec=CODEC, token_codec_min_tokens=MIN_TOKENS)
     assert any("not fitted yet (it needs 1000 tokens of tha_audio_0 to train well, about 16 windows; the index "
                "has fewer)" in n for n in stats["notes"])
-    assert _meta(small)["token_codec"] == {"factory": CODEC, "keys": ["tha_audio_0"], "current": None,
-                                           "min_tokens": MIN_TOKENS}
+    assert _meta(small).token_codec == CodecState(CODEC, ("tha_audio_0",), None, MIN_TOKENS)
     assert _coded_files(small) == ["tha_audio_0.npy"] and not list(small.glob("codecs/*"))
     float_small = tmp_path / "float-small.idx"
     build_index(folder, float_small, tha_ckpt, progress=False, token_codec="none")
@@ -64,12 +64,12 @@ def test_a_small_index_stores_float_tokens_and_fits_once_it_has_grown(tha_ckpt, 
     stats = build_index(folder, small, progress=False)  # min_tokens is kept in the index
     assert stats["encoded_files"] == 14 and len(wavs) == 24
     assert stats["notes"] == []  # its 14 new windows are too few, but with the 10 stored ones the codec fits
-    tc = _meta(small)["token_codec"]
-    assert tc["current"] is not None and tc["min_tokens"] == MIN_TOKENS
+    tc = _meta(small).token_codec
+    assert tc.current is not None and tc.min_tokens == MIN_TOKENS
     assert _coded_files(small) == ["tha_audio_0.codes.npy"]  # every float chunk converted
     fresh = tmp_path / "fresh.idx"
     build_index(folder, fresh, tha_ckpt, progress=False, token_codec=CODEC, token_codec_min_tokens=MIN_TOKENS)
-    assert _meta(fresh)["token_codec"]["current"] == tc["current"]
+    assert _meta(fresh).token_codec.current == tc.current
     float_all = tmp_path / "float-all.idx"
     build_index(folder, float_all, tha_ckpt, progress=False, token_codec="none")
     for query in QUERIES:
@@ -93,7 +93,7 @@ def test_the_default_threshold_is_what_the_factory_needs(tha_ckpt, synth_dir, tm
     assert _coded_files(tmp_path / "idx") == ["tha_audio_0.npy"]
     comp = TokenCompression(Store(tmp_path / "idx"), _meta(tmp_path / "idx"))
     try:
-        spec = comp.store.meta()["repr_spec"]
+        spec = comp.store.meta().repr_spec
         assert comp.windows_needed(spec) == 156 and comp.fit_windows(spec) == 512
         comp.min_tokens = 0  # the behaviour before deferral: fit on whatever there is
         assert comp.windows_needed(spec) == 0
@@ -111,7 +111,7 @@ def test_fitting_prints_no_faiss_warning_and_shows_progress(tha_ckpt, synth_dir,
     err = capfd.readouterr().err
     assert "WARNING" not in err and "clustering" not in err
     assert "fit token codecs" in err and "tha_audio_0 64d" in err and "0/1" in err  # one token key, one codec
-    assert _meta(tmp_path / "idx")["token_codec"]["current"] is not None
+    assert _meta(tmp_path / "idx").token_codec.current is not None
 
 
 def test_readme_and_help_state_the_default_codecs_bytes_a_token(capsys):

@@ -13,6 +13,8 @@ import soundfile as sf
 import hade
 from hade.errors import InputError
 from hade.index import Index, build_index
+from hade.index.meta import IndexMeta
+from hade.index.settings import IndexSettings
 from hade.index.store import (DatabaseError, FileRecord, IntegrityRecord, Placement, Store, WindowRecord, quick_check,
                               salvage_meta)
 from hade.index.windows import window_batch, window_batches, window_bounds
@@ -125,7 +127,7 @@ def test_a_failed_transaction_leaves_nothing(tmp_path):
     with pytest.raises(KeyboardInterrupt), store.transaction():
         store.add_file(_file("a.wav"))
         raise KeyboardInterrupt
-    assert store.files() == [] and store.meta() == {}
+    assert store.files() == [] and store.meta() == IndexMeta() and not store.meta().created
     store.close()
 
 
@@ -150,13 +152,13 @@ def test_a_damaged_database_is_reported_without_sqlite3(tmp_path):
     bad.write_bytes(b"SQLite format 3\x00" + b"\xff" * 300)
     with pytest.raises(DatabaseError):
         quick_check(bad)
-    assert salvage_meta(bad) == {}
+    assert salvage_meta(bad) == IndexMeta()
     good = Store(tmp_path / "idx", create=True)
     with good.transaction():
-        good.set_meta(schema=1, precision="float32")
+        good.update_meta(schema=1, storage_dtype="float32")
     good.close()
     assert quick_check(tmp_path / "idx" / "index.sqlite") == []
-    assert salvage_meta(tmp_path / "idx" / "index.sqlite") == {"schema": 1, "precision": "float32"}
+    assert salvage_meta(tmp_path / "idx" / "index.sqlite") == IndexMeta(schema=1, storage_dtype="float32")
 
 
 def test_one_window_batcher_pads_each_window_to_the_window_length():
@@ -190,10 +192,9 @@ def test_storage_dtype_is_checked_kept_and_stored(dp_ckpt, two_files, tmp_path):
         assert ix.reprs.gather(np.arange(len(ix)))["embed"].dtype == np.float32
     with pytest.raises(InputError, match="the index stores float32; use --rebuild"):
         build_index(two_files, out, storage_dtype="float16", progress=False)
-    with pytest.warns(DeprecationWarning, match="storage_dtype"):  # the old keyword, for one release
-        assert build_index(two_files, out, precision="float32", progress=False)["unchanged_files"] == 2
-    with pytest.raises(InputError, match="disagree"), pytest.warns(DeprecationWarning):
-        build_index(two_files, out, storage_dtype="float32", precision="float16", progress=False)
+    with pytest.raises(InputError, match=r"unknown field\(s\) \['precision'\]"):  # the old keyword is gone
+        build_index(two_files, out, precision="float32", progress=False)
+    assert build_index(two_files, out, settings=IndexSettings(storage_dtype="float32", progress=False))["unchanged_files"] == 2
 
 
 def test_index_open_takes_a_compute_dtype(dp_index):
@@ -201,7 +202,9 @@ def test_index_open_takes_a_compute_dtype(dp_index):
         Index.open(dp_index[0], compute="fp16")
     with pytest.raises(InputError, match=r"compute: expected one of"):
         Index.open(dp_index[0], compute="float16")
-    with pytest.warns(DeprecationWarning, match="compute="), Index.open(dp_index[0], precision="bf16") as ix:
+    with pytest.raises(TypeError, match="precision"):  # the old name of compute is gone
+        Index.open(dp_index[0], precision="bf16")
+    with Index.open(dp_index[0], compute="bf16") as ix:
         assert len(ix) == 24
 
 

@@ -68,9 +68,9 @@ def test_index_encodes_a_long_file_while_decoding_it(dp_ckpt, tmp_path, monkeypa
     build_index(folder, tmp_path / "idx", dp_ckpt, window=1.0, hop=0.5, batch_size=4, progress=False)
     assert len(seen) >= 30 and seen[-1] > 0  # batches were encoded before the file's last block
     with Index.open(tmp_path / "idx") as ix:
-        model_sr = ix.meta["sample_rate"]
-        expected = window_bounds(len(load_audio(folder / "long.wav", model_sr)), ix.meta["window_samples"],
-                                 ix.meta["hop_samples"])
+        model_sr = ix.meta.sample_rate
+        expected = window_bounds(len(load_audio(folder / "long.wav", model_sr)), ix.meta.window_samples,
+                                 ix.meta.hop_samples)
         got = sorted(zip(ix.table["start_sample"].tolist(), ix.table["end_sample"].tolist()))
         assert got == expected
 

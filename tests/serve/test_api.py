@@ -332,7 +332,7 @@ def exact_app(audio_folder, serve_model, tmp_path_factory):
     build_index(audio_folder, work / "index", ckpt=work / "ckpt", token_codec="none", storage_dtype="float32",
                 progress=False)
     index = Index.open(work / "index")
-    assert index.meta["window_samples"] > 1.5 * serve_model.sample_rate  # longer than the files
+    assert index.meta.window_samples > 1.5 * serve_model.sample_rate  # longer than the files
     return create_app(index), index
 
 
@@ -348,7 +348,7 @@ def test_explained_score_is_the_score_the_window_was_ranked_by(exact_app, local_
         for hit in hits:
             e = c.get(f"/explain/{hit['id']}", params={"q": "a dog barks loudly"}).json()
             assert e["audio_seconds"] < e["clip_seconds"]  # the file is shorter than the window: padded
-            assert e["clip_seconds"] == pytest.approx(index.meta["window_samples"] / index.meta["sample_rate"])
+            assert e["clip_seconds"] == pytest.approx(index.meta.window_samples / index.meta.sample_rate)
             assert e["score"] == pytest.approx(hit["score"], abs=1e-5)
             assert e["stored_score"] == pytest.approx(hit["score"], abs=1e-6)
             assert len(e["levels"]) == 3

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -189,17 +187,23 @@ def _say_claim(args: argparse.Namespace) -> None:
         print(f"hade index: note: --force: writing the index into {args.out} beside what is there", file=sys.stderr)
 
 
+def _settings(args: argparse.Namespace, shard: str | None, device: str, progress: bool):
+    """The command's `IndexSettings`, for `shard` on `device`."""
+    from hade.index.settings import IndexSettings
+
+    return IndexSettings(window=args.window, hop=args.hop, batch_size=args.batch_size,
+                         ann_threshold=args.ann_threshold, shard=shard, rebuild=args.rebuild,
+                         storage_dtype=_storage_dtype(args), device=device, progress=progress,
+                         aux_captions=args.aux_captions, compute=args.compute,
+                         follow_external_links=args.follow_external_links, token_codec=args.token_codec,
+                         ann_memory_budget=args.ann_memory_budget, force=getattr(args, "force", False))
+
+
 def _build(args: argparse.Namespace, out: Path, shard: str | None, device: str, progress: bool) -> dict[str, Any]:
-    """build_index with the command's options, into `out`, for `shard` on `device`."""
+    """build_index with the command's settings, into `out`, for `shard` on `device`."""
     from hade.index.build import build_index
 
-    return build_index(args.paths[0], out, args.ckpt, window=args.window, hop=args.hop,
-                       batch_size=args.batch_size, ann_threshold=args.ann_threshold, shard=shard,
-                       rebuild=args.rebuild, storage_dtype=_storage_dtype(args), device=device,
-                       progress=progress, aux_captions=args.aux_captions,
-                       compute=args.compute, follow_external_links=args.follow_external_links,
-                       token_codec=args.token_codec, ann_memory_budget=args.ann_memory_budget,
-                       force=getattr(args, "force", False))
+    return build_index(args.paths[0], out, args.ckpt, _settings(args, shard, device, progress))
 
 
 def _check_parallel(args: argparse.Namespace, launch: Launch) -> None:
@@ -239,7 +243,9 @@ def run_parallel(args: argparse.Namespace, launch: Launch) -> int:
     if failed:
         raise HadeError(f"{args.out}: not merged, {len(failed)} of {launch.world_size} ranks failed ("
                         f"{'; '.join(failed)}); fix that and run the same command again (finished shards are kept)")
-    summary = _merge_shards(Path(args.out), parts, args.ann_threshold, progress=not args.quiet)
+    from hade.index.merge import merge_indexes
+
+    summary = merge_indexes(args.out, parts, ann_threshold=args.ann_threshold, progress=not args.quiet, replace=True)
     shard_stats = [o["stats"] for o in outcomes]
     if args.json:
         print(json.dumps({**summary, "shards": shard_stats}, indent=2))
@@ -251,31 +257,12 @@ def run_parallel(args: argparse.Namespace, launch: Launch) -> int:
     return 0
 
 
-def _merge_shards(out: Path, parts: list[Path], ann_threshold: int | None, progress: bool) -> dict[str, Any]:
-    """`merge_indexes(out, parts)`; an index already at `out` (an earlier run's) is replaced by the new
-    merge, under its write lock, with two renames (a crash between them leaves it in .OUT.old)."""
-    from hade.index.finalize import merge_indexes
-    from hade.index.store import write_lock
-
-    if not out.exists() or not any(out.iterdir()):
-        return merge_indexes(out, parts, ann_threshold=ann_threshold, progress=progress)
-    staging, old = out.with_name(f".{out.name}.merging"), out.with_name(f".{out.name}.old")
-    shutil.rmtree(staging, ignore_errors=True)
-    summary = merge_indexes(staging, parts, ann_threshold=ann_threshold, progress=progress)
-    with write_lock(out):
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(staging, out)
-    shutil.rmtree(old, ignore_errors=True)
-    return {**summary, "out": str(out)}
-
-
 def run_merge(args: argparse.Namespace) -> int:
     """`hade index merge OUT PART1 PART2 ...`."""
     paths = args.paths[1:] if args.paths and args.paths[0] == "merge" else args.paths
     if len(paths) < 2:
         raise InputError("usage: hade index merge OUT PART1 [PART2 ...]")
-    from hade.index.finalize import merge_indexes
+    from hade.index.merge import merge_indexes
 
     summary = merge_indexes(paths[0], paths[1:], ann_threshold=args.ann_threshold, root=args.root,
                             progress=not args.quiet)

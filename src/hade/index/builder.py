@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from hade.data.audio import stream_audio
 from hade.errors import AudioError, InputError
+from hade.index.settings import IndexSettings
 from hade.index.compression import TokenCompression
 from hade.index.store import FileRecord, Store, WindowRecord, sha256_file
 from hade.index.windows import StreamWindows, to_numpy, window_batch
@@ -70,16 +71,20 @@ class Builder:
     """One pass of `hade index` over a list of files into an open store (`run`); the model is loaded on
     first use, so a pass with nothing to encode never loads it."""
 
-    def __init__(self, store: Store, folder: Path, model_dir: Path, window: int, hop: int, batch_size: int,
-                 storage_dtype: str, device: str, progress: bool, aux_captions: dict[str, str] | None = None,
-                 compute: str = "fp32") -> None:
-        self.store, self.folder, self.model_dir = store, folder, model_dir
-        self.aux, self.compute = aux_captions, compute
-        self.window, self.hop, self.batch_size = window, hop, max(1, int(batch_size))
-        self.storage_dtype, self.device, self.progress = storage_dtype, device, progress
+    def __init__(self, store: Store, folder: Path, settings: IndexSettings,
+                 aux_captions: dict[str, str] | None = None) -> None:
+        """`store`: a created index (its window, hop, rate and storage dtype are used); `settings`: how to
+        run (batch_size, device, compute, progress); `aux_captions`: the caption table, if any."""
+        meta = store.meta()
+        self.store, self.folder, self.model_dir = store, folder, store.model_dir
+        self.aux, self.compute = aux_captions, settings.compute
+        self.window, self.hop, self.batch_size = meta.window_samples, meta.hop_samples, settings.batch_size
+        self.storage_dtype, self.device, self.progress = meta.storage_dtype, settings.device, settings.progress
         self._model = None
-        self.meta = store.meta()
-        self.compression = TokenCompression(store, self.meta)
+        self.sample_rate: int = meta.sample_rate
+        # the representations, decided by the first encoded window of a new index
+        self.reprs_known, self.repr_spec, self.pooled_key = meta.reprs_known, meta.repr_spec, meta.pooled_key
+        self.compression = TokenCompression(store, meta)
         self.codec_note: str | None = None  # why this run stored float tokens (`finalize` may still fit the codec)
         self.jobs: deque[Job] = deque()
         self.buffer: list[tuple[Job, int]] = []
@@ -115,16 +120,18 @@ class Builder:
         reprs = model.encode_audio(torch.from_numpy(batch).to(model.device), aux if any(aux) else None)
         self.stats["encoder_calls"] += 1
         self.stats["encoded_windows"] += len(items)
-        if "pooled_key" not in self.meta:
+        if not self.reprs_known:
             self._decide_pooled(reprs)
-        key = self.meta["pooled_key"]
+        key = self.pooled_key
         if key == POOLED_EXTRA_KEY:
             reprs = {**reprs, key: model.head.pooled_audio(reprs)}
         arrays = to_numpy(reprs, self.storage_dtype)
         spec = {k: {"shape": list(a.shape[1:]), "dtype": str(a.dtype)} for k, a in arrays.items()}
-        if self.meta.setdefault("repr_spec", spec) != spec:
+        if not self.reprs_known:
+            self.repr_spec, self.reprs_known = spec, True
+        if self.repr_spec != spec:
             raise InputError(f"{self.store.root}: the model's representations {spec} differ from the index's "
-                             f"{self.meta['repr_spec']}; rebuild with --rebuild")
+                             f"{self.repr_spec}; rebuild with --rebuild")
         for i, (job, _) in enumerate(items):
             job.parts.append({k: a[i:i + 1] for k, a in arrays.items()})
             job.done += 1
@@ -133,10 +140,10 @@ class Builder:
         """Which stored key is the pooled embedding for the ANN (None: the head has none, e.g. pure THA)."""
         vec = self.model.head.pooled_audio(reprs)
         if vec is None:
-            self.meta["pooled_key"] = None
+            self.pooled_key = None
             return
         same = [k for k, v in reprs.items() if v is vec or (v.shape == vec.shape and torch.equal(v, vec))]
-        self.meta["pooled_key"] = same[0] if same else POOLED_EXTRA_KEY
+        self.pooled_key = same[0] if same else POOLED_EXTRA_KEY
 
     # ---- committing ----------------------------------------------------------------------------
     def _flush(self, final: bool = False) -> None:
@@ -157,17 +164,18 @@ class Builder:
             row = 0
             for job in ready:
                 row += self._commit(job, chunk_id, row)
-            self.store.set_meta(**{k: self.meta[k] for k in ("repr_spec", "pooled_key") if k in self.meta},
-                                token_codec=self.compression.meta())
+            if self.reprs_known:
+                self.store.update_meta(repr_spec=self.repr_spec, pooled_key=self.pooled_key)
+            self.store.update_meta(token_codec=self.compression.state())
             self.store.bump_generation()
         self.stats["commits"] += 1
 
     def _hold_for_codec(self, ready: int) -> bool:
         """Whether the first `ready` jobs wait for more windows to fit the token codec on."""
-        if not self.compression.waiting(self.meta.get("repr_spec"), self.meta.get("pooled_key")):
+        if not self.compression.waiting(self.repr_spec, self.pooled_key):
             return False
         held = sum(len(self.jobs[i].parts) for i in range(ready))
-        return held < self.compression.fit_windows(self.meta["repr_spec"])
+        return held < self.compression.fit_windows(self.repr_spec)
 
     def _write_chunk(self, ready: list[Job]) -> tuple[int | None, int, str | None]:
         """(chunk id, rows, codec set id) of the arrays of the encoded windows of `ready`, written as one
@@ -177,7 +185,7 @@ class Builder:
         if not parts:
             return None, 0, None
         arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        if self.compression.waiting(self.meta.get("repr_spec"), self.meta.get("pooled_key")):
+        if self.compression.waiting(self.repr_spec, self.pooled_key):
             self.codec_note = self.compression.fit(arrays, progress=self.progress)
         arrays, codec_id = self.compression.encode(arrays)
         return self.store.write_chunk(arrays), len(parts), codec_id
@@ -190,7 +198,7 @@ class Builder:
             return 0
         self.store.remove_files([job.rel])
         file_id = self.store.add_file(job.record())
-        self.store.put_windows(job.windows(file_id, self.meta["sample_rate"], chunk_id, row))
+        self.store.put_windows(job.windows(file_id, self.sample_rate, chunk_id, row))
         return len(job.bounds) if job.kind == "encode" else 0
 
     # ---- the pass ------------------------------------------------------------------------------
@@ -259,7 +267,7 @@ class Builder:
         windows = StreamWindows(self.window, self.hop)
         job.loaded = False
         try:
-            for block in stream_audio(path, self.meta["sample_rate"]):
+            for block in stream_audio(path, self.sample_rate):
                 self._queue(job, windows.feed(block))
                 self._drain(bar)
             self._queue(job, windows.finish())
@@ -268,7 +276,7 @@ class Builder:
             job.kind, job.error = "error", getattr(e, "reason", str(e))
             job.bounds, job.pieces, job.parts, job.done = [], {}, [], 0
         else:
-            job.duration = windows.total / self.meta["sample_rate"]
+            job.duration = windows.total / self.sample_rate
             self.stats["encoded_files"] += 1
             self.stats["captioned_files"] += job.aux is not None
         job.loaded = True

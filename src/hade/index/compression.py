@@ -1,6 +1,7 @@
 """An index's token compression: which codec its new chunks are written with, and fitting it.
 
-The meta value ``token_codec`` = {factory, keys, current[, min_tokens]}: the faiss factory asked for at
+The index's codec state (`hade.index.meta.CodecState`, the meta value ``token_codec`` = {factory, keys,
+current[, min_tokens]}), of which this module is the only reader and writer: the faiss factory asked for at
 creation (``hade index --token-codec``, default ``OPQ32,IVF256,PQ32``, with 8 dims a sub-quantiser at other
 token widths: `hade.index.tokens.code_bytes_for`; "none" stores float tokens), the repr keys it compresses
 (`hade.index.tokens.token_keys` of the index's repr_spec; [] for heads without stored token arrays, e.g.
@@ -26,6 +27,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from hade.index.meta import CodecState, IndexMeta
 from hade.index.store import CODES_SUFFIX, Store
 from hade.index.reprs import load_codec_set
 from hade.index.tokens import (DEFAULT_FACTORY, TokenCodec, encode_arrays, fit_codec_set, save_codecs, token_keys,
@@ -36,29 +38,88 @@ NO_CODEC = "none"
 
 
 class TokenCompression:
-    """The token codec state of one index (from its meta), fitted and applied to chunk arrays."""
+    """The token codec state of one index (from its meta), fitted and applied to chunk arrays. The only
+    reader and writer of `CodecState`: other modules ask the static methods below."""
 
-    def __init__(self, store: Store, meta: Mapping[str, Any]) -> None:
-        tc = meta.get("token_codec") or {}
+    def __init__(self, store: Store, meta: IndexMeta) -> None:
+        tc = meta.token_codec or CodecState()
         self.store = store
-        self.factory: str = tc.get("factory", NO_CODEC)
-        self.keys: list[str] | None = tc.get("keys")
-        self.current: str | None = tc.get("current")
-        self.min_tokens: int | None = tc.get("min_tokens")
+        self.factory: str = tc.factory
+        self.keys: list[str] | None = None if tc.keys is None else list(tc.keys)
+        self.current: str | None = tc.current
+        self.min_tokens: int | None = tc.min_tokens
         self.codecs: dict[str, TokenCodec] | None = None
         self.failed: str | None = None  # why fitting failed in this run
         if self.current is not None:
             self.codecs = load_codec_set(store, self.current)
 
     @staticmethod
-    def initial_meta(factory: str | None, min_tokens: int | None = None) -> dict[str, Any]:
-        """The ``token_codec`` meta of a new index (`min_tokens`: see `tokens_needed`; None: the default)."""
-        out = {"factory": factory or DEFAULT_FACTORY, "keys": None, "current": None}
-        return out if min_tokens is None else {**out, "min_tokens": int(min_tokens)}
+    def initial_state(factory: str | None, min_tokens: int | None = None) -> CodecState:
+        """The codec state of a new index (`min_tokens`: see `tokens_needed`; None: the default)."""
+        return CodecState(factory or DEFAULT_FACTORY, None, None, None if min_tokens is None else int(min_tokens))
 
-    def meta(self) -> dict[str, Any]:
-        out = {"factory": self.factory, "keys": self.keys, "current": self.current}
-        return out if self.min_tokens is None else {**out, "min_tokens": self.min_tokens}
+    def state(self) -> CodecState:
+        """The codec state to store."""
+        return CodecState(self.factory, None if self.keys is None else tuple(self.keys), self.current,
+                          self.min_tokens)
+
+    def describe(self) -> dict[str, Any]:
+        """{factory, keys, current[, min_tokens]} for `Index.info` (factory 'none': float tokens)."""
+        return self.state().to_dict()
+
+    # ---- the state, for modules that only ask about it ------------------------------------------
+    @staticmethod
+    def factory_of(meta: IndexMeta) -> str:
+        """The index's codec factory ("none": float tokens, also for an index written before token codecs)."""
+        return (meta.token_codec or CodecState()).factory
+
+    @staticmethod
+    def current_of(meta: IndexMeta) -> str | None:
+        """The codec set new chunks are written with (None: none fitted)."""
+        return (meta.token_codec or CodecState()).current
+
+    @staticmethod
+    def coded_keys(meta: IndexMeta) -> set[str]:
+        """The repr keys a chunk written with a codec set stores as codes."""
+        return set((meta.token_codec or CodecState()).keys or ())
+
+    @staticmethod
+    def may_compress(meta: IndexMeta) -> bool:
+        """Whether the index has a codec factory and token keys to compress (or none decided yet)."""
+        tc = meta.token_codec or CodecState()
+        return tc.factory != NO_CODEC and tc.keys != ()
+
+    @staticmethod
+    def requested(meta: IndexMeta, factory: str | None, min_tokens: int | None) -> CodecState | None:
+        """The state after a build asked for `factory` (None: the index's) and `min_tokens` (None: the
+        index's): a factory given to an index storing float tokens is set (`finalize` then compresses them),
+        a new min_tokens replaces the index's; None when nothing changes. The caller has refused a factory
+        that differs from the index's (`hade.index.build`)."""
+        tc = meta.token_codec
+        min_tokens = min_tokens if min_tokens is not None else (tc.min_tokens if tc else None)
+        if factory is not None and factory != TokenCompression.factory_of(meta):
+            return TokenCompression.initial_state(factory, min_tokens)
+        if tc is not None and min_tokens != tc.min_tokens:
+            return CodecState(tc.factory, tc.keys, tc.current, min_tokens)
+        return None
+
+    @staticmethod
+    def without(meta: IndexMeta, codec_id: str) -> CodecState | None:
+        """The state once codec set `codec_id` is dropped (damaged): new chunks fit a new one when they were
+        written with it; None when nothing changes."""
+        tc = meta.token_codec
+        if tc is None or tc.current != codec_id:
+            return None
+        return CodecState(tc.factory, tc.keys, None, tc.min_tokens)
+
+    @staticmethod
+    def merged(meta: IndexMeta, copied: set[str]) -> CodecState | None:
+        """A merged index's state (the first part's): new windows get its codec set when it was copied,
+        else the first set copied (None: float until one is fitted)."""
+        tc = meta.token_codec
+        if tc is None or tc.current in copied:
+            return tc
+        return CodecState(tc.factory, tc.keys, min(copied) if copied else None, tc.min_tokens)
 
     def tokens_needed(self, dim: int) -> int:
         """Non-zero tokens of each key the codec is fitted on at least: the index's ``min_tokens`` when it

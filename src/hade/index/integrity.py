@@ -34,6 +34,8 @@ import numpy as np
 from hade.errors import IndexDamaged
 from hade.index import checksums
 from hade.index.ann import read_ann_params
+from hade.index.compression import TokenCompression
+from hade.index.meta import IndexMeta
 from hade.index.store import (ANN_JSON, ARRAYS_DIR, CODES_SUFFIX, DB_FILE, MODEL_DIR, MODEL_FILES, DatabaseError,
                               IntegrityRecord, Store, chunk_name, model_fingerprint, sha256_file)
 
@@ -71,22 +73,22 @@ class CheckResult:
 
 
 # ---- the repair command ----------------------------------------------------------------------------
-def repair_command(index: str | Path, meta: dict[str, Any] | None, ckpt: bool = False) -> str:
+def repair_command(index: str | Path, meta: IndexMeta | None, ckpt: bool = False) -> str:
     """`hade index FOLDER --out INDEX` (with --shard, and --ckpt CKPT when the model copy is damaged)."""
-    meta = meta or {}
-    folder = shlex.quote(str(meta["root"])) if meta.get("root") else "FOLDER"
+    meta = meta or IndexMeta()
+    folder = shlex.quote(str(meta.root)) if meta.root else "FOLDER"
     parts = ["hade index", folder]
     if ckpt:
         parts.append("--ckpt CKPT")
     parts.append(f"--out {shlex.quote(str(index))}")
-    if meta.get("shard"):
-        parts.append(f"--shard {meta['shard'][0]}/{meta['shard'][1]}")
-    if meta.get("follow_external_links"):
+    if meta.one_shard:
+        parts.append(f"--shard {meta.one_shard[0]}/{meta.one_shard[1]}")
+    if meta.follow_external_links:
         parts.append("--follow-external-links")
     return " ".join(parts)
 
 
-def damaged(index: str | Path, problem: Problem, meta: dict[str, Any] | None) -> IndexDamaged:
+def damaged(index: str | Path, problem: Problem, meta: IndexMeta | None) -> IndexDamaged:
     """The IndexDamaged for `problem`: '<index>/<file> is <problem>; repair with `<command>`'."""
     cmd = repair_command(index, meta, ckpt=problem.kind == "model")
     return IndexDamaged(f"{Path(index) / problem.file} is {problem.problem}; repair with `{cmd}`",
@@ -164,23 +166,23 @@ def records(store: Store) -> dict[str, IntegrityRecord]:
     return store.integrity_records()
 
 
-def chunk_files(store: Store, meta: dict[str, Any]) -> list[tuple[int, str]]:
+def chunk_files(store: Store, meta: IndexMeta) -> list[tuple[int, str]]:
     """(chunk id, relative path) of every array file of every registered chunk (a token key of a chunk
     written with a codec set as its ``.codes.npy``)."""
-    keys = sorted(meta.get("repr_spec") or {})
-    coded = set((meta.get("token_codec") or {}).get("keys") or [])
+    keys = sorted(meta.repr_spec or {})
+    coded = TokenCompression.coded_keys(meta)
     return [(cid, f"{ARRAYS_DIR}/{chunk_name(cid)}/{k}{CODES_SUFFIX if codec and k in coded else ''}.npy")
             for cid, codec in store.chunk_codecs().items() for k in keys]
 
 
-def codec_files(store: Store, meta: dict[str, Any]) -> list[tuple[str, str]]:
+def codec_files(store: Store, meta: IndexMeta) -> list[tuple[str, str]]:
     """(codec set id, relative path) of the files of every codec set that a chunk uses or new chunks are
     written with."""
-    used = {c for c in store.chunk_codecs().values() if c} | {(meta.get("token_codec") or {}).get("current")}
+    used = {c for c in store.chunk_codecs().values() if c} | {TokenCompression.current_of(meta)}
     return [(cid, rel) for cid in sorted(c for c in used if c) for rel in store.codec_files(cid)]
 
 
-def ann_file(index: Path, meta: dict[str, Any]) -> str | None:
+def ann_file(index: Path, meta: IndexMeta) -> str | None:
     """The current ANN file's name per ann.json (None: no ANN expected, or ann.json unreadable)."""
     try:
         params = json.loads((index / ANN_JSON).read_text())
@@ -196,7 +198,7 @@ def model_files(index: Path, recs: dict[str, IntegrityRecord]) -> list[str]:
 
 
 # ---- quick check ----------------------------------------------------------------------------------------
-def quick_problems(store: Store, meta: dict[str, Any]) -> list[Problem]:
+def quick_problems(store: Store, meta: IndexMeta) -> list[Problem]:
     """Sizes of every registered chunk array, codec file, the ANN and the model copy against the records
     (and the .npy headers), and the files this process found damaged when it first read them
     (`hade.index.checksums.known_damage`); no hashing. Raises store.DatabaseError when the database
@@ -221,7 +223,7 @@ def quick_problems(store: Store, meta: dict[str, Any]) -> list[Problem]:
     return out
 
 
-def verify_on_open(store: Store, meta: dict[str, Any]) -> None:
+def verify_on_open(store: Store, meta: IndexMeta) -> None:
     """The small files an open index reads at once — the ANN and every codec set in use — against their
     checksums (`Store.verify_read`; chunk arrays are verified when a search first reads them).
     IndexDamaged naming the first damaged file and the repair command."""
@@ -231,13 +233,13 @@ def verify_on_open(store: Store, meta: dict[str, Any]) -> None:
         store.verify_read(ann)
 
 
-def verify_chunks_later(store: Store, meta: dict[str, Any], stop: threading.Event) -> threading.Thread:
+def verify_chunks_later(store: Store, meta: IndexMeta, stop: threading.Event) -> threading.Thread:
     """Start hashing every chunk array of the index in a background thread (`Store.verify_later`): an
     opened index's first search then mostly finds its files verified."""
     return store.verify_later([rel for _, rel in chunk_files(store, meta)], stop)
 
 
-def health(index: str | Path, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def health(index: str | Path, meta: IndexMeta | None = None) -> dict[str, Any]:
     """{"status": "ok" | "degraded", "problems": [{"file", "problem"}], "repair": command | None} from the
     quick check. Never raises (an unexpected failure is itself reported as a problem)."""
     index = Path(index)
@@ -275,9 +277,9 @@ def _deep_file(index: Path, rel: str, rec: IntegrityRecord | None, npy: bool, ki
         res.problems.append(Problem(rel, p, kind, chunk))
 
 
-def _check_ann(index: Path, store: Store, meta: dict[str, Any], recs: dict, res: CheckResult) -> None:
+def _check_ann(index: Path, store: Store, meta: IndexMeta, recs: dict, res: CheckResult) -> None:
     ann = ann_file(index, meta)
-    if meta.get("pooled_key") is None:
+    if meta.pooled_key is None:
         return
     if ann is None:
         res.problems.append(Problem(ANN_JSON, "missing or unreadable (the ANN cannot be found)", "ann"))
@@ -298,17 +300,17 @@ def _check_ann(index: Path, store: Store, meta: dict[str, Any], recs: dict, res:
         res.problems.append(Problem(ann, f"stale (holds {count} vectors, the index has {windows} windows)", "ann"))
 
 
-def _check_model(index: Path, meta: dict[str, Any], recs: dict, res: CheckResult) -> None:
+def _check_model(index: Path, meta: IndexMeta, recs: dict, res: CheckResult) -> None:
     for rel in model_files(index, recs):
         _deep_file(index, rel, recs.get(rel), False, "model", None, res)
-    if any(p.kind == "model" for p in res.problems) or "fingerprint" not in meta:
+    if any(p.kind == "model" for p in res.problems) or not meta.created:
         return
     try:
         fp = model_fingerprint(index / MODEL_DIR)
     except Exception as e:  # noqa: BLE001 - reported as a problem
         res.problems.append(Problem(f"{MODEL_DIR}/", f"unreadable ({e})", "model"))
         return
-    if fp != meta["fingerprint"]:
+    if fp != meta.fingerprint:
         res.problems.append(Problem(f"{MODEL_DIR}/model.safetensors", "not the model the index was built with "
                                     "(its fingerprint differs)", "model"))
 
@@ -324,10 +326,10 @@ def has_index_parts(folder: Path) -> bool:
     return (folder / ANN_JSON).is_file() or chunks
 
 
-def _check_complete(store: Store, meta: dict[str, Any], res: CheckResult) -> None:
+def _check_complete(store: Store, meta: IndexMeta, res: CheckResult) -> None:
     """What `Index.open` refuses besides damage: an index interrupted before anything was stored, or
     changed after its ANN was built (an interrupted `hade index`)."""
-    if "fingerprint" not in meta:
+    if not meta.created:
         res.problems.append(Problem(DB_FILE, "incomplete (`hade index` was interrupted before anything was "
                                     "stored)", "db"))
         return
@@ -351,7 +353,7 @@ def check_index(index: str | Path, deep: bool = True) -> CheckResult:
         res.problems.append(Problem(DB_FILE, p, "db"))
         res.repair = repair_command(index, None)
         return res
-    meta: dict[str, Any] = {}
+    meta = IndexMeta()
     store = None
     try:
         store = Store(index)
@@ -381,7 +383,7 @@ def check_index(index: str | Path, deep: bool = True) -> CheckResult:
     return res
 
 
-def damage_from_exception(index: Path, exc: BaseException, meta: dict[str, Any] | None) -> IndexDamaged | None:
+def damage_from_exception(index: Path, exc: BaseException, meta: IndexMeta | None) -> IndexDamaged | None:
     """IndexDamaged for a low-level read error of the index (sqlite corrupt, faiss unreadable), or None."""
     if isinstance(exc, IndexDamaged):
         return exc

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 from hade.errors import InputError
 from hade.index import checksums, integrity
+from hade.index.compression import TokenCompression
+from hade.index.meta import IndexMeta
 from hade.index.integrity import Problem, ann_file, chunk_files, codec_files, records, size_problem
 from hade.index.store import (ANN_JSON, ARRAYS_DIR, CODECS_DIR, DB_FILE, MODEL_DIR, DatabaseError, IntegrityRecord,
                               Store, chunk_name, copy_model, model_fingerprint, quick_check, salvage_meta)
@@ -54,7 +55,7 @@ def _db_problem(out: Path) -> str | None:
     return f"corrupt ({'; '.join(bad[:3])})" if bad else None
 
 
-def set_aside_damaged_db(out: Path) -> tuple[dict[str, Any], str] | None:
+def set_aside_damaged_db(out: Path) -> tuple[IndexMeta, str] | None:
     """When index.sqlite exists and is damaged: move it aside, delete the arrays and the ANN, and return
     (the meta values it still yields, a note saying so); None when it is fine or absent."""
     db = out / DB_FILE
@@ -62,7 +63,7 @@ def set_aside_damaged_db(out: Path) -> tuple[dict[str, Any], str] | None:
         if not integrity.has_index_parts(out):
             return None
         _drop_described(out)
-        return {}, (f"{DB_FILE} was missing: deleted the arrays, codecs and ANN it described and rebuilt the "
+        return IndexMeta(), (f"{DB_FILE} was missing: deleted the arrays, codecs and ANN it described and rebuilt the "
                     "index from scratch with the model copy (or --ckpt)")
     problem = _db_problem(out)
     if problem is None:
@@ -86,7 +87,7 @@ def _drop_described(out: Path) -> None:
     shutil.rmtree(out / CODECS_DIR, ignore_errors=True)
 
 
-def _model_problem(store: Store, meta: dict[str, Any], recs: dict, hash_all: bool) -> Problem | None:
+def _model_problem(store: Store, meta: IndexMeta, recs: dict, hash_all: bool) -> Problem | None:
     """The first problem of the model copy: a recorded file missing, resized or (when cheap) with another
     checksum, or config + weights that are not the fingerprinted model."""
     for rel in integrity.model_files(store.root, recs):
@@ -96,13 +97,13 @@ def _model_problem(store: Store, meta: dict[str, Any], recs: dict, hash_all: boo
         fp = model_fingerprint(store.model_dir)
     except InputError:
         fp = None
-    if fp != meta["fingerprint"]:
+    if fp != meta.fingerprint:
         return Problem(f"{MODEL_DIR}/model.safetensors", "not the model the index was built with (its "
                        "fingerprint differs)", "model")
     return None
 
 
-def _repair_model(store: Store, meta: dict[str, Any], ckpt: Path | None, recs: dict, hash_all: bool,
+def _repair_model(store: Store, meta: IndexMeta, ckpt: Path | None, recs: dict, hash_all: bool,
                   notes: list[str]) -> None:
     """Re-copy a damaged model copy from --ckpt (whose fingerprint the caller already matched), or raise
     IndexDamaged asking for --ckpt; record the copy's files when they have no records yet."""
@@ -147,7 +148,7 @@ def drop_chunks(store: Store, chunks: dict[int, list[tuple[str, str]]], notes: l
     notes.append(f"{len(paths)} files to re-encode because of damaged arrays")
 
 
-def _repair_chunks(store: Store, meta: dict[str, Any], recs: dict, hash_all: bool, notes: list[str]) -> None:
+def _repair_chunks(store: Store, meta: IndexMeta, recs: dict, hash_all: bool, notes: list[str]) -> None:
     damaged: dict[int, list[tuple[str, str]]] = {}
     backfill = []
     for cid, rel in chunk_files(store, meta):
@@ -164,7 +165,7 @@ def _repair_chunks(store: Store, meta: dict[str, Any], recs: dict, hash_all: boo
             store.record_files(backfill)
 
 
-def _repair_codecs(store: Store, meta: dict[str, Any], recs: dict, hash_all: bool, notes: list[str]) -> None:
+def _repair_codecs(store: Store, meta: IndexMeta, recs: dict, hash_all: bool, notes: list[str]) -> None:
     """A damaged token codec set: drop the chunks written with it (their files are re-encoded) and the set;
     when new chunks were written with it, the next chunk fits a new one."""
     damaged: dict[str, list[tuple[str, str]]] = {}
@@ -175,15 +176,15 @@ def _repair_codecs(store: Store, meta: dict[str, Any], recs: dict, hash_all: boo
         chunks = {cid: problems for cid, c in store.chunk_codecs().items() if c == codec_id}
         if chunks:
             drop_chunks(store, chunks, notes)
-        tc = store.meta().get("token_codec") or {}
-        if tc.get("current") == codec_id:
+        state = TokenCompression.without(store.meta(), codec_id)
+        if state is not None:
             with store.transaction():
-                store.set_meta(token_codec={**tc, "current": None})
+                store.update_meta(token_codec=state)
         store.drop_codec_set(codec_id)
         notes.append(f"{'; '.join(f'{rel} was {p}' for rel, p in problems)}: dropped token codec set {codec_id}")
 
 
-def _repair_ann(store: Store, meta: dict[str, Any], recs: dict, hash_all: bool, notes: list[str]) -> None:
+def _repair_ann(store: Store, meta: IndexMeta, recs: dict, hash_all: bool, notes: list[str]) -> None:
     ann = ann_file(store.root, meta)
     if ann is None:
         return
@@ -206,7 +207,7 @@ def _repair_ann(store: Store, meta: dict[str, Any], recs: dict, hash_all: bool, 
         notes.append(f"{ann} was {problem}: rebuilding the ANN")
 
 
-def repair_store(store: Store, meta: dict[str, Any], ckpt: Path | None,
+def repair_store(store: Store, meta: IndexMeta, ckpt: Path | None,
                  budget: int = integrity.VERIFY_BUDGET) -> list[str]:
     """Check and repair the model copy, the chunk arrays and the ANN of an open, readable store (see the
     module docstring); returns notes saying what was repaired."""

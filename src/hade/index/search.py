@@ -28,7 +28,6 @@ import contextlib
 import os
 import stat
 import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, ContextManager, Union
@@ -45,9 +44,10 @@ from hade.index.ann import ann_search, load_ann, read_ann_params
 from hade.index.finalize import ann_is_current
 from hade.index.integrity import Problem
 from hade.index.compression import TokenCompression
-from hade.index.export import IndexVectors, index_vectors
+from hade.index.vectors import IndexVectors, gather_vectors
 from hade.index.reprs import ReprTable, rows_within
-from hade.index.store import DB_FILE, MODEL_DIR, STORAGE_DTYPE_KEY, Store, chunk_name, model_fingerprint
+from hade.index.meta import IndexMeta
+from hade.index.store import DB_FILE, MODEL_DIR, Store, chunk_name, model_fingerprint
 from hade.index.windows import window_batches, window_bounds
 from hade.utils.device import resolve_device
 from hade.utils.timing import Phases
@@ -151,14 +151,14 @@ def rank(ids: np.ndarray, scores: np.ndarray, k: int, file_of: np.ndarray | None
 class Index:
     """A built index opened for searching (read-only). Use `Index.open(path)`."""
 
-    def __init__(self, path: Path, store: Store, model, meta: dict[str, Any], root: Path) -> None:
+    def __init__(self, path: Path, store: Store, model, meta: IndexMeta, root: Path) -> None:
         self.path, self.store, self.model, self.meta, self.root = path, store, model, meta, root
         self.table = store.window_table()
         files = store.files("ok")
         self.paths = {f.id: f.path for f in files}
         self._signature = {f.id: (int(f.size), int(f.mtime_ns)) for f in files}  # what open_audio must find
         self.unreadable = store.count_files("error")
-        self.reprs = ReprTable(store, self.table["chunk"], self.table["row"], meta.get("repr_spec") or {},
+        self.reprs = ReprTable(store, self.table["chunk"], self.table["row"], meta.repr_spec or {},
                                random_access=True)
         self.ann_params = read_ann_params(path)
         self.ann = None
@@ -168,29 +168,27 @@ class Index:
             except RuntimeError as e:  # faiss: truncated or garbage file
                 raise integrity.damaged(path, Problem(self.ann_params.file, "corrupt (faiss cannot read it: "
                                                       f"{' '.join(str(e).split())[:120]})", "ann"), meta) from None
-        self.pooled_key = meta.get("pooled_key")
-        self.follow_external_links = bool(meta.get("follow_external_links", False))
+        self.pooled_key = meta.pooled_key
+        self.follow_external_links = meta.follow_external_links
 
     @classmethod
     def open(cls, path: str | Path, device: str | torch.device = "cpu", root: str | Path | None = None,
-             verify: bool = True, compute: str = "fp32", precision: str | None = None) -> "Index":
+             verify: bool = True, compute: str = "fp32") -> "Index":
         """Open INDEX for searching with its own model copy. root: where the indexed files are now (default:
         the folder they were indexed from). verify: check the model copy against the stored fingerprint.
-        compute: "fp32", "bf16" or "fp16" (CUDA) autocast for encoding queries (`hade.load`); `precision` is
-        its old name, deprecated (accepted with a DeprecationWarning for one release).
+        compute: "fp32", "bf16" or "fp16" (CUDA) autocast for encoding queries (`hade.load`).
 
         Raises IndexDamaged (naming the damaged file and the command that repairs it) when the quick
         integrity check fails: the database, a chunk array, the ANN or the model copy missing, truncated
         or unreadable (`hade.index.integrity`)."""
         path = Path(path)
         device = resolve_device(device, where="device")
-        compute = _compute_arg(compute, precision)
         check_compute(compute, device.type, where="compute")
         if not (path / DB_FILE).is_file():
             raise InputError(f"{path}: not a hade index (no {DB_FILE}); build one with `hade index`")
         if (problem := integrity.db_header_problem(path)) is not None:
             raise integrity.damaged(path, Problem(DB_FILE, problem, "db"), None)
-        meta: dict[str, Any] | None = None
+        meta: IndexMeta | None = None
         store = None
         try:  # close the SQLite connection when the index cannot be opened
             store = Store(path)
@@ -205,9 +203,9 @@ class Index:
             raise
 
     @classmethod
-    def _open_store(cls, path: Path, store: Store, meta: dict[str, Any], device: str | torch.device,
+    def _open_store(cls, path: Path, store: Store, meta: IndexMeta, device: str | torch.device,
                     root: str | Path | None, verify: bool, compute: str) -> "Index":
-        if "fingerprint" not in meta:
+        if not meta.created:
             raise InputError(f"{path}: empty index (interrupted before anything was stored); run `hade index`")
         problems = integrity.quick_problems(store, meta)
         if problems:
@@ -218,13 +216,13 @@ class Index:
                              "`hade index`?); run `hade index` again to finish it")
         weights = Problem(f"{MODEL_DIR}/model.safetensors", "not the model the index was built with (its "
                           "fingerprint differs)", "model")
-        if verify and model_fingerprint(store.model_dir) != meta["fingerprint"]:
+        if verify and model_fingerprint(store.model_dir) != meta.fingerprint:
             raise integrity.damaged(path, weights, meta)
         stop_verifying = threading.Event()
         integrity.verify_chunks_later(store, meta, stop_verifying)  # hashing overlaps loading the model
         try:
             index = cls(path, store, _load_model(path, store, meta, device, compute), meta,
-                        Path(root) if root is not None else Path(meta["root"]))
+                        Path(root) if root is not None else Path(meta.root))
         except BaseException:
             stop_verifying.set()
             raise
@@ -310,7 +308,7 @@ class Index:
     def window_audio(self, window_id: int) -> np.ndarray:
         """The window's samples [end_sample - start_sample] float32 at the model's rate (not padded)."""
         p = self._pos(window_id)
-        wave = load_audio(self.audio_path(window_id), self.meta["sample_rate"])
+        wave = load_audio(self.audio_path(window_id), self.meta.sample_rate)
         return wave[int(self.table["start_sample"][p]):int(self.table["end_sample"][p])]
 
     def vectors(self) -> IndexVectors:
@@ -318,7 +316,13 @@ class Index:
         [N, D], with window ids, file paths (relative to the indexed folder) and start/end seconds, in id
         order; for a vector database of one's own (`hade export`). InputError for a head without pooled
         vectors (pure THA). See `hade.index.export`."""
-        return index_vectors(self)
+        if self.pooled_key is None:
+            from hade.models.heads import pooled_heads
+
+            raise InputError(f"{self.path}: head {self.meta.head!r} stores no pooled window vectors (it ranks "
+                             f"with token features only); export an index built with a head that has them: "
+                             f"{', '.join(pooled_heads())}")
+        return gather_vectors(self.reprs, self.table, self.paths, self.pooled_key)
 
     def health(self) -> dict[str, Any]:
         """{"status": "ok" | "degraded", "problems": [{"file", "problem"}], "repair": command | None}: the
@@ -327,26 +331,26 @@ class Index:
         return integrity.health(self.path, self.meta)
 
     def info(self) -> dict[str, Any]:
-        sr = self.meta["sample_rate"]
+        meta = self.meta
         return {"path": str(self.path), "root": str(self.root), "files": len(self.paths),
-                "unreadable_files": self.unreadable, "windows": len(self), "fingerprint": self.meta["fingerprint"],
-                "head": self.meta["head"], "factorised": bool(self.model.head.factorised),
-                "sample_rate": sr, "window": self.meta["window_samples"] / sr, "hop": self.meta["hop_samples"] / sr,
-                "precision": self.meta[STORAGE_DTYPE_KEY], "storage_dtype": self.meta[STORAGE_DTYPE_KEY],
-                "pooled_key": self.pooled_key,
-                "repr_keys": sorted(self.meta.get("repr_spec") or {}), "shard": self.meta.get("shard"),
+                "unreadable_files": self.unreadable, "windows": len(self), "fingerprint": meta.fingerprint,
+                "head": meta.head, "factorised": bool(self.model.head.factorised),
+                "sample_rate": meta.sample_rate, "window": meta.window_seconds, "hop": meta.hop_seconds,
+                "precision": meta.storage_dtype, "storage_dtype": meta.storage_dtype,
+                "pooled_key": self.pooled_key, "repr_keys": sorted(meta.repr_spec or {}),
+                "shard": meta.to_dict(("shard",))["shard"],
                 "ann": vars(self.ann_params) if self.ann_params else None, **self._storage_info()}
 
     def _storage_info(self) -> dict[str, Any]:
         """token_codec (factory, keys, current set; factory 'none': float tokens) and the bytes a window's
         arrays take with it."""
         comp = TokenCompression(self.store, self.meta)
-        return {"token_codec": comp.meta(),
-                "bytes_per_window": comp.stored_bytes_per_window(self.meta.get("repr_spec") or {})}
+        return {"token_codec": comp.describe(),
+                "bytes_per_window": comp.stored_bytes_per_window(self.meta.repr_spec or {})}
 
     # ---- queries ------------------------------------------------------------------------------
     def _audio_wave(self, query: Path | np.ndarray | torch.Tensor) -> np.ndarray:
-        sr = self.meta["sample_rate"]
+        sr = self.meta.sample_rate
         if isinstance(query, Path):
             return load_audio(query, sr)
         wave = np.asarray(query.detach().cpu() if isinstance(query, torch.Tensor) else query, dtype=np.float32)
@@ -356,7 +360,7 @@ class Index:
 
     def _window_vectors(self, reprs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Audio-audio vectors [B, D] of freshly encoded windows (model use: call inside the guard)."""
-        if self.meta[STORAGE_DTYPE_KEY] == "float16":  # as if stored, so a query equals its own indexed windows
+        if self.meta.storage_dtype == "float16":  # as if stored, so a query equals its own indexed windows
             reprs = {k: v.half().float() if v.is_floating_point() else v for k, v in reprs.items()}
         if self.pooled_key is None:
             return token_vector(reprs)
@@ -370,8 +374,8 @@ class Index:
         """The query vector [1, D]: the normalised mean of its windows' vectors, encoded `batch` windows at
         a time (one guard each); only the running sum is kept between batches."""
         wave = self._audio_wave(query)
-        win = self.meta["window_samples"]
-        bounds = window_bounds(len(wave), win, self.meta["hop_samples"])
+        win = self.meta.window_samples
+        bounds = window_bounds(len(wave), win, self.meta.hop_samples)
         total: torch.Tensor | None = None
         for windows in window_batches(wave, bounds, win, batch):
             with guard():
@@ -585,7 +589,7 @@ class Index:
         return Hit(w.id, w.path, w.start, w.end, score)
 
 
-def _load_model(path: Path, store: Store, meta: dict[str, Any], device: str | torch.device, compute: str):
+def _load_model(path: Path, store: Store, meta: IndexMeta, device: str | torch.device, compute: str):
     """The index's model copy; IndexDamaged (repair with --ckpt) when it cannot be used."""
     from hade.checkpoint import load
 
@@ -597,17 +601,6 @@ def _load_model(path: Path, store: Store, meta: dict[str, Any], device: str | to
         what = str(e) if isinstance(e, HadeError) else f"{type(e).__name__}: {e}"
         raise integrity.damaged(path, Problem(f"{MODEL_DIR}/", f"unusable ({' '.join(what.split())[:300]})",
                                               "model"), meta) from None
-
-
-def _compute_arg(compute: str, precision: str | None) -> str:
-    """`compute`, or the value of its deprecated old name `precision`."""
-    if precision is None:
-        return compute
-    warnings.warn("Index.open(precision=) is now compute=; precision= goes away in the next release",
-                  DeprecationWarning, stacklevel=3)
-    if compute != "fp32" and compute != precision:
-        raise InputError(f"compute={compute!r} and its old name precision={precision!r} disagree; give compute only")
-    return precision
 
 
 def search(index: Index | str | Path, query: Query, k: int = 10, candidates: int = 100,

@@ -27,7 +27,9 @@ embedding, e.g. pure THA, which are searched exhaustively), ann_threshold, gener
 follow_external_links (whether files resolving outside the folder were indexed and may be served),
 token_codec ({factory, keys, current}: the faiss factory of the token codec, "none" for float tokens;
 the repr keys it compresses; the codec set new chunks are written with — absent in indexes written
-before token codecs, which read as float tokens throughout).
+before token codecs, which read as float tokens throughout). Read and written only here, as the typed
+record `hade.index.meta.IndexMeta` (`meta`, `write_meta`, `update_meta`); older indexes upgrade through
+`IndexMeta.from_dict`.
 
 Storage behind one door: every SQL statement of the index is a `Store` method, and rows come back as named
 records (`FileRecord`, `WindowRecord`, `IntegrityRecord`); no other module talks to SQLite.
@@ -67,9 +69,9 @@ import numpy as np
 from hade.errors import IndexDamaged, InputError
 from hade.index import checksums
 from hade.index.checksums import file_digests
+from hade.index.meta import SCHEMA_VERSION, IndexMeta
 from hade.utils.atomic import atomic_dir
 
-SCHEMA_VERSION = 1
 DB_FILE = "index.sqlite"
 ARRAYS_DIR = "arrays"
 CODECS_DIR = "codecs"
@@ -79,9 +81,6 @@ LOCK_FILE = ".lock"
 ANN_JSON = "ann.json"
 MODEL_FILES = ("config.json", "model.safetensors")
 TOKENIZER_DIR = "tokenizer"
-# the meta key of the storage dtype ('float16' / 'float32'): named before "precision" came to mean training
-# precision only, and kept so that every index written so far reads as it is
-STORAGE_DTYPE_KEY = "precision"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -256,7 +255,7 @@ class Store:
                 self._conn.execute("ALTER TABLE chunks ADD COLUMN codec TEXT")
             if not self._has_fast_checksums():  # indexes written before read-time verification
                 self._conn.execute("ALTER TABLE integrity ADD COLUMN xxh3 TEXT")
-        schema = self.meta().get("schema")
+        schema = self.meta().schema
         if schema is not None and schema != SCHEMA_VERSION:
             raise InputError(f"{self.root}: index format {schema}, this hade reads format {SCHEMA_VERSION}; "
                              "rebuild it with `hade index --rebuild`")
@@ -305,28 +304,35 @@ class Store:
             raise
         self._conn.execute("COMMIT")
 
-    def meta(self) -> dict[str, Any]:
+    def meta(self) -> IndexMeta:
+        """The index's meta (`IndexMeta.from_dict` upgrades an older index's; a new one reads as the defaults,
+        `created` False)."""
         try:
             rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
         except sqlite3.OperationalError:
-            return {}
-        return {k: json.loads(v) for k, v in rows}
+            rows = []
+        return IndexMeta.from_dict({k: json.loads(v) for k, v in rows})
 
-    def set_meta(self, **values: Any) -> None:
-        """Upsert meta values (call inside `transaction` to make them part of a commit)."""
+    def write_meta(self, meta: IndexMeta, fields: tuple[str, ...] | None = None) -> None:
+        """Upsert `fields` of `meta` (default: all) into the meta table (call inside `transaction` to make
+        them part of a commit)."""
         self._conn.executemany("INSERT INTO meta(key, value) VALUES(?, ?) "
                                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                               [(k, json.dumps(v)) for k, v in values.items()])
+                               [(k, json.dumps(v)) for k, v in meta.to_dict(fields).items()])
+
+    def update_meta(self, **changes: Any) -> None:
+        """Upsert the meta fields `changes` ({IndexMeta field: value}; TypeError naming an unknown field)."""
+        self.write_meta(IndexMeta().replace(**changes), tuple(changes))
 
     def bump_generation(self) -> int:
         """Increment the change counter (inside a transaction); returns the new value."""
-        gen = int(self.meta().get("generation", 0)) + 1
-        self.set_meta(generation=gen)
+        gen = self.generation + 1
+        self.update_meta(generation=gen)
         return gen
 
     @property
     def generation(self) -> int:
-        return int(self.meta().get("generation", 0))
+        return self.meta().generation
 
     def integrity_check(self) -> list[str]:
         """What SQLite's ``PRAGMA integrity_check`` finds wrong ([] when the database is sound); raises
@@ -585,8 +591,10 @@ class Store:
             what = f"damaged ({' '.join(str(e).split())[:120]})"
         raise IndexDamaged(f"{self.root / rel} is {what}; repair with `{self.repair}`", file=rel, repair=self.repair)
 
-    def cleanup(self) -> dict[str, int]:
-        """Delete orphan chunk directories (never committed), chunks no window points to, and temporaries."""
+    def cleanup(self, keep_codec: str | None = None) -> dict[str, int]:
+        """Delete orphan chunk directories (never committed), chunks no window points to, temporaries, and
+        codec sets no chunk uses but `keep_codec` (the one new chunks are written with,
+        `TokenCompression.current_of`)."""
         used = {r[0] for r in self._conn.execute("SELECT DISTINCT chunk FROM windows")}
         known = set(self.chunk_ids())
         unused = sorted(known - used)
@@ -601,16 +609,16 @@ class Store:
                 for p in folder.iterdir():
                     if p.name.startswith("."):
                         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        codecs = self._unused_codec_sets()
+        codecs = self._unused_codec_sets(keep_codec)
         for codec_id in codecs:
             self.drop_codec_set(codec_id)
         return {"orphan_chunks": len(orphans), "unused_chunks": len(unused), "unused_codec_sets": len(codecs)}
 
-    def _unused_codec_sets(self) -> list[str]:
-        """Codec set folders no chunk uses and new chunks are not written with (a killed first write)."""
+    def _unused_codec_sets(self, keep_codec: str | None) -> list[str]:
+        """Codec set folders no chunk uses but `keep_codec` (a killed first write)."""
         if not self.codecs_dir.is_dir():
             return []
-        used = set(self.chunk_codecs().values()) | {(self.meta().get("token_codec") or {}).get("current")}
+        used = set(self.chunk_codecs().values()) | {keep_codec}
         return sorted(p.name for p in self.codecs_dir.iterdir() if not p.name.startswith(".") and p.name not in used)
 
     # ---- windows as arrays -----------------------------------------------------------------------
@@ -636,16 +644,20 @@ def quick_check(db: str | Path) -> list[str]:
         conn.close()
 
 
-def salvage_meta(db: str | Path) -> dict[str, Any]:
-    """Whatever meta values a damaged database file still yields, read-only ({} when none)."""
+def salvage_meta(db: str | Path) -> IndexMeta:
+    """Whatever meta values a damaged database file still yields, read-only (the defaults when none)."""
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
-            return {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+            raw = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
         finally:
             conn.close()
     except (sqlite3.Error, ValueError):
-        return {}
+        raw = {}
+    try:
+        return IndexMeta.from_dict(raw)
+    except (TypeError, ValueError, IndexError, AttributeError):  # a garbled value: nothing to rebuild from
+        return IndexMeta()
 
 
 @contextlib.contextmanager
