@@ -214,8 +214,6 @@ def test_sys_modules_check_on_planted_code(tmp_path, code, patched):
 # ---- the head contract is asked, not discovered (docs/heads.md) --------------------------------------
 CAPABILITY_NAMES = {"factorised", "has_pooled", "needs_phrases", "uses_aux_captions", "set_scoring", "explanations",
                     "rotation_pairs", "score_bound", "pooled_projection"}
-# RetrievalHead's read-only `factorised` (= capabilities.factorised) stays while hade/index/search.py reads it
-BASE_CAPABILITY_READERS = {"factorised"}
 # "path:line-text" of known discoveries outside the files this change owned, each with its reason.
 CONTRACT_EXCEPTIONS: dict[str, str] = {}  # file -> why it may discover a capability (none today)
 
@@ -273,7 +271,6 @@ def test_capabilities_are_declared_once():
     assert len(classes) >= 6, classes  # dp, dcr, tha, hci, co-attention, diffatr, the sum (and the base)
     found = {cls.__qualname__: sorted(set(vars(cls)) & CAPABILITY_NAMES) for cls in classes
              if inspect.getmodule(cls).__name__.startswith("hade.")}
-    found[RetrievalHead.__qualname__] = sorted(set(found[RetrievalHead.__qualname__]) - BASE_CAPABILITY_READERS)
     assert {name: names for name, names in found.items() if names} == {}
 
 

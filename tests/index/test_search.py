@@ -47,7 +47,7 @@ def test_two_stage_equals_exhaustive_when_candidates_cover_the_index(dp_index, h
 def test_rerank_uses_the_heads_score_with_stored_token_features(head_indexes):
     ix = Index.open(head_indexes["tha+dcr"])
     assert {"tha_audio_0", "tha_audio_1", "tha_audio_2", "factors", "embed"} == set(ix.info()["repr_keys"])
-    assert not ix.model.head.factorised
+    assert not ix.model.head.capabilities.factorised
     q = QUERIES[0]
     hits = ix.search(q, k=3, candidates=len(ix))
     pos = np.searchsorted(ix.table["id"], [h.id for h in hits])

@@ -334,7 +334,7 @@ class Index:
         meta = self.meta
         return {"path": str(self.path), "root": str(self.root), "files": len(self.paths),
                 "unreadable_files": self.unreadable, "windows": len(self), "fingerprint": meta.fingerprint,
-                "head": meta.head, "factorised": bool(self.model.head.factorised),
+                "head": meta.head, "factorised": bool(self.model.head.capabilities.factorised),
                 "sample_rate": meta.sample_rate, "window": meta.window_seconds, "hop": meta.hop_seconds,
                 "precision": meta.storage_dtype, "storage_dtype": meta.storage_dtype,
                 "pooled_key": self.pooled_key, "repr_keys": sorted(meta.repr_spec or {}),

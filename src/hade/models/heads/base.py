@@ -61,12 +61,6 @@ class RetrievalHead(nn.Module):
 
     capabilities: HeadCapabilities = HeadCapabilities()
 
-    @property
-    def factorised(self) -> bool:
-        """`capabilities.factorised`, read-only: kept for `Index.info` (hade/index/search.py) until the index
-        rework of issue 25 reads the record there; not a declaration (assigning it fails)."""
-        return self.capabilities.factorised
-
     def text_repr(self, features: TextFeatures) -> Reprs:
         """Per-text representation; every tensor is [B_t, ...]."""
         raise NotImplementedError
