@@ -149,7 +149,7 @@ def test_partial_and_foreign_checkpoints_are_refused(roberta_dir):
 
     extra = _checkpoint(_baseline(roberta_dir))
     extra["state_dict"][TEXT + "pooler.dense.weight"] = torch.zeros(32, 32)
-    with pytest.raises(InputError, match="no place in the converted model.*pooler"):
+    with pytest.raises(InputError, match="no place in the converted dcase2025 model.*pooler"):
         convert_dcase(extra, roberta_dir, audio_encoder="passt-test")
     no_tau = _checkpoint(_baseline(roberta_dir))
     del no_tau["state_dict"]["tau"]

@@ -223,8 +223,9 @@ def test_a_partial_wavcaps_checkpoint_is_refused_and_named(wavcaps, bert_tokeniz
     # and a tensor with no place in the model is refused too, not dropped
     ckpt = reference.checkpoint()
     ckpt["model"]["text_encoder.text_encoder.pooler.dense.weight"] = torch.zeros(128, 128)
-    with pytest.raises(InputError, match="no place in the converted model"):
+    with pytest.raises(InputError, match="no place in the converted wavcaps model") as refused:
         convert_full(ckpt, bert_tokenizer_dir)
+    assert "loaded: no" in str(refused.value)  # refused before anything was loaded
 
 
 def test_a_tokenizer_of_another_family_is_refused(wavcaps, tmp_path):

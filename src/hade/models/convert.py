@@ -173,9 +173,12 @@ def map_state_dict(state: dict[str, Any], kind: str | None = None) -> tuple[dict
 
 
 def apply_state_dict(encoder: nn.Module, mapped: dict[str, torch.Tensor], report: ConversionReport,
-                     allow_partial: bool = False, what: str = "the HTSAT encoder") -> ConversionReport:
-    """Load mapped tensors into ``encoder``; refuses (InputError with the report) when encoder keys are
-    missing or have another shape, unless ``allow_partial`` (then those keep their current values)."""
+                     allow_partial: bool = False, what: str = "the HTSAT encoder",
+                     refuse_unexpected: bool = False) -> ConversionReport:
+    """Load mapped tensors into ``encoder``; refuses (InputError with the report, before loading anything)
+    when encoder keys are missing or have another shape, or, with ``refuse_unexpected``, when the report
+    holds checkpoint tensors with no place in it, unless ``allow_partial`` (then those keep their current
+    values)."""
     own = encoder.state_dict()
     new_state = dict(own)
     for name, value in mapped.items():
@@ -194,11 +197,30 @@ def apply_state_dict(encoder: nn.Module, mapped: dict[str, torch.Tensor], report
                 report.recomputed.append(name)
             else:
                 report.missing.append(name)
+    left_over = sorted(report.unexpected) if refuse_unexpected else []
+    if left_over and not allow_partial:
+        raise InputError(f"refusing a partial load: {len(left_over)} checkpoint tensor(s) have no place in "
+                         f"{what} (e.g. {left_over[:3]}; --allow-partial to load anyway):\n" + format_report(report))
     if not report.complete and not allow_partial:
         raise InputError(f"refusing a partial load of {what} (pass allow_partial=True / --allow-partial "
                          "to load anyway):\n" + format_report(report))
     encoder.load_state_dict(new_state, strict=True)
     report.loaded = True
+    return report
+
+
+def apply_converted(model: nn.Module, mapped: dict[str, torch.Tensor], report: ConversionReport,
+                    allow_partial: bool, what: str) -> ConversionReport:
+    """Load a whole converted checkpoint into the model built for it (`hade convert` of LAION-CLAP / WavCaps
+    files, ClapModel folders, the DCASE 2025 baseline). Refuses, unless ``allow_partial``, when a model tensor
+    is missing or misshapen (`apply_state_dict`) and when a checkpoint tensor has no place in the model, both
+    named in one report: a converted model that silently dropped part of its checkpoint would score
+    differently from the original."""
+    extra = sorted(set(mapped) - set(model.state_dict()))
+    for name in extra:
+        report.unexpected[name] = "no such tensor in the converted model (a part hade did not build)"
+    apply_state_dict(model, {k: v for k, v in mapped.items() if k not in extra}, report, allow_partial, what=what,
+                     refuse_unexpected=True)
     return report
 
 

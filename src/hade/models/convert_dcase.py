@@ -34,7 +34,7 @@ import torch
 
 from hade.config import ModelConfig
 from hade.errors import InputError
-from hade.models.convert import ConversionReport, apply_state_dict, extract_state_dict, format_report, read_checkpoint
+from hade.models.convert import ConversionReport, apply_converted, extract_state_dict, read_checkpoint
 
 KIND = "dcase2025"
 BASELINE_PRESET = "passt-s-p16-s16"
@@ -182,14 +182,7 @@ def convert_dcase(src: str | Path | dict[str, Any], tokenizer_dir: str | Path, a
     if model.tokenizer.pad_token_id != config.text_config.get("pad_token_id"):  # a BERT vocabulary: garbage
         raise InputError(f"{tokenizer_dir}: this tokenizer pads with id {model.tokenizer.pad_token_id}, the baseline's "
                          f"RoBERTa with {config.text_config.get('pad_token_id')}: use roberta-large's tokenizer files")
-    extra = sorted(set(mapped) - set(model.state_dict()))
-    for name in extra:
-        report.unexpected[name] = "no such tensor in the converted model (a part hade did not build)"
-    if (extra or report.unexpected) and not allow_partial:
-        raise InputError(f"refusing a partial load: {len(report.unexpected)} checkpoint tensor(s) have no place in "
-                         f"the converted model (e.g. {sorted(report.unexpected)[:3]}):\n" + format_report(report))
-    apply_state_dict(model, {k: v for k, v in mapped.items() if k not in extra}, report, allow_partial,
-                     what=f"the converted {KIND} model")
+    apply_converted(model, mapped, report, allow_partial, what=f"the converted {KIND} model")
     return model.eval(), report
 
 

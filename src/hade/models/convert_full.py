@@ -26,10 +26,9 @@ from hade.models.convert import (
     LAION_FRONT_END,
     ConversionReport,
     _rule,
-    apply_state_dict,
+    apply_converted,
     detect_kind,
     extract_state_dict,
-    format_report,
     read_checkpoint,
     strip_module_prefix,
 )
@@ -264,14 +263,7 @@ def convert_full(src: str | Path | dict[str, Any], tokenizer_dir: str | Path, ki
     config = full_model_config(mapped, report, tokenizer_dir, obj, text_overrides)
     model = create_model(config, tokenizer_dir=str(tokenizer_dir))
     _check_tokenizer_family(model.tokenizer, config.text_config, report.kind, tokenizer_dir)
-    extra = sorted(set(mapped) - set(model.state_dict()))
-    for name in extra:
-        report.unexpected[name] = "no such tensor in the converted model (a part hade did not build)"
-    if extra and not allow_partial:
-        raise InputError(f"refusing a partial load: {len(extra)} checkpoint tensor(s) have no place in the "
-                         f"converted model (e.g. {extra[:3]}):\n" + format_report(report))
-    apply_state_dict(model, {k: v for k, v in mapped.items() if k not in extra}, report, allow_partial,
-                     what=f"the converted {report.kind} model")
+    apply_converted(model, mapped, report, allow_partial, what=f"the converted {report.kind} model")
     return model.eval(), report
 
 

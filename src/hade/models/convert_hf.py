@@ -28,7 +28,7 @@ import torch
 
 from hade.config import ModelConfig
 from hade.errors import InputError
-from hade.models.convert import LAION_FRONT_END, ConversionReport, apply_state_dict, format_report, read_checkpoint
+from hade.models.convert import LAION_FRONT_END, ConversionReport, apply_converted, read_checkpoint
 
 KIND = "hf-clap"
 ARCHITECTURE = "ClapModel"
@@ -367,17 +367,7 @@ def convert_hf_clap(path: str | Path, tokenizer_dir: str | Path | None = None, a
     mapped, report, config, tokenizer = hf_conversion(path, tokenizer_dir)
     model = create_model(config, tokenizer_dir=str(tokenizer))
     _check_tokenizer_family(model.tokenizer, config.text_config, "laion-clap", tokenizer)
-    extra = sorted(set(mapped) - set(model.state_dict()))
-    for name in extra:
-        report.unexpected[name] = "no such tensor in the converted model (a part hade did not build)"
-    # missing tensors refuse here, with the left-over ones in the same report
-    apply_state_dict(model, {k: v for k, v in mapped.items() if k not in extra}, report, allow_partial,
-                     what="the converted ClapModel")
-    left_over = sorted(report.unexpected)
-    if left_over and not allow_partial:
-        raise InputError(f"refusing a partial load: {len(left_over)} ClapModel tensor(s) have no place in the "
-                         f"converted model (e.g. {left_over[:3]}; --allow-partial to load anyway):\n"
-                         + format_report(report))
+    apply_converted(model, mapped, report, allow_partial, what="the converted ClapModel")
     return model.eval(), report
 
 
