@@ -166,7 +166,7 @@ class TrainConfig:
     precision: str = "fp32"  # "fp32", "bf16" (autocast; CPU or CUDA) or "fp16" (CUDA, with GradScaler)
     grad_accum_steps: int = 1  # micro-batches per optimizer step (negatives then come from the micro-batch)
     grad_checkpointing: bool = False  # recompute encoder activations in backward (saves memory)
-    init_from: str | None = None  # fresh runs start from these weights (hade.train.init): a checkpoint dir or HTSAT file
+    init_from: str | None = None  # fresh runs start from these weights: any source hade.train.init reads (`--init-from`)
     num_workers: int | None = None  # DataLoader worker processes decoding audio (None: min(4, CPUs per process - 1); 0: none)
     prefetch_factor: int = 2  # batches each worker prepares ahead of the training step
     audio_cache_mb: float = 256.0  # per-process LRU cache of decoded training audio, in MiB (0: off)

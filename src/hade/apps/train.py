@@ -50,8 +50,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--grad-checkpointing", action="store_true", default=None,
                    help="activation checkpointing in both encoders")
     p.add_argument("--init-from", default=None,
-                   help="start from these weights: a hade checkpoint directory (e.g. from `hade convert`) or an "
-                        "HTS-AT / LAION-CLAP / WavCaps checkpoint file (audio encoder only)")
+                   help="start from these weights: a hade checkpoint directory (a `hade train` run, `hade convert` "
+                        "output, a `hade pretrain` run), a Hugging Face ClapModel folder, a DCASE 2025 baseline "
+                        "checkpoint (every part that fits), or an HTS-AT / PaSST / BEATs / LAION-CLAP / WavCaps "
+                        "file (audio encoder only); init.json in the run says what came from where")
     p.add_argument("--workers", type=nonnegative_int, default=None, dest="num_workers",
                    help="data loader processes that decode audio while the model trains (default: min(4, CPUs per "
                         "training process - 1); 0: decode in the training process)")

@@ -19,7 +19,8 @@ PATH is either
   without `init_from` (the text encoder from its own pretrained weights, the head fresh); the tagging
   classifier is reported unused;
 * a foreign audio checkpoint file (HTS-AT ``sed_model.*``, LAION-CLAP ``audio_branch.*``, WavCaps, a
-  plain HTSAT state dict, or PaSST's AudioSet checkpoints as hear21passt loads them): only the audio
+  plain HTSAT state dict, PaSST's AudioSet checkpoints as hear21passt loads them, or BEATs' iter3 /
+  iter3+ checkpoints): only the audio
   encoder is loaded, through the explicit key maps of :mod:`hade.models.convert` and
   :mod:`hade.models.convert_audio`, which refuse partial loads and a checkpoint of another architecture
   than the run's preset. A LAION-CLAP encoder needs LAION's 48 kHz front
