@@ -363,6 +363,7 @@ def plot(report: dict[str, Any], path: str | Path, row: str = "tha+dcr") -> Path
     """THA+DCR − DP (T2A R@1 and mAP@10, with 95 % intervals) against training-set size, one line per start;
     the Clotho-like cells at their 336 clips as open markers. Written atomically as a PNG."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -385,7 +386,9 @@ def plot(report: dict[str, Any], path: str | Path, row: str = "tha+dcr") -> Path
                             linestyle=":" if clotho else "-", mfc="white" if clotho else color)
         ax.axhline(0.0, color="grey", linewidth=1)
         ax.set_xscale("log")
+        ax.set_xlim(min(SIZES) / 1.35, max(SIZES) * 1.35)  # room for the side-by-side markers at both ends
         ax.set_xticks(list(SIZES), [str(s) for s in SIZES])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())  # the log axis's own 4x10^2 ... labels
         ax.set_xlabel("training clips")
         ax.set_ylabel(f"{row.upper()} − DP, {d.upper()} {m} (points)")
         ax.grid(alpha=0.3)
