@@ -71,7 +71,6 @@ def _json_object(text: str | None, flag: str) -> dict[str, Any]:
 
 
 def _convert_full(args: argparse.Namespace, replaced: str = "") -> int:
-    from hade.checkpoint import save_model
     from hade.models.convert import read_checkpoint
     from hade.models.convert_dcase import BASELINE_PRESET, convert_dcase, is_dcase_checkpoint
     from hade.models.convert_full import convert_full
@@ -89,11 +88,18 @@ def _convert_full(args: argparse.Namespace, replaced: str = "") -> int:
         model, report = convert_full(obj, args.tokenizer, kind=args.kind, allow_partial=args.allow_partial,
                                      text_overrides=text_overrides)
     report.source = str(args.src)
+    return _write_complete(args, model, report, replaced, f"complete {report.kind} model: head dp, text pooling "
+                           f"{model.config.text_pooling}, {model.sample_rate} Hz")
+
+
+def _write_complete(args: argparse.Namespace, model, report, replaced: str, described: str) -> int:
+    """Save a whole converted model with its conversion report, print the report and what was written."""
+    from hade.checkpoint import save_model
+
     save_model(model, args.out, extra={"converted_from": str(args.src), "conversion": report.to_dict(),
                                        "complete": True})
     print(format_report(report))
-    print(f"wrote {args.out}{replaced} (complete {report.kind} model: head dp, text pooling "
-          f"{model.config.text_pooling}, {model.sample_rate} Hz)")
+    print(f"wrote {args.out}{replaced} ({described})")
     return 0
 
 
@@ -109,19 +115,14 @@ def claim_out(args: argparse.Namespace) -> str:
 
 
 def _convert_hf(args: argparse.Namespace, replaced: str = "") -> int:
-    from hade.checkpoint import save_model
     from hade.models.convert_hf import convert_hf_clap
 
     if args.kind is not None or args.text_overrides or args.audio_overrides:
         raise InputError(f"{args.src}: a Hugging Face ClapModel folder names its own architecture; drop --kind, "
                          "--text-overrides and --audio-overrides")
     model, report = convert_hf_clap(args.src, args.tokenizer, allow_partial=args.allow_partial)
-    save_model(model, args.out, extra={"converted_from": str(args.src), "conversion": report.to_dict(),
-                                       "complete": True})
-    print(format_report(report))
-    print(f"wrote {args.out}{replaced} (complete Hugging Face ClapModel: head dp, text pooling "
-          f"{model.config.text_pooling}, {model.sample_rate} Hz, {model.config.clip_seconds:g} s clips)")
-    return 0
+    return _write_complete(args, model, report, replaced, "complete Hugging Face ClapModel: head dp, text pooling "
+                           f"{model.config.text_pooling}, {model.sample_rate} Hz, {model.config.clip_seconds:g} s clips")
 
 
 def _default_audio_encoder(args: argparse.Namespace, state: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ from torch import nn
 
 from hade.errors import InputError
 from hade.models.encoders.mel import LogMel
-from hade.models.encoders.swin import BasicLayer
+from hade.models.encoders.swin import BasicLayer, init_timm_weights
 from hade.models.encoders.types import AudioFeatures, AudioLevels
 from hade.models.presets import PresetMapping
 
@@ -216,18 +216,8 @@ class HTSATEncoder(nn.Module):
                 )
             )
         self.norm = nn.LayerNorm(c.stage_dims[-1])
-        self.apply(self._init_weights)
+        self.apply(init_timm_weights)
         self._seconds_cache: dict[tuple[int, str], list[torch.Tensor]] = {}
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     # ---- public geometry ----------------------------------------------------------------------
     @property

@@ -33,7 +33,8 @@ from hade.models.encoders.configs import EncoderConfig, check_levels, check_posi
 from hade.models.encoders.htsat import _drop_stripes
 from hade.models.encoders.kaldi import mel_banks
 from hade.models.encoders.types import AudioFeatures
-from hade.models.encoders.vit import Block, ViTLevels, init_vit_weights
+from hade.models.encoders.swin import init_timm_weights
+from hade.models.encoders.vit import Block, ViTLevels
 from hade.models.presets import PresetMapping
 
 
@@ -194,7 +195,7 @@ class PaSSTEncoder(ViTLevels, nn.Module):
         for p in (self.cls_token, self.dist_token, self.new_pos_embed, self.freq_new_pos_embed,
                   self.time_new_pos_embed):
             nn.init.trunc_normal_(p, std=0.02)
-        self.apply(init_vit_weights)
+        self.apply(init_timm_weights)
         self.grad_checkpointing = False
 
     def _check_length(self, num_samples: int) -> None:

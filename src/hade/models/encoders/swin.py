@@ -81,6 +81,18 @@ class DropPath(nn.Module):
         return f"drop_prob={self.drop_prob}"
 
 
+def init_timm_weights(module: nn.Module) -> None:
+    """timm's initialisation of Swin and ViT: truncated normal (std 0.02) linear weights, zero biases, unit
+    LayerNorms (`module.apply(init_timm_weights)`)."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
 class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
         super().__init__()

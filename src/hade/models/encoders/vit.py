@@ -7,21 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hade.models.encoders.swin import DropPath, Mlp  # timm's, shared with the Swin blocks (same names)
 from hade.models.encoders.types import AudioLevels
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drops a sample's residual branch with probability `p` in training."""
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1.0 - self.p)
-        return x * keep / (1.0 - self.p)
 
 
 class Attention(nn.Module):
@@ -43,18 +30,6 @@ class Attention(nn.Module):
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c)))
 
 
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
 class Block(nn.Module):
     """x + attn(norm1(x)), then x + mlp(norm2(x)); LayerNorm eps 1e-6 as timm's ViT."""
 
@@ -72,18 +47,7 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-def init_vit_weights(module: nn.Module) -> None:
-    """timm's ViT initialisation: truncated normal (std 0.02) linear weights, zero biases, unit LayerNorms."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-
-
-__all__ = ["Attention", "Block", "DropPath", "Mlp", "init_vit_weights"]
+__all__ = ["Attention", "Block"]
 
 
 class ViTLevels:
