@@ -197,14 +197,13 @@ def wait_share(split: SplitData, workers: int, batch: int, steps: int) -> dict[s
     """Share of the training loop spent blocked on the loader while the demo's CPU model (htsat-cpu, 4 s
     clips; a 2-block text encoder with random weights) takes real optimizer steps."""
     from hade.config import ModelConfig
-    from hade.eval.evaluate import clip_samples
     from hade.models.factory import create_model
     from hade.train.objective import training_loss
 
     torch.manual_seed(0)
     model = create_model(ModelConfig(audio_encoder="htsat-cpu", text_pretrained=False,
                                      text_overrides={"num_hidden_layers": 2}))
-    pairs = raw_pairs(split, model.sample_rate, clip_samples(model, 4.0))
+    pairs = raw_pairs(split, model.sample_rate, model.clip_input_samples(4.0))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     sampler = StepBatchSampler(pairs.pair_clip_index, batch, seed=0)
     it = iter(train_loader(pairs, sampler, workers, seed=0))

@@ -89,7 +89,6 @@ class Explanation:
 def _waveform(model: RetrievalModel, audio: AudioInput, clip_seconds: float | None) -> tuple[np.ndarray, float]:
     """-> (float32 waveform [clip samples] cropped from the start / zero-padded, input duration in s)."""
     from hade.data.audio import fit_length, load_audio
-    from hade.eval.evaluate import clip_samples
 
     sr = model.sample_rate
     if isinstance(audio, (str, Path)):
@@ -113,7 +112,7 @@ def _waveform(model: RetrievalModel, audio: AudioInput, clip_seconds: float | No
     if isinstance(clip_seconds, bool) or not isinstance(clip_seconds, (int, float)) \
             or not math.isfinite(clip_seconds) or clip_seconds <= 0:
         raise InputError(f"clip_seconds must be a positive number of seconds, got {clip_seconds!r}")
-    n = max(1, clip_samples(model, float(clip_seconds)))
+    n = model.samples_for(float(clip_seconds))  # explanations read one encoder input's tokens
     return fit_length(wave, n, mode="start"), wave.shape[0] / sr
 
 

@@ -113,6 +113,7 @@ def test_collate(tmp_path):
     assert batch["audio"].shape == (4, 1500) and batch["audio"].dtype == torch.float32
     assert batch["caption"] == [ds[i]["caption"] for i in range(4)]
     assert batch["clip_index"].dtype == torch.long and batch["clip_index"].tolist() == [0, 0, 1, 2]
+    assert batch["audio_samples"].tolist() == [1500, 1500, 1500, 1000]  # audio before zero padding (4000/3000/1000)
     items = [{"audio": torch.from_numpy(store.get(i).copy()), "clip_index": i, "clip_id": f"c{i}"} for i in range(3)]
     full = collate(items)  # variable lengths: padded + lengths
     assert full["audio"].shape == (3, 4000) and full["audio_lengths"].tolist() == [4000, 3000, 1000]

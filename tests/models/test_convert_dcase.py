@@ -135,6 +135,23 @@ def test_vectors_follow_the_baseline_formulas(roberta_dir):
     torch.testing.assert_close(text, text_ref, atol=1e-5, rtol=0)
     torch.testing.assert_close(audio, audio_ref, atol=1e-5, rtol=0)
 
+    # a longer clip: the baseline's 30 s input is three segments of the encoder's input (2 s for passt-test),
+    # whose clip vectors are averaged over those holding audio: the first (<= 1 segment), the first two
+    # (<= 2) or all three, before the projection
+    seg = passt.max_samples
+    durations = [seg // 2, seg + 1, 3 * seg]
+    long = torch.zeros(3, 3 * seg)
+    for row, n in enumerate(durations):
+        long[row, :n] = torch.randn(n, generator=torch.Generator().manual_seed(row))
+    with torch.no_grad():
+        per_segment = torch.stack([passt(long[:, k * seg:(k + 1) * seg]).pooled for k in range(3)], 1)
+        pooled = torch.stack([per_segment[0, 0], per_segment[1, :2].mean(0), per_segment[2].mean(0)])
+        long_ref = F.normalize(F.linear(pooled, state["audio_projection.weight"], state["audio_projection.bias"]),
+                               dim=-1)
+        got = model.encode_audio(long, lengths=torch.tensor(durations))["embed"]
+    torch.testing.assert_close(got, long_ref, atol=1e-5, rtol=0)
+    assert model.config.clip_seconds == 30.0  # what `hade eval` encodes of a clip by default, as the baseline
+
 
 def test_partial_and_foreign_checkpoints_are_refused(roberta_dir):
     obj = _checkpoint(_baseline(roberta_dir))

@@ -262,3 +262,23 @@ def test_validation_subset_is_evenly_spaced_by_sorted_id_and_fixed():
 def test_bad_validation_settings_are_named(tmp_path, tiny_model_config, field, value):
     with pytest.raises(InputError, match=f"{field}: expected an integer >= 1"):
         train(tmp_path, tmp_path / "run", tiny_train_config(tiny_model_config, **{field: value}), progress=False)
+
+
+def test_clips_longer_than_the_encoder_train_in_segments(synth_dir, tmp_path, tiny_model_config, monkeypatch):
+    """clip_seconds beyond the encoder's 2.05 s: batches are encoded in segments, with each clip's audio
+    length (1 s here: only its first segment holds audio), and the model keeps that clip length."""
+    import hade.models.retrieval as retrieval
+
+    calls = []
+    real = retrieval.encode_segments
+
+    def spy(encoder, wave, segment, lengths=None):
+        calls.append((wave.shape, lengths))
+        return real(encoder, wave, segment, lengths)
+
+    monkeypatch.setattr(retrieval, "encode_segments", spy)
+    cfg = tiny_train_config(tiny_model_config, epochs=1, clip_seconds=2.5)
+    train(synth_dir, tmp_path / "run", cfg, progress=False)
+    assert calls and all(shape[1] == 20000 for shape, _ in calls)
+    assert all(lengths is not None and set(lengths.tolist()) == {8000} for _, lengths in calls)
+    assert hade.load(tmp_path / "run" / "checkpoints" / "last").clip_seconds == 2.5

@@ -88,8 +88,9 @@ def _convert_full(args: argparse.Namespace, replaced: str = "") -> int:
         model, report = convert_full(obj, args.tokenizer, kind=args.kind, allow_partial=args.allow_partial,
                                      text_overrides=text_overrides)
     report.source = str(args.src)
+    clips = f", {model.config.clip_seconds:g} s clips" if model.config.clip_seconds else ""
     return _write_complete(args, model, report, replaced, f"complete {report.kind} model: head dp, text pooling "
-                           f"{model.config.text_pooling}, {model.sample_rate} Hz")
+                           f"{model.config.text_pooling}, {model.sample_rate} Hz{clips}")
 
 
 def _write_complete(args: argparse.Namespace, model, report, replaced: str, described: str) -> int:

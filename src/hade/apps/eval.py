@@ -19,7 +19,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="checkpoint directory (e.g. RUN/checkpoints/best); not needed with --dcase-score")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", default="evaluation")
-    p.add_argument("--clip-seconds", type=seconds, default=None, help="default: the training clip length")
+    p.add_argument("--clip-seconds", type=seconds, default=None,
+                   help="seconds of each clip to encode, from its start (default: the training clip length); "
+                        "beyond the audio encoder's longest input (10 s for HTSAT, PaSST and BEATs) a clip is "
+                        "encoded in segments whose clip vectors are averaged over those holding audio, as the "
+                        "DCASE 2025 baseline does with 30")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--out", type=Path, default=None,
                    help="write the metrics JSON here, and the per-query results beside it (NAME.per_query.npz)")
@@ -102,7 +106,7 @@ def _evaluate(args: argparse.Namespace, relevance=None):
 
     model = load(args.ckpt, device=args.device, compute=args.compute)
     split = read_split(args.data, args.split)
-    clip_seconds = args.clip_seconds or model.clip_samples / model.sample_rate
+    clip_seconds = args.clip_seconds or model.clip_seconds
     aux = None
     if args.aux_captions:
         from hade.data.captioner import build_captioner

@@ -251,9 +251,11 @@ class TrainPairs(Dataset):
         except AudioError as exc:
             self._failed[ci] = getattr(exc, "reason", str(exc))
             raise
+        audio_samples = min(int(wave.shape[0]), self.clip_samples)
         wave = fit_length(wave, self.clip_samples, mode="random", rng=self.rng_for(index, epoch))
         return {
             "audio": torch.from_numpy(wave.copy()),
+            "audio_samples": audio_samples,  # audio before zero padding (decides a long clip's segments)
             "caption": self.store.clips[ci].captions[k],
             "clip_index": ci,
             "index": int(index),

@@ -42,19 +42,18 @@ class EncodedSplit:
     file_names: list[str] = field(default_factory=list)  # audio file name of each clip (DCASE submissions)
 
 
-def clip_samples(model: RetrievalModel, clip_seconds: float) -> int:
-    return min(model.max_samples, int(round(clip_seconds * model.sample_rate)))
-
-
-def _decoded_clips(clips: list[Clip], sample_rate: int, samples: int, ahead: int) -> Iterator[tuple[Clip, np.ndarray | str]]:
-    """(clip, waveform fitted to `samples` from the start) in order, or (clip, reason) when it cannot be decoded.
-    One background thread decodes up to `ahead` clips in advance (soundfile and soxr release the GIL), so
-    decoding overlaps encoding and only the fitted waveforms of that window are held in memory."""
-    def decode(clip: Clip) -> np.ndarray | str:
+def _decoded_clips(clips: list[Clip], sample_rate: int, samples: int,
+                   ahead: int) -> Iterator[tuple[Clip, tuple[np.ndarray, int] | str]]:
+    """(clip, (waveform fitted to `samples` from the start, samples of audio in it)) in order, or
+    (clip, reason) when it cannot be decoded. One background thread decodes up to `ahead` clips in advance
+    (soundfile and soxr release the GIL), so decoding overlaps encoding and only the fitted waveforms of
+    that window are held in memory."""
+    def decode(clip: Clip) -> tuple[np.ndarray, int] | str:
         try:
-            return fit_length(load_audio(clip.audio_path, sample_rate), samples, mode="start")
+            wave = load_audio(clip.audio_path, sample_rate)
         except AudioError as exc:
             return getattr(exc, "reason", str(exc))
+        return fit_length(wave, samples, mode="start"), min(int(wave.shape[0]), samples)
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending: deque = deque()
@@ -73,23 +72,27 @@ def encode_split(model: RetrievalModel, split: SplitData, clip_seconds: float, b
                  progress: bool = True, aux_captions: dict[str, str] | None = None) -> EncodedSplit:
     """Encode each clip once and each caption once (representations kept on the CPU).
 
-    Each clip is decoded once, fitted to `clip_seconds` from the start and encoded; clips that cannot be
-    decoded are dropped (with their captions) and reported in `problems`.
+    Each clip is decoded once, fitted to `clip_seconds` from the start (zero-padded) and encoded; longer
+    than the encoder's longest input, it is encoded in segments whose clip vectors are averaged over those
+    holding audio (hade.models.segments, the DCASE 2025 baseline's rule). Clips that cannot be decoded are
+    dropped (with their captions) and reported in `problems`.
     aux_captions: clip id -> machine-generated caption, for heads that use them (HCI+AC)."""
     was_training = model.training
     model.eval()
-    samples = clip_samples(model, clip_seconds)
+    samples = model.clip_input_samples(clip_seconds)
     problems = list(split.problems)
     kept: list[Clip] = []
     audio_parts: list[Reprs] = []
     waves: list[np.ndarray] = []
+    lengths: list[int] = []
 
     def flush() -> None:
         batch_clips = kept[len(kept) - len(waves):]
         aux = [aux_captions.get(c.clip_id) for c in batch_clips] if aux_captions else None
         audio = torch.from_numpy(np.stack(waves)).to(model.device)
-        audio_parts.append(reprs_to(model.encode_audio(audio, aux), "cpu"))
+        audio_parts.append(reprs_to(model.encode_audio(audio, aux, torch.tensor(lengths)), "cpu"))
         waves.clear()
+        lengths.clear()
 
     decoded = _decoded_clips(split.clips, model.sample_rate, samples, ahead=2 * batch_size)
     for clip, wave in tqdm(decoded, total=len(split.clips), desc=f"encode audio [{split.name}]", unit="clip",
@@ -98,7 +101,8 @@ def encode_split(model: RetrievalModel, split: SplitData, clip_seconds: float, b
             problems.append(Problem(source=str(clip.audio_path), reason=f"{wave}; clip {clip.clip_id!r} dropped"))
             continue
         kept.append(clip)
-        waves.append(np.asarray(wave, dtype=np.float32))
+        waves.append(np.asarray(wave[0], dtype=np.float32))
+        lengths.append(wave[1])
         if len(waves) == batch_size:
             flush()
     if waves:

@@ -38,6 +38,9 @@ from hade.models.convert import ConversionReport, apply_converted, extract_state
 
 KIND = "dcase2025"
 BASELINE_PRESET = "passt-s-p16-s16"
+# the baseline encodes up to 30 s of a clip (audio_loading.py pads or crops to 30 s) as three 10 s segments
+# and averages the clip vectors of those holding audio (retrieval_module.py: forward_audio)
+BASELINE_CLIP_SECONDS = 30.0
 AUDIO_PREFIX = "audio_embedding_model.model.model."
 SIGNATURE = AUDIO_PREFIX + "time_new_pos_embed"
 # how the baseline turns a caption into its text vector (retrieval_module.py: forward_text)
@@ -143,7 +146,8 @@ def dcase_model_config(mapped: dict[str, torch.Tensor], report: ConversionReport
                        text_overrides: dict[str, Any] | None = None) -> ModelConfig:
     """The converted model's config: the PaSST preset `audio_encoder` (its shapes must be the checkpoint's),
     a RoBERTa of the checkpoint's shapes, the baseline's text pre-processing, a `dp` head with one Linear
-    per side, of the projections' width, holding 1/|tau|."""
+    per side, of the projections' width, holding 1/|tau|, and the baseline's 30 s clips (encoded in
+    segments of the encoder's input, hade.models.segments)."""
     from hade.models.convert_full import _tokenizer_base_config, infer_text_config
 
     if "logit_scale" not in report.scalars:
@@ -155,7 +159,7 @@ def dcase_model_config(mapped: dict[str, torch.Tensor], report: ConversionReport
     return ModelConfig(audio_encoder=audio_encoder, audio_overrides=dict(audio_overrides or {}),
                        text_encoder=str(tokenizer_dir), text_config=text_config, head="dp",
                        head_options={"projection": "linear", "logit_scale": report.scalars["logit_scale"]},
-                       embed_dim=embed_dim, **TEXT_SETUP)
+                       embed_dim=embed_dim, clip_seconds=BASELINE_CLIP_SECONDS, **TEXT_SETUP)
 
 
 def convert_dcase(src: str | Path | dict[str, Any], tokenizer_dir: str | Path, audio_encoder: str = BASELINE_PRESET,

@@ -16,6 +16,7 @@ from hade.models.embed import AUDIO_BATCH, TEXT_BATCH, AudioItem, WindowEmbeddin
 from hade.models.encoders.text_bert import TextEncoder
 from hade.models.heads.base import RetrievalHead
 from hade.models.heads.reprs import Reprs
+from hade.models.segments import encode_segments
 
 
 class RetrievalModel(nn.Module):
@@ -65,13 +66,25 @@ class RetrievalModel(nn.Module):
         return self.audio_encoder.max_samples
 
     def samples_for(self, seconds: float) -> int:
-        """Samples the audio encoder takes for a clip of `seconds` (`hade.config.seconds_to_samples`), at
-        most `max_samples`."""
+        """Samples the audio encoder takes in one piece for a clip of `seconds`
+        (`hade.config.seconds_to_samples`), at most `max_samples` (a window's length)."""
         return min(self.max_samples, seconds_to_samples(seconds, self.sample_rate))
+
+    def clip_input_samples(self, seconds: float) -> int:
+        """Samples of a clip of `seconds` as `encode_audio` takes it: not capped, since a clip longer than
+        `max_samples` is encoded in segments (training and evaluation)."""
+        return seconds_to_samples(seconds, self.sample_rate)
+
+    @property
+    def clip_seconds(self) -> float:
+        """The clip length the model was trained on (`config.clip_seconds`, which may exceed one segment),
+        else the encoder's longest input: what evaluation encodes of each clip by default."""
+        return float(self.config.clip_seconds or self.max_samples / self.sample_rate)
 
     @property
     def clip_samples(self) -> int:
-        """Samples of the clip length the model was trained on (`config.clip_seconds`), else `max_samples`."""
+        """Samples of the clip length the model was trained on (`config.clip_seconds`), else `max_samples`;
+        at most `max_samples` (the default window of the index, `hade classify` and `embed_audio`)."""
         if self.config.clip_seconds:
             return self.samples_for(self.config.clip_seconds)
         return self.max_samples
@@ -107,9 +120,14 @@ class RetrievalModel(nn.Module):
         features.phrase_index = token_phrase_index(captions, batch["offset_mapping"]).to(self.device)
         return features
 
-    def encode_audio(self, waveform: torch.Tensor, aux_captions: list[str | None] | None = None) -> Reprs:
+    def encode_audio(self, waveform: torch.Tensor, aux_captions: list[str | None] | None = None,
+                     lengths: torch.Tensor | None = None) -> Reprs:
         """waveform [B, T] at `sample_rate` -> head representations of the B clips.
 
+        T longer than `max_samples`: the clips are encoded in segments of `max_samples`, their clip vectors
+        averaged over the segments that hold audio and their tokens concatenated (hade.models.segments).
+        lengths: [B] samples of audio in each row before zero padding, which decides the segments that
+        hold audio (None: all of T); ignored when T fits the encoder.
         aux_captions: optionally one auxiliary (machine-generated) caption per clip, None or "" where a clip
         has none; encoded by the text encoder into `AudioFeatures.aux_text` when the head uses them
         (`uses_aux_captions`, HCI+AC) and ignored otherwise.
@@ -117,7 +135,10 @@ class RetrievalModel(nn.Module):
         if aux_captions is not None and self.uses_aux_captions and len(aux_captions) != waveform.shape[0]:
             raise ValueError(f"encode_audio: {len(aux_captions)} auxiliary captions for {waveform.shape[0]} clips")
         with self._autocast():
-            features = self.audio_encoder(waveform)
+            if waveform.shape[-1] > self.max_samples:
+                features = encode_segments(self.audio_encoder, waveform, self.max_samples, lengths)
+            else:
+                features = self.audio_encoder(waveform)
             if aux_captions is not None and self.uses_aux_captions:
                 features.aux_text = self.text_features([c or "" for c in aux_captions])
             reprs = self.head.audio_repr(features)

@@ -58,14 +58,16 @@ def training_loss(model: RetrievalModel, batch: dict[str, Any], temperature: flo
                   ctx: DistContext | None = None, same_clip: str = "positive") -> dict[str, torch.Tensor]:
     """This process's share L_r of the loss of the global batch (the whole loss with one process).
 
-    batch: "audio" [b, T] waveforms, "caption" b strings, "clip_index" [b] clip ids (pairs of one clip are
-    never each other's negatives: further positives with `same_clip="positive"`, left out with "exclude";
-    hade.losses), optionally "aux": one auxiliary caption (or None) per clip, for HCI+AC.
+    batch: "audio" [b, T] waveforms (T beyond the encoder's longest input: encoded in segments, those
+    holding audio decided by the optional "audio_samples" [b]), "caption" b strings, "clip_index" [b]
+    clip ids (pairs of one clip are never each other's negatives: further positives with
+    `same_clip="positive"`, left out with "exclude"; hade.losses), optionally "aux": one auxiliary
+    caption (or None) per clip, for HCI+AC.
     Every loss term sees the same clip ids: the NT-Xent of each contrastive score matrix and the head's
     auxiliary losses (`aux_losses(pairs=ClipPairs(ids, same_clip))`).
     Returns {"nt_xent<suffix>"..., aux losses..., "loss"}: scalar tensors, "loss" their sum."""
     ctx = ctx or DistContext()
-    audio = model.encode_audio(batch["audio"].to(model.device), batch.get("aux"))
+    audio = model.encode_audio(batch["audio"].to(model.device), batch.get("aux"), batch.get("audio_samples"))
     text = model.encode_text(batch["caption"])
     ids = batch["clip_index"].to(model.device)
     text_all, audio_all, ids_all = gather_reprs(text, ctx), gather_reprs(audio, ctx), gather_tensor(ids, ctx)

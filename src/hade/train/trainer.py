@@ -176,7 +176,7 @@ class Trainer:
         model = self._build_model(device)
         objective = ContrastiveObjective(model, cfg.temperature, ctx, cfg.same_clip)
         store, val_split = self._load_data(model.sample_rate)
-        pairs = TrainPairs(store, model.samples_for(cfg.clip_seconds), seed=cfg.seed, replace_bad=True)
+        pairs = TrainPairs(store, model.clip_input_samples(cfg.clip_seconds), seed=cfg.seed, replace_bad=True)
         steps_per_epoch, total_steps = self._plan(len(pairs))
         optimizer = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.text_lr, cfg.weight_decay))
         scheduler = warmup_cosine(optimizer, total_steps, int(cfg.warmup_fraction * total_steps), cfg.min_lr_ratio)
