@@ -43,6 +43,12 @@ def test_synth_train_eval_from_the_command_line(tmp_path, tiny_model_config, cap
     low = json.loads((tmp_path / "bf16.json").read_text())
     assert low["compute"] == "bf16" and metrics.get("compute") == "fp32"
     assert low["num_texts"] == 20 and set(low["t2a"]) == set(metrics["t2a"])
+    assert (metrics["clip_seconds"], metrics["segments"]) == (1.0, 1)
+    # beyond the encoder's 2.05 s: each clip in two segments, and the JSON says so
+    assert main(["eval", "--ckpt", str(run / "checkpoints" / "best"), "--data", str(data), "--split", "test",
+                 "--clip-seconds", "3", "--out", str(tmp_path / "long.json"), "--quiet"]) == 0
+    long = json.loads((tmp_path / "long.json").read_text())
+    assert seen[-1] == 3.0 and (long["clip_seconds"], long["segments"]) == (3.0, 2)
 
 
 def test_errors_are_one_clear_line_without_traceback(tmp_path, capsys):

@@ -103,6 +103,7 @@ def _evaluate(args: argparse.Namespace, relevance=None):
     from hade.checkpoint import load
     from hade.data.readers import read_split
     from hade.eval import evaluate as evaluate_mod
+    from hade.models.segments import segment_count
 
     model = load(args.ckpt, device=args.device, compute=args.compute)
     split = read_split(args.data, args.split)
@@ -115,6 +116,9 @@ def _evaluate(args: argparse.Namespace, relevance=None):
     run = evaluate_mod.evaluate_run(model, split, clip_seconds, args.batch_size, progress=not args.quiet,
                                     aux_captions=aux)
     run.metrics["checkpoint"], run.metrics["compute"] = str(args.ckpt), args.compute
+    # what of each clip was encoded: its first clip_seconds, in `segments` encoder inputs (hade.models.segments)
+    run.metrics["clip_seconds"] = float(clip_seconds)
+    run.metrics["segments"] = segment_count(model.clip_input_samples(clip_seconds), model.max_samples)
     if relevance is not None:
         evaluate_mod.add_relevance(run, relevance)
     return run
