@@ -91,3 +91,18 @@ def test_evaluation_beyond_the_encoder_averages_the_segments_of_each_clip(model,
             expected = F.normalize(model.head.audio_proj(pooled), dim=-1)
         torch.testing.assert_close(encoded.audio["embed"][row], expected, rtol=1e-4, atol=1e-5)
     assert counts == [2] * len(split.clips)
+
+
+@pytest.mark.parametrize("encoder", ["passt-test", "beats-test"])
+@torch.no_grad()
+def test_time_steps_of_a_vit_encoder_follow_the_segments(tiny_model_config, encoder):
+    """HCI's frames are the token times: a 3-segment clip has three times one segment's frames, in time order."""
+    torch.manual_seed(0)
+    model = hade.create_model(ModelConfig(**{**tiny_model_config.__dict__, "audio_encoder": encoder,
+                                             "head": "hci"})).eval()
+    m = model.max_samples
+    one = model.encode_audio(torch.randn(1, m))["hci_frames"].shape[1]
+    three = model.encode_audio(torch.randn(1, 3 * m))["hci_frames"].shape[1]
+    assert three == 3 * one
+    seconds = encode_segments(model.audio_encoder, torch.randn(1, 3 * m), m).token_seconds[-1][:, 0]
+    assert seconds.max() >= 2 * m / model.sample_rate and seconds.min() == 0
