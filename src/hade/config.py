@@ -118,7 +118,9 @@ class ModelConfig:
     config.json of an older checkpoint is accepted and ignored, see `from_dict`.)
     clip_seconds: length of the clips the model was trained on, recorded by the trainer. The encoder
         stretches whatever it is given to a fixed image, so evaluation, indexing and explanations default
-        to this length (None, e.g. an untrained or converted model: the encoder's longest input).
+        to this length (None, e.g. an untrained or converted model: the encoder's longest input). Longer
+        than the encoder's longest input, training and evaluation encode a clip in segments
+        (hade.models.segments); the index and `hade classify` window at most that input.
     """
 
     audio_encoder: str = "htsat-cpu"
