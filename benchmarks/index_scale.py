@@ -101,7 +101,7 @@ def fidelity(folder: Path, model: Path, out: Path, codecs: list[str], queries: i
         # token_codec_min_tokens=0: fitted on the first 512 windows however few tokens they hold, as when the
         # figures in docs/search-scale.md were measured (a 72-clip split is below the default's threshold)
         build_index(folder, dest, progress=False, token_codec=codec, token_codec_min_tokens=0)
-        row: dict = {"folder": str(folder), "codec": codec, "files": stats["files"], "windows": stats["windows"],
+        row: dict = {"folder": str(folder), "codec": codec, "files": stats.files, "windows": stats.windows,
                      "captions": len(caps), "encode_s": round(build_s, 1),
                      "compress_s": round(time.perf_counter() - t, 1), "bytes_per_window[float16]": float_bytes}
         with Index.open(dest) as b:
@@ -158,8 +158,8 @@ def grow(src: Path, dest: Path, windows: int, seed: int = 0) -> dict:
                                                int(table["end_sample"][p]), cid, i) for i, p in enumerate(take))
                 store.bump_generation()
         ann = finalize(store, meta.ann_threshold or 50_000)
-        return {"windows": store.count_windows(), "copies": copy, "ann": ann["kind"], "nlist": ann["nlist"],
-                "nprobe": ann["nprobe"], "grow_s": round(time.perf_counter() - t, 1),
+        return {"windows": store.count_windows(), "copies": copy, "ann": ann.kind, "nlist": ann.nlist,
+                "nprobe": ann.nprobe, "grow_s": round(time.perf_counter() - t, 1),
                 "arrays_mb": round(sum(f.stat().st_size for f in (dest / "arrays").rglob("*.npy")) / 2**20, 1)}
     finally:
         store.close()

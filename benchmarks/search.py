@@ -288,8 +288,8 @@ def end_to_end(args: argparse.Namespace) -> dict:
         index.search(texts[0])
         _, ms = timed(lambda i: index.search(texts[i % len(texts)], k=10, candidates=100), range(50))
         index.close()
-    return {"files": stats["files"], "windows": stats["windows"], "build_s": build_s, "reindex_s": reindex_s,
-            "reindex_encoded": again["encoded_windows"], "med": np.median(ms.wall), "p95": np.percentile(ms.wall, 95),
+    return {"files": stats.files, "windows": stats.windows, "build_s": build_s, "reindex_s": reindex_s,
+            "reindex_encoded": again.encoded_windows, "med": np.median(ms.wall), "p95": np.percentile(ms.wall, 95),
             "cpu_med": np.median(ms.cpu), "cpu_p95": np.percentile(ms.cpu, 95)}
 
 

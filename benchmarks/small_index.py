@@ -105,9 +105,9 @@ def timed_build(name: str, folder: Path, out: Path, model: Path, **options) -> d
     folder_ = out / "codecs" / str(current)
     factories = [json.loads((folder_ / f"{key}.json").read_text())["factory"]
                  for key in json.loads((folder_ / "codecs.json").read_text())["keys"]] if current else []
-    row = {"run": name, "files": stats["files"], "windows": stats["windows"], "seconds": round(seconds, 1),
+    row = {"run": name, "files": stats.files, "windows": stats.windows, "seconds": round(seconds, 1),
            "bytes_per_window": info["bytes_per_window"], "codec": " | ".join(factories) or "float16 tokens",
-           "faiss_warnings": sum("WARNING clustering" in line for line in err), "notes": stats["notes"]}
+           "faiss_warnings": sum("WARNING clustering" in line for line in err), "notes": stats.notes}
     print(f"{name:7s} {row['windows']:4d} windows  {row['seconds']:7.1f} s  {row['bytes_per_window']:9,d} B/window  "
           f"{row['faiss_warnings']:5d} faiss warnings  codec: {row['codec']}", flush=True)
     return row

@@ -330,12 +330,13 @@ def test_train_flags_override_their_config_fields(tmp_path):
 
 def test_index_storage_dtype_flag_and_its_deprecated_old_name(tmp_path, capsys, monkeypatch):
     import hade.index.build as build_mod
+    from hade.index import BuildReport
 
     seen = []
 
     def fake_build(folder, out, ckpt, settings):
         seen.append(settings.storage_dtype)
-        return {"files": 0}
+        return BuildReport()
 
     monkeypatch.setattr(build_mod, "build_index", fake_build)
     base = ["index", str(tmp_path), "--out", str(tmp_path / "idx"), "--json"]

@@ -89,7 +89,7 @@ def fresh_data(synth_dir, tmp_path):
 
 @pytest.fixture(scope="session")
 def dp_index(dp_ckpt, synth_dir, tmp_path_factory):
-    """(index dir, build stats) of the SynthCaps folder with the DP checkpoint (read-only)."""
+    """(index dir, BuildReport) of the SynthCaps folder with the DP checkpoint (read-only)."""
     from hade.index import build_index
 
     out = tmp_path_factory.mktemp("idx") / "dp.idx"

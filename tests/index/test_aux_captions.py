@@ -49,9 +49,9 @@ def test_windows_are_encoded_with_their_files_caption(ac_ckpt, folder, tmp_path,
     # b is found by its file name, a by its relative path
     captions = _captions_file(tmp_path, {"a.wav": CAPTIONS["a.wav"], "b.wav": CAPTIONS["sub/b.wav"]})
     stats = build_index(folder, tmp_path / "ac.idx", ac_ckpt, aux_captions=captions, progress=False)
-    assert stats["captioned_files"] == 2 and stats["encoded_files"] == 3
+    assert stats.captioned_files == 2 and stats.encoded_files == 3
     assert _stored_captions(tmp_path / "ac.idx") == {**CAPTIONS, "c.wav": None}
-    assert any("no caption for 1 of 3 files" in n and "c.wav" in n for n in stats["notes"])
+    assert any("no caption for 1 of 3 files" in n and "c.wav" in n for n in stats.notes)
     build_index(folder, tmp_path / "plain.idx", ac_ckpt, progress=False)
 
     model = hade.load(ac_ckpt)
@@ -77,12 +77,12 @@ def test_a_changed_caption_re_encodes_only_that_file(ac_ckpt, folder, tmp_path, 
     before = windows_of(out)
     encode_counter.update(calls=0, windows=0)
     same = build_index(folder, out, aux_captions=dict(CAPTIONS), progress=False)
-    assert same["unchanged_files"] == 3 and encode_counter["windows"] == 0
+    assert same.unchanged_files == 3 and encode_counter["windows"] == 0
     without = build_index(folder, out, progress=False)  # no captions given: indexed files stay as they are
-    assert without["encoded_files"] == 0 and encode_counter["windows"] == 0
+    assert without.encoded_files == 0 and encode_counter["windows"] == 0
 
     changed = build_index(folder, out, aux_captions={**CAPTIONS, "a.wav": "a cat meows"}, progress=False)
-    assert changed["recaptioned_files"] == 1 and changed["encoded_files"] == 1 and encode_counter["windows"] == 1
+    assert changed.recaptioned_files == 1 and changed.encoded_files == 1 and encode_counter["windows"] == 1
     assert _stored_captions(out)["a.wav"] == "a cat meows"
     after = windows_of(out)
     assert after.keys() == before.keys()
@@ -99,7 +99,7 @@ def test_a_copy_reuses_windows_only_with_the_same_caption(ac_ckpt, folder, tmp_p
     encode_counter.update(calls=0, windows=0)
     stats = build_index(folder, out, aux_captions={**CAPTIONS, "copy_same.wav": CAPTIONS["a.wav"],
                                                    "copy_other.wav": "a siren wails"}, progress=False)
-    assert stats["reused_files"] == 1 and stats["encoded_files"] == 1 and encode_counter["windows"] == 1
+    assert stats.reused_files == 1 and stats.encoded_files == 1 and encode_counter["windows"] == 1
 
 
 def test_bad_uses_are_clear_errors_and_notes(ac_ckpt, dp_ckpt, folder, tmp_path):
@@ -111,8 +111,8 @@ def test_bad_uses_are_clear_errors_and_notes(ac_ckpt, dp_ckpt, folder, tmp_path)
         build_index(folder, tmp_path / "x.idx", ac_ckpt, aux_captions={"a.wav": " "}, progress=False)
     stats = build_index(folder, tmp_path / "ac.idx", ac_ckpt, aux_captions={**CAPTIONS, "clip_17": "wind"},
                         progress=False)
-    assert any("1 captions match no indexed file" in n and "clip_17" in n for n in stats["notes"])
-    assert not any("encoded without them" in n for n in stats["notes"])
+    assert any("1 captions match no indexed file" in n and "clip_17" in n for n in stats.notes)
+    assert not any("encoded without them" in n for n in stats.notes)
 
 
 def test_cli_and_merge_keep_the_captions(ac_ckpt, folder, tmp_path, capsys):
@@ -133,5 +133,5 @@ def test_an_index_from_before_captions_is_upgraded(dp_ckpt, folder, tmp_path):
         c.execute("ALTER TABLE files DROP COLUMN aux_caption")
     (folder / "new.wav").write_bytes((folder / "c.wav").read_bytes())
     stats = build_index(folder, out, progress=False)
-    assert stats["reused_files"] == 1 and stats["files"] == 4
+    assert stats.reused_files == 1 and stats.files == 4
     assert set(_stored_captions(out)) == {"a.wav", "sub/b.wav", "c.wav", "new.wav"}

@@ -17,8 +17,8 @@ from hade.index.store import model_fingerprint
 
 def test_build_layout_and_search_shapes(dp_index, dp_ckpt, synth_dir):
     out, stats = dp_index
-    assert stats["files"] == 24 and stats["windows"] == 24 and stats["encoded_windows"] == 24
-    assert stats["errors"] == [] and stats["ann"]["kind"] == "flat"
+    assert stats.files == 24 and stats.windows == 24 and stats.encoded_windows == 24
+    assert stats.errors == [] and stats.ann.kind == "flat"
     assert (out / "index.sqlite").is_file() and (out / "ann.json").is_file()
     assert sorted(p.name for p in (out / "model").iterdir()) == ["config.json", "model.safetensors", "tokenizer"]
     db = sqlite3.connect(out / "index.sqlite")
@@ -46,13 +46,13 @@ def test_build_layout_and_search_shapes(dp_index, dp_ckpt, synth_dir):
 
 def test_reindex_unchanged_encodes_nothing(dp_ckpt, fresh_data, tmp_path, encode_counter, windows_of):
     first = build_index(fresh_data, tmp_path / "idx", dp_ckpt, progress=False)
-    assert encode_counter["windows"] == 24 and first["hashed_files"] == 24
+    assert encode_counter["windows"] == 24 and first.hashed_files == 24
     before = windows_of(tmp_path / "idx")
     encode_counter.update(calls=0, windows=0)
     again = build_index(fresh_data, tmp_path / "idx", progress=False)  # no --ckpt needed afterwards
     assert encode_counter == {"calls": 0, "windows": 0}
-    assert again["unchanged_files"] == 24 and again["hashed_files"] == 0 and again["encoded_windows"] == 0
-    assert again["commits"] == 0 and again["ann"]["generation"] == first["ann"]["generation"]
+    assert again.unchanged_files == 24 and again.hashed_files == 0 and again.encoded_windows == 0
+    assert again.commits == 0 and again.ann.generation == first.ann.generation
     assert windows_of(tmp_path / "idx").keys() == before.keys()
 
 
@@ -70,9 +70,9 @@ def test_modified_added_deleted_and_touched_files(dp_ckpt, fresh_data, tmp_path,
     shutil.copyfile(files[5], fresh_data / "new" / "copy.wav")  # same bytes as an indexed file
     encode_counter.update(calls=0, windows=0)
     stats = build_index(fresh_data, idx, progress=False)
-    assert stats["encoded_files"] == 2 and stats["removed_files"] == 1 and stats["touched_files"] == 1
-    assert stats["reused_files"] == 1 and stats["hashed_files"] == 4
-    assert encode_counter["windows"] == stats["encoded_windows"] == 3  # 2.5 s file: 2 windows; added: 1
+    assert stats.encoded_files == 2 and stats.removed_files == 1 and stats.touched_files == 1
+    assert stats.reused_files == 1 and stats.hashed_files == 4
+    assert encode_counter["windows"] == stats.encoded_windows == 3  # 2.5 s file: 2 windows; added: 1
     after = windows_of(idx)
     rel = lambda p: p.relative_to(fresh_data).as_posix()  # noqa: E731
     assert not any(k[0] == rel(deleted) for k in after)
@@ -95,12 +95,12 @@ def test_corrupt_file_is_reported_and_skipped(dp_ckpt, fresh_data, tmp_path, cap
     (fresh_data / "broken.wav").write_bytes(b"RIFF\x00\x00 this is not audio" * 10)
     (fresh_data / "empty.flac").write_bytes(b"")
     stats = build_index(fresh_data, tmp_path / "idx", dp_ckpt, progress=False)
-    bad = {e["path"]: e["reason"] for e in stats["errors"]}
+    bad = {e.path: e.reason for e in stats.errors}
     assert set(bad) == {"broken.wav", "empty.flac"} and all(bad.values())
-    assert stats["files"] == 24 and stats["windows"] == 24
+    assert stats.files == 24 and stats.windows == 24
     again = build_index(fresh_data, tmp_path / "idx", progress=False)
-    assert {e["path"] for e in again["errors"]} == set(bad) and again["new_errors"] == []
-    assert again["hashed_files"] == 0
+    assert {e.path for e in again.errors} == set(bad) and again.new_errors == []
+    assert again.hashed_files == 0
     ix = Index.open(tmp_path / "idx")
     assert ix.info()["unreadable_files"] == 2 and len(ix) == 24
     ix.close()
@@ -129,7 +129,7 @@ def test_interrupted_build_resumes_to_the_same_index(dp_ckpt, dp_index, fresh_da
     assert db.execute("SELECT COUNT(*) FROM windows").fetchone()[0] == 10  # two committed batches
     db.close()
     resumed = build_index(fresh_data, tmp_path / "idx", batch_size=5, progress=False)
-    assert resumed["encoded_windows"] == 14 and resumed["unchanged_files"] == 10
+    assert resumed.encoded_windows == 14 and resumed.unchanged_files == 10
     got = windows_of(tmp_path / "idx")
     assert got.keys() == reference.keys()
     for key, (wid, arrays) in reference.items():
@@ -155,22 +155,22 @@ def test_kill_between_chunk_write_and_commit_leaves_a_consistent_index(dp_ckpt, 
     assert len(list((tmp_path / "idx" / "arrays").iterdir())) == 2  # one committed, one orphan
     monkeypatch.setattr(Store, "register_chunk", original)
     stats = build_index(fresh_data, tmp_path / "idx", batch_size=8, progress=False)
-    assert stats["encoded_windows"] == 16 and stats["windows"] == 24
+    assert stats.encoded_windows == 16 and stats.windows == 24
     assert len(Index.open(tmp_path / "idx")) == 24
 
 
 def test_fragmented_store_is_compacted_and_keeps_ids_and_values(dp_ckpt, dp_index, synth_dir, tmp_path,
                                                                 windows_of):
     stats = build_index(synth_dir, tmp_path / "idx", dp_ckpt, batch_size=1, progress=False)
-    assert stats["commits"] == 24
+    assert stats.commits == 24
     assert [p.name for p in (tmp_path / "idx" / "arrays").iterdir()] == ["c000025"]  # 24 chunks -> 1
     got, ref = windows_of(tmp_path / "idx"), windows_of(dp_index[0])
     assert {k: v[0] for k, v in got.items()} == {k: v[0] for k, v in ref.items()}
     for key, (_, arrays) in ref.items():
         np.testing.assert_allclose(got[key][1]["embed"], arrays["embed"], atol=2e-3)
     again = build_index(synth_dir, tmp_path / "idx", ann_threshold=10, progress=False)  # only the ANN changes
-    assert again["encoded_windows"] == 0 and again["ann"]["kind"] == "ivf"
-    assert build_index(synth_dir, tmp_path / "idx", progress=False)["ann"]["kind"] == "ivf"  # threshold kept
+    assert again.encoded_windows == 0 and again.ann.kind == "ivf"
+    assert build_index(synth_dir, tmp_path / "idx", progress=False).ann.kind == "ivf"  # threshold kept
 
 
 def test_fingerprint_mismatch_is_a_clear_error(dp_ckpt, dp_index, other_ckpt, synth_dir, tmp_path, encode_counter):
@@ -179,7 +179,7 @@ def test_fingerprint_mismatch_is_a_clear_error(dp_ckpt, dp_index, other_ckpt, sy
         build_index(synth_dir, tmp_path / "idx", other_ckpt, progress=False)
     assert encode_counter["windows"] == 0
     stats = build_index(synth_dir, tmp_path / "idx", other_ckpt, rebuild=True, progress=False)
-    assert stats["encoded_windows"] == 24
+    assert stats.encoded_windows == 24
     ix = Index.open(tmp_path / "idx")
     assert ix.info()["fingerprint"] == model_fingerprint(other_ckpt) != model_fingerprint(dp_ckpt)
     ix.close()
@@ -194,7 +194,7 @@ def test_long_file_gives_overlapping_windows(dp_ckpt, tmp_path):
     sf.write(data / "short.wav", np.random.default_rng(1).uniform(-0.3, 0.3, 4000).astype(np.float32), 8000)
     sf.write(data / "hi-rate.wav", np.random.default_rng(2).uniform(-0.3, 0.3, 3 * 16000).astype(np.float32), 16000)
     stats = build_index(data, tmp_path / "idx", dp_ckpt, window=2.0, hop=1.0, progress=False)
-    assert stats["windows"] == 4 + 1 + 2
+    assert stats.windows == 4 + 1 + 2
     ix = Index.open(tmp_path / "idx")
     wins = sorted((ix.get(int(i)).path, ix.get(int(i)).start, ix.get(int(i)).end) for i in ix.table["id"])
     assert wins == [("hi-rate.wav", 0.0, 2.0), ("hi-rate.wav", 1.0, 3.0),
@@ -226,9 +226,9 @@ def test_a_head_with_auxiliary_captions_is_noted(dp_index, ckpt_factory, tmp_pat
     folder = tmp_path / "few"
     folder.mkdir()
     sf.write(folder / "tone.wav", (0.1 * np.sin(np.arange(8000) / 5.0)).astype(np.float32), 8000)
-    assert dp_index[1]["notes"] == []
+    assert dp_index[1].notes == []
     stats = build_index(folder, tmp_path / "ac.idx", ckpt_factory(tmp_path / "ac", head="hci+ac"), progress=False)
-    assert stats["windows"] == 1 and len(stats["notes"]) == 1 and "auxiliary captions" in stats["notes"][0]
+    assert stats.windows == 1 and len(stats.notes) == 1 and "auxiliary captions" in stats.notes[0]
 
 
 def test_default_window_is_the_training_clip_length():
@@ -241,7 +241,7 @@ def test_default_window_is_the_training_clip_length():
 
 def test_bf16_compute_builds_an_index_close_to_fp32(dp_ckpt, dp_index, synth_dir, tmp_path, windows_of):
     stats = build_index(synth_dir, tmp_path / "bf16.idx", dp_ckpt, compute="bf16", batch_size=8, progress=False)
-    assert stats["windows"] == 24
+    assert stats.windows == 24
     ref, low = windows_of(dp_index[0]), windows_of(tmp_path / "bf16.idx")
     assert low.keys() == ref.keys()
     gaps = [np.abs(low[k][1]["embed"] - ref[k][1]["embed"]).max() for k in ref]
@@ -262,7 +262,7 @@ def test_ffmpeg_containers_are_indexed(dp_ckpt, tmp_path, encode_av):
     encode_av(data / "video-audio.webm", rng.uniform(-0.3, 0.3, 2 * 48000).astype(np.float32), 48000, "webm")
     sf.write(data / "plain.wav", rng.uniform(-0.3, 0.3, 8000).astype(np.float32), 8000)
     stats = build_index(data, tmp_path / "idx", dp_ckpt, window=1.0, hop=1.0, progress=False)
-    assert stats["errors"] == [] and stats["files"] == 3
+    assert stats.errors == [] and stats.files == 3
     with Index.open(tmp_path / "idx") as ix:
         per_file = {}
         for i in ix.table["id"]:

@@ -34,7 +34,7 @@ def _scores(index_dir, query):
 
 def test_a_compressed_index_stores_codes_and_scores_near_the_float_one(float_and_coded):
     float_dir, coded_dir, stats = float_and_coded
-    assert stats["notes"] == []
+    assert stats.notes == []
     with Index.open(coded_dir) as index:
         info = index.info()
         tc = info["token_codec"]
@@ -74,7 +74,7 @@ def test_float_index_is_upgraded_by_giving_a_codec(float_and_coded, tha_ckpt, sy
     old = tmp_path / "old"
     build_index(synth_dir, old, tha_ckpt, progress=False, token_codec="none")
     stats = build_index(synth_dir, old, progress=False, token_codec=CODEC, **FIT_NOW)
-    assert stats["encoded_files"] == 0
+    assert stats.encoded_files == 0
     assert not list((old / "arrays").rglob("tha_audio_0.npy"))
     with Index.open(old) as up, Index.open(coded_dir) as fresh:
         assert up.info()["token_codec"]["current"] == fresh.info()["token_codec"]["current"]
@@ -107,7 +107,7 @@ def test_too_few_tokens_store_floats_with_a_note(tha_ckpt, synth_dir, tmp_path):
     for wav in sorted(synth_dir.rglob("*.wav"))[:3]:  # 3 windows x 64 tokens < the 256 PQ training points
         (small / wav.name).write_bytes(wav.read_bytes())
     stats = build_index(small, tmp_path / "idx", tha_ckpt, progress=False, token_codec=CODEC, **FIT_NOW)
-    assert any("not fitted" in n and "stored as float" in n for n in stats["notes"])
+    assert any("not fitted" in n and "stored as float" in n for n in stats.notes)
     assert list((tmp_path / "idx" / "arrays").rglob("tha_audio_0.npy"))
     with Index.open(tmp_path / "idx") as index:
         assert index.info()["token_codec"]["current"] is None and len(index.search("a dog", k=2)) == 2
@@ -127,8 +127,8 @@ def test_damaged_codec_is_reported_and_repaired(float_and_coded, synth_dir, tmp_
     checked = check_index(idx)
     assert [(p.file, p.kind) for p in checked.problems] == [(f"codecs/{codec_id}/tha_audio_0.faiss", "codec")]
     stats = build_index(synth_dir, idx, progress=False)
-    assert any(f"dropped token codec set {codec_id}" in r for r in stats["repaired"])
-    assert stats["encoded_files"] == 24
+    assert any(f"dropped token codec set {codec_id}" in r for r in stats.repaired)
+    assert stats.encoded_files == 24
     with Index.open(idx) as index:  # re-fitted on the same windows: the same set, written anew
         assert index.info()["token_codec"]["current"] == codec_id and len(index) == 24
         assert len(index.search("a dog barks", k=3)) == 3

@@ -82,7 +82,7 @@ def assert_open_names(index_dir, rel, ckpt: bool = False) -> None:
 
 def repair_and_compare(index_dir, synth_dir, reference, **kwargs) -> dict:
     stats = build_index(synth_dir, index_dir, progress=False, **kwargs)
-    assert stats["repaired"], stats
+    assert stats.repaired, stats
     assert check_index(index_dir).ok
     assert health(index_dir) == {"status": "ok", "problems": [], "repair": None}
     assert_same_results(results(index_dir), reference)
@@ -96,8 +96,8 @@ def test_damaged_chunk_array_is_named_and_repaired_by_a_rerun(damage, copy_index
     assert_open_names(copy_index, rel)
     assert_check_names(copy_index, rel, capsys)
     stats = repair_and_compare(copy_index, synth_dir, reference)
-    assert 0 < stats["encoded_files"] < 24  # only the files whose windows lived in that chunk
-    assert any(rel in r for r in stats["repaired"])
+    assert 0 < stats.encoded_files < 24  # only the files whose windows lived in that chunk
+    assert any(rel in r for r in stats.repaired)
 
 
 def test_flipped_bytes_in_a_chunk_are_caught_by_checksums(copy_index, synth_dir, reference, capsys):
@@ -109,7 +109,7 @@ def test_flipped_bytes_in_a_chunk_are_caught_by_checksums(copy_index, synth_dir,
     assert_check_names(copy_index, rel, capsys)
     assert "sha256" in next(p.problem for p in check_index(copy_index).problems if p.file == rel)
     stats = repair_and_compare(copy_index, synth_dir, reference)
-    assert 0 < stats["encoded_files"] < 24
+    assert 0 < stats.encoded_files < 24
 
 
 def test_flipped_bytes_are_caught_by_a_rerun_even_with_the_old_mtime(copy_index, synth_dir, reference):
@@ -127,8 +127,8 @@ def test_truncated_database_is_set_aside_and_rebuilt(copy_index, synth_dir, refe
     assert_open_names(copy_index, "index.sqlite")
     assert_check_names(copy_index, "index.sqlite", capsys)
     stats = repair_and_compare(copy_index, synth_dir, reference)  # no --ckpt: the model copy is intact
-    assert stats["encoded_files"] == 24 and (copy_index / "index.sqlite.damaged").is_file()
-    assert any("index.sqlite" in r and "from scratch" in r for r in stats["repaired"])
+    assert stats.encoded_files == 24 and (copy_index / "index.sqlite.damaged").is_file()
+    assert any("index.sqlite" in r and "from scratch" in r for r in stats.repaired)
 
 
 def test_garbage_database_is_named(copy_index):
@@ -159,7 +159,7 @@ def test_damaged_model_copy_needs_ckpt_and_is_recopied(copy_index, synth_dir, dp
     assert main(["index", str(synth_dir), "--out", str(copy_index), "--quiet"]) == 2
     assert "--ckpt CKPT" in capsys.readouterr().err
     stats = repair_and_compare(copy_index, synth_dir, reference, ckpt=dp_ckpt)
-    assert stats["encoded_files"] == 0
+    assert stats.encoded_files == 0
 
 
 def test_changed_model_bytes_are_index_damage(copy_index):
@@ -204,7 +204,7 @@ def test_stale_temporaries_are_removed_by_the_next_run(copy_index, synth_dir):
     stats = build_index(synth_dir, copy_index, progress=False)
     assert not [p for p in copy_index.iterdir() if p.name.endswith(".tmp")]
     assert not [p for p in (copy_index / "arrays").iterdir() if p.name.startswith(".")]
-    assert any(".model.abc123.tmp" in r for r in stats["repaired"]) and stats["encoded_files"] == 0
+    assert any(".model.abc123.tmp" in r for r in stats.repaired) and stats.encoded_files == 0
 
 
 def test_index_without_checksums_opens_is_noted_and_backfilled(copy_index, synth_dir):
@@ -217,7 +217,7 @@ def test_index_without_checksums_opens_is_noted_and_backfilled(copy_index, synth
     result = check_index(copy_index)
     assert result.ok and any("no checksum recorded" in n for n in result.notes)
     stats = build_index(synth_dir, copy_index, progress=False)
-    assert stats["encoded_files"] == 0 and stats["repaired"] == []
+    assert stats.encoded_files == 0 and stats.repaired == []
     result = check_index(copy_index)
     assert result.ok and result.notes == []
 

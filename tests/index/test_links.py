@@ -96,7 +96,7 @@ def test_symlinks_outside_are_skipped_unless_asked(fresh_data, dp_ckpt, synth_di
     out = tmp_path / "l.idx"
 
     stats = build_index(fresh_data, out, dp_ckpt, batch_size=8, progress=False)
-    skipped = {s["path"]: s["reason"] for s in stats["skipped"]}
+    skipped = {s.path: s.reason for s in stats.skipped}
     assert set(skipped) == {"link_out.wav", "linked_dir/"}
     assert all("--follow-external-links" in r for r in skipped.values())
     with Index.open(out) as ix:
@@ -141,7 +141,7 @@ def test_link_cycles_are_walked_once(fresh_data, dp_ckpt, tmp_path):
     os.symlink(fresh_data, fresh_data / "loop")  # inside: never descended
     stats = build_index(fresh_data, tmp_path / "c.idx", dp_ckpt, batch_size=8, progress=False,
                         follow_external_links=True)
-    assert stats["files"] == 24 and stats["skipped"] == []
+    assert stats.files == 24 and stats.skipped == []
 
 
 def test_a_link_swapped_in_after_resolving_is_not_followed(built, monkeypatch):

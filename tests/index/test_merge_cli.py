@@ -16,7 +16,7 @@ def test_shards_and_merge_equal_a_single_build(dp_ckpt, other_ckpt, dp_index, sy
     for i in range(3):
         parts.append(tmp_path / f"part{i}")
         stats = build_index(synth_dir, parts[-1], dp_ckpt, shard=f"{i}/3", progress=False)
-        assert 0 < stats["windows"] < 24
+        assert 0 < stats.windows < 24
     assert encode_counter["windows"] == 24  # every file in exactly one shard
     summary = merge_indexes(tmp_path / "merged", parts, progress=False)
     assert summary["windows"] == 24 and summary["files"] == 24
@@ -31,7 +31,7 @@ def test_shards_and_merge_equal_a_single_build(dp_ckpt, other_ckpt, dp_index, sy
     a.close(), b.close()
     encode_counter.update(calls=0, windows=0)
     again = build_index(synth_dir, tmp_path / "merged", progress=False)  # the merged index updates like any other
-    assert again["unchanged_files"] == 24 and encode_counter["windows"] == 0
+    assert again.unchanged_files == 24 and encode_counter["windows"] == 0
 
     build_index(synth_dir, tmp_path / "other", other_ckpt, shard="0/3", progress=False)
     with pytest.raises(InputError, match="fingerprint"):

@@ -237,7 +237,7 @@ def test_deleted_database_has_a_repair_command_and_a_rerun_rebuilds(copy_dp, syn
     out = capsys.readouterr().out
     assert "repair with: hade index FOLDER --out" in out and "None" not in out
     stats = build_index(synth_dir, copy_dp, progress=False)
-    assert any("index.sqlite was missing" in note for note in stats["repaired"])
+    assert any("index.sqlite was missing" in note for note in stats.repaired)
     assert check_index(copy_dp).ok
     with Index.open(copy_dp) as ix:
         assert ix.search("a dog barks", k=3)

@@ -142,17 +142,17 @@ def test_rank_orders_by_score_then_id():
 def test_ivf_path_finds_the_exact_top_hit_for_most_queries(dp_ckpt, synth_dir, tmp_path):
     stats = build_index(synth_dir, tmp_path / "idx", dp_ckpt, window=0.5, hop=0.25, ann_threshold=50,
                         batch_size=24, progress=False)
-    ann = stats["ann"]
-    assert stats["windows"] == 24 * 3 and ann["kind"] == "ivf" and ann["nlist"] >= 4
-    assert ann["nprobe"] < ann["nlist"]  # the default probes only some lists
+    ann = stats.ann
+    assert stats.windows == 24 * 3 and ann.kind == "ivf" and ann.nlist >= 4
+    assert ann.nprobe < ann.nlist  # the default probes only some lists
     ix = Index.open(tmp_path / "idx")
-    nprobe = max(1, ann["nlist"] // 4)  # visit a quarter of the lists
+    nprobe = max(1, ann.nlist // 4)  # visit a quarter of the lists
     found = sum(ix.search(q, k=1, candidates=10, nprobe=nprobe)[0].id == ix.search(q, k=1, exhaustive=True)[0].id
                 for q in QUERIES)
     assert found >= 7, found
     audio_found = sum(ix.search(ix.window_audio(w), k=1, nprobe=nprobe)[0].id == w for w in range(1, 72, 9))
     assert audio_found >= 6, audio_found
-    assert_same_hits(ix.search(QUERIES[0], k=5, candidates=len(ix), nprobe=ann["nlist"]),
+    assert_same_hits(ix.search(QUERIES[0], k=5, candidates=len(ix), nprobe=ann.nlist),
                      ix.search(QUERIES[0], k=5, exhaustive=True))
     ix.close()
 

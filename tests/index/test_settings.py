@@ -45,6 +45,6 @@ def test_a_settings_record_builds_what_the_keywords_build(dp_ckpt, fresh_data, t
                             IndexSettings(window=0.5, hop=0.25, batch_size=8, progress=False))
     by_keywords = build_index(fresh_data, tmp_path / "b.idx", dp_ckpt, window=0.5, hop=0.25, batch_size=8,
                               progress=False)
-    assert by_record["windows"] == by_keywords["windows"] > 24
+    assert by_record.windows == by_keywords.windows > 24
     with pytest.raises(InputError, match="the index uses --window 0.5 s"):
         build_index(fresh_data, tmp_path / "a.idx", settings=IndexSettings(window=1.0, progress=False))

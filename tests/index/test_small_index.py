@@ -51,7 +51,7 @@ def test_a_small_index_stores_float_tokens_and_fits_once_it_has_grown(tha_ckpt, 
     small = tmp_path / "small.idx"
     stats = build_index(folder, small, tha_ckpt, progress=False, token_codec=CODEC, token_codec_min_tokens=MIN_TOKENS)
     assert any("not fitted yet (it needs 1000 tokens of tha_audio_0 to train well, about 16 windows; the index "
-               "has fewer)" in n for n in stats["notes"])
+               "has fewer)" in n for n in stats.notes)
     assert _meta(small).token_codec == CodecState(CODEC, ("tha_audio_0",), None, MIN_TOKENS)
     assert _coded_files(small) == ["tha_audio_0.npy"] and not list(small.glob("codecs/*"))
     float_small = tmp_path / "float-small.idx"
@@ -62,8 +62,8 @@ def test_a_small_index_stores_float_tokens_and_fits_once_it_has_grown(tha_ckpt, 
     for moved in sorted(later.iterdir()):
         moved.rename(folder / moved.name.replace("__", "/"))
     stats = build_index(folder, small, progress=False)  # min_tokens is kept in the index
-    assert stats["encoded_files"] == 14 and len(wavs) == 24
-    assert stats["notes"] == []  # its 14 new windows are too few, but with the 10 stored ones the codec fits
+    assert stats.encoded_files == 14 and len(wavs) == 24
+    assert stats.notes == []  # its 14 new windows are too few, but with the 10 stored ones the codec fits
     tc = _meta(small).token_codec
     assert tc.current is not None and tc.min_tokens == MIN_TOKENS
     assert _coded_files(small) == ["tha_audio_0.codes.npy"]  # every float chunk converted
@@ -89,7 +89,7 @@ def test_the_default_threshold_is_what_the_factory_needs(tha_ckpt, synth_dir, tm
     assert tokens_to_fit("PQ16x4", 64) == 39 * 16 and tokens_to_fit("IVF1024,PQ32", 256) == 39 * 1024
     assert tokens_to_fit("PQ48", 64) == 0  # 48 does not divide 64: the fit is tried and says why it fails
     stats = build_index(synth_dir, tmp_path / "idx", tha_ckpt, progress=False, token_codec=CODEC)
-    assert any("it needs 9984 tokens of tha_audio_0 to train well, about 156 windows" in n for n in stats["notes"])
+    assert any("it needs 9984 tokens of tha_audio_0 to train well, about 156 windows" in n for n in stats.notes)
     assert _coded_files(tmp_path / "idx") == ["tha_audio_0.npy"]
     comp = TokenCompression(Store(tmp_path / "idx"), _meta(tmp_path / "idx"))
     try:

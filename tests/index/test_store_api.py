@@ -194,7 +194,7 @@ def test_storage_dtype_is_checked_kept_and_stored(dp_ckpt, two_files, tmp_path):
         build_index(two_files, out, storage_dtype="float16", progress=False)
     with pytest.raises(InputError, match=r"unknown field\(s\) \['precision'\]"):  # the old keyword is gone
         build_index(two_files, out, precision="float32", progress=False)
-    assert build_index(two_files, out, settings=IndexSettings(storage_dtype="float32", progress=False))["unchanged_files"] == 2
+    assert build_index(two_files, out, settings=IndexSettings(storage_dtype="float32", progress=False)).unchanged_files == 2
 
 
 def test_index_open_takes_a_compute_dtype(dp_index):

@@ -96,6 +96,6 @@ def test_a_file_failing_midway_is_skipped_and_reported(dp_ckpt, tmp_path, monkey
     monkeypatch.setattr(builder, "stream_audio", blocks)
     monkeypatch.setattr(audio_module, "STREAM_BLOCK_FRAMES", 8000)
     stats = build_index(folder, tmp_path / "idx", dp_ckpt, window=1.0, hop=0.5, batch_size=2, progress=False)
-    assert [e["path"] for e in stats["errors"]] == ["a.wav"] and "truncated" in stats["errors"][0]["reason"]
+    assert [e.path for e in stats.errors] == ["a.wav"] and "truncated" in stats.errors[0].reason
     with Index.open(tmp_path / "idx") as ix:
         assert sorted(ix.paths.values()) == ["b.wav"] and len(ix) > 0

@@ -31,13 +31,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hade.apps.argtypes import positive_int, seconds
 from hade.config import COMPUTE_DTYPES, STORAGE_DTYPES
 from hade.errors import HadeError, InputError
 from hade.utils.units import parse_bytes
 from hade.utils.launch import Launch, detect_launch
+
+if TYPE_CHECKING:
+    from hade.index.report import BuildReport
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -96,9 +99,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _report_errors(stats: dict) -> None:
-    for e in stats.get("errors", []) + stats.get("skipped", []):
-        print(f"hade index: skipped {e['path']}: {e['reason']}", file=sys.stderr)
+def _report_errors(report: BuildReport) -> None:
+    for e in report.errors + report.skipped:
+        print(f"hade index: skipped {e.path}: {e.reason}", file=sys.stderr)
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -137,16 +140,16 @@ def _storage_dtype(args: argparse.Namespace) -> str | None:
     return old
 
 
-def _print_stats(out: Path, stats: dict) -> None:
-    _report_errors(stats)
-    for what in stats["repaired"]:
+def _print_report(out: Path, report: BuildReport) -> None:
+    _report_errors(report)
+    for what in report.repaired:
         print(f"repaired: {what}")
-    for note in stats["notes"]:
+    for note in report.notes:
         print(f"note: {note}")
-    print(f"{out}: {stats['files']} files, {stats['windows']} windows ({stats['ann']['kind']} ANN); "
-          f"this run: {stats['encoded_files']} encoded, {stats['unchanged_files']} unchanged, "
-          f"{stats['touched_files'] + stats['reused_files']} reused, {stats['removed_files']} removed, "
-          f"{len(stats['errors'])} unreadable, {stats['seconds']:.1f} s")
+    print(f"{out}: {report.files} files, {report.windows} windows ({report.ann.kind} ANN); "
+          f"this run: {report.encoded_files} encoded, {report.unchanged_files} unchanged, "
+          f"{report.touched_files + report.reused_files} reused, {report.removed_files} removed, "
+          f"{len(report.errors)} unreadable, {report.seconds:.1f} s")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,11 +169,11 @@ def run(args: argparse.Namespace) -> int:
     if launch.parallel:
         return run_parallel(args, launch)
     _say_claim(args)
-    stats = _build(args, args.out, args.shard, args.device, progress=not args.quiet)
+    report = _build(args, args.out, args.shard, args.device, progress=not args.quiet)
     if args.json:
-        print(json.dumps(stats, indent=2))
+        print(json.dumps(report.to_dict(), indent=2))
     else:
-        _print_stats(args.out, stats)
+        _print_report(args.out, report)
     return 0
 
 
@@ -199,7 +202,7 @@ def _settings(args: argparse.Namespace, shard: str | None, device: str, progress
                          ann_memory_budget=args.ann_memory_budget, force=getattr(args, "force", False))
 
 
-def _build(args: argparse.Namespace, out: Path, shard: str | None, device: str, progress: bool) -> dict[str, Any]:
+def _build(args: argparse.Namespace, out: Path, shard: str | None, device: str, progress: bool) -> BuildReport:
     """build_index with the command's settings, into `out`, for `shard` on `device`."""
     from hade.index.build import build_index
 
@@ -226,15 +229,15 @@ def run_parallel(args: argparse.Namespace, launch: Launch) -> int:
     _check_parallel(args, launch)
     parts = shard_dirs(args.out, launch.world_size)
     error: Exception | None = None
-    stats: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None  # BuildReport.to_dict(): the ranks meet through JSON
     with Meeting(launch, shards_dir(args.out)) as meeting:
         try:
-            stats = _build(args, parts[launch.rank], launch.shard, rank_device(args.device, launch),
-                           progress=not args.quiet and launch.rank == 0)
+            report = _build(args, parts[launch.rank], launch.shard, rank_device(args.device, launch),
+                            progress=not args.quiet and launch.rank == 0).to_dict()
         except Exception as e:  # noqa: BLE001 - every rank must reach the exchange, or the others wait forever
             error = e
-        outcomes = meeting.gather({"stats": stats, "error": None if error is None else f"{type(error).__name__}: "
-                                                                                       f"{error}"})
+        failure = None if error is None else f"{type(error).__name__}: {error}"
+        outcomes = meeting.gather({"report": report, "error": failure})
     if error is not None:
         raise error
     if launch.rank != 0:
@@ -246,12 +249,14 @@ def run_parallel(args: argparse.Namespace, launch: Launch) -> int:
     from hade.index.merge import merge_indexes
 
     summary = merge_indexes(args.out, parts, ann_threshold=args.ann_threshold, progress=not args.quiet, replace=True)
-    shard_stats = [o["stats"] for o in outcomes]
+    shard_reports = [o["report"] for o in outcomes]
     if args.json:
-        print(json.dumps({**summary, "shards": shard_stats}, indent=2))
+        print(json.dumps({**summary, "shards": shard_reports}, indent=2))
         return 0
-    for part, st in zip(parts, shard_stats):
-        _print_stats(part, st)
+    from hade.index.report import BuildReport
+
+    for part, d in zip(parts, shard_reports):
+        _print_report(part, BuildReport.from_dict(d))
     print(f"{summary['out']}: {summary['files']} files, {summary['windows']} windows merged from "
           f"{summary['parts']} shards ({summary['ann']['kind']} ANN)")
     return 0

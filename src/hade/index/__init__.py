@@ -7,15 +7,17 @@
         print(hit.path, hit.start, hit.end, hit.score)
 
 See docs/index-map.md for a map of the package: `hade.index.settings` (what a build is asked for),
-`hade.index.meta` (what an index is), `hade.index.store` for the on-disk layout, `hade.index.ann` for the
-ANN parameters, `hade.index.search` for how queries are scored, `hade.index.integrity` for checksums,
-`--check` and repair by a re-run, `hade.index.merge` for joining shards.
+`hade.index.report` (what a build did: `BuildReport`), `hade.index.meta` (what an index is),
+`hade.index.store` for the on-disk layout, `hade.index.ann` for the ANN parameters, `hade.index.search`
+for how queries are scored, `hade.index.integrity` for checksums, `--check` and repair by a re-run,
+`hade.index.merge` for joining shards.
 """
 from hade.index.build import build_index
 from hade.index.export import IndexVectors, export_index
 from hade.index.merge import merge_indexes
+from hade.index.report import BuildReport, FileProblem
 from hade.index.integrity import CheckResult, Problem, check_index
 from hade.index.search import Hit, Index, Like, QueryVector, Window, search
 
-__all__ = ["CheckResult", "Hit", "Index", "IndexVectors", "Like", "Problem", "QueryVector", "Window", "build_index",
-           "check_index", "export_index", "merge_indexes", "search"]
+__all__ = ["BuildReport", "CheckResult", "FileProblem", "Hit", "Index", "IndexVectors", "Like", "Problem",
+           "QueryVector", "Window", "build_index", "check_index", "export_index", "merge_indexes", "search"]

@@ -14,14 +14,14 @@ a run without `aux_captions` leaves already indexed files as they are and encode
 without.
 
 Symbolic links: a file (or a folder) under `folder` that resolves outside it is not indexed unless
-`follow_external_links` (``--follow-external-links``); it is listed in ``stats["skipped"]``. The choice
+`follow_external_links` (``--follow-external-links``); it is listed in `BuildReport.skipped`. The choice
 is stored in the index meta, and the server hands out external targets only for such an index.
 
 Integrity and repair: every array chunk, the ANN and the model copy are recorded (size, sha256) when
 written; a re-run first removes temporaries of killed writes, then checks what was recorded and repairs
 damage — re-encoding only the files whose windows lived in a damaged chunk, re-copying a damaged model
 copy from --ckpt, rebuilding a damaged ANN, rebuilding from scratch when index.sqlite is unreadable — and
-says what it repaired in ``stats["repaired"]`` (see `hade.index.repair`, `hade.index.integrity`).
+says what it repaired in `BuildReport.repaired` (see `hade.index.repair`, `hade.index.integrity`).
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ from hade.index.finalize import finalize
 from hade.index.integrity import has_index_parts
 from hade.index.repair import clear_index_temps, repair_store, set_aside_damaged_db
 from hade.index.meta import SCHEMA_VERSION, IndexMeta
+from hade.index.report import BuildReport, FileProblem
 from hade.index.settings import IndexSettings
 from hade.index.store import (ARRAYS_DIR, DB_FILE, LOCK_FILE, MODEL_DIR, Store, copy_model, model_fingerprint,
                               write_lock)
@@ -78,19 +79,15 @@ class _Request:
 
 
 def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = None,
-                settings: IndexSettings | None = None, **options: Any) -> dict[str, Any]:
+                settings: IndexSettings | None = None, **options: Any) -> BuildReport:
     """Index (or bring up to date, repairing damage) the audio files under `folder` into the index `out`.
 
     ckpt: checkpoint directory; required for a new index, optional afterwards (the index's copy is used).
     settings: what the build is asked for (`IndexSettings`, whose docstring describes every field; default:
     its defaults); `options` are `IndexSettings` fields that replace those of `settings`
     (``build_index(folder, out, ckpt, window=2.0)``); an unknown or bad one raises one InputError naming it.
-    Returns statistics: files_seen, unchanged_files, hashed_files, touched_files (same bytes, new mtime),
-    reused_files (same bytes as another indexed file), encoded_files, encoded_windows, encoder_calls,
-    removed_files, captioned_files (encoded with an auxiliary caption), recaptioned_files (re-encoded
-    because their caption changed), errors / new_errors ([{path, reason}]), skipped ([{path, reason}],
-    external symlinks), repaired (what was damaged and how it was repaired), notes (what the user
-    should know, e.g. an unused model branch), files, windows, ann, seconds.
+    Returns what the run did, a `BuildReport` (whose docstring describes every field; ``to_dict()`` is the
+    JSON form `hade index --json` prints).
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -108,11 +105,11 @@ def build_index(folder: str | Path, out: str | Path, ckpt: str | Path | None = N
             req = _after_salvage(out, salvage[0], req)
         store = Store(out, create=True)
         try:
-            stats = _update(store, req, repaired)
+            report = _update(store, req, repaired)
         finally:
             store.close()
-    stats["seconds"] = round(time.perf_counter() - t0, 3)
-    return stats
+    report.seconds = round(time.perf_counter() - t0, 3)
+    return report
 
 
 def _check_request(req: _Request, out: Path) -> None:
@@ -125,7 +122,7 @@ def _check_request(req: _Request, out: Path) -> None:
     claim_output_dir(out, INDEX_OUTPUT, force=req.settings.force)
 
 
-def _update(store: Store, req: _Request, repaired: list[str]) -> dict[str, Any]:
+def _update(store: Store, req: _Request, repaired: list[str]) -> BuildReport:
     """Check (or create) the index in `store`, repair it, and bring it up to date with the folder."""
     meta, settings = store.meta(), req.settings
     if meta.created:
@@ -144,14 +141,15 @@ def _update(store: Store, req: _Request, repaired: list[str]) -> dict[str, Any]:
     scanned, skipped = scan_audio(req.folder, exclude=store.root, follow_external_links=settings.follow_external_links)
     files = [(rel, p) for rel, p in scanned if in_shard(rel, settings.shard)]
     builder = Builder(store, req.folder, req.settings, req.captions)
-    stats = builder.run(files)
-    stats["skipped"] = [s for s in skipped if s["path"].endswith("/") or in_shard(s["path"], settings.shard)]
-    stats["repaired"] = repaired
-    stats["ann"] = finalize(store, threshold, progress=settings.progress, memory_budget=budget)
+    report = builder.run(files)
+    report.skipped = [FileProblem(s["path"], s["reason"]) for s in skipped  # scan_audio's [{path, reason}]
+                      if s["path"].endswith("/") or in_shard(s["path"], settings.shard)]
+    report.repaired = repaired
+    report.ann = finalize(store, threshold, progress=settings.progress, memory_budget=budget)
     if builder.codec_note is not None and TokenCompression.current_of(store.meta()) is None:
-        stats["notes"].append(builder.codec_note)  # not when finalize fitted it on the float windows of all runs
-    stats["files"], stats["windows"] = store.count_files("ok"), store.count_windows()
-    return stats
+        report.notes.append(builder.codec_note)  # not when finalize fitted it on the float windows of all runs
+    report.files, report.windows = store.count_files("ok"), store.count_windows()
+    return report
 
 
 def _after_salvage(out: Path, old: IndexMeta, req: _Request) -> _Request:

@@ -7,7 +7,6 @@ import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import numpy as np
 import torch
@@ -15,6 +14,7 @@ from tqdm.auto import tqdm
 
 from hade.data.audio import stream_audio
 from hade.errors import AudioError, InputError
+from hade.index.report import BuildReport, FileProblem
 from hade.index.settings import IndexSettings
 from hade.index.compression import TokenCompression
 from hade.index.store import FileRecord, Store, WindowRecord, sha256_file
@@ -88,11 +88,7 @@ class Builder:
         self.codec_note: str | None = None  # why this run stored float tokens (`finalize` may still fit the codec)
         self.jobs: deque[Job] = deque()
         self.buffer: list[tuple[Job, int]] = []
-        self.stats: dict[str, Any] = {k: 0 for k in (
-            "files_seen", "unchanged_files", "hashed_files", "touched_files", "reused_files", "encoded_files",
-            "encoded_windows", "encoder_calls", "removed_files", "commits", "captioned_files",
-            "recaptioned_files")}
-        self.stats["errors"], self.stats["new_errors"], self.stats["notes"] = [], [], []
+        self.report = BuildReport()  # counted into as the pass goes; `build_index` completes it
 
     @property
     def model(self):
@@ -104,7 +100,7 @@ class Builder:
                 raise InputError(f"--aux-captions: head {self._model.config.head!r} does not use auxiliary "
                                  "captions (only HCI+AC does); index without them")
             if self._model.uses_aux_captions and self.aux is None:
-                self.stats["notes"].append(
+                self.report.notes.append(
                     f"head {self._model.config.head!r} uses auxiliary captions, which indexed files do not have: "
                     "new windows are encoded without them, so their search scores come from its audio-caption "
                     "branch only; give a file of generated captions with --aux-captions")
@@ -118,8 +114,8 @@ class Builder:
         model = self.model
         aux = [job.aux for job, _ in items]
         reprs = model.encode_audio(torch.from_numpy(batch).to(model.device), aux if any(aux) else None)
-        self.stats["encoder_calls"] += 1
-        self.stats["encoded_windows"] += len(items)
+        self.report.encoder_calls += 1
+        self.report.encoded_windows += len(items)
         if not self.reprs_known:
             self._decide_pooled(reprs)
         key = self.pooled_key
@@ -168,7 +164,7 @@ class Builder:
                 self.store.update_meta(repr_spec=self.repr_spec, pooled_key=self.pooled_key)
             self.store.update_meta(token_codec=self.compression.state())
             self.store.bump_generation()
-        self.stats["commits"] += 1
+        self.report.commits += 1
 
     def _hold_for_codec(self, ready: int) -> bool:
         """Whether the first `ready` jobs wait for more windows to fit the token codec on."""
@@ -214,35 +210,36 @@ class Builder:
         caption = self.caption_of(rel)
         if self.aux is None or known is None or known.status != "ok" or caption == known.aux_caption:
             return None
-        self.stats["recaptioned_files"] += 1
+        self.report.recaptioned_files += 1
         return Job("encode", rel, st.st_size, st.st_mtime_ns, sha=known.sha256, aux=caption)
 
-    def _keep(self, known: FileRecord, counter: str) -> None:
-        """Count a file whose stored record stands (an unreadable one stays listed among the errors)."""
-        self.stats[counter] += 1
+    def _keep(self, known: FileRecord) -> None:
+        """A file whose stored record stands: an unreadable one stays listed among the errors."""
         if known.status == "error":
-            self.stats["errors"].append({"path": known.path, "reason": known.error})
+            self.report.errors.append(FileProblem(known.path, known.error))
 
     def _classify(self, rel: str, path: Path, known: dict[str, FileRecord]) -> Job | None:
         """None for an unchanged file; otherwise the job that brings the store up to date."""
         try:
             st = path.stat()
         except OSError as e:
-            self.stats["errors"].append({"path": rel, "reason": f"cannot stat ({e.strerror or e})"})
+            self.report.errors.append(FileProblem(rel, f"cannot stat ({e.strerror or e})"))
             return None
         rec = known.get(rel)
         if rec is not None and (rec.size, rec.mtime_ns) == (st.st_size, st.st_mtime_ns):
             if (job := self._recaption(rel, st, rec)) is None:
-                self._keep(rec, "unchanged_files")
+                self.report.unchanged_files += 1
+                self._keep(rec)
             return job
         try:
             sha = sha256_file(path)
         except OSError as e:
             return Job("error", rel, st.st_size, st.st_mtime_ns, error=f"cannot read ({e.strerror or e})")
-        self.stats["hashed_files"] += 1
+        self.report.hashed_files += 1
         if rec is not None and rec.sha256 == sha:
             if (job := self._recaption(rel, st, rec)) is None:
-                self._keep(rec, "touched_files")
+                self.report.touched_files += 1
+                self._keep(rec)
                 job = Job("touch", rel, st.st_size, st.st_mtime_ns, sha=sha)
             return job
         return self._by_content(rel, st, sha)
@@ -254,7 +251,7 @@ class Builder:
         same = self.store.same_content(sha, rel, aux)
         if same is None:
             return Job("encode", rel, st.st_size, st.st_mtime_ns, sha=sha, aux=aux)
-        self.stats["reused_files"] += 1
+        self.report.reused_files += 1
         if same.status == "error":
             return Job("error", rel, st.st_size, st.st_mtime_ns, sha=sha, error=same.error)
         return Job("reuse", rel, st.st_size, st.st_mtime_ns, sha=sha, duration=same.duration,
@@ -277,8 +274,8 @@ class Builder:
             job.bounds, job.pieces, job.parts, job.done = [], {}, [], 0
         else:
             job.duration = windows.total / self.sample_rate
-            self.stats["encoded_files"] += 1
-            self.stats["captioned_files"] += job.aux is not None
+            self.report.encoded_files += 1
+            self.report.captioned_files += job.aux is not None
         job.loaded = True
 
     def _queue(self, job: Job, windows: list[tuple[tuple[int, int], np.ndarray]]) -> None:
@@ -293,15 +290,16 @@ class Builder:
             self._encode(self.buffer[:self.batch_size])
             del self.buffer[:self.batch_size]
             self._flush()
-            bar.set_postfix(windows=self.stats["encoded_windows"], refresh=False)
+            bar.set_postfix(windows=self.report.encoded_windows, refresh=False)
         if final or (len(self.jobs) >= FLUSH_JOBS and not self.buffer):
             self._flush(final)
 
-    def run(self, files: list[tuple[str, Path]]) -> dict[str, Any]:
+    def run(self, files: list[tuple[str, Path]]) -> BuildReport:
         """One pass over `files` ((relative path, path) in path order): hash, encode or reuse what changed,
-        commit as it goes, then drop the files that are gone. Returns the statistics."""
+        commit as it goes, then drop the files that are gone. Returns the report, its counts and problems
+        filled in (the rest is `build_index`'s)."""
         known = {rec.path: rec for rec in self.store.files()}
-        self.stats["files_seen"] = len(files)
+        self.report.files_seen = len(files)
         if self.aux is not None:
             _ = self.model  # fail early when the head does not use auxiliary captions
         bar = tqdm(files, desc="index", unit="file", disable=not self.progress, dynamic_ncols=True)
@@ -313,14 +311,14 @@ class Builder:
             if job.kind == "encode":
                 self._load(job, path, bar)
             if job.kind == "error":
-                self.stats["errors"].append({"path": rel, "reason": job.error})
-                self.stats["new_errors"].append({"path": rel, "reason": job.error})
+                self.report.errors.append(FileProblem(rel, job.error))
+                self.report.new_errors.append(FileProblem(rel, job.error))
             self._drain(bar)
         self._drain(bar, final=True)
         self._remove_gone({rel for rel, _ in files})
         if self.aux is not None:
             self._note_captions(files)
-        return self.stats
+        return self.report
 
     def _remove_gone(self, present: set[str]) -> None:
         """Delete the stored files whose relative paths are not in `present` (deleted or moved away)."""
@@ -329,7 +327,7 @@ class Builder:
             with self.store.transaction():
                 self.store.remove_files(gone)
                 self.store.bump_generation()
-        self.stats["removed_files"] = len(gone)
+        self.report.removed_files = len(gone)
 
     def _note_captions(self, files: list[tuple[str, Path]]) -> None:
         """Notes on --aux-captions: indexed files without a caption, and captions that matched no file
@@ -338,10 +336,10 @@ class Builder:
         used = {rel for rel in rels if self.caption_of(rel) is not None}
         if len(used) < len(rels):
             missing = sorted(set(rels) - used)
-            self.stats["notes"].append(f"--aux-captions has no caption for {len(missing)} of {len(rels)} files "
-                                       f"(e.g. {missing[:3]}); they are encoded without one")
+            self.report.notes.append(f"--aux-captions has no caption for {len(missing)} of {len(rels)} files "
+                                     f"(e.g. {missing[:3]}); they are encoded without one")
         names = {PurePosixPath(rel).name for rel in rels}
         unmatched = sorted(k for k in self.aux if k not in used and k not in names)
         if unmatched:
-            self.stats["notes"].append(f"--aux-captions: {len(unmatched)} captions match no indexed file by relative "
-                                       f"path or file name (e.g. {unmatched[:3]})")
+            self.report.notes.append(f"--aux-captions: {len(unmatched)} captions match no indexed file by relative "
+                                     f"path or file name (e.g. {unmatched[:3]})")

@@ -158,10 +158,10 @@ def pooled_vectors(store: Store, block: int = 65536,
 
 
 def finalize(store: Store, threshold: int = DEFAULT_THRESHOLD, progress: bool = False,
-             memory_budget: int | None = None) -> dict[str, Any]:
+             memory_budget: int | None = None) -> AnnParams:
     """Compress float token chunks (when the index has a token codec), compact if fragmented and rebuild
     the ANN when the store changed since it was built (or its kind or code no longer matches `threshold`
-    and `memory_budget`, bytes: IVF-PQ when the 8-bit IVF would exceed it). Returns the ANN parameters."""
+    and `memory_budget`, bytes: IVF-PQ when the 8-bit IVF would exceed it). Returns the ANN's parameters."""
     meta = store.meta()
     count = store.count_windows()
     kind = _ann_kind(count, threshold, meta.pooled_key)
@@ -169,7 +169,7 @@ def finalize(store: Store, threshold: int = DEFAULT_THRESHOLD, progress: bool = 
     compacted = _float_tokens_to_compress(store, meta) and compact(store, progress=progress)
     if params is not None and ann_is_current(store, params) and params.kind == kind \
             and _pq_wanted(params, memory_budget) == params.code.startswith("pq"):
-        return vars(params)
+        return params
     if not compacted:  # a compaction that compressed tokens also rewrote fragmented chunks
         compact(store, progress=progress)
     gen = store.generation
@@ -179,7 +179,7 @@ def finalize(store: Store, threshold: int = DEFAULT_THRESHOLD, progress: bool = 
         for old in store.root.glob("ann-*.faiss"):
             old.unlink()
         _record_ann(store, None)
-        return vars(params)
+        return params
     if count == 0 or not meta.reprs_known:
         index, params = build_ann(np.zeros((0, 1), np.float32), np.zeros(0, np.int64), threshold=threshold,
                                   memory_budget=memory_budget)
@@ -188,7 +188,7 @@ def finalize(store: Store, threshold: int = DEFAULT_THRESHOLD, progress: bool = 
             index, params = build_ann(vecs, ids, threshold=threshold, memory_budget=memory_budget)
     save_ann(store.root, index, params, gen)
     _record_ann(store, params.file)
-    return vars(params)
+    return params
 
 
 def _pq_wanted(params: AnnParams, memory_budget: int | None) -> bool:

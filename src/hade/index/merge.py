@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,7 @@ def _merge_into(out: Path, parts: list[str | Path], ann_threshold: int | None, r
     finally:
         for s in stores:
             s.close()
-    return {"files": files_ok, "windows": windows, "parts": len(parts), "ann": ann, "out": str(out)}
+    return {"files": files_ok, "windows": windows, "parts": len(parts), "ann": asdict(ann), "out": str(out)}
 
 
 def _check_parts(parts: list[str | Path], stores: list[Store], metas: list[IndexMeta]) -> None:
