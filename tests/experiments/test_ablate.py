@@ -22,6 +22,7 @@ def test_rows_of_each_table():
         table_rows("9")
 
 
+@pytest.mark.timeout(900)  # eight tiny trainings: about a minute on idle cores, several under a loaded machine
 def test_table3_runs_resumes_and_writes_markdown(tmp_path, tiny_model_config, monkeypatch):
     data = tmp_path / "data"
     generate(data, clips=24, seed=0, sample_rate=8000, duration=1.0, progress=False)
