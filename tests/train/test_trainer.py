@@ -278,7 +278,9 @@ def test_clips_longer_than_the_encoder_train_in_segments(synth_dir, tmp_path, ti
 
     monkeypatch.setattr(retrieval, "encode_segments", spy)
     cfg = tiny_train_config(tiny_model_config, epochs=1, clip_seconds=2.5)
-    train(synth_dir, tmp_path / "run", cfg, progress=False)
+    logs: list[str] = []
+    Trainer(synth_dir, tmp_path / "run", cfg, progress=False, log=logs.append).run()
+    assert "clips of 2.5 s are encoded as 2 segments of the audio encoder's 2.04787 s input (2x" in logs[0]
     assert calls and all(shape[1] == 20000 for shape, _ in calls)
     assert all(lengths is not None and set(lengths.tolist()) == {8000} for _, lengths in calls)
     assert hade.load(tmp_path / "run" / "checkpoints" / "last").clip_seconds == 2.5

@@ -45,6 +45,7 @@ from hade.eval.evaluate import evaluate
 from hade.losses import SAME_CLIP_MODES
 from hade.models.factory import create_model
 from hade.models.retrieval import RetrievalModel
+from hade.models.segments import segment_count
 from hade.train import distributed as ddp
 from hade.train.curves import plot_curves
 from hade.train.init import adopt_encoders, initialise_from
@@ -177,6 +178,10 @@ class Trainer:
         objective = ContrastiveObjective(model, cfg.temperature, ctx, cfg.same_clip)
         store, val_split = self._load_data(model.sample_rate)
         pairs = TrainPairs(store, model.clip_input_samples(cfg.clip_seconds), seed=cfg.seed, replace_bad=True)
+        segments = segment_count(pairs.clip_samples, model.max_samples)
+        if segments > 1 and ctx.is_main:
+            self.log(f"clips of {cfg.clip_seconds:g} s are encoded as {segments} segments of the audio encoder's "
+                     f"{model.max_samples / model.sample_rate:g} s input ({segments}x its compute and memory)")
         steps_per_epoch, total_steps = self._plan(len(pairs))
         optimizer = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.text_lr, cfg.weight_decay))
         scheduler = warmup_cosine(optimizer, total_steps, int(cfg.warmup_fraction * total_steps), cfg.min_lr_ratio)
