@@ -12,8 +12,6 @@ most one audio batch.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import secrets
@@ -21,7 +19,6 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Callable, ContextManager, Protocol
 
@@ -30,8 +27,10 @@ import torch
 
 from hade.errors import InputError
 from hade.serve.concurrency import HIGH, LOW, PriorityLock, lower_thread_priority, release_memory
+from hade.serve.explaining import ExplainQuery, explain_note, maps_payload
 from hade.serve.limits import AUDIO_QUERY_CACHE, MAX_K, MAX_QUERY_CHARS, MAX_QUERY_SECONDS, MAX_UPLOAD_BYTES, Limits
 from hade.serve.peaks import PeakCache, Peaks, compute_peaks
+from hade.serve.status import health_body, index_health, model_fingerprint, stored_fingerprint
 from hade.serve.upload import decode_upload
 from hade.utils.jsonable import jsonable
 
@@ -82,16 +81,6 @@ class NotFound(LookupError):
     """No window with that id (or its audio file is gone)."""
 
 
-@dataclass(frozen=True)
-class ExplainQuery:
-    """The query whose results "Why?" explains: a text, an audio upload (the `query_id` its search
-    returned) or an indexed window ("Similar sounds"); exactly one is set."""
-
-    text: str | None = None
-    audio_id: str | None = None
-    like_id: int | None = None
-
-
 def media_type(path: str | Path) -> str:
     """Content type of an audio file by extension (application/octet-stream when unknown)."""
     return MEDIA_TYPES.get(Path(path).suffix.lower(), "application/octet-stream")
@@ -100,25 +89,6 @@ def media_type(path: str | Path) -> str:
 def decode_audio_bytes(data: bytes, sample_rate: int, max_seconds: float = MAX_QUERY_SECONDS) -> np.ndarray:
     """Decode an uploaded clip -> float32 mono [T] at `sample_rate` (see `hade.serve.upload.decode_upload`)."""
     return decode_upload(data, sample_rate, max_seconds)
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 (first 16 hex digits) of the model's config and weights."""
-    h = hashlib.sha256()
-    config = getattr(model, "config", None)
-    if config is not None:
-        try:
-            from hade.config import to_dict
-
-            h.update(json.dumps(to_dict(config), sort_keys=True, default=str).encode())
-        except Exception:
-            h.update(repr(config).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        t = tensor.detach().cpu().contiguous()
-        h.update(str(t.dtype).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
 
 
 def _field(obj: Any, name: str) -> Any:
@@ -351,10 +321,10 @@ class SearchService:
             "curve": {"start": [float(_field(w, "start")) for w in windows],
                       "end": [float(_field(w, "end")) for w in windows],
                       "score": [float(v) for v in scores], "matched": matched},
-            "words": [], "levels": [], "note": _explain_note(kind, maps, model),
+            "words": [], "levels": [], "note": explain_note(kind, maps, model),
         }
         if expl is not None:
-            payload.update(_maps_payload(expl, window["start"]))
+            payload.update(maps_payload(expl, window["start"]))
         return jsonable(payload)
 
     # ---- waveform envelopes ------------------------------------------------------------------------
@@ -381,86 +351,22 @@ class SearchService:
 
     # ---- status ----------------------------------------------------------------------------------
     def fingerprint(self, info: dict[str, Any]) -> str:
-        for key in ("model_fingerprint", "fingerprint"):
-            if isinstance(info.get(key), str):
-                return info[key]
-        model_info = info.get("model")
-        if isinstance(model_info, dict) and isinstance(model_info.get("fingerprint"), str):
-            return model_info["fingerprint"]
+        """The index's recorded model fingerprint, else one computed once from the weights (no model lock:
+        it only reads them, and /health must not wait behind inference)."""
+        recorded = stored_fingerprint(info)
+        if recorded is not None:
+            return recorded
         if self._fingerprint is None:
-            # No model lock: it only reads the weights, and /health must not wait behind inference.
             self._fingerprint = model_fingerprint(self.index.model)
         return self._fingerprint
 
     def index_health(self) -> dict[str, Any]:
         """`index.health()` (a cheap stat-only check); never raises."""
-        try:
-            result = dict(self.index.health())
-        except Exception as exc:  # noqa: BLE001 - the contract says it never raises; /health must answer anyway
-            log.warning("index.health() failed: %s", exc)
-            return {"status": "degraded", "problems": [{"file": "", "problem": "the index check failed"}],
-                    "repair": None}
-        status = "ok" if result.get("status") == "ok" else "degraded"
-        return {"status": status, "problems": list(result.get("problems") or []), "repair": result.get("repair")}
+        return index_health(self.index)
 
     def health(self) -> dict[str, Any]:
-        """Status and counts for GET /health: status "ok", or "degraded" with the problems and the repair
-        command when a file of the index is damaged (then `error` holds a one-line summary)."""
-        info = self.info
-        model = self.index.model
-        check = self.index_health()
-        body: dict[str, Any] = {
-            "status": check["status"], "windows": len(self.index),
-            "files": info.get("files", info.get("num_files")),
-            "head": getattr(getattr(model, "config", None), "head", None),
-            "sample_rate": int(model.sample_rate),
-            "model_fingerprint": self.fingerprint(info),
-            "max_upload_bytes": self.max_upload_bytes, "max_query_chars": MAX_QUERY_CHARS, "max_k": MAX_K,
-            "index": {k: v for k, v in info.items() if k not in ("path", "root")},  # no server paths
-        }
-        if check["status"] != "ok":
-            body.update(problems=check["problems"], repair=check["repair"], error=_degraded_message(check))
-        return jsonable(body)
-
-
-def _explain_note(kind: str, maps: bool, model: Any) -> str | None:
-    """What the explanation cannot show, in words for the page (None when it shows everything)."""
-    if kind != "text":
-        return ("An audio query is ranked by the cosine between its audio vector and each window's; "
-                f"the head ({getattr(model.config, 'head', '?')}) compares audio with text only, so there are no "
-                "word × time maps: shown is the similarity of the query to every window of this file.")
-    if not maps:
-        return (f"This model's head ({getattr(model.config, 'head', '?')}) has no word × time map or factor weights "
-                "to show: shown is the similarity of the query to every window of this file.")
-    return None
-
-
-def _maps_payload(expl: Any, offset: float) -> dict[str, Any]:
-    """The THA levels (times shifted by the window's `offset` into file seconds) and factor weights."""
-    levels = [{
-        "level": lv.level, "audio_stage": lv.audio_stage, "text_block": lv.text_block,
-        "audio_name": lv.audio_name, "text_name": lv.text_name,
-        "text_to_audio": lv.text_to_audio, "audio_to_text": lv.audio_to_text,
-        "time_edges": np.asarray(lv.time_edges, dtype=np.float64) + offset,
-        "bin_tokens": lv.bin_tokens, "text_enhanced": lv.text_enhanced, "audio_enhanced": lv.audio_enhanced,
-        "level_score": lv.text_enhanced + lv.audio_enhanced,
-    } for lv in expl.levels or []]
-    return {"score": expl.score, "clip_seconds": expl.clip_seconds, "audio_seconds": expl.audio_seconds,
-            "audio_end": offset + expl.audio_seconds, "words": expl.words or [], "pieces": expl.pieces or [],
-            "levels": levels, "tha_score": expl.tha_score, "tha_scale": expl.tha_scale,
-            "factor_similarity": expl.factor_similarity, "confidence": expl.confidence,
-            "factor_contribution": expl.factor_contribution, "dcr_score": expl.dcr_score}
-
-
-def _degraded_message(check: dict[str, Any]) -> str:
-    problems = check["problems"]
-    first = problems[0] if problems else {}
-    text = f"the index is damaged: {first.get('file', '?')} {first.get('problem', '')}".rstrip()
-    if len(problems) > 1:
-        text += f" (and {len(problems) - 1} more)"
-    if check.get("repair"):
-        text += f"; repair with `{check['repair']}`"
-    return text
+        """Status and counts for GET /health (hade.serve.status.health_body)."""
+        return health_body(self.index, self.info, self.fingerprint(self.info), self.max_upload_bytes)
 
 
 def _audio_thread_init() -> None:
