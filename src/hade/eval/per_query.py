@@ -43,7 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from hade.errors import InputError
-from hade.eval.metrics import DEFAULT_KS, _a2t_text_ranks, _group_sorted, _prepare, _t2a_ranks
+from hade.eval.ranks import DEFAULT_KS, a2t_text_ranks, group_sorted, prepare, t2a_ranks
 from hade.eval.relevance import MULTI_METRICS, average_precision
 from hade.utils.atomic import atomic_path
 
@@ -105,15 +105,15 @@ def _top_k(s: np.ndarray, k: int) -> np.ndarray:
 def per_query_results(scores: Any, text_clip: Any, clip_ids: Sequence[str], file_names: Sequence[str] | None = None,
                       captions: Sequence[str] = (), split: str = "") -> PerQuery:
     """Per-query ranks and top-10 lists from a ``[T, A]`` score matrix and ``text_clip`` [T]."""
-    s, c = _prepare(scores, text_clip)
+    s, c = prepare(scores, text_clip)
     nt, na = s.shape
     if len(clip_ids) != na:
         raise InputError(f"clip_ids: {len(clip_ids)} ids for a score matrix with {na} audio columns")
     names = list(file_names) if file_names is not None else list(clip_ids)
     if len(names) != na:
         raise InputError(f"file_names: {len(names)} names for a score matrix with {na} audio columns")
-    return PerQuery(text_clip=c.astype(np.int32), t2a_rank=_t2a_ranks(s, c).astype(np.int32),
-                    a2t_rank=_a2t_text_ranks(s, c).astype(np.int32), t2a_top=_top_k(s, min(TOP_K, na)),
+    return PerQuery(text_clip=c.astype(np.int32), t2a_rank=t2a_ranks(s, c).astype(np.int32),
+                    a2t_rank=a2t_text_ranks(s, c).astype(np.int32), t2a_top=_top_k(s, min(TOP_K, na)),
                     a2t_top=_top_k(s.T, min(TOP_K, nt)), clip_ids=[str(x) for x in clip_ids],
                     file_names=[str(x) for x in names], captions_sha256=captions_digest(captions), split=split)
 
@@ -233,7 +233,7 @@ def t2a_values(pq: PerQuery, ks: Sequence[int] = DEFAULT_KS, map_k: int = 10) ->
 def a2t_values(pq: PerQuery, ks: Sequence[int] = DEFAULT_KS, map_k: int = 10) -> QueryValues:
     """A2T per-clip values [U] (clips with captions): any-hit R@k, recall_fraction@k, AP@map_k, best rank."""
     c = pq.text_clip.astype(np.int64)
-    p, clip, pos, counts, starts = _group_sorted(pq.a2t_rank.astype(np.int64), c, pq.num_audios)
+    p, clip, pos, counts, starts = group_sorted(pq.a2t_rank.astype(np.int64), c, pq.num_audios)
     clips, _ = clip_units(c, pq.num_audios)
     m = counts[clips].astype(np.float64)
     best = p[starts[clips]]

@@ -51,7 +51,7 @@ import numpy as np
 
 from hade.errors import InputError
 from hade.eval.csvtext import csv_rows, read_text_file
-from hade.eval.metrics import TIE_RULE, _check_scores, _ranks_in_rows
+from hade.eval.ranks import TIE_RULE, check_scores, ranks_in_rows
 
 RELEVANCE_K = 16
 MULTI_METRICS = ("mAP@16", "mAP@10")
@@ -156,7 +156,7 @@ def resolve_relevance(rel: Relevance, captions: Sequence[str], file_names: Seque
 def relevant_ranks(scores: Any, rmap: RelevanceMap) -> np.ndarray:
     """[N] int64: the 1-based rank (tie rule of hade.eval.metrics) of every relevant clip in its query's row of
     the [T, A] score matrix, in the order of `rmap.clips`."""
-    s = _check_scores(scores)
+    s = check_scores(scores)
     if rmap.num_queries and (rmap.query_text.max() >= s.shape[0] or rmap.clips.max() >= s.shape[1]):
         raise InputError(f"relevance: indices beyond the score matrix of shape {tuple(s.shape)}")
     counts = np.diff(rmap.offsets)
@@ -166,7 +166,7 @@ def relevant_ranks(scores: Any, rmap: RelevanceMap) -> np.ndarray:
     for a in range(0, out.size, step):
         b = min(out.size, a + step)
         rows, own = s[row_of[a:b]], rmap.clips[a:b]
-        out[a:b] = _ranks_in_rows(rows, rows[np.arange(b - a), own], own)
+        out[a:b] = ranks_in_rows(rows, rows[np.arange(b - a), own], own)
     return out
 
 
