@@ -521,3 +521,14 @@ def test_a_commands_own_output_is_taken_again_and_said(tmp_path, capsys):
     mine = _foreign_folder(tmp_path / "mine")
     assert main(["synth", str(mine), "--clips", "12", "--sample-rate", "8000", "--duration", "0.5", "--force"]) == 0
     assert (mine / "notes.txt").read_text() == "mine" and (mine / "synthcaps.json").is_file()
+
+
+def test_train_takes_the_clip_length_from_the_command_line(tmp_path, capsys):
+    from hade.apps.train import train_config_from_args
+    from hade.cli import parse
+
+    assert train_config_from_args(parse(["train", "--data", str(tmp_path), "--clip-seconds", "30"])).clip_seconds == 30
+    assert train_config_from_args(parse(["train", "--data", str(tmp_path)])).clip_seconds == TrainConfig().clip_seconds
+    with pytest.raises(SystemExit):
+        parse(["train", "--data", str(tmp_path), "--clip-seconds", "0"])
+    assert "--clip-seconds" in capsys.readouterr().err

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from hade.apps.argtypes import nonnegative_int, positive_float, positive_int
+from hade.apps.argtypes import nonnegative_int, positive_float, positive_int, seconds
 from hade.apps.choices import audio_encoder_help, head_help, text_encoder_help
 from hade.config import SAME_CLIP_MODES, TRAIN_PRECISIONS
 from hade.data.text import CAPTION_NORMALIZATIONS
@@ -23,7 +23,8 @@ from hade.utils.outdir import Claim, OutputKind, claim_output_dir, has_any
 
 # command-line dest -> TrainConfig field, for the flags that override a field when given
 TRAIN_FIELDS = {name: name for name in ("epochs", "batch_size", "lr", "max_steps", "seed", "device", "precision",
-                                         "grad_accum_steps", "grad_checkpointing", "init_from", "num_workers")}
+                                         "grad_accum_steps", "grad_checkpointing", "init_from", "num_workers",
+                                         "clip_seconds")}
 TRAIN_FIELDS.update(validate_every="validate_every_steps", validate_clips="validate_clips", same_clip="same_clip")
 MODEL_FIELDS = ("head", "audio_encoder", "text_encoder", "caption_normalize")  # flags that override ModelConfig fields
 
@@ -39,6 +40,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--lr", type=positive_float, default=None)
     p.add_argument("--max-steps", type=positive_int, default=None)
+    p.add_argument("--clip-seconds", type=seconds, default=None,
+                   help="seconds of audio a training pair takes from its clip, a random crop (TrainConfig.clip_seconds, "
+                        "default 4); longer than the audio encoder's input (10 s for HTSAT, PaSST, BEATs), a clip is "
+                        "encoded in segments whose clip vectors are averaged (the DCASE 2025 baseline trains on 30)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--audio-encoder", default=None, help=audio_encoder_help("htsat-tiny is the paper's"))
     p.add_argument("--text-encoder", default=None, help=text_encoder_help())
