@@ -1,4 +1,4 @@
-"""The figures of docs/index-map.md: import circles, library-to-application imports, codec state readers.
+"""The figures of docs/index-map.md: import circles, upward imports, codec state readers, long index modules.
 
     .venv/bin/python benchmarks/index_map.py [--root src] [--json]
 
@@ -8,7 +8,8 @@ is a module, else of pkg. Circles are the strongly connected components of more 
 application modules are those of tests/test_architecture.py (hade.cli, hade.apps, hade.serve, hade.demo,
 hade.experiments, hade.train.__main__); the codec state readers are the modules that touch
 `meta.token_codec` or `CodecState` outside an import line, besides hade/index/meta.py where the record is
-defined (tests/test_architecture.py checks the same).
+defined (tests/test_architecture.py checks the same). Long modules are those of hade.index over
+MODULE_LINES lines (STYLE.md: "Modules stay under ~400 lines"), with their line counts.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 APPLICATIONS = ("hade.cli", "hade.apps", "hade.serve", "hade.demo", "hade.experiments", "hade.train.__main__")
 CODEC_STATE_ACCESS = re.compile(r"\bmeta(\(\))?\.token_codec\b|\bCodecState\b")
 CODEC_STATE_RECORD = "hade/index/meta.py"  # where CodecState is defined (and turned into JSON for Store)
+MODULE_LINES = 400  # STYLE.md's house limit for a module
 
 
 def _within(name: str, prefix: str) -> bool:
@@ -119,8 +121,12 @@ def report(src: Path) -> dict:
                             if not line.lstrip().startswith(("import ", "from "))))
     eval_index = sorted(f"{m} -> {t}" for m, ts in graph.items() if _within(m, "hade.eval")
                         for t in ts if _within(t, "hade.index"))
+    long_modules = {rel: n for m in known if _within(m, "hade.index")
+                    if (n := len(known[m].read_text(encoding="utf-8").splitlines())) > MODULE_LINES
+                    for rel in [known[m].relative_to(src).as_posix()]}
     return {"modules": len(known), "circles": circles(graph), "library_to_application": upward,
-            "codec_state_readers": readers, "eval_imports_index": eval_index}
+            "codec_state_readers": readers, "eval_imports_index": eval_index,
+            "index_modules_over_limit": dict(sorted(long_modules.items()))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
           + "".join(f"\n  {m}" for m in r["codec_state_readers"]))
     print(f"hade.eval -> hade.index imports: {len(r['eval_imports_index'])}"
           + "".join(f"\n  {e}" for e in r["eval_imports_index"]))
+    print(f"hade.index modules over {MODULE_LINES} lines: {len(r['index_modules_over_limit'])}"
+          + "".join(f"\n  {m}: {n}" for m, n in r["index_modules_over_limit"].items()))
     return 0
 
 

@@ -381,7 +381,7 @@ def test_index_windows_re_exports_the_data_implementations():
 # string-key access to a `meta` dict: meta.get("x"), meta["x"], store.meta()["x"], plan.meta.get(...)
 META_KEY_ACCESS = re.compile(r"\bmeta(\(\))?(\.get\(|\[)")
 # the index meta's own door: Store reads and writes it, IndexMeta.from_dict upgrades an older index's dict
-META_DOOR = {"hade/index/store.py", "hade/index/meta.py"}
+META_DOOR = {"hade/index/store/database.py", "hade/index/meta.py"}
 # modules whose `meta` is another record than the index's, each with what it is
 OTHER_META = {
     "hade/data/packed/shards.py": "a packed shard's header (format, version, sample rate), checked as it is read",
@@ -431,7 +431,7 @@ def test_meta_checks_on_planted_code(tmp_path):
     root = _tree(tmp_path, {"hade/index/a.py": "x = store.meta()['repr_spec']\ny = self.meta.get('head')\n",
                             "hade/index/b.py": "from hade.index.meta import CodecState\nz = meta.repr_spec\n",
                             "hade/index/c.py": "f = store.meta().token_codec.factory\n",
-                            "hade/index/store.py": "q = meta['x']\n"})
+                            "hade/index/store/database.py": "q = meta['x']\n"})
     assert meta_key_access(root) == ["hade/index/a.py:1", "hade/index/a.py:2"]
     assert codec_state_readers(root) == {"hade/index/c.py"}
 

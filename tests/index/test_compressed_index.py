@@ -246,7 +246,7 @@ def test_opq_codes_are_scored_in_their_rotated_space(tha_ckpt, synth_dir, tmp_pa
     """OPQ codes hold rotated tokens: THA scores them with the query's words rotated instead (its declared
     rotation_pairs), skipping the inverse rotation of every token; the scores equal those of decoding in
     full, also in a merged index whose other shard is coded without a rotation (PQ16)."""
-    from hade.index.search import Index as IndexClass
+    from hade.index.scoring import WindowScorer
     from hade.index.tokens import TokenCodec
 
     opq = "OPQ16,PQ16"
@@ -270,7 +270,7 @@ def test_opq_codes_are_scored_in_their_rotated_space(tha_ckpt, synth_dir, tmp_pa
             # the OPQ shard's decodes skip the rotation; the PQ16 shard has none to skip
             assert decoded and (all(decoded) if index_dir == parts[0] else set(decoded) == {True, False})
         with monkeypatch.context() as m:
-            m.setattr(IndexClass, "_text_in_space_of", lambda self, text, codec_id: (text, set()))
+            m.setattr(WindowScorer, "_text_in_space_of", lambda self, text, codec_id: (text, set()))
             with Index.open(index_dir) as index:
                 decoded.clear()
                 for q in QUERIES:

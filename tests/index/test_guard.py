@@ -106,7 +106,7 @@ def unbatched_vector(ix: Index, wave: np.ndarray) -> torch.Tensor:
     for i, (s, e) in enumerate(bounds):
         batch[i, :e - s] = wave[s:e]
     with torch.inference_mode():
-        vecs = ix._window_vectors(ix.model.encode_audio(torch.from_numpy(batch)))
+        vecs = ix.query_encoder.window_vectors(ix.model.encode_audio(torch.from_numpy(batch)))
     return F.normalize(vecs.mean(0, keepdim=True), dim=-1)
 
 
@@ -125,5 +125,5 @@ def test_batched_audio_query_equals_the_unbatched_vector(which, dp_index, tha_in
     with Index.open(dp_index[0] if which == "dp" else tha_index) as ix:
         wave = long_wave(ix, 3 * AUDIO_QUERY_BATCH + 3)
         with torch.inference_mode():
-            batched = ix._audio_query_vector(wave, contextlib.nullcontext)
+            batched = ix.query_encoder.audio_vector(wave, contextlib.nullcontext)
         torch.testing.assert_close(batched, unbatched_vector(ix, wave), rtol=1e-5, atol=1e-6)

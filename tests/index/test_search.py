@@ -76,13 +76,13 @@ def test_timing_reports_each_phase_without_changing_the_hits(head_indexes):
 def test_scoring_blocks_are_bounded_in_bytes(head_indexes, monkeypatch):
     import importlib
 
-    search_module = importlib.import_module("hade.index.search")
+    scoring = importlib.import_module("hade.index.scoring")  # where the block size is decided
 
     with Index.open(head_indexes["tha"]) as ix:
         full = ix.search(QUERIES[3], k=5, exhaustive=True)
         spec = ix.info()["repr_keys"]
         per_window = sum(4 * int(np.prod(v["shape"])) for v in ix.meta.repr_spec.values())
-        monkeypatch.setattr(search_module, "GATHER_BYTES", 3 * per_window + 1)
+        monkeypatch.setattr(scoring, "GATHER_BYTES", 3 * per_window + 1)
         sizes = []
         gather = ix.reprs.gather
         monkeypatch.setattr(ix.reprs, "gather", lambda pos, keys=None, rotated=(): sizes.append(len(pos)) or
@@ -137,6 +137,23 @@ def test_rank_orders_by_score_then_id():
     scores = np.array([0.5, 0.9, 0.9, 0.1], dtype=np.float32)
     assert rank(ids, scores, 3) == [(3, pytest.approx(0.9)), (9, pytest.approx(0.9)), (5, 0.5)]
     assert [i for i, _ in rank(ids, scores, 10, file_of=np.array([1, 2, 2, 1]))] == [3, 5]
+
+
+def test_the_split_search_modules_keep_the_public_names():
+    """`hade.index.search` and `hade.index` still offer every name imported from them, as the very objects
+    of the modules that now implement them (query records, encoder, scorer)."""
+    import importlib
+
+    from hade.index import query, query_encoder
+
+    search_module = importlib.import_module("hade.index.search")
+    package = importlib.import_module("hade.index")
+    for name in ("Like", "QueryVector", "Window", "Hit", "Query", "Guard", "rank", "token_vector"):
+        assert getattr(search_module, name) is getattr(query, name), name
+    assert search_module.AUDIO_QUERY_BATCH == query_encoder.AUDIO_QUERY_BATCH == 4
+    for name in ("Hit", "Index", "Like", "QueryVector", "Window", "search"):
+        assert getattr(package, name) is getattr(search_module, name), name
+    assert callable(search_module.search) and search_module.Index.open  # the function, not the module
 
 
 def test_ivf_path_finds_the_exact_top_hit_for_most_queries(dp_ckpt, synth_dir, tmp_path):

@@ -1,4 +1,4 @@
-"""The index's storage behind one door: only hade.index.store speaks SQL, and it answers with named records."""
+"""The index's storage behind one door: only hade.index.store's `Store` speaks SQL, and it answers with named records."""
 from __future__ import annotations
 
 import ast
@@ -20,7 +20,9 @@ from hade.index.store import (DatabaseError, FileRecord, IntegrityRecord, Placem
 from hade.index.windows import window_batch, window_batches, window_bounds
 
 SRC = Path(hade.__file__).parent
-STORE = SRC / "index" / "store.py"
+STORE = SRC / "index" / "store"  # the package: `Store`, built in layers, and the plain modules beside it
+# besides Store (its layers), SQL may run only in the two readers of a database too damaged for a Store
+DAMAGED_DB_READERS = {"quick_check", "salvage_meta"}
 SQL_CALLS = {"execute", "executemany", "executescript"}
 
 
@@ -45,11 +47,43 @@ def test_the_checker_finds_direct_sql():
     assert sql_uses("store.files()\nexecute = 1\n") == []
 
 
+def sql_owners(source: str) -> set[str]:
+    """The top-level classes and functions of `source` that talk to SQLite ("<module>": at module level)."""
+    owners = set()
+    for node in ast.parse(source).body:
+        if sql_uses(ast.unparse(node)):
+            named = isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            owners.add(node.name if named else "<module>")
+    return owners
+
+
+def test_the_owner_check_names_classes_and_functions():
+    src = "import sqlite3\nclass A:\n    def f(self):\n        self._conn.execute('x')\ndef g():\n    return 1\n"
+    assert sql_owners(src) == {"<module>", "A"}
+
+
 def test_only_the_store_speaks_sql():
-    offenders = {str(p.relative_to(SRC)): uses for p in sorted(SRC.rglob("*.py")) if p != STORE
+    offenders = {str(p.relative_to(SRC)): uses for p in sorted(SRC.rglob("*.py")) if STORE not in p.parents
                  if (uses := sql_uses(p.read_text(encoding="utf-8")))}
-    assert offenders == {}, f"SQL outside hade/index/store.py (add a Store method instead): {offenders}"
-    assert sql_uses(STORE.read_text(encoding="utf-8"))  # the store itself is where the SQL is
+    assert offenders == {}, f"SQL outside hade/index/store/ (add a Store method instead): {offenders}"
+    owners = {p.name: sql_owners(p.read_text(encoding="utf-8")) for p in sorted(STORE.glob("*.py"))}
+    door = {cls.__name__ for cls in Store.__mro__} | DAMAGED_DB_READERS | {"<module>"}
+    assert {name: o - door for name, o in owners.items() if o - door} == {}, "SQL in the store package outside Store"
+    assert owners["layout.py"] == owners["records.py"] == owners["__init__.py"] == set()
+    assert all(owners[f"{m}.py"] for m in ("database", "integrity_rows", "chunks", "catalog"))  # where the SQL is
+
+
+def test_each_layer_of_the_store_uses_only_the_layers_below():
+    """`Store`'s layers (one module each) reach `self` only for what they or the layers below define."""
+    instance = {"root", "repair", "_conn", "_select_files"}  # set in __init__ (StoreDatabase; Store)
+    for cls in Store.__mro__[:-1]:
+        tree = ast.parse((STORE / f"{cls.__module__.rsplit('.', 1)[1]}.py").read_text(encoding="utf-8"))
+        node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls.__name__)
+        used = {n.attr for n in ast.walk(node)
+                if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self"}
+        assert used - set(dir(cls)) - instance == set(), cls.__name__
+    assert [cls.__name__ for cls in Store.__mro__] == ["Store", "StoreChunks", "StoreIntegrity", "StoreDatabase",
+                                                       "object"]
 
 
 def _file(path: str, sha: str = "s", status: str = "ok", aux: str | None = None, id: int | None = None) -> FileRecord:

@@ -9,8 +9,8 @@
 See docs/index-map.md for a map of the package: `hade.index.settings` (what a build is asked for),
 `hade.index.report` (what a build did: `BuildReport`), `hade.index.meta` (what an index is),
 `hade.index.store` for the on-disk layout, `hade.index.ann` for the ANN parameters, `hade.index.search`
-for how queries are scored, `hade.index.integrity` for checksums, `--check` and repair by a re-run,
-`hade.index.merge` for joining shards.
+for how a search runs (its parts: `query`, `query_encoder`, `scoring`, `indexed_audio`),
+`hade.index.integrity` for checksums, `--check` and repair by a re-run, `hade.index.merge` for joining shards.
 """
 from hade.index.build import build_index
 from hade.index.export import IndexVectors, export_index
