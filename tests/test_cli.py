@@ -138,8 +138,10 @@ def test_compare_two_and_several_results(tmp_path, tiny_model_config, capsys):
     a, b = str(tmp_path / "m0.json"), str(tmp_path / "m1.json")
     assert main(["compare", a, b, "--bootstrap", "100", "--permutations", "200", "--out",
                  str(tmp_path / "cmp.json")]) == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
     assert "A = m0" in text and "B = m1" in text and "T2A R@1" in text and "sign-flip" in text
+    assert "different lengths" not in captured.err  # both encoded 1 s of each clip
     result = json.loads((tmp_path / "cmp.json").read_text())
     m0, m1 = (json.loads((tmp_path / f"m{s}.json").read_text()) for s in (0, 1))
     assert result["t2a"]["R@1"]["diff"] == m0["t2a"]["R@1"] - m1["t2a"]["R@1"]
@@ -154,6 +156,10 @@ def test_compare_two_and_several_results(tmp_path, tiny_model_config, capsys):
     many = json.loads(capsys.readouterr().out)
     assert many["baseline"] == "dp" and set(many["systems"]) == {"x", "y"}
     assert many["systems"]["x"]["t2a"]["R@1"]["p_holm"] >= many["systems"]["x"]["t2a"]["R@1"]["p"]
+    # results that encoded different lengths of each clip: compared, with a note saying so
+    (tmp_path / "m30.json").write_text(json.dumps(m1 | {"clip_seconds": 30.0, "segments": 3}))
+    assert main(["compare", a, str(tmp_path / "m30.json"), "--bootstrap", "20", "--permutations", "20"]) == 0
+    assert "different lengths of each clip (m0 1 s (1 segment), m30 30 s (3 segments))" in capsys.readouterr().err
     # not the same split: a clear error
     assert main(["compare", a, str(tmp_path / "val.json")]) == 2
     assert "not results on the same split" in capsys.readouterr().err

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from hade.errors import InputError
@@ -43,6 +44,26 @@ def load_result(path: Path):
     return load_per_query(path.parent / name if (path.parent / name).is_file() else per_query_path(path))
 
 
+def _encoding(path: Path) -> tuple[float, int] | None:
+    """(clip_seconds, segments) a `hade eval --out` JSON records, None for a .npz or an older JSON."""
+    if path.suffix == ".npz":
+        return None
+    try:
+        meta = json.loads(path.read_text())
+        return float(meta["clip_seconds"]), int(meta["segments"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _note_encodings(paths: list[Path], names: list[str]) -> None:
+    """Say on stderr when the results encoded different lengths of each clip: the differences then include it."""
+    seen = {name: enc for name, enc in zip(names, map(_encoding, paths)) if enc is not None}
+    if len(set(seen.values())) > 1:
+        told = ", ".join(f"{name} {sec:g} s ({seg} segment{'s' * (seg > 1)})" for name, (sec, seg) in seen.items())
+        print(f"hade compare: note: the results encoded different lengths of each clip ({told}); their "
+              "differences include that", file=sys.stderr)
+
+
 def _labels(args: argparse.Namespace) -> list[str]:
     names = ([n.strip() for n in args.names.split(",")] if args.names
              else [p.name.removesuffix(".json").removesuffix(".per_query.npz") for p in args.results])
@@ -62,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("compare: give at least two results (metrics JSONs of `hade eval --out`)")
     names = _labels(args)
     results = [load_result(p) for p in args.results]
+    _note_encodings(args.results, names)
     for name, pq in zip(names[1:], results[1:]):
         stats.check_same_split(results[0], pq, names[0], name)
     common = (args.bootstrap, args.permutations, args.seed)
