@@ -146,6 +146,25 @@ def test_tha_is_refused_and_nothing_is_written(tiny_model_config, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_head_that_does_not_trace_is_one_clear_error(tiny_model_config, tmp_path):
+    """HCI's audio pooling has data-dependent shapes (hci.py time_pooling), which torch.export cannot trace:
+    one line naming the head, the graph and hade's line, nothing written. Should HCI become traceable, its
+    graph must then match embed_audio like the others."""
+    model = _model(tiny_model_config, "hci", audio_encoder="passt-test")
+    try:
+        export = export_onnx(model, tmp_path / "out")
+    except InputError as error:
+        message = str(error)
+        assert message.startswith("head 'hci': audio.onnx does not export to ONNX at hci.py:"), message
+        assert "\n" not in message
+        assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []
+        return
+    waves = _waves(model, 2, export.window_samples, seed=2)
+    np.testing.assert_allclose(run_audio(onnx_session(export.audio_path), waves),
+                               model.embed_audio(waves, sample_rate=model.sample_rate, per_window=True).vectors,
+                               atol=ATOL, rtol=0)
+
+
 def test_bad_opset_and_non_empty_out_are_refused(dp, tmp_path):
     model, _ = dp
     with pytest.raises(InputError, match="--opset must be an integer >= 18"):

@@ -13,6 +13,8 @@ zero-padded at the end, a longer one cut into windows, as `hade index` does. Cap
 
 Only heads with pooled vectors per side (`HeadCapabilities.has_pooled`) can be exported: the others score
 a text against an audio from both sides' token features at once, which no single tower computes.
+A head whose code torch.export cannot trace (HCI's data-dependent time pooling) is one InputError naming
+the graph and hade's line (`export_failure`).
 
 Exporter: torch.onnx's dynamo exporter (needs onnxscript). The TorchScript exporter (`dynamo=False`) cannot
 export `torch.stft(return_complex=True)` ("STFT does not currently support complex types"), so it is not
@@ -24,8 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import json
 import logging
+import traceback
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -220,19 +224,23 @@ def _export_mode(model: "RetrievalModel") -> Iterator[None]:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """The exporter's chatter off: its warnings (deprecations inside torch, axis-name notes) and the torch.onnx
-    logger's "torchvision is not installed" lines, which say nothing about the model being exported."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """The exporter's chatter off: its warnings (deprecations inside torch, axis-name notes) and torch's
+    loggers below ERROR ("torchvision is not installed"), and torch.export's print of a failed trace's whole
+    graph to stderr (the failure becomes one line, `export_failure`); all restored after."""
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+               if name == "torch" or name.startswith("torch.")] + [logging.getLogger("torch")]
+    levels = [(logger, logger.level) for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in levels:
+            logger.setLevel(level)
 
 
 def _name_outputs(program: Any, names: Sequence[str]) -> None:
@@ -249,14 +257,32 @@ def _name_outputs(program: Any, names: Sequence[str]) -> None:
         value.name = name
 
 
+def export_failure(error: BaseException, head: str, file: str) -> InputError:
+    """One line for an exporter failure: the innermost cause's first line and the deepest line of hade's
+    code in its traceback (e.g. HCI's data-dependent pooling: "Could not extract specialized integer from
+    data-dependent expression ... at hci.py:68 (time_pooling)")."""
+    cause = error
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    frames = [f for f in traceback.extract_tb(cause.__traceback__)
+              if "/hade/" in f.filename.replace("\\", "/") and not f.filename.endswith("onnx_export.py")]
+    at = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno} ({frames[-1].name})" if frames else ""
+    text = str(cause).strip()
+    first = text.splitlines()[0] if text else type(cause).__name__
+    return InputError(f"head {head!r}: {file} does not export to ONNX{at}: {first}")
+
+
 def _export(tower: nn.Module, args: tuple[torch.Tensor, ...], graph: OnnxGraph, dynamic: dict[str, dict[int, Any]],
-            path: Path, opset: int) -> None:
+            path: Path, opset: int, head: str) -> None:
     """torch.onnx.export (dynamo) of `tower` called on `args` into `path`, axes of `dynamic` symbolic."""
     names = [t.name for t in graph.inputs]
-    with _quiet():
-        program = torch.onnx.export(tower.eval(), args, None, input_names=names, opset_version=opset, dynamo=True,
-                                    verbose=False, optimize=True,
-                                    dynamic_shapes=tuple(dynamic.get(n, {}) for n in names))
+    try:
+        with _quiet():
+            program = torch.onnx.export(tower.eval(), args, None, input_names=names, opset_version=opset,
+                                        dynamo=True, verbose=False, optimize=True,
+                                        dynamic_shapes=tuple(dynamic.get(n, {}) for n in names))
+    except torch.onnx.OnnxExporterError as error:
+        raise export_failure(error, head, graph.file) from None
     _name_outputs(program, [t.name for t in graph.outputs])
     program.save(str(path), external_data=False)
 
@@ -280,9 +306,11 @@ def export_onnx(model: "RetrievalModel", out_dir: str | Path, *, opset: int = DE
     wave = torch.zeros(2, record.window_samples, device=device)
     ids, mask = model.tokenize(list(CHECK_CAPTIONS))
     with _export_mode(model), atomic_dir(out_dir) as tmp:
-        _export(AudioTower(model), (wave,), record.audio, {"waveform": {0: batch}}, tmp / AUDIO_FILE, opset)
+        _export(AudioTower(model), (wave,), record.audio, {"waveform": {0: batch}}, tmp / AUDIO_FILE, opset,
+                record.head)
         _export(TextTower(model), (ids, mask), record.text,
-                {"input_ids": {0: batch, 1: tokens}, "attention_mask": {0: batch, 1: tokens}}, tmp / TEXT_FILE, opset)
+                {"input_ids": {0: batch, 1: tokens}, "attention_mask": {0: batch, 1: tokens}}, tmp / TEXT_FILE, opset,
+                record.head)
         model.tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
         (tmp / METADATA_FILE).write_text(json.dumps(record.metadata(), indent=2) + "\n")
     return record
