@@ -125,6 +125,7 @@ def test_json_describes_the_graphs(dp):
     meta = json.loads((export.out_dir / "onnx.json").read_text())
     assert sorted(p.name for p in export.out_dir.iterdir()) == ["audio.onnx", "onnx.json", "text.onnx", "tokenizer"]
     assert (meta["sample_rate"], meta["window_samples"], meta["embed_dim"]) == (8000, model.clip_samples, 32)
+    assert meta["hop_samples"] == model.clip_samples // 2  # `hade index`'s default hop
     assert (meta["head"], meta["caption_normalize"], meta["max_text_tokens"], meta["opset"]) == (
         "dp", "dcase", 24, 18)
     assert meta["hade_version"] == hade.__version__

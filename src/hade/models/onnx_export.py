@@ -77,15 +77,17 @@ class OnnxGraph:
 class OnnxExport:
     """What `export_onnx` wrote into `out_dir` (`onnx.json` holds all but `out_dir`).
 
-    window_samples: the audio graph's fixed sample axis at `sample_rate` Hz; caption_normalize and
-    max_text_tokens: the text pre-processing (normalise, then tokenise with `tokenizer/`, truncated to
-    max_text_tokens, padded within the batch)."""
+    window_samples: the audio graph's fixed sample axis at `sample_rate` Hz; hop_samples: the hop between
+    the windows `hade index` cuts a longer file into (a shorter one is zero-padded at the end);
+    caption_normalize and max_text_tokens: the text pre-processing (normalise, then tokenise with
+    `tokenizer/`, truncated to max_text_tokens, padded within the batch)."""
 
     out_dir: Path
     audio: OnnxGraph
     text: OnnxGraph
     sample_rate: int
     window_samples: int
+    hop_samples: int
     embed_dim: int
     caption_normalize: str
     max_text_tokens: int
@@ -176,9 +178,10 @@ def check_out_dir(out_dir: Path, force: bool) -> None:
         raise InputError(f"--out {out_dir}: folder exists and is not empty; use --force to replace it")
 
 
-def window_samples(model: "RetrievalModel") -> int:
-    """The audio graph's sample axis: the default window of `hade index` and `embed_audio`."""
-    return resolve_window(model.sample_rate, model.max_samples, None, None, model.clip_samples)[0]
+def window_samples(model: "RetrievalModel") -> tuple[int, int]:
+    """(window, hop) samples: the default of `hade index` and `embed_audio`; the window is the audio graph's
+    sample axis."""
+    return resolve_window(model.sample_rate, model.max_samples, None, None, model.clip_samples)
 
 
 def _hade_version() -> str:
@@ -191,18 +194,18 @@ def _hade_version() -> str:
         return "unknown"
 
 
-def describe(model: "RetrievalModel", out_dir: Path, opset: int) -> OnnxExport:
-    """The record of an export of `model` into `out_dir` (nothing is written)."""
-    embedding = OnnxTensor("embedding", "float32", ("batch", int(model.config.embed_dim)))
+def describe(model: "RetrievalModel", out_dir: Path, opset: int, embed_dim: int) -> OnnxExport:
+    """The record of an export of `model` (pooled vectors of `embed_dim`) into `out_dir`; nothing is written."""
+    embedding = OnnxTensor("embedding", "float32", ("batch", embed_dim))
     tokens = ("batch", "tokens")
+    window, hop = window_samples(model)
     return OnnxExport(
         out_dir=Path(out_dir),
-        audio=OnnxGraph(AUDIO_FILE, (OnnxTensor("waveform", "float32", ("batch", window_samples(model))),),
-                        (embedding,)),
+        audio=OnnxGraph(AUDIO_FILE, (OnnxTensor("waveform", "float32", ("batch", window)),), (embedding,)),
         text=OnnxGraph(TEXT_FILE, (OnnxTensor("input_ids", "int64", tokens),
                                    OnnxTensor("attention_mask", "int64", tokens)), (embedding,)),
-        sample_rate=int(model.sample_rate), window_samples=window_samples(model),
-        embed_dim=int(model.config.embed_dim), caption_normalize=str(model.config.caption_normalize),
+        sample_rate=int(model.sample_rate), window_samples=window, hop_samples=hop,
+        embed_dim=embed_dim, caption_normalize=str(model.config.caption_normalize),
         max_text_tokens=int(model.config.max_text_tokens), head=str(model.config.head),
         hade_version=_hade_version(), opset=opset)
 
@@ -300,19 +303,20 @@ def export_onnx(model: "RetrievalModel", out_dir: str | Path, *, opset: int = DE
     check_opset(opset)
     check_out_dir(out_dir, force)
     require_packages(EXPORT_PACKAGES)
-    record = describe(model, out_dir, opset)
-    device = model.device
-    batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens")
-    wave = torch.zeros(2, record.window_samples, device=device)
     ids, mask = model.tokenize(list(CHECK_CAPTIONS))
-    with _export_mode(model), atomic_dir(out_dir) as tmp:
-        _export(AudioTower(model), (wave,), record.audio, {"waveform": {0: batch}}, tmp / AUDIO_FILE, opset,
-                record.head)
-        _export(TextTower(model), (ids, mask), record.text,
-                {"input_ids": {0: batch, 1: tokens}, "attention_mask": {0: batch, 1: tokens}}, tmp / TEXT_FILE, opset,
-                record.head)
-        model.tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
-        (tmp / METADATA_FILE).write_text(json.dumps(record.metadata(), indent=2) + "\n")
+    text_tower, audio_tower = TextTower(model), AudioTower(model)
+    batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens")
+    with _export_mode(model):
+        record = describe(model, out_dir, opset, embed_dim=int(text_tower(ids, mask).shape[-1]))
+        wave = torch.zeros(2, record.window_samples, device=model.device)
+        with atomic_dir(out_dir) as tmp:
+            _export(audio_tower, (wave,), record.audio, {"waveform": {0: batch}}, tmp / AUDIO_FILE, opset,
+                    record.head)
+            _export(text_tower, (ids, mask), record.text,
+                    {"input_ids": {0: batch, 1: tokens}, "attention_mask": {0: batch, 1: tokens}}, tmp / TEXT_FILE,
+                    opset, record.head)
+            model.tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
+            (tmp / METADATA_FILE).write_text(json.dumps(record.metadata(), indent=2) + "\n")
     return record
 
 
