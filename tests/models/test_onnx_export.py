@@ -78,6 +78,20 @@ def test_short_clip_zero_padded_to_the_window_equals_embed_audio(dp):
     np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
 
 
+def test_long_clip_windows_and_pooling_as_the_readme_says_equal_embed_audio(dp):
+    """Windows every hop_samples plus one at the end, mean of the window vectors, L2-normalised again."""
+    from hade.data.windows import window_bounds
+
+    model, export = dp
+    clip = _waves(model, 1, int(2.3 * export.window_samples), seed=11)[0]
+    windows = np.stack([clip[s:e] for s, e in window_bounds(len(clip), export.window_samples, export.hop_samples)])
+    assert len(windows) == 4  # 0, hop, 2 hop and the tail's window
+    vectors = run_audio(onnx_session(export.audio_path), windows)
+    pooled = vectors.mean(0) / np.linalg.norm(vectors.mean(0))
+    np.testing.assert_allclose(pooled[None], model.embed_audio(clip, sample_rate=model.sample_rate), atol=ATOL,
+                               rtol=0)
+
+
 def _tokenize(export, captions):
     """The pre-processing as onnx.json describes it, from the exported files alone."""
     from transformers import AutoTokenizer
