@@ -59,6 +59,7 @@ COMMANDS: dict[str, Command] = {
     "search": Command("hade.apps.search"),
     "embed": Command("hade.apps.embed"),
     "export": Command("hade.apps.export"),
+    "onnx": Command("hade.apps.onnx"),
     "serve": Command("hade.serve.cli", "add_serve_parser", "cmd_serve"),
     "models": Command("hade.apps.models"),
 }
