@@ -247,3 +247,12 @@ def test_cli_bad_input_is_one_line_exit_2(ckpts, tmp_path, capsys, which, messag
     err = capsys.readouterr().err.strip()
     assert err.startswith("hade onnx: error: ") and message in err and "\n" not in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_beats_front_end_exports(tiny_model_config, tmp_path):
+    """BEATs' Kaldi filterbank front end exports inside the audio graph like HTSAT's and PaSST's STFT."""
+    from hade.models.onnx_export import check_export
+
+    model = _model(tiny_model_config, "dp", audio_encoder="beats-test")
+    check = check_export(model, export_onnx(model, tmp_path / "beats"))
+    assert check.audio_max_abs_diff < ATOL and check.text_max_abs_diff < ATOL
