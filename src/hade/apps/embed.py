@@ -69,7 +69,7 @@ def audio_files(paths: list[Path]) -> tuple[list[Path], list[dict[str, str]]]:
         if path.is_dir():
             found, links = scan_audio(path)
             files += [p for _, p in found]
-            skipped += [{"path": str(path / s["path"]), "reason": s["reason"]} for s in links]
+            skipped += [{"path": str(path / s.path), "reason": s.reason} for s in links]
         elif path.exists():
             files.append(path)
         else:

@@ -41,7 +41,7 @@ from hade.index.finalize import finalize
 from hade.index.integrity import has_index_parts
 from hade.index.repair import clear_index_temps, repair_store, set_aside_damaged_db
 from hade.index.meta import SCHEMA_VERSION, IndexMeta
-from hade.index.report import BuildReport, FileProblem
+from hade.index.report import BuildReport
 from hade.index.settings import IndexSettings
 from hade.index.store import (ARRAYS_DIR, DB_FILE, LOCK_FILE, MODEL_DIR, Store, copy_model, model_fingerprint,
                               write_lock)
@@ -142,8 +142,7 @@ def _update(store: Store, req: _Request, repaired: list[str]) -> BuildReport:
     files = [(rel, p) for rel, p in scanned if in_shard(rel, settings.shard)]
     builder = Builder(store, req.folder, req.settings, req.captions)
     report = builder.run(files)
-    report.skipped = [FileProblem(s["path"], s["reason"]) for s in skipped  # scan_audio's [{path, reason}]
-                      if s["path"].endswith("/") or in_shard(s["path"], settings.shard)]
+    report.skipped = [s for s in skipped if s.path.endswith("/") or in_shard(s.path, settings.shard)]
     report.repaired = repaired
     report.ann = finalize(store, threshold, progress=settings.progress, memory_budget=budget)
     if builder.codec_note is not None and TokenCompression.current_of(store.meta()) is None:

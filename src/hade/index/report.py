@@ -1,4 +1,4 @@
-"""What one `build_index` run did: the `BuildReport` record (and `FileProblem`, a file it could not index).
+"""What one `build_index` run did: the `BuildReport` record (its problems are `hade.data.scan.FileProblem`s).
 
 `hade index --json` prints `BuildReport.to_dict()`; the ranks of a parallel `hade index` hand it to rank 0
 in that form, which `BuildReport.from_dict` reads back.
@@ -9,16 +9,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from hade.data.scan import FileProblem
 from hade.index.ann import AnnParams
-
-
-@dataclass(frozen=True)
-class FileProblem:
-    """A file (or a folder, whose path ends in '/') that a build did not index, relative to the indexed
-    folder, and why."""
-
-    path: str
-    reason: str
 
 
 @dataclass
