@@ -10,7 +10,8 @@ one OUT never train the same run: a worker that finds a run locked goes on with 
 waits for the locked ones and takes their results (or trains one itself if the other worker died).
 
 Output in OUT/: `table{N}.md` (ours as mean ± std over seeds beside the paper's numbers, then every row's
-difference to the table's baseline) and `table{N}.json` (every seed's metrics, the differences).
+difference to the table's baseline; written by hade.experiments.ablate_report) and `table{N}.json`
+(every seed's metrics, the differences).
 
 Differences to the baseline (`dp`; Table 4: `K=8`, Table 5: `alpha=0.01`, the paper's chosen settings):
 each run saves its per-query results (`per_query.npz`, see `hade.eval.per_query`) beside `eval.json`.
@@ -28,7 +29,6 @@ import copy
 import json
 import os
 import shutil
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -42,14 +42,15 @@ from hade.eval import stats
 from hade.eval.evaluate import EvalRun, evaluate_run
 from hade.models.heads import canonical_head
 from hade.eval.per_query import PerQuery, QueryValues, load_per_query, save_per_query
-from hade.experiments.paper_tables import COLUMNS, DATASET, PAPER
+# the tables' text (and summarise, DIFF_METRICS, ...) are in ablate_report; importable from here as before
+from hade.experiments.ablate_report import (DIFF_METRICS, METRIC_KEYS, markdown_differences,  # noqa: F401
+                                            markdown_other, markdown_table, summarise)
+from hade.experiments.paper_tables import PAPER
 from hade.train.trainer import train
 from hade.utils.atomic import write_json_atomic, write_text_atomic
 
 BASELINE = {"4": "K=8", "5": "alpha=0.01"}  # other tables: "dp"
-DIFF_METRICS = ("R@1", "R@5", "R@10", "mAP@10")
 PER_QUERY = "per_query.npz"
-METRIC_KEYS = (("t2a", "R@1"), ("t2a", "R@5"), ("t2a", "R@10"), ("a2t", "R@1"), ("a2t", "R@5"), ("a2t", "R@10"))
 
 
 @dataclass
@@ -306,82 +307,6 @@ def differences(table: str, done: dict[str, list[dict[str, Any]]], out: Path, da
     info["rows"].update(stats.compare_many(systems, baseline, metrics=DIFF_METRICS))
     info["rows"] = {name: info["rows"][name] for name in done if name in info["rows"]}  # the table's order
     return info
-
-
-def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and (sample) std over seeds for each reported metric."""
-    out: dict[str, Any] = {}
-    def mean_std(values: list[float]) -> dict[str, Any]:
-        return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                "values": values}
-
-    for (direction, key), column in zip(METRIC_KEYS, COLUMNS):
-        out[column] = mean_std([r["metrics"][direction][key] for r in results])
-    for direction in ("t2a", "a2t"):
-        out[f"{direction.upper()} mAP@10"] = mean_std([r["metrics"][direction]["mAP@10"] for r in results])
-    out["train seconds"] = statistics.fmean(r["train"]["seconds"] for r in results)
-    out["score s per 1k×1k"] = statistics.fmean(r["metrics"].get("score_seconds_per_1k2", float("nan"))
-                                                for r in results)
-    return out
-
-
-def markdown_other(table: str, summary: dict[str, dict[str, Any]], seeds: int, data_dir: Path) -> str:
-    """Tables without paper numbers (compare, ood): ours only, with mAP@10 and costs."""
-    title = {"compare": "All systems on one data set and budget",
-             "ood": "Out of domain: trained without the held-out event types, tested on clips made only of them"}
-    cols = list(COLUMNS) + ["T2A mAP@10", "A2T mAP@10"]
-    lines = [f"# {title[table]} — `{data_dir}`, {seeds} seed(s), mean ± std", "",
-             "| head | " + " | ".join(cols) + " | train s | score s / 1k×1k |", "|---" * (len(cols) + 3) + "|"]
-    for name, stats in summary.items():
-        lines.append(f"| {name} | " + " | ".join(f"{stats[c]['mean']:.1f} ± {stats[c]['std']:.1f}" for c in cols)
-                     + f" | {stats['train seconds']:.0f} | {stats['score s per 1k×1k']:.3f} |")
-    return "\n".join(lines) + "\n"
-
-
-def _diff_cell(r: dict[str, Any] | None) -> str:
-    if r is None:
-        return "n/a"
-    p = r.get("p_holm", r["p"])
-    return f"{r['diff']:+.1f} [{r['ci'][0]:+.1f}, {r['ci'][1]:+.1f}] p={p:.3g}"
-
-
-def markdown_differences(diffs: dict[str, Any]) -> str:
-    """The rows' differences to the baseline: ``+Δ [95 % CI] p=…`` per column (Holm-adjusted p)."""
-    base, s = diffs["baseline"], diffs["settings"]
-    cols = [(d, m) for d in ("t2a", "a2t") for m in DIFF_METRICS]
-    lines = [f"## Difference to {base} (seeds pooled per query; 95 % paired-bootstrap interval over clips, "
-             f"{s['resamples']} resamples; two-sided sign-flip p, {s['permutations']} flips, Holm-adjusted over "
-             f"the rows; seed {s['seed']})", "",
-             "| row | " + " | ".join(f"{d.upper()} {m}" for d, m in cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, res in diffs["rows"].items():
-        cells = [_diff_cell(None if res is None else res[d][m]) for d, m in cols]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    if not diffs["rows"]:
-        lines.append(f"| (no row to compare with {base} yet) |" + " |" * len(cols))
-    return "\n".join(lines) + "\n"
-
-
-def markdown_table(table: str, summary: dict[str, dict[str, Any]], seeds: int, data_dir: Path,
-                   diffs: dict[str, Any] | None = None) -> str:
-    main = _markdown_main(table, summary, seeds, data_dir)
-    return main if diffs is None else main + "\n" + markdown_differences(diffs)
-
-
-def _markdown_main(table: str, summary: dict[str, dict[str, Any]], seeds: int, data_dir: Path) -> str:
-    if table not in PAPER:
-        return markdown_other(table, summary, seeds, data_dir)
-    paper = PAPER[table]
-    lines = [f"# HADE Table {table}: ours on `{data_dir}` ({seeds} seed(s), mean ± std) vs. the paper "
-             f"({DATASET[table]})", "",
-             "| row | " + " | ".join(f"{c} (ours)" for c in COLUMNS) + " | T2A mAP@10 (ours) | "
-             + " | ".join(f"{c} (paper)" for c in COLUMNS) + " |",
-             "|---" * (2 * len(COLUMNS) + 2) + "|"]
-    for name, stats in summary.items():
-        ours = [f"{stats[c]['mean']:.1f} ± {stats[c]['std']:.1f}" for c in COLUMNS]
-        theirs = [f"{v:.1f}" for v in paper.get(name, ())] or ["–"] * len(COLUMNS)
-        lines.append(f"| {name} | " + " | ".join(ours) + f" | {stats['T2A mAP@10']['mean']:.1f} | "
-                     + " | ".join(theirs) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def ablate(table: str, data_dir: str | Path, out: str | Path, seeds: int = 3, base: TrainConfig | None = None,

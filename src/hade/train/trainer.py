@@ -10,7 +10,8 @@ only: the same whatever the number of workers, and the same after a resume.
 The parts: `Trainer._set_up` (model, data, optimiser; `_start` resumes or initialises), `_train_epoch`
 (steps, step validations, periodic checkpoints), `_step` (one optimiser step: micro-batches, mixed
 precision from hade.train.precision, the loss from hade.train.objective, identical with or without
-DDP), `_end_epoch`/`_validate`/`_save_last` (records, best and last checkpoints).
+DDP), `_end_epoch`/`_validate`/`_save_last` (records, best and last checkpoints). The run's state
+(`Progress`, `Loop`) and the config checks are in hade.train.run_state.
 
 Layout of a run directory:
     train_config.json            the TrainConfig of the run
@@ -24,7 +25,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,7 +42,6 @@ from hade.data.readers import read_split
 from hade.data.types import SplitData
 from hade.errors import InputError
 from hade.eval.evaluate import evaluate
-from hade.losses import SAME_CLIP_MODES
 from hade.models.factory import create_model
 from hade.models.retrieval import RetrievalModel
 from hade.models.segments import segment_count
@@ -51,77 +50,12 @@ from hade.train.curves import plot_curves
 from hade.train.init import adopt_encoders, initialise_from
 from hade.train.objective import ContrastiveObjective
 from hade.train.precision import MixedPrecision
+# run_state's names stay importable from here (hade.train.trainer.check_train_config, ...)
+from hade.train.run_state import (PIPELINE_FIELDS, Loop, Progress, check_train_config, epoch_losses,
+                                  resolve_device)
 from hade.train.schedule import param_groups, warmup_cosine
 from hade.train.validation import selection_score, validation_subset
 from hade.utils.atomic import recover_dir, remove_stale_temps, write_json_atomic
-from hade.utils.device import resolve_device as resolve
-
-
-_PIPELINE_FIELDS = ("num_workers", "prefetch_factor", "audio_cache_mb")  # a resume may change these freely
-
-
-@dataclass
-class Progress:
-    """Where a run stands; saved with every checkpoint."""
-
-    epoch: int = 0
-    step_in_epoch: int = 0
-    global_step: int = 0
-    best_score: float = -math.inf
-    best_epoch: int = -1
-    history: list[dict[str, Any]] = field(default_factory=list)
-    train_seconds: float = 0.0  # wall-clock seconds in the training loop over every (resumed) session
-    best_step: int = -1  # global step of the best validation (absent from states of older runs)
-
-
-@dataclass
-class _Loop:
-    """What every step of a run works with (built once by Trainer._set_up)."""
-
-    model: RetrievalModel
-    objective: ContrastiveObjective  # the loss (owns the temperature) around the model
-    forward: torch.nn.Module  # the objective, or its DDP wrapper when several processes train
-    precision: MixedPrecision
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    sampler: StepBatchSampler  # this rank's micro-batches of each epoch; set_epoch before iterating the loader
-    loader: torch.utils.data.DataLoader  # yields collated micro-batches (decoded in worker processes)
-    store: ClipAudioStore
-    augmenter: CaptionAugmenter | None
-    val_split: SplitData | None  # the (subset of the) validation split, None: select the last checkpoint
-    steps_per_epoch: int
-    total_steps: int
-    bar: Any = None  # the tqdm progress bar of this session
-
-
-def epoch_losses(history: list[dict[str, Any]], epoch: int) -> list[float]:
-    """The loss of every step of `epoch` recorded in `history`. Why the history and not a list kept by the
-    loop: a resumed run restarts the loop mid-epoch, and its epoch loss must cover the steps done before
-    the interruption too (the history is saved with every checkpoint)."""
-    return [h["loss"] for h in history if h.get("epoch") == epoch and "loss" in h and "epoch_end" not in h]
-
-
-def resolve_device(name: str) -> torch.device:
-    """TrainConfig.device ("auto", "cpu", "cuda", "cuda:N") as a torch.device (hade.utils.device)."""
-    return resolve(name, where="device")
-
-
-def _optional_count(config: TrainConfig, name: str) -> None:
-    value = getattr(config, name)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise InputError(f"{name}: expected an integer >= 1 or null, got {value!r}")
-
-
-def check_train_config(config: TrainConfig) -> None:
-    """InputError naming the first TrainConfig field the trainer cannot use (checked before any data is read)."""
-    config.check()
-    cache = config.audio_cache_mb
-    if isinstance(cache, bool) or not isinstance(cache, (int, float)) or cache < 0:
-        raise InputError(f"audio_cache_mb must be a number of MiB >= 0, got {cache!r}")
-    _optional_count(config, "validate_every_steps")
-    _optional_count(config, "validate_clips")
-    if config.same_clip not in SAME_CLIP_MODES:
-        raise InputError(f"same_clip: expected one of {list(SAME_CLIP_MODES)}, got {config.same_clip!r}")
 
 
 class Trainer:
@@ -159,7 +93,7 @@ class Trainer:
         return summary
 
     # ---- set-up -------------------------------------------------------------------------
-    def _set_up(self, resume: bool) -> tuple[_Loop, Progress]:
+    def _set_up(self, resume: bool) -> tuple[Loop, Progress]:
         """Build model, data, loss, optimiser and schedule; restore checkpoints/last (`resume`) or start afresh."""
         ctx = self.ctx = ddp.current()
         last_dir = self.out_dir / "checkpoints" / "last"
@@ -191,7 +125,7 @@ class Trainer:
                                    cfg.grad_accum_steps)
         augmenter = CaptionAugmenter(cfg.caption_augment, cfg.seed) if cfg.caption_augment > 0 else None
         forward = ddp.wrap_ddp(objective, ctx) if ctx.enabled else objective
-        loop = _Loop(model, objective, forward, precision, optimizer, scheduler, sampler,
+        loop = Loop(model, objective, forward, precision, optimizer, scheduler, sampler,
                      self._loader(pairs, sampler, device), store, augmenter, val_split, steps_per_epoch, total_steps)
         model.train()
         return loop, prog
@@ -296,7 +230,7 @@ class Trainer:
         state = load_train_state(last_dir)
         if state is not None:
             saved = from_dict(TrainConfig, state["config"], f"{last_dir}/train_state.pt")
-            for name in _PIPELINE_FIELDS:
+            for name in PIPELINE_FIELDS:
                 setattr(saved, name, getattr(self.config, name))
             if to_dict(saved) != to_dict(self.config):
                 self.log("resuming with the configuration saved in the run (it differs from the one given)")
@@ -315,11 +249,11 @@ class Trainer:
 
     # ---- epochs and steps ---------------------------------------------------------------
     @staticmethod
-    def _epochs_left(loop: _Loop, prog: Progress) -> bool:
+    def _epochs_left(loop: Loop, prog: Progress) -> bool:
         return (prog.global_step < loop.total_steps
                 and prog.epoch < math.ceil(loop.total_steps / loop.steps_per_epoch))
 
-    def _train_epoch(self, loop: _Loop, prog: Progress, stop_after_steps: int | None) -> bool:
+    def _train_epoch(self, loop: Loop, prog: Progress, stop_after_steps: int | None) -> bool:
         """The remaining steps of epoch `prog.epoch`, with the step validations and periodic checkpoints due;
         True when `stop_after_steps` ended the run inside the epoch (after saving checkpoints/last)."""
         cfg = self.config
@@ -339,7 +273,7 @@ class Trainer:
                 self._save_last(loop, prog)  # the epoch's last step is saved by the epoch end
         return False
 
-    def _step(self, loop: _Loop, micro: list[dict[str, Any]], epoch: int) -> dict[str, float]:
+    def _step(self, loop: Loop, micro: list[dict[str, Any]], epoch: int) -> dict[str, float]:
         """One optimiser step on the micro-batches of this rank's slice of a global batch (collated by the
         loader); returns the losses averaged over micro-batches and summed over ranks (the global loss)."""
         loop.optimizer.zero_grad(set_to_none=True)
@@ -356,7 +290,7 @@ class Trainer:
         return {key: float(np.mean([p[key] for p in parts])) for key in parts[0]}
 
     @staticmethod
-    def _record_step(loop: _Loop, prog: Progress, losses: dict[str, float]) -> None:
+    def _record_step(loop: Loop, prog: Progress, losses: dict[str, float]) -> None:
         prog.global_step += 1
         prog.step_in_epoch += 1
         prog.history.append({"step": prog.global_step, "epoch": prog.epoch,
@@ -388,7 +322,7 @@ class Trainer:
                 self.log(f"skipped a training clip that failed to decode (replaced by the next pair): {problem}")
 
     # ---- validation, epoch end, checkpoints ---------------------------------------------
-    def _validate(self, loop: _Loop, prog: Progress, record: dict[str, Any]) -> None:
+    def _validate(self, loop: Loop, prog: Progress, record: dict[str, Any]) -> None:
         """Rank 0 scores the model on the validation (subset) split into `record` and keeps checkpoints/best
         when the score improves; the other ranks wait. A record that is not an epoch end joins the history.
         Without a validation split the latest model is the best."""
@@ -402,7 +336,7 @@ class Trainer:
                            extra={"epoch": prog.epoch, "step": prog.global_step, "record": record})
         self.ctx.barrier()
 
-    def _score(self, loop: _Loop, record: dict[str, Any]) -> float:
+    def _score(self, loop: Loop, record: dict[str, Any]) -> float:
         cfg = self.config
         metrics = evaluate(loop.model, loop.val_split, cfg.clip_seconds, cfg.eval_batch_size, progress=False,
                            aux_captions=self.aux_val)
@@ -415,7 +349,7 @@ class Trainer:
                  f"({cfg.select_metric} {score:.2f})")
         return score
 
-    def _end_epoch(self, loop: _Loop, prog: Progress) -> None:
+    def _end_epoch(self, loop: Loop, prog: Progress) -> None:
         """The epoch's record (mean training loss; validation when it is per epoch) and metrics.json."""
         losses = epoch_losses(prog.history, prog.epoch)
         record: dict[str, Any] = {"epoch": prog.epoch, "step": prog.global_step,
@@ -429,7 +363,7 @@ class Trainer:
             self._write_metrics(prog)
         self.ctx.barrier()
 
-    def _save_last(self, loop: _Loop, prog: Progress) -> None:
+    def _save_last(self, loop: Loop, prog: Progress) -> None:
         """Rank 0 writes checkpoints/last (with every rank's RNG state); the other ranks wait."""
         rng = ddp.all_rng_states(self.ctx)
         prog.train_seconds = time.time() - self._virtual_start

@@ -4,6 +4,7 @@ Every type has a distinct spectral *and* temporal signature (tones, sweeps, inha
 impulse trains, formant bursts, modulated textures).  Attributes really change the sound: ``pitch`` scales
 every frequency, ``loudness`` is +/-12 dB, ``duration`` scales the length of one occurrence and
 ``repetition`` scales the internal rate (ticks, beeps, syllables, steps ...).
+The signal helpers they are built from (tones, band-passed noise, envelopes) are in hade.data.synthcaps.dsp.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import numpy as np
+
+from .dsp import Ctx, ar, band, decay, formants, harmonic, lfo, lim, noise, periodic, poisson, scatter, tone
 
 ATTRIBUTE_VALUES: dict[str, tuple[str, str]] = {
     "pitch": ("high", "low"),
@@ -23,21 +26,6 @@ LOUDNESS_DB = {"loud": 12.0, "quiet": -12.0}
 DURATION_FACTOR = {"short": 0.5, "long": 1.8}
 RATE_FACTOR = {"fast": 1.8, "slow": 0.55}
 BASE_PEAK = 0.2  # peak amplitude of one occurrence at normal loudness (-14 dBFS)
-
-
-@dataclass(frozen=True)
-class _Ctx:
-    """What a synthesis function gets: length, rate, generator and the pitch / repetition factors."""
-
-    n: int
-    sr: int
-    rng: np.random.Generator
-    pitch: float = 1.0
-    rate: float = 1.0
-
-    @property
-    def t(self) -> np.ndarray:
-        return np.arange(self.n) / self.sr
 
 
 @dataclass(frozen=True)
@@ -59,7 +47,7 @@ class EventSpec:
     duration: float
     countable: bool
     background: bool
-    synth: Callable[[_Ctx], np.ndarray] = field(repr=False, compare=False)
+    synth: Callable[[Ctx], np.ndarray] = field(repr=False, compare=False)
 
     @property
     def synonyms(self) -> tuple[str, ...]:
@@ -72,278 +60,187 @@ def article(phrase: str) -> str:
     return ("an " if phrase[:1].lower() in "aeiou" else "a ") + phrase
 
 
-# ---------------------------------------------------------------------------------------------- DSP helpers
-def _lim(sr: int, f: float | np.ndarray) -> float | np.ndarray:
-    return np.minimum(f, 0.45 * sr)
-
-
-def _tone(freq: float | np.ndarray, c: _Ctx) -> np.ndarray:
-    """Sine with (possibly time-varying) frequency in Hz, clamped below Nyquist."""
-    f = np.broadcast_to(_lim(c.sr, np.asarray(freq, dtype=float)), (c.n,))
-    return np.sin(2 * np.pi * np.cumsum(f) / c.sr)
-
-
-def _harmonic(f0: float | np.ndarray, amps: list[float] | np.ndarray, c: _Ctx, n: int | None = None) -> np.ndarray:
-    """Additive harmonic tone; partials above 0.45*sr are dropped sample by sample."""
-    n = c.n if n is None else n
-    f = np.broadcast_to(np.asarray(f0, dtype=float), (n,))
-    phase = 2 * np.pi * np.cumsum(f) / c.sr
-    out = np.zeros(n)
-    for k, a in enumerate(amps, start=1):
-        out += a * np.sin(k * phase) * (k * f < 0.45 * c.sr)
-    return out
-
-
-def _band(x: np.ndarray, sr: int, lo: float, hi: float) -> np.ndarray:
-    """Band-pass by an FFT mask with smooth (4th-order-like) skirts."""
-    f = np.fft.rfftfreq(len(x), 1 / sr)
-    hi = float(_lim(sr, hi))
-    lo = min(lo, 0.7 * hi)
-    mask = 1 / (1 + (lo / np.maximum(f, 1e-3)) ** 4) / (1 + (f / hi) ** 4)
-    return np.fft.irfft(np.fft.rfft(x) * mask, len(x))
-
-
-def _formants(x: np.ndarray, sr: int, freqs: tuple[float, ...], bw: float = 120.0) -> np.ndarray:
-    """Shape a source with Gaussian formant peaks (FFT domain)."""
-    f = np.fft.rfftfreq(len(x), 1 / sr)
-    mask = 0.02 + sum(np.exp(-0.5 * ((f - fc) / (bw * (1 + i))) ** 2) / (1 + i) for i, fc in enumerate(freqs))
-    return np.fft.irfft(np.fft.rfft(x) * mask, len(x))
-
-
-def _noise(c: _Ctx, lo: float, hi: float, n: int | None = None) -> np.ndarray:
-    return _band(c.rng.standard_normal(c.n if n is None else n), c.sr, lo, hi)
-
-
-def _decay(n: int, sr: int, tau: float) -> np.ndarray:
-    return np.exp(-np.arange(n) / (sr * tau))
-
-
-def _ar(n: int, sr: int, attack: float, release: float) -> np.ndarray:
-    """Linear attack / release envelope."""
-    env = np.ones(n)
-    a, r = min(int(attack * sr), n // 2), min(int(release * sr), n // 2)
-    if a:
-        env[:a] = np.linspace(0, 1, a)
-    if r:
-        env[n - r:] = np.minimum(env[n - r:], np.linspace(1, 0, r))
-    return env
-
-
-def _lfo(c: _Ctx, rate: float, lo: float, hi: float) -> np.ndarray:
-    """Smooth random control signal between lo and hi changing about `rate` times a second."""
-    k = int(c.n / c.sr * rate) + 3
-    pts = c.rng.uniform(lo, hi, size=k)
-    x = np.linspace(0, k - 1, c.n)
-    i = np.minimum(x.astype(int), k - 2)
-    w = 0.5 - 0.5 * np.cos(np.pi * (x - i))
-    return pts[i] * (1 - w) + pts[i + 1] * w
-
-
-def _scatter(n: int, onsets: np.ndarray, make: Callable[[int], np.ndarray], sr: int) -> np.ndarray:
-    """Sum grains: make(i) returns grain i, placed at onsets[i] seconds."""
-    out = np.zeros(n)
-    for i, t in enumerate(onsets):
-        s = int(t * sr)
-        if s >= n:
-            break
-        g = make(i)[: n - s]
-        out[s:s + len(g)] += g
-    return out
-
-
-def _periodic(c: _Ctx, rate: float, jitter: float = 0.0) -> np.ndarray:
-    """Onset times at `rate` per second (times the repetition factor) with relative jitter."""
-    period = 1.0 / (rate * c.rate)
-    k = int(c.n / c.sr / period) + 1
-    return np.maximum(0.0, np.arange(k) * period + c.rng.uniform(-jitter, jitter, k) * period)
-
-
-def _poisson(c: _Ctx, rate: float) -> np.ndarray:
-    k = c.rng.poisson(rate * c.rate * c.n / c.sr) + 1
-    return np.sort(c.rng.uniform(0, c.n / c.sr, k))
-
-
 # ---------------------------------------------------------------------------------------------- synthesis
-def _beep(c: _Ctx) -> np.ndarray:
-    return _tone(1000 * c.pitch, c) * _ar(c.n, c.sr, 0.005, 0.01)
+def _beep(c: Ctx) -> np.ndarray:
+    return tone(1000 * c.pitch, c) * ar(c.n, c.sr, 0.005, 0.01)
 
 
-def _chirp(up: bool) -> Callable[[_Ctx], np.ndarray]:
-    def synth(c: _Ctx) -> np.ndarray:
+def _chirp(up: bool) -> Callable[[Ctx], np.ndarray]:
+    def synth(c: Ctx) -> np.ndarray:
         lo, hi = 450 * c.pitch, 1900 * c.pitch
         f = np.geomspace(lo, hi, c.n) if up else np.geomspace(hi, lo, c.n)
-        return (_tone(f, c) + 0.3 * _tone(2 * f, c)) * _ar(c.n, c.sr, 0.02, 0.05)
+        return (tone(f, c) + 0.3 * tone(2 * f, c)) * ar(c.n, c.sr, 0.02, 0.05)
     return synth
 
 
-def _organ(c: _Ctx) -> np.ndarray:
+def _organ(c: Ctx) -> np.ndarray:
     f0 = 196 * c.pitch * (1 + 0.003 * np.sin(2 * np.pi * 5.5 * c.t))
-    return _harmonic(f0, [1, 0.8, 0.6, 0.55, 0.4, 0.3, 0.25, 0.2], c) * _ar(c.n, c.sr, 0.08, 0.15)
+    return harmonic(f0, [1, 0.8, 0.6, 0.55, 0.4, 0.3, 0.25, 0.2], c) * ar(c.n, c.sr, 0.08, 0.15)
 
 
-def _flute(c: _Ctx) -> np.ndarray:
+def _flute(c: Ctx) -> np.ndarray:
     f0 = 784 * c.pitch * (1 + 0.012 * np.sin(2 * np.pi * 5 * c.t))
-    tone = _harmonic(f0, [1, 0.15, 0.05], c)
-    breath = _noise(c, 1200 * c.pitch, 5000 * c.pitch) * _lfo(c, 8, 0.5, 1.0)
+    tone = harmonic(f0, [1, 0.15, 0.05], c)
+    breath = noise(c, 1200 * c.pitch, 5000 * c.pitch) * lfo(c, 8, 0.5, 1.0)
     x = tone + 0.3 * breath / (np.abs(breath).max() + 1e-9)
-    return x * _ar(c.n, c.sr, 0.12, 0.2)
+    return x * ar(c.n, c.sr, 0.12, 0.2)
 
 
-def _bell(c: _Ctx) -> np.ndarray:
+def _bell(c: Ctx) -> np.ndarray:
     out = np.zeros(c.n)
     partials = zip([0.5, 1, 1.19, 1.5, 2.0, 2.5, 2.67, 3.01, 4.1], [.5, 1, .7, .5, .8, .4, .35, .3, .2])
     for i, (r, a) in enumerate(partials):
-        out += a * _tone(440 * c.pitch * r, c) * _decay(c.n, c.sr, c.n / c.sr * 0.6 / (1 + 0.5 * i))
-    return out * _ar(c.n, c.sr, 0.002, 0.02)
+        out += a * tone(440 * c.pitch * r, c) * decay(c.n, c.sr, c.n / c.sr * 0.6 / (1 + 0.5 * i))
+    return out * ar(c.n, c.sr, 0.002, 0.02)
 
 
-def _rumble(c: _Ctx) -> np.ndarray:
-    return _noise(c, 25, 140) * _lfo(c, 1.2, 0.3, 1.0) * _ar(c.n, c.sr, 0.3, 0.3)
+def _rumble(c: Ctx) -> np.ndarray:
+    return noise(c, 25, 140) * lfo(c, 1.2, 0.3, 1.0) * ar(c.n, c.sr, 0.3, 0.3)
 
 
-def _hiss(c: _Ctx) -> np.ndarray:
-    return _noise(c, 3500, 7500) * _ar(c.n, c.sr, 0.15, 0.15)
+def _hiss(c: Ctx) -> np.ndarray:
+    return noise(c, 3500, 7500) * ar(c.n, c.sr, 0.15, 0.15)
 
 
-def _ticking(c: _Ctx) -> np.ndarray:
+def _ticking(c: Ctx) -> np.ndarray:
     k = int(0.02 * c.sr)
     u = np.arange(k) / c.sr
-    tick, tock = (np.sin(2 * np.pi * float(_lim(c.sr, f * c.pitch)) * u) * _decay(k, c.sr, 0.003) for f in (1700, 1150))
-    return _scatter(c.n, _periodic(c, 4.0), lambda i: tick if i % 2 == 0 else 0.7 * tock, c.sr)
+    tick, tock = (np.sin(2 * np.pi * float(lim(c.sr, f * c.pitch)) * u) * decay(k, c.sr, 0.003) for f in (1700, 1150))
+    return scatter(c.n, periodic(c, 4.0), lambda i: tick if i % 2 == 0 else 0.7 * tock, c.sr)
 
 
-def _drum(c: _Ctx) -> np.ndarray:
-    f = 55 * c.pitch + 110 * c.pitch * _decay(c.n, c.sr, 0.04)
-    body = _tone(f, c) * _decay(c.n, c.sr, 0.12)
-    snap = _noise(c, 100 * c.pitch, 2500 * c.pitch) * _decay(c.n, c.sr, 0.015)
+def _drum(c: Ctx) -> np.ndarray:
+    f = 55 * c.pitch + 110 * c.pitch * decay(c.n, c.sr, 0.04)
+    body = tone(f, c) * decay(c.n, c.sr, 0.12)
+    snap = noise(c, 100 * c.pitch, 2500 * c.pitch) * decay(c.n, c.sr, 0.015)
     return body + 0.6 * snap / (np.abs(snap).max() + 1e-9)
 
 
-def _bark(c: _Ctx) -> np.ndarray:
+def _bark(c: Ctx) -> np.ndarray:
     u = np.linspace(0, 1, c.n)
     f0 = 420 * c.pitch * (1 + 0.35 * np.sin(np.pi * u) - 0.25 * u)
-    src = _harmonic(f0, [1 / k for k in range(1, 16)], c) + 0.4 * c.rng.standard_normal(c.n)
-    x = _formants(src, c.sr, (650 * c.pitch, 1400 * c.pitch, 2600 * c.pitch))
-    return x * _ar(c.n, c.sr, 0.008, 0.01) * _decay(c.n, c.sr, max(c.n / c.sr / 2.5, 0.01))
+    src = harmonic(f0, [1 / k for k in range(1, 16)], c) + 0.4 * c.rng.standard_normal(c.n)
+    x = formants(src, c.sr, (650 * c.pitch, 1400 * c.pitch, 2600 * c.pitch))
+    return x * ar(c.n, c.sr, 0.008, 0.01) * decay(c.n, c.sr, max(c.n / c.sr / 2.5, 0.01))
 
 
-def _whistle(c: _Ctx) -> np.ndarray:
+def _whistle(c: Ctx) -> np.ndarray:
     u = np.linspace(0, 1, c.n)
     f = 1500 * c.pitch * (1 + 0.7 * np.sin(np.pi * u)) * (1 + 0.01 * np.sin(2 * np.pi * 6 * c.t))
-    air = _noise(c, 1000, 4000)
-    return (_tone(f, c) + 0.05 * air / (np.abs(air).max() + 1e-9)) * _ar(c.n, c.sr, 0.03, 0.06)
+    air = noise(c, 1000, 4000)
+    return (tone(f, c) + 0.05 * air / (np.abs(air).max() + 1e-9)) * ar(c.n, c.sr, 0.03, 0.06)
 
 
-def _siren(c: _Ctx) -> np.ndarray:
+def _siren(c: Ctx) -> np.ndarray:
     f = 900 * c.pitch * (1 + 0.35 * np.sin(2 * np.pi * 0.6 * c.rate * c.t - np.pi / 2))
-    phase = 2 * np.pi * np.cumsum(_lim(c.sr, f)) / c.sr
-    return (np.sin(phase) + 0.35 * np.sin(3 * phase) * (3 * f < 0.45 * c.sr)) * _ar(c.n, c.sr, 0.2, 0.3)
+    phase = 2 * np.pi * np.cumsum(lim(c.sr, f)) / c.sr
+    return (np.sin(phase) + 0.35 * np.sin(3 * phase) * (3 * f < 0.45 * c.sr)) * ar(c.n, c.sr, 0.2, 0.3)
 
 
-def _alarm(c: _Ctx) -> np.ndarray:
+def _alarm(c: Ctx) -> np.ndarray:
     gate = (np.sin(2 * np.pi * 6 * c.rate * c.t) > 0).astype(float)
     gate = np.convolve(gate, np.ones(int(0.003 * c.sr) + 1) / (int(0.003 * c.sr) + 1), mode="same")
     f = 2200 * c.pitch
-    return (_tone(f, c) + 0.3 * _tone(3 * f, c) * (3 * f < 0.45 * c.sr)) * gate
+    return (tone(f, c) + 0.3 * tone(3 * f, c) * (3 * f < 0.45 * c.sr)) * gate
 
 
-def _rain(c: _Ctx) -> np.ndarray:
+def _rain(c: Ctx) -> np.ndarray:
     k = int(0.02 * c.sr)
     freqs = np.geomspace(1500, 4500, 6)
-    drops = [np.sin(2 * np.pi * float(_lim(c.sr, f)) * np.arange(k) / c.sr) * _decay(k, c.sr, 0.003) for f in freqs]
-    onsets = _poisson(c, 180)
+    drops = [np.sin(2 * np.pi * float(lim(c.sr, f)) * np.arange(k) / c.sr) * decay(k, c.sr, 0.003) for f in freqs]
+    onsets = poisson(c, 180)
     amps = c.rng.uniform(0.2, 1.0, len(onsets))
     which = c.rng.integers(0, len(drops), len(onsets))
-    x = _scatter(c.n, onsets, lambda i: amps[i] * drops[which[i]], c.sr)
-    bed = _noise(c, 800, 8000)
+    x = scatter(c.n, onsets, lambda i: amps[i] * drops[which[i]], c.sr)
+    bed = noise(c, 800, 8000)
     return x + 0.35 * bed / (np.abs(bed).max() + 1e-9) * np.abs(x).max()
 
 
-def _wind(c: _Ctx) -> np.ndarray:
-    low, mid = _noise(c, 90, 350), _noise(c, 350, 1100)
-    m = _lfo(c, 0.7, 0.0, 1.0)
-    return (low * (0.3 + m) + mid * (1.2 - m)) * _lfo(c, 0.5, 0.3, 1.0) * _ar(c.n, c.sr, 0.4, 0.4)
+def _wind(c: Ctx) -> np.ndarray:
+    low, mid = noise(c, 90, 350), noise(c, 350, 1100)
+    m = lfo(c, 0.7, 0.0, 1.0)
+    return (low * (0.3 + m) + mid * (1.2 - m)) * lfo(c, 0.5, 0.3, 1.0) * ar(c.n, c.sr, 0.4, 0.4)
 
 
-def _engine(c: _Ctx) -> np.ndarray:
+def _engine(c: Ctx) -> np.ndarray:
     f0 = 42 * c.pitch * (1 + 0.01 * np.sin(2 * np.pi * 0.3 * c.t))
-    hum = _harmonic(f0, [1 / k ** 0.8 for k in range(1, 25)], c)
+    hum = harmonic(f0, [1 / k ** 0.8 for k in range(1, 25)], c)
     am = 1 + 0.5 * np.sin(2 * np.pi * 10 * c.pitch * c.t)
-    rumble = _noise(c, 30, 400)
-    return (hum * am + 0.2 * rumble / (np.abs(rumble).max() + 1e-9)) * _ar(c.n, c.sr, 0.2, 0.2)
+    rumble = noise(c, 30, 400)
+    return (hum * am + 0.2 * rumble / (np.abs(rumble).max() + 1e-9)) * ar(c.n, c.sr, 0.2, 0.2)
 
 
 _VOWELS = ((730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410))
 
 
-def _babble(c: _Ctx) -> np.ndarray:
+def _babble(c: Ctx) -> np.ndarray:
     out = np.zeros(c.n)
     pos, syl = 0, max(int(c.sr / (4.0 * c.rate)), 64)
     while pos < c.n - 32:
         n = min(int(syl * c.rng.uniform(0.7, 1.3)), c.n - pos)
         f0 = 130 * c.pitch * c.rng.uniform(0.85, 1.2) * np.linspace(1.05, 0.92, n)
-        src = _harmonic(f0, [1 / k ** 1.2 for k in range(1, 31)], c, n)
+        src = harmonic(f0, [1 / k ** 1.2 for k in range(1, 31)], c, n)
         vowel = _VOWELS[int(c.rng.integers(len(_VOWELS)))]
-        seg = _formants(src, c.sr, tuple(f * c.pitch ** 0.3 for f in vowel), 90.0)
+        seg = formants(src, c.sr, tuple(f * c.pitch ** 0.3 for f in vowel), 90.0)
         seg /= np.abs(seg).max() + 1e-9
         if c.rng.random() < 0.6:  # consonant burst at the onset
             b = min(int(0.025 * c.sr), n)
-            seg[:b] += 0.5 * _band(c.rng.standard_normal(b), c.sr, 2000, 6000) * np.hanning(b)
+            seg[:b] += 0.5 * band(c.rng.standard_normal(b), c.sr, 2000, 6000) * np.hanning(b)
         out[pos:pos + n] += seg * np.hanning(n)
         pos += n + int(n * c.rng.uniform(0.05, 0.3))
     return out
 
 
-def _bird(c: _Ctx) -> np.ndarray:
+def _bird(c: Ctx) -> np.ndarray:
     k = int(0.045 * c.sr)
     u = np.linspace(0, 1, k)
 
     def chirp(i: int) -> np.ndarray:
-        f = _lim(c.sr, (2600 + 1100 * u ** 2) * c.pitch * (1 + 0.05 * (i % 3)))
+        f = lim(c.sr, (2600 + 1100 * u ** 2) * c.pitch * (1 + 0.05 * (i % 3)))
         return np.sin(2 * np.pi * np.cumsum(f) / c.sr) * np.hanning(k)
-    return _scatter(c.n, _periodic(c, 11.0, 0.1), chirp, c.sr)
+    return scatter(c.n, periodic(c, 11.0, 0.1), chirp, c.sr)
 
 
-def _knock(c: _Ctx) -> np.ndarray:
+def _knock(c: Ctx) -> np.ndarray:
     k = int(0.12 * c.sr)
     modes = sum(a * np.sin(2 * np.pi * f * c.pitch * np.arange(k) / c.sr) for f, a in ((180, 1), (410, .6), (730, .4)))
-    hit = modes * _decay(k, c.sr, 0.025)
+    hit = modes * decay(k, c.sr, 0.025)
     j = int(0.003 * c.sr)
-    hit[:j] += 0.5 * _band(c.rng.standard_normal(j), c.sr, 300 * c.pitch, 2500 * c.pitch)
-    onsets = _periodic(c, 5.0)[:3]
-    return _scatter(c.n, onsets, lambda i: hit * (1.0, 0.85, 0.95)[i % 3], c.sr)
+    hit[:j] += 0.5 * band(c.rng.standard_normal(j), c.sr, 300 * c.pitch, 2500 * c.pitch)
+    onsets = periodic(c, 5.0)[:3]
+    return scatter(c.n, onsets, lambda i: hit * (1.0, 0.85, 0.95)[i % 3], c.sr)
 
 
-def _buzz(c: _Ctx) -> np.ndarray:
-    saw = _harmonic(150 * c.pitch, [1 / k for k in range(1, 40)], c)
-    return saw * (1 + 0.3 * np.sin(2 * np.pi * 30 * c.t)) * _ar(c.n, c.sr, 0.01, 0.02)
+def _buzz(c: Ctx) -> np.ndarray:
+    saw = harmonic(150 * c.pitch, [1 / k for k in range(1, 40)], c)
+    return saw * (1 + 0.3 * np.sin(2 * np.pi * 30 * c.t)) * ar(c.n, c.sr, 0.01, 0.02)
 
 
-def _bubbles(c: _Ctx) -> np.ndarray:
+def _bubbles(c: Ctx) -> np.ndarray:
     k = int(0.04 * c.sr)
     u = np.arange(k) / c.sr
     f0s = c.rng.uniform(300, 900, 4096) * c.pitch
 
     def bubble(i: int) -> np.ndarray:
-        f = _lim(c.sr, f0s[i % 4096] * (1 + 12 * u))
-        return np.sin(2 * np.pi * np.cumsum(f) / c.sr) * _decay(k, c.sr, 0.012)
-    return _scatter(c.n, _poisson(c, 18), bubble, c.sr)
+        f = lim(c.sr, f0s[i % 4096] * (1 + 12 * u))
+        return np.sin(2 * np.pi * np.cumsum(f) / c.sr) * decay(k, c.sr, 0.012)
+    return scatter(c.n, poisson(c, 18), bubble, c.sr)
 
 
-def _footsteps(c: _Ctx) -> np.ndarray:
+def _footsteps(c: Ctx) -> np.ndarray:
     k = int(0.15 * c.sr)
-    heel = _band(c.rng.standard_normal(k), c.sr, 60, 500) * _decay(k, c.sr, 0.03)
-    toe = _band(c.rng.standard_normal(k), c.sr, 1000, 3000) * _decay(k, c.sr, 0.015)
+    heel = band(c.rng.standard_normal(k), c.sr, 60, 500) * decay(k, c.sr, 0.03)
+    toe = band(c.rng.standard_normal(k), c.sr, 1000, 3000) * decay(k, c.sr, 0.015)
     d = int(0.06 * c.sr)
     step = heel / np.abs(heel).max() + 0.4 * np.concatenate([np.zeros(d), toe[:k - d]]) / np.abs(toe).max()
-    return _scatter(c.n, _periodic(c, 1.8, 0.05), lambda i: step * (1.0 if i % 2 else 0.8), c.sr)
+    return scatter(c.n, periodic(c, 1.8, 0.05), lambda i: step * (1.0 if i % 2 else 0.8), c.sr)
 
 
-def _clap(c: _Ctx) -> np.ndarray:
+def _clap(c: Ctx) -> np.ndarray:
     k = int(0.06 * c.sr)
-    env = sum(_decay(k, c.sr, 0.01) * (np.arange(k) >= int(j * 0.004 * c.sr)) for j in range(3))
-    claps = [_band(c.rng.standard_normal(k), c.sr, 800, 3500) * env for _ in range(4)]
-    return _scatter(c.n, _periodic(c, 3.0, 0.08), lambda i: claps[i % 4], c.sr)
+    env = sum(decay(k, c.sr, 0.01) * (np.arange(k) >= int(j * 0.004 * c.sr)) for j in range(3))
+    claps = [band(c.rng.standard_normal(k), c.sr, 800, 3500) * env for _ in range(4)]
+    return scatter(c.n, periodic(c, 3.0, 0.08), lambda i: claps[i % 4], c.sr)
 
 
 # ---------------------------------------------------------------------------------------------- the table
@@ -351,7 +248,7 @@ P, L, D, R = "pitch", "loudness", "duration", "repetition"
 
 
 def _spec(name: str, label: str, nouns: tuple, mass: tuple, clauses: tuple, attrs: tuple, duration: float,
-          synth: Callable[[_Ctx], np.ndarray], countable: bool = False, background: bool = False) -> EventSpec:
+          synth: Callable[[Ctx], np.ndarray], countable: bool = False, background: bool = False) -> EventSpec:
     return EventSpec(name, label, nouns, mass, clauses, attrs, duration, countable, background, synth)
 
 
@@ -430,10 +327,10 @@ def render_event(name: str, attributes: Mapping[str, str] | None, duration: floa
         if key not in ATTRIBUTE_VALUES or value not in ATTRIBUTE_VALUES[key]:
             raise ValueError(f"bad attribute {key}={value!r} for event {name!r}")
     n = max(16, int(round(duration * sample_rate)))
-    ctx = _Ctx(n, sample_rate, rng, PITCH_FACTOR.get(attrs.get("pitch", ""), 1.0),
+    ctx = Ctx(n, sample_rate, rng, PITCH_FACTOR.get(attrs.get("pitch", ""), 1.0),
                RATE_FACTOR.get(attrs.get("repetition", ""), 1.0))
     x = np.asarray(EVENT_TYPES[name].synth(ctx), dtype=np.float64)[:n]
-    x = x * _ar(n, sample_rate, 0.002, 0.004)  # no clicks at the occurrence edges
+    x = x * ar(n, sample_rate, 0.002, 0.004)  # no clicks at the occurrence edges
     peak = float(np.abs(x).max())
     if peak <= 0 or not np.isfinite(peak):
         return np.zeros(n)
