@@ -80,9 +80,9 @@ def _organ(c: Ctx) -> np.ndarray:
 
 def _flute(c: Ctx) -> np.ndarray:
     f0 = 784 * c.pitch * (1 + 0.012 * np.sin(2 * np.pi * 5 * c.t))
-    tone = harmonic(f0, [1, 0.15, 0.05], c)
+    body = harmonic(f0, [1, 0.15, 0.05], c)
     breath = noise(c, 1200 * c.pitch, 5000 * c.pitch) * lfo(c, 8, 0.5, 1.0)
-    x = tone + 0.3 * breath / (np.abs(breath).max() + 1e-9)
+    x = body + 0.3 * breath / (np.abs(breath).max() + 1e-9)
     return x * ar(c.n, c.sr, 0.12, 0.2)
 
 
