@@ -99,6 +99,16 @@ class ConversionReport:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def place(self, mapped: dict[str, torch.Tensor], key: str, value: Any, target: str | None) -> None:
+        """File source tensor `key` of a key-map conversion: `mapped[target] = value`, or under `unexpected`
+        when the map has no `target` for it or it is not a tensor."""
+        if target is None:
+            self.unexpected[key] = f"not in the {self.kind} key map"
+        elif not isinstance(value, torch.Tensor):
+            self.unexpected[key] = f"not a tensor ({type(value).__name__})"
+        else:
+            mapped[target] = value
+
 
 def _rule(key: str, rules: tuple[tuple[str, str], ...]) -> str | None:
     for prefix, reason in rules:

@@ -88,13 +88,7 @@ def map_audio_state_dict(state: dict[str, Any], kind: str) -> tuple[dict[str, to
         if reason:
             report.skipped[key] = reason
             continue
-        target = next((m.expand(t) for p, t in compiled if (m := p.fullmatch(name))), None)
-        if target is None:
-            report.unexpected[key] = f"not in the {kind} key map"
-        elif not isinstance(value, torch.Tensor):
-            report.unexpected[key] = f"not a tensor ({type(value).__name__})"
-        else:
-            mapped[target] = value
+        report.place(mapped, key, value, next((m.expand(t) for p, t in compiled if (m := p.fullmatch(name))), None))
     return mapped, report
 
 

@@ -119,12 +119,8 @@ def map_dcase_state_dict(obj: Any) -> tuple[dict[str, torch.Tensor], ConversionR
             report.skipped[key] = "learned temperature: stored as head_options.logit_scale = 1/|tau| (see scalars)"
         elif reason is not None:
             report.skipped[key] = reason
-        elif target is None:
-            report.unexpected[key] = f"not in the {KIND} key map"
-        elif not isinstance(value, torch.Tensor):
-            report.unexpected[key] = f"not a tensor ({type(value).__name__})"
         else:
-            mapped[target] = value
+            report.place(mapped, key, value, target)
     return mapped, report
 
 
