@@ -25,6 +25,16 @@ def tiny_model_config():
     )
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models run on one intra-op thread (a test module opts in with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`): on shared cores, more threads spin-wait."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def encode_av():
     """`hade.data.av_audio.encode(path, wave, sample_rate, kind)`: an M4A, ADTS AAC or WebM file."""

@@ -20,12 +20,7 @@ from hade.models.embed import WindowEmbeddings
 TEXTS = ["a dog barks", "rain falls on a tin roof", "a bell rings twice", "an engine idles", "birds chirp"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(config, head: str):

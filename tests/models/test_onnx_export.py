@@ -30,12 +30,7 @@ SHORT = ["a dog barks"]
 LONG = ["Rain falls on a tin roof while thunder rumbles far away", "a car passes by", "BIRDS chirp, loudly!"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(config, head: str, audio_encoder: str = "htsat-test"):

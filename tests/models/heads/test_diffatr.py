@@ -14,13 +14,7 @@ from .test_tha import fake_features
 SMALL = dict(embed_dim=16, width=16, layers=1, heads=2, timesteps=50, sample_steps=5)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscription on shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_head(**kw) -> DiffATRHead:
