@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from hade.errors import InputError
 
@@ -27,16 +28,23 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def load_result(path: Path):
-    """Per-query results of a `hade eval --out` JSON (via its per_query_file) or of a .per_query.npz."""
+def read_metrics(path: Path) -> Any:
+    """The parsed metrics JSON of `hade eval --out` at `path`; None for a .per_query.npz."""
+    if path.suffix == ".npz":
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable metrics JSON of `hade eval --out` ({exc})") from None
+
+
+def load_result(path: Path, meta: Any):
+    """Per-query results of a `hade eval --out` JSON (`meta`, read by `read_metrics`, names its per_query_file)
+    or of a .per_query.npz."""
     from hade.eval.per_query import load_per_query, per_query_path
 
     if path.suffix == ".npz":
         return load_per_query(path)
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable metrics JSON of `hade eval --out` ({exc})") from None
     name = meta.get("per_query_file") if isinstance(meta, dict) else None
     if not name:
         raise InputError(f"{path}: has no per-query results (no 'per_query_file'); evaluate again with "
@@ -44,20 +52,19 @@ def load_result(path: Path):
     return load_per_query(path.parent / name if (path.parent / name).is_file() else per_query_path(path))
 
 
-def _encoding(path: Path) -> tuple[float, int] | None:
-    """(clip_seconds, segments) a `hade eval --out` JSON records, None for a .npz or an older JSON."""
-    if path.suffix == ".npz":
+def _encoding(meta: Any) -> tuple[float, int] | None:
+    """(clip_seconds, segments) a metrics JSON records; None for a .npz or an older JSON."""
+    if not isinstance(meta, dict):
         return None
     try:
-        meta = json.loads(path.read_text())
         return float(meta["clip_seconds"]), int(meta["segments"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError, ValueError):
         return None
 
 
-def _note_encodings(paths: list[Path], names: list[str]) -> None:
+def _note_encodings(metas: list[Any], names: list[str]) -> None:
     """Say on stderr when the results encoded different lengths of each clip: the differences then include it."""
-    seen = {name: enc for name, enc in zip(names, map(_encoding, paths)) if enc is not None}
+    seen = {name: enc for name, enc in zip(names, map(_encoding, metas)) if enc is not None}
     if len(set(seen.values())) > 1:
         told = ", ".join(f"{name} {sec:g} s ({seg} segment{'s' * (seg > 1)})" for name, (sec, seg) in seen.items())
         print(f"hade compare: note: the results encoded different lengths of each clip ({told}); their "
@@ -82,8 +89,9 @@ def run(args: argparse.Namespace) -> int:
     if len(args.results) < 2:
         raise InputError("compare: give at least two results (metrics JSONs of `hade eval --out`)")
     names = _labels(args)
-    results = [load_result(p) for p in args.results]
-    _note_encodings(args.results, names)
+    metas = [read_metrics(p) for p in args.results]
+    results = [load_result(p, meta) for p, meta in zip(args.results, metas)]
+    _note_encodings(metas, names)
     for name, pq in zip(names[1:], results[1:]):
         stats.check_same_split(results[0], pq, names[0], name)
     common = (args.bootstrap, args.permutations, args.seed)
