@@ -15,13 +15,13 @@ def test_a_merge_replaces_an_existing_index_only_when_asked(dp_ckpt, synth_dir, 
         build_index(synth_dir, part, dp_ckpt, shard=f"{i}/2", batch_size=8, progress=False)
     out = tmp_path / "merged"
     first = merge_indexes(out, parts[:1], progress=False)
-    assert 0 < first["windows"] < 24
+    assert 0 < first.windows < 24
     with pytest.raises(InputError, match="exists and is not empty"):
         merge_indexes(out, parts, progress=False)
     with write_lock(out), pytest.raises(InputError, match="another `hade index` is writing"):
         merge_indexes(out, parts, progress=False, replace=True)  # the swap waits for no writer
     summary = merge_indexes(out, parts, progress=False, replace=True)
-    assert summary["windows"] == 24 and summary["out"] == str(out)
+    assert summary.windows == 24 and summary.out == str(out) and summary.parts == len(parts)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging left
     with Index.open(out) as merged, Index.open(dp_index[0]) as single:
         assert merged.info()["shard"] is None

@@ -19,7 +19,7 @@ def test_shards_and_merge_equal_a_single_build(dp_ckpt, other_ckpt, dp_index, sy
         assert 0 < stats.windows < 24
     assert encode_counter["windows"] == 24  # every file in exactly one shard
     summary = merge_indexes(tmp_path / "merged", parts, progress=False)
-    assert summary["windows"] == 24 and summary["files"] == 24
+    assert summary.windows == 24 and summary.files == 24 and summary.ann.kind == "flat"
     single, merged = windows_of(dp_index[0]), windows_of(tmp_path / "merged")
     assert merged.keys() == single.keys()
     for key, (wid, arrays) in single.items():
@@ -83,4 +83,9 @@ def test_cli_index_search_and_merge(dp_ckpt, fresh_data, tmp_path, capsys):
     capsys.readouterr()
     assert main(["index", "merge", str(tmp_path / "m"), str(tmp_path / "p0"), str(tmp_path / "p1"), "--quiet"]) == 0
     assert "24 windows from 2 parts" in capsys.readouterr().out
+    assert main(["index", "merge", str(tmp_path / "mj"), str(tmp_path / "p0"), str(tmp_path / "p1"), "--quiet",
+                 "--json"]) == 0
+    merged = json.loads(capsys.readouterr().out)
+    assert (merged["files"], merged["windows"], merged["parts"], merged["ann"]["kind"]) == (24, 24, 2, "flat")
+    assert merged["out"] == str(tmp_path / "mj")
     assert main(["search", str(tmp_path / "nowhere"), "x"]) == 2

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from hade.config import COMPUTE_DTYPES
+from hade.data.scan import FileProblem
 from hade.errors import InputError
 from hade.utils.vectorfile import VECTOR_FORMATS, vector_format, write_vectors
 
@@ -59,34 +60,34 @@ def read_texts(args: argparse.Namespace) -> list[str]:
     return texts
 
 
-def audio_files(paths: list[Path]) -> tuple[list[Path], list[dict[str, str]]]:
+def audio_files(paths: list[Path]) -> tuple[list[Path], list[FileProblem]]:
     """Files (given ones, then each folder's audio files, recursive and sorted) and the paths skipped."""
     from hade.data.scan import scan_audio
 
     files: list[Path] = []
-    skipped: list[dict[str, str]] = []
+    skipped: list[FileProblem] = []
     for path in paths:
         if path.is_dir():
             found, links = scan_audio(path)
             files += [p for _, p in found]
-            skipped += [{"path": str(path / s.path), "reason": s.reason} for s in links]
+            skipped += [FileProblem(str(path / s.path), s.reason) for s in links]
         elif path.exists():
             files.append(path)
         else:
-            skipped.append({"path": str(path), "reason": "no such file or folder"})
+            skipped.append(FileProblem(str(path), "no such file or folder"))
     return files, skipped
 
 
 def embed_files(model: Any, files: list[Path], args: argparse.Namespace
-                ) -> tuple[np.ndarray, dict[str, list], list[dict[str, str]]]:
+                ) -> tuple[np.ndarray, dict[str, list], list[FileProblem]]:
     """(vectors [N, D], label columns path/start/end, skipped files) of the readable files: one row per
     window with --per-window, else one per file (its windows pooled, start 0, end its duration)."""
     from hade.models.embed import embed_windows
 
-    skipped: list[dict[str, str]] = []
+    skipped: list[FileProblem] = []
 
     def skip(i: int, err: Exception) -> None:
-        skipped.append({"path": str(files[i]), "reason": getattr(err, "reason", str(err))})
+        skipped.append(FileProblem(str(files[i]), getattr(err, "reason", str(err))))
 
     win = embed_windows(model, files, batch_size=args.batch_size, window=args.window, hop=args.hop,
                         progress=sys.stderr.isatty(), on_error=skip)
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         vectors, cols, bad = embed_files(model, files, args)
         skipped += bad
     for s in skipped:
-        print(f"skipped {s['path']}: {s['reason']}", file=sys.stderr)
+        print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
     if not len(vectors):
         raise InputError(f"none of the {len(files)} audio files could be read; nothing written")
     written = write_vectors(args.out, vectors, cols, format=args.format,

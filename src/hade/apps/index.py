@@ -248,17 +248,17 @@ def run_parallel(args: argparse.Namespace, launch: Launch) -> int:
                         f"{'; '.join(failed)}); fix that and run the same command again (finished shards are kept)")
     from hade.index.merge import merge_indexes
 
-    summary = merge_indexes(args.out, parts, ann_threshold=args.ann_threshold, progress=not args.quiet, replace=True)
+    merged = merge_indexes(args.out, parts, ann_threshold=args.ann_threshold, progress=not args.quiet, replace=True)
     shard_reports = [o["report"] for o in outcomes]
     if args.json:
-        print(json.dumps({**summary, "shards": shard_reports}, indent=2))
+        print(json.dumps({**merged.to_dict(), "shards": shard_reports}, indent=2))
         return 0
     from hade.index.report import BuildReport
 
     for part, d in zip(parts, shard_reports):
         _print_report(part, BuildReport.from_dict(d))
-    print(f"{summary['out']}: {summary['files']} files, {summary['windows']} windows merged from "
-          f"{summary['parts']} shards ({summary['ann']['kind']} ANN)")
+    print(f"{merged.out}: {merged.files} files, {merged.windows} windows merged from "
+          f"{merged.parts} shards ({merged.ann.kind} ANN)")
     return 0
 
 
@@ -269,9 +269,9 @@ def run_merge(args: argparse.Namespace) -> int:
         raise InputError("usage: hade index merge OUT PART1 [PART2 ...]")
     from hade.index.merge import merge_indexes
 
-    summary = merge_indexes(paths[0], paths[1:], ann_threshold=args.ann_threshold, root=args.root,
-                            progress=not args.quiet)
-    print(json.dumps(summary, indent=2) if args.json else
-          f"{summary['out']}: {summary['files']} files, {summary['windows']} windows from {summary['parts']} parts "
-          f"({summary['ann']['kind']} ANN)")
+    merged = merge_indexes(paths[0], paths[1:], ann_threshold=args.ann_threshold, root=args.root,
+                           progress=not args.quiet)
+    print(json.dumps(merged.to_dict(), indent=2) if args.json else
+          f"{merged.out}: {merged.files} files, {merged.windows} windows from {merged.parts} parts "
+          f"({merged.ann.kind} ANN)")
     return 0

@@ -8,6 +8,7 @@ lock, with two renames (a crash between them leaves it in ``.OUT.old``).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -18,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hade.errors import InputError
-from hade.index.ann import DEFAULT_THRESHOLD
+from hade.index.ann import DEFAULT_THRESHOLD, AnnParams
 from hade.index.compression import TokenCompression
 from hade.index.finalize import ann_is_current, chunk_rows, finalize
 from hade.index.meta import IndexMeta
@@ -46,10 +47,26 @@ class _MergePlan:
         return {path: n + 1 for n, path in enumerate(sorted(self.files))}
 
 
+@dataclass(frozen=True)
+class MergeReport:
+    """What `merge_indexes` made: `files` readable files and `windows` windows in `out`, joined from
+    `parts` parts, with the ANN's parameters after finishing (`ann`)."""
+
+    out: str
+    files: int
+    windows: int
+    parts: int
+    ann: AnnParams
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form `hade index merge --json` prints."""
+        return {"files": self.files, "windows": self.windows, "parts": self.parts, "ann": asdict(self.ann),
+                "out": self.out}
+
+
 def merge_indexes(out: str | Path, parts: list[str | Path], ann_threshold: int | None = None,
-                  root: str | Path | None = None, progress: bool = True, replace: bool = False) -> dict[str, Any]:
-    """Join indexes built with the same model and windows into the index `out`; returns {files, windows,
-    parts, ann, out}.
+                  root: str | Path | None = None, progress: bool = True, replace: bool = False) -> MergeReport:
+    """Join indexes built with the same model and windows into the index `out`.
 
     Parts must be complete (their ANN current). A path present in two parts must have the same bytes
     (sha256). `out` must be missing or empty, unless `replace`: then what is there (an index the caller
@@ -65,7 +82,7 @@ def merge_indexes(out: str | Path, parts: list[str | Path], ann_threshold: int |
     staging, old = out.with_name(f".{out.name}.merging"), out.with_name(f".{out.name}.old")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        summary = _merge_into(staging, parts, ann_threshold, root, progress)
+        report = _merge_into(staging, parts, ann_threshold, root, progress)
         with write_lock(out):
             shutil.rmtree(old, ignore_errors=True)
             os.replace(out, old)
@@ -73,11 +90,11 @@ def merge_indexes(out: str | Path, parts: list[str | Path], ann_threshold: int |
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # a failed merge, or a writer holding the lock
     shutil.rmtree(old, ignore_errors=True)
-    return {**summary, "out": str(out)}
+    return dataclasses.replace(report, out=str(out))
 
 
 def _merge_into(out: Path, parts: list[str | Path], ann_threshold: int | None, root: str | Path | None,
-                progress: bool) -> dict[str, Any]:
+                progress: bool) -> MergeReport:
     """The merge into `out`, a missing or empty folder: written in a temporary folder and renamed."""
     stores = [Store(p) for p in parts]
     try:
@@ -102,7 +119,7 @@ def _merge_into(out: Path, parts: list[str | Path], ann_threshold: int | None, r
     finally:
         for s in stores:
             s.close()
-    return {"files": files_ok, "windows": windows, "parts": len(parts), "ann": asdict(ann), "out": str(out)}
+    return MergeReport(out=str(out), files=files_ok, windows=windows, parts=len(parts), ann=ann)
 
 
 def _check_parts(parts: list[str | Path], stores: list[Store], metas: list[IndexMeta]) -> None:
