@@ -156,23 +156,41 @@ def test_tha_is_refused_and_nothing_is_written(tiny_model_config, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_head_that_does_not_trace_is_one_clear_error(tiny_model_config, tmp_path):
-    """HCI's audio pooling has data-dependent shapes (hci.py time_pooling), which torch.export cannot trace:
-    one line naming the head, the graph and hade's line, nothing written. Should HCI become traceable, its
-    graph must then match embed_audio like the others."""
+def test_hci_exports_its_sentence_and_clip_vectors(tiny_model_config, tmp_path):
+    """HCI's towers compute only its pooled vectors (`text_vector` / `audio_vector`), not the word, phrase,
+    frame and segment units whose pooling has data-dependent shapes; they equal hade's embeddings."""
     model = _model(tiny_model_config, "hci", audio_encoder="passt-test")
-    try:
-        export = export_onnx(model, tmp_path / "out")
-    except InputError as error:
-        message = str(error)
-        assert message.startswith("head 'hci': audio.onnx does not export to ONNX at hci.py:"), message
-        assert "\n" not in message
-        assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []
-        return
+    export = export_onnx(model, tmp_path / "out")
     waves = _waves(model, 2, export.window_samples, seed=2)
     np.testing.assert_allclose(run_audio(onnx_session(export.audio_path), waves),
                                model.embed_audio(waves, sample_rate=model.sample_rate, per_window=True).vectors,
                                atol=ATOL, rtol=0)
+    ids, mask = _tokenize(export, LONG)
+    np.testing.assert_allclose(run_text(onnx_session(export.text_path), ids, mask), model.embed_text(LONG),
+                               atol=ATOL, rtol=0)
+    meta = json.loads((export.out_dir / "onnx.json").read_text())
+    assert meta["head"] == "hci" and meta["exact_scores"] is False  # recall vectors, not HCI's full score
+
+
+def test_a_graph_that_does_not_trace_is_one_clear_error(dp, tmp_path, monkeypatch):
+    """Code with data-dependent shapes (here a tower that pools over torch.unique's output) is one line
+    naming the head, the graph and hade's line, and nothing is written."""
+    model, _ = dp
+
+    def data_dependent(self, waveform):
+        from hade.models.heads.hci import time_pooling
+
+        starts = (waveform[0] > 0).float()[:, None].expand(-1, 2)  # [T, 2]: two "time steps" from the data
+        return (time_pooling(waveform.shape[1], starts, (1, waveform.shape[1])) @ waveform.T).T
+
+    monkeypatch.setattr(onnx_export.AudioTower, "forward", data_dependent)
+    with pytest.raises(InputError) as info:
+        export_onnx(model, tmp_path / "out")
+    message = str(info.value)
+    assert message.startswith("head 'dp': audio.onnx does not export to ONNX at hci.py:"), message
+    assert "(time_pooling)" in message
+    assert "\n" not in message
+    assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []
 
 
 def test_bad_opset_and_non_empty_out_are_refused(dp, tmp_path):

@@ -13,8 +13,9 @@ zero-padded at the end, a longer one cut into windows, as `hade index` does. Cap
 
 Only heads with pooled vectors per side (`HeadCapabilities.has_pooled`) can be exported: the others score
 a text against an audio from both sides' token features at once, which no single tower computes.
-A head whose code torch.export cannot trace (HCI's data-dependent time pooling) is one InputError naming
-the graph and hade's line (`export_failure`).
+The towers compute the pooled vectors alone (`RetrievalHead.text_vector` / `audio_vector`): HCI's word,
+phrase, frame and segment units, whose pooling has data-dependent shapes, are not in its graphs. Code that
+torch.export cannot trace is one InputError naming the graph and hade's line (`export_failure`).
 
 Exporter: torch.onnx's dynamo exporter (needs onnxscript). The TorchScript exporter (`dynamo=False`) cannot
 export `torch.stft(return_complex=True)` ("STFT does not currently support complex types"), so it is not
@@ -80,7 +81,9 @@ class OnnxExport:
     window_samples: the audio graph's fixed sample axis at `sample_rate` Hz; hop_samples: the hop between
     the windows `hade index` cuts a longer file into (a shorter one is zero-padded at the end);
     caption_normalize and max_text_tokens: the text pre-processing (normalise, then tokenise with
-    `tokenizer/`, truncated to max_text_tokens, padded within the batch)."""
+    `tokenizer/`, truncated to max_text_tokens, padded within the batch). exact_scores: the dot product of
+    a text's and an audio's embeddings is the head's score (`HeadCapabilities.factorised`); otherwise the
+    embeddings are the head's recall vectors (what an index's ANN searches) and its full score needs hade."""
 
     out_dir: Path
     audio: OnnxGraph
@@ -92,6 +95,7 @@ class OnnxExport:
     caption_normalize: str
     max_text_tokens: int
     head: str
+    exact_scores: bool
     hade_version: str
     opset: int
     tokenizer: str = TOKENIZER_DIR
@@ -130,7 +134,7 @@ class AudioTower(nn.Module):
         self.encoder, self.head = model.audio_encoder, model.head
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        vec = self.head.pooled_audio(self.head.audio_repr(self.encoder(waveform)))
+        vec = self.head.audio_vector(self.encoder(waveform))
         return F.normalize(vec.float(), dim=-1)
 
 
@@ -142,7 +146,7 @@ class TextTower(nn.Module):
         self.encoder, self.head = model.text_encoder, model.head
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        vec = self.head.pooled_text(self.head.text_repr(self.encoder(input_ids, attention_mask)))
+        vec = self.head.text_vector(self.encoder(input_ids, attention_mask))
         return F.normalize(vec.float(), dim=-1)
 
 
@@ -207,6 +211,7 @@ def describe(model: "RetrievalModel", out_dir: Path, opset: int, embed_dim: int)
         sample_rate=int(model.sample_rate), window_samples=window, hop_samples=hop,
         embed_dim=embed_dim, caption_normalize=str(model.config.caption_normalize),
         max_text_tokens=int(model.config.max_text_tokens), head=str(model.config.head),
+        exact_scores=bool(model.head.capabilities.factorised),
         hade_version=_hade_version(), opset=opset)
 
 
@@ -262,7 +267,7 @@ def _name_outputs(program: Any, names: Sequence[str]) -> None:
 
 def export_failure(error: BaseException, head: str, file: str) -> InputError:
     """One line for an exporter failure: the innermost cause's first line and the deepest line of hade's
-    code in its traceback (e.g. HCI's data-dependent pooling: "Could not extract specialized integer from
+    code in its traceback (e.g. data-dependent pooling: "Could not extract specialized integer from
     data-dependent expression ... at hci.py:68 (time_pooling)")."""
     cause = error
     while cause.__cause__ is not None:

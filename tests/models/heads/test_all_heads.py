@@ -122,6 +122,14 @@ def test_declared_capabilities_hold(tiny_model_config, head):
             torch.testing.assert_close(pooled_a.norm(dim=-1), torch.ones(5))
             both = model.head.pooled_embeddings(text, audio)
             assert torch.equal(both[0], pooled_t) and torch.equal(both[1], pooled_a)
+        # text_vector / audio_vector: the pooled vectors straight from the encoders' features (ONNX towers)
+        vec_t = model.head.text_vector(model.text_features(CAPTIONS))
+        vec_a = model.head.audio_vector(model.audio_encoder(waves))
+        if caps.has_pooled:
+            torch.testing.assert_close(vec_t, pooled_t, atol=1e-6, rtol=0)
+            torch.testing.assert_close(vec_a, pooled_a, atol=1e-6, rtol=0)
+        else:
+            assert vec_t is None and vec_a is None
         if caps.factorised:  # an ANN index over the pooled vectors ranks exactly
             torch.testing.assert_close(model.score(text, audio), pooled_t @ pooled_a.T)
         if caps.score_bound is not None:  # a search refuses scores beyond it as damage

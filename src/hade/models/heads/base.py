@@ -96,6 +96,17 @@ class RetrievalHead(nn.Module):
         """L2-normalised global audio vectors [B_a, D] for ANN recall, None unless `has_pooled`."""
         return audio["embed"] if self.capabilities.has_pooled else None
 
+    def text_vector(self, features: TextFeatures) -> torch.Tensor | None:
+        """`pooled_text(text_repr(features))` [B_t, D] straight from the encoder's features, for callers
+        that need the pooled vector alone (an ONNX text tower). A head whose pooled vector needs less than
+        its whole representation overrides it to compute only that (HCI: its sentence vector)."""
+        return self.pooled_text(self.text_repr(features))
+
+    def audio_vector(self, features: AudioFeatures) -> torch.Tensor | None:
+        """`pooled_audio(audio_repr(features))` [B_a, D] straight from the encoder's features; see
+        `text_vector`."""
+        return self.pooled_audio(self.audio_repr(features))
+
     def pooled_embeddings(self, text: Reprs, audio: Reprs) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Both sides at once ([B_t, D], [B_a, D]), or None without `has_pooled`; a thin wrapper."""
         if not self.capabilities.has_pooled:

@@ -87,6 +87,14 @@ class SumHead(RetrievalHead):
         part = self._pooled_part()
         return None if part is None else part.pooled_audio(audio)
 
+    def text_vector(self, features: TextFeatures) -> torch.Tensor | None:
+        part = self._pooled_part()
+        return None if part is None else part.text_vector(features)
+
+    def audio_vector(self, features: AudioFeatures) -> torch.Tensor | None:
+        part = self._pooled_part()
+        return None if part is None else part.audio_vector(features)
+
     def explain(self, text: Reprs, audio: Reprs) -> dict[str, dict]:
         out: dict[str, dict] = {}
         for part in self.parts.values():

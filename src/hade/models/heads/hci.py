@@ -293,6 +293,14 @@ class HCIHead(RetrievalHead):
         return {f"hci_{k}": w * nt_xent(levels[k], self.temperature, pairs.clip_ids, pairs.mode)
                 for w, k in zip(self.aux_weights, LEVELS) if w > 0}
 
+    def text_vector(self, features: TextFeatures) -> torch.Tensor:
+        """The sentence vectors alone: no word or phrase units (whose pooling has data-dependent shapes)."""
+        return F.normalize(self.sentence_proj(features.pooled), dim=-1)
+
+    def audio_vector(self, features: AudioFeatures) -> torch.Tensor:
+        """The clip vectors of the original branch alone: no frames, segments or auxiliary captions."""
+        return F.normalize(self.clip_proj(features.pooled), dim=-1)
+
     def pooled_text(self, text: Reprs) -> torch.Tensor:
         """Sentence vectors [B_t, D] of the original branch, for ANN recall."""
         return text["hci_sentence"]
