@@ -71,6 +71,38 @@ def test_an_interrupted_run_resumes_to_the_same_result(data, run, tmp_path):
         pretrain(data, tmp_path / "run", PretrainConfig(**{**CFG, "lr": 1e-4}), progress=False, log=lambda _: None)
 
 
+def test_clips_longer_than_the_encoder_are_tagged_in_segments(data, tmp_path):
+    """htsat-test takes 16,383 samples (2.05 s at 8 kHz): 5 s clips are 3 segments, logged and recorded.
+    (Training in segments is not equal to training on the first one: the encoder's BatchNorm sees the
+    padded segments; which segments count is tested on the tagger below.)"""
+    logs: list[str] = []
+    info = pretrain(data, tmp_path / "long", PretrainConfig(**{**CFG, "epochs": 1, "clip_seconds": 5.0}),
+                    progress=False, log=logs.append)
+    assert info["segments"] == 3 and any("encoded in 3 segments" in line for line in logs)
+    assert np.isfinite(info["history"][0]["loss"]) and (tmp_path / "long" / ENCODER_FILE).is_file()
+
+
+def test_the_tagger_averages_only_the_segments_holding_audio():
+    from hade.models.encoders.audio import build_audio_encoder
+    from hade.models.factory import audio_config
+    from hade.models.tagger import AudioTagger
+
+    torch.manual_seed(0)
+    tagger = AudioTagger(build_audio_encoder(audio_config(ModelConfig(audio_encoder="htsat-test"))), 5).eval()
+    seg = tagger.audio_encoder.max_samples
+    wave = torch.zeros(2, 2 * seg)
+    wave[:, :seg] = 0.1 * torch.randn(2, seg)
+    wave[1, seg:] = 0.1 * torch.randn(seg)
+    with torch.no_grad():
+        got = tagger(wave, torch.tensor([seg, 2 * seg]))
+        first = tagger(wave[:, :seg])
+        both = tagger.classifier((tagger.audio_encoder(wave[:, :seg]).pooled
+                                  + tagger.audio_encoder(wave[:, seg:]).pooled) / 2)
+    torch.testing.assert_close(got[0], first[0], atol=1e-5, rtol=0)  # its second segment is padding only
+    torch.testing.assert_close(got[1], both[1], atol=1e-5, rtol=0)
+    assert not torch.allclose(got[1], first[1], atol=1e-3)
+
+
 @pytest.mark.parametrize("bad, field", [({"lr": "fast"}, "lr"), ({"epochs": 0}, "epochs"), ({"lr": -1.0}, "lr")])
 def test_bad_config_values_name_their_field(data, tmp_path, bad, field):
     with pytest.raises(InputError, match=field):

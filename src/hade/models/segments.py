@@ -14,6 +14,10 @@ go through the encoder in one call. The clip's features are:
   the segments' grids stacked as rows. Token heads (THA, co-attention, HCI) thus see the whole clip;
   those that order tokens in time read `token_seconds`.
 
+In training mode an encoder with BatchNorm (HTSAT's mel `bn0`) takes its batch statistics over all B * S
+segments, padding-only ones included, so a batch of short clips in long-clip mode does not train exactly
+as the same clips cut to one segment would.
+
 Segments (the pieces of one clip, merged into one clip representation) are not the index's windows
 (pieces of a long file, each searched and scored on its own).
 """

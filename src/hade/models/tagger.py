@@ -8,14 +8,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hade.models.segments import encode_segments
+
 
 class AudioTagger(nn.Module):
-    """waveform [B, T] -> label logits [B, L] (sigmoid per label: a clip may hold several)."""
+    """waveform [B, T] -> label logits [B, L] (sigmoid per label: a clip may hold several).
+
+    T longer than the encoder's `max_samples` is encoded in segments (hade.models.segments), as the
+    retrieval model does: the logits come from the mean of the clip vectors of the segments holding audio."""
 
     def __init__(self, audio_encoder: nn.Module, num_labels: int) -> None:
         super().__init__()
         self.audio_encoder = audio_encoder
         self.classifier = nn.Linear(audio_encoder.levels.dims[-1], num_labels)  # the pooled vector's width
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.audio_encoder(waveform).pooled)
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """lengths: [B] samples of audio in each row before zero padding (None: all of T); only read when
+        T needs segments."""
+        encoder = self.audio_encoder
+        if waveform.shape[-1] > encoder.max_samples:
+            return self.classifier(encode_segments(encoder, waveform, encoder.max_samples, lengths).pooled)
+        return self.classifier(encoder(waveform).pooled)

@@ -10,7 +10,8 @@ A run directory holds
 
 `hade train --init-from RUN` then starts any head from the encoder (:mod:`hade.train.init`).
 Every crop depends on (seed, epoch, clip) only, and the epoch order on (seed, epoch): resumable and
-reproducible. Validation crops each clip from its start, as evaluation does.
+reproducible. Validation crops each clip from its start, as evaluation does. A `clip_seconds` longer than
+the encoder's input is encoded in segments (`AudioTagger`), as `hade train` does.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from hade.data.tags import ClipTags, read_clip_tags
 from hade.errors import InputError
 from hade.models.encoders.audio import build_audio_encoder
 from hade.models.factory import audio_config
+from hade.models.segments import segment_count
 from hade.models.tagger import AudioTagger
 from hade.train.schedule import warmup_cosine
 from hade.utils.atomic import atomic_path, write_json_atomic
@@ -72,11 +74,15 @@ class _Data:
     def __len__(self) -> int:
         return len(self.store)
 
-    def batch(self, indices: np.ndarray, rngs: list[np.random.Generator] | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, samples] waveforms (random crops with `rngs`, else from the start) and [B, L] targets."""
-        waves = [fit_length(self.store.get(int(i)), self.samples, mode="random" if rngs else "start",
-                            rng=rngs[k] if rngs else None) for k, i in enumerate(indices)]
-        return torch.from_numpy(np.stack(waves)), torch.from_numpy(self.tags.targets[indices])
+    def batch(self, indices: np.ndarray, rngs: list[np.random.Generator] | None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[B, samples] waveforms (random crops with `rngs`, else from the start), [B] samples of audio in
+        each (the rest is zero padding) and [B, L] targets."""
+        raw = [self.store.get(int(i)) for i in indices]
+        waves = [fit_length(w, self.samples, mode="random" if rngs else "start", rng=rngs[k] if rngs else None)
+                 for k, w in enumerate(raw)]
+        lengths = torch.tensor([min(len(w), self.samples) for w in raw])
+        return torch.from_numpy(np.stack(waves)), lengths, torch.from_numpy(self.tags.targets[indices])
 
 
 def _optimizer(model: AudioTagger, cfg: PretrainConfig) -> torch.optim.Optimizer:
@@ -91,8 +97,8 @@ def _validate(model: AudioTagger, data: _Data, batch_size: int) -> float:
     model.eval()
     scores = []
     for start in range(0, len(data), batch_size):
-        waves, _ = data.batch(np.arange(start, min(start + batch_size, len(data))), None)
-        scores.append(torch.sigmoid(model(waves)).numpy())
+        waves, lengths, _ = data.batch(np.arange(start, min(start + batch_size, len(data))), None)
+        scores.append(torch.sigmoid(model(waves, lengths)).numpy())
     return average_precision(np.concatenate(scores), data.tags.targets)
 
 
@@ -105,8 +111,8 @@ def _epoch(model: AudioTagger, data: _Data, cfg: PretrainConfig, epoch: int, opt
     for start in range(0, len(order), cfg.batch_size):
         indices = order[start:start + cfg.batch_size]
         rngs = [np.random.default_rng([cfg.seed, epoch, int(i), _CROP_TAG]) for i in indices]
-        waves, targets = data.batch(indices, rngs)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(waves), targets)
+        waves, lengths, targets = data.batch(indices, rngs)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(waves, lengths), targets)
         if not torch.isfinite(loss):
             raise InputError(f"pretraining diverged at epoch {epoch + 1} (loss {loss.item()}); lower lr ({cfg.lr})")
         optimizer.zero_grad(set_to_none=True)
@@ -163,9 +169,10 @@ def pretrain(data_dir: str | Path, out: str | Path, cfg: PretrainConfig, progres
                                                            audio_overrides=cfg.audio_overrides)))
     rate = encoder.config.sample_rate
     samples = seconds_to_samples(cfg.clip_seconds, rate)
-    if samples > encoder.max_samples:
-        raise InputError(f"clip_seconds: {cfg.clip_seconds} s is longer than {cfg.audio_encoder}'s longest input "
-                         f"({encoder.max_seconds:.2f} s)")
+    segments = segment_count(samples, encoder.max_samples)
+    if segments > 1:
+        log(f"clip_seconds {cfg.clip_seconds} s is longer than {cfg.audio_encoder}'s input "
+            f"({encoder.max_seconds:.2f} s): each clip is encoded in {segments} segments")
     train_data = _Data(root, "train", rate, samples, progress)
     val_data = _Data(root, "val", rate, samples, progress, labels=train_data.tags.labels)
     for problem in train_data.problems + val_data.problems:
@@ -192,6 +199,7 @@ def pretrain(data_dir: str | Path, out: str | Path, cfg: PretrainConfig, progres
     bar.close()
     info = {"kind": "hade-pretrain", "task": "tagging", "config": to_dict(cfg), "data": str(root),
             "labels": list(train_data.tags.labels), "train_clips": len(train_data), "val_clips": len(val_data),
+            "segments": segments,
             "epochs_done": state["epoch"], "history": state["history"], "best": state["best"],
             "chance_val_mAP": float(val_data.tags.targets.mean())}
     write_json_atomic(out / INFO_FILE, info)
