@@ -172,6 +172,27 @@ def test_hci_exports_its_sentence_and_clip_vectors(tiny_model_config, tmp_path):
     assert meta["head"] == "hci" and meta["exact_scores"] is False  # recall vectors, not HCI's full score
 
 
+def test_large_weights_are_stored_beside_the_graph_and_the_folder_moves(dp, tmp_path, monkeypatch):
+    """From EXTERNAL_WEIGHTS_BYTES on (1.5 GiB; here 0) a graph's weights go to "<file>.data" beside it,
+    onnx.json names that file, and the folder still runs after a move (the reference is relative)."""
+    model, _ = dp
+    monkeypatch.setattr(onnx_export, "EXTERNAL_WEIGHTS_BYTES", 0)
+    export = export_onnx(model, tmp_path / "out")
+    assert (export.audio.weights_file, export.text.weights_file) == ("audio.onnx.data", "text.onnx.data")
+    meta = json.loads((export.out_dir / "onnx.json").read_text())
+    assert meta["audio"]["weights_file"] == "audio.onnx.data" and meta["text"]["weights_file"] == "text.onnx.data"
+    assert (export.out_dir / "audio.onnx.data").stat().st_size > (export.out_dir / "audio.onnx").stat().st_size
+    ids, mask = _tokenize(export, LONG)
+    moved = tmp_path / "moved"
+    export.out_dir.rename(moved)
+    waves = _waves(model, 2, export.window_samples, seed=5)
+    np.testing.assert_allclose(run_audio(onnx_session(moved / "audio.onnx"), waves),
+                               model.embed_audio(waves, sample_rate=model.sample_rate, per_window=True).vectors,
+                               atol=ATOL, rtol=0)
+    np.testing.assert_allclose(run_text(onnx_session(moved / "text.onnx"), ids, mask), model.embed_text(LONG),
+                               atol=ATOL, rtol=0)
+
+
 def test_a_graph_that_does_not_trace_is_one_clear_error(dp, tmp_path, monkeypatch):
     """Code with data-dependent shapes (here a tower that pools over torch.unique's output) is one line
     naming the head, the graph and hade's line, and nothing is written."""

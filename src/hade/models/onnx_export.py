@@ -26,6 +26,7 @@ reshape then fails ("Cannot view a tensor ...").
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import io
 import json
@@ -52,6 +53,9 @@ DEFAULT_OPSET = 18  # the lowest opset the dynamo exporter writes; ONNX Runtime 
 MIN_OPSET = 18
 AUDIO_FILE, TEXT_FILE, METADATA_FILE, TOKENIZER_DIR = "audio.onnx", "text.onnx", "onnx.json", "tokenizer"
 EXPORT_PACKAGES = ("onnx", "onnxscript")  # what torch.onnx.export(dynamo=True) imports
+# Weights from this size on are saved beside the graph ("<file>.data"): one protobuf file cannot exceed
+# 2 GiB, and torch's exporter itself switches at 1.5 GiB; deciding here makes the record say so.
+EXTERNAL_WEIGHTS_BYTES = 1536 * 1024 * 1024
 CHECK_CAPTIONS = ("a dog barks", "rain falls on a tin roof while thunder rumbles far away and a car passes by")
 
 
@@ -67,11 +71,13 @@ class OnnxTensor:
 
 @dataclass(frozen=True)
 class OnnxGraph:
-    """One exported tower: its file (relative to the export folder), inputs and outputs."""
+    """One exported tower: its file (relative to the export folder), inputs and outputs, and the file beside
+    it that holds its weights when they are stored apart (`weights_file`, "<file>.data"; None: inside)."""
 
     file: str
     inputs: tuple[OnnxTensor, ...]
     outputs: tuple[OnnxTensor, ...]
+    weights_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -280,9 +286,15 @@ def export_failure(error: BaseException, head: str, file: str) -> InputError:
     return InputError(f"head {head!r}: {file} does not export to ONNX{at}: {first}")
 
 
+def weight_bytes(tower: nn.Module) -> int:
+    """Bytes of the tower's parameters and buffers as float32 (what its graph stores)."""
+    return 4 * sum(t.numel() for t in [*tower.parameters(), *tower.buffers()] if t.is_floating_point())
+
+
 def _export(tower: nn.Module, args: tuple[torch.Tensor, ...], graph: OnnxGraph, dynamic: dict[str, dict[int, Any]],
-            path: Path, opset: int, head: str) -> None:
-    """torch.onnx.export (dynamo) of `tower` called on `args` into `path`, axes of `dynamic` symbolic."""
+            folder: Path, opset: int, head: str) -> OnnxGraph:
+    """torch.onnx.export (dynamo) of `tower` called on `args` into `folder / graph.file`, axes of `dynamic`
+    symbolic; returns `graph` with its `weights_file` when the weights are stored beside it."""
     names = [t.name for t in graph.inputs]
     try:
         with _quiet():
@@ -292,7 +304,9 @@ def _export(tower: nn.Module, args: tuple[torch.Tensor, ...], graph: OnnxGraph, 
     except torch.onnx.OnnxExporterError as error:
         raise export_failure(error, head, graph.file) from None
     _name_outputs(program, [t.name for t in graph.outputs])
-    program.save(str(path), external_data=False)
+    external = weight_bytes(tower) >= EXTERNAL_WEIGHTS_BYTES
+    program.save(str(folder / graph.file), external_data=external)
+    return dataclasses.replace(graph, weights_file=f"{graph.file}.data") if external else graph
 
 
 def export_onnx(model: "RetrievalModel", out_dir: str | Path, *, opset: int = DEFAULT_OPSET,
@@ -315,11 +329,11 @@ def export_onnx(model: "RetrievalModel", out_dir: str | Path, *, opset: int = DE
         record = describe(model, out_dir, opset, embed_dim=int(text_tower(ids, mask).shape[-1]))
         wave = torch.zeros(2, record.window_samples, device=model.device)
         with atomic_dir(out_dir) as tmp:
-            _export(audio_tower, (wave,), record.audio, {"waveform": {0: batch}}, tmp / AUDIO_FILE, opset,
-                    record.head)
-            _export(text_tower, (ids, mask), record.text,
-                    {"input_ids": {0: batch, 1: tokens}, "attention_mask": {0: batch, 1: tokens}}, tmp / TEXT_FILE,
-                    opset, record.head)
+            audio = _export(audio_tower, (wave,), record.audio, {"waveform": {0: batch}}, tmp, opset, record.head)
+            text = _export(text_tower, (ids, mask), record.text,
+                           {"input_ids": {0: batch, 1: tokens}, "attention_mask": {0: batch, 1: tokens}}, tmp,
+                           opset, record.head)
+            record = dataclasses.replace(record, audio=audio, text=text)
             model.tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
             (tmp / METADATA_FILE).write_text(json.dumps(record.metadata(), indent=2) + "\n")
     return record
