@@ -48,7 +48,7 @@ def run_demo(out: Path, clips: int | None = None, minutes: float | None = None, 
     cfg = demo_config(head or DEMO_HEAD, epochs)
     print(f"[2/4] training head '{cfg.model.head}' (HTSAT-cpu + MiniLM) for {epochs} epochs -> {out / 'run'}")
     summary = train(data_dir, out / "run", cfg, progress=progress)
-    print(f"      {summary['global_step']} steps in {summary['seconds']} s; best epoch {summary['best_epoch']}")
+    print(f"      {summary.global_step} steps in {summary.seconds} s; best epoch {summary.best_epoch}")
     print("[3/4] evaluation split, community protocol (each caption queries its clip; each clip its captions)")
     model = load(out / "run" / "checkpoints" / "best")
     run = evaluate_run(model, read_split(data_dir, "evaluation"), cfg.clip_seconds, progress=progress)

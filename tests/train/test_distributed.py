@@ -77,7 +77,7 @@ def _worker(config: ModelConfig, out: str, data: str) -> None:
         results[head] = {"loss": ddp.reduce_losses(losses, ctx), "grads": grads(model)}
     cfg = TrainConfig(epochs=1, batch_size=8, lr=2e-3, text_lr=2e-3, clip_seconds=1.0, save_every_steps=1000,
                       max_steps=3, model=no_dropout(config), num_workers=1)  # each rank's loader has a worker
-    results["runs"] = [train(data, f"{out}.run", cfg, progress=False, stop_after_steps=2)["global_step"]]
+    results["runs"] = [train(data, f"{out}.run", cfg, progress=False, stop_after_steps=2).global_step]
     if ctx.rank == 0:
         torch.save(results, out)
     dist.barrier()
@@ -224,7 +224,7 @@ def test_trainer_accumulation_and_bf16(tiny_model_config, synth_dir, tmp_path, m
     summary = trainer_mod.train(synth_dir, tmp_path / "bf16", replace(cfg, grad_accum_steps=1, precision="bf16",
                                                                      grad_checkpointing=True),
                                 progress=False)
-    assert summary["global_step"] == 1
+    assert summary.global_step == 1
     history = json.loads((tmp_path / "bf16" / "metrics.json").read_text())["history"]
     assert all(h["loss"] == h["loss"] for h in history if "loss" in h)  # finite, not NaN
 

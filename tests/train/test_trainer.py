@@ -32,7 +32,7 @@ def test_short_training_lowers_loss_and_beats_chance(synth_dir, tmp_path, tiny_m
     torch.manual_seed(0)
     cfg = tiny_train_config(tiny_model_config)
     summary = train(synth_dir, tmp_path / "run", cfg, progress=False)
-    assert summary["epochs_done"] == 8
+    assert summary.epochs_done == 8
     history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
     losses = [h["loss"] for h in history if "loss" in h]
     first, last = sum(losses[:13]) / 13, sum(losses[-13:]) / 13
@@ -44,7 +44,7 @@ def test_short_training_lowers_loss_and_beats_chance(synth_dir, tmp_path, tiny_m
     assert metrics["t2a"]["R@1"] > 3 * chance["t2a"]["R@1"]
     assert metrics["t2a"]["R@10"] > 2 * chance["t2a"]["R@10"]
     best = json.loads((tmp_path / "run" / "checkpoints" / "best" / "info.json").read_text())
-    assert best["epoch"] == summary["best_epoch"]
+    assert best["epoch"] == summary.best_epoch
 
 
 def test_interrupted_run_resumes_to_the_same_weights(synth_dir, tmp_path, tiny_model_config):
@@ -52,16 +52,16 @@ def test_interrupted_run_resumes_to_the_same_weights(synth_dir, tmp_path, tiny_m
     cfg = tiny_train_config(tiny_model_config, epochs=2, save_every_steps=4)
     cfg.model.text_overrides = {**cfg.model.text_overrides, "hidden_dropout_prob": 0.1}  # RNG must be restored
     straight = train(synth_dir, tmp_path / "a", cfg, progress=False, stop_after_steps=10)
-    assert straight["stopped_early"] and straight["global_step"] == 10
+    assert straight.stopped_early and straight.global_step == 10
     first = train(synth_dir, tmp_path / "b", cfg, progress=False, stop_after_steps=3)
-    assert first["global_step"] == 3
+    assert first.global_step == 3
     saved_seconds = torch.load(tmp_path / "b" / "checkpoints" / "last" / "train_state.pt",
                                weights_only=True)["progress"]["train_seconds"]
-    assert 0 < saved_seconds <= first["seconds"]
+    assert 0 < saved_seconds <= first.seconds
     second = train(synth_dir, tmp_path / "b", cfg, progress=False, stop_after_steps=10)
-    assert second["global_step"] == 10
+    assert second.global_step == 10
     # the reported training time covers both sessions
-    assert second["seconds"] >= saved_seconds + second["seconds_this_run"] - 1e-3
+    assert second.seconds >= saved_seconds + second.seconds_this_run - 1e-3
     wa = load_file(tmp_path / "a" / "checkpoints" / "last" / "model.safetensors")
     wb = load_file(tmp_path / "b" / "checkpoints" / "last" / "model.safetensors")
     assert wa.keys() == wb.keys()
@@ -156,14 +156,14 @@ def test_hci_with_auxiliary_captions_trains_on_extra_pairs(synth_dir, tmp_path, 
     cfg = tiny_train_config(tiny_model_config, epochs=1, aux_captions="synthcaps", aux_error_rate=0.3)
     cfg.model.head = "hci+ac"
     summary = train(synth_dir, tmp_path / "run", cfg, progress=False)
-    assert summary["epochs_done"] == 1
+    assert summary.epochs_done == 1
     aux = [a for b in batches for a in b["aux"]]
     assert any(a for a in aux)  # clips carried their generated caption to the audio side
     # the extra (clip, generated caption) pairs are in the training set, with the caption hidden from the audio
     pairs = [(cap, a) for b in batches for cap, a in zip(b["caption"], b["aux"])]
     assert any(a is None for _, a in pairs)
     # plain 5 captions x 42 development clips would give 210 pairs; the extra pairs add more steps
-    assert summary["global_step"] > 210 // 16
+    assert summary.global_step > 210 // 16
 
 
 def test_interrupted_run_with_workers_resumes_to_the_same_weights(synth_dir, tmp_path, tiny_model_config):
@@ -174,11 +174,11 @@ def test_interrupted_run_with_workers_resumes_to_the_same_weights(synth_dir, tmp
     train(synth_dir, tmp_path / "a", cfg, progress=False, stop_after_steps=4)
     workers = tiny_train_config(tiny_model_config, epochs=1, num_workers=2, audio_cache_mb=1.0)
     workers.model = cfg.model
-    assert train(synth_dir, tmp_path / "b", workers, progress=False, stop_after_steps=2)["global_step"] == 2
+    assert train(synth_dir, tmp_path / "b", workers, progress=False, stop_after_steps=2).global_step == 2
     logged: list[str] = []
     workers.num_workers = 1  # a resume may change the workers: it keeps them and says nothing differs
     assert Trainer(synth_dir, tmp_path / "b", workers, progress=False, log=logged.append).run(
-        stop_after_steps=4)["global_step"] == 4
+        stop_after_steps=4).global_step == 4
     assert not [line for line in logged if "differs" in line]
     wa = load_file(tmp_path / "a" / "checkpoints" / "last" / "model.safetensors")
     wb = load_file(tmp_path / "b" / "checkpoints" / "last" / "model.safetensors")
@@ -213,7 +213,7 @@ def test_clip_failing_to_decode_in_a_worker_is_skipped_and_reported(synth_dir, t
     logged = []
     cfg = tiny_train_config(tiny_model_config, epochs=1, num_workers=2)
     summary = Trainer(data, tmp_path / "run", cfg, progress=False, log=logged.append).run()
-    assert summary["epochs_done"] == 1 and summary["decode_failures"] == 1
+    assert summary.epochs_done == 1 and summary.decode_failures == 1
     assert [line for line in logged if "failed to decode" in line and bad.name in line and "non-finite" in line]
 
 
@@ -226,8 +226,8 @@ def test_validation_every_n_steps_on_a_fixed_subset_resumes_exactly(synth_dir, t
     straight = train(synth_dir, tmp_path / "a", cfg, progress=False, stop_after_steps=7)
     train(synth_dir, tmp_path / "b", cfg, progress=False, stop_after_steps=4)
     resumed = train(synth_dir, tmp_path / "b", cfg, progress=False, stop_after_steps=7)
-    assert resumed["global_step"] == straight["global_step"] == 7
-    assert resumed["best_step"] == straight["best_step"] in (3, 6)
+    assert resumed.global_step == straight.global_step == 7
+    assert resumed.best_step == straight.best_step in (3, 6)
     wa = load_file(tmp_path / "a" / "checkpoints" / "last" / "model.safetensors")
     wb = load_file(tmp_path / "b" / "checkpoints" / "last" / "model.safetensors")
     for key in wa:
@@ -239,7 +239,7 @@ def test_validation_every_n_steps_on_a_fixed_subset_resumes_exactly(synth_dir, t
     assert [h["score"] for h in checks[0]] == pytest.approx([h["score"] for h in checks[1]], rel=1e-5)
     assert all(h["val"]["chance"]["t2a"]["R@1"] == pytest.approx(100 / 5) for h in checks[0])  # 5 clips
     best = [json.loads((tmp_path / run / "checkpoints" / "best" / "info.json").read_text()) for run in "ab"]
-    assert best[0]["step"] == best[1]["step"] == straight["best_step"]
+    assert best[0]["step"] == best[1]["step"] == straight.best_step
 
 
 def test_validation_subset_is_evenly_spaced_by_sorted_id_and_fixed():

@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     config = train_config_from_args(args)
     claim_run_dir(args)
     summary = train(args.data, args.out, config, resume=not args.no_resume, progress=not args.quiet)
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(summary.to_dict(), indent=2))
     return 0
 
 
@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = train(args.data, args.out, train_config_from_args(args), resume=not args.no_resume,
                         progress=not args.quiet)
         if ctx.is_main:
-            print(json.dumps(summary, indent=2))
+            print(json.dumps(summary.to_dict(), indent=2))
         return 0
     except HadeError as e:
         print(f"hade.train (rank {ctx.rank}): error: {e}", file=sys.stderr)

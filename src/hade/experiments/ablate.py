@@ -245,7 +245,7 @@ def _train_and_evaluate(row: Row, seed: int, base: TrainConfig, data_dir: Path, 
     log(f"row {row.name!r}, seed {seed}: head {cfg.model.head} {cfg.model.head_options or ''}")
     summary = train(data_dir, run_dir, cfg, progress=progress)
     model = load(run_dir / "checkpoints" / "best")
-    result = {"row": row.name, "seed": seed, "config": to_dict(cfg), "train": summary}
+    result = {"row": row.name, "seed": seed, "config": to_dict(cfg), "train": summary.to_dict()}
     metrics, per_query = _evaluate_sets(model, cfg, data_dir, ood_data)
     result.update(metrics)
     save_per_query(run_dir / PER_QUERY, per_query)  # before eval.json: a finished run always has both

@@ -1,10 +1,11 @@
 """The state of a training run and the checks of its configuration, apart from the loop that drives them
 (hade.train.trainer, which re-exports these names): `Progress` (where a run stands; saved with every
-checkpoint), `Loop` (what every step works with), `epoch_losses`, `check_train_config`, `resolve_device`."""
+checkpoint), `Loop` (what every step works with), `TrainSummary` (what a call of `train` did),
+`epoch_losses`, `check_train_config`, `resolve_device`."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -23,6 +24,30 @@ from hade.utils.device import resolve_device as resolve
 
 
 PIPELINE_FIELDS = ("num_workers", "prefetch_factor", "audio_cache_mb")  # a resume may change these freely
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """What one `train` call did (`hade train` prints `to_dict()` as JSON).
+
+    global_step / epochs_done: where the run stands after the call; best_epoch, best_step, best_score: its
+    best validation so far (the checkpoint `checkpoints/best`); stopped_early: the call ended before the
+    run's last epoch (`stop_after_steps`); seconds: training time over every session of the run,
+    seconds_this_run: this call's; decode_failures: clips skipped because they could not be decoded."""
+
+    global_step: int
+    epochs_done: int
+    best_epoch: int
+    best_step: int
+    best_score: float
+    stopped_early: bool
+    seconds: float
+    seconds_this_run: float
+    out_dir: str
+    decode_failures: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass

@@ -51,8 +51,8 @@ from hade.train.init import adopt_encoders, initialise_from
 from hade.train.objective import ContrastiveObjective
 from hade.train.precision import MixedPrecision
 # run_state's names stay importable from here (hade.train.trainer.check_train_config, ...)
-from hade.train.run_state import (PIPELINE_FIELDS, Loop, Progress, check_train_config, epoch_losses,
-                                  resolve_device)
+from hade.train.run_state import (PIPELINE_FIELDS, Loop, Progress, TrainSummary, check_train_config,
+                                  epoch_losses, resolve_device)
 from hade.train.schedule import param_groups, warmup_cosine
 from hade.train.validation import selection_score, validation_subset
 from hade.utils.atomic import recover_dir, remove_stale_temps, write_json_atomic
@@ -67,7 +67,7 @@ class Trainer:
         self.progress = progress
         self.log = log
 
-    def run(self, resume: bool = True, stop_after_steps: int | None = None) -> dict[str, Any]:
+    def run(self, resume: bool = True, stop_after_steps: int | None = None) -> TrainSummary:
         """Train; with `resume` continue from checkpoints/last when present. `stop_after_steps` ends the
         run early (after a checkpoint), as an interruption would."""
         loop, prog = self._set_up(resume)
@@ -83,10 +83,11 @@ class Trainer:
                 self._save_last(loop, prog)
         loop.bar.close()
         prog.train_seconds = time.time() - self._virtual_start
-        summary = {"global_step": prog.global_step, "epochs_done": prog.epoch, "best_epoch": prog.best_epoch,
-                   "best_step": prog.best_step, "best_score": prog.best_score, "stopped_early": stopped,
-                   "seconds": round(prog.train_seconds, 3), "seconds_this_run": round(time.time() - started, 3),
-                   "out_dir": str(self.out_dir), "decode_failures": len(self.decode_problems)}
+        summary = TrainSummary(global_step=prog.global_step, epochs_done=prog.epoch, best_epoch=prog.best_epoch,
+                               best_step=prog.best_step, best_score=prog.best_score, stopped_early=stopped,
+                               seconds=round(prog.train_seconds, 3),
+                               seconds_this_run=round(time.time() - started, 3), out_dir=str(self.out_dir),
+                               decode_failures=len(self.decode_problems))
         if self.ctx.is_main:
             self._write_metrics(prog)
         self.ctx.barrier()
@@ -384,5 +385,5 @@ class Trainer:
 
 
 def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume: bool = True,
-          progress: bool = True, stop_after_steps: int | None = None) -> dict[str, Any]:
+          progress: bool = True, stop_after_steps: int | None = None) -> TrainSummary:
     return Trainer(data_dir, out_dir, config, progress).run(resume, stop_after_steps)
