@@ -210,9 +210,9 @@ def test_init_from_the_baseline_file(roberta_dir, tmp_path):
                       caption_normalize="dcase")
     model = hade.create_model(run)
     info = initialise_from(model, file)
-    assert info["kind"] == "dcase2025" and info["scalars"]["tau"] == pytest.approx(TAU)
-    assert info["parts"]["audio_encoder"] == info["parts"]["text_encoder"] == "checkpoint"
-    assert info["parts"]["head.parts.tha"] == "fresh"
+    assert info.kind == "dcase2025" and info.scalars["tau"] == pytest.approx(TAU)
+    assert info.parts["audio_encoder"] == info.parts["text_encoder"] == "checkpoint"
+    assert info.parts["head.parts.tha"] == "fresh"
     torch.testing.assert_close(model.head.parts["dcr"].audio_proj[0].weight, state["audio_projection.weight"])
     torch.testing.assert_close(model.text_encoder.bert.encoder.layer[1].output.dense.weight,
                                state[TEXT + "encoder.layer.1.output.dense.weight"])
@@ -222,7 +222,7 @@ def test_init_from_the_baseline_file(roberta_dir, tmp_path):
                                         embed_dim=EMBED))
     before = mlp.head.audio_proj[0].weight.clone()
     info = initialise_from(mlp, file)  # Linear-ReLU-Linear: the baseline's one Linear does not start it
-    assert info["parts"]["head"] == "fresh" and "head.audio_proj.0.weight" in info["unused"]
+    assert info.parts["head"] == "fresh" and "head.audio_proj.0.weight" in info.unused
     assert torch.equal(mlp.head.audio_proj[0].weight, before)
 
     minilm = hade.create_model(ModelConfig(audio_encoder="passt-test", text_pretrained=False, embed_dim=EMBED,

@@ -260,9 +260,9 @@ def test_init_from_the_folder_takes_encoders_and_projections(hf, tmp_path):
     torch.manual_seed(0)
     target = hade.create_model(config)
     init = initialise_from(target, folder)
-    assert init["kind"] == "hf-clap" and init["head"] == "dp"
-    assert init["parts"] == {"audio_encoder": "checkpoint", "text_encoder": "checkpoint",
+    assert init.kind == "hf-clap" and init.head == "dp"
+    assert init.parts == {"audio_encoder": "checkpoint", "text_encoder": "checkpoint",
                              "head.parts.tha": "fresh", "head.parts.dcr": "partly"}
-    assert init["renamed"]["head.parts.dcr.text_proj.2.weight"] == "head.text_proj.2.weight"
+    assert init.renamed["head.parts.dcr.text_proj.2.weight"] == "head.text_proj.2.weight"
     ours, theirs = target.state_dict(), model.state_dict()
     assert all(torch.equal(ours[n], theirs[n]) for n in theirs if n.startswith(("audio_encoder.", "text_encoder.")))

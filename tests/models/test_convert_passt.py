@@ -67,7 +67,7 @@ def test_convert_and_init_from(ckpt_file, tmp_path, tiny_model_config, capsys):
 
     fresh = hade.create_model(config)
     info = initialise_from(fresh, ckpt_file)
-    assert info["kind"] == "passt" and info["loaded"] == len(fresh.audio_encoder.state_dict())
+    assert info.kind == "passt" and info.loaded == len(fresh.audio_encoder.state_dict())
     torch.testing.assert_close(fresh.audio_encoder.blocks[0].attn.proj.weight,
                                model.audio_encoder.blocks[0].attn.proj.weight)
     htsat = hade.create_model(tiny_model_config)

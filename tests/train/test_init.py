@@ -29,7 +29,7 @@ def test_checkpoint_dir_loads_every_matching_tensor(tmp_path, tiny_model_config)
     target = _model(tiny_model_config, 1)
     assert not _same(source, target)
     report = initialise_from(target, tmp_path / "ckpt")
-    assert _same(source, target) and report["fresh"] == [] and report["kind"] == "hade"
+    assert _same(source, target) and report.fresh == [] and report.kind == "hade"
 
 
 def test_another_head_keeps_the_encoders_and_starts_new_head_tensors_fresh(tmp_path, tiny_model_config):
@@ -38,12 +38,12 @@ def test_another_head_keeps_the_encoders_and_starts_new_head_tensors_fresh(tmp_p
     target = _model(tiny_model_config, 1, head="tha+dcr")
     report = initialise_from(target, tmp_path / "ckpt")
     assert _same(source.audio_encoder, target.audio_encoder) and _same(source.text_encoder, target.text_encoder)
-    assert report["fresh"] and all(name.startswith("head.parts.dcr.") for name in report["fresh"])
+    assert report.fresh and all(name.startswith("head.parts.dcr.") for name in report.fresh)
     assert _same(source.head, target.head.parts["tha"])  # the THA part comes from the THA run
     # and back: a dcr run from a tha+dcr checkpoint takes that run's DCR part
     save_model(target, tmp_path / "sum")
     single = _model(tiny_model_config, 2, head="dcr")
-    assert initialise_from(single, tmp_path / "sum")["fresh"] == []
+    assert initialise_from(single, tmp_path / "sum").fresh == []
     assert _same(single.head, target.head.parts["dcr"])
 
 
@@ -68,7 +68,7 @@ def test_foreign_htsat_file_loads_the_audio_encoder_only(tmp_path, tiny_model_co
     target = _model(tiny_model_config, 1)
     text_before = {k: v.clone() for k, v in target.text_encoder.state_dict().items()}
     report = initialise_from(target, tmp_path / "htsat.ckpt")
-    assert report["kind"] == "htsat-lightning" and _same(source.audio_encoder, target.audio_encoder)
+    assert report.kind == "htsat-lightning" and _same(source.audio_encoder, target.audio_encoder)
     assert all(torch.equal(v, target.text_encoder.state_dict()[k]) for k, v in text_before.items())
     # a LAION-CLAP encoder needs LAION's 48 kHz front end
     torch.save({"state_dict": {f"audio_branch.{k}": v for k, v in source.audio_encoder.state_dict().items()}},
@@ -147,13 +147,13 @@ def test_every_head_starts_from_a_converted_model(converted):
         torch.manual_seed(1)
         target = hade.create_model(adopt_encoders(ModelConfig(head=head), ckpt))
         report = initialise_from(target, ckpt)
-        assert report["parts"]["audio_encoder"] == report["parts"]["text_encoder"] == "checkpoint", head
+        assert report.parts["audio_encoder"] == report.parts["text_encoder"] == "checkpoint", head
         assert _same(model.audio_encoder, target.audio_encoder) and _same(model.text_encoder, target.text_encoder)
         dp_part = "head" if head == "dp" else "head.parts.dp" if "dp" in head.split("+") and "ld" not in head else None
         if dp_part:  # the projections come from the checkpoint
-            assert report["parts"][dp_part] == "checkpoint", head
+            assert report.parts[dp_part] == "checkpoint", head
         else:
-            assert all(not n.startswith(("audio_encoder.", "text_encoder.")) for n in report["fresh"]), head
+            assert all(not n.startswith(("audio_encoder.", "text_encoder.")) for n in report.fresh), head
 
 
 def test_projections_go_to_heads_with_dps_pooled_projection_only(converted):
@@ -166,9 +166,9 @@ def test_projections_go_to_heads_with_dps_pooled_projection_only(converted):
         torch.manual_seed(1)
         target = hade.create_model(adopt_encoders(ModelConfig(head=head), ckpt))
         report = initialise_from(target, ckpt)
-        head_loaded = {n for n in target.state_dict() if n.startswith("head.")} - set(report["fresh"])
+        head_loaded = {n for n in target.state_dict() if n.startswith("head.")} - set(report.fresh)
         if owner is None:
-            assert not head_loaded and "head.text_proj.0.weight" in report["fresh"], head
+            assert not head_loaded and "head.text_proj.0.weight" in report.fresh, head
             assert target.head.text_proj[0].weight.shape == model.head.text_proj[0].weight.shape  # the trap
         else:
             assert head_loaded == {owner + n for n in model.head.state_dict()}, head

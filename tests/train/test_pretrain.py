@@ -119,9 +119,9 @@ def test_every_head_starts_from_the_pretrained_encoder(run, tiny_model_config, h
 
     saved = load_file(str(out / ENCODER_FILE))
     assert all(torch.equal(v, saved[k]) for k, v in model.audio_encoder.state_dict().items())
-    assert report["kind"] == "hade-pretrain" and report["parts"]["audio_encoder"] == "checkpoint"
-    assert all(where == "fresh" for part, where in report["parts"].items() if part != "audio_encoder")
-    assert report["parts"]["text_encoder"] == "fresh"
+    assert report.kind == "hade-pretrain" and report.parts["audio_encoder"] == "checkpoint"
+    assert all(where == "fresh" for part, where in report.parts.items() if part != "audio_encoder")
+    assert report.parts["text_encoder"] == "fresh"
 
 
 def test_a_differently_built_encoder_is_refused(run, tiny_model_config):

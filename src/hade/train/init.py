@@ -55,6 +55,34 @@ from hade.models.retrieval import RetrievalModel
 ENCODERS = ("audio_encoder.", "text_encoder.")
 
 
+@dataclasses.dataclass
+class InitReport:
+    """What `initialise_from` loaded into a fresh run; the trainer writes `to_dict()` as the run's init.json.
+
+    source: the path given; kind: what it held (a converted checkpoint's kind, "hade", "hf-clap",
+    "hade-pretrain", a foreign file's kind); loaded: tensors loaded; fresh: the model's tensors left as
+    initialised; unused: the source's tensors not taken. Where the source tells: parts ({part: "checkpoint",
+    "partly" or "fresh"}), renamed ({our tensor: the source's tensor of another name}), head (the source's
+    head), task and pretrain_best (a pretraining run's task and best epoch), scalars (values reported, not
+    applied: the DCASE baseline's temperature). None: not told by this kind of source."""
+
+    source: str
+    kind: str
+    loaded: int
+    fresh: list[str]
+    unused: list[str]
+    parts: dict[str, str] | None = None
+    renamed: dict[str, str] | None = None
+    head: str | None = None
+    task: str | None = None
+    pretrain_best: dict[str, Any] | None = None
+    scalars: dict[str, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The init.json form: the fields this kind of source tells (None ones left out)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
 def _audio_geometry(audio_encoder: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """The config fields of the audio encoder that decide what its weights mean (any architecture; the
     preset's architecture is one of them, so a PaSST checkpoint never starts an HTSAT run)."""
@@ -71,7 +99,7 @@ def _check_audio_geometry(model: RetrievalModel, theirs: ModelConfig, path: Path
                          f"{differ}; use the checkpoint's audio_encoder/audio_overrides")
 
 
-def _from_checkpoint_dir(model: RetrievalModel, path: Path) -> dict[str, Any]:
+def _from_checkpoint_dir(model: RetrievalModel, path: Path) -> InitReport:
     theirs = read_model_config(path)
     _check_audio_geometry(model, theirs, path)
     weights_file = path / WEIGHTS_FILE
@@ -80,7 +108,7 @@ def _from_checkpoint_dir(model: RetrievalModel, path: Path) -> dict[str, Any]:
     return _from_weights(model, theirs, read_weights(weights_file), lambda: _checkpoint_vocab(path), path, "hade")
 
 
-def _from_hf_folder(model: RetrievalModel, path: Path) -> dict[str, Any]:
+def _from_hf_folder(model: RetrievalModel, path: Path) -> InitReport:
     """A Hugging Face ClapModel folder: its tensors under hade's names (hade.models.convert_hf's key map), taken
     as from a converted checkpoint; the folder's own tokenizer is the vocabulary the text weights were read with."""
     from hade.models.encoders.text_bert import load_tokenizer
@@ -97,7 +125,7 @@ def _from_hf_folder(model: RetrievalModel, path: Path) -> dict[str, Any]:
 
 
 def _from_weights(model: RetrievalModel, theirs: ModelConfig, weights: dict[str, torch.Tensor],
-                  vocab: Callable[[], dict[str, int] | None], path: Path, kind: str) -> dict[str, Any]:
+                  vocab: Callable[[], dict[str, int] | None], path: Path, kind: str) -> InitReport:
     """Copy every tensor of `weights` (hade names; a model described by `theirs`) whose name and shape match;
     both encoders must load completely and read the same vocabulary (`vocab()`)."""
     own = model.state_dict()
@@ -124,8 +152,8 @@ def _from_weights(model: RetrievalModel, theirs: ModelConfig, weights: dict[str,
             own[name].copy_(weights[other])
     unused = sorted(set(weights) - set(source.values()))
     renamed = {ours: theirs_ for ours, theirs_ in source.items() if ours != theirs_}
-    return {"source": str(path), "kind": kind, "head": theirs.head, "loaded": len(loaded),
-            "parts": _parts(own, set(loaded)), "renamed": renamed, "fresh": fresh, "unused": unused}
+    return InitReport(source=str(path), kind=kind, head=theirs.head, loaded=len(loaded),
+                      parts=_parts(own, set(loaded)), renamed=renamed, fresh=fresh, unused=unused)
 
 
 def _part(name: str) -> str:
@@ -235,7 +263,7 @@ def _linear_projection_only(model: RetrievalModel, weights: dict[str, torch.Tens
     return {k: v for k, v in weights.items() if not k.startswith(("head.audio_proj.", "head.text_proj."))}
 
 
-def _from_dcase_file(model: RetrievalModel, path: Path, obj: Any) -> dict[str, Any]:
+def _from_dcase_file(model: RetrievalModel, path: Path, obj: Any) -> InitReport:
     """The DCASE 2025 baseline's checkpoint: its tensors under hade's names, taken as from a converted `dp`
     checkpoint (both encoders must load completely; the file holds no tokenizer to compare)."""
     from hade.models.convert_dcase import KIND as DCASE_KIND
@@ -252,12 +280,11 @@ def _from_dcase_file(model: RetrievalModel, path: Path, obj: Any) -> dict[str, A
     theirs = dataclasses.replace(model.config, head="dp")
     weights = _linear_projection_only(model, mapped)
     info = _from_weights(model, theirs, weights, lambda: None, path, DCASE_KIND)
-    info["unused"] = sorted({*info["unused"], *(set(mapped) - set(weights))})
-    info["scalars"] = dict(report.scalars)
-    return info
+    return dataclasses.replace(info, unused=sorted({*info.unused, *(set(mapped) - set(weights))}),
+                               scalars=dict(report.scalars))
 
 
-def _from_foreign_file(model: RetrievalModel, path: Path) -> dict[str, Any]:
+def _from_foreign_file(model: RetrievalModel, path: Path) -> InitReport:
     from hade.models.convert_dcase import is_dcase_checkpoint
 
     obj = read_checkpoint(path)
@@ -276,12 +303,12 @@ def _from_foreign_file(model: RetrievalModel, path: Path) -> dict[str, Any]:
             raise InputError(f"init_from {path}: a LAION-CLAP encoder was trained with LAION's front end; set "
                              f"model.audio_overrides to {LAION_FRONT_END} (this run differs in {wrong})")
     apply_state_dict(model.audio_encoder, mapped, report, what=f"the {report.kind} audio encoder")
-    return {"source": str(path), "kind": report.kind, "loaded": len(report.matched),
-            "fresh": [n for n in model.state_dict() if not n.startswith("audio_encoder.")],
-            "unused": sorted(report.skipped) + sorted(report.unexpected)}
+    return InitReport(source=str(path), kind=report.kind, loaded=len(report.matched),
+                      fresh=[n for n in model.state_dict() if not n.startswith("audio_encoder.")],
+                      unused=sorted(report.skipped) + sorted(report.unexpected))
 
 
-def _from_pretrain_run(model: RetrievalModel, path: Path) -> dict[str, Any]:
+def _from_pretrain_run(model: RetrievalModel, path: Path) -> InitReport:
     from hade.train.pretrain import ENCODER_FILE, INFO_FILE
 
     try:
@@ -309,10 +336,10 @@ def _from_pretrain_run(model: RetrievalModel, path: Path) -> dict[str, Any]:
             value.copy_(weights[name])
     loaded = {f"audio_encoder.{k}" for k in own}
     everything = model.state_dict()
-    return {"source": str(path), "kind": "hade-pretrain", "task": info.get("task"), "loaded": len(loaded),
-            "parts": _parts(everything, loaded), "fresh": [n for n in everything if n not in loaded],
-            "unused": sorted(set(weights) - set(own)) + ["classifier (the tagging head)"],
-            "pretrain_best": info.get("best")}
+    return InitReport(source=str(path), kind="hade-pretrain", task=info.get("task"), loaded=len(loaded),
+                      parts=_parts(everything, loaded), fresh=[n for n in everything if n not in loaded],
+                      unused=sorted(set(weights) - set(own)) + ["classifier (the tagging head)"],
+                      pretrain_best=info.get("best"))
 
 
 def _is_pretrain_run(path: Path) -> bool:
@@ -321,9 +348,9 @@ def _is_pretrain_run(path: Path) -> bool:
     return (path / INFO_FILE).is_file()
 
 
-def initialise_from(model: RetrievalModel, path: str | Path) -> dict[str, Any]:
-    """Load the weights at `path` into `model` (see the module docstring); returns a report with `source`,
-    `kind`, `loaded` (tensor count), `fresh` (the model's tensors left as initialised) and `unused`."""
+def initialise_from(model: RetrievalModel, path: str | Path) -> InitReport:
+    """Load the weights at `path` into `model` (see the module docstring); returns what was loaded from
+    where (`InitReport`)."""
     path = Path(path)
     if is_hf_clap_folder(path):
         return _from_hf_folder(model, path)
@@ -336,4 +363,4 @@ def initialise_from(model: RetrievalModel, path: str | Path) -> dict[str, Any]:
     raise InputError(f"init_from {path}: no such checkpoint directory or file")
 
 
-__all__ = ["adopt_encoders", "initialise_from"]
+__all__ = ["InitReport", "adopt_encoders", "initialise_from"]

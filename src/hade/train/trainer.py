@@ -212,9 +212,9 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.out_dir / "train_config.json", to_dict(cfg))
             if report is not None:
-                self.log(f"initialised from {report['source']} ({report['kind']}): {report['loaded']} tensors "
-                         f"loaded, {len(report['fresh'])} fresh")
-                write_json_atomic(self.out_dir / "init.json", report)
+                self.log(f"initialised from {report.source} ({report.kind}): {report.loaded} tensors "
+                         f"loaded, {len(report.fresh)} fresh")
+                write_json_atomic(self.out_dir / "init.json", report.to_dict())
         return Progress()
 
     def _loader(self, pairs: TrainPairs, sampler: StepBatchSampler, device: torch.device) -> torch.utils.data.DataLoader:
