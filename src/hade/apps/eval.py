@@ -47,6 +47,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--compute", choices=COMPUTE_DTYPES, default="fp32",
                    help="encoder precision (autocast): bf16 on CPUs with AMX/AVX512-BF16 or CUDA, fp16 on CUDA; "
                         "scores stay fp32")
+    p.add_argument("--parts", action="store_true",
+                   help="a sum head (tha+dcr, tha+dp): also rank by each part alone and report its metrics and "
+                        "the spread of its scores (hade.eval.parts)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--quiet", action="store_true")
     return p
@@ -114,7 +117,9 @@ def _evaluate(args: argparse.Namespace, relevance=None):
 
         aux = build_captioner(args.aux_captions, args.data, args.split).caption(split.clips)
     run = evaluate_mod.evaluate_run(model, split, clip_seconds, args.batch_size, progress=not args.quiet,
-                                    aux_captions=aux)
+                                    aux_captions=aux, parts=args.parts)
+    if run.parts is not None:
+        run.metrics["parts"] = [r.to_dict() for r in run.parts]
     run.metrics["checkpoint"], run.metrics["compute"] = str(args.ckpt), args.compute
     # what of each clip was encoded: its first clip_seconds, in `segments` encoder inputs (hade.models.segments)
     run.metrics["clip_seconds"] = float(clip_seconds)
@@ -154,6 +159,11 @@ def _print(metrics: dict, as_json: bool) -> None:
     print(format_metrics_table(metrics, metrics["chance"]))
     if "ci" in metrics:
         print(format_cis(metrics, metrics["ci"]))
+    if "parts" in metrics:
+        from hade.eval.parts import PartResult, format_parts
+
+        print("\neach part ranking alone; spread: mean over captions of the std of its scores over the clips")
+        print(format_parts([PartResult(**r) for r in metrics["parts"]]))
     if metrics["skipped"]:
         print(f"skipped {len(metrics['skipped'])} item(s); see the JSON output for details")
 

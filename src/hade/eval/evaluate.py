@@ -22,6 +22,7 @@ from hade.data.dataset import captions_with_clip_index
 from hade.data.types import Clip, Problem, SplitData
 from hade.errors import AudioError, InputError
 from hade.eval.metrics import chance_metrics, retrieval_metrics
+from hade.eval.parts import PartResult, part_results, part_scores, require_parts
 from hade.eval.per_query import MULTI, PerQuery, attach_relevance, per_query_results
 from hade.eval.relevance import Relevance, metrics_from_ranks, relevant_ranks, resolve_relevance
 from hade.models.heads import score_all
@@ -141,6 +142,7 @@ class EvalRun:
     scores: torch.Tensor | None = None
     encoded: EncodedSplit | None = None
     score_seconds: float = 0.0
+    parts: list[PartResult] | None = None
 
 
 def _metrics(scores: np.ndarray, encoded: EncodedSplit, split_name: str) -> dict:
@@ -160,15 +162,22 @@ def metrics_and_queries(scores: np.ndarray, encoded: EncodedSplit, split_name: s
 
 
 def evaluate_run(model: RetrievalModel, split: SplitData, clip_seconds: float, batch_size: int = 64,
-                 progress: bool = True, aux_captions: dict[str, str] | None = None) -> EvalRun:
+                 progress: bool = True, aux_captions: dict[str, str] | None = None, parts: bool = False) -> EvalRun:
     """The evaluation pipeline of `hade eval`, the demo and the ablations: encode each clip and caption once,
-    score all pairs, compute the metrics and per-query results (see :mod:`hade.eval.per_query`)."""
+    score all pairs, compute the metrics and per-query results (see :mod:`hade.eval.per_query`).
+    parts: a sum head's parts are scored one by one (their sum is the head's score) and `EvalRun.parts`
+    says what each contributes (hade.eval.parts); InputError for a head that is not a sum."""
+    if parts:
+        require_parts(model)
     encoded = encode_split(model, split, clip_seconds, batch_size, progress, aux_captions)
     started = time.perf_counter()
-    scores = score_split(model, encoded)
+    by_part = part_scores(model, encoded.text, encoded.audio) if parts else None
+    scores = sum(by_part.values()) if by_part else score_split(model, encoded)
     seconds = time.perf_counter() - started
     run = metrics_and_queries(scores.numpy(), encoded, split.name)
     run.scores, run.encoded, run.score_seconds = scores, encoded, seconds
+    if by_part:
+        run.parts = part_results(by_part, encoded.text_clip)
     return run
 
 

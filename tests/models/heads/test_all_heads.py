@@ -130,6 +130,11 @@ def test_declared_capabilities_hold(tiny_model_config, head):
             torch.testing.assert_close(vec_a, pooled_a, atol=1e-6, rtol=0)
         else:
             assert vec_t is None and vec_a is None
+        parts = model.head.summed_parts()  # a sum head's parts score the same representations
+        if parts:
+            torch.testing.assert_close(sum(part.score(text, audio) for part in parts.values()),
+                                       model.score(text, audio), atol=1e-5, rtol=0)
+        assert bool(parts) == (head in ("tha+dcr", "tha+dp")), head
         if caps.factorised:  # an ANN index over the pooled vectors ranks exactly
             torch.testing.assert_close(model.score(text, audio), pooled_t @ pooled_a.T)
         if caps.score_bound is not None:  # a search refuses scores beyond it as damage

@@ -113,6 +113,12 @@ class RetrievalHead(nn.Module):
             return None
         return self.pooled_text(text), self.pooled_audio(audio)  # type: ignore[return-value]
 
+    def summed_parts(self) -> dict[str, "RetrievalHead"]:
+        """The heads whose scores this head's score is the sum of, by name ({} for a head that is not a sum).
+        Each part scores the same representations (`score(text, audio)`), so a caller can rank by one part
+        alone, e.g. to see how much each contributes (`hade eval --parts`)."""
+        return {}
+
     def explain(self, text: Reprs, audio: Reprs) -> dict[str, dict]:
         """Raw explanation tensors of the pair (text row 0, audio row 0), one entry per kind in
         `explanations`; hade.explain turns them into figures. See docs/heads.md for each kind's fields."""

@@ -42,6 +42,9 @@ class SumHead(RetrievalHead):
             rotation_pairs=tuple(pair for c in parts for pair in c.rotation_pairs),
             score_bound=None if any(b is None for b in bounds) else float(sum(bounds)))
 
+    def summed_parts(self) -> dict[str, RetrievalHead]:
+        return dict(self.parts)
+
     def _pooled_part(self) -> RetrievalHead | None:
         """The first part with pooled vectors: its vectors stand for the sum in ANN recall."""
         return next((part for part in self.parts.values() if part.capabilities.has_pooled), None)
