@@ -135,6 +135,8 @@ def test_json_describes_the_graphs(dp):
     assert sorted(p.name for p in export.out_dir.iterdir()) == ["audio.onnx", "onnx.json", "text.onnx", "tokenizer"]
     assert (meta["sample_rate"], meta["window_samples"], meta["embed_dim"]) == (8000, model.clip_samples, 32)
     assert meta["hop_samples"] == model.clip_samples // 2  # `hade index`'s default hop
+    assert meta["exact_scores"] is True  # dp: the dot product of the two embeddings is its score
+    assert meta["audio"]["weights_file"] is None and meta["text"]["weights_file"] is None  # small: inside
     assert (meta["head"], meta["caption_normalize"], meta["max_text_tokens"], meta["opset"]) == (
         "dp", "dcase", 24, 18)
     assert meta["hade_version"] == hade.__version__
@@ -260,7 +262,9 @@ def test_cli_exports_tha_dcr_with_passt_and_checks(ckpts, tmp_path, capsys):
     line = next(s for s in printed.splitlines() if s.startswith("check (ONNX Runtime vs hade, max abs difference)"))
     diffs = [float(w.strip(",")) for w in line.split() if w[0].isdigit() and "e" in w]
     assert len(diffs) == 2 and max(diffs) < ATOL
-    assert json.loads((out / "onnx.json").read_text())["head"] == "tha+dcr"
+    meta = json.loads((out / "onnx.json").read_text())
+    assert meta["head"] == "tha+dcr" and meta["exact_scores"] is False
+    assert "note: head 'tha+dcr' is not one dot product: the embeddings are its recall vectors" in printed
     # the pooled DCR part of tha+dcr is what the graphs return
     waves = _waves(model, 3, model.clip_samples, seed=5)
     np.testing.assert_allclose(run_audio(onnx_session(out / "audio.onnx"), waves),

@@ -52,6 +52,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {export.audio.file} (waveform [batch, {export.window_samples}] at {export.sample_rate} Hz), "
           f"{export.text.file} (input_ids, attention_mask [batch, tokens]) -> embedding [batch, "
           f"{export.embed_dim}], {export.tokenizer}/ and onnx.json to {export.out_dir} (opset {export.opset})")
+    if not export.exact_scores:
+        print(f"note: head {export.head!r} is not one dot product: the embeddings are its recall vectors (what "
+              "an index's ANN searches), not its full score, which needs hade")
+    for graph in (export.audio, export.text):
+        if graph.weights_file:
+            print(f"{graph.file} keeps its weights in {graph.weights_file} beside it: move the folder whole")
     if check is not None:
         print(f"check (ONNX Runtime vs hade, max abs difference): audio {check.audio_max_abs_diff:.2e} "
               f"({check.audio_batch} random windows), text {check.text_max_abs_diff:.2e} ({check.texts} captions)")
