@@ -177,7 +177,7 @@ def test_search_cli_prints_one_line_naming_the_damaged_file(copy_index, capsys):
     assert main(["search", str(copy_index), "a dog barks"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("hade search: error: ") and "\n" not in err
-    assert str(copy_index / rel) in err and f"repair with `hade index" in err and "Traceback" not in err
+    assert str(copy_index / rel) in err and "repair with `hade index" in err and "Traceback" not in err
 
 
 def test_damage_after_open_raises_index_damaged_on_search(copy_index):

@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", type=Path, help="data set folder (or one captions/manifest file)")
     p.add_argument("--out", type=Path, required=True, help="packed set folder to write (or to resume)")
     p.add_argument("--sample-rate", type=positive_int, default=DEFAULT_SAMPLE_RATE,
-                   help=f"rate to store, Hz: the model's (htsat-tiny: 32000, the default; htsat-cpu: 16000)")
+                   help="rate to store, Hz: the model's (htsat-tiny: 32000, the default; htsat-cpu: 16000)")
     p.add_argument("--layout", default="auto", help="data layout (default: detected)")
     p.add_argument("--clips-per-shard", type=positive_int, default=DEFAULT_CLIPS_PER_SHARD, help="clips per shard file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

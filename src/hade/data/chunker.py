@@ -32,6 +32,10 @@ sentences; they only decide how HCI groups words, so an error costs a less clean
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['\-][A-Za-z0-9]+)*|[,;:.!?()\"]")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from hade.data.audio import AUDIO_EXTENSIONS, ID_SUFFIXES
 from hade.data.readers._common import ClipCollector, load_json, resolve_path, type_name
