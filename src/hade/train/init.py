@@ -55,7 +55,7 @@ from hade.models.retrieval import RetrievalModel
 ENCODERS = ("audio_encoder.", "text_encoder.")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class InitReport:
     """What `initialise_from` loaded into a fresh run; the trainer writes `to_dict()` as the run's init.json.
 
