@@ -267,16 +267,16 @@ def test_bad_validation_settings_are_named(tmp_path, tiny_model_config, field, v
 def test_clips_longer_than_the_encoder_train_in_segments(synth_dir, tmp_path, tiny_model_config, monkeypatch):
     """clip_seconds beyond the encoder's 2.05 s: batches are encoded in segments, with each clip's audio
     length (1 s here: only its first segment holds audio), and the model keeps that clip length."""
-    import hade.models.retrieval as retrieval
+    import hade.models.segments as segments
 
     calls = []
-    real = retrieval.encode_segments
+    real = segments.encode_segments
 
     def spy(encoder, wave, segment, lengths=None):
         calls.append((wave.shape, lengths))
         return real(encoder, wave, segment, lengths)
 
-    monkeypatch.setattr(retrieval, "encode_segments", spy)
+    monkeypatch.setattr(segments, "encode_segments", spy)
     cfg = tiny_train_config(tiny_model_config, epochs=1, clip_seconds=2.5)
     logs: list[str] = []
     Trainer(synth_dir, tmp_path / "run", cfg, progress=False, log=logs.append).run()

@@ -16,7 +16,7 @@ from hade.models.embed import AUDIO_BATCH, TEXT_BATCH, AudioItem, WindowEmbeddin
 from hade.models.encoders.text_bert import TextEncoder
 from hade.models.heads.base import RetrievalHead
 from hade.models.heads.reprs import Reprs
-from hade.models.segments import encode_segments
+from hade.models.segments import encode_audio
 
 
 class RetrievalModel(nn.Module):
@@ -135,10 +135,7 @@ class RetrievalModel(nn.Module):
         if aux_captions is not None and self.uses_aux_captions and len(aux_captions) != waveform.shape[0]:
             raise ValueError(f"encode_audio: {len(aux_captions)} auxiliary captions for {waveform.shape[0]} clips")
         with self._autocast():
-            if waveform.shape[-1] > self.max_samples:
-                features = encode_segments(self.audio_encoder, waveform, self.max_samples, lengths)
-            else:
-                features = self.audio_encoder(waveform)
+            features = encode_audio(self.audio_encoder, waveform, lengths)
             if aux_captions is not None and self.uses_aux_captions:
                 features.aux_text = self.text_features([c or "" for c in aux_captions])
             reprs = self.head.audio_repr(features)

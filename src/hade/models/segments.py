@@ -69,3 +69,11 @@ def encode_segments(encoder: nn.Module, waveform: torch.Tensor, segment: int,
     grids = [(s * h, w) for h, w in features.grids]
     token_seconds = [torch.cat([t + k * seconds for k in range(s)]) for t in features.token_seconds]
     return AudioFeatures(stages=stages, grids=grids, pooled=pooled, token_seconds=token_seconds)
+
+
+def encode_audio(encoder: nn.Module, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> AudioFeatures:
+    """waveform [B, T] -> AudioFeatures: one encoder call when T fits the encoder (`max_samples`), else in
+    segments of `max_samples` (`encode_segments`; `lengths` read only then)."""
+    if waveform.shape[-1] > encoder.max_samples:
+        return encode_segments(encoder, waveform, encoder.max_samples, lengths)
+    return encoder(waveform)

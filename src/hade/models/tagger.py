@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hade.models.segments import encode_segments
+from hade.models.segments import encode_audio
 
 
 class AudioTagger(nn.Module):
@@ -25,7 +25,4 @@ class AudioTagger(nn.Module):
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """lengths: [B] samples of audio in each row before zero padding (None: all of T); only read when
         T needs segments."""
-        encoder = self.audio_encoder
-        if waveform.shape[-1] > encoder.max_samples:
-            return self.classifier(encode_segments(encoder, waveform, encoder.max_samples, lengths).pooled)
-        return self.classifier(encoder(waveform).pooled)
+        return self.classifier(encode_audio(self.audio_encoder, waveform, lengths).pooled)
