@@ -177,7 +177,7 @@ def evaluate_run(model: RetrievalModel, split: SplitData, clip_seconds: float, b
     run = metrics_and_queries(scores.numpy(), encoded, split.name)
     run.scores, run.encoded, run.score_seconds = scores, encoded, seconds
     if by_part:
-        run.parts = part_results(by_part, encoded.text_clip)
+        run.parts = part_results(by_part, encoded.text_clip, scores.numpy(), run.metrics)
     return run
 
 

@@ -60,16 +60,19 @@ def spread(scores: np.ndarray) -> float:
     return float(np.asarray(scores, np.float64).std(axis=1).mean()) if scores.size else float("nan")
 
 
-def part_results(parts: dict[str, torch.Tensor], text_clip: np.ndarray) -> list[PartResult]:
-    """The whole head's row (the sum of `parts`) and one row per part."""
-    rows = [(WHOLE, sum(parts.values()))] + list(parts.items())
-    out = []
-    for name, scores in rows:
-        matrix = scores.numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
-        metrics = retrieval_metrics(matrix, text_clip)
-        out.append(PartResult(name, {f"{d.upper()} {m}": float(metrics[d][m]) for d, m in PART_METRICS},
-                              spread(matrix)))
-    return out
+def part_result(name: str, scores: np.ndarray, metrics: dict) -> PartResult:
+    """A row from a [T, A] score matrix and its `retrieval_metrics`."""
+    return PartResult(name, {f"{d.upper()} {m}": float(metrics[d][m]) for d, m in PART_METRICS}, spread(scores))
+
+
+def part_results(parts: dict[str, torch.Tensor], text_clip: np.ndarray, whole: np.ndarray,
+                 whole_metrics: dict) -> list[PartResult]:
+    """The whole head's row (`whole`: the sum of `parts`, whose metrics the caller has) and one row per part."""
+    rows = [part_result(WHOLE, whole, whole_metrics)]
+    for name, scores in parts.items():
+        matrix = scores.numpy()
+        rows.append(part_result(name, matrix, retrieval_metrics(matrix, text_clip)))
+    return rows
 
 
 def format_parts(rows: list[PartResult]) -> str:
