@@ -92,7 +92,7 @@ def fidelity(folder: Path, model: Path, out: Path, codecs: list[str], queries: i
     with Index.open(float_dir) as a:
         exact = [(caption, rel, [(h.path, h.start) for h in a.search(caption, k=10, candidates=100)],
                   [h.path for h in a.search(caption, k=10, candidates=100, per_file=True)]) for caption, rel in caps]
-        float_bytes = a.info()["bytes_per_window"]
+        float_bytes = a.info().bytes_per_window
     for i, codec in enumerate(codecs):
         dest = coded_dir(out, folder, codec, i == 0)
         shutil.rmtree(dest, ignore_errors=True)
@@ -105,7 +105,7 @@ def fidelity(folder: Path, model: Path, out: Path, codecs: list[str], queries: i
                      "captions": len(caps), "encode_s": round(build_s, 1),
                      "compress_s": round(time.perf_counter() - t, 1), "bytes_per_window[float16]": float_bytes}
         with Index.open(dest) as b:
-            row[f"bytes_per_window[{codec}]"] = b.info()["bytes_per_window"]
+            row[f"bytes_per_window[{codec}]"] = b.info().bytes_per_window
             overlap, ranks = [], {"float16": [], codec: []}
             for caption, rel, top, files in exact:
                 coded = [(h.path, h.start) for h in b.search(caption, k=10, candidates=100)]

@@ -101,12 +101,12 @@ def timed_build(name: str, folder: Path, out: Path, model: Path, **options) -> d
         seconds = time.perf_counter() - t
     with Index.open(out) as index:
         info = index.info()
-    current = info["token_codec"].get("current")
+    current = info.token_codec.current
     folder_ = out / "codecs" / str(current)
     factories = [json.loads((folder_ / f"{key}.json").read_text())["factory"]
                  for key in json.loads((folder_ / "codecs.json").read_text())["keys"]] if current else []
     row = {"run": name, "files": stats.files, "windows": stats.windows, "seconds": round(seconds, 1),
-           "bytes_per_window": info["bytes_per_window"], "codec": " | ".join(factories) or "float16 tokens",
+           "bytes_per_window": info.bytes_per_window, "codec": " | ".join(factories) or "float16 tokens",
            "faiss_warnings": sum("WARNING clustering" in line for line in err), "notes": stats.notes}
     print(f"{name:7s} {row['windows']:4d} windows  {row['seconds']:7.1f} s  {row['bytes_per_window']:9,d} B/window  "
           f"{row['faiss_warnings']:5d} faiss warnings  codec: {row['codec']}", flush=True)
@@ -162,7 +162,7 @@ def disk_bytes(index_dir: Path) -> int:
 def size_at(before: Path, dest: Path, windows: int, float_bytes: int) -> dict:
     grown = grow_codes(before, dest, windows)
     with Index.open(dest) as index:
-        arrays = index.info()["bytes_per_window"]
+        arrays = index.info().bytes_per_window
     on_disk = disk_bytes(dest)
     codecs = sum(p.stat().st_size for p in (dest / "codecs").rglob("*") if p.is_file())
     row = {**grown, "bytes_per_window_arrays": arrays, "bytes_per_window_on_disk": round(on_disk / grown["windows"]),

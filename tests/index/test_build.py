@@ -1,6 +1,7 @@
 """Building and updating an index: layout, incremental passes, errors, interruption, fingerprints, windows."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -27,9 +28,14 @@ def test_build_layout_and_search_shapes(dp_index, dp_ckpt, synth_dir):
     db.close()
     ix = Index.open(out)
     info = ix.info()
-    assert len(ix) == 24 and info["windows"] == 24 and info["files"] == 24
-    assert info["fingerprint"] == model_fingerprint(dp_ckpt) and info["head"] == "dp"
-    assert info["ann"]["kind"] == "flat" and info["precision"] == "float16" and info["repr_keys"] == ["embed"]
+    assert len(ix) == 24 and info.windows == 24 and info.files == 24
+    assert info.fingerprint == model_fingerprint(dp_ckpt) and info.head == "dp"
+    assert info.ann.kind == "flat" and info.storage_dtype == "float16" and info.repr_keys == ("embed",)
+    assert info.to_dict()["precision"] == "float16"  # the old name, kept for HTTP clients of /health
+    assert set(info.to_dict()) == {"path", "root", "files", "unreadable_files", "windows", "fingerprint", "head",
+                                   "factorised", "sample_rate", "window", "hop", "precision", "storage_dtype",
+                                   "pooled_key", "repr_keys", "shard", "ann", "token_codec", "bytes_per_window"}
+    assert json.loads(json.dumps(info.to_dict()))["ann"]["kind"] == "flat"  # JSON-ready as it is
     hits = ix.search("a dog barks while rain falls", k=5)
     assert len(hits) == 5 and len({h.id for h in hits}) == 5
     assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
@@ -102,7 +108,7 @@ def test_corrupt_file_is_reported_and_skipped(dp_ckpt, fresh_data, tmp_path, cap
     assert {e.path for e in again.errors} == set(bad) and again.new_errors == []
     assert again.hashed_files == 0
     ix = Index.open(tmp_path / "idx")
-    assert ix.info()["unreadable_files"] == 2 and len(ix) == 24
+    assert ix.info().unreadable_files == 2 and len(ix) == 24
     ix.close()
 
 
@@ -181,7 +187,7 @@ def test_fingerprint_mismatch_is_a_clear_error(dp_ckpt, dp_index, other_ckpt, sy
     stats = build_index(synth_dir, tmp_path / "idx", other_ckpt, rebuild=True, progress=False)
     assert stats.encoded_windows == 24
     ix = Index.open(tmp_path / "idx")
-    assert ix.info()["fingerprint"] == model_fingerprint(other_ckpt) != model_fingerprint(dp_ckpt)
+    assert ix.info().fingerprint == model_fingerprint(other_ckpt) != model_fingerprint(dp_ckpt)
     ix.close()
     with pytest.raises(InputError, match="not a hade index"):
         build_index(synth_dir, synth_dir, dp_ckpt, progress=False)  # never writes into a non-index folder
@@ -204,7 +210,7 @@ def test_long_file_gives_overlapping_windows(dp_ckpt, tmp_path):
     wave, _ = sf.read(data / "long.wav", dtype="float32")
     np.testing.assert_array_equal(ix.window_audio(long_ids[2]), wave[16000:32000])
     assert ix.window_audio([int(i) for i in ix.table["id"] if ix.get(int(i)).path == "short.wav"][0]).shape == (4000,)
-    assert ix.info()["window"] == 2.0 and ix.info()["hop"] == 1.0
+    assert ix.info().window == 2.0 and ix.info().hop == 1.0
     ix.close()
     with pytest.raises(InputError, match="--window"):
         build_index(data, tmp_path / "idx", window=1.0, progress=False)

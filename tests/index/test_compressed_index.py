@@ -37,16 +37,16 @@ def test_a_compressed_index_stores_codes_and_scores_near_the_float_one(float_and
     assert stats.notes == []
     with Index.open(coded_dir) as index:
         info = index.info()
-        tc = info["token_codec"]
-        assert tc["factory"] == CODEC and tc["keys"] == ["tha_audio_0"] and tc["current"]
+        tc = info.token_codec
+        assert tc.factory == CODEC and tc.keys == ("tha_audio_0",) and tc.current
         files = {p.name for p in (coded_dir / "arrays").rglob("*.npy")}
         assert "tha_audio_0.codes.npy" in files and "tha_audio_0.npy" not in files
         assert "tha_audio_1.npy" in files  # [16, 64]: too small to be worth a codec
         codes = np.load(next((coded_dir / "arrays").rglob("tha_audio_0.codes.npy")))
         assert codes.dtype == np.uint8 and codes.shape[1:] == (64, 18)
     with Index.open(float_dir) as index:
-        assert index.info()["token_codec"]["factory"] == "none"
-        assert index.info()["bytes_per_window"] - info["bytes_per_window"] == 64 * (128 - 18)
+        assert index.info().token_codec.factory == "none"
+        assert index.info().bytes_per_window - info.bytes_per_window == 64 * (128 - 18)
     for query in QUERIES:
         exact, coded = _scores(float_dir, query), _scores(coded_dir, query)
         assert coded.keys() == exact.keys()
@@ -77,7 +77,7 @@ def test_float_index_is_upgraded_by_giving_a_codec(float_and_coded, tha_ckpt, sy
     assert stats.encoded_files == 0
     assert not list((old / "arrays").rglob("tha_audio_0.npy"))
     with Index.open(old) as up, Index.open(coded_dir) as fresh:
-        assert up.info()["token_codec"]["current"] == fresh.info()["token_codec"]["current"]
+        assert up.info().token_codec.current == fresh.info().token_codec.current
     for query in QUERIES[:2]:
         a, b = _scores(old, query), _scores(coded_dir, query)
         np.testing.assert_allclose([a[k] for k in sorted(a)], [b[k] for k in sorted(b)], atol=1e-6)
@@ -110,7 +110,7 @@ def test_too_few_tokens_store_floats_with_a_note(tha_ckpt, synth_dir, tmp_path):
     assert any("not fitted" in n and "stored as float" in n for n in stats.notes)
     assert list((tmp_path / "idx" / "arrays").rglob("tha_audio_0.npy"))
     with Index.open(tmp_path / "idx") as index:
-        assert index.info()["token_codec"]["current"] is None and len(index.search("a dog", k=2)) == 2
+        assert index.info().token_codec.current is None and len(index.search("a dog", k=2)) == 2
 
 
 def test_damaged_codec_is_reported_and_repaired(float_and_coded, synth_dir, tmp_path):
@@ -130,7 +130,7 @@ def test_damaged_codec_is_reported_and_repaired(float_and_coded, synth_dir, tmp_
     assert any(f"dropped token codec set {codec_id}" in r for r in stats.repaired)
     assert stats.encoded_files == 24
     with Index.open(idx) as index:  # re-fitted on the same windows: the same set, written anew
-        assert index.info()["token_codec"]["current"] == codec_id and len(index) == 24
+        assert index.info().token_codec.current == codec_id and len(index) == 24
         assert len(index.search("a dog barks", k=3)) == 3
     assert faiss_file.stat().st_size > 100
 

@@ -51,7 +51,7 @@ def test_embed_audio_per_window_equals_what_the_index_stores(f32_index, long_fol
     mine = _by_window(rels, win.start, win.vectors)
     with Index.open(f32_index) as ix:
         stored = ix.vectors()
-        assert ix.info()["storage_dtype"] == "float32"
+        assert ix.info().storage_dtype == "float32"
     theirs = _by_window(stored.paths, stored.start, stored.vectors)
     assert set(mine) == set(theirs) and len(mine) == len(stored) > len(files)  # long files: several windows
     for key, vec in theirs.items():
@@ -69,7 +69,7 @@ def test_embed_audio_equals_a_float16_index_within_its_storage_rounding(dp_index
     model = hade.load(dp_ckpt)
     with Index.open(dp_index[0]) as ix:
         stored = ix.vectors()
-        assert ix.info()["storage_dtype"] == "float16"
+        assert ix.info().storage_dtype == "float16"
     win = model.embed_audio([synth_dir / p for p in stored.paths], per_window=True)
     assert win.item.tolist() == list(range(len(stored)))  # 1 s clips: one padded window each
     np.testing.assert_allclose(win.vectors, stored.vectors, rtol=0, atol=FLOAT16_STEP)

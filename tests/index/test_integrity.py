@@ -10,7 +10,7 @@ import pytest
 from hade.cli import main
 from hade.errors import IndexDamaged
 from hade.index import Index, build_index, check_index
-from hade.index.integrity import health
+from hade.index.integrity import Health, health
 
 QUERIES = ["a dog barks while rain falls", "a bell rings twice", "footsteps on gravel"]
 
@@ -77,14 +77,14 @@ def assert_open_names(index_dir, rel, ckpt: bool = False) -> None:
     assert e.value.file == rel and rel in str(e.value) and "\n" not in str(e.value)
     assert e.value.repair in str(e.value) and e.value.repair.startswith("hade index ")
     assert ("--ckpt" in e.value.repair) == ckpt
-    assert health(index_dir)["status"] == "degraded"
+    assert health(index_dir).status == "degraded"
 
 
 def repair_and_compare(index_dir, synth_dir, reference, **kwargs) -> dict:
     stats = build_index(synth_dir, index_dir, progress=False, **kwargs)
     assert stats.repaired, stats
     assert check_index(index_dir).ok
-    assert health(index_dir) == {"status": "ok", "problems": [], "repair": None}
+    assert health(index_dir) == Health()
     assert_same_results(results(index_dir), reference)
     return stats
 
@@ -187,12 +187,14 @@ def test_damage_after_open_raises_index_damaged_on_search(copy_index):
         with pytest.raises(IndexDamaged) as e:
             ix.search("a dog barks", k=3)
         assert e.value.file == rel
-        assert ix.health()["status"] == "degraded" and ix.health()["problems"][0]["file"] == rel
+        h = ix.health()
+        assert h.status == "degraded" and h.problems[0].file == rel and h.problems[0].kind == "chunk"
+        assert h.repair.startswith("hade index") and rel in h.summary() and h.repair in h.summary()
 
 
 def test_health_of_an_intact_index_is_ok(dp_index):
     with Index.open(dp_index[0]) as ix:
-        assert ix.health() == {"status": "ok", "problems": [], "repair": None}
+        assert ix.health().ok and ix.health().to_dict() == {"status": "ok", "problems": [], "repair": None}
     assert main(["index", "--check", str(dp_index[0])]) == 0
 
 

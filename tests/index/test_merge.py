@@ -24,5 +24,5 @@ def test_a_merge_replaces_an_existing_index_only_when_asked(dp_ckpt, synth_dir, 
     assert summary.windows == 24 and summary.out == str(out) and summary.parts == len(parts)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging left
     with Index.open(out) as merged, Index.open(dp_index[0]) as single:
-        assert merged.info()["shard"] is None
+        assert merged.info().shard is None
         assert merged.search("a dog barks", k=5) == single.search("a dog barks", k=5)

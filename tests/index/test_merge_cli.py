@@ -27,7 +27,7 @@ def test_shards_and_merge_equal_a_single_build(dp_ckpt, other_ckpt, dp_index, sy
         np.testing.assert_array_equal(merged[key][1]["embed"], arrays["embed"])
     a, b = Index.open(dp_index[0]), Index.open(tmp_path / "merged")
     assert a.search("a dog barks", k=5) == b.search("a dog barks", k=5)
-    assert b.info()["shard"] is None and b.info()["fingerprint"] == a.info()["fingerprint"]
+    assert b.info().shard is None and b.info().fingerprint == a.info().fingerprint
     a.close(), b.close()
     encode_counter.update(calls=0, windows=0)
     again = build_index(synth_dir, tmp_path / "merged", progress=False)  # the merged index updates like any other

@@ -58,7 +58,7 @@ def test_an_index_written_before_token_codecs_opens_and_updates(dp_index, synth_
     finally:
         store.close()
     with Index.open(dp_index[0]) as new, Index.open(old) as ix:
-        assert ix.info()["token_codec"] == {"factory": "none", "keys": None, "current": None}
+        assert ix.info().token_codec.to_dict() == {"factory": "none", "keys": None, "current": None}
         assert ix.search("a dog barks", k=5) == new.search("a dog barks", k=5)
     stats = build_index(synth_dir, old, progress=False)
     assert stats.encoded_files == 0 and stats.unchanged_files == 24 and stats.repaired == []

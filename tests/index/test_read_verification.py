@@ -89,7 +89,7 @@ def assert_search_refuses(index_dir, rel, capsys, query: str = "a dog barks") ->
             ix.search(query, k=5, exhaustive=True)
     assert e.value.file == rel and e.value.repair.startswith("hade index ")
     h = health(index_dir)
-    assert h["status"] == "degraded" and rel in [p["file"] for p in h["problems"]]
+    assert h.status == "degraded" and rel in [p.file for p in h.problems]
     assert not check_index(index_dir).ok
 
 
@@ -120,7 +120,7 @@ def test_damaged_codec_file_is_refused_at_open_with_its_own_path(copy_coded, suf
     assert e.value.file == rel and str(copy_coded / rel) in str(e.value) and "/.json" not in str(e.value)
     assert "repair with `hade index" in str(e.value) and "\n" not in str(e.value)
     h = health(copy_coded)
-    assert h["status"] == "degraded" and h["problems"][0]["file"] == rel and h["repair"].startswith("hade index")
+    assert h.status == "degraded" and h.problems[0].file == rel and h.repair.startswith("hade index")
     checksums.forget()
     assert main(["search", str(copy_coded), "a dog barks"]) == 2
     assert str(copy_coded / rel) in capsys.readouterr().err
@@ -205,8 +205,8 @@ def test_damage_is_found_in_the_background_after_open(copy_dp):
     with Index.open(copy_dp) as ix:
         background_verification_done()
         h = ix.health()
-        assert h["status"] == "degraded" and h["problems"][0]["file"] == rel
-        assert "checksum" in h["problems"][0]["problem"]
+        assert h.status == "degraded" and h.problems[0].file == rel
+        assert "checksum" in h.problems[0].problem
         with pytest.raises(IndexDamaged):
             ix.search("a dog barks", k=3)
 

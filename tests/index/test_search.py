@@ -46,7 +46,7 @@ def test_two_stage_equals_exhaustive_when_candidates_cover_the_index(dp_index, h
 
 def test_rerank_uses_the_heads_score_with_stored_token_features(head_indexes):
     ix = Index.open(head_indexes["tha+dcr"])
-    assert {"tha_audio_0", "tha_audio_1", "tha_audio_2", "factors", "embed"} == set(ix.info()["repr_keys"])
+    assert {"tha_audio_0", "tha_audio_1", "tha_audio_2", "factors", "embed"} == set(ix.info().repr_keys)
     assert not ix.model.head.capabilities.factorised
     q = QUERIES[0]
     hits = ix.search(q, k=3, candidates=len(ix))
@@ -80,7 +80,7 @@ def test_scoring_blocks_are_bounded_in_bytes(head_indexes, monkeypatch):
 
     with Index.open(head_indexes["tha"]) as ix:
         full = ix.search(QUERIES[3], k=5, exhaustive=True)
-        spec = ix.info()["repr_keys"]
+        spec = ix.info().repr_keys
         per_window = sum(4 * int(np.prod(v["shape"])) for v in ix.meta.repr_spec.values())
         monkeypatch.setattr(scoring, "GATHER_BYTES", 3 * per_window + 1)
         sizes = []
@@ -93,7 +93,7 @@ def test_scoring_blocks_are_bounded_in_bytes(head_indexes, monkeypatch):
 
 def test_pure_tha_searches_exhaustively(head_indexes):
     ix = Index.open(head_indexes["tha"])
-    assert ix.info()["ann"]["kind"] == "exhaustive" and ix.ann is None and ix.info()["pooled_key"] is None
+    assert ix.info().ann.kind == "exhaustive" and ix.ann is None and ix.info().pooled_key is None
     hits = ix.search(QUERIES[1], k=5, candidates=2)  # candidates do not limit an exhaustive search
     assert_same_hits(hits, ix.search(QUERIES[1], k=5, exhaustive=True))
     wave = ix.window_audio(hits[0].id)

@@ -222,7 +222,7 @@ def test_storage_dtype_is_checked_kept_and_stored(dp_ckpt, two_files, tmp_path):
     build_index(two_files, out, dp_ckpt, storage_dtype="float32", progress=False)
     with Index.open(out) as ix:
         info = ix.info()
-        assert info["storage_dtype"] == info["precision"] == "float32"  # "precision": the name older callers read
+        assert info.storage_dtype == info.to_dict()["precision"] == "float32"  # "precision": the name older callers read
         assert ix.reprs.gather(np.arange(len(ix)))["embed"].dtype == np.float32
     with pytest.raises(InputError, match="the index stores float32; use --rebuild"):
         build_index(two_files, out, storage_dtype="float16", progress=False)

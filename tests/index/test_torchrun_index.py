@@ -132,7 +132,7 @@ def test_two_rank_torchrun_index_equals_single_process(dp_ckpt, dp_index, synth_
         np.testing.assert_allclose(parallel[key][1]["embed"], arrays["embed"], atol=1e-5)
     a, b = Index.open(dp_index[0]), Index.open(out)
     try:
-        assert b.info()["shard"] is None and b.info()["fingerprint"] == a.info()["fingerprint"]
+        assert b.info().shard is None and b.info().fingerprint == a.info().fingerprint
         for query in ("a dog barks", "rain on a roof"):
             hits_a, hits_b = a.search(query, k=10), b.search(query, k=10)
             assert [(h.path, h.start) for h in hits_a] == [(h.path, h.start) for h in hits_b]

@@ -184,11 +184,12 @@ class FakeIndex:
             raise StaleFile(f"{rel} changed since it was indexed; re-run `hade index`", reason="changed")
         return os.fdopen(fd, "rb"), st
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> Any:
+        from hade.index import Health, Problem
+
         if self.damaged:
-            return {"status": "degraded", "problems": [{"file": self.damaged, "problem": "is truncated"}],
-                    "repair": f"hade index {self.root} --out fake.idx"}
-        return {"status": "ok", "problems": [], "repair": None}
+            return Health((Problem(self.damaged, "is truncated", "chunk"),), f"hade index {self.root} --out fake.idx")
+        return Health()
 
     def window_audio(self, id: int) -> np.ndarray:
         from hade.data.audio import load_audio
@@ -198,9 +199,15 @@ class FakeIndex:
         wave = load_audio(self.audio_path(id), sr)
         return wave[int(round(w.start * sr)):int(round(w.end * sr))]
 
-    def info(self) -> dict[str, Any]:
-        return {"files": len({w.path for w in self.windows.values()}), "windows": len(self.windows),
-                "root": str(self.root)}
+    def info(self) -> Any:
+        from hade.index import IndexInfo
+        from hade.index.meta import CodecState
+
+        return IndexInfo(path=self.root / "fake.idx", root=self.root, files=len({w.path for w in self.windows.values()}),
+                         unreadable_files=0, windows=len(self.windows), fingerprint=None,
+                         head=self.model.config.head, factorised=True, sample_rate=self.model.sample_rate,
+                         window=WINDOW_SECONDS, hop=WINDOW_SECONDS, storage_dtype="float16", pooled_key="embed", repr_keys=("embed",),
+                         shard=None, ann=None, token_codec=CodecState(), bytes_per_window=0)
 
     def __len__(self) -> int:
         return len(self.windows)

@@ -56,7 +56,7 @@ def test_cmd_serve_runs_uvicorn_with_the_app(serve_index, monkeypatch, capsys, l
     with local_client(calls["app"]) as c:
         health = c.get("/health").json()
     assert calls["app"].state.service.index.model.inference_dtype == torch.bfloat16
-    assert health["windows"] == len(serve_index) and health["model_fingerprint"] == serve_index.info()["fingerprint"]
+    assert health["windows"] == len(serve_index) and health["model_fingerprint"] == serve_index.info().fingerprint
 
 
 def test_limits_options():

@@ -196,13 +196,24 @@ def test_damaged_index_is_503_and_degraded(fake_index_cls, audio_folder, serve_m
 def test_health_survives_a_failing_check(fake_index_cls, audio_folder, serve_model, local_client):
     index = fake_index_cls(audio_folder, serve_model)
 
-    def broken() -> dict:
+    def broken() -> Any:
         raise OSError("disk gone")
 
     index.health = broken
     with local_client(create_app(index)) as c:
         r = c.get("/health")
         assert r.status_code == 503 and r.json()["status"] == "degraded"
+
+
+def test_health_reads_a_check_that_breaks_its_contract_as_degraded(fake_index_cls, audio_folder, serve_model,
+                                                                    local_client):
+    """An index whose health() answers a plain dict (not hade.index.Health) is not trusted to be ok."""
+    index = fake_index_cls(audio_folder, serve_model)
+    index.health = lambda: {"status": "ok", "problems": [], "repair": None}
+    with local_client(create_app(index)) as c:
+        body = c.get("/health").json()
+        assert body["status"] == "degraded" and "check failed" in body["error"]
+        assert body["index"]["files"] == body["files"] > 0 and "root" not in body["index"]
 
 
 def wav(seconds: float = 0.6, sr: int = 8000) -> bytes:

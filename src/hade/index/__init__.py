@@ -16,9 +16,10 @@ from hade.index.build import build_index
 from hade.index.export import IndexVectors, export_index
 from hade.index.merge import MergeReport, merge_indexes
 from hade.index.report import BuildReport, FileProblem
-from hade.index.integrity import CheckResult, Problem, check_index
+from hade.index.info import IndexInfo
+from hade.index.integrity import CheckResult, Health, Problem, check_index
 from hade.index.search import Hit, Index, Like, QueryVector, Window, search
 
-__all__ = ["BuildReport", "CheckResult", "FileProblem", "Hit", "Index", "IndexVectors", "Like", "MergeReport",
+__all__ = ["BuildReport", "CheckResult", "FileProblem", "Health", "Hit", "Index", "IndexInfo", "IndexVectors", "Like", "MergeReport",
            "Problem", "QueryVector", "Window", "build_index", "check_index", "export_index", "merge_indexes",
            "search"]

@@ -63,10 +63,6 @@ class TokenCompression:
         return CodecState(self.factory, None if self.keys is None else tuple(self.keys), self.current,
                           self.min_tokens)
 
-    def describe(self) -> dict[str, Any]:
-        """{factory, keys, current[, min_tokens]} for `Index.info` (factory 'none': float tokens)."""
-        return self.state().to_dict()
-
     # ---- the state, for modules that only ask about it ------------------------------------------
     @staticmethod
     def factory_of(meta: IndexMeta) -> str:

@@ -58,6 +58,38 @@ class Problem:
         return {"file": self.file, "problem": self.problem}
 
 
+@dataclass(frozen=True)
+class Health:
+    """The quick check's answer (`Index.health`, GET /health): `ok`, or the damaged files (`problems`)
+    and the `repair` command."""
+
+    problems: tuple[Problem, ...] = ()
+    repair: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def status(self) -> str:
+        """"ok" or "degraded"."""
+        return "ok" if self.ok else "degraded"
+
+    def to_dict(self) -> dict[str, Any]:
+        """{"status", "problems": [{"file", "problem"}], "repair"}: the JSON of /health."""
+        return {"status": self.status, "problems": [p.to_dict() for p in self.problems], "repair": self.repair}
+
+    def summary(self) -> str:
+        """One line for a user: the first damaged file, how many more, and the repair command."""
+        if self.ok:
+            return "the index is healthy"
+        first = self.problems[0]
+        text = f"the index is damaged: {first.file} {first.problem}".rstrip()
+        if len(self.problems) > 1:
+            text += f" (and {len(self.problems) - 1} more)"
+        return text + (f"; repair with `{self.repair}`" if self.repair else "")
+
+
 @dataclass
 class CheckResult:
     """`check_index` answer: `problems` (damaged files) and `notes` (e.g. files with no checksum yet),
@@ -239,9 +271,8 @@ def verify_chunks_later(store: Store, meta: IndexMeta, stop: threading.Event) ->
     return store.verify_later([rel for _, rel in chunk_files(store, meta)], stop)
 
 
-def health(index: str | Path, meta: IndexMeta | None = None) -> dict[str, Any]:
-    """{"status": "ok" | "degraded", "problems": [{"file", "problem"}], "repair": command | None} from the
-    quick check. Never raises (an unexpected failure is itself reported as a problem)."""
+def health(index: str | Path, meta: IndexMeta | None = None) -> Health:
+    """The quick check as a `Health`. Never raises (an unexpected failure is itself reported as a problem)."""
     index = Path(index)
     try:
         problem = db_header_problem(index)
@@ -259,10 +290,9 @@ def health(index: str | Path, meta: IndexMeta | None = None) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - health must never raise
         probs = [Problem(".", f"not checkable ({type(e).__name__}: {' '.join(str(e).split())[:120]})", "db")]
     if not probs:
-        return {"status": "ok", "problems": [], "repair": None}
+        return Health()
     ckpt = any(p.kind == "model" for p in probs)
-    return {"status": "degraded", "problems": [p.to_dict() for p in probs],
-            "repair": repair_command(index, meta, ckpt=ckpt)}
+    return Health(tuple(probs), repair_command(index, meta, ckpt=ckpt))
 
 
 # ---- deep check ---------------------------------------------------------------------------------------

@@ -115,8 +115,8 @@ class IndexMeta:
             value = getattr(self, name)
             if isinstance(value, CodecState):
                 value = value.to_dict()
-            elif name == "shard" and value is not None:
-                value = [list(s) if isinstance(s, tuple) else s for s in value]
+            elif name == "shard":
+                value = shard_to_json(value)
             out[_DISK_KEY.get(name, name)] = value
         return out
 
@@ -128,6 +128,11 @@ class IndexMeta:
     def replace(self, **changes: Any) -> "IndexMeta":
         """A copy with `changes` (field names; TypeError naming an unknown one)."""
         return dataclasses.replace(self, **changes)
+
+
+def shard_to_json(shard: tuple | None) -> list | None:
+    """`IndexMeta.shard` as JSON: (i, N) -> [i, N]; a merge's ((i, N) | None, ...) -> [[i, N] | null, ...]."""
+    return None if shard is None else [list(s) if isinstance(s, tuple) else s for s in shard]
 
 
 def _shard(raw: Any) -> tuple | None:

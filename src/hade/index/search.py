@@ -24,7 +24,7 @@ import contextlib
 import os
 import threading
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -35,7 +35,8 @@ from hade.index import integrity
 from hade.index.ann import ann_search, load_ann, read_ann_params
 from hade.index.finalize import ann_is_current
 from hade.index.indexed_audio import IndexedAudio
-from hade.index.integrity import Problem
+from hade.index.info import IndexInfo
+from hade.index.integrity import Health, Problem
 from hade.index.compression import TokenCompression
 from hade.index.query import Guard, Hit, Like, Query, QueryVector, Window, rank, token_vector, window_position
 from hade.index.query_encoder import AUDIO_QUERY_BATCH, QueryEncoder
@@ -191,29 +192,23 @@ class Index:
                              f"{', '.join(pooled_heads())}")
         return gather_vectors(self.reprs, self.table, self.paths, self.pooled_key)
 
-    def health(self) -> dict[str, Any]:
-        """{"status": "ok" | "degraded", "problems": [{"file", "problem"}], "repair": command | None}: the
+    def health(self) -> Health:
+        """`hade.index.integrity.Health` (ok, or the damaged files and the repair command) of the
         quick check (stat sizes of the database, every chunk array, the ANN and the model copy against
         what the index recorded; no hashing). Cheap; never raises."""
         return integrity.health(self.path, self.meta)
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> IndexInfo:
+        """What this index is (`hade.index.info.IndexInfo`; its `to_dict()` is the JSON of GET /health)."""
         meta = self.meta
-        return {"path": str(self.path), "root": str(self.root), "files": len(self.paths),
-                "unreadable_files": self.unreadable, "windows": len(self), "fingerprint": meta.fingerprint,
-                "head": meta.head, "factorised": bool(self.model.head.capabilities.factorised),
-                "sample_rate": meta.sample_rate, "window": meta.window_seconds, "hop": meta.hop_seconds,
-                "precision": meta.storage_dtype, "storage_dtype": meta.storage_dtype,
-                "pooled_key": self.pooled_key, "repr_keys": sorted(meta.repr_spec or {}),
-                "shard": meta.to_dict(("shard",))["shard"],
-                "ann": vars(self.ann_params) if self.ann_params else None, **self._storage_info()}
-
-    def _storage_info(self) -> dict[str, Any]:
-        """token_codec (factory, keys, current set; factory 'none': float tokens) and the bytes a window's
-        arrays take with it."""
-        comp = TokenCompression(self.store, self.meta)
-        return {"token_codec": comp.describe(),
-                "bytes_per_window": comp.stored_bytes_per_window(self.meta.repr_spec or {})}
+        comp = TokenCompression(self.store, meta)
+        return IndexInfo(path=self.path, root=self.root, files=len(self.paths), unreadable_files=self.unreadable,
+                         windows=len(self), fingerprint=meta.fingerprint, head=meta.head,
+                         factorised=bool(self.model.head.capabilities.factorised), sample_rate=meta.sample_rate,
+                         window=meta.window_seconds, hop=meta.hop_seconds, storage_dtype=meta.storage_dtype,
+                         pooled_key=self.pooled_key, repr_keys=tuple(sorted(meta.repr_spec or {})),
+                         shard=meta.shard, ann=self.ann_params, token_codec=comp.state(),
+                         bytes_per_window=comp.stored_bytes_per_window(meta.repr_spec or {}))
 
     # ---- queries (encoding: hade.index.query_encoder, scoring: hade.index.scoring) -------------------
     @torch.inference_mode()

@@ -26,11 +26,13 @@ import numpy as np
 import torch
 
 from hade.errors import InputError
+from hade.index.info import IndexInfo
+from hade.index.integrity import Health
 from hade.serve.concurrency import HIGH, LOW, PriorityLock, lower_thread_priority, release_memory
 from hade.serve.explaining import ExplainQuery, explain_note, maps_payload
 from hade.serve.limits import AUDIO_QUERY_CACHE, MAX_K, MAX_QUERY_CHARS, MAX_QUERY_SECONDS, MAX_UPLOAD_BYTES, Limits
 from hade.serve.peaks import PeakCache, Peaks, compute_peaks
-from hade.serve.status import health_body, index_health, model_fingerprint, stored_fingerprint
+from hade.serve.status import health_body, model_fingerprint, stored_fingerprint
 from hade.serve.upload import decode_upload
 from hade.utils.jsonable import jsonable
 
@@ -71,9 +73,9 @@ class IndexLike(Protocol):
     def file_scores(self, id: int, query: Any, *, guard: Callable[[], ContextManager[Any]] | None = None
                     ) -> tuple[list[Any], np.ndarray]:
         """Every window of window `id`'s file in time order, and the query's scores [W] from stored vectors."""
-    def info(self) -> dict[str, Any]: ...
-    def health(self) -> dict[str, Any]:
-        """{"status": "ok" | "degraded", "problems": [{"file", "problem"}], "repair": str | None}; cheap."""
+    def info(self) -> IndexInfo: ...
+    def health(self) -> Health:
+        """The quick check (ok, or the damaged files and the repair command); cheap, never raises."""
     def __len__(self) -> int: ...
 
 
@@ -128,10 +130,10 @@ class SearchService:
         self._audio_queries_lock = threading.Lock()
         # Read once, here: an opened index is read-only, so this does not go stale.
         try:
-            self.info: dict[str, Any] = dict(index.info())
+            self.info: IndexInfo | None = index.info()
         except Exception as exc:  # noqa: BLE001 - /health must still work
             log.warning("index.info() failed: %s", exc)
-            self.info = {}
+            self.info = None
 
     # ---- lookups (no model: never wait behind inference) ------------------------------------------
     def window(self, window_id: int) -> dict[str, Any]:
@@ -293,7 +295,7 @@ class SearchService:
             windows, scores = self.index.file_scores(window_id, index_query)
             expl = None
             if wave is not None:
-                seconds = float(self.info.get("window") or wave.shape[0] / model.sample_rate)
+                seconds = self.info.window if self.info is not None else wave.shape[0] / model.sample_rate
                 expl = explain(model, wave, index_query, clip_seconds=seconds)
         return windows, scores, expl
 
@@ -350,7 +352,7 @@ class SearchService:
         return peaks
 
     # ---- status ----------------------------------------------------------------------------------
-    def fingerprint(self, info: dict[str, Any]) -> str:
+    def fingerprint(self, info: IndexInfo | None) -> str:
         """The index's recorded model fingerprint, else one computed once from the weights (no model lock:
         it only reads them, and /health must not wait behind inference)."""
         recorded = stored_fingerprint(info)
@@ -359,10 +361,6 @@ class SearchService:
         if self._fingerprint is None:
             self._fingerprint = model_fingerprint(self.index.model)
         return self._fingerprint
-
-    def index_health(self) -> dict[str, Any]:
-        """`index.health()` (a cheap stat-only check); never raises."""
-        return index_health(self.index)
 
     def health(self) -> dict[str, Any]:
         """Status and counts for GET /health (hade.serve.status.health_body)."""

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from hade.index.info import IndexInfo
+from hade.index.integrity import Health, Problem
 from hade.serve.limits import MAX_K, MAX_QUERY_CHARS
 from hade.utils.jsonable import jsonable
 
@@ -36,55 +38,39 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def index_health(index: Any) -> dict[str, Any]:
-    """`index.health()` (a cheap stat-only check) as {"status": "ok" | "degraded", "problems", "repair"};
-    never raises."""
+def index_health(index: Any) -> Health:
+    """`index.health()` (a cheap stat-only check); never raises: a failing check reads as degraded."""
     try:
-        result = dict(index.health())
+        result = index.health()
+        if not isinstance(result, Health):
+            raise TypeError(f"index.health() returned {type(result).__name__}, not hade.index.integrity.Health")
     except Exception as exc:  # noqa: BLE001 - the contract says it never raises; /health must answer anyway
         log.warning("index.health() failed: %s", exc)
-        return {"status": "degraded", "problems": [{"file": "", "problem": "the index check failed"}],
-                "repair": None}
-    status = "ok" if result.get("status") == "ok" else "degraded"
-    return {"status": status, "problems": list(result.get("problems") or []), "repair": result.get("repair")}
+        return Health((Problem("", "the index check failed", "db"),))
+    return result
 
 
-def stored_fingerprint(info: dict[str, Any]) -> str | None:
+def stored_fingerprint(info: IndexInfo | None) -> str | None:
     """The model fingerprint the index recorded (`Index.info()`), if any."""
-    for key in ("model_fingerprint", "fingerprint"):
-        if isinstance(info.get(key), str):
-            return info[key]
-    model_info = info.get("model")
-    if isinstance(model_info, dict) and isinstance(model_info.get("fingerprint"), str):
-        return model_info["fingerprint"]
-    return None
+    return info.fingerprint if info is not None else None
 
 
-def health_body(index: Any, info: dict[str, Any], fingerprint: str, max_upload_bytes: int) -> dict[str, Any]:
+def health_body(index: Any, info: IndexInfo | None, fingerprint: str, max_upload_bytes: int) -> dict[str, Any]:
     """The JSON of GET /health: status "ok", or "degraded" with the problems and the repair command when a
-    file of the index is damaged (then `error` holds a one-line summary); no server paths."""
+    file of the index is damaged (then `error` holds a one-line summary); no server paths. `info` None:
+    the index could not describe itself (the counts it knows are still given)."""
     model = index.model
     check = index_health(index)
+    described = info.to_dict() if info is not None else {}
     body: dict[str, Any] = {
-        "status": check["status"], "windows": len(index),
-        "files": info.get("files", info.get("num_files")),
+        "status": check.status, "windows": len(index),
+        "files": info.files if info is not None else None,
         "head": getattr(getattr(model, "config", None), "head", None),
         "sample_rate": int(model.sample_rate),
         "model_fingerprint": fingerprint,
         "max_upload_bytes": max_upload_bytes, "max_query_chars": MAX_QUERY_CHARS, "max_k": MAX_K,
-        "index": {k: v for k, v in info.items() if k not in ("path", "root")},  # no server paths
+        "index": {k: v for k, v in described.items() if k not in ("path", "root")},  # no server paths
     }
-    if check["status"] != "ok":
-        body.update(problems=check["problems"], repair=check["repair"], error=degraded_message(check))
+    if not check.ok:
+        body.update(problems=check.to_dict()["problems"], repair=check.repair, error=check.summary())
     return jsonable(body)
-
-
-def degraded_message(check: dict[str, Any]) -> str:
-    problems = check["problems"]
-    first = problems[0] if problems else {}
-    text = f"the index is damaged: {first.get('file', '?')} {first.get('problem', '')}".rstrip()
-    if len(problems) > 1:
-        text += f" (and {len(problems) - 1} more)"
-    if check.get("repair"):
-        text += f"; repair with `{check['repair']}`"
-    return text
