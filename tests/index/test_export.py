@@ -100,7 +100,7 @@ def test_parquet_export_searched_with_duckdb_finds_the_same_top10(dp_index, dp_c
     import duckdb  # the dev extra declares it
     out = tmp_path / "windows.parquet"
     summary = export_index(dp_index[0], out)
-    assert summary["windows"] == 24 and summary["dim"] == 32 and summary["key"] == "embed"
+    assert summary.windows == 24 and summary.dim == 32 and summary.key == "embed" and summary.files == (out,)
     model = hade.load(dp_ckpt)
     con = duckdb.connect()
     columns = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{out}')").fetchall()
@@ -137,3 +137,7 @@ def test_hade_export_cli_writes_npy_with_a_csv_beside_it(dp_index, tmp_path, cap
     assert "name a .parquet or .npy file" in capsys.readouterr().err
     assert main(["export", str(dp_index[0]), "--out", str(tmp_path / "w.bin"), "--format", "parquet"]) == 0
     assert (tmp_path / "w.bin").read_bytes()[:4] == b"PAR1"
+    capsys.readouterr()
+    assert main(["export", str(dp_index[0]), "--out", str(tmp_path / "j.npy"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"windows": 24, "dim": 32, "key": "embed",
+                                                   "files": [str(tmp_path / "j.npy"), str(tmp_path / "j.csv")]}

@@ -13,7 +13,7 @@ from hade.data.tags import read_clip_tags, synthcaps_labels
 from hade.errors import InputError
 from hade.models.heads import HEADS
 from hade.train.init import initialise_from
-from hade.train.pretrain import ENCODER_FILE, average_precision, pretrain
+from hade.train.pretrain import ENCODER_FILE, PretrainSummary, average_precision, pretrain
 
 CFG = dict(audio_encoder="htsat-test", epochs=3, batch_size=8, lr=2e-3, clip_seconds=1.0, seed=0)
 
@@ -56,17 +56,21 @@ def test_average_precision_by_hand():
 
 def test_pretraining_learns_the_tags_and_keeps_the_best_encoder(run):
     out, info = run
-    losses = [h["loss"] for h in info["history"]]
+    losses = [h.loss for h in info.history]
     assert losses[-1] < losses[0]
-    assert info["best"]["val_mAP"] > 2 * info["chance_val_mAP"]  # far above what random scores give
-    assert (out / ENCODER_FILE).is_file() and info["epochs_done"] == 3
+    assert info.best.val_mAP > 2 * info.chance_val_mAP  # far above what random scores give
+    assert info.best.val_mAP == max(h.val_mAP for h in info.history)
+    assert (out / ENCODER_FILE).is_file() and info.epochs_done == 3 and info.finished
+    assert PretrainSummary.read(out) == info  # pretrain.json holds all of it
+    assert json.loads((out / "pretrain.json").read_text())["best"] == {"epoch": info.best.epoch,
+                                                                      "val_mAP": info.best.val_mAP}
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(data, run, tmp_path):
     _, full = run
     pretrain(data, tmp_path / "run", PretrainConfig(**CFG), progress=False, stop_after_epochs=1, log=lambda _: None)
     resumed = pretrain(data, tmp_path / "run", PretrainConfig(**CFG), progress=False, log=lambda _: None)
-    assert [h["loss"] for h in resumed["history"]] == pytest.approx([h["loss"] for h in full["history"]], rel=1e-5)
+    assert [h.loss for h in resumed.history] == pytest.approx([h.loss for h in full.history], rel=1e-5)
     with pytest.raises(InputError, match="another config"):
         pretrain(data, tmp_path / "run", PretrainConfig(**{**CFG, "lr": 1e-4}), progress=False, log=lambda _: None)
 
@@ -78,8 +82,8 @@ def test_clips_longer_than_the_encoder_are_tagged_in_segments(data, tmp_path):
     logs: list[str] = []
     info = pretrain(data, tmp_path / "long", PretrainConfig(**{**CFG, "epochs": 1, "clip_seconds": 5.0}),
                     progress=False, log=logs.append)
-    assert info["segments"] == 3 and any("encoded in 3 segments" in line for line in logs)
-    assert np.isfinite(info["history"][0]["loss"]) and (tmp_path / "long" / ENCODER_FILE).is_file()
+    assert info.segments == 3 and any("encoded in 3 segments" in line for line in logs)
+    assert np.isfinite(info.history[0].loss) and (tmp_path / "long" / ENCODER_FILE).is_file()
 
 
 def test_the_tagger_averages_only_the_segments_holding_audio():
@@ -142,3 +146,23 @@ def test_hade_train_init_from_a_pretraining_run_writes_init_json(run, data, tiny
     init = json.loads((tmp_path / "ft" / "init.json").read_text())
     assert init["kind"] == "hade-pretrain" and init["parts"]["audio_encoder"] == "checkpoint"
     assert init["parts"]["head.parts.tha"] == "fresh" and init["source"] == str(out)
+    best = run[1].best
+    assert init["task"] == "tagging" and init["pretrain_best"] == {"epoch": best.epoch, "loss": best.loss,
+                                                                   "val_mAP": best.val_mAP}
+
+
+def test_a_damaged_or_older_pretraining_record(run, tiny_model_config, tmp_path):
+    """pretrain.json is read in one place: a damaged one is named; one written before `segments` reads as 1."""
+    import shutil
+
+    out, info = run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("state.pt"))
+    raw = json.loads((copy / "pretrain.json").read_text())
+    del raw["segments"]
+    (copy / "pretrain.json").write_text(json.dumps(raw))
+    assert PretrainSummary.read(copy).segments == 1 and PretrainSummary.read(copy).history == info.history
+    (copy / "pretrain.json").write_text(json.dumps({**raw, "history": [{"epoch": 1}]}))
+    model = hade.create_model(tiny_model_config)
+    with pytest.raises(InputError, match=r"init_from .*pretrain\.json: not a readable pretraining record"):
+        initialise_from(model, copy)

@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     summary = export_index(args.index, args.out, format=args.format)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(summary.to_dict(), indent=2))
     else:
-        print(f"wrote {summary['windows']} window vectors ({summary['dim']} dims, key {summary['key']!r}) to "
-              f"{', '.join(summary['files'])}")
+        print(f"wrote {summary.windows} window vectors ({summary.dim} dims, key {summary.key!r}) to "
+              f"{', '.join(str(p) for p in summary.files)}")
     return 0

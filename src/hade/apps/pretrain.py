@@ -50,10 +50,10 @@ def run(args: argparse.Namespace) -> int:
     if claim_output_dir(args.out, kind, force=args.force) is Claim.OWN:
         print(f"hade pretrain: note: {args.out} holds a pretraining run; resuming it", file=sys.stderr)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    info = pretrain(args.data, args.out, cfg, progress=not args.quiet)
-    best = info["best"]
-    print(json.dumps({"best_epoch": best["epoch"], "val_mAP": round(100 * best["val_mAP"], 2),
-                      "chance_val_mAP": round(100 * info["chance_val_mAP"], 2),
+    summary = pretrain(args.data, args.out, cfg, progress=not args.quiet)
+    best = summary.best
+    print(json.dumps({"best_epoch": best.epoch, "val_mAP": round(100 * best.val_mAP, 2),
+                      "chance_val_mAP": round(100 * summary.chance_val_mAP, 2),
                       "encoder": str(args.out / ENCODER_FILE)}, indent=2))
     print(f"next: hade train --init-from {args.out} --audio-encoder {cfg.audio_encoder} --head HEAD ...")
     return 0

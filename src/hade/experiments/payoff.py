@@ -204,22 +204,21 @@ PRETRAIN_FILES = ("audio_encoder.safetensors", "pretrain.json")
 
 def ensure_pretrained(study: Study) -> Path:
     """The pretraining run (ROOT/pretrain), trained unless finished here or in the archive."""
-    from hade.train.pretrain import pretrain
+    from hade.train.pretrain import INFO_FILE, STATE_FILE, PretrainSummary, pretrain
 
     out = study.root / "pretrain"
     cfg = study.pretrain or pretrain_config()
     archived = study.archive / "pretrain" if study.archive else None
-    if archived is not None and not (out / "pretrain.json").is_file() and (archived / "pretrain.json").is_file():
+    if archived is not None and not (out / INFO_FILE).is_file() and (archived / INFO_FILE).is_file():
         _archive_files(archived, out, PRETRAIN_FILES)
         study.log(f"pretrained encoder taken from the archive {archived}")
         return out
-    if (out / "pretrain.json").is_file() and (not (out / "state.pt").is_file()  # an archived copy
-                                              or json.loads((out / "pretrain.json").read_text())["epochs_done"]
-                                              == cfg.epochs):  # or a finished run
+    if (out / INFO_FILE).is_file() and (not (out / STATE_FILE).is_file()  # an archived copy
+                                        or PretrainSummary.read(out).finished):  # or a finished run
         return out
     corpus = _generate(study.root, PRETRAIN_CORPUS, study.progress)
-    info = pretrain(corpus, out, cfg, progress=study.progress, log=study.log)
-    if info["epochs_done"] == cfg.epochs and archived is not None:
+    summary = pretrain(corpus, out, cfg, progress=study.progress, log=study.log)
+    if summary.finished and archived is not None:
         _archive_files(out, archived, PRETRAIN_FILES)
     return out
 

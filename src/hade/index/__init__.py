@@ -13,13 +13,13 @@ for how a search runs (its parts: `query`, `query_encoder`, `scoring`, `indexed_
 `hade.index.integrity` for checksums, `--check` and repair by a re-run, `hade.index.merge` for joining shards.
 """
 from hade.index.build import build_index
-from hade.index.export import IndexVectors, export_index
+from hade.index.export import ExportReport, IndexVectors, export_index
 from hade.index.merge import MergeReport, merge_indexes
 from hade.index.report import BuildReport, FileProblem
 from hade.index.info import IndexInfo
 from hade.index.integrity import CheckResult, Health, Problem, check_index
 from hade.index.search import Hit, Index, Like, QueryVector, Window, search
 
-__all__ = ["BuildReport", "CheckResult", "FileProblem", "Health", "Hit", "Index", "IndexInfo", "IndexVectors", "Like", "MergeReport",
+__all__ = ["BuildReport", "CheckResult", "ExportReport", "FileProblem", "Health", "Hit", "Index", "IndexInfo", "IndexVectors", "Like", "MergeReport",
            "Problem", "QueryVector", "Window", "build_index", "check_index", "export_index", "merge_indexes",
            "search"]

@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -51,6 +51,9 @@ from hade.models.convert_audio import map_encoder_state_dict
 from hade.models.convert_hf import KIND, hf_conversion, hf_folder_config, is_hf_clap_folder
 from hade.models.encoders.audio import architecture_name, audio_encoder_config
 from hade.models.retrieval import RetrievalModel
+
+if TYPE_CHECKING:
+    from hade.train.pretrain import TagEpoch
 
 ENCODERS = ("audio_encoder.", "text_encoder.")
 
@@ -75,7 +78,7 @@ class InitReport:
     renamed: dict[str, str] | None = None
     head: str | None = None
     task: str | None = None
-    pretrain_best: dict[str, Any] | None = None
+    pretrain_best: TagEpoch | None = None
     scalars: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -309,19 +312,19 @@ def _from_foreign_file(model: RetrievalModel, path: Path) -> InitReport:
 
 
 def _from_pretrain_run(model: RetrievalModel, path: Path) -> InitReport:
-    from hade.train.pretrain import ENCODER_FILE, INFO_FILE
+    from hade.train.pretrain import ENCODER_FILE, PretrainSummary
 
     try:
-        info = json.loads((path / INFO_FILE).read_bytes().decode("utf-8"))
-        cfg = info["config"]
-        theirs_audio = _audio_geometry(cfg["audio_encoder"], cfg.get("audio_overrides") or {})
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise InputError(f"init_from {path / INFO_FILE}: not a readable pretraining record ({exc})") from None
+        summary = PretrainSummary.read(path)
+    except InputError as exc:
+        raise InputError(f"init_from {exc}") from None
+    cfg = summary.config
+    theirs_audio = _audio_geometry(cfg.audio_encoder, cfg.audio_overrides)
     ours_audio = _audio_geometry(model.config.audio_encoder, model.config.audio_overrides)
     differ = {k: (theirs_audio.get(k), v) for k, v in ours_audio.items() if theirs_audio.get(k) != v}
     if differ:
         raise InputError(f"init_from {path}: it pretrained an audio encoder built differently (field: pretrained vs "
-                         f"this run) {differ}; use --audio-encoder {cfg['audio_encoder']}")
+                         f"this run) {differ}; use --audio-encoder {cfg.audio_encoder}")
     weights_file = path / ENCODER_FILE
     if not weights_file.is_file():
         raise InputError(f"init_from {path}: missing {ENCODER_FILE} (the pretraining run has not finished an epoch)")
@@ -336,10 +339,10 @@ def _from_pretrain_run(model: RetrievalModel, path: Path) -> InitReport:
             value.copy_(weights[name])
     loaded = {f"audio_encoder.{k}" for k in own}
     everything = model.state_dict()
-    return InitReport(source=str(path), kind="hade-pretrain", task=info.get("task"), loaded=len(loaded),
+    return InitReport(source=str(path), kind="hade-pretrain", task=summary.task, loaded=len(loaded),
                       parts=_parts(everything, loaded), fresh=[n for n in everything if n not in loaded],
                       unused=sorted(set(weights) - set(own)) + ["classifier (the tagging head)"],
-                      pretrain_best=info.get("best"))
+                      pretrain_best=summary.best)
 
 
 def _is_pretrain_run(path: Path) -> bool:

@@ -15,7 +15,9 @@ the encoder's input is encoded in segments (`AudioTagger`), as `hade train` does
 """
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +26,7 @@ import torch
 from safetensors.torch import save_model as st_save_model
 from tqdm.auto import tqdm
 
-from hade.config import ModelConfig, PretrainConfig, seconds_to_samples, to_dict
+from hade.config import ModelConfig, PretrainConfig, from_dict, seconds_to_samples, to_dict
 from hade.data.audio import fit_length
 from hade.data.dataset import ClipAudioStore
 from hade.data.readers import read_split
@@ -126,6 +128,63 @@ def _epoch(model: AudioTagger, data: _Data, cfg: PretrainConfig, epoch: int, opt
     return float(np.mean(losses))
 
 
+@dataclass(frozen=True)
+class TagEpoch:
+    """One finished pretraining epoch: its mean training loss and its validation mAP (0-1)."""
+
+    epoch: int
+    loss: float
+    val_mAP: float
+
+
+@dataclass(frozen=True)
+class PretrainSummary:
+    """What a pretraining run did: its pretrain.json (`to_dict`, read back by `read`). labels: the tag
+    vocabulary; segments: encoder calls per clip; history: every finished epoch; best: the epoch whose
+    encoder was kept (None before one finished); chance_val_mAP: what random scores would get."""
+
+    config: PretrainConfig
+    data: str
+    labels: tuple[str, ...]
+    train_clips: int
+    val_clips: int
+    segments: int
+    epochs_done: int
+    history: tuple[TagEpoch, ...]
+    best: TagEpoch | None
+    chance_val_mAP: float
+    task: str = "tagging"
+
+    @property
+    def finished(self) -> bool:
+        return self.epochs_done == self.config.epochs
+
+    def to_dict(self) -> dict[str, Any]:
+        best = None if self.best is None else {"epoch": self.best.epoch, "val_mAP": self.best.val_mAP}
+        return {"kind": "hade-pretrain", "task": self.task, "config": to_dict(self.config), "data": self.data,
+                "labels": list(self.labels), "train_clips": self.train_clips, "val_clips": self.val_clips,
+                "segments": self.segments, "epochs_done": self.epochs_done,
+                "history": [vars(h).copy() for h in self.history], "best": best,
+                "chance_val_mAP": self.chance_val_mAP}
+
+    @classmethod
+    def read(cls, run: str | Path) -> "PretrainSummary":
+        """The pretrain.json of the run folder `run`; InputError naming the file when it is not one (a
+        record written before `segments` was recorded reads as 1 segment)."""
+        path = Path(run) / INFO_FILE
+        try:
+            raw = json.loads(path.read_bytes().decode("utf-8"))
+            history = tuple(TagEpoch(int(h["epoch"]), float(h["loss"]), float(h["val_mAP"])) for h in raw["history"])
+            best = next((h for h in history if raw["best"] and h.epoch == raw["best"]["epoch"]), None)
+            return cls(config=from_dict(PretrainConfig, raw["config"], f"{path}: config"), data=str(raw["data"]),
+                       labels=tuple(raw["labels"]), train_clips=int(raw["train_clips"]),
+                       val_clips=int(raw["val_clips"]), segments=int(raw.get("segments", 1)),
+                       epochs_done=int(raw["epochs_done"]), history=history, best=best,
+                       chance_val_mAP=float(raw["chance_val_mAP"]), task=str(raw.get("task", "tagging")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{path}: not a readable pretraining record ({type(exc).__name__}: {exc})") from None
+
+
 def _resume(out: Path, model: AudioTagger, optimizer: torch.optim.Optimizer, schedule: Any,
             cfg: PretrainConfig) -> dict[str, Any]:
     """The saved progress ({"epoch", "history", "best"}) after restoring `model`, `optimizer` and `schedule`
@@ -158,10 +217,10 @@ def _save_encoder(out: Path, model: AudioTagger) -> None:
 
 
 def pretrain(data_dir: str | Path, out: str | Path, cfg: PretrainConfig, progress: bool = True,
-             stop_after_epochs: int | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+             stop_after_epochs: int | None = None, log: Callable[[str], None] = print) -> PretrainSummary:
     """Pretrain `cfg.audio_encoder` by tagging the events of the SynthCaps set at `data_dir` (train split;
-    best epoch by validation mAP); writes the run directory `out` (module docstring) and returns the
-    content of its pretrain.json. `stop_after_epochs` ends this call early (tests of resuming)."""
+    best epoch by validation mAP); writes the run directory `out` (module docstring) and returns what its
+    pretrain.json holds. `stop_after_epochs` ends this call early (tests of resuming)."""
     cfg.check()
     root, out = Path(data_dir), Path(out)
     torch.manual_seed(cfg.seed)
@@ -197,10 +256,12 @@ def pretrain(data_dir: str | Path, out: str | Path, cfg: PretrainConfig, progres
         _save_state(out, model, optimizer, schedule, cfg, state)
         log(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f}, validation mAP {100 * val_map:.1f}")
     bar.close()
-    info = {"kind": "hade-pretrain", "task": "tagging", "config": to_dict(cfg), "data": str(root),
-            "labels": list(train_data.tags.labels), "train_clips": len(train_data), "val_clips": len(val_data),
-            "segments": segments,
-            "epochs_done": state["epoch"], "history": state["history"], "best": state["best"],
-            "chance_val_mAP": float(val_data.tags.targets.mean())}
-    write_json_atomic(out / INFO_FILE, info)
-    return info
+    history = tuple(TagEpoch(h["epoch"], h["loss"], h["val_mAP"]) for h in state["history"])
+    best = state["best"]
+    summary = PretrainSummary(
+        config=cfg, data=str(root), labels=tuple(train_data.tags.labels), train_clips=len(train_data),
+        val_clips=len(val_data), segments=segments, epochs_done=state["epoch"], history=history,
+        best=None if best is None else next(h for h in history if h.epoch == best["epoch"]),
+        chance_val_mAP=float(val_data.tags.targets.mean()))
+    write_json_atomic(out / INFO_FILE, summary.to_dict())
+    return summary
