@@ -96,7 +96,7 @@ def test_time_bins_average_the_tokens_that_share_a_time_span(model, wave, expl):
     feats = model.audio_encoder(torch.from_numpy(fit_length(wave, model.max_samples))[None])
     sizes = np.cumsum([0] + [len(p) for p in expl.pieces])
     for lv, att in zip(expl.levels, tha.attention(text_r, audio_r)):
-        pieces_alpha, pieces_beta = att["alpha"].numpy()[:, keep], att["beta"].numpy()[:, keep]
+        pieces_alpha, pieces_beta = att.alpha.numpy()[:, keep], att.beta.numpy()[:, keep]
         # a word's α is the sum of its pieces' (still a distribution over words), its β their mean
         alpha = np.stack([pieces_alpha[:, a:b].sum(1) for a, b in zip(sizes[:-1], sizes[1:])], 1)
         beta = np.stack([pieces_beta[:, a:b].mean(1) for a, b in zip(sizes[:-1], sizes[1:])], 1)

@@ -36,6 +36,7 @@ import torch
 
 from hade.errors import InputError
 from hade.utils.jsonable import jsonable
+from hade.models.heads.explanation import FactorExplanation, ThaExplanation
 from hade.models.retrieval import RetrievalModel
 
 AudioInput = str | Path | np.ndarray | torch.Tensor
@@ -170,11 +171,11 @@ def explain(model: RetrievalModel, audio: AudioInput, text: str,
         expl = Explanation(text=text, score=score, clip_seconds=wave.shape[0] / model.sample_rate,
                            audio_seconds=audio_seconds)
 
-        parts = model.head.explain(text_r, audio_r)  # one entry per kind the head offers
-        if "tha" in parts:
-            _add_tha(expl, parts["tha"], _TokenWords(model, text, ids[0].tolist()), features.token_seconds, model)
-        if "factors" in parts:
-            _add_factors(expl, parts["factors"])
+        parts = model.head.explain(text_r, audio_r)  # each kind the head offers
+        if parts.tha is not None:
+            _add_tha(expl, parts.tha, _TokenWords(model, text, ids[0].tolist()), features.token_seconds, model)
+        if parts.factors is not None:
+            _add_factors(expl, parts.factors)
     finally:
         model.train(was_training)
     return expl
@@ -229,40 +230,40 @@ def _merge_words(values: np.ndarray, groups: list[list[int]], reduce: str) -> np
     return np.stack(cols, axis=1) if cols else values[:, :0]
 
 
-def _add_tha(expl: Explanation, tha: dict[str, Any], text: _TokenWords, token_seconds: list[torch.Tensor],
+def _add_tha(expl: Explanation, tha: ThaExplanation, text: _TokenWords, token_seconds: list[torch.Tensor],
              model: RetrievalModel) -> None:
-    """THA maps in seconds from the head's "tha" explanation (RetrievalHead.explain; docs/heads.md), rows
+    """THA maps in seconds from the head's THA explanation (RetrievalHead.explain; docs/heads.md), rows
     merged into words, levels named by the encoders (`level_name`)."""
-    words_on = tha["word_mask"].cpu().numpy().astype(bool)
+    words_on = tha.word_mask.cpu().numpy().astype(bool)
     positions = [int(p) for p in np.flatnonzero(words_on)]
     words = text.words(positions)
     groups = [g for _, g in words]
     expl.words = [w for w, _ in words]
     expl.pieces = [[text.tokens[positions[i]] for i in g] for g in groups]
-    expl.tha_score, expl.tha_scale = float(tha["score"]), float(tha["scale"])
+    expl.tha_score, expl.tha_scale = float(tha.score), float(tha.scale)
     expl.levels = []
-    for i, lv in enumerate(tha["levels"]):
-        seconds = _numpy(token_seconds[lv["audio_stage"] - 1])
-        alpha = _merge_words(_numpy(lv["alpha"])[:, words_on], groups, "sum")
-        beta = _merge_words(_numpy(lv["beta"])[:, words_on], groups, "mean")
+    for i, lv in enumerate(tha.levels):
+        seconds = _numpy(token_seconds[lv.audio_stage - 1])
+        alpha = _merge_words(_numpy(lv.alpha)[:, words_on], groups, "sum")
+        beta = _merge_words(_numpy(lv.beta)[:, words_on], groups, "mean")
         edges, index = time_bins(seconds)
         t2a, counts = bin_tokens(alpha, index, edges.shape[0] - 1)
         a2t, _ = bin_tokens(beta, index, edges.shape[0] - 1)
         expl.levels.append(LevelExplanation(
-            level=i + 1, audio_stage=lv["audio_stage"], text_block=lv["text_block"], text_to_audio=t2a,
+            level=i + 1, audio_stage=lv.audio_stage, text_block=lv.text_block, text_to_audio=t2a,
             audio_to_text=a2t, time_edges=edges, bin_tokens=counts,
-            text_enhanced=float(lv["text_enhanced"]), audio_enhanced=float(lv["audio_enhanced"]),
+            text_enhanced=float(lv.text_enhanced), audio_enhanced=float(lv.audio_enhanced),
             alpha=alpha, beta=beta, token_seconds=seconds,
-            audio_name=model.audio_encoder.level_name(lv["audio_stage"]),
-            text_name=model.text_encoder.level_name(lv["text_block"])))
+            audio_name=model.audio_encoder.level_name(lv.audio_stage),
+            text_name=model.text_encoder.level_name(lv.text_block)))
 
 
-def _add_factors(expl: Explanation, factors: dict[str, Any]) -> None:
-    """Factor similarities and CA weights from the head's "factors" explanation."""
-    expl.factor_similarity = _numpy(factors["similarity"])
-    expl.dcr_score = float(factors["score"])
-    if factors["confidence"] is not None:
-        expl.confidence = _numpy(factors["confidence"])
+def _add_factors(expl: Explanation, factors: FactorExplanation) -> None:
+    """Factor similarities and CA weights from the head's factor explanation."""
+    expl.factor_similarity = _numpy(factors.similarity)
+    expl.dcr_score = float(factors.score)
+    if factors.confidence is not None:
+        expl.confidence = _numpy(factors.confidence)
         expl.factor_contribution = expl.confidence * expl.factor_similarity
 
 

@@ -8,6 +8,7 @@ from hade.config import ModelConfig
 from hade.losses import nt_xent
 from hade.models.heads import HEADS, RetrievalHead, score_all
 from hade.models.heads.base import EXPLANATIONS, HeadCapabilities
+from hade.models.heads.explanation import HeadExplanation
 from hade.models.heads.reprs import cat_reprs
 
 CAPTIONS = ["a dog barks", "rain falls on a roof while a siren wails in the distance", "a bell",
@@ -83,20 +84,20 @@ def _check_explanation(kind, value, head):
     """The fields docs/heads.md promises for each explanation kind."""
     assert kind in EXPLANATIONS
     if kind == "tha":
-        n = value["word_mask"].shape[0]
-        assert value["word_mask"].dtype == torch.bool and value["levels"]
+        n = value.word_mask.shape[0]
+        assert value.word_mask.dtype == torch.bool and value.levels
         total = 0.0
-        for lv in value["levels"]:
-            assert lv["alpha"].shape == lv["beta"].shape and lv["alpha"].shape[1] == n
-            assert isinstance(lv["audio_stage"], int) and isinstance(lv["text_block"], int)
-            total += float(lv["text_enhanced"]) + float(lv["audio_enhanced"])
-        assert float(value["score"]) == pytest.approx(value["scale"] * total, abs=1e-4)
+        for lv in value.levels:
+            assert lv.alpha.shape == lv.beta.shape and lv.alpha.shape[1] == n
+            assert isinstance(lv.audio_stage, int) and isinstance(lv.text_block, int)
+            total += float(lv.text_enhanced) + float(lv.audio_enhanced)
+        assert float(value.score) == pytest.approx(value.scale * total, abs=1e-4)
     else:  # factors
-        sim, conf = value["similarity"], value["confidence"]
-        assert sim.ndim == 1 and bool((sim.abs() <= 1 + 1e-5).all()) and torch.isfinite(value["score"])
+        sim, conf = value.similarity, value.confidence
+        assert sim.ndim == 1 and bool((sim.abs() <= 1 + 1e-5).all()) and torch.isfinite(value.score)
         if conf is not None:
             assert conf.shape == sim.shape
-            assert float((conf * sim).sum()) == pytest.approx(float(value["score"]), abs=1e-4)
+            assert float((conf * sim).sum()) == pytest.approx(float(value.score), abs=1e-4)
 
 
 @pytest.mark.parametrize("head", sorted(HEADS))
@@ -150,9 +151,9 @@ def test_declared_capabilities_hold(tiny_model_config, head):
             torch.testing.assert_close(model.score(rot_t, rot_a), model.score(text, audio), atol=2e-5, rtol=1e-4)
         one_t, one_a = {k: v[:1] for k, v in text.items()}, {k: v[:1] for k, v in audio.items()}
         explained = model.head.explain(one_t, one_a)
-    assert set(explained) == caps.explanations
-    for kind, value in explained.items():
-        _check_explanation(kind, value, model.head)
+    assert explained.kinds == caps.explanations
+    for kind in explained.kinds:
+        _check_explanation(kind, getattr(explained, kind), model.head)
 
 
 @pytest.mark.parametrize("head, expected", [
@@ -200,7 +201,7 @@ def test_a_new_head_is_one_class_and_one_registry_line(tiny_model_config, monkey
         text = model.encode_text(CAPTIONS)
         audio = model.encode_audio(torch.randn(2, model.max_samples, generator=torch.Generator().manual_seed(4)))
     assert model.head.capabilities == HeadCapabilities(factorised=True, has_pooled=True)
-    assert not model.uses_aux_captions and model.head.explain(text, audio) == {}
+    assert not model.uses_aux_captions and model.head.explain(text, audio) == HeadExplanation()
     pooled = model.head.pooled_text(text) @ model.head.pooled_audio(audio).T
     torch.testing.assert_close(model.score(text, audio), pooled)
 

@@ -17,9 +17,10 @@ from torch import nn
 
 from hade.losses import ClipPairs
 from hade.models.encoders.types import AudioFeatures, TextFeatures
+from hade.models.heads.explanation import EXPLANATIONS, HeadExplanation
 from hade.models.heads.reprs import Reprs, num_items, slice_reprs
 
-EXPLANATIONS = ("tha", "factors")  # the explanation kinds a head may offer (hade.explain draws each)
+__all__ = ["EXPLANATIONS", "HeadCapabilities", "RetrievalHead", "score_all"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class HeadCapabilities:
     uses_aux_captions: `audio_repr` reads `AudioFeatures.aux_text` (auxiliary captions of the clips).
     set_scoring: a text's scores depend on the whole candidate set of one `score` call, so all-pairs
         scoring must pass every audio at once.
-    explanations: the keys `explain` returns (a subset of EXPLANATIONS).
+    explanations: the kinds `explain` fills in (a subset of EXPLANATIONS, the fields of `HeadExplanation`).
     rotation_pairs: (audio key, text key) pairs that `score` uses only through dot products within and
         across the two (cosines, norms, Gram matrices): the same orthogonal rotation of both leaves the
         score unchanged, so an index may keep such audio tokens rotated (OPQ codes) and rotate the
@@ -119,10 +120,10 @@ class RetrievalHead(nn.Module):
         alone, e.g. to see how much each contributes (`hade eval --parts`)."""
         return {}
 
-    def explain(self, text: Reprs, audio: Reprs) -> dict[str, dict]:
-        """Raw explanation tensors of the pair (text row 0, audio row 0), one entry per kind in
-        `explanations`; hade.explain turns them into figures. See docs/heads.md for each kind's fields."""
-        return {}
+    def explain(self, text: Reprs, audio: Reprs) -> HeadExplanation:
+        """The tensors behind the score of the pair (text row 0, audio row 0), each kind in `explanations`
+        filled in (`hade.models.heads.explanation`); hade.explain turns them into figures."""
+        return HeadExplanation()
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ from torch import nn
 from hade.losses import ClipPairs
 from hade.models.encoders.types import AudioFeatures, TextFeatures
 from hade.models.heads.base import HeadCapabilities, RetrievalHead
+from hade.models.heads.explanation import HeadExplanation
 from hade.models.heads.reprs import Reprs
 
 
@@ -98,9 +99,8 @@ class SumHead(RetrievalHead):
         part = self._pooled_part()
         return None if part is None else part.audio_vector(features)
 
-    def explain(self, text: Reprs, audio: Reprs) -> dict[str, dict]:
-        out: dict[str, dict] = {}
+    def explain(self, text: Reprs, audio: Reprs) -> HeadExplanation:
+        out = HeadExplanation()
         for part in self.parts.values():
-            for kind, value in part.explain(text, audio).items():
-                out.setdefault(kind, value)  # the first part of a kind explains it
+            out = out.merged(part.explain(text, audio))  # the first part of a kind explains it
         return out

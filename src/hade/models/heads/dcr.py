@@ -29,6 +29,7 @@ from torch import nn
 from hade.losses import ClipPairs
 from hade.models.encoders.types import AudioFeatures, TextFeatures
 from hade.models.heads.dp import DPHead
+from hade.models.heads.explanation import FactorExplanation, HeadExplanation
 from hade.models.heads.reprs import Reprs
 
 EPS = 1e-5
@@ -123,15 +124,13 @@ class FactorHead(DPHead):
                  for a0 in range(0, a_unit.shape[0], chunk)]
         return torch.cat(parts, 1)
 
-    def explain(self, text: Reprs, audio: Reprs) -> dict[str, dict]:
-        """{"factors": {similarity [K] cos(e_i^t, e_i^a), score, confidence [K] CA weights g_i or None}} for
-        text row 0 and audio row 0; with CA, Σ_i g_i·cos_i = score."""
+    def explain(self, text: Reprs, audio: Reprs) -> HeadExplanation:
+        """The factors (`FactorExplanation`) of text row 0 and audio row 0; with CA, Σ_i g_i·cos_i = score."""
         tf, af = text["factors"][:1], audio["factors"][:1]  # [1, K, d]
         cos = (F.normalize(tf, dim=-1) * F.normalize(af, dim=-1)).sum(-1)[0]  # [K]
         pair_t, pair_a = {k: v[:1] for k, v in text.items()}, {k: v[:1] for k, v in audio.items()}
         confidence = self.confidences(tf, af)[0, 0] if self.use_ca else None  # [K]
-        return {"factors": {"similarity": cos, "score": self.score(pair_t, pair_a)[0, 0],
-                            "confidence": confidence}}
+        return HeadExplanation(factors=FactorExplanation(cos, self.score(pair_t, pair_a)[0, 0], confidence))
 
     def aux_losses(self, text: Reprs, audio: Reprs, pairs: ClipPairs | None = None) -> dict[str, torch.Tensor]:
         """α L_D + β L_A on the factor correlation of the matched rows (a [K, K] matrix over factors, not over

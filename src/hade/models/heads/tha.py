@@ -35,6 +35,7 @@ from torch import nn
 
 from hade.models.encoders.types import AudioFeatures, TextFeatures
 from hade.models.heads.base import HeadCapabilities, RetrievalHead
+from hade.models.heads.explanation import HeadExplanation, ThaExplanation, ThaLevel
 from hade.models.heads.reprs import Reprs
 
 EPS = 1e-8
@@ -279,27 +280,23 @@ class THAHead(RetrievalHead):
             parts.append(total * self.scale)
         return torch.cat(parts, 1)
 
-    def attention(self, text: Reprs, audio: Reprs) -> list[dict[str, torch.Tensor]]:
-        """For one text and one audio: per level α [M, N] (word weights per audio token) and β [M, N]
+    def attention(self, text: Reprs, audio: Reprs) -> tuple[ThaLevel, ...]:
+        """For text row 0 and audio row 0: per level α [M, N] (word weights per audio token) and β [M, N]
         (token weights per word), with the two direction scores — the arrays behind `hade explain`."""
         out = []
         for i in range(self.levels):
             s_te, s_ae, alpha, beta = level_scores(text[f"tha_text_{i}"][:1], text["tha_mask"][:1],
                                                    audio[f"tha_audio_{i}"][:1], self.lam, self.token_reduce,
                                                    return_attention=True)
-            out.append({"alpha": alpha[0, 0], "beta": beta[0, 0], "text_enhanced": s_te[0, 0],
-                        "audio_enhanced": s_ae[0, 0]})
-        return out
+            out.append(ThaLevel(self.audio_stages[i], self.text_blocks[i], alpha[0, 0], beta[0, 0], s_te[0, 0],
+                                s_ae[0, 0]))
+        return tuple(out)
 
-    def explain(self, text: Reprs, audio: Reprs) -> dict[str, dict]:
-        """{"tha": {score, scale, word_mask [N] bool, levels: [{audio_stage, text_block, alpha [M, N],
-        beta [M, N], text_enhanced, audio_enhanced}]}} for text row 0 and audio row 0 (M tokens of the
-        level's stage, N text tokens; hade.explain maps M back to seconds)."""
+    def explain(self, text: Reprs, audio: Reprs) -> HeadExplanation:
+        """THA's maps (`ThaExplanation`) of text row 0 and audio row 0 (hade.explain maps M back to seconds)."""
         text = {k: v[:1] for k, v in text.items()}
         audio = {k: v[:1] for k, v in audio.items()}
-        levels = [{"audio_stage": self.audio_stages[i], "text_block": self.text_blocks[i], **att}
-                  for i, att in enumerate(self.attention(text, audio))]
-        return {"tha": {"score": self.score(text, audio)[0, 0], "scale": float(self.scale),
-                        "word_mask": text["tha_mask"][0], "levels": levels}}
+        return HeadExplanation(tha=ThaExplanation(self.score(text, audio)[0, 0], float(self.scale),
+                                                  text["tha_mask"][0], self.attention(text, audio)))
 
 
