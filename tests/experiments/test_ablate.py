@@ -1,5 +1,6 @@
 """Ablation tables: rows per table, resumable by row and seed, markdown beside the paper."""
 import json
+import shutil
 
 import pytest
 
@@ -7,6 +8,7 @@ from hade.config import ModelConfig, TrainConfig
 from hade.data.synthcaps import generate
 from hade.errors import InputError
 from hade.experiments.ablate import ablate, table_rows
+from hade.utils.atomic import write_json_atomic
 
 
 def test_rows_of_each_table():
@@ -86,6 +88,42 @@ def test_ood_table_evaluates_on_the_held_out_set(tmp_path, tiny_model_config):
     assert run["metrics"]["score_seconds_per_1k2"] > 0
     md = (tmp_path / "out" / "tableood.md").read_text()
     assert "Out of domain" in md and "| diffatr |" in md
+
+
+def test_a_run_finished_without_the_held_out_set_is_evaluated_on_it_later(tmp_path, tiny_model_config):
+    """add_heldout: the late run reports what a run trained with the held-out set reports, keeps its own
+    set's metrics, and is evaluated once."""
+    from hade.eval.per_query import load_per_query
+    from hade.experiments.ablate import PER_QUERY, add_heldout, head_row, run_row_seed
+
+    generate(tmp_path / "in", clips=24, seed=0, sample_rate=8000, duration=1.0, progress=False)
+    generate(tmp_path / "ood", clips=24, seed=1, sample_rate=8000, duration=1.0, progress=False)
+    base = TrainConfig(epochs=1, batch_size=8, clip_seconds=1.0, model=ModelConfig(**tiny_model_config.__dict__))
+    row, quiet = head_row("dp"), (lambda s: None)
+    late = run_row_seed(row, 0, base, tmp_path / "in", tmp_path / "late", False, quiet)
+    run_dir = tmp_path / "late" / "rows" / "dp" / "seed0"
+    own = load_per_query(run_dir / PER_QUERY)
+    assert add_heldout(run_dir, tmp_path / "ood", quiet)
+    upgraded = json.loads((run_dir / "eval.json").read_text())
+    with_it = run_row_seed(row, 0, base, tmp_path / "in", tmp_path / "with", False, quiet, tmp_path / "ood")
+    assert upgraded["in_domain_metrics"] == late["metrics"] and upgraded["heldout_added"]["data"] == str(tmp_path / "ood")
+    for side in ("t2a", "a2t"):  # training is deterministic: the same model, the same held-out metrics
+        assert upgraded["metrics"][side] == with_it["metrics"][side]
+    pq = load_per_query(run_dir / PER_QUERY)
+    reference = load_per_query(tmp_path / "with" / "rows" / "dp" / "seed0" / PER_QUERY)
+    assert pq.captions_sha256 == reference.captions_sha256 != own.captions_sha256  # the held-out captions
+    assert (pq.t2a_rank == reference.t2a_rank).all()
+    assert not add_heldout(run_dir, tmp_path / "ood", lambda s: pytest.fail("evaluated twice"))
+    # an interrupted one (eval.json written, per-query results not yet moved) is finished, not redone
+    (run_dir / PER_QUERY).rename(run_dir / "per_query.heldout.npz")
+    assert not add_heldout(run_dir, tmp_path / "ood", lambda s: pytest.fail("evaluated twice"))
+    assert (run_dir / PER_QUERY).is_file() and not (run_dir / "per_query.heldout.npz").exists()
+    shutil.rmtree(tmp_path / "with" / "rows" / "dp" / "seed0" / "checkpoints")
+    gone = json.loads((tmp_path / "with" / "rows" / "dp" / "seed0" / "eval.json").read_text())
+    del gone["in_domain_metrics"]
+    write_json_atomic(tmp_path / "with" / "rows" / "dp" / "seed0" / "eval.json", gone)
+    with pytest.raises(InputError, match="cannot be evaluated on it now"):
+        add_heldout(tmp_path / "with" / "rows" / "dp" / "seed0", tmp_path / "ood", quiet)
 
 
 def _fake_runs(monkeypatch):

@@ -70,3 +70,29 @@ def test_the_study_runs_reports_plots_and_resumes_from_its_archive(tmp_path, tin
     again = payoff.run_study(_study(tmp_path / "root2", tmp_path / "archive", base, pre))
     first = report["cells"][0]["differences"]["rows"]["tha+dcr"]["t2a"]["R@1"]
     assert again["cells"][0]["differences"]["rows"]["tha+dcr"]["t2a"]["R@1"] == first
+
+
+def test_clotho_cells_report_on_their_own_held_out_set(tmp_path, tiny, monkeypatch):
+    """A Clotho-like cell trains on its set and reports on a disjoint 10 s held-out set; a run finished
+    before that set existed is evaluated on it (add_heldout), and until then it is not reported."""
+    base, pre = tiny
+    monkeypatch.setattr(payoff, "CLOTHO", payoff.SetSpec("clotholike", 20, 5, 1.0, 8000))
+    monkeypatch.setattr(payoff, "CLOTHO_HELDOUT", payoff.SetSpec("clotho_heldout600", 20, 12, 1.0, 8000))
+    cell = payoff.parse_cells("scratch:clotho")
+    dirs = payoff.prepare_data(tmp_path / "root", cell, progress=False)
+    assert payoff.heldout_dir(dirs, cell[0]) == tmp_path / "root" / "data" / "clotho_heldout420"
+    held = (dirs["clotho_heldout"] / "test.jsonl").read_text().splitlines()
+    assert len(held) == 14 and "clotho_heldout600" in json.loads(held[0])["audio"]
+    calls = []
+    monkeypatch.setattr(ablate, "add_heldout", lambda run_dir, data, log: calls.append(("add", run_dir, data)))
+    monkeypatch.setattr(ablate, "run_row_seed", lambda *a, **k: calls.append(("run", a[3], a[7])) or {})
+    study = payoff.Study(tmp_path / "root", cell, seeds=1, heads=("dp",), progress=False, log=lambda _: None,
+                         base_config=base)
+    payoff.run_one(study, dirs, cell[0], "dp", 0)
+    run_dir = tmp_path / "root" / "runs" / "scratch-clotho" / "rows" / "dp" / "seed0"
+    assert calls == [("add", run_dir, dirs["clotho_heldout"]), ("run", dirs["clotho"], dirs["clotho_heldout"])]
+    run_dir.mkdir(parents=True)
+    (run_dir / "eval.json").write_text(json.dumps({"row": "dp", "seed": 0, "metrics": {}}))  # the old protocol
+    assert payoff._finished(study, cell[0]) == {}
+    (run_dir / "eval.json").write_text(json.dumps({"row": "dp", "seed": 0, "metrics": {}, "in_domain_metrics": {}}))
+    assert list(payoff._finished(study, cell[0])) == ["dp"]

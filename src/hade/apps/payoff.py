@@ -26,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--archive", type=Path, default=None,
                    help="folder that keeps each finished run's eval.json/per_query.npz and the pretrained encoder; "
                         "runs found there are not trained again")
-    p.add_argument("--report-only", action="store_true", help="write the report and plot from finished runs only")
+    p.add_argument("--report-only", action="store_true", help="write the report and plot from finished runs only (trains nothing; a run finished "
+                        "without its held-out set is evaluated on it first)")
     p.add_argument("--plot", type=Path, default=None, help="PNG of THA+DCR − DP against size (default ROOT/payoff.png)")
     p.add_argument("--force", action="store_true", help="use a non-empty --root that holds something else")
     p.add_argument("--quiet", action="store_true")
@@ -37,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
     """Run (or resume) the study, write ROOT/payoff.md/.json and the plot, print the markdown."""
     from hade.errors import InputError
     from hade.utils.outdir import Claim, OutputKind, claim_output_dir, has_any
-    from hade.experiments.payoff import (Study, data_dirs, parse_cells, plot, pretrain_config, run_study,
-                                         write_report)
+    from hade.experiments.payoff import (Study, add_heldout_results, parse_cells, plot, prepare_data,
+                                         pretrain_config, run_study, write_report)
 
     heads = tuple(h.strip() for h in args.heads.split(",") if h.strip())
     if "dp" not in heads:
@@ -49,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if claim_output_dir(args.root, kind, force=args.force) is Claim.OWN:
         print(f"hade payoff: note: {args.root} holds a study; resuming it (finished runs are kept)", file=sys.stderr)
     if args.report_only:
-        report = write_report(study, data_dirs(args.root, study.cells))
+        dirs = prepare_data(args.root, study.cells, progress=not args.quiet)
+        add_heldout_results(study, dirs)
+        report = write_report(study, dirs)
     else:
         report = run_study(study)
     if report["cells"]:

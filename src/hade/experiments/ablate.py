@@ -270,6 +270,42 @@ def run_per_query(run_dir: Path, result: dict[str, Any], data_dir: Path, ood_dat
     return per_query
 
 
+PENDING_PER_QUERY = "per_query.heldout.npz"  # add_heldout's new per-query results until eval.json says so
+
+
+def add_heldout(run_dir: Path, ood_data: Path, log: Callable[[str], None]) -> bool:
+    """Give a run that finished without a held-out set (no ``in_domain_metrics`` in its eval.json) the
+    held-out results a run with `ood_data` has: its best checkpoint evaluated on that set's evaluation split
+    become ``metrics`` and per_query.npz, its own set's metrics are kept as ``in_domain_metrics``, and
+    ``heldout_added`` says so. Evaluation only: the training is untouched. True when it evaluated; False
+    when there was nothing to do (no finished run, or held-out results already). InputError when the
+    checkpoint is gone. Interruptible: the per-query results are written beside, then eval.json, then
+    moved over per_query.npz (an interrupted move is finished by the next call)."""
+    done, pending = run_dir / "eval.json", run_dir / PENDING_PER_QUERY
+    if not done.is_file() or ("in_domain_metrics" in json.loads(done.read_text()) and not pending.is_file()):
+        return False
+    with run_lock(run_dir, block=True):
+        result = json.loads(done.read_text())
+        if "in_domain_metrics" in result:
+            if pending.is_file():
+                pending.replace(run_dir / PER_QUERY)
+            return False
+        ckpt = run_dir / "checkpoints" / "best"
+        if not ckpt.is_dir() or "config" not in result:
+            raise InputError(f"{run_dir}: finished without the held-out set {ood_data}, and it cannot be evaluated "
+                             f"on it now (no checkpoints/best, or no config in eval.json); delete the folder to "
+                             f"train it again")
+        log(f"{run_dir}: evaluating {ckpt} on the held-out set {ood_data} (the run's own set's metrics are kept "
+            f"as in_domain_metrics)")
+        cfg = from_dict(TrainConfig, result["config"], f"{done}: config")
+        heldout, per_query = _evaluate_sets(load(ckpt), cfg, ood_data, None)
+        save_per_query(pending, per_query)
+        write_json_atomic(done, {**result, "in_domain_metrics": result["metrics"], "metrics": heldout["metrics"],
+                                 "heldout_added": {"data": str(ood_data), "checkpoint": "checkpoints/best"}})
+        pending.replace(run_dir / PER_QUERY)
+    return True
+
+
 def _pooled(per_seed: list[PerQuery], where: str) -> dict[str, QueryValues]:
     """Both directions' per-query values averaged over seeds (all seeds on the same split)."""
     for k, pq in enumerate(per_seed[1:], start=1):
