@@ -143,7 +143,7 @@ def test_eval_skips_undecodable_files(converted, tmp_path):
     folders = _class_folders(tmp_path / "folders")
     (folders / "siren" / "broken.wav").write_bytes(b"RIFF garbage")
     result = zero_shot.evaluate(hade.load(ckpt), folders)
-    assert result["files"] == 4 and [s["path"] for s in result["skipped"]] == [str(folders / "siren" / "broken.wav")]
+    assert result.files == 4 and [s.path for s in result.skipped] == [str(folders / "siren" / "broken.wav")]
 
 
 def test_a_labels_path_that_does_not_exist_is_an_error_and_a_bom_is_dropped(tmp_path):
@@ -159,12 +159,12 @@ def test_metrics_on_known_scores():
     scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.2, 0.8]])
     truth = np.array([0, 1, 1, 2])
     m = classification_metrics(scores, truth, top_k=2)
-    assert m["accuracy"] == 75.0 and m["top2_accuracy"] == 100.0
+    assert m.accuracy == 75.0 and m.top_k == 2 and m.top_k_accuracy == 100.0 and "top2_accuracy" in m.to_dict()
     # AP: class 0 ranks [0, 2, 1, 3] -> relevant first: 1; class 1 ranks [1, 2, 3, 0]: 1/1, 2/2 -> 1;
     # class 2 ranks 3 first -> 1
-    assert m["mAP"] == 100.0
+    assert m.mAP == 100.0
     m = classification_metrics(np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([0, 1]))
-    assert m["accuracy"] == 0.0 and m["mAP"] == 50.0
+    assert m.accuracy == 0.0 and m.mAP == 50.0 and m.top_k == 2  # capped at the number of labels
 
 
 def _class_folders(root: Path) -> Path:
@@ -180,7 +180,7 @@ def test_eval_on_class_folders_and_esc50_layout(converted, tmp_path, capsys):
     model = hade.load(ckpt)
     folders = _class_folders(tmp_path / "folders")
     result = zero_shot.evaluate(model, folders)
-    assert result["files"] == 4 and result["classes"] == 2 and 0.0 <= result["accuracy"] <= 100.0
+    assert result.files == 4 and result.classes == 2 and 0.0 <= result.accuracy <= 100.0
     # the same files in ESC-50's layout give the same numbers
     esc = tmp_path / "esc"
     (esc / "audio").mkdir(parents=True)
@@ -193,9 +193,10 @@ def test_eval_on_class_folders_and_esc50_layout(converted, tmp_path, capsys):
     (esc / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
     assert main(["classify", "--ckpt", str(ckpt), "--eval", str(esc), "--out", str(tmp_path / "m.json")]) == 0
     metrics = json.loads((tmp_path / "m.json").read_text())
-    assert metrics["accuracy"] == result["accuracy"] and metrics["mAP"] == pytest.approx(result["mAP"])
+    assert metrics["accuracy"] == result.accuracy and metrics["mAP"] == pytest.approx(result.mAP)
+    assert set(metrics) == {"files", "classes", "accuracy", "top2_accuracy", "mAP", "template", "folder", "skipped"}
     # distractor labels are allowed; a class missing from the labels is not
-    assert zero_shot.evaluate(model, folders, labels=["dog barking", "siren", "rain"])["classes"] == 3
+    assert zero_shot.evaluate(model, folders, labels=["dog barking", "siren", "rain"]).classes == 3
     with pytest.raises(InputError, match="not among the labels"):
         zero_shot.evaluate(model, folders, labels=["dog barking"])
 

@@ -74,8 +74,8 @@ def _evaluate(args: argparse.Namespace, model, labels: list[str] | None, templat
 
     metrics = zero_shot.evaluate(model, args.eval, labels, template, batch_size=args.batch_size, window=args.window,
                                  hop=args.hop, top_k=args.top_k, progress=not args.quiet)
-    _report_skipped(metrics["skipped"])
-    text = json.dumps(metrics, indent=2)
+    _report_skipped(metrics.skipped)
+    text = json.dumps(metrics.to_dict(), indent=2)
     if args.out is not None:
         write_text_atomic(args.out, text + "\n")
     print(text)
@@ -84,8 +84,7 @@ def _evaluate(args: argparse.Namespace, model, labels: list[str] | None, templat
 
 def _report_skipped(skipped) -> None:
     for item in skipped:
-        path, reason = (item["path"], item["reason"]) if isinstance(item, dict) else (item.path, item.reason)
-        print(f"hade classify: skipped {path}: {reason}", file=sys.stderr)
+        print(f"hade classify: skipped {item.path}: {item.reason}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:

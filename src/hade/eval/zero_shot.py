@@ -18,7 +18,7 @@ import csv
 import io
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -281,25 +281,47 @@ def average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
     return float(np.mean(np.arange(1, len(ranks) + 1) / ranks))
 
 
-def classification_metrics(scores: np.ndarray, truth: np.ndarray, top_k: int = 5) -> dict[str, Any]:
-    """scores [N, L], truth [N] class indices -> accuracy (top-1), top-k accuracy and mAP (mean over classes
-    present of the AP of ranking the files by that class's score), in percent."""
+@dataclass(frozen=True)
+class ZeroShotMetrics:
+    """Zero-shot classification of `files` files among `classes` labels: `accuracy` (top-1), `top_k` and
+    `top_k_accuracy`, `mAP` (mean over the classes present of the AP of ranking the files by that class's
+    score), in percent; from `evaluate` also the `template`, the `folder` and the files it `skipped`."""
+
+    files: int
+    classes: int
+    accuracy: float
+    top_k: int
+    top_k_accuracy: float
+    mAP: float
+    template: str | None = None
+    folder: str | None = None
+    skipped: tuple[Skipped, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of `hade classify --eval` (the top-k accuracy under "top{k}_accuracy")."""
+        return {"files": self.files, "classes": self.classes, "accuracy": self.accuracy,
+                f"top{self.top_k}_accuracy": self.top_k_accuracy, "mAP": self.mAP, "template": self.template,
+                "folder": self.folder, "skipped": [asdict(x) for x in self.skipped]}
+
+
+def classification_metrics(scores: np.ndarray, truth: np.ndarray, top_k: int = 5) -> ZeroShotMetrics:
+    """scores [N, L], truth [N] class indices -> the metrics (top_k capped at L)."""
     top = np.argsort(-scores, axis=1, kind="stable")
     k = min(top_k, scores.shape[1])
     aps = [average_precision(scores[:, c], truth == c) for c in range(scores.shape[1])]
     present = [a for a in aps if not math.isnan(a)]
-    return {"files": int(len(truth)), "classes": int(scores.shape[1]),
-            "accuracy": 100.0 * float(np.mean(top[:, 0] == truth)),
-            f"top{k}_accuracy": 100.0 * float(np.mean((top[:, :k] == truth[:, None]).any(1))),
-            "mAP": 100.0 * float(np.mean(present))}
+    return ZeroShotMetrics(files=int(len(truth)), classes=int(scores.shape[1]),
+                           accuracy=100.0 * float(np.mean(top[:, 0] == truth)), top_k=k,
+                           top_k_accuracy=100.0 * float(np.mean((top[:, :k] == truth[:, None]).any(1))),
+                           mAP=100.0 * float(np.mean(present)))
 
 
 def evaluate(model: RetrievalModel, folder: str | Path, labels: Sequence[str] | None = None,
              template: str = DEFAULT_TEMPLATE, batch_size: int = 16, window: float | None = None,
-             hop: float | None = None, top_k: int = 5, progress: bool = False) -> dict[str, Any]:
+             hop: float | None = None, top_k: int = 5, progress: bool = False) -> ZeroShotMetrics:
     """Zero-shot accuracy and mAP on a labelled folder (see `labelled_folder`). `labels` (default: the folder's
     classes) must contain every class; extra labels act as distractors. Files that cannot be decoded are
-    skipped, listed under "skipped" ([{path, reason}]) and left out of the metrics; a tqdm bar when
+    skipped, listed in `skipped` and left out of the metrics; a tqdm bar when
     `progress`."""
     files, truth, classes = labelled_folder(folder)
     labels = read_labels(list(labels)) if labels else classes
@@ -319,7 +341,7 @@ def evaluate(model: RetrievalModel, folder: str | Path, labels: Sequence[str] | 
                          f"(e.g. {skipped[0].path}: {skipped[0].reason})")
     index = {name: i for i, name in enumerate(labels)}
     result = classification_metrics(np.stack(rows), np.array([index[t] for t in kept]), top_k)
-    return {**result, "template": template, "folder": str(folder), "skipped": [asdict(x) for x in skipped]}
+    return replace(result, template=template, folder=str(folder), skipped=tuple(skipped))
 
 
 def write_json(results: Classification | list[FileResult], path: str | Path) -> None:
@@ -345,5 +367,5 @@ def write_csv(results: list[FileResult], path: str | Path) -> None:
 
 
 __all__ = ["DEFAULT_TEMPLATE", "Classification", "FileResult", "Prediction", "Skipped", "WindowResult",
-           "ZeroShotClassifier", "audio_files", "average_precision", "classification_metrics", "evaluate",
+           "ZeroShotClassifier", "ZeroShotMetrics", "audio_files", "average_precision", "classification_metrics", "evaluate",
            "labelled_folder", "prompts", "read_labels", "write_csv", "write_json"]
