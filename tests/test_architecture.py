@@ -436,3 +436,64 @@ def test_meta_checks_on_planted_code(tmp_path):
     assert meta_key_access(root) == ["hade/index/a.py:1", "hade/index/a.py:2"]
     assert codec_state_readers(root) == {"hade/index/c.py"}
 
+
+
+# ---- state that crosses a module boundary is a typed record, not a dict read by string keys ------------
+# Public library functions that still answer a dict of mixed values (`dict[str, Any]`), each with its
+# reason. `to_dict` / `state_dict` (a record's or a module's serialised form) are not counted.
+RECORD_EXCEPTIONS = {
+    "hade.checkpoint:load_train_state": "torch's saved training state (optimiser and scheduler state dicts), "
+                                        "its keys checked on load (TRAIN_STATE_KEYS)",
+    "hade.models.convert:extract_state_dict": "a foreign checkpoint's state dict",
+    "hade.models.convert:read_checkpoint": "a foreign checkpoint file's contents",
+    "hade.models.convert_hf:read_hf_weights": "a Hugging Face folder's state dict",
+    "hade.models.convert_full:infer_audio_overrides": "values for ModelConfig.audio_overrides, a dict by design",
+    "hade.models.convert_hf:hf_audio_overrides": "values for ModelConfig.audio_overrides, a dict by design",
+    "hade.models.convert_full:infer_text_config": "a transformers config (its own dict form)",
+    "hade.models.convert_hf:hf_text_config": "a transformers config (its own dict form)",
+    "hade.models.encoders.configs:EncoderConfig.geometry": "the weight-shaping fields, compared as a whole",
+    "hade.models.onnx_export:OnnxExport.metadata": "the JSON written as onnx.json",
+}
+SERIALISERS = ("to_dict", "state_dict")
+
+
+def mixed_dict_returns(root: Path) -> set[str]:
+    """`module:qualname` of the public library functions annotated to return `dict[str, Any]` (or `| None`)."""
+    found = set()
+    for path in sorted((root / "hade").rglob("*.py")):
+        mod = module_name(path, root)
+        if layer(mod) == "app":
+            continue
+
+        def walk(node: ast.AST, prefix: str) -> None:
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.ClassDef) and not child.name.startswith("_"):
+                    walk(child, f"{prefix}{child.name}.")
+                elif (isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) and child.returns is not None
+                      and not child.name.startswith("_") and child.name not in SERIALISERS
+                      and ast.unparse(child.returns).replace(" ", "").startswith("dict[str,Any]")):
+                    found.add(f"{mod}:{prefix}{child.name}")
+
+        walk(ast.parse(path.read_text(encoding="utf-8")), "")
+    return found
+
+
+def test_library_functions_answer_typed_records():
+    assert mixed_dict_returns(SRC) - set(RECORD_EXCEPTIONS) == set()
+
+
+def test_record_exceptions_still_exist_and_say_why():
+    assert set(RECORD_EXCEPTIONS) <= mixed_dict_returns(SRC)
+    assert all(why.strip() for why in RECORD_EXCEPTIONS.values())
+
+
+def test_record_check_on_planted_code(tmp_path):
+    root = _tree(tmp_path, {"hade/__init__.py": "", "hade/index/__init__.py": "",
+                            "hade/index/thing.py": "from typing import Any\n"
+                            "def report() -> dict[str, Any]: ...\n"
+                            "def counts() -> dict[str, int]: ...\n"
+                            "def _inner() -> dict[str, Any]: ...\n"
+                            "class Rec:\n    def to_dict(self) -> dict[str, Any]: ...\n"
+                            "    def info(self) -> dict[str, Any] | None: ...\n",
+                            "hade/apps/__init__.py": "", "hade/apps/cmd.py": "def run() -> dict[str, Any]: ...\n"})
+    assert mixed_dict_returns(root) == {"hade.index.thing:report", "hade.index.thing:Rec.info"}

@@ -523,7 +523,12 @@ def test_a_commands_own_output_is_taken_again_and_said(tmp_path, capsys):
     assert main(["synth", str(out), "--clips", "12", "--sample-rate", "8000", "--duration", "0.5"]) == 0
     capsys.readouterr()
     assert main(["synth", str(out), "--clips", "12", "--sample-rate", "8000", "--duration", "0.5"]) == 0
-    assert "holds a SynthCaps set; finishing it" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "holds a SynthCaps set; finishing it" in printed.err
+    report = json.loads(printed.out)  # what the second call did: every clip was complete already
+    assert (report["written"], report["skipped"], report["path"]) == (0, 12, str(out))
+    assert sum(s["clips"] for s in report["splits"].values()) == 12
+    assert report["splits"]["evaluation"]["audio_dir"] == str(out / "evaluation")
     mine = _foreign_folder(tmp_path / "mine")
     assert main(["synth", str(mine), "--clips", "12", "--sample-rate", "8000", "--duration", "0.5", "--force"]) == 0
     assert (mine / "notes.txt").read_text() == "mine" and (mine / "synthcaps.json").is_file()

@@ -203,7 +203,7 @@ def test_clotho_layout(clotho):
             for e in meta[row[0]]["events"]:
                 assert e["type"] in EVENT_TYPES and 0 <= e["start"] < e["end"] <= 1.0 and e["count"] >= 1
         total += len(rows) - 1
-        assert summary["splits"][split]["clips"] == len(rows) - 1 >= 1
+        assert summary.splits[split].clips == len(rows) - 1 >= 1
     assert total == 12
     opts = json.loads((out / "synthcaps.json").read_text())
     assert (opts["seed"], opts["sample_rate"], opts["duration"], opts["layout"]) == (7, 8000, 1.0, "clotho")
@@ -280,7 +280,7 @@ def test_resume_rewrites_only_missing_or_broken_files(tmp_path, clotho):
     (work / "clotho_captions_validation.csv").unlink()
     (work / "development" / ".synthcaps-synthcaps_00004.wav-999.tmp").write_bytes(b"half")
     summary = generate(work, seed=7, **SMALL)
-    assert (summary["written"], summary["skipped"]) == (2, 10)
+    assert (summary.written, summary.skipped) == (2, 10)
     assert _tree(work) == _tree(out)
 
 

@@ -16,4 +16,4 @@ def test_each_layout_reads_back(tmp_path, layout):
         five = split != "development" or layout != "audiocaps"  # AudioCaps train has one caption per clip
         assert all(len(c.captions) == (5 if five else 1) for c in data.clips)
     total = sum(len(read_split(tmp_path, s).clips) for s in ("train", "val", "test"))
-    assert total == summary["clips"] == 20
+    assert total == summary.clips == 20

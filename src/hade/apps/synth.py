@@ -37,5 +37,5 @@ def run(args: argparse.Namespace) -> int:
     events = [e.strip() for e in args.event_types.split(",")] if args.event_types else None
     summary = generate(args.out, clips=args.clips, seed=args.seed, sample_rate=args.sample_rate,
                        duration=args.duration, layout=args.layout, event_types=events)
-    print(json.dumps(summary, indent=2, default=str))
+    print(json.dumps(summary.to_dict(), indent=2))
     return 0

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -194,11 +195,47 @@ def _index_files(layout: str, split: str, records: list[dict[str, Any]], duratio
     return {f"{split}.json": _json_text({"num_captions_per_audio": NUM_CAPTIONS, "data": data})}
 
 
+@dataclass(frozen=True)
+class SplitReport:
+    """One split of a generated set: its clips, captions, hard-negative groups and audio folder."""
+
+    clips: int
+    captions: int
+    groups: int
+    audio_dir: Path
+
+
+@dataclass
+class SynthReport:
+    """What `generate` made: the set's options, each split, and how many WAV files this call `written`
+    and `skipped` (complete on disk already)."""
+
+    path: Path
+    layout: str
+    seed: int
+    clips: int
+    sample_rate: int
+    duration: float
+    event_types: list[str]
+    splits: dict[str, SplitReport] = field(default_factory=dict)
+    written: int = 0
+    skipped: int = 0
+    version: str = VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (`hade synth` prints it)."""
+        out = asdict(self)
+        out["path"] = str(self.path)
+        for split in out["splits"].values():
+            split["audio_dir"] = str(split["audio_dir"])
+        return out
+
+
 def generate(out_dir: str | os.PathLike, clips: int, seed: int = 0, sample_rate: int = 16000,
              duration: float = 4.0, layout: str = "clotho",
              split_fractions: Sequence[float] = (0.7, 0.15, 0.15), event_types: list[str] | None = None,
-             progress: bool = True) -> dict[str, Any]:
-    """Generate (or resume) a SynthCaps data set in `out_dir` and return a summary.
+             progress: bool = True) -> SynthReport:
+    """Generate (or resume) a SynthCaps data set in `out_dir` and say what was made.
 
     Clips are made in hard-negative groups of three (same event types, different order / attribute /
     count) that never straddle splits.  Existing complete WAV files are kept; everything else is
@@ -230,9 +267,8 @@ def generate(out_dir: str | os.PathLike, clips: int, seed: int = 0, sample_rate:
     atomic_write_text(opt_path, _json_text(options))
 
     frames = int(round(duration * sample_rate))
-    summary: dict[str, Any] = {"path": str(out), "layout": layout, "seed": int(seed), "clips": int(clips),
-                               "sample_rate": int(sample_rate), "duration": duration, "event_types": types,
-                               "splits": {}, "written": 0, "skipped": 0, "version": VERSION}
+    summary = SynthReport(path=out, layout=layout, seed=int(seed), clips=int(clips), sample_rate=int(sample_rate),
+                          duration=duration, event_types=types, version=VERSION)
     index, group_id = 0, 0
     bar = tqdm(total=clips, desc="synthcaps", unit="clip", disable=not progress)
     try:
@@ -245,7 +281,10 @@ def generate(out_dir: str | os.PathLike, clips: int, seed: int = 0, sample_rate:
                 scenes = make_group(group_rng, types, size)
                 for scene in scenes:
                     rec = _make_clip(out / split, layout, seed, index, group_id, scene, sample_rate, duration, frames)
-                    summary["written" if rec.pop("written") else "skipped"] += 1
+                    if rec.pop("written"):
+                        summary.written += 1
+                    else:
+                        summary.skipped += 1
                     records.append(rec)
                     metadata[rec["key"]] = {"events": rec["events"], "group": group_id, "captions": rec["captions"]}
                     index += 1
@@ -255,8 +294,7 @@ def generate(out_dir: str | os.PathLike, clips: int, seed: int = 0, sample_rate:
                 atomic_write_text(out / name, text)
             atomic_write_text(out / f"synthcaps_metadata_{split}.json", _json_text(metadata))
             n_caps = len(records) * (1 if layout == "audiocaps" and split == "train" else NUM_CAPTIONS)
-            summary["splits"][split] = {"clips": len(records), "captions": n_caps, "groups": len(sizes),
-                                        "audio_dir": str(out / split)}
+            summary.splits[split] = SplitReport(len(records), n_caps, len(sizes), out / split)
     finally:
         bar.close()
     return summary
