@@ -186,12 +186,12 @@ class PretrainSummary:
 
 
 def _resume(out: Path, model: AudioTagger, optimizer: torch.optim.Optimizer, schedule: Any,
-            cfg: PretrainConfig) -> dict[str, Any]:
-    """The saved progress ({"epoch", "history", "best"}) after restoring `model`, `optimizer` and `schedule`
-    from out/state.pt; a fresh start when there is none. A state of another config is refused."""
+            cfg: PretrainConfig) -> list[TagEpoch]:
+    """The finished epochs, after restoring `model`, `optimizer` and `schedule` from out/state.pt; none
+    (a fresh start) when there is no state. A state of another config is refused."""
     path = out / STATE_FILE
     if not path.is_file():
-        return {"epoch": 0, "history": [], "best": None}
+        return []
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable state is reported as such
@@ -201,14 +201,24 @@ def _resume(out: Path, model: AudioTagger, optimizer: torch.optim.Optimizer, sch
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
-    return {"epoch": state["epoch"], "history": state["history"], "best": state["best"]}
+    return [TagEpoch(int(h["epoch"]), float(h["loss"]), float(h["val_mAP"])) for h in state["history"]]
 
 
 def _save_state(out: Path, model: AudioTagger, optimizer: torch.optim.Optimizer, schedule: Any,
-                cfg: PretrainConfig, progress: dict[str, Any]) -> None:
+                cfg: PretrainConfig, history: list[TagEpoch]) -> None:
     with atomic_path(out / STATE_FILE) as tmp:
         torch.save({"config": to_dict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(), **progress}, tmp)
+                    "schedule": schedule.state_dict(), "epoch": len(history),
+                    "history": [vars(h).copy() for h in history]}, tmp)
+
+
+def _best(history: list[TagEpoch]) -> TagEpoch | None:
+    """The epoch of the highest validation mAP (the first of equals), None before one finished."""
+    best = None
+    for h in history:
+        if best is None or h.val_mAP > best.val_mAP:
+            best = h
+    return best
 
 
 def _save_encoder(out: Path, model: AudioTagger) -> None:
@@ -242,26 +252,20 @@ def pretrain(data_dir: str | Path, out: str | Path, cfg: PretrainConfig, progres
     total = steps_per_epoch * cfg.epochs
     schedule = warmup_cosine(optimizer, total, int(cfg.warmup_fraction * total), cfg.min_lr_ratio)
     out.mkdir(parents=True, exist_ok=True)
-    state = _resume(out, model, optimizer, schedule, cfg)
-    bar = tqdm(total=total, initial=state["epoch"] * steps_per_epoch, desc="pretrain", disable=not progress)
-    last = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, state["epoch"] + stop_after_epochs)
-    for epoch in range(state["epoch"], last):
+    history = _resume(out, model, optimizer, schedule, cfg)
+    bar = tqdm(total=total, initial=len(history) * steps_per_epoch, desc="pretrain", disable=not progress)
+    last = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, len(history) + stop_after_epochs)
+    for epoch in range(len(history), last):
         loss = _epoch(model, train_data, cfg, epoch, optimizer, schedule, bar)
-        val_map = _validate(model, val_data, cfg.batch_size)
-        state["history"].append({"epoch": epoch + 1, "loss": loss, "val_mAP": val_map})
-        if state["best"] is None or val_map > state["best"]["val_mAP"]:
-            state["best"] = {"epoch": epoch + 1, "val_mAP": val_map}
+        history.append(TagEpoch(epoch + 1, loss, _validate(model, val_data, cfg.batch_size)))
+        if _best(history) is history[-1]:
             _save_encoder(out, model)
-        state["epoch"] = epoch + 1
-        _save_state(out, model, optimizer, schedule, cfg, state)
-        log(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f}, validation mAP {100 * val_map:.1f}")
+        _save_state(out, model, optimizer, schedule, cfg, history)
+        log(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f}, validation mAP {100 * history[-1].val_mAP:.1f}")
     bar.close()
-    history = tuple(TagEpoch(h["epoch"], h["loss"], h["val_mAP"]) for h in state["history"])
-    best = state["best"]
     summary = PretrainSummary(
         config=cfg, data=str(root), labels=tuple(train_data.tags.labels), train_clips=len(train_data),
-        val_clips=len(val_data), segments=segments, epochs_done=state["epoch"], history=history,
-        best=None if best is None else next(h for h in history if h.epoch == best["epoch"]),
-        chance_val_mAP=float(val_data.tags.targets.mean()))
+        val_clips=len(val_data), segments=segments, epochs_done=len(history), history=tuple(history),
+        best=_best(history), chance_val_mAP=float(val_data.tags.targets.mean()))
     write_json_atomic(out / INFO_FILE, summary.to_dict())
     return summary
