@@ -11,7 +11,8 @@ HEADLINE = (("t2a", "R@1"), ("t2a", "mAP@10"))  # THA+DCR - DP on these: the plo
 
 def plot(report: dict[str, Any], path: str | Path, row: str = "tha+dcr") -> Path:
     """THA+DCR − DP (T2A R@1 and mAP@10, with 95 % intervals) against training-set size, one line per start;
-    the Clotho-like cells at their 336 clips as open markers. Written atomically as a PNG."""
+    the Clotho-like cells at their 336 clips as open markers; a cell with fewer seeds than the others says how
+    many beside its marker. Written atomically as a PNG."""
     import matplotlib
     import matplotlib.ticker
 
@@ -20,10 +21,11 @@ def plot(report: dict[str, Any], path: str | Path, row: str = "tha+dcr") -> Path
 
     fig, axes = plt.subplots(1, len(HEADLINE), figsize=(10, 4), constrained_layout=True)
     styles = {"scratch": ("tab:blue", "o"), "pretrained": ("tab:orange", "s")}
+    most = max((c["seeds"] for c in report["cells"]), default=0)
     for ax, (d, m) in zip(axes, HEADLINE):
         for start, (color, marker) in styles.items():
             for clotho in (False, True):
-                pts = sorted((c["size"], c["differences"]["rows"][row][d][m]) for c in report["cells"]
+                pts = sorted((c["size"], c["differences"]["rows"][row][d][m], c["seeds"]) for c in report["cells"]
                              if c["start"] == start and (c["train_set"] == "clotho") == clotho
                              and c["differences"]["rows"].get(row))
                 if not pts:
@@ -34,6 +36,10 @@ def plot(report: dict[str, Any], path: str | Path, row: str = "tha+dcr") -> Path
                 label = f"{start}{', Clotho-like 10 s' if clotho else ''}"
                 ax.errorbar(x, y, yerr=err, color=color, marker=marker, capsize=4, label=label,
                             linestyle=":" if clotho else "-", mfc="white" if clotho else color)
+                for xi, yi, p in zip(x, y, pts):
+                    if p[2] < most:
+                        ax.annotate(f"{p[2]} seed{'s' if p[2] > 1 else ''}", (xi, yi), textcoords="offset points",
+                                    xytext=(6, -12), fontsize=7, color=color)
         ax.axhline(0.0, color="grey", linewidth=1)
         ax.set_xscale("log")
         ax.set_xlim(min(SIZES) / 1.35, max(SIZES) * 1.35)  # room for the side-by-side markers at both ends
