@@ -26,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--archive", type=Path, default=None,
                    help="folder that keeps each finished run's eval.json/per_query.npz and the pretrained encoder; "
                         "runs found there are not trained again")
-    p.add_argument("--report-only", action="store_true", help="write the report and plot from finished runs only (trains nothing; a run finished "
+    p.add_argument("--report-only", action="store_true",
+                   help="write the report and plot from finished runs only (trains nothing; a run finished "
                         "without its held-out set is evaluated on it first)")
     p.add_argument("--plot", type=Path, default=None, help="PNG of THA+DCR − DP against size (default ROOT/payoff.png)")
     p.add_argument("--force", action="store_true", help="use a non-empty --root that holds something else")

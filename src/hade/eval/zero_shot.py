@@ -367,5 +367,6 @@ def write_csv(results: list[FileResult], path: str | Path) -> None:
 
 
 __all__ = ["DEFAULT_TEMPLATE", "Classification", "FileResult", "Prediction", "Skipped", "WindowResult",
-           "ZeroShotClassifier", "ZeroShotMetrics", "audio_files", "average_precision", "classification_metrics", "evaluate",
-           "labelled_folder", "prompts", "read_labels", "write_csv", "write_json"]
+           "ZeroShotClassifier", "ZeroShotMetrics", "audio_files", "average_precision",
+           "classification_metrics", "evaluate", "labelled_folder", "prompts", "read_labels", "write_csv",
+           "write_json"]

@@ -20,6 +20,6 @@ from hade.index.info import IndexInfo
 from hade.index.integrity import CheckResult, Health, Problem, check_index
 from hade.index.search import Hit, Index, Like, QueryVector, Window, search
 
-__all__ = ["BuildReport", "CheckResult", "ExportReport", "FileProblem", "Health", "Hit", "Index", "IndexInfo", "IndexVectors", "Like", "MergeReport",
-           "Problem", "QueryVector", "Window", "build_index", "check_index", "export_index", "merge_indexes",
-           "search"]
+__all__ = ["BuildReport", "CheckResult", "ExportReport", "FileProblem", "Health", "Hit", "Index", "IndexInfo",
+           "IndexVectors", "Like", "MergeReport", "Problem", "QueryVector", "Window", "build_index",
+           "check_index", "export_index", "merge_indexes", "search"]
