@@ -273,13 +273,13 @@ def run_per_query(run_dir: Path, result: dict[str, Any], data_dir: Path, ood_dat
 PENDING_PER_QUERY = "per_query.heldout.npz"  # add_heldout's new per-query results until eval.json says so
 
 
-def add_heldout(run_dir: Path, ood_data: Path, log: Callable[[str], None]) -> bool:
+def add_heldout(run_dir: Path, heldout_data: Path, log: Callable[[str], None]) -> bool:
     """Give a run that finished without a held-out set (no ``in_domain_metrics`` in its eval.json) the
-    held-out results a run with `ood_data` has: its best checkpoint evaluated on that set's evaluation split
-    become ``metrics`` and per_query.npz, its own set's metrics are kept as ``in_domain_metrics``, and
-    ``heldout_added`` says so. Evaluation only: the training is untouched. True when it evaluated; False
-    when there was nothing to do (no finished run, or held-out results already). InputError when the
-    checkpoint is gone. Interruptible: the per-query results are written beside, then eval.json, then
+    results a run given `heldout_data` as run_row_seed's `ood_data` has: its best checkpoint evaluated on that
+    set's evaluation split become ``metrics`` and per_query.npz, its own set's metrics are kept as
+    ``in_domain_metrics``, and ``heldout_added`` says so. Evaluation only: the training is untouched. True
+    when it evaluated; False when there was nothing to do (no finished run, or held-out results already).
+    InputError when the checkpoint is gone. Interruptible: the per-query results are written beside, then eval.json, then
     moved over per_query.npz (an interrupted move is finished by the next call)."""
     done, pending = run_dir / "eval.json", run_dir / PENDING_PER_QUERY
     if not done.is_file() or ("in_domain_metrics" in json.loads(done.read_text()) and not pending.is_file()):
@@ -292,16 +292,16 @@ def add_heldout(run_dir: Path, ood_data: Path, log: Callable[[str], None]) -> bo
             return False
         ckpt = run_dir / "checkpoints" / "best"
         if not ckpt.is_dir() or "config" not in result:
-            raise InputError(f"{run_dir}: finished without the held-out set {ood_data}, and it cannot be evaluated "
+            raise InputError(f"{run_dir}: finished without the held-out set {heldout_data}, and it cannot be evaluated "
                              f"on it now (no checkpoints/best, or no config in eval.json); delete the folder to "
                              f"train it again")
-        log(f"{run_dir}: evaluating {ckpt} on the held-out set {ood_data} (the run's own set's metrics are kept "
+        log(f"{run_dir}: evaluating {ckpt} on the held-out set {heldout_data} (the run's own set's metrics are kept "
             f"as in_domain_metrics)")
         cfg = from_dict(TrainConfig, result["config"], f"{done}: config")
-        heldout, per_query = _evaluate_sets(load(ckpt), cfg, ood_data, None)
+        evaluated, per_query = _evaluate_sets(load(ckpt), cfg, heldout_data, None)
         save_per_query(pending, per_query)
-        write_json_atomic(done, {**result, "in_domain_metrics": result["metrics"], "metrics": heldout["metrics"],
-                                 "heldout_added": {"data": str(ood_data), "checkpoint": "checkpoints/best"}})
+        write_json_atomic(done, {**result, "in_domain_metrics": result["metrics"], "metrics": evaluated["metrics"],
+                                 "heldout_added": {"data": str(heldout_data), "checkpoint": "checkpoints/best"}})
         pending.replace(run_dir / PER_QUERY)
     return True
 
