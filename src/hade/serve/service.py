@@ -32,7 +32,7 @@ from hade.serve.concurrency import HIGH, LOW, PriorityLock, lower_thread_priorit
 from hade.serve.explaining import ExplainQuery, explain_note, maps_payload
 from hade.serve.limits import AUDIO_QUERY_CACHE, MAX_K, MAX_QUERY_CHARS, MAX_QUERY_SECONDS, MAX_UPLOAD_BYTES, Limits
 from hade.serve.peaks import PeakCache, Peaks, compute_peaks
-from hade.serve.status import health_body, model_fingerprint, stored_fingerprint
+from hade.serve.status import health_body, model_fingerprint
 from hade.serve.upload import decode_upload
 from hade.utils.jsonable import jsonable
 
@@ -355,7 +355,7 @@ class SearchService:
     def fingerprint(self, info: IndexInfo | None) -> str:
         """The index's recorded model fingerprint, else one computed once from the weights (no model lock:
         it only reads them, and /health must not wait behind inference)."""
-        recorded = stored_fingerprint(info)
+        recorded = info.fingerprint if info is not None else None  # None: not recorded, or no info
         if recorded is not None:
             return recorded
         if self._fingerprint is None:

@@ -50,11 +50,6 @@ def index_health(index: Any) -> Health:
     return result
 
 
-def stored_fingerprint(info: IndexInfo | None) -> str | None:
-    """The model fingerprint the index recorded (`Index.info()`), if any."""
-    return info.fingerprint if info is not None else None
-
-
 def health_body(index: Any, info: IndexInfo | None, fingerprint: str, max_upload_bytes: int) -> dict[str, Any]:
     """The JSON of GET /health: status "ok", or "degraded" with the problems and the repair command when a
     file of the index is damaged (then `error` holds a one-line summary); no server paths. `info` None:
