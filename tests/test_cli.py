@@ -75,7 +75,7 @@ def test_eval_is_deterministic_to_the_last_digit(tmp_path, tiny_model_config):
     for _ in range(2):  # a fresh load each time, as two separate `hade eval` runs
         model = hade.load(tmp_path / "ckpt")
         runs.append(evaluate(model, read_split(tmp_path / "d", "evaluation"), 1.0, batch_size=3, progress=False))
-    assert json.dumps(runs[0], sort_keys=True) == json.dumps(runs[1], sort_keys=True)
+    assert json.dumps(runs[0].to_dict(), sort_keys=True) == json.dumps(runs[1].to_dict(), sort_keys=True)
 
 
 def _two_checkpoints(tmp_path, tiny_model_config):

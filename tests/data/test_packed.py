@@ -254,4 +254,4 @@ def test_packed_set_evaluates_like_its_source(tmp_path, tiny_model_config):
     src = make_pcm16_set(tmp_path / "raw", model.sample_rate)
     out = pack(src, tmp_path / "packed", model.sample_rate, progress=False).out
     raw, got = (evaluate(model, read_split(root, "train"), 0.3, progress=False) for root in (src, out))
-    assert got == raw and got["t2a"]["R@1"] >= 0
+    assert got == raw and got.t2a["R@1"] >= 0

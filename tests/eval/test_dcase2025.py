@@ -36,7 +36,7 @@ def test_round_trip_scores_exactly_as_hade_eval(tmp_path, dtype):
     assert is_score_csv(path)
     rel = Relevance(["a dog barks", captions[0]], [[names[1], names[3], names[7]], [names[0]]], [2, 3], "rel.csv")
     result = score_2025(path, captions, text_clip, names, rel, resamples=100, seed=0)
-    expected = retrieval_metrics(scores, text_clip)["t2a"]
+    expected = retrieval_metrics(scores, text_clip).t2a
     for m in ("R@1", "R@5", "R@10", "mAP@10"):
         assert result["t2a"][m] == expected[m], m
     multi = multi_relevance_metrics(scores, resolve_relevance(rel, captions, names))

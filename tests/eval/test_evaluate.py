@@ -43,9 +43,10 @@ def test_an_undecodable_clip_is_dropped_with_its_captions_and_reported(split, mo
     clips[1] = type(bad)(**{**bad.__dict__, "audio_path": broken})
     damaged = type(split)(name=split.name, clips=clips, problems=[])
     metrics = evaluate(model, damaged, 1.0, progress=False)
-    assert metrics["num_audios"] == len(clips) - 1
-    assert metrics["num_texts"] == sum(len(c.captions) for c in clips) - len(bad.captions)
-    assert any(str(broken) in p["source"] and repr(bad.clip_id) in p["reason"] for p in metrics["skipped"])
+    assert metrics.num_audios == len(clips) - 1
+    assert metrics.num_texts == sum(len(c.captions) for c in clips) - len(bad.captions)
+    assert any(str(broken) in p.source and repr(bad.clip_id) in p.reason for p in metrics.skipped)
+    assert metrics.to_dict()["skipped"] == [{"source": p.source, "reason": p.reason} for p in metrics.skipped]
     nothing = type(split)(name=split.name, clips=[clips[1]], problems=[])
     with pytest.raises(InputError, match="no clip could be decoded"):
         encode_split(model, nothing, 1.0, progress=False)
@@ -63,7 +64,7 @@ def test_evaluate_run_adds_per_query_results_that_reproduce_the_metrics(split, m
     assert run.captions == [t for c in split.clips for t in c.captions]
     for direction, qv in (("t2a", t2a_values(pq)), ("a2t", a2t_values(pq))):
         for name in ("R@1", "R@5", "R@10", "mAP@10", "medR", "meanR"):
-            assert point_estimate(qv, name) == run.metrics[direction][name], (direction, name)
+            assert point_estimate(qv, name) == run.metrics.direction(direction)[name], (direction, name)
 
 
 def test_evaluate_run_is_the_pipeline_demo_and_ablate_share(split, model):
@@ -76,5 +77,6 @@ def test_evaluate_run_is_the_pipeline_demo_and_ablate_share(split, model):
     assert run.scores.shape == (num_texts, len(split.clips)) and run.scores.dtype == torch.float32
     assert run.encoded.clip_ids == [c.clip_id for c in split.clips] and run.encoded.captions == run.captions
     expected = retrieval_metrics(run.scores.numpy(), run.encoded.text_clip)
-    assert {k: run.metrics[k] for k in expected} == expected
+    assert (run.metrics.t2a, run.metrics.a2t, run.metrics.tie_rule) == (expected.t2a, expected.a2t, expected.tie_rule)
+    assert run.metrics.chance.tie_rule != expected.tie_rule  # the chance level names its random ranking
     assert run.score_seconds >= 0.0

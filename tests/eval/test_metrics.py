@@ -140,9 +140,9 @@ def test_all_tied_and_medr_even_count():
     assert [r.tolist() for r in rank_a2t(s, clip)] == [[1], [2], [3], [4]]
     r = retrieval_metrics(s, clip)
     for d in ("t2a", "a2t"):
-        assert r[d]["medR"] == 2.0  # floor(median [1,2,3,4]) = floor(2.5) = 2
-        assert r[d]["meanR"] == 2.5
-        assert r[d]["R@1"] == 25.0
+        assert r.direction(d)["medR"] == 2.0  # floor(median [1,2,3,4]) = floor(2.5) = 2
+        assert r.direction(d)["meanR"] == 2.5
+        assert r.direction(d)["R@1"] == 25.0
     # two queries with ranks 1 and 4: median 2.5 -> medR 2 (= floor(median(r-1)) + 1 = floor(1.5) + 1)
     s2 = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
     clip2 = np.array([0, 3])
@@ -158,14 +158,14 @@ def test_perfect_scores_give_100():
     r = retrieval_metrics(s, clip, ks=(1, 5, 10))
     for d in ("t2a", "a2t"):
         for key in ("R@1", "R@5", "R@10", "mAP@10"):
-            assert r[d][key] == 100.0, (d, key)
-        assert r[d]["medR"] == 1.0 and r[d]["meanR"] == 1.0
-    assert r["a2t"]["recall_fraction@5"] == 100.0
-    assert r["a2t"]["recall_fraction@10"] == 100.0
+            assert r.direction(d)[key] == 100.0, (d, key)
+        assert r.direction(d)["medR"] == 1.0 and r.direction(d)["meanR"] == 1.0
+    assert r.a2t["recall_fraction@5"] == 100.0
+    assert r.a2t["recall_fraction@10"] == 100.0
     # true recall at 1 cannot be 100 with several captions: mean(1/5, 1/2, 1, 1/3)
     exp = (Fraction(1, 5) + Fraction(1, 2) + 1 + Fraction(1, 3)) / 4
-    assert r["a2t"]["recall_fraction@1"] == pytest.approx(pct(exp), abs=EPS)
-    assert r["num_texts"] == 11 and r["num_audios"] == 4 and r["tie_rule"] == TIE_RULE
+    assert r.a2t["recall_fraction@1"] == pytest.approx(pct(exp), abs=EPS)
+    assert r.num_texts == 11 and r.num_audios == 4 and r.tie_rule == TIE_RULE
 
 
 def _brute_ranks(s, clip):
@@ -200,9 +200,9 @@ def test_clip_without_captions_is_t2a_distractor():
     r = retrieval_metrics(s, clip, ks=(1, 2))
     assert rank_t2a(s, clip).tolist() == [2, 1]
     assert [x.tolist() for x in rank_a2t(s, clip)] == [[1], [1], []]
-    assert r["t2a"]["R@1"] == 50.0
-    assert r["a2t"]["num_queries"] == 2 and r["a2t"]["num_clips_without_captions"] == 1
-    assert r["a2t"]["R@1"] == 100.0
+    assert r.t2a["R@1"] == 50.0
+    assert r.a2t["num_queries"] == 2 and r.a2t["num_clips_without_captions"] == 1
+    assert r.a2t["R@1"] == 100.0
 
 
 def test_deterministic_and_numpy_torch_identical():
@@ -230,7 +230,7 @@ def test_large_matrix_matches_argsort():
     np.put_along_axis(pos, order, np.arange(na)[None, :].repeat(clip.size, 0), axis=1)
     assert np.array_equal(r_t2a, pos[np.arange(clip.size), clip] + 1)
     m = retrieval_metrics(s, clip)
-    assert m["a2t"]["num_queries"] == na
+    assert m.a2t["num_queries"] == na
     # spot-check a2t ranks of a few clips by stable argsort on their columns
     a2t = rank_a2t(s, clip)
     for a in (0, 17, 999):
@@ -259,7 +259,7 @@ def test_chance_matches_exhaustive_enumeration():
             for k in [f"R@{k}" for k in ks] + [key, "meanR"]:
                 acc_t[k] = acc_t.get(k, 0.0) + m[k] / len(perms)
         for k, v in acc_t.items():
-            assert ch["t2a"][k] == pytest.approx(v, abs=1e-9), k
+            assert ch.t2a[k] == pytest.approx(v, abs=1e-9), k
         acc_a = {}
         perms = list(itertools.permutations(range(nt)))
         for p in perms:
@@ -269,21 +269,21 @@ def test_chance_matches_exhaustive_enumeration():
             for k in keys:
                 acc_a[k] = acc_a.get(k, 0.0) + m[k] / len(perms)
         for k, v in acc_a.items():
-            assert ch["a2t"][k] == pytest.approx(v, abs=1e-9), k
-    assert ch["t2a"]["medR"] is None and ch["a2t"]["medR"] is None
+            assert ch.a2t[k] == pytest.approx(v, abs=1e-9), k
+    assert ch.t2a["medR"] is None and ch.a2t["medR"] is None
 
 
 def test_chance_closed_forms():
     clip = np.repeat(np.arange(1045), 5)
     ch = chance_metrics(clip.size, 1045, clip)
-    assert ch["t2a"]["R@1"] == pytest.approx(100 / 1045, abs=EPS)
-    assert ch["t2a"]["R@10"] == pytest.approx(1000 / 1045, abs=EPS)
+    assert ch.t2a["R@1"] == pytest.approx(100 / 1045, abs=EPS)
+    assert ch.t2a["R@10"] == pytest.approx(1000 / 1045, abs=EPS)
     h10 = sum(1 / r for r in range(1, 11))
-    assert ch["t2a"]["mAP@10"] == pytest.approx(100 * h10 / 1045, abs=EPS)
+    assert ch.t2a["mAP@10"] == pytest.approx(100 * h10 / 1045, abs=EPS)
     nt = clip.size
-    assert ch["a2t"]["R@1"] == pytest.approx(100 * 5 / nt, abs=EPS)
-    assert ch["a2t"]["R@10"] == pytest.approx(100 * (1 - math.comb(nt - 5, 10) / math.comb(nt, 10)), abs=EPS)
-    assert ch["a2t"]["meanR"] == pytest.approx((nt + 1) / 6, abs=EPS)
+    assert ch.a2t["R@1"] == pytest.approx(100 * 5 / nt, abs=EPS)
+    assert ch.a2t["R@10"] == pytest.approx(100 * (1 - math.comb(nt - 5, 10) / math.comb(nt, 10)), abs=EPS)
+    assert ch.a2t["meanR"] == pytest.approx((nt + 1) / 6, abs=EPS)
 
 
 def test_chance_a2t_map_vs_subset_enumeration():
@@ -303,7 +303,7 @@ def test_chance_a2t_map_vs_subset_enumeration():
         ap1 += sum((Fraction(i, p) for i, p in enumerate(pos, 1) if p <= K), Fraction(0)) / m1
         n1 += 1
     exp = (tot / n + ap1 / n1) / 2
-    assert ch["a2t"]["mAP@10"] == pytest.approx(pct(exp), abs=EPS)
+    assert ch.a2t["mAP@10"] == pytest.approx(pct(exp), abs=EPS)
 
 
 # --------------------------------------------------------------------------- table
@@ -356,5 +356,3 @@ def test_bad_ks_and_chance_args():
         chance_metrics(3, 2, [0, 1])
     with pytest.raises(InputError):
         chance_metrics(2, 0, [0, 1])
-    with pytest.raises(InputError):
-        format_metrics_table({})

@@ -37,14 +37,14 @@ def test_parts_sum_to_the_head_and_each_ranks_alone(root, tiny_model_config):
     plain = evaluate_run(model, split, 1.0, progress=False)
     run = evaluate_run(model, split, 1.0, progress=False, parts=True)
     torch.testing.assert_close(run.scores, plain.scores, atol=1e-5, rtol=0)  # the parts add up to the head
-    assert run.metrics["t2a"]["R@1"] == plain.metrics["t2a"]["R@1"]
+    assert run.metrics.t2a["R@1"] == plain.metrics.t2a["R@1"]
     assert [r.name for r in run.parts] == [WHOLE, "tha", "dcr"]
     text, audio = run.encoded.text, run.encoded.audio
     for row in run.parts[1:]:
         with torch.no_grad():
             alone = model.head.summed_parts()[row.name].score(text, audio).numpy()
         metrics = retrieval_metrics(alone, run.encoded.text_clip)
-        assert row.metrics["T2A R@1"] == metrics["t2a"]["R@1"] and row.metrics["A2T R@1"] == metrics["a2t"]["R@1"]
+        assert row.metrics["T2A R@1"] == metrics.t2a["R@1"] and row.metrics["A2T R@1"] == metrics.a2t["R@1"]
         assert row.spread == pytest.approx(float(alone.std(axis=1).mean()), rel=1e-5)
     assert run.parts[0].spread == pytest.approx(spread(plain.scores.numpy()), rel=1e-4)
     assert plain.parts is None

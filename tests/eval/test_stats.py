@@ -49,12 +49,12 @@ def test_per_query_values_reproduce_every_metric_exactly():
     for direction, qv in (("t2a", t2a_values(pq)), ("a2t", a2t_values(pq))):
         for name in qv.values:
             if name.startswith("recall_fraction"):  # an exact Fraction mean there: equal to the last bit or two
-                assert point_estimate(qv, name) == pytest.approx(metrics[direction][name], rel=1e-13)
+                assert point_estimate(qv, name) == pytest.approx(metrics.direction(direction)[name], rel=1e-13)
             else:
-                assert point_estimate(qv, name) == metrics[direction][name], (direction, name)
+                assert point_estimate(qv, name) == metrics.direction(direction)[name], (direction, name)
             if name not in ("medR",):  # "the mean of the per-query values is the metric"
                 mean = qv.scale[name] * math.fsum(qv.values[name].tolist()) / qv.values[name].size
-                assert mean == pytest.approx(metrics[direction][name], rel=1e-13)
+                assert mean == pytest.approx(metrics.direction(direction)[name], rel=1e-13)
     assert a2t_values(pq).values["R@1"].size == 6  # clip 3 has no captions: no A2T query
 
 
@@ -173,10 +173,10 @@ def test_bootstrap_cis_are_deterministic_and_contain_the_estimate():
     metrics = retrieval_metrics(_scores(np.random.default_rng(0), text_clip, 30, np.full(30, 2.0)), text_clip)
     for d in ("t2a", "a2t"):
         for name, (lo, hi) in a[d].items():
-            assert lo <= metrics[d][name] <= hi, (d, name)
-    text = stats.format_cis(metrics, a)
+            assert lo <= metrics.direction(d)[name] <= hi, (d, name)
+    text = stats.format_cis(metrics.to_dict(), a)
     line = text.splitlines()[0].split()
-    assert line == ["T2A", "R@1", f"{metrics['t2a']['R@1']:.1f}", f"[{a['t2a']['R@1'][0]:.1f},",
+    assert line == ["T2A", "R@1", f"{metrics.t2a['R@1']:.1f}", f"[{a['t2a']['R@1'][0]:.1f},",
                     f"{a['t2a']['R@1'][1]:.1f}]"]
     assert "200 resamples, seed 7" in text
     with pytest.raises(InputError, match="at least 1 resample"):

@@ -30,7 +30,7 @@ def _fake(monkeypatch, with_per_query=True):
     def fake(row, seed, base, data_dir, run_dir, progress, log, ood_data):
         calls.append((row.name, seed))
         scores, text_clip, pq = _per_query(row.name, seed)
-        metrics = retrieval_metrics(scores, text_clip)
+        metrics = retrieval_metrics(scores, text_clip).to_dict()
         result = {"row": row.name, "seed": seed, "train": {"seconds": 1.0}, "metrics": metrics}
         if with_per_query:
             save_per_query(run_dir / "per_query.npz", pq)

@@ -40,9 +40,9 @@ def test_short_training_lowers_loss_and_beats_chance(synth_dir, tmp_path, tiny_m
     assert (tmp_path / "run" / "curve.png").stat().st_size > 1000
     model = hade.load(tmp_path / "run" / "checkpoints" / "last")
     metrics = evaluate(model, read_split(synth_dir, "development"), 1.0, progress=False)
-    chance = metrics["chance"]
-    assert metrics["t2a"]["R@1"] > 3 * chance["t2a"]["R@1"]
-    assert metrics["t2a"]["R@10"] > 2 * chance["t2a"]["R@10"]
+    chance = metrics.chance
+    assert metrics.t2a["R@1"] > 3 * chance.t2a["R@1"]
+    assert metrics.t2a["R@10"] > 2 * chance.t2a["R@10"]
     best = json.loads((tmp_path / "run" / "checkpoints" / "best" / "info.json").read_text())
     assert best["epoch"] == summary.best_epoch
 

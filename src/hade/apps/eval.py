@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from hade.apps.argtypes import positive_int, seconds
@@ -101,8 +102,9 @@ def _dcase_score(args: argparse.Namespace, relevance) -> int:
 
 
 def _evaluate(args: argparse.Namespace, relevance=None):
-    """Load the checkpoint and run the evaluation pipeline -> EvalRun (metrics name the checkpoint); with
-    `relevance` (hade.eval.relevance.Relevance) also the multi-relevance metrics."""
+    """Load the checkpoint and run the evaluation pipeline -> (EvalRun, its eval.json: the metrics and what was
+    evaluated: checkpoint, compute, clip_seconds, segments, parts); with `relevance`
+    (hade.eval.relevance.Relevance) also the multi-relevance metrics."""
     from hade.checkpoint import load
     from hade.data.readers import read_split
     from hade.eval import evaluate as evaluate_mod
@@ -118,27 +120,26 @@ def _evaluate(args: argparse.Namespace, relevance=None):
         aux = build_captioner(args.aux_captions, args.data, args.split).caption(split.clips)
     run = evaluate_mod.evaluate_run(model, split, clip_seconds, args.batch_size, progress=not args.quiet,
                                     aux_captions=aux, parts=args.parts)
-    if run.parts is not None:
-        run.metrics["parts"] = [r.to_dict() for r in run.parts]
-    run.metrics["checkpoint"], run.metrics["compute"] = str(args.ckpt), args.compute
-    # what of each clip was encoded: its first clip_seconds, in `segments` encoder inputs (hade.models.segments)
-    run.metrics["clip_seconds"] = float(clip_seconds)
-    run.metrics["segments"] = segment_count(model.clip_input_samples(clip_seconds), model.max_samples)
     if relevance is not None:
         evaluate_mod.add_relevance(run, relevance)
-    return run
+    # what of each clip was encoded: its first clip_seconds, in `segments` encoder inputs (hade.models.segments)
+    evaluated = {"checkpoint": str(args.ckpt), "compute": args.compute, "clip_seconds": float(clip_seconds),
+                 "segments": segment_count(model.clip_input_samples(clip_seconds), model.max_samples)}
+    if run.parts is not None:
+        evaluated["parts"] = [r.to_dict() for r in run.parts]
+    return run, evaluated
 
 
-def _write(args: argparse.Namespace, run) -> None:
-    """The files asked for: --out (metrics JSON and per-query results beside it) and --dcase-csv."""
+def _write(args: argparse.Namespace, run, report: dict) -> None:
+    """The files asked for: --out (`report`, the metrics JSON, and per-query results beside it) and --dcase-csv."""
     from hade.eval.per_query import per_query_path, save_per_query
     from hade.utils.atomic import write_json_atomic
 
     if args.out:
         pq_file = per_query_path(args.out)
         save_per_query(pq_file, run.per_query)
-        run.metrics["per_query_file"] = pq_file.name
-        write_json_atomic(args.out, run.metrics)
+        report["per_query_file"] = pq_file.name
+        write_json_atomic(args.out, report)
     if args.dcase_csv and args.dcase_format == "scores":
         from hade.eval.dcase2025 import write_score_csv
 
@@ -149,23 +150,24 @@ def _write(args: argparse.Namespace, run) -> None:
         write_dcase_csv(args.dcase_csv, run.captions, run.per_query)
 
 
-def _print(metrics: dict, as_json: bool) -> None:
+def _print(run, report: dict, as_json: bool) -> None:
     from hade.eval.metrics import format_metrics_table
     from hade.eval.stats import format_cis
 
     if as_json:
-        print(json.dumps(metrics, indent=2))
+        print(json.dumps(report, indent=2))
         return
-    print(format_metrics_table(metrics, metrics["chance"]))
-    if "ci" in metrics:
-        print(format_cis(metrics, metrics["ci"]))
-    if "parts" in metrics:
-        from hade.eval.parts import PartResult, format_parts
+    metrics = run.metrics
+    print(format_metrics_table(metrics, metrics.chance, metrics.t2a_multi))
+    if metrics.ci is not None:
+        print(format_cis(metrics.to_dict(), metrics.ci))
+    if run.parts is not None:
+        from hade.eval.parts import format_parts
 
         print("\neach part ranking alone; spread: mean over captions of the std of its scores over the clips")
-        print(format_parts([PartResult(**r) for r in metrics["parts"]]))
-    if metrics["skipped"]:
-        print(f"skipped {len(metrics['skipped'])} item(s); see the JSON output for details")
+        print(format_parts(run.parts))
+    if metrics.skipped:
+        print(f"skipped {len(metrics.skipped)} item(s); see the JSON output for details")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -185,9 +187,10 @@ def run(args: argparse.Namespace) -> int:
         return _dcase_score(args, relevance)
     if args.ckpt is None:
         raise InputError("--ckpt: a checkpoint directory is needed (except with --dcase-score FILE)")
-    result = _evaluate(args, relevance)
+    result, evaluated = _evaluate(args, relevance)
     if args.bootstrap:
-        result.metrics["ci"] = bootstrap_cis(result.per_query, args.bootstrap, args.seed)
-    _write(args, result)
-    _print(result.metrics, args.json)
+        result.metrics = replace(result.metrics, ci=bootstrap_cis(result.per_query, args.bootstrap, args.seed))
+    report = result.metrics.to_dict() | evaluated
+    _write(args, result, report)
+    _print(result, report, args.json)
     return 0

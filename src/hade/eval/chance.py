@@ -1,5 +1,5 @@
 """Exact expected metrics of a uniformly random ranking (no simulation): the chance level `hade eval`
-prints under every table. Same layout as `hade.eval.metrics.retrieval_metrics`."""
+prints under every table. A `RetrievalMetrics` record, as `hade.eval.metrics.retrieval_metrics` answers."""
 from __future__ import annotations
 
 import math
@@ -10,6 +10,9 @@ import numpy as np
 
 from hade.errors import InputError
 from hade.eval.ranks import DEFAULT_KS, check_ks, check_map_k, check_text_clip
+from hade.eval.results import RetrievalMetrics
+
+CHANCE_RULE = "random ranking (expectation over uniform permutations)"
 
 
 def _chance_t2a(na: int, ks: tuple[int, ...], map_k: int) -> dict:
@@ -68,14 +71,14 @@ def chance_metrics(
     ks: Sequence[int] = DEFAULT_KS,
     *,
     map_k: int = 10,
-) -> dict:
+) -> RetrievalMetrics:
     """Exact expected metrics of a uniformly random ranking (no simulation).
 
     T2A: R@k = min(k, N_a)/N_a, mAP@K = (1/N_a) Σ_{r ≤ K} 1/r, meanR = (N_a+1)/2.
     A2T (clip with m captions among N_t): any-hit R@k = 1 − C(N_t−m, k)/C(N_t, k);
     recall_fraction@k = k/N_t; mAP@K = (1/m) Σ_{p ≤ K} (1/p)(m/N_t)(1 + (p−1)(m−1)/(N_t−1));
     meanR (best rank) = (N_t+1)/(m+1). medR is ``None`` (not an expectation).
-    Same layout as :func:`retrieval_metrics`.
+    The same record as :func:`retrieval_metrics`; its tie rule names the random ranking.
     """
     ks = check_ks(ks)
     map_k = check_map_k(map_k)
@@ -85,10 +88,5 @@ def chance_metrics(
     nt, na = int(num_texts), int(num_audios)
     c = check_text_clip(text_clip, nt, na)
     counts = np.bincount(c, minlength=na)
-    return {
-        "t2a": _chance_t2a(na, ks, map_k),
-        "a2t": _chance_a2t(nt, counts, ks, map_k),
-        "num_texts": nt,
-        "num_audios": na,
-        "tie_rule": "random ranking (expectation over uniform permutations)",
-    }
+    return RetrievalMetrics(t2a=_chance_t2a(na, ks, map_k), a2t=_chance_a2t(nt, counts, ks, map_k),
+                            num_texts=nt, num_audios=na, tie_rule=CHANCE_RULE)

@@ -131,7 +131,7 @@ def score_2025(path: str | Path, captions: Sequence[str], text_clip: np.ndarray,
     scores = score_matrix(read_score_csv(path, file_names), captions, str(path))
     tc = np.asarray(text_clip, dtype=np.int64)
     pq = per_query_results(scores, tc, list(file_names), file_names, captions)
-    t2a = retrieval_metrics(scores, tc)["t2a"]
+    t2a = retrieval_metrics(scores, tc).t2a
     out: dict = {"t2a": {m: t2a[m] for m in SCORE_METRICS} | {"num_queries": int(tc.size)},
                  "submission": str(path), "format": "scores", "num_listed": int(np.count_nonzero(pq.t2a_rank <= 10))}
     if relevance is not None:

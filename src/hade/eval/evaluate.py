@@ -10,7 +10,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +23,9 @@ from hade.data.types import Clip, Problem, SplitData
 from hade.errors import AudioError, InputError
 from hade.eval.metrics import chance_metrics, retrieval_metrics
 from hade.eval.parts import PartResult, part_results, part_scores, require_parts
-from hade.eval.per_query import MULTI, PerQuery, attach_relevance, per_query_results
+from hade.eval.per_query import PerQuery, attach_relevance, per_query_results
 from hade.eval.relevance import Relevance, metrics_from_ranks, relevant_ranks, resolve_relevance
+from hade.eval.results import EvalMetrics
 from hade.models.heads import score_all
 from hade.models.heads.reprs import Reprs, cat_reprs, reprs_to
 from hade.models.retrieval import RetrievalModel
@@ -132,11 +133,11 @@ def score_split(model: RetrievalModel, encoded: EncodedSplit, block: int = 1024)
 
 @dataclass
 class EvalRun:
-    """One evaluation: the metrics dict, per-query results, the caption texts [T] (clip order), and, from
-    `evaluate_run`, the score matrix [T, A] (float32, CPU), what was encoded and the wall time of the
-    all-pairs scoring in seconds."""
+    """One evaluation: its `metrics` (an EvalMetrics record), per-query results, the caption texts [T] (clip
+    order), and, from `evaluate_run`, the score matrix [T, A] (float32, CPU), what was encoded and the wall
+    time of the all-pairs scoring in seconds."""
 
-    metrics: dict
+    metrics: EvalMetrics
     per_query: PerQuery
     captions: list[str]
     scores: torch.Tensor | None = None
@@ -145,12 +146,11 @@ class EvalRun:
     parts: list[PartResult] | None = None
 
 
-def _metrics(scores: np.ndarray, encoded: EncodedSplit, split_name: str) -> dict:
-    metrics = retrieval_metrics(scores, encoded.text_clip)
-    metrics["chance"] = chance_metrics(len(encoded.captions), len(encoded.clip_ids), encoded.text_clip)
-    metrics["split"] = split_name
-    metrics["skipped"] = [{"source": p.source, "reason": p.reason} for p in encoded.problems]
-    return metrics
+def _metrics(scores: np.ndarray, encoded: EncodedSplit, split_name: str) -> EvalMetrics:
+    m = retrieval_metrics(scores, encoded.text_clip)
+    chance = chance_metrics(len(encoded.captions), len(encoded.clip_ids), encoded.text_clip)
+    return EvalMetrics(m.t2a, m.a2t, m.num_texts, m.num_audios, m.tie_rule, chance=chance, split=split_name,
+                       skipped=tuple(encoded.problems))
 
 
 def metrics_and_queries(scores: np.ndarray, encoded: EncodedSplit, split_name: str) -> EvalRun:
@@ -183,21 +183,21 @@ def evaluate_run(model: RetrievalModel, split: SplitData, clip_seconds: float, b
 
 def add_relevance(run: EvalRun, relevance: Relevance) -> EvalRun:
     """Score `run` (from `evaluate_run`: scores and encoded split kept) under several relevant files per query
-    (hade.eval.relevance): ``run.metrics["t2a_multi"]`` gets mAP@16 / mAP@10 and the per-query results the
+    (hade.eval.relevance): ``run.metrics.t2a_multi`` gets mAP@16 / mAP@10 and the per-query results the
     relevant ranks. InputError when a query or file is not in the evaluated split (naming dropped clips)."""
     if run.scores is None or run.encoded is None:
         raise ValueError("add_relevance: needs an EvalRun from evaluate_run (scores and encoded split)")
     dropped = [Path(p.source).name for p in run.encoded.problems]
     rmap = resolve_relevance(relevance, run.encoded.captions, run.encoded.file_names, dropped)
     ranks = relevant_ranks(run.scores.numpy(), rmap)
-    run.metrics[MULTI] = metrics_from_ranks(ranks, rmap.offsets, rmap.source)
+    run.metrics = replace(run.metrics, t2a_multi=metrics_from_ranks(ranks, rmap.offsets, rmap.source))
     attach_relevance(run.per_query, rmap.query_text, rmap.offsets, rmap.clips, ranks)
     return run
 
 
 def evaluate(model: RetrievalModel, split: SplitData, clip_seconds: float, batch_size: int = 64,
-             progress: bool = True, aux_captions: dict[str, str] | None = None) -> dict:
-    """Metrics dict: t2a/a2t R@k, mAP@10, medR, meanR, plus chance level and skipped items (no per-query
-    results: the trainer's validation uses this)."""
+             progress: bool = True, aux_captions: dict[str, str] | None = None) -> EvalMetrics:
+    """The metrics of `split` (t2a/a2t R@k, mAP@10, medR, meanR, chance level, skipped items); no per-query
+    results: the trainer's validation uses this."""
     encoded = encode_split(model, split, clip_seconds, batch_size, progress, aux_captions)
     return _metrics(score_split(model, encoded).numpy(), encoded, split.name)

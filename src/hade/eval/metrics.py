@@ -44,6 +44,7 @@ import numpy as np
 from hade.eval.chance import chance_metrics
 from hade.eval.ranks import (DEFAULT_KS, TIE_RULE, a2t_text_ranks, check_ks, check_map_k, group_sorted, prepare,
                              rank_a2t, rank_t2a, t2a_ranks)
+from hade.eval.results import RetrievalMetrics
 from hade.eval.table import format_metrics_table
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "t2a_metrics",
     "a2t_metrics",
     "retrieval_metrics",
+    "RetrievalMetrics",
     "chance_metrics",
     "format_metrics_table",
 ]
@@ -158,16 +160,13 @@ def a2t_metrics(
 
 def retrieval_metrics(
     scores: Any, text_clip: Any, ks: Sequence[int] = DEFAULT_KS, *, map_k: int = 10
-) -> dict:
-    """Both directions: ``{"t2a": {...}, "a2t": {...}, "num_texts", "num_audios", "tie_rule"}``."""
+) -> RetrievalMetrics:
+    """Both directions, as a `RetrievalMetrics` record (rows as :func:`t2a_metrics` and :func:`a2t_metrics`,
+    without their tie rule, which the record holds once)."""
     ks = check_ks(ks)
     map_k = check_map_k(map_k)
     s, c = prepare(scores, text_clip)
     nt, na = s.shape
-    return {
-        "t2a": _t2a_from_ranks(t2a_ranks(s, c), ks, map_k),
-        "a2t": _a2t_from_text_ranks(a2t_text_ranks(s, c), c, na, ks, map_k),
-        "num_texts": int(nt),
-        "num_audios": int(na),
-        "tie_rule": TIE_RULE,
-    }
+    return RetrievalMetrics(t2a=_t2a_from_ranks(t2a_ranks(s, c), ks, map_k),
+                            a2t=_a2t_from_text_ranks(a2t_text_ranks(s, c), c, na, ks, map_k),
+                            num_texts=int(nt), num_audios=int(na), tie_rule=TIE_RULE)

@@ -18,6 +18,7 @@ import torch
 
 from hade.errors import InputError
 from hade.eval.metrics import retrieval_metrics
+from hade.eval.results import RetrievalMetrics
 from hade.models.heads import score_all
 from hade.models.heads.reprs import Reprs, reprs_to
 from hade.models.retrieval import RetrievalModel
@@ -60,13 +61,14 @@ def spread(scores: np.ndarray) -> float:
     return float(np.asarray(scores, np.float64).std(axis=1).mean()) if scores.size else float("nan")
 
 
-def part_result(name: str, scores: np.ndarray, metrics: dict) -> PartResult:
+def part_result(name: str, scores: np.ndarray, metrics: RetrievalMetrics) -> PartResult:
     """A row from a [T, A] score matrix and its `retrieval_metrics`."""
-    return PartResult(name, {f"{d.upper()} {m}": float(metrics[d][m]) for d, m in PART_METRICS}, spread(scores))
+    return PartResult(name, {f"{d.upper()} {m}": float(metrics.direction(d)[m]) for d, m in PART_METRICS},
+                      spread(scores))
 
 
 def part_results(parts: dict[str, torch.Tensor], text_clip: np.ndarray, whole: np.ndarray,
-                 whole_metrics: dict) -> list[PartResult]:
+                 whole_metrics: RetrievalMetrics) -> list[PartResult]:
     """The whole head's row (`whole`: the sum of `parts`, whose metrics the caller has) and one row per part."""
     rows = [part_result(WHOLE, whole, whole_metrics)]
     for name, scores in parts.items():

@@ -39,7 +39,7 @@ from hade.data.readers import read_split
 from hade.errors import InputError
 from hade.data.captioner import build_captioner
 from hade.eval import stats
-from hade.eval.evaluate import EvalRun, evaluate_run
+from hade.eval.evaluate import evaluate_run
 from hade.models.heads import canonical_head
 from hade.eval.per_query import PerQuery, QueryValues, load_per_query, save_per_query
 # the tables' text (and summarise, DIFF_METRICS, ...) are in ablate_report; importable from here as before
@@ -125,12 +125,13 @@ def row_dir(out: Path, row: Row | str, seed: int) -> Path:
     return out / "rows" / row_slug(row if isinstance(row, str) else row.name) / f"seed{seed}"
 
 
-def _timed_metrics(model, split, cfg: TrainConfig, aux: dict[str, str] | None) -> EvalRun:
-    """Evaluation metrics (plus the all-pairs scoring time, in seconds per 1k × 1k pairs) and per-query results."""
+def _timed_metrics(model, split, cfg: TrainConfig, aux: dict[str, str] | None) -> tuple[dict[str, Any], PerQuery]:
+    """eval.json's metrics (plus the all-pairs scoring time, in seconds per 1k × 1k pairs) and per-query results."""
     run = evaluate_run(model, split, cfg.clip_seconds, cfg.eval_batch_size, progress=False, aux_captions=aux)
-    del run.metrics["split"], run.metrics["skipped"]  # as before: eval.json keeps metrics and chance only
-    run.metrics["score_seconds_per_1k2"] = run.score_seconds * 1e6 / run.scores.numel()
-    return run
+    metrics = run.metrics.to_dict()
+    del metrics["split"], metrics["skipped"]  # as before: eval.json keeps metrics and chance only
+    metrics["score_seconds_per_1k2"] = run.score_seconds * 1e6 / run.scores.numel()
+    return metrics, run.per_query
 
 
 def _evaluate_sets(model, cfg: TrainConfig, data_dir: Path, ood_data: Path | None) -> tuple[dict, PerQuery]:
@@ -144,8 +145,7 @@ def _evaluate_sets(model, cfg: TrainConfig, data_dir: Path, ood_data: Path | Non
         split = read_split(root, "evaluation")
         aux = (build_captioner(cfg.aux_captions, root, "evaluation", cfg.aux_error_rate, cfg.seed).caption(split.clips)
                if cfg.aux_captions else None)
-        run = _timed_metrics(model, split, cfg, aux)
-        out[key], reported = run.metrics, run.per_query
+        out[key], reported = _timed_metrics(model, split, cfg, aux)
     if ood_data is not None:
         out["in_domain_metrics"], out["metrics"] = out["metrics"], out.pop("ood_metrics")
     return out, reported

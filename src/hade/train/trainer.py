@@ -343,10 +343,10 @@ class Trainer:
                            aux_captions=self.aux_val)
         loop.model.train()
         score = selection_score(metrics, cfg.select_metric)
-        record.update(val=metrics, score=score)
+        record.update(val=metrics.to_dict(), score=score)
         where = (f"epoch {record['epoch']}: loss {record['train_loss']:.4f}" if "train_loss" in record
                  else f"step {record['step']}")
-        self.log(f"{where}  val T2A R@1 {metrics['t2a']['R@1']:.1f} A2T R@1 {metrics['a2t']['R@1']:.1f}  "
+        self.log(f"{where}  val T2A R@1 {metrics.t2a['R@1']:.1f} A2T R@1 {metrics.a2t['R@1']:.1f}  "
                  f"({cfg.select_metric} {score:.2f})")
         return score
 

@@ -2,18 +2,17 @@
 selection score (`select_metric`) that picks the best checkpoint."""
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from hade.data.types import SplitData
 from hade.errors import InputError
+from hade.eval.results import RetrievalMetrics
 
 
-def selection_score(metrics: dict[str, Any], metric: str) -> float:
+def selection_score(metrics: RetrievalMetrics, metric: str) -> float:
     """The score of validation `metrics` (hade.eval.evaluate) that the best checkpoint maximises:
     t2a_r_sum (T2A R@1+R@5+R@10), r_sum (both directions) or map10 (mean of both mAP@10)."""
-    t2a, a2t = metrics["t2a"], metrics["a2t"]
+    t2a, a2t = metrics.t2a, metrics.a2t
     if metric == "t2a_r_sum":
         return t2a["R@1"] + t2a["R@5"] + t2a["R@10"]
     if metric == "r_sum":

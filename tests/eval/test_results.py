@@ -1,0 +1,42 @@
+"""The evaluation records: their JSON is eval.json's layout."""
+import json
+
+import numpy as np
+import pytest
+
+from hade.data.types import Problem
+from hade.eval.chance import chance_metrics
+from hade.eval.metrics import retrieval_metrics
+from hade.eval.results import EvalMetrics
+
+
+def _record() -> EvalMetrics:
+    clip = np.array([0, 0, 1, 2])
+    scores = np.eye(3)[clip] + 0.1
+    m = retrieval_metrics(scores, clip)
+    return EvalMetrics(m.t2a, m.a2t, m.num_texts, m.num_audios, m.tie_rule, chance=chance_metrics(4, 3, clip),
+                       split="evaluation", skipped=(Problem(source="x.wav", reason="unreadable"),))
+
+
+def test_eval_metrics_json_is_eval_json_layout():
+    out = json.loads(json.dumps(_record().to_dict()))
+    assert list(out) == ["t2a", "a2t", "num_texts", "num_audios", "tie_rule", "chance", "split", "skipped"]
+    assert out["t2a"]["R@1"] == 100.0 and out["num_texts"] == 4 and out["num_audios"] == 3
+    assert out["chance"]["t2a"]["R@1"] == pytest.approx(100 / 3) and out["chance"]["tie_rule"].startswith("random")
+    assert out["skipped"] == [{"source": "x.wav", "reason": "unreadable"}]
+
+
+def test_multi_relevance_row_and_intervals_appear_only_when_present():
+    from dataclasses import replace
+
+    rec = replace(_record(), t2a_multi={"mAP@16": 50.0}, ci={"settings": {"resamples": 10}})
+    out = rec.to_dict()
+    assert out["t2a_multi"] == {"mAP@16": 50.0} and out["ci"] == {"settings": {"resamples": 10}}
+    assert "t2a_multi" not in _record().to_dict() and "ci" not in _record().to_dict()
+
+
+def test_direction_names_a_row_or_refuses():
+    rec = _record()
+    assert rec.direction("t2a") is rec.t2a and rec.direction("a2t") is rec.a2t
+    with pytest.raises(ValueError, match="t2a"):
+        rec.direction("t2a_multi")
