@@ -461,14 +461,8 @@ RECORD_EXCEPTIONS = {
                                      "asked for), with the tie rule for a caller of one direction",
     "hade.eval.metrics:a2t_metrics": "one direction's row, keyed by metric name (as t2a_metrics)",
     "hade.eval.relevance:metrics_from_ranks": "the multi-relevance T2A row, keyed by metric name",
-    "hade.eval.relevance:multi_relevance_metrics": "debt: the multi-relevance row with its annotations",
-    "hade.eval.dcase:score_dcase": "debt: a scored DCASE submission, written as JSON by `hade eval --dcase-score`",
-    "hade.eval.dcase2025:score_2025": "debt: a scored DCASE 2025 score file (as score_dcase)",
-    "hade.eval.stats:settings": "debt: the statistics' settings, written into every comparison's JSON",
-    "hade.eval.stats:bootstrap_cis": "debt: intervals per direction and metric, with their settings",
-    "hade.eval.stats:compare_values": "debt: differences per direction and metric (a, b, diff, ci, p)",
-    "hade.eval.stats:compare": "debt: as compare_values, with the settings",
-    "hade.eval.stats:compare_many": "debt: as compare, per system, with Holm's p",
+    "hade.eval.relevance:multi_relevance_metrics": "the multi-relevance T2A row, keyed by metric name, with its "
+                                                   "tie rule and annotation source",
 }
 SERIALISERS = ("to_dict", "state_dict")
 

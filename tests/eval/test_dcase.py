@@ -37,11 +37,13 @@ def test_round_trip_write_score_equals_hade_eval(tmp_path):
     result = score_dcase(path, captions, text_clip, names, resamples=200, seed=0)
     expected = retrieval_metrics(scores, text_clip).t2a
     for name in ("R@1", "R@5", "R@10", "mAP@10"):
-        assert result["t2a"][name] == expected[name], name
-        lo, hi = result["ci"]["t2a"][name]
+        assert result.t2a[name] == expected[name], name
+        lo, hi = result.ci.by_direction["t2a"][name]
         assert lo <= expected[name] <= hi
-    assert result["num_listed"] == int((pq.t2a_rank <= 10).sum())
-    assert "ci" not in score_dcase(path, captions, text_clip, names, resamples=0)
+    assert result.num_listed == int((pq.t2a_rank <= 10).sum())
+    assert score_dcase(path, captions, text_clip, names, resamples=0).ci is None
+    assert "ci" not in score_dcase(path, captions, text_clip, names, resamples=0).to_dict()
+    assert set(result.to_dict()) == {"t2a", "submission", "num_listed", "ci"}
 
 
 def test_rows_are_matched_by_text_in_any_order(tmp_path):
@@ -53,7 +55,7 @@ def test_rows_are_matched_by_text_in_any_order(tmp_path):
     (tmp_path / "b.csv").write_text("\n".join([lines[0]] + body) + "\n")
     a = score_dcase(tmp_path / "a.csv", captions, text_clip, names, resamples=0)
     b = score_dcase(tmp_path / "b.csv", captions, text_clip, names, resamples=0)
-    assert a["t2a"] == b["t2a"]
+    assert a.t2a == b.t2a
 
 
 def test_duplicate_captions_are_one_query_each_matched_in_order(tmp_path):
@@ -72,7 +74,7 @@ def test_duplicate_captions_are_one_query_each_matched_in_order(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     pos_ok = score_dcase(path, captions, text_clip, names, resamples=0)
     hits = (pq.t2a_rank == 1).sum() - sum(pq.t2a_rank[i] == 1 for i in dup) + 3
-    assert pos_ok["t2a"]["R@1"] == 100 * hits / len(captions)
+    assert pos_ok.t2a["R@1"] == 100 * hits / len(captions)
 
 
 def test_bad_submissions_are_clear_errors(tmp_path):

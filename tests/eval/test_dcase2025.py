@@ -38,15 +38,15 @@ def test_round_trip_scores_exactly_as_hade_eval(tmp_path, dtype):
     result = score_2025(path, captions, text_clip, names, rel, resamples=100, seed=0)
     expected = retrieval_metrics(scores, text_clip).t2a
     for m in ("R@1", "R@5", "R@10", "mAP@10"):
-        assert result["t2a"][m] == expected[m], m
+        assert result.t2a[m] == expected[m], m
     multi = multi_relevance_metrics(scores, resolve_relevance(rel, captions, names))
-    assert result["t2a_multi"]["mAP@16"] == multi["mAP@16"] and result["t2a_multi"]["num_queries"] == 2
-    assert set(result["ci"]) == {"t2a", "t2a_multi", "settings"}
+    assert result.t2a_multi["mAP@16"] == multi["mAP@16"] and result.t2a_multi["num_queries"] == 2
+    assert set(result.to_dict()["ci"]) == {"t2a", "t2a_multi", "settings"} and result.to_dict()["format"] == "scores"
     # columns in another order: the same ranks (ties still by the split's clip order)
     order = np.random.default_rng(1).permutation(len(names))
     write_score_csv(tmp_path / "perm.csv", captions, [names[i] for i in order], scores[:, order])
     again = score_2025(tmp_path / "perm.csv", captions, text_clip, names, rel, resamples=0)
-    assert again["t2a"] == result["t2a"] and again["t2a_multi"]["mAP@16"] == result["t2a_multi"]["mAP@16"]
+    assert again.t2a == result.t2a and again.t2a_multi["mAP@16"] == result.t2a_multi["mAP@16"]
 
 
 def _rewrite(src, dst, edit):

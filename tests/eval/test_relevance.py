@@ -156,15 +156,15 @@ def test_bootstrap_and_comparison_cover_the_multi_relevance_metric():
     _, b = _evaluated(1, RMAP)
     cis = bootstrap_cis(a, resamples=300, seed=0)
     point = multi_relevance_metrics(scores_a, RMAP)["mAP@16"]
-    lo, hi = cis["t2a_multi"]["mAP@16"]
+    lo, hi = cis.by_direction["t2a_multi"]["mAP@16"]
     assert lo <= point <= hi and lo < hi
     result = compare(a, b, resamples=200, permutations=500, seed=0)
-    row = result["t2a_multi"]["mAP@16"]
-    assert row["diff"] == pytest.approx(row["a"] - row["b"]) and 0 < row["p"] <= 1
-    assert row["a"] == pytest.approx(point)
+    row = result.by_direction["t2a_multi"]["mAP@16"]
+    assert row.diff == pytest.approx(row.a - row.b) and 0 < row.p <= 1
+    assert row.a == pytest.approx(point)
     many = compare_many([Named("a", directions(a)), Named("b", directions(b)), Named("c", directions(b))], "a",
                         resamples=100, permutations=100)
-    assert many["c"]["t2a_multi"]["mAP@16"]["p_holm"] is not None
+    assert many.by_system["c"]["t2a_multi"]["mAP@16"].p_holm is not None
     other = _rmap([[1]], query_text=[0])
     _, c = _evaluated(1, other)
     with pytest.raises(InputError, match="relevance annotations differ"):

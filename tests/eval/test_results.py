@@ -29,9 +29,13 @@ def test_eval_metrics_json_is_eval_json_layout():
 def test_multi_relevance_row_and_intervals_appear_only_when_present():
     from dataclasses import replace
 
-    rec = replace(_record(), t2a_multi={"mAP@16": 50.0}, ci={"settings": {"resamples": 10}})
+    from hade.eval.stats import Intervals, StatSettings
+
+    ci = Intervals({"t2a": {"R@1": [90.0, 100.0]}}, StatSettings(10, 0))
+    rec = replace(_record(), t2a_multi={"mAP@16": 50.0}, ci=ci)
     out = rec.to_dict()
-    assert out["t2a_multi"] == {"mAP@16": 50.0} and out["ci"] == {"settings": {"resamples": 10}}
+    assert out["t2a_multi"] == {"mAP@16": 50.0} and out["ci"]["t2a"] == {"R@1": [90.0, 100.0]}
+    assert out["ci"]["settings"]["resamples"] == 10
     assert "t2a_multi" not in _record().to_dict() and "ci" not in _record().to_dict()
 
 

@@ -169,15 +169,16 @@ def test_bootstrap_cis_are_deterministic_and_contain_the_estimate():
     a = stats.bootstrap_cis(pq, resamples=200, seed=7)
     assert a == stats.bootstrap_cis(pq, resamples=200, seed=7)
     assert a != stats.bootstrap_cis(pq, resamples=200, seed=8)
-    assert a["settings"]["resamples"] == 200 and a["settings"]["seed"] == 7
+    assert a.settings.resamples == 200 and a.settings.seed == 7
+    assert a.to_dict()["settings"]["resamples"] == 200 and set(a.to_dict()) == {"t2a", "a2t", "settings"}
     metrics = retrieval_metrics(_scores(np.random.default_rng(0), text_clip, 30, np.full(30, 2.0)), text_clip)
     for d in ("t2a", "a2t"):
-        for name, (lo, hi) in a[d].items():
+        for name, (lo, hi) in a.by_direction[d].items():
             assert lo <= metrics.direction(d)[name] <= hi, (d, name)
     text = stats.format_cis(metrics.to_dict(), a)
     line = text.splitlines()[0].split()
-    assert line == ["T2A", "R@1", f"{metrics.t2a['R@1']:.1f}", f"[{a['t2a']['R@1'][0]:.1f},",
-                    f"{a['t2a']['R@1'][1]:.1f}]"]
+    assert line == ["T2A", "R@1", f"{metrics.t2a['R@1']:.1f}", f"[{a.by_direction['t2a']['R@1'][0]:.1f},",
+                    f"{a.by_direction['t2a']['R@1'][1]:.1f}]"]
     assert "200 resamples, seed 7" in text
     with pytest.raises(InputError, match="at least 1 resample"):
         stats.resample_counts(5, 0)
@@ -209,24 +210,30 @@ def test_sign_flip_p_values_are_uniform_under_the_null_and_small_for_a_better_sy
     a, b = _pair(0, 60, 1.5)
     result = stats.compare(b, a, resamples=300, permutations=2000, seed=0)
     for d in ("t2a", "a2t"):
-        assert result[d]["R@1"]["p"] < 0.01 and result[d]["R@1"]["diff"] > 0 and result[d]["R@1"]["ci"][0] > 0
-        assert result[d]["meanR"]["diff"] < 0 and result[d]["meanR"]["ci"][1] < 0
+        r1, mean_r = result.by_direction[d]["R@1"], result.by_direction[d]["meanR"]
+        assert r1.p < 0.01 and r1.diff > 0 and r1.ci[0] > 0
+        assert mean_r.diff < 0 and mean_r.ci[1] < 0
 
 
 def test_compare_identical_systems_and_the_paired_interval():
     a, b = _pair(5, 30, 0.3)
     same = stats.compare(a, a, resamples=200, permutations=500)
-    assert all(r["diff"] == 0 and r["ci"] == [0.0, 0.0] and r["p"] in (1.0, None)
-               for d in ("t2a", "a2t") for r in same[d].values())
+    assert all(r.diff == 0 and r.ci == [0.0, 0.0] and r.p in (1.0, None)
+               for d in ("t2a", "a2t") for r in same.by_direction[d].values())
     res = stats.compare(a, b, resamples=500, permutations=500, seed=1)
     assert res == stats.compare(a, b, resamples=500, permutations=500, seed=1)
     for d in ("t2a", "a2t"):
-        for name, r in res[d].items():
-            assert r["diff"] == pytest.approx(r["a"] - r["b"]) and r["ci"][0] <= r["ci"][1]
-    assert res["t2a"]["medR"]["p"] is None  # interval only: not a mean
+        for name, r in res.by_direction[d].items():
+            assert r.diff == pytest.approx(r.a - r.b) and r.ci[0] <= r.ci[1]
+    assert res.by_direction["t2a"]["medR"].p is None  # interval only: not a mean
+    as_json = res.to_dict()
+    assert as_json["t2a"]["R@1"] == {"a": res.by_direction["t2a"]["R@1"].a, "b": res.by_direction["t2a"]["R@1"].b,
+                                     "diff": res.by_direction["t2a"]["R@1"].diff,
+                                     "ci": res.by_direction["t2a"]["R@1"].ci, "p": res.by_direction["t2a"]["R@1"].p}
+    assert as_json["settings"]["permutations"] == 500 and "p_holm" not in as_json["t2a"]["R@1"]
     # the paired interval is narrower than the unpaired one would be (shared clip difficulty)
-    ia, ib = stats.bootstrap_cis(a, 500, 1)["t2a"]["R@1"], stats.bootstrap_cis(b, 500, 1)["t2a"]["R@1"]
-    paired = res["t2a"]["R@1"]["ci"]
+    ia, ib = (stats.bootstrap_cis(pq, 500, 1).by_direction["t2a"]["R@1"] for pq in (a, b))
+    paired = res.by_direction["t2a"]["R@1"].ci
     assert paired[1] - paired[0] < math.hypot(ia[1] - ia[0], ib[1] - ib[0])
     assert "A = x" in stats.format_comparison(res, "x", "y")
 
@@ -258,10 +265,14 @@ def test_compare_many_against_a_baseline_with_holm():
     a, b = _pair(2, 30, 0.5)
     _, c = _pair(2, 30, 1.0)
     systems = [stats.Named(n, stats.directions(pq)) for n, pq in (("dp", a), ("x", b), ("y", c))]
-    res = stats.compare_many(systems, "dp", resamples=200, permutations=500, metrics=("R@1", "meanR"))
-    assert set(res) == {"x", "y"}
+    many = stats.compare_many(systems, "dp", resamples=200, permutations=500, metrics=("R@1", "meanR"))
+    res = many.by_system
+    assert set(res) == {"x", "y"} and many.baseline == "dp" and "against baseline dp" in stats.format_many(many)
     for d in ("t2a", "a2t"):
-        raw = [res[s][d]["R@1"]["p"] for s in ("x", "y")]
-        assert [res[s][d]["R@1"]["p_holm"] for s in ("x", "y")] == stats.holm(raw)
+        raw = [res[s][d]["R@1"].p for s in ("x", "y")]
+        assert [res[s][d]["R@1"].p_holm for s in ("x", "y")] == stats.holm(raw)
+    as_json = many.to_dict()
+    assert as_json["systems"]["x"]["t2a"]["R@1"]["p_holm"] == res["x"]["t2a"]["R@1"].p_holm
+    assert as_json["baseline"] == "dp" and as_json["settings"]["permutations"] == 500
     with pytest.raises(InputError, match="--baseline"):
         stats.compare_many(systems, "nope")

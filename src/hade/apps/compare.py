@@ -97,14 +97,14 @@ def run(args: argparse.Namespace) -> int:
     common = (args.bootstrap, args.permutations, args.seed)
     if len(results) == 2:  # A - B, with B the baseline (the second result unless --baseline names the first)
         a, b = (1, 0) if args.baseline == names[0] else (0, 1)
-        out = stats.compare(results[a], results[b], *common)
-        text = stats.format_comparison(out, names[a], names[b])
+        comparison = stats.compare(results[a], results[b], *common)
+        out = comparison.to_dict()
+        text = stats.format_comparison(comparison, names[a], names[b])
     else:
         baseline = args.baseline or names[0]
         systems = [stats.Named(n, stats.directions(pq)) for n, pq in zip(names, results)]
-        out = {"baseline": baseline, "systems": stats.compare_many(systems, baseline, *common),
-               "settings": stats.settings(args.bootstrap, args.seed, args.permutations)}
-        text = stats.format_many(out["systems"], baseline, out["settings"])
+        many = stats.compare_many(systems, baseline, *common)
+        out, text = many.to_dict(), stats.format_many(many)
     if args.out:
         write_json_atomic(args.out, out)
     print(json.dumps(out, indent=2) if args.json else text)

@@ -85,19 +85,20 @@ def _dcase_score(args: argparse.Namespace, relevance) -> int:
                          f"mAP@16 needs 16 ranks: write a score matrix (hade eval --dcase-format scores)")
     else:
         result = score_dcase(args.dcase_score, captions, text_clip, names, args.bootstrap, args.seed)
-    result["split"] = split.name
+    report = result.to_dict() | {"split": split.name}
     if args.out:
-        write_json_atomic(args.out, result)
+        write_json_atomic(args.out, report)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(report, indent=2))
     else:
-        print(f"{args.dcase_score}: {result['num_listed']} of {len(captions)} captions have their file in the top 10")
-        if "ci" in result:
-            print(format_cis(result, result["ci"]))
+        print(f"{args.dcase_score}: {result.num_listed} of {len(captions)} captions have their file in the top 10")
+        if result.ci is not None:
+            estimates = {"t2a": result.t2a} | ({"t2a_multi": result.t2a_multi} if result.t2a_multi else {})
+            print(format_cis(estimates, result.ci))
         else:
-            print("\n".join(f"T2A {m:<7}{v:>7.1f}" for m, v in result["t2a"].items() if m != "num_queries"))
-            if "t2a_multi" in result:
-                print("\n".join(f"T2Am {m:<7}{result['t2a_multi'][m]:>6.1f}" for m in ("mAP@16", "mAP@10")))
+            print("\n".join(f"T2A {m:<7}{v:>7.1f}" for m, v in result.t2a.items() if m != "num_queries"))
+            if result.t2a_multi is not None:
+                print("\n".join(f"T2Am {m:<7}{result.t2a_multi[m]:>6.1f}" for m in ("mAP@16", "mAP@10")))
     return 0
 
 

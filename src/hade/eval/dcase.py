@@ -25,20 +25,48 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from hade.errors import InputError
 from hade.eval.csvtext import csv_rows, read_text_file
 from hade.eval.per_query import TOP_K, PerQuery, QueryValues, clip_units, point_estimate
-from hade.eval.stats import (DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_metric, percentile_interval, resample_counts,
-                             settings)
+from hade.eval.stats import (DEFAULT_RESAMPLES, DEFAULT_SEED, Intervals, StatSettings, bootstrap_metric,
+                             percentile_interval, resample_counts)
 from hade.utils.atomic import write_text_atomic
 
 HEADER = ["caption"] + [f"fname_{i}" for i in range(1, TOP_K + 1)]
 DCASE_METRICS = ("R@1", "R@5", "R@10", "mAP@10")
+
+
+@dataclass(frozen=True)
+class SubmissionScore:
+    """A scored submission file: its `t2a` row (R@1, R@5, R@10, mAP@10, num_queries), `num_listed` (captions
+    whose file is in their top 10), the `submission` path, `format` ("scores" for a 2025 score matrix, None
+    for a top-10 file), and, when asked for, `t2a_multi` (several relevant files per query) and `ci`
+    (bootstrap intervals of the T2A metrics)."""
+
+    t2a: dict[str, float]
+    num_listed: int
+    submission: str
+    format: str | None = None
+    t2a_multi: dict[str, float] | None = None
+    ci: Intervals | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"t2a": dict(self.t2a)}
+        if self.t2a_multi is not None:
+            out["t2a_multi"] = dict(self.t2a_multi)
+        out["submission"] = self.submission
+        if self.format is not None:
+            out["format"] = self.format
+        out["num_listed"] = self.num_listed
+        if self.ci is not None:
+            out["ci"] = self.ci.to_dict()
+        return out
 
 
 def write_dcase_csv(path: str | Path, captions: Sequence[str], pq: PerQuery) -> None:
@@ -107,12 +135,11 @@ def dcase_positions(rows: list[tuple[str, list[str]]], captions: Sequence[str], 
 
 
 def score_dcase(path: str | Path, captions: Sequence[str], text_clip: np.ndarray, file_names: Sequence[str],
-                resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> dict:
+                resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> SubmissionScore:
     """The task's metrics of a submission file against the split's ground truth.
 
-    captions [T], text_clip [T] (clip index of each caption), file_names [A] (one per clip).  Returns
-    ``{"t2a": {R@1, R@5, R@10, mAP@10, num_queries}, "ci": {"t2a": {metric: [lo, hi]}, "settings"},
-    "submission", "num_listed": captions whose file is in their top 10}`` (``ci`` absent when resamples=0).
+    captions [T], text_clip [T] (clip index of each caption), file_names [A] (one per clip); no intervals
+    when resamples=0.
     """
     rows = read_dcase_csv(path)
     tc = np.asarray(text_clip, dtype=np.int64)
@@ -121,11 +148,10 @@ def score_dcase(path: str | Path, captions: Sequence[str], text_clip: np.ndarray
     values["mAP@10"] = np.where(pos > 0, 1.0 / np.maximum(pos, 1), 0.0)
     clips, unit_of = clip_units(tc, len(file_names))
     qv = QueryValues(values, {m: 100.0 for m in values}, unit_of[tc], int(clips.size))
-    out: dict = {"t2a": {m: point_estimate(qv, m) for m in DCASE_METRICS}, "submission": str(path),
-                 "num_listed": int(np.count_nonzero(pos))}
-    out["t2a"]["num_queries"] = int(tc.size)
+    t2a = {m: point_estimate(qv, m) for m in DCASE_METRICS} | {"num_queries": int(tc.size)}
+    ci = None
     if resamples:
         counts = resample_counts(qv.num_units, resamples, seed)
-        out["ci"] = {"t2a": {m: percentile_interval(bootstrap_metric(qv, m, counts)) for m in DCASE_METRICS},
-                     "settings": settings(resamples, seed)}
-    return out
+        ci = Intervals({"t2a": {m: percentile_interval(bootstrap_metric(qv, m, counts)) for m in DCASE_METRICS}},
+                       StatSettings(resamples, seed))
+    return SubmissionScore(t2a, int(np.count_nonzero(pos)), str(path), ci=ci)

@@ -29,9 +29,10 @@ import numpy as np
 
 from hade.errors import InputError
 from hade.eval.csvtext import csv_rows, read_text_file
-from hade.eval.per_query import MULTI, attach_relevance, per_query_results
+from hade.eval.dcase import SubmissionScore
+from hade.eval.per_query import attach_relevance, per_query_results
 from hade.eval.relevance import Relevance, metrics_from_ranks, relevant_ranks, resolve_relevance
-from hade.eval.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_cis, settings
+from hade.eval.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, Intervals, bootstrap_cis
 from hade.utils.atomic import write_text_atomic
 
 INDEX = "index"
@@ -123,23 +124,24 @@ def score_matrix(rows: dict[str, np.ndarray], captions: Sequence[str], source: s
 
 def score_2025(path: str | Path, captions: Sequence[str], text_clip: np.ndarray, file_names: Sequence[str],
                relevance: Relevance | None = None, resamples: int = DEFAULT_RESAMPLES,
-               seed: int = DEFAULT_SEED) -> dict:
-    """The metrics of a 2025 submission: ``{"t2a": {R@1, R@5, R@10, mAP@10, num_queries}, "t2a_multi": {...}
-    (with `relevance`), "ci": {...} (resamples > 0), "submission", "format": "scores", "num_listed"}``."""
+               seed: int = DEFAULT_SEED) -> SubmissionScore:
+    """The metrics of a 2025 submission (format "scores"): T2A R@1, R@5, R@10, mAP@10; with `relevance` also
+    t2a_multi; intervals when resamples > 0."""
     from hade.eval.metrics import retrieval_metrics
 
     scores = score_matrix(read_score_csv(path, file_names), captions, str(path))
     tc = np.asarray(text_clip, dtype=np.int64)
     pq = per_query_results(scores, tc, list(file_names), file_names, captions)
     t2a = retrieval_metrics(scores, tc).t2a
-    out: dict = {"t2a": {m: t2a[m] for m in SCORE_METRICS} | {"num_queries": int(tc.size)},
-                 "submission": str(path), "format": "scores", "num_listed": int(np.count_nonzero(pq.t2a_rank <= 10))}
+    multi = ci = None
     if relevance is not None:
         rmap = resolve_relevance(relevance, captions, file_names)
         ranks = relevant_ranks(scores, rmap)
-        out[MULTI] = metrics_from_ranks(ranks, rmap.offsets, rmap.source)
+        multi = metrics_from_ranks(ranks, rmap.offsets, rmap.source)
         attach_relevance(pq, rmap.query_text, rmap.offsets, rmap.clips, ranks)
     if resamples:
         cis = bootstrap_cis(pq, resamples, seed, SCORE_METRICS)
-        out["ci"] = {d: v for d, v in cis.items() if d != "a2t"} | {"settings": settings(resamples, seed)}
-    return out
+        ci = Intervals({d: v for d, v in cis.by_direction.items() if d != "a2t"}, cis.settings)  # T2A only
+    return SubmissionScore({m: t2a[m] for m in SCORE_METRICS} | {"num_queries": int(tc.size)},
+                           int(np.count_nonzero(pq.t2a_rank <= 10)), str(path), format="scores", t2a_multi=multi,
+                           ci=ci)

@@ -7,10 +7,11 @@ A direction's metrics stay a mapping from the metric's name to its value (``{"R@
 so the names are data, as the columns of a table are."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hade.data.types import Problem
+from hade.eval.stats import Intervals
 
 MetricRow = dict[str, float]  # metric name -> value (percentages, ranks, counts)
 
@@ -48,7 +49,7 @@ class EvalMetrics(RetrievalMetrics):
     split: str
     skipped: tuple[Problem, ...] = ()
     t2a_multi: MetricRow | None = None
-    ci: dict[str, Any] | None = field(default=None)
+    ci: Intervals | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
@@ -57,5 +58,5 @@ class EvalMetrics(RetrievalMetrics):
         if self.t2a_multi is not None:
             out["t2a_multi"] = dict(self.t2a_multi)
         if self.ci is not None:
-            out["ci"] = self.ci
+            out["ci"] = self.ci.to_dict()
         return out

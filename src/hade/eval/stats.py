@@ -31,7 +31,7 @@ and both directions, and for both systems of a paired comparison.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -109,25 +109,45 @@ def direction_metrics(direction: str, metrics: Sequence[str] = REPORT_METRICS) -
     return MULTI_METRICS if direction == MULTI else metrics
 
 
-def settings(resamples: int, seed: int, permutations: int | None = None) -> dict:
-    out = {"resamples": int(resamples), "seed": int(seed), "level": LEVEL, "interval": "percentile",
-           "unit": "clip (T2A: a clip's captions resampled together; A2T: clips)",
-           "rng": "numpy default_rng(SeedSequence([seed, 0]))"}
-    if permutations is not None:
-        out.update(permutations=int(permutations), test="paired sign-flip per clip, two-sided, p=(1+#extreme)/(1+P)",
-                   permutation_rng="numpy default_rng(SeedSequence([seed, 1]))")
-    return out
+@dataclass(frozen=True)
+class StatSettings:
+    """How the intervals were drawn (`resamples`, `seed`) and, for a comparison, how many sign-flip
+    `permutations` gave its p-values; `to_dict` spells out the procedure for the JSON reader."""
+
+    resamples: int
+    seed: int
+    permutations: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"resamples": int(self.resamples), "seed": int(self.seed), "level": LEVEL,
+                               "interval": "percentile",
+                               "unit": "clip (T2A: a clip's captions resampled together; A2T: clips)",
+                               "rng": "numpy default_rng(SeedSequence([seed, 0]))"}
+        if self.permutations is not None:
+            out.update(permutations=int(self.permutations),
+                       test="paired sign-flip per clip, two-sided, p=(1+#extreme)/(1+P)",
+                       permutation_rng="numpy default_rng(SeedSequence([seed, 1]))")
+        return out
+
+
+@dataclass(frozen=True)
+class Intervals:
+    """95 % bootstrap intervals: `by_direction` ``{direction: {metric: [lo, hi]}}`` and their `settings`."""
+
+    by_direction: dict[str, dict[str, list[float]]]
+    settings: StatSettings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {d: dict(rows) for d, rows in self.by_direction.items()} | {"settings": self.settings.to_dict()}
 
 
 def bootstrap_cis(pq: PerQuery, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
-                  metrics: Sequence[str] = REPORT_METRICS) -> dict:
-    """``{"t2a": {metric: [lo, hi]}, "a2t": {...}, "settings": {...}}``: 95 % bootstrap intervals."""
+                  metrics: Sequence[str] = REPORT_METRICS) -> Intervals:
+    """95 % bootstrap intervals of every metric of both directions (and t2a_multi when annotated)."""
     dirs = directions(pq)
     counts = resample_counts(dirs["a2t"].num_units, resamples, seed)
-    out: dict = {d: {m: percentile_interval(bootstrap_metric(qv, m, counts)) for m in direction_metrics(d, metrics)}
-                 for d, qv in dirs.items()}
-    out["settings"] = settings(resamples, seed)
-    return out
+    return Intervals({d: {m: percentile_interval(bootstrap_metric(qv, m, counts)) for m in direction_metrics(d, metrics)}
+                      for d, qv in dirs.items()}, StatSettings(resamples, seed))
 
 
 def sign_flip_pvalues(unit_diffs: dict[str, np.ndarray], permutations: int = DEFAULT_PERMUTATIONS,
@@ -168,39 +188,96 @@ def check_same_split(a: PerQuery, b: PerQuery, name_a: str = "A", name_b: str = 
                          + " — compare evaluations of one split (same data, same --split)")
 
 
+@dataclass(frozen=True)
+class Difference:
+    """One metric of a paired comparison: the values of `a` and `b`, `diff` = a − b, its 95 % paired-bootstrap
+    interval `ci` [lo, hi] and sign-flip `p` (None for medR: an interval only)."""
+
+    a: float
+    b: float
+    diff: float
+    ci: list[float]
+    p: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"a": self.a, "b": self.b, "diff": self.diff, "ci": list(self.ci), "p": self.p}
+
+
+@dataclass(frozen=True)
+class HolmDifference(Difference):
+    """A `Difference` among several against one baseline, with its Holm-adjusted `p_holm`."""
+
+    p_holm: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return super().to_dict() | {"p_holm": self.p_holm}
+
+
+Differences = dict[str, dict[str, Difference]]  # direction -> metric -> Difference
+HolmDifferences = dict[str, dict[str, HolmDifference]]  # as Differences, among several against one baseline
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A − B of two evaluations of one split: `by_direction` (direction -> metric -> Difference) and the
+    `settings` of the intervals and tests."""
+
+    by_direction: Differences
+    settings: StatSettings
+
+    def to_dict(self) -> dict[str, Any]:
+        return _differences_json(self.by_direction) | {"settings": self.settings.to_dict()}
+
+
+@dataclass(frozen=True)
+class BaselineComparison:
+    """Several systems against one `baseline`: `by_system` (system -> direction -> metric -> HolmDifference,
+    Holm over the systems) and the `settings`."""
+
+    baseline: str
+    by_system: dict[str, HolmDifferences]
+    settings: StatSettings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"baseline": self.baseline,
+                "systems": {name: _differences_json(rows) for name, rows in self.by_system.items()},
+                "settings": self.settings.to_dict()}
+
+
+def _differences_json(by_direction: Mapping[str, Mapping[str, Difference]]) -> dict[str, Any]:
+    return {d: {m: r.to_dict() for m, r in rows.items()} for d, rows in by_direction.items()}
+
+
 def compare_values(a: dict[str, QueryValues], b: dict[str, QueryValues], resamples: int = DEFAULT_RESAMPLES,
                    permutations: int = DEFAULT_PERMUTATIONS, seed: int = DEFAULT_SEED,
-                   metrics: Sequence[str] = REPORT_METRICS) -> dict:
-    """Paired comparison A − B per direction and metric: ``{dir: {metric: {a, b, diff, ci, p}}}``.
+                   metrics: Sequence[str] = REPORT_METRICS) -> Differences:
+    """Paired comparison A − B per direction and metric (direction -> metric -> Difference).
 
     ``a``/``b``: ``{"t2a": QueryValues, "a2t": QueryValues}`` with the same units (same split), and
     ``"t2a_multi"`` compared when both have it.
     """
     counts = resample_counts(a["a2t"].num_units, resamples, seed)
-    out: dict = {}
+    out: Differences = {}
     for d in [d for d in a if d in b]:
         qa, qb = a[d], b[d]
-        rows = {}
         names = direction_metrics(d, metrics)
+        means = [m for m in names if m != "medR"]
+        pvalues = sign_flip_pvalues({m: _unit_sums(qa, m) - _unit_sums(qb, m) for m in means}, permutations, seed)
+        rows = {}
         for m in names:
             boot = bootstrap_metric(qa, m, counts) - bootstrap_metric(qb, m, counts)
             pa, pb = point_estimate(qa, m), point_estimate(qb, m)
-            rows[m] = {"a": pa, "b": pb, "diff": pa - pb, "ci": percentile_interval(boot), "p": None}
-        means = [m for m in names if m != "medR"]
-        diffs = {m: _unit_sums(qa, m) - _unit_sums(qb, m) for m in means}
-        for m, p in sign_flip_pvalues(diffs, permutations, seed).items():
-            rows[m]["p"] = p
+            rows[m] = Difference(pa, pb, pa - pb, percentile_interval(boot), pvalues.get(m))
         out[d] = rows
     return out
 
 
 def compare(a: PerQuery, b: PerQuery, resamples: int = DEFAULT_RESAMPLES, permutations: int = DEFAULT_PERMUTATIONS,
-            seed: int = DEFAULT_SEED, metrics: Sequence[str] = REPORT_METRICS) -> dict:
+            seed: int = DEFAULT_SEED, metrics: Sequence[str] = REPORT_METRICS) -> Comparison:
     """Paired comparison of two evaluations of the same split (see :func:`compare_values`)."""
     check_same_split(a, b)
-    out = compare_values(directions(a), directions(b), resamples, permutations, seed, metrics)
-    out["settings"] = settings(resamples, seed, permutations)
-    return out
+    return Comparison(compare_values(directions(a), directions(b), resamples, permutations, seed, metrics),
+                      StatSettings(resamples, seed, permutations))
 
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:
@@ -225,20 +302,23 @@ class Named:
 
 def compare_many(systems: Sequence[Named], baseline: str, resamples: int = DEFAULT_RESAMPLES,
                  permutations: int = DEFAULT_PERMUTATIONS, seed: int = DEFAULT_SEED,
-                 metrics: Sequence[str] = REPORT_METRICS) -> dict:
-    """Every system against ``baseline``: ``{name: {dir: {metric: {..., p, p_holm}}}}`` (Holm over systems)."""
+                 metrics: Sequence[str] = REPORT_METRICS) -> BaselineComparison:
+    """Every system against ``baseline``, Holm over the systems per direction and metric."""
     by_name = {s.name: s for s in systems}
     if baseline not in by_name:
         raise InputError(f"--baseline: {baseline!r} is not one of {list(by_name)}")
     others = [s for s in systems if s.name != baseline]
-    out = {s.name: compare_values(s.values, by_name[baseline].values, resamples, permutations, seed, metrics)
-           for s in others}
-    for d in [d for d in DIRECTIONS if all(d in out[s.name] for s in others)]:
+    plain = {s.name: compare_values(s.values, by_name[baseline].values, resamples, permutations, seed, metrics)
+             for s in others}
+    # a direction only some systems have (t2a_multi without annotations elsewhere) gets no Holm p
+    out = {name: {d: {m: HolmDifference(**vars(r)) for m, r in rows.items()} for d, rows in dirs.items()}
+           for name, dirs in plain.items()}
+    for d in [d for d in DIRECTIONS if all(d in plain[s.name] for s in others)]:
         for m in direction_metrics(d, metrics):
-            adjusted = holm([out[s.name][d][m]["p"] for s in others])
+            adjusted = holm([plain[s.name][d][m].p for s in others])
             for s, p in zip(others, adjusted):
-                out[s.name][d][m]["p_holm"] = p
-    return out
+                out[s.name][d][m] = HolmDifference(**vars(plain[s.name][d][m]), p_holm=p)
+    return BaselineComparison(baseline, out, StatSettings(resamples, seed, permutations))
 
 
 def _label(direction: str) -> str:
@@ -254,44 +334,44 @@ def _fmt_p(p: float | None) -> str:
     return "-" if p is None else (f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}")
 
 
-def format_cis(metrics: dict, cis: dict) -> str:
-    """Lines ``T2A R@1   17.8  [14.2, 21.4]`` for every metric with an interval, then the settings."""
+def format_cis(estimates: Mapping[str, Mapping[str, Any]], cis: Intervals) -> str:
+    """Lines ``T2A R@1   17.8  [14.2, 21.4]`` for every metric with an interval, then the settings.
+    `estimates`: the point estimates, direction -> metric -> value."""
     lines = []
     for d in DIRECTIONS:
-        for m, (lo, hi) in cis.get(d, {}).items():
-            lines.append(f"{_label(d)} {m:<7}{_fmt(metrics[d].get(m)):>7}  [{_fmt(lo)}, {_fmt(hi)}]")
-    s = cis["settings"]
+        for m, (lo, hi) in cis.by_direction.get(d, {}).items():
+            lines.append(f"{_label(d)} {m:<7}{_fmt(estimates[d].get(m)):>7}  [{_fmt(lo)}, {_fmt(hi)}]")
     lines.append(f"95 % intervals: percentile bootstrap over clips (a clip's captions together), "
-                 f"{s['resamples']} resamples, seed {s['seed']}")
+                 f"{cis.settings.resamples} resamples, seed {cis.settings.seed}")
     return "\n".join(lines)
 
 
-def format_comparison(result: dict, name_a: str, name_b: str) -> str:
+def format_comparison(result: Comparison, name_a: str, name_b: str) -> str:
     """Text table of :func:`compare`'s result: one line per direction and metric."""
     head = f"{'metric':<11}{name_a[:12]:>12}{name_b[:12]:>12}{'A-B':>8}  {'95% CI':<18}{'p':>8}"
     lines = [f"A = {name_a}", f"B = {name_b}", head, "-" * len(head)]
-    for d in [d for d in DIRECTIONS if d in result]:
-        for m, r in result[d].items():
-            ci = f"[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]"
-            lines.append(f"{_label(d) + ' ' + m:<11}{_fmt(r['a']):>12}{_fmt(r['b']):>12}{r['diff']:>+8.1f}  "
-                         f"{ci:<18}{_fmt_p(r['p']):>8}")
-    s = result["settings"]
-    lines.append(f"paired bootstrap over clips ({s['resamples']} resamples), sign-flip test per clip "
-                 f"({s['permutations']} flips, two-sided), seed {s['seed']}; medR: interval only")
+    for d in [d for d in DIRECTIONS if d in result.by_direction]:
+        for m, r in result.by_direction[d].items():
+            ci = f"[{_fmt(r.ci[0])}, {_fmt(r.ci[1])}]"
+            lines.append(f"{_label(d) + ' ' + m:<11}{_fmt(r.a):>12}{_fmt(r.b):>12}{r.diff:>+8.1f}  "
+                         f"{ci:<18}{_fmt_p(r.p):>8}")
+    s = result.settings
+    lines.append(f"paired bootstrap over clips ({s.resamples} resamples), sign-flip test per clip "
+                 f"({s.permutations} flips, two-sided), seed {s.seed}; medR: interval only")
     return "\n".join(lines)
 
 
-def format_many(result: dict, baseline: str, settings_: dict) -> str:
+def format_many(result: BaselineComparison) -> str:
     """Text table of :func:`compare_many`: one line per system, direction and metric, Holm-adjusted p."""
     head = f"{'system':<16}{'metric':<11}{'diff':>8}  {'95% CI':<18}{'p':>8}{'p (Holm)':>10}"
-    lines = [f"against baseline {baseline}", head, "-" * len(head)]
-    for name, res in result.items():
+    lines = [f"against baseline {result.baseline}", head, "-" * len(head)]
+    for name, res in result.by_system.items():
         for d in [d for d in DIRECTIONS if d in res]:
             for m, r in res[d].items():
-                ci = f"[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]"
-                lines.append(f"{name[:15]:<16}{_label(d) + ' ' + m:<11}{r['diff']:>+8.1f}  {ci:<18}"
-                             f"{_fmt_p(r['p']):>8}{_fmt_p(r['p_holm']):>10}")
-    lines.append(f"paired bootstrap over clips ({settings_['resamples']} resamples), sign-flip test per clip "
-                 f"({settings_['permutations']} flips), Holm over the {len(result)} comparisons; "
-                 f"seed {settings_['seed']}")
+                ci = f"[{_fmt(r.ci[0])}, {_fmt(r.ci[1])}]"
+                lines.append(f"{name[:15]:<16}{_label(d) + ' ' + m:<11}{r.diff:>+8.1f}  {ci:<18}"
+                             f"{_fmt_p(r.p):>8}{_fmt_p(r.p_holm):>10}")
+    s = result.settings
+    lines.append(f"paired bootstrap over clips ({s.resamples} resamples), sign-flip test per clip "
+                 f"({s.permutations} flips), Holm over the {len(result.by_system)} comparisons; seed {s.seed}")
     return "\n".join(lines)

@@ -332,15 +332,15 @@ def differences(table: str, done: dict[str, list[dict[str, Any]]], out: Path, da
             systems.append(stats.Named(name, _pooled(runs, f"row {name}")))
             first[name] = runs[0]
     info: dict[str, Any] = {"baseline": baseline, "pooling": "each query's value averaged over the seeds",
-                            "settings": stats.settings(stats.DEFAULT_RESAMPLES, stats.DEFAULT_SEED,
-                                                       stats.DEFAULT_PERMUTATIONS), "rows": {}}
+                            "settings": stats.StatSettings(stats.DEFAULT_RESAMPLES, stats.DEFAULT_SEED,
+                                                           stats.DEFAULT_PERMUTATIONS).to_dict(), "rows": {}}
     if baseline not in {s.name for s in systems}:
         info["rows"] = {name: None for name in done if name != baseline}
         return info
     for name in first:
         stats.check_same_split(first[baseline], first[name], f"row {baseline}", f"row {name}")
     info["rows"] = {name: None for name in missing if name != baseline}
-    info["rows"].update(stats.compare_many(systems, baseline, metrics=DIFF_METRICS))
+    info["rows"].update(stats.compare_many(systems, baseline, metrics=DIFF_METRICS).to_dict()["systems"])
     info["rows"] = {name: info["rows"][name] for name in done if name in info["rows"]}  # the table's order
     return info
 
