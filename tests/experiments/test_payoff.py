@@ -96,3 +96,24 @@ def test_clotho_cells_report_on_their_own_held_out_set(tmp_path, tiny, monkeypat
     assert payoff._finished(study, cell[0]) == {}
     (run_dir / "eval.json").write_text(json.dumps({"row": "dp", "seed": 0, "metrics": {}, "in_domain_metrics": {}}))
     assert list(payoff._finished(study, cell[0])) == ["dp"]
+
+
+def test_the_plot_says_how_many_seeds_a_cell_with_fewer_seeds_has(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    def cell(start, size, seeds, diff, clotho=False):
+        row = {"t2a": {m: {"diff": diff, "ci": [diff - 1.0, diff + 1.0]} for m in ("R@1", "mAP@10")}}
+        return {"start": start, "size": size, "seeds": seeds, "train_set": "clotho" if clotho else "synthcaps",
+                "differences": {"rows": {"tha+dcr": row}}}
+
+    report = {"cells": [cell("scratch", 336, 3, 0.3), cell("scratch", 1000, 2, 0.7), cell("scratch", 3000, 1, 1.1),
+                        cell("pretrained", 336, 3, 1.7), cell("pretrained", 336, 3, -0.2, clotho=True)]}
+    notes = []
+    original = matplotlib.axes.Axes.annotate
+    monkeypatch.setattr(matplotlib.axes.Axes, "annotate",
+                        lambda self, text, xy, *a, **k: notes.append((text, xy)) or original(self, text, xy, *a, **k))
+    png = payoff.plot(report, tmp_path / "p.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # one note per panel for each cell with fewer seeds than the most (3), at that cell's point
+    assert sorted(t for t, _ in notes) == ["1 seed", "1 seed", "2 seeds", "2 seeds"]
+    assert {xy[0] for t, xy in notes if t == "2 seeds"} == {1000} and {xy[1] for t, xy in notes} == {0.7, 1.1}
