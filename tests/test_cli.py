@@ -168,6 +168,33 @@ def test_compare_two_and_several_results(tmp_path, tiny_model_config, capsys):
     assert "has no per-query results" in capsys.readouterr().err
 
 
+def test_compare_pools_a_systems_seeds_per_query(tmp_path, tiny_model_config, capsys):
+    """Comma-separated results are one system: each query's value is averaged over them, so the pooled
+    difference is the mean of the seeds' differences, and medR (not a mean) is left out."""
+    _two_checkpoints(tmp_path, tiny_model_config)
+    common = ["--data", str(tmp_path / "d"), "--clip-seconds", "1.0", "--quiet", "--bootstrap", "0"]
+    for k, ckpt in enumerate(("ckpt0", "ckpt1", "ckpt0", "ckpt1")):  # x seeds 0-1, y seeds 0-1
+        assert main(["eval", "--ckpt", str(tmp_path / ckpt), *common, "--clip-seconds", str(1.0 - 0.25 * (k // 2)),
+                     "--out", str(tmp_path / f"{'xy'[k % 2]}_seed{k // 2}.json")]) == 0
+    capsys.readouterr()
+    x = ",".join(str(tmp_path / f"x_seed{s}.json") for s in (0, 1))
+    y = ",".join(str(tmp_path / f"y_seed{s}.json") for s in (0, 1))
+    assert main(["compare", x, y, "--bootstrap", "50", "--permutations", "100", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    m = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in ("x_seed0", "x_seed1", "y_seed0", "y_seed1")}
+    for d, metric in (("t2a", "R@1"), ("a2t", "mAP@10"), ("t2a", "meanR")):
+        mean_x = (m["x_seed0"][d][metric] + m["x_seed1"][d][metric]) / 2
+        mean_y = (m["y_seed0"][d][metric] + m["y_seed1"][d][metric]) / 2
+        assert out[d][metric]["diff"] == pytest.approx(mean_x - mean_y, abs=1e-9), (d, metric)
+    assert "medR" not in out["t2a"] and out["pooling"]["systems"] == {"x": x.split(","), "y": y.split(",")}
+    # in a table, and a system of one result beside pooled ones
+    assert main(["compare", x, y, str(tmp_path / "y_seed0.json"), "--bootstrap", "20", "--permutations", "20"]) == 0
+    text = capsys.readouterr().out
+    assert "against baseline x" in text and "x: 2 results pooled per query" in text and "y_seed0: 1 results" in text
+    assert main(["compare", x + ",", y]) == 2
+    assert "stray comma" in capsys.readouterr().err
+
+
 def test_eval_with_relevance_annotations_and_the_2025_submission(tmp_path, tiny_model_config, capsys):
     """hade eval --relevance: mAP@16 beside the single-relevance metrics, in the table, the JSON, the intervals,
     the per-query file and hade compare; the 2025 score-matrix submission scores to the same numbers."""

@@ -276,3 +276,17 @@ def test_compare_many_against_a_baseline_with_holm():
     assert as_json["baseline"] == "dp" and as_json["settings"]["permutations"] == 500
     with pytest.raises(InputError, match="--baseline"):
         stats.compare_many(systems, "nope")
+
+
+def test_pooled_directions_average_each_query_over_the_seeds():
+    a, b = _pair(3, 30, 0.5)
+    pooled = stats.pooled_directions([a, b], ["a", "b"])
+    qa, qb = t2a_values(a), t2a_values(b)
+    for m in stats.POOLED_METRICS:
+        np.testing.assert_array_equal(pooled["t2a"].values[m], (qa.values[m] + qb.values[m]) / 2)
+        assert point_estimate(pooled["t2a"], m) == pytest.approx(
+            (point_estimate(qa, m) + point_estimate(qb, m)) / 2, rel=1e-12)
+    assert "medR" not in pooled["t2a"].values and set(pooled) == {"t2a", "a2t"}
+    c, _ = _pair(0, 21, 0.0)
+    with pytest.raises(InputError, match="a and c are not results on the same split"):
+        stats.pooled_directions([a, c], ["a", "c"])

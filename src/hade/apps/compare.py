@@ -1,8 +1,11 @@
-"""`hade compare A.json B.json ...`: paired comparison of evaluations of one split (hade.eval.stats)."""
+"""`hade compare A.json B.json ...`: paired comparison of evaluations of one split (hade.eval.stats). A system
+given as comma-separated results (its seeds: `a0.json,a1.json,a2.json`) is compared with its queries' values
+averaged over them, as `hade ablate` pools seeds."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,9 +16,11 @@ from hade.errors import InputError
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `hade compare` to a sub-parser set."""
     p = sub.add_parser("compare", help="paired comparison of evaluations of one split (intervals, p-values)")
-    p.add_argument("results", nargs="+", type=Path,
+    p.add_argument("results", nargs="+",
                    help="metrics JSONs written by `hade eval --out` (their .per_query.npz beside them), or the "
-                        ".per_query.npz files; two or more")
+                        ".per_query.npz files; two or more. Comma-separated results (a system's seeds, "
+                        "e.g. dp0.json,dp1.json,dp2.json) are one system, each query's value averaged over them "
+                        "(medR is then left out)")
     p.add_argument("--names", default=None, help="comma-separated labels (default: the file names)")
     p.add_argument("--baseline", default=None,
                    help="the label to compare against (differences are other − baseline); default: the second of "
@@ -71,11 +76,31 @@ def _note_encodings(metas: list[Any], names: list[str]) -> None:
               "differences include that", file=sys.stderr)
 
 
-def _labels(args: argparse.Namespace) -> list[str]:
-    names = ([n.strip() for n in args.names.split(",")] if args.names
-             else [p.name.removesuffix(".json").removesuffix(".per_query.npz") for p in args.results])
-    if len(names) != len(args.results) or len(set(names)) != len(names):
-        raise InputError(f"--names: need {len(args.results)} distinct labels, got {names}")
+def _label(path: Path) -> str:
+    return path.name.removesuffix(".json").removesuffix(".per_query.npz")
+
+
+def _group_label(paths: list[Path]) -> str:
+    """A file's label; for several (seeds), their common start without a trailing 'seed' and separators."""
+    labels = [_label(p) for p in paths]
+    if len(labels) == 1:
+        return labels[0]
+    common = os.path.commonprefix(labels).rstrip("-_. ")
+    common = common.removesuffix("seed").rstrip("-_. ")
+    return common or f"{labels[0]} (+{len(labels) - 1})"
+
+
+def _groups(results: list[str]) -> list[list[Path]]:
+    for item in results:
+        if any(not part.strip() for part in item.split(",")):
+            raise InputError(f"compare: an empty result in {item!r} (a stray comma?)")
+    return [[Path(part) for part in item.split(",")] for item in results]
+
+
+def _labels(args: argparse.Namespace, groups: list[list[Path]]) -> list[str]:
+    names = ([n.strip() for n in args.names.split(",")] if args.names else [_group_label(g) for g in groups])
+    if len(names) != len(groups) or len(set(names)) != len(names):
+        raise InputError(f"--names: need {len(groups)} distinct labels, got {names}")
     if args.baseline is not None and args.baseline not in names:
         raise InputError(f"--baseline: {args.baseline!r} is not one of the labels {names}")
     return names
@@ -86,25 +111,39 @@ def run(args: argparse.Namespace) -> int:
     from hade.eval import stats
     from hade.utils.atomic import write_json_atomic
 
-    if len(args.results) < 2:
+    groups = _groups(args.results)
+    if len(groups) < 2:
         raise InputError("compare: give at least two results (metrics JSONs of `hade eval --out`)")
-    names = _labels(args)
-    metas = [read_metrics(p) for p in args.results]
-    results = [load_result(p, meta) for p, meta in zip(args.results, metas)]
-    _note_encodings(metas, names)
-    for name, pq in zip(names[1:], results[1:]):
-        stats.check_same_split(results[0], pq, names[0], name)
+    names = _labels(args, groups)
+    paths = [p for g in groups for p in g]
+    metas = [read_metrics(p) for p in paths]
+    loaded = [load_result(p, meta) for p, meta in zip(paths, metas)]
+    _note_encodings(metas, [f"{_label(p)}" for p in paths])
+    for path, pq in zip(paths[1:], loaded[1:]):
+        stats.check_same_split(loaded[0], pq, str(paths[0]), str(path))
+    pooled = any(len(g) > 1 for g in groups)
+    metrics = stats.POOLED_METRICS if pooled else stats.REPORT_METRICS
+    values, start = [], 0
+    for g in groups:
+        members = loaded[start:start + len(g)]
+        start += len(g)
+        values.append(stats.pooled_directions(members, [str(p) for p in g], metrics) if pooled
+                      else stats.directions(members[0]))
     common = (args.bootstrap, args.permutations, args.seed)
-    if len(results) == 2:  # A - B, with B the baseline (the second result unless --baseline names the first)
+    if len(groups) == 2:  # A - B, with B the baseline (the second result unless --baseline names the first)
         a, b = (1, 0) if args.baseline == names[0] else (0, 1)
-        comparison = stats.compare(results[a], results[b], *common)
+        comparison = stats.compare_directions(values[a], values[b], *common, metrics=metrics)
         out = comparison.to_dict()
         text = stats.format_comparison(comparison, names[a], names[b])
     else:
         baseline = args.baseline or names[0]
-        systems = [stats.Named(n, stats.directions(pq)) for n, pq in zip(names, results)]
-        many = stats.compare_many(systems, baseline, *common)
+        many = stats.compare_many([stats.Named(n, v) for n, v in zip(names, values)], baseline, *common,
+                                  metrics=metrics)
         out, text = many.to_dict(), stats.format_many(many)
+    if pooled:
+        out["pooling"] = {"rule": "each query's value averaged over the results of a system (its seeds)",
+                          "systems": {n: [str(p) for p in g] for n, g in zip(names, groups)}}
+        text += "\n" + "; ".join(f"{n}: {len(g)} results pooled per query" for n, g in zip(names, groups))
     if args.out:
         write_json_atomic(args.out, out)
     print(json.dumps(out, indent=2) if args.json else text)

@@ -45,6 +45,8 @@ DEFAULT_SEED = 0
 LEVEL = 0.95
 # Metrics compared by `hade compare` and printed with intervals by `hade eval`.
 REPORT_METRICS = ("R@1", "R@5", "R@10", "mAP@10", "medR", "meanR")
+# what survives pooling seeds per query: means (a query's mean over seeds averages to the seeds' mean); not medR
+POOLED_METRICS = ("R@1", "R@5", "R@10", "mAP@10", "meanR")
 DIRECTIONS = ("t2a", "a2t", MULTI)  # in report order; t2a_multi only with relevance annotations
 _CHUNK = 1000  # resamples / sign vectors per block (bounded memory)
 
@@ -102,6 +104,28 @@ def directions(pq: PerQuery) -> dict[str, QueryValues]:
     if multi is not None:
         out[MULTI] = multi
     return out
+
+
+def pooled_directions(per_seed: Sequence[PerQuery], names: Sequence[str] | None = None,
+                      metrics: Sequence[str] = POOLED_METRICS) -> dict[str, QueryValues]:
+    """Per-query values of several evaluations of one split (a system's seeds) averaged per query: each mean
+    metric of the pool is the mean of the seeds' metrics, and a paired comparison of two pools keeps every
+    query paired. `names` label the evaluations in the InputError of a different split; medR is dropped (a
+    median of seed-averaged ranks is no seed's median). The directions every evaluation has are pooled."""
+    names = list(names) if names is not None else [f"evaluation {k}" for k in range(len(per_seed))]
+    if not per_seed or len(names) != len(per_seed):
+        raise InputError(f"pooled_directions: need one name per evaluation (got {len(names)} for {len(per_seed)})")
+    for k, pq in enumerate(per_seed[1:], start=1):
+        check_same_split(per_seed[0], pq, names[0], names[k])
+    dirs = [directions(pq) for pq in per_seed]
+    pooled = {}
+    for d, first in dirs[0].items():
+        if not all(d in x for x in dirs):
+            continue
+        means = [m for m in direction_metrics(d, metrics) if m != "medR"]
+        values = {m: sum(x[d].values[m] for x in dirs) / len(dirs) for m in means}
+        pooled[d] = QueryValues(values, {m: first.scale[m] for m in means}, first.unit, first.num_units)
+    return pooled
 
 
 def direction_metrics(direction: str, metrics: Sequence[str] = REPORT_METRICS) -> Sequence[str]:
@@ -276,7 +300,15 @@ def compare(a: PerQuery, b: PerQuery, resamples: int = DEFAULT_RESAMPLES, permut
             seed: int = DEFAULT_SEED, metrics: Sequence[str] = REPORT_METRICS) -> Comparison:
     """Paired comparison of two evaluations of the same split (see :func:`compare_values`)."""
     check_same_split(a, b)
-    return Comparison(compare_values(directions(a), directions(b), resamples, permutations, seed, metrics),
+    return compare_directions(directions(a), directions(b), resamples, permutations, seed, metrics)
+
+
+def compare_directions(a: dict[str, QueryValues], b: dict[str, QueryValues], resamples: int = DEFAULT_RESAMPLES,
+                       permutations: int = DEFAULT_PERMUTATIONS, seed: int = DEFAULT_SEED,
+                       metrics: Sequence[str] = REPORT_METRICS) -> Comparison:
+    """As :func:`compare`, on per-query values (:func:`directions`, or :func:`pooled_directions` of seeds) that
+    the caller has checked come from one split."""
+    return Comparison(compare_values(a, b, resamples, permutations, seed, metrics),
                       StatSettings(resamples, seed, permutations))
 
 

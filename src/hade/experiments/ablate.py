@@ -308,14 +308,7 @@ def add_heldout(run_dir: Path, heldout_data: Path, log: Callable[[str], None]) -
 
 def _pooled(per_seed: list[PerQuery], where: str) -> dict[str, QueryValues]:
     """Both directions' per-query values averaged over seeds (all seeds on the same split)."""
-    for k, pq in enumerate(per_seed[1:], start=1):
-        stats.check_same_split(per_seed[0], pq, f"{where} seed 0", f"{where} seed {k}")
-    dirs = [stats.directions(pq) for pq in per_seed]
-    pooled = {}
-    for d, first in dirs[0].items():
-        values = {m: sum(x[d].values[m] for x in dirs) / len(dirs) for m in DIFF_METRICS}
-        pooled[d] = QueryValues(values, {m: first.scale[m] for m in DIFF_METRICS}, first.unit, first.num_units)
-    return pooled
+    return stats.pooled_directions(per_seed, [f"{where} seed {k}" for k in range(len(per_seed))], DIFF_METRICS)
 
 
 def differences(table: str, done: dict[str, list[dict[str, Any]]], out: Path, data_dir: Path,
