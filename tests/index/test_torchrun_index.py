@@ -178,3 +178,15 @@ def test_each_torchrun_attempt_meets_under_its_own_keys(tmp_path, monkeypatch):
             assert meeting.gather(value) == [value]
         assert json.loads(agent.get(f"hade-index/outcome/{attempt}/0")) == value
     assert not (tmp_path / "meet").exists()
+
+
+def test_a_rank_outcome_crosses_the_store_as_json_and_back():
+    from hade.data.scan import FileProblem
+    from hade.index.launch import RankOutcome
+    from hade.index.report import BuildReport
+
+    report = BuildReport(files=3, windows=5, errors=[FileProblem("x.wav", "unreadable")])
+    wire = json.loads(json.dumps(RankOutcome(report).to_dict()))
+    assert RankOutcome.from_dict(wire) == RankOutcome(report, None)
+    failed = RankOutcome.from_dict(json.loads(json.dumps(RankOutcome(None, "InputError: no").to_dict())))
+    assert failed.report is None and failed.error == "InputError: no"

@@ -31,7 +31,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from hade.apps.argtypes import positive_int, seconds
 from hade.config import COMPUTE_DTYPES, STORAGE_DTYPES
@@ -223,40 +223,37 @@ def _check_parallel(args: argparse.Namespace, launch: Launch) -> None:
 
 def run_parallel(args: argparse.Namespace, launch: Launch) -> int:
     """One rank of a torchrun/Slurm `hade index`: build this rank's shard, wait for all, merge on rank 0."""
-    from hade.index.launch import Meeting, shard_dirs, shards_dir
+    from hade.index.launch import Meeting, RankOutcome, shard_dirs, shards_dir
     from hade.utils.launch import rank_device
 
     _check_parallel(args, launch)
     parts = shard_dirs(args.out, launch.world_size)
     error: Exception | None = None
-    report: dict[str, Any] | None = None  # BuildReport.to_dict(): the ranks meet through JSON
+    report = None
     with Meeting(launch, shards_dir(args.out)) as meeting:
         try:
             report = _build(args, parts[launch.rank], launch.shard, rank_device(args.device, launch),
-                            progress=not args.quiet and launch.rank == 0).to_dict()
+                            progress=not args.quiet and launch.rank == 0)
         except Exception as e:  # noqa: BLE001 - every rank must reach the exchange, or the others wait forever
             error = e
         failure = None if error is None else f"{type(error).__name__}: {error}"
-        outcomes = meeting.gather({"report": report, "error": failure})
+        outcomes = meeting.gather_outcomes(RankOutcome(report, failure))
     if error is not None:
         raise error
     if launch.rank != 0:
         return 0
-    failed = [f"rank {r}: {o['error']}" for r, o in enumerate(outcomes) if o["error"]]
+    failed = [f"rank {r}: {o.error}" for r, o in enumerate(outcomes) if o.error]
     if failed:
         raise HadeError(f"{args.out}: not merged, {len(failed)} of {launch.world_size} ranks failed ("
                         f"{'; '.join(failed)}); fix that and run the same command again (finished shards are kept)")
     from hade.index.merge import merge_indexes
 
     merged = merge_indexes(args.out, parts, ann_threshold=args.ann_threshold, progress=not args.quiet, replace=True)
-    shard_reports = [o["report"] for o in outcomes]
     if args.json:
-        print(json.dumps({**merged.to_dict(), "shards": shard_reports}, indent=2))
+        print(json.dumps({**merged.to_dict(), "shards": [o.report.to_dict() for o in outcomes]}, indent=2))
         return 0
-    from hade.index.report import BuildReport
-
-    for part, d in zip(parts, shard_reports):
-        _print_report(part, BuildReport.from_dict(d))
+    for part, outcome in zip(parts, outcomes):
+        _print_report(part, outcome.report)
     print(f"{merged.out}: {merged.files} files, {merged.windows} windows merged from "
           f"{merged.parts} shards ({merged.ann.kind} ANN)")
     return 0

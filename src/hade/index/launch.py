@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
+from hade.index.report import BuildReport
 from hade.utils.launch import Launch
 
 # Shards can differ widely in size (a folder of long files hashes unevenly), so a rank that finishes
@@ -38,6 +40,23 @@ def shards_dir(out: str | Path) -> Path:
 def shard_dirs(out: str | Path, world_size: int) -> list[Path]:
     """The shard folders IDX.shards/RANK-of-W of a world of W ranks, in rank order."""
     return [shards_dir(out) / f"{r}-of-{world_size}" for r in range(world_size)]
+
+
+@dataclass(frozen=True)
+class RankOutcome:
+    """What one rank hands rank 0 at the meeting: its shard's `report`, or the `error` that stopped it
+    ("ExceptionType: message"); JSON on the wire (`to_dict` / `from_dict`)."""
+
+    report: BuildReport | None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"report": None if self.report is None else self.report.to_dict(), "error": self.error}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "RankOutcome":
+        report = raw.get("report")
+        return cls(None if report is None else BuildReport.from_dict(report), raw.get("error"))
 
 
 class Meeting:
@@ -79,6 +98,10 @@ class Meeting:
         if self.launch.rank == 0:
             self._store.wait([f"{done}{r}" for r in range(self.launch.world_size)], WAIT_TIMEOUT)
         return out
+
+    def gather_outcomes(self, outcome: RankOutcome) -> list[RankOutcome]:
+        """Every rank's RankOutcome, in rank order (`gather` of their JSON)."""
+        return [RankOutcome.from_dict(raw) for raw in self.gather(outcome.to_dict())]
 
     def close(self) -> None:
         self._store = None
