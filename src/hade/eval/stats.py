@@ -22,6 +22,8 @@ two systems are exchangeable on each clip, so each clip's summed difference gets
 p-value is ``(1 + #{|T*| >= |T|}) / (1 + P)`` over P random sign vectors (default 10,000) drawn by
 ``default_rng(SeedSequence([seed, 1]))``.  The test is for mean metrics; ``medR`` gets an interval only.
 With several systems against one baseline, :func:`holm` adjusts the p-values (per metric and direction).
+A system trained with several seeds enters as :func:`pooled_directions`: each query's value averaged over
+its seeds, so the paired statistics speak of the system rather than of one seed.
 
 Written by hand rather than with scipy.stats.bootstrap / permutation_test: those resample or permute
 independent observations, and here the observations come in clusters (a clip's captions) that must be
