@@ -229,7 +229,11 @@ def test_compare_identical_systems_and_the_paired_interval():
     as_json = res.to_dict()
     assert as_json["t2a"]["R@1"] == {"a": res.by_direction["t2a"]["R@1"].a, "b": res.by_direction["t2a"]["R@1"].b,
                                      "diff": res.by_direction["t2a"]["R@1"].diff,
-                                     "ci": res.by_direction["t2a"]["R@1"].ci, "p": res.by_direction["t2a"]["R@1"].p}
+                                     "ci": res.by_direction["t2a"]["R@1"].ci, "p": res.by_direction["t2a"]["R@1"].p,
+                                     "detectable": stats.detectable(res.by_direction["t2a"]["R@1"].ci)}
+    lo, hi = res.by_direction["t2a"]["R@1"].ci
+    assert stats.detectable([lo, hi]) == pytest.approx((1.959964 + 0.841621) * (hi - lo) / 3.919928)
+    assert "det." in stats.format_comparison(res, "x", "y")
     assert as_json["settings"]["permutations"] == 500 and "p_holm" not in as_json["t2a"]["R@1"]
     # the paired interval is narrower than the unpaired one would be (shared clip difficulty)
     ia, ib = (stats.bootstrap_cis(pq, 500, 1).by_direction["t2a"]["R@1"] for pq in (a, b))

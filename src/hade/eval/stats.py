@@ -22,6 +22,8 @@ two systems are exchangeable on each clip, so each clip's summed difference gets
 p-value is ``(1 + #{|T*| >= |T|}) / (1 + P)`` over P random sign vectors (default 10,000) drawn by
 ``default_rng(SeedSequence([seed, 1]))``.  The test is for mean metrics; ``medR`` gets an interval only.
 With several systems against one baseline, :func:`holm` adjusts the p-values (per metric and direction).
+Each difference also states the smallest true difference the comparison would detect with 80 % power at
+the two-sided 5 % level (:func:`detectable`), so that "no difference" has a size.
 A system trained with several seeds enters as :func:`pooled_directions`: each query's value averaged over
 its seeds, so the paired statistics speak of the system rather than of one seed.
 
@@ -51,6 +53,8 @@ REPORT_METRICS = ("R@1", "R@5", "R@10", "mAP@10", "medR", "meanR")
 POOLED_METRICS = ("R@1", "R@5", "R@10", "mAP@10", "meanR")
 DIRECTIONS = ("t2a", "a2t", MULTI)  # in report order; t2a_multi only with relevance annotations
 _CHUNK = 1000  # resamples / sign vectors per block (bounded memory)
+Z_LEVEL = 1.959964  # two-sided 5 %: the 95 % interval is ±Z_LEVEL standard errors
+Z_POWER = Z_LEVEL + 0.841621  # ... and 80 % power
 
 
 def _rng(seed: int, stream: int) -> np.random.Generator:
@@ -172,8 +176,9 @@ def bootstrap_cis(pq: PerQuery, resamples: int = DEFAULT_RESAMPLES, seed: int = 
     """95 % bootstrap intervals of every metric of both directions (and t2a_multi when annotated)."""
     dirs = directions(pq)
     counts = resample_counts(dirs["a2t"].num_units, resamples, seed)
-    return Intervals({d: {m: percentile_interval(bootstrap_metric(qv, m, counts)) for m in direction_metrics(d, metrics)}
-                      for d, qv in dirs.items()}, StatSettings(resamples, seed))
+    return Intervals({d: {m: percentile_interval(bootstrap_metric(qv, m, counts))
+                          for m in direction_metrics(d, metrics)} for d, qv in dirs.items()},
+                     StatSettings(resamples, seed))
 
 
 def sign_flip_pvalues(unit_diffs: dict[str, np.ndarray], permutations: int = DEFAULT_PERMUTATIONS,
@@ -214,10 +219,18 @@ def check_same_split(a: PerQuery, b: PerQuery, name_a: str = "A", name_b: str = 
                          + " — compare evaluations of one split (same data, same --split)")
 
 
+def detectable(ci: Sequence[float]) -> float:
+    """The smallest true difference a comparison with this 95 % interval [lo, hi] detects with 80 % power at
+    the two-sided 5 % level: (1.96 + 0.84) × SE, the bootstrap SE read off the interval (width / 3.92)."""
+    lo, hi = ci
+    return Z_POWER * (hi - lo) / (2 * Z_LEVEL)
+
+
 @dataclass(frozen=True)
 class Difference:
     """One metric of a paired comparison: the values of `a` and `b`, `diff` = a − b, its 95 % paired-bootstrap
-    interval `ci` [lo, hi] and sign-flip `p` (None for medR: an interval only)."""
+    interval `ci` [lo, hi] and sign-flip `p` (None for medR: an interval only); `detectable`: the smallest
+    true difference this comparison finds with 80 % power (:func:`detectable`)."""
 
     a: float
     b: float
@@ -225,8 +238,13 @@ class Difference:
     ci: list[float]
     p: float | None
 
+    @property
+    def detectable(self) -> float:
+        return detectable(self.ci)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, "diff": self.diff, "ci": list(self.ci), "p": self.p}
+        return {"a": self.a, "b": self.b, "diff": self.diff, "ci": list(self.ci), "p": self.p,
+                "detectable": self.detectable}
 
 
 @dataclass(frozen=True)
@@ -355,6 +373,9 @@ def compare_many(systems: Sequence[Named], baseline: str, resamples: int = DEFAU
     return BaselineComparison(baseline, out, StatSettings(resamples, seed, permutations))
 
 
+DETECTABLE_NOTE = "det.: the smallest true difference found with 80 % power at the two-sided 5 % level"
+
+
 def _label(direction: str) -> str:
     """T2A, A2T, or T2Am (text→audio with several relevant files per query)."""
     return "T2Am" if direction == MULTI else direction.upper()
@@ -382,30 +403,31 @@ def format_cis(estimates: Mapping[str, Mapping[str, Any]], cis: Intervals) -> st
 
 def format_comparison(result: Comparison, name_a: str, name_b: str) -> str:
     """Text table of :func:`compare`'s result: one line per direction and metric."""
-    head = f"{'metric':<11}{name_a[:12]:>12}{name_b[:12]:>12}{'A-B':>8}  {'95% CI':<18}{'p':>8}"
+    head = f"{'metric':<11}{name_a[:12]:>12}{name_b[:12]:>12}{'A-B':>8}  {'95% CI':<18}{'p':>8}{'det.':>7}"
     lines = [f"A = {name_a}", f"B = {name_b}", head, "-" * len(head)]
     for d in [d for d in DIRECTIONS if d in result.by_direction]:
         for m, r in result.by_direction[d].items():
             ci = f"[{_fmt(r.ci[0])}, {_fmt(r.ci[1])}]"
             lines.append(f"{_label(d) + ' ' + m:<11}{_fmt(r.a):>12}{_fmt(r.b):>12}{r.diff:>+8.1f}  "
-                         f"{ci:<18}{_fmt_p(r.p):>8}")
+                         f"{ci:<18}{_fmt_p(r.p):>8}{_fmt(r.detectable):>7}")
     s = result.settings
     lines.append(f"paired bootstrap over clips ({s.resamples} resamples), sign-flip test per clip "
-                 f"({s.permutations} flips, two-sided), seed {s.seed}; medR: interval only")
+                 f"({s.permutations} flips, two-sided), seed {s.seed}; medR: interval only; {DETECTABLE_NOTE}")
     return "\n".join(lines)
 
 
 def format_many(result: BaselineComparison) -> str:
     """Text table of :func:`compare_many`: one line per system, direction and metric, Holm-adjusted p."""
-    head = f"{'system':<16}{'metric':<11}{'diff':>8}  {'95% CI':<18}{'p':>8}{'p (Holm)':>10}"
+    head = f"{'system':<16}{'metric':<11}{'diff':>8}  {'95% CI':<18}{'p':>8}{'p (Holm)':>10}{'det.':>7}"
     lines = [f"against baseline {result.baseline}", head, "-" * len(head)]
     for name, res in result.by_system.items():
         for d in [d for d in DIRECTIONS if d in res]:
             for m, r in res[d].items():
                 ci = f"[{_fmt(r.ci[0])}, {_fmt(r.ci[1])}]"
                 lines.append(f"{name[:15]:<16}{_label(d) + ' ' + m:<11}{r.diff:>+8.1f}  {ci:<18}"
-                             f"{_fmt_p(r.p):>8}{_fmt_p(r.p_holm):>10}")
+                             f"{_fmt_p(r.p):>8}{_fmt_p(r.p_holm):>10}{_fmt(r.detectable):>7}")
     s = result.settings
     lines.append(f"paired bootstrap over clips ({s.resamples} resamples), sign-flip test per clip "
-                 f"({s.permutations} flips), Holm over the {len(result.by_system)} comparisons; seed {s.seed}")
+                 f"({s.permutations} flips), Holm over the {len(result.by_system)} comparisons; seed {s.seed}; "
+                 f"{DETECTABLE_NOTE}")
     return "\n".join(lines)

@@ -52,7 +52,6 @@ from hade.utils.atomic import write_json_atomic, write_text_atomic
 HEADS = ("dp", "tha", "tha+dcr")
 BASE_CLIPS = 336  # the demo set's training split
 DEFAULT_CELLS = "scratch:336,scratch:1000,scratch:3000,pretrained:336,scratch:clotho,pretrained:clotho"
-Z_POWER = 1.959964 + 0.841621  # two-sided 5 % test, 80 % power
 
 
 @dataclass(frozen=True)
@@ -315,9 +314,8 @@ def _finished(study: Study, cell: Cell) -> dict[str, list[dict[str, Any]]]:
 
 
 def _power(r: dict[str, Any]) -> float:
-    """Smallest true difference detected with 80 % power at two-sided 5 % (bootstrap SE from the interval)."""
-    lo, hi = r["ci"]
-    return Z_POWER * (hi - lo) / (2 * 1.959964)
+    """Smallest true difference detected with 80 % power at two-sided 5 % (hade.eval.stats.detectable)."""
+    return stats.detectable(r["ci"])
 
 
 def cell_report(study: Study, dirs: dict[str, Path], cell: Cell) -> dict[str, Any] | None:
