@@ -294,3 +294,18 @@ def test_pooled_directions_average_each_query_over_the_seeds():
     c, _ = _pair(0, 21, 0.0)
     with pytest.raises(InputError, match="a and c are not results on the same split"):
         stats.pooled_directions([a, c], ["a", "c"])
+
+
+def test_compare_pooled_is_the_comparison_of_seed_averaged_queries():
+    a0, b0 = _pair(4, 30, 0.0)
+    a1, b1 = _pair(5, 30, 2.0)
+    pooled = stats.compare_pooled([a0, a1], [b0, b1], resamples=100, permutations=200, seed=0)
+    by_hand = stats.compare_directions(stats.pooled_directions([a0, a1]), stats.pooled_directions([b0, b1]),
+                                       100, 200, 0, stats.POOLED_METRICS)
+    assert pooled == by_hand and "medR" not in pooled.by_direction["t2a"]
+    r1 = pooled.by_direction["t2a"]["R@1"]
+    assert r1.diff == pytest.approx((stats.compare(a0, b0, 10, 10).by_direction["t2a"]["R@1"].diff
+                                     + stats.compare(a1, b1, 10, 10).by_direction["t2a"]["R@1"].diff) / 2)
+    c, _ = _pair(0, 21, 0.0)
+    with pytest.raises(InputError, match="not results on the same split"):
+        stats.compare_pooled([a0], [c])

@@ -323,6 +323,18 @@ def compare(a: PerQuery, b: PerQuery, resamples: int = DEFAULT_RESAMPLES, permut
     return compare_directions(directions(a), directions(b), resamples, permutations, seed, metrics)
 
 
+def compare_pooled(a: Sequence[PerQuery], b: Sequence[PerQuery], resamples: int = DEFAULT_RESAMPLES,
+                   permutations: int = DEFAULT_PERMUTATIONS, seed: int = DEFAULT_SEED) -> Comparison:
+    """System A (its seeds' evaluations) − system B (theirs), every query's values averaged over each
+    system's seeds (:func:`pooled_directions`); all evaluations of one split (InputError otherwise)."""
+    if not a or not b:
+        raise InputError("compare_pooled: each system needs at least one evaluation")
+    check_same_split(a[0], b[0], "A", "B")
+    return compare_directions(pooled_directions(a, [f"A {k}" for k in range(len(a))]),
+                              pooled_directions(b, [f"B {k}" for k in range(len(b))]),
+                              resamples, permutations, seed, POOLED_METRICS)
+
+
 def compare_directions(a: dict[str, QueryValues], b: dict[str, QueryValues], resamples: int = DEFAULT_RESAMPLES,
                        permutations: int = DEFAULT_PERMUTATIONS, seed: int = DEFAULT_SEED,
                        metrics: Sequence[str] = REPORT_METRICS) -> Comparison:
