@@ -117,3 +117,26 @@ def test_the_plot_says_how_many_seeds_a_cell_with_fewer_seeds_has(tmp_path, monk
     # one note per panel for each cell with fewer seeds than the most (3), at that cell's point
     assert sorted(t for t, _ in notes) == ["1 seed", "1 seed", "2 seeds", "2 seeds"]
     assert {xy[0] for t, xy in notes if t == "2 seeds"} == {1000} and {xy[1] for t, xy in notes} == {0.7, 1.1}
+
+
+def test_a_cell_pools_the_seeds_every_head_has_and_the_report_says_so(tmp_path, tiny):
+    base, _ = tiny
+    cell = payoff.parse_cells("scratch:20")
+    study = payoff.Study(tmp_path / "root", cell, seeds=3, heads=("dp", "tha+dcr"), progress=False,
+                         log=lambda _: None, base_config=base)
+    for head, seeds in (("dp", 2), ("tha+dcr", 1)):
+        for seed in range(seeds):
+            run_dir = ablate.row_dir(study.cell_dir(cell[0]), head, seed)
+            run_dir.mkdir(parents=True)
+            (run_dir / "eval.json").write_text(json.dumps({"row": head, "seed": seed, "in_domain_metrics": {}}))
+    assert {h: len(r) for h, r in payoff._finished(study, cell[0]).items()} == {"dp": 1, "tha+dcr": 1}
+    assert {h: len(r) for h, r in payoff._finished_all(study, cell[0]).items()} == {"dp": 2, "tha+dcr": 1}
+    cols = ("T2A R@1", "T2A R@5", "T2A R@10", "T2A mAP@10", "A2T R@1")
+    summary = {k: {"mean": 1.0, "std": 0.0} for k in cols} | {"train seconds": 1.0}
+    report = {"cells": [{"cell": "scratch-20", "evaluated_on": "held-out", "seeds": 1,
+                         "finished_seeds": {"dp": 2, "tha+dcr": 1}, "summary": {"dp": summary},
+                         "differences": {"rows": {}}}]}
+    assert "- scratch-20 pools 1 seed(s) per head, the count every head has finished (dp 2, tha+dcr 1)" in \
+        payoff.markdown(report)
+    report["cells"][0]["finished_seeds"] = {"dp": 1, "tha+dcr": 1}
+    assert "pools" not in payoff.markdown(report)

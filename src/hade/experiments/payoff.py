@@ -292,10 +292,8 @@ def run_study(study: Study) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ report
-def _finished(study: Study, cell: Cell) -> dict[str, list[dict[str, Any]]]:
-    """{head: results of seeds 0..k-1} for the heads whose first k seeds are finished with their held-out
-    results, k the largest count all of the cell's finished heads share (so rows of a cell pool the same
-    seeds on the same set)."""
+def _finished_all(study: Study, cell: Cell) -> dict[str, list[dict[str, Any]]]:
+    """{head: results of its seeds 0.. that are finished with their held-out results, in seed order}."""
     found = {}
     for head in study.heads:
         results = []
@@ -307,6 +305,14 @@ def _finished(study: Study, cell: Cell) -> dict[str, list[dict[str, Any]]]:
             results.append(result)
         if results:
             found[head] = results
+    return found
+
+
+def _finished(study: Study, cell: Cell) -> dict[str, list[dict[str, Any]]]:
+    """{head: results of seeds 0..k-1} for the heads whose first k seeds are finished with their held-out
+    results, k the largest count all of the cell's finished heads share (so rows of a cell pool the same
+    seeds on the same set)."""
+    found = _finished_all(study, cell)
     if "dp" not in found:
         return {}
     k = min(len(r) for r in found.values())
@@ -329,7 +335,8 @@ def cell_report(study: Study, dirs: dict[str, Path], cell: Cell) -> dict[str, An
             for r in direction.values():
                 r["detectable"] = _power(r)
     return {"cell": cell.name, "start": cell.start, "train_set": cell.train_set, "size": cell.size,
-            "seeds": len(done["dp"]), "summary": {h: ablate.summarise(r) for h, r in done.items()},
+            "seeds": len(done["dp"]), "finished_seeds": {h: len(r) for h, r in _finished_all(study, cell).items()},
+            "summary": {h: ablate.summarise(r) for h, r in done.items()},
             "differences": diffs,
             "evaluated_on": "held-out 420 clips, 10 s" if cell.train_set == "clotho" else "held-out 420 clips"}
 
@@ -380,6 +387,11 @@ def markdown(report: dict[str, Any]) -> str:
         for row, res in c["differences"]["rows"].items():
             lines.append(f"| {c['cell']} | {row} | "
                          + " | ".join(_cell_fmt(None if res is None else res[d][m]) for d, m in metrics) + " |")
+    waiting = [f"{c['cell']} pools {c['seeds']} seed(s) per head, the count every head has finished ("
+               + ", ".join(f"{h} {n}" for h, n in c["finished_seeds"].items()) + ")"
+               for c in report["cells"] if any(n != c["seeds"] for n in c.get("finished_seeds", {}).values())]
+    if waiting:
+        lines += [""] + [f"- {w}" for w in waiting]
     lines += ["", "## THA+DCR − DP, Holm over all cells", "", "| cell | T2A R@1 | T2A mAP@10 |", "|---|---|---|"]
     for c in report["cells"]:
         res = c["differences"]["rows"].get("tha+dcr")
