@@ -64,6 +64,8 @@ def test_rows_get_their_difference_to_dp_with_interval_and_holm_p(tmp_path, monk
     assert "## Difference to dp" in md and "Holm" in md
     line = next(s for s in md.splitlines() if s.startswith("| dp+ld+la+ca | +"))
     assert f"{best['diff']:+.1f} [{best['ci'][0]:+.1f}, {best['ci'][1]:+.1f}] p=" in line
+    det = (1.959964 + 0.841621) * (best["ci"][1] - best["ci"][0]) / 3.919928  # 80 % power, two-sided 5 %
+    assert line.split(" | ")[1].endswith(f", det. {det:.1f}") and "80 % power" in md
 
 
 def test_table4_compares_with_its_chosen_k(tmp_path, monkeypatch):

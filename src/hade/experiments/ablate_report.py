@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from hade.eval.stats import DETECTABLE_NOTE, detectable
 from hade.experiments.paper_tables import COLUMNS, DATASET, PAPER
 
 DIFF_METRICS = ("R@1", "R@5", "R@10", "mAP@10")
@@ -47,16 +48,17 @@ def _diff_cell(r: dict[str, Any] | None) -> str:
     if r is None:
         return "n/a"
     p = r.get("p_holm", r["p"])
-    return f"{r['diff']:+.1f} [{r['ci'][0]:+.1f}, {r['ci'][1]:+.1f}] p={p:.3g}"
+    return f"{r['diff']:+.1f} [{r['ci'][0]:+.1f}, {r['ci'][1]:+.1f}] p={p:.3g}, det. {detectable(r['ci']):.1f}"
 
 
 def markdown_differences(diffs: dict[str, Any]) -> str:
-    """The rows' differences to the baseline: ``+Δ [95 % CI] p=…`` per column (Holm-adjusted p)."""
+    """The rows' differences to the baseline: ``+Δ [95 % CI] p=…, det. …`` per column (Holm-adjusted p; det.:
+    the smallest true difference the comparison detects with 80 % power)."""
     base, s = diffs["baseline"], diffs["settings"]
     cols = [(d, m) for d in ("t2a", "a2t") for m in DIFF_METRICS]
     lines = [f"## Difference to {base} (seeds pooled per query; 95 % paired-bootstrap interval over clips, "
              f"{s['resamples']} resamples; two-sided sign-flip p, {s['permutations']} flips, Holm-adjusted over "
-             f"the rows; seed {s['seed']})", "",
+             f"the rows; seed {s['seed']}; {DETECTABLE_NOTE})", "",
              "| row | " + " | ".join(f"{d.upper()} {m}" for d, m in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, res in diffs["rows"].items():
         cells = [_diff_cell(None if res is None else res[d][m]) for d, m in cols]

@@ -319,21 +319,13 @@ def _finished(study: Study, cell: Cell) -> dict[str, list[dict[str, Any]]]:
     return {head: results[:k] for head, results in found.items()}
 
 
-def _power(r: dict[str, Any]) -> float:
-    """Smallest true difference detected with 80 % power at two-sided 5 % (hade.eval.stats.detectable)."""
-    return stats.detectable(r["ci"])
-
-
 def cell_report(study: Study, dirs: dict[str, Path], cell: Cell) -> dict[str, Any] | None:
     done = _finished(study, cell)
     if not done:
         return None
+    # each difference carries `detectable` (hade.eval.stats.detectable): "no difference" has a size
     diffs = ablate.differences("payoff", done, study.cell_dir(cell), dirs[cell.train_set], heldout_dir(dirs, cell),
                                study.log)
-    for res in diffs["rows"].values():
-        for direction in (res or {}).values():
-            for r in direction.values():
-                r["detectable"] = _power(r)
     return {"cell": cell.name, "start": cell.start, "train_set": cell.train_set, "size": cell.size,
             "seeds": len(done["dp"]), "finished_seeds": {h: len(r) for h, r in _finished_all(study, cell).items()},
             "summary": {h: ablate.summarise(r) for h, r in done.items()},
