@@ -140,3 +140,40 @@ def test_a_cell_pools_the_seeds_every_head_has_and_the_report_says_so(tmp_path, 
         payoff.markdown(report)
     report["cells"][0]["finished_seeds"] = {"dp": 1, "tha+dcr": 1}
     assert "pools" not in payoff.markdown(report)
+
+
+def test_status_says_where_every_run_stands(tmp_path, tiny):
+    base, _ = tiny
+    cell = payoff.parse_cells("scratch:20")
+    study = payoff.Study(tmp_path / "root", cell, seeds=2, heads=("dp", "tha+dcr"), progress=False,
+                         log=lambda _: None, base_config=base, archive=tmp_path / "archive")
+    runs = {(h, s): ablate.row_dir(study.cell_dir(cell[0]), h, s) for h in ("dp", "tha+dcr") for s in (0, 1)}
+    runs["dp", 0].mkdir(parents=True)
+    (runs["dp", 0] / "eval.json").write_text("{}")
+    archived = tmp_path / "archive" / "scratch-20" / "dp" / "seed1"
+    archived.mkdir(parents=True)
+    (archived / "eval.json").write_text("{}")  # finished on another machine
+    (runs["tha+dcr", 0] / "checkpoints").mkdir(parents=True)
+    (runs["tha+dcr", 0] / "metrics.json").write_text(json.dumps({"history": [{"epoch_end": 0}, {"step": 9},
+                                                                             {"epoch_end": 1}]}))
+    assert ablate.run_state(runs["tha+dcr", 0]) == ablate.RunState("interrupted", 2)
+    with ablate.run_lock(runs["tha+dcr", 0]):  # a worker on it
+        rows = payoff.status(study)
+        assert ablate.run_state(runs["tha+dcr", 0]) == ablate.RunState("training", 2)
+    assert ablate.run_state(runs["tha+dcr", 0]).state == "interrupted"  # the lock let go: nothing held by status
+    assert [(h, s, st.state) for _, h, s, st in rows] == [("dp", 0, "finished"), ("dp", 1, "finished"),
+                                                         ("tha+dcr", 0, "training"), ("tha+dcr", 1, "pending")]
+    text = payoff.format_status(rows, epochs=4)
+    assert "scratch-20  tha+dcr  seed 0 training (2/4 epochs), seed 1 pending" in text
+    assert text.splitlines()[-1] == "2 finished, 1 training, 1 pending of 4 runs"
+
+
+def test_hade_payoff_status_reads_only(tmp_path, capsys):
+    from hade.cli import main
+
+    root = tmp_path / "root"
+    assert main(["payoff", "--root", str(root), "--cells", "scratch:1000", "--heads", "dp,tha+dcr", "--seeds", "2",
+                 "--status"]) == 0
+    out = capsys.readouterr().out
+    assert "scratch-1000  dp       seed 0 pending, seed 1 pending" in out and "4 pending of 4 runs" in out
+    assert not root.exists()  # nothing created: no data, no claim of the folder

@@ -29,6 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true",
                    help="write the report and plot from finished runs only (trains nothing; a run finished "
                         "without its held-out set is evaluated on it first)")
+    p.add_argument("--status", action="store_true",
+                   help="say where every run stands (finished, training, interrupted with its epochs, pending) "
+                        "and stop; reads only")
     p.add_argument("--plot", type=Path, default=None, help="PNG of THA+DCR − DP against size (default ROOT/payoff.png)")
     p.add_argument("--force", action="store_true", help="use a non-empty --root that holds something else")
     p.add_argument("--quiet", action="store_true")
@@ -47,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--heads: dp must be one of them (it is the baseline)")
     study = Study(args.root, parse_cells(args.cells), seeds=args.seeds, epochs=args.epochs, heads=heads,
                   pretrain=pretrain_config(args.pretrain_epochs), archive=args.archive, progress=not args.quiet)
+    if args.status:
+        from hade.experiments.payoff import format_status, status
+
+        print(format_status(status(study), args.epochs))
+        return 0
     kind = OutputKind("hade payoff folder", has_any("data", "runs", "pretrain", "payoff.json"))
     if claim_output_dir(args.root, kind, force=args.force) is Claim.OWN:
         print(f"hade payoff: note: {args.root} holds a study; resuming it (finished runs are kept)", file=sys.stderr)

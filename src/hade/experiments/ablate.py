@@ -177,6 +177,49 @@ def run_lock(run_dir: Path, block: bool = False):
         os.close(fd)
 
 
+@dataclass(frozen=True)
+class RunState:
+    """Where one run stands: `state` is "finished" (its eval.json is written), "training" (a worker holds its
+    lock), "interrupted" (started, no worker on it: the next worker resumes it) or "pending"; `epochs_done`
+    counts its finished training epochs (metrics.json)."""
+
+    state: str
+    epochs_done: int = 0
+
+
+def _locked(run_dir: Path) -> bool:
+    """Whether a worker holds `run_dir`'s lock (tried without waiting and let go at once)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking, nothing to ask
+        return False
+    if not (run_dir / ".lock").is_file():
+        return False
+    fd = os.open(run_dir / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing lets go of a lock this call took
+
+
+def run_state(run_dir: Path) -> RunState:
+    """The RunState of the run in `run_dir` (read-only but for the instant its lock is tried)."""
+    if (run_dir / "eval.json").is_file():
+        return RunState("finished")
+    try:
+        history = json.loads((run_dir / "metrics.json").read_text()).get("history", [])
+        epochs = sum(1 for record in history if "epoch_end" in record)
+    except (OSError, ValueError, AttributeError):
+        epochs = 0
+    if _locked(run_dir):
+        return RunState("training", epochs)
+    started = epochs > 0 or (run_dir / "checkpoints").is_dir()
+    return RunState("interrupted" if started else "pending", epochs)
+
+
 def _cached(row: Row, seeds: int, out: Path) -> list[dict[str, Any]] | None:
     """The finished results of every seed of `row` in `out`, or None when one is missing."""
     files = [row_dir(out, row, seed) / "eval.json" for seed in range(seeds)]

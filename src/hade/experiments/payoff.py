@@ -291,6 +291,40 @@ def run_study(study: Study) -> dict[str, Any]:
     return write_report(study, dirs)
 
 
+# ------------------------------------------------------------------------------------------------ status
+def status(study: Study) -> list[tuple[Cell, str, int, ablate.RunState]]:
+    """Every (cell, head, seed) of the study with its RunState; a run the archive holds counts as finished."""
+    out = []
+    for cell in study.cells:
+        for head in study.heads:
+            for seed in range(study.seeds):
+                state = ablate.run_state(ablate.row_dir(study.cell_dir(cell), head, seed))
+                archived = (study.archive / cell.name / ablate.row_slug(head) / f"seed{seed}" / "eval.json"
+                            if study.archive else None)
+                if state.state != "finished" and archived is not None and archived.is_file():
+                    state = ablate.RunState("finished")
+                out.append((cell, head, seed, state))
+    return out
+
+
+def format_status(rows: list[tuple[Cell, str, int, ablate.RunState]], epochs: int) -> str:
+    """One line per cell and head: each seed's state (training and interrupted runs with their epochs)."""
+    lines, by_cell_head = [], {}
+    for cell, head, seed, state in rows:
+        by_cell_head.setdefault((cell.name, head), []).append((seed, state))
+    width = max((len(c) for c, _ in by_cell_head), default=4) + 2
+    for (cell, head), seeds in by_cell_head.items():
+        told = [f"seed {seed} {state.state}" + (f" ({state.epochs_done}/{epochs} epochs)"
+                                                  if state.state in ("training", "interrupted") else "")
+                for seed, state in seeds]
+        lines.append(f"{cell:<{width}}{head:<9}" + ", ".join(told))
+    counts = {}
+    for *_, state in rows:
+        counts[state.state] = counts.get(state.state, 0) + 1
+    lines.append(", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {len(rows)} runs")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------ report
 def _finished_all(study: Study, cell: Cell) -> dict[str, list[dict[str, Any]]]:
     """{head: results of its seeds 0.. that are finished with their held-out results, in seed order}."""
