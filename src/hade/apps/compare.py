@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     paths = [p for g in groups for p in g]
     metas = [read_metrics(p) for p in paths]
     loaded = [load_result(p, meta) for p, meta in zip(paths, metas)]
-    _note_encodings(metas, [f"{_label(p)}" for p in paths])
+    _note_encodings(metas, [_label(p) for p in paths])
     for path, pq in zip(paths[1:], loaded[1:]):
         stats.check_same_split(loaded[0], pq, str(paths[0]), str(path))
     pooled = any(len(g) > 1 for g in groups)
