@@ -130,3 +130,20 @@ def _wrap_with_config(fake):
         return result
 
     return wrapped
+
+
+def test_hade_ablate_status_lists_each_rows_seeds(tmp_path, capsys):
+    from hade.cli import main
+
+    out = tmp_path / "out"
+    run_dir = mod.row_dir(out, "tha", 1)
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"history": [{"epoch_end": 0}]}))
+    (mod.row_dir(out, "dp", 0)).mkdir(parents=True)
+    (mod.row_dir(out, "dp", 0) / "eval.json").write_text("{}")
+    assert main(["ablate", "--table", "1", "--data", str(tmp_path / "none"), "--out", str(out), "--seeds", "2",
+                 "--epochs", "4", "--rows", "dp,tha", "--status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["dp   seed 0 finished, seed 1 pending",
+                     "tha  seed 0 pending, seed 1 interrupted (1/4 epochs)",
+                     "1 finished, 2 pending, 1 interrupted of 4 runs"]

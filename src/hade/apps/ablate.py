@@ -22,6 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive_int, default=None)
     p.add_argument("--rows", default=None,
                    help="comma-separated subset of the table's rows to run (others are reported when finished)")
+    p.add_argument("--status", action="store_true",
+                   help="say where every run of the table stands (finished, training, interrupted with its epochs, "
+                        "pending) and stop; reads only")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--force", action="store_true",
                    help="write into --out even when it is a non-empty folder that is not an ablation's")
@@ -38,10 +41,15 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         base.epochs = args.epochs
     out = args.out or Path(f"runs/ablate-table{args.table}")
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
+    if args.status:
+        from hade.experiments.ablate import format_run_states, table_status
+
+        print(format_run_states(table_status(args.table, out, args.seeds, rows), base.epochs))
+        return 0
     kind = OutputKind("hade ablate folder", has_any("rows", "table*.json", "table*.md"))
     if claim_output_dir(out, kind, force=args.force) is Claim.OWN:
         print(f"hade ablate: note: {out} holds an ablation; resuming it (finished runs are kept)", file=sys.stderr)
-    rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
     ablate(args.table, args.data, out, seeds=args.seeds, base=base, progress=not args.quiet, ood_data=args.ood_data,
            rows=rows)
     print((out / f"table{args.table}.md").read_text())

@@ -220,6 +220,29 @@ def run_state(run_dir: Path) -> RunState:
     return RunState("interrupted" if started else "pending", epochs)
 
 
+def format_run_states(groups: dict[str, list[tuple[int, RunState]]], epochs: int) -> str:
+    """One line per group (a row, or a cell and head): each seed's state, training and interrupted runs with
+    their epochs out of `epochs`; then the counts."""
+    width = max((len(name) for name in groups), default=4) + 2
+    lines, counts = [], {}
+    for name, seeds in groups.items():
+        told = []
+        for seed, state in seeds:
+            counts[state.state] = counts.get(state.state, 0) + 1
+            running = state.state in ("training", "interrupted")
+            told.append(f"seed {seed} {state.state}" + (f" ({state.epochs_done}/{epochs} epochs)" if running else ""))
+        lines.append(f"{name:<{width}}" + ", ".join(told))
+    lines.append(", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {sum(counts.values())} runs")
+    return "\n".join(lines)
+
+
+def table_status(table: str, out: Path, seeds: int,
+                 rows: list[str] | None = None) -> dict[str, list[tuple[int, RunState]]]:
+    """{row: [(seed, RunState)]} of the table's rows (or those named in `rows`) in OUT."""
+    return {row.name: [(seed, run_state(row_dir(out, row, seed))) for seed in range(seeds)]
+            for row in table_rows(str(table)) if rows is None or row.name in rows}
+
+
 def _cached(row: Row, seeds: int, out: Path) -> list[dict[str, Any]] | None:
     """The finished results of every seed of `row` in `out`, or None when one is missing."""
     files = [row_dir(out, row, seed) / "eval.json" for seed in range(seeds)]

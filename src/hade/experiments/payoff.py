@@ -309,20 +309,11 @@ def status(study: Study) -> list[tuple[Cell, str, int, ablate.RunState]]:
 
 def format_status(rows: list[tuple[Cell, str, int, ablate.RunState]], epochs: int) -> str:
     """One line per cell and head: each seed's state (training and interrupted runs with their epochs)."""
-    lines, by_cell_head = [], {}
+    width = max((len(cell.name) for cell, *_ in rows), default=4) + 2
+    groups: dict[str, list[tuple[int, ablate.RunState]]] = {}
     for cell, head, seed, state in rows:
-        by_cell_head.setdefault((cell.name, head), []).append((seed, state))
-    width = max((len(c) for c, _ in by_cell_head), default=4) + 2
-    for (cell, head), seeds in by_cell_head.items():
-        told = [f"seed {seed} {state.state}" + (f" ({state.epochs_done}/{epochs} epochs)"
-                                                  if state.state in ("training", "interrupted") else "")
-                for seed, state in seeds]
-        lines.append(f"{cell:<{width}}{head:<9}" + ", ".join(told))
-    counts = {}
-    for *_, state in rows:
-        counts[state.state] = counts.get(state.state, 0) + 1
-    lines.append(", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {len(rows)} runs")
-    return "\n".join(lines)
+        groups.setdefault(f"{cell.name:<{width}}{head}", []).append((seed, state))
+    return ablate.format_run_states(groups, epochs)
 
 
 # ------------------------------------------------------------------------------------------------ report
