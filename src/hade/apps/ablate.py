@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path(f"runs/ablate-table{args.table}")
     rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
     if args.status:
-        from hade.experiments.ablate import format_run_states, table_status
+        from hade.experiments.ablate import table_status
+        from hade.experiments.runs import format_run_states
 
         print(format_run_states(table_status(args.table, out, args.seeds, rows), base.epochs))
         return 0
