@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hade.data.types import Problem
-from hade.eval.stats import Intervals
+from hade.eval.differences import Intervals
 
 MetricRow = dict[str, float]  # metric name -> value (percentages, ranks, counts)
 

@@ -41,20 +41,20 @@ import numpy as np
 
 from hade.errors import InputError
 from hade.eval.per_query import MULTI, PerQuery, QueryValues, a2t_values, multi_values, point_estimate, t2a_values
+from hade.eval.differences import (DETECTABLE_NOTE, LEVEL, Z_LEVEL, Z_POWER, BaselineComparison,  # noqa: F401
+                                   Comparison, Difference, Differences, HolmDifference, HolmDifferences, Intervals,
+                                   StatSettings, detectable)
 from hade.eval.relevance import MULTI_METRICS
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_PERMUTATIONS = 10000
 DEFAULT_SEED = 0
-LEVEL = 0.95
 # Metrics compared by `hade compare` and printed with intervals by `hade eval`.
 REPORT_METRICS = ("R@1", "R@5", "R@10", "mAP@10", "medR", "meanR")
 # what survives pooling seeds per query: means (a query's mean over seeds averages to the seeds' mean); not medR
 POOLED_METRICS = ("R@1", "R@5", "R@10", "mAP@10", "meanR")
 DIRECTIONS = ("t2a", "a2t", MULTI)  # in report order; t2a_multi only with relevance annotations
 _CHUNK = 1000  # resamples / sign vectors per block (bounded memory)
-Z_LEVEL = 1.959964  # two-sided 5 %: the 95 % interval is ±Z_LEVEL standard errors
-Z_POWER = Z_LEVEL + 0.841621  # ... and 80 % power
 
 
 def _rng(seed: int, stream: int) -> np.random.Generator:
@@ -139,38 +139,6 @@ def direction_metrics(direction: str, metrics: Sequence[str] = REPORT_METRICS) -
     return MULTI_METRICS if direction == MULTI else metrics
 
 
-@dataclass(frozen=True)
-class StatSettings:
-    """How the intervals were drawn (`resamples`, `seed`) and, for a comparison, how many sign-flip
-    `permutations` gave its p-values; `to_dict` spells out the procedure for the JSON reader."""
-
-    resamples: int
-    seed: int
-    permutations: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"resamples": int(self.resamples), "seed": int(self.seed), "level": LEVEL,
-                               "interval": "percentile",
-                               "unit": "clip (T2A: a clip's captions resampled together; A2T: clips)",
-                               "rng": "numpy default_rng(SeedSequence([seed, 0]))"}
-        if self.permutations is not None:
-            out.update(permutations=int(self.permutations),
-                       test="paired sign-flip per clip, two-sided, p=(1+#extreme)/(1+P)",
-                       permutation_rng="numpy default_rng(SeedSequence([seed, 1]))")
-        return out
-
-
-@dataclass(frozen=True)
-class Intervals:
-    """95 % bootstrap intervals: `by_direction` ``{direction: {metric: [lo, hi]}}`` and their `settings`."""
-
-    by_direction: dict[str, dict[str, list[float]]]
-    settings: StatSettings
-
-    def to_dict(self) -> dict[str, Any]:
-        return {d: dict(rows) for d, rows in self.by_direction.items()} | {"settings": self.settings.to_dict()}
-
-
 def bootstrap_cis(pq: PerQuery, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
                   metrics: Sequence[str] = REPORT_METRICS) -> Intervals:
     """95 % bootstrap intervals of every metric of both directions (and t2a_multi when annotated)."""
@@ -217,79 +185,6 @@ def check_same_split(a: PerQuery, b: PerQuery, name_a: str = "A", name_b: str = 
     if problems:
         raise InputError(f"{name_a} and {name_b} are not results on the same split: " + "; ".join(problems)
                          + " — compare evaluations of one split (same data, same --split)")
-
-
-def detectable(ci: Sequence[float]) -> float:
-    """The smallest true difference a comparison with this 95 % interval [lo, hi] detects with 80 % power at
-    the two-sided 5 % level: (1.96 + 0.84) × SE, the bootstrap SE read off the interval (width / 3.92)."""
-    lo, hi = ci
-    return Z_POWER * (hi - lo) / (2 * Z_LEVEL)
-
-
-@dataclass(frozen=True)
-class Difference:
-    """One metric of a paired comparison: the values of `a` and `b`, `diff` = a − b, its 95 % paired-bootstrap
-    interval `ci` [lo, hi] and sign-flip `p` (None for medR: an interval only); `detectable`: the smallest
-    true difference this comparison finds with 80 % power (:func:`detectable`)."""
-
-    a: float
-    b: float
-    diff: float
-    ci: list[float]
-    p: float | None
-
-    @property
-    def detectable(self) -> float:
-        return detectable(self.ci)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, "diff": self.diff, "ci": list(self.ci), "p": self.p,
-                "detectable": self.detectable}
-
-
-@dataclass(frozen=True)
-class HolmDifference(Difference):
-    """A `Difference` among several against one baseline, with its Holm-adjusted `p_holm`."""
-
-    p_holm: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return super().to_dict() | {"p_holm": self.p_holm}
-
-
-Differences = dict[str, dict[str, Difference]]  # direction -> metric -> Difference
-HolmDifferences = dict[str, dict[str, HolmDifference]]  # as Differences, among several against one baseline
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """A − B of two evaluations of one split: `by_direction` (direction -> metric -> Difference) and the
-    `settings` of the intervals and tests."""
-
-    by_direction: Differences
-    settings: StatSettings
-
-    def to_dict(self) -> dict[str, Any]:
-        return _differences_json(self.by_direction) | {"settings": self.settings.to_dict()}
-
-
-@dataclass(frozen=True)
-class BaselineComparison:
-    """Several systems against one `baseline`: `by_system` (system -> direction -> metric -> HolmDifference,
-    Holm over the systems) and the `settings`."""
-
-    baseline: str
-    by_system: dict[str, HolmDifferences]
-    settings: StatSettings
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"baseline": self.baseline,
-                "systems": {name: _differences_json(rows) for name, rows in self.by_system.items()},
-                "settings": self.settings.to_dict()}
-
-
-def _differences_json(by_direction: Mapping[str, Mapping[str, Difference]]) -> dict[str, Any]:
-    return {d: {m: r.to_dict() for m, r in rows.items()} for d, rows in by_direction.items()}
 
 
 def compare_values(a: dict[str, QueryValues], b: dict[str, QueryValues], resamples: int = DEFAULT_RESAMPLES,
@@ -383,9 +278,6 @@ def compare_many(systems: Sequence[Named], baseline: str, resamples: int = DEFAU
             for s, p in zip(others, adjusted):
                 out[s.name][d][m] = HolmDifference(**vars(plain[s.name][d][m]), p_holm=p)
     return BaselineComparison(baseline, out, StatSettings(resamples, seed, permutations))
-
-
-DETECTABLE_NOTE = "det.: the smallest true difference found with 80 % power at the two-sided 5 % level"
 
 
 def _label(direction: str) -> str:

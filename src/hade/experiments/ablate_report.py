@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from hade.eval.stats import DETECTABLE_NOTE, detectable
+from hade.eval.differences import DETECTABLE_NOTE, detectable
 from hade.experiments.paper_tables import COLUMNS, DATASET, PAPER
 
 DIFF_METRICS = ("R@1", "R@5", "R@10", "mAP@10")
