@@ -117,18 +117,15 @@ def run(args: argparse.Namespace) -> int:
     names = _labels(args, groups)
     paths = [p for g in groups for p in g]
     metas = [read_metrics(p) for p in paths]
-    loaded = [load_result(p, meta) for p, meta in zip(paths, metas)]
+    loaded = iter([load_result(p, meta) for p, meta in zip(paths, metas)])
+    members = [[next(loaded) for _ in g] for g in groups]
     _note_encodings(metas, [_label(p) for p in paths])
-    for path, pq in zip(paths[1:], loaded[1:]):
-        stats.check_same_split(loaded[0], pq, str(paths[0]), str(path))
+    for g, m in zip(groups[1:], members[1:]):  # each system's first against the first; its others: pooling checks
+        stats.check_same_split(members[0][0], m[0], str(groups[0][0]), str(g[0]))
     pooled = any(len(g) > 1 for g in groups)
     metrics = stats.POOLED_METRICS if pooled else stats.REPORT_METRICS
-    values, start = [], 0
-    for g in groups:
-        members = loaded[start:start + len(g)]
-        start += len(g)
-        values.append(stats.pooled_directions(members, [str(p) for p in g], metrics) if pooled
-                      else stats.directions(members[0]))
+    values = [stats.pooled_directions(m, [str(p) for p in g], metrics) if pooled else stats.directions(m[0])
+              for g, m in zip(groups, members)]
     common = (args.bootstrap, args.permutations, args.seed)
     if len(groups) == 2:  # A - B, with B the baseline (the second result unless --baseline names the first)
         a, b = (1, 0) if args.baseline == names[0] else (0, 1)

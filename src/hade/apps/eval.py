@@ -93,7 +93,7 @@ def _dcase_score(args: argparse.Namespace, relevance) -> int:
     else:
         print(f"{args.dcase_score}: {result.num_listed} of {len(captions)} captions have their file in the top 10")
         if result.ci is not None:
-            estimates = {"t2a": result.t2a} | ({"t2a_multi": result.t2a_multi} if result.t2a_multi else {})
+            estimates = {"t2a": result.t2a} | ({"t2a_multi": result.t2a_multi} if result.t2a_multi is not None else {})
             print(format_cis(estimates, result.ci))
         else:
             print("\n".join(f"T2A {m:<7}{v:>7.1f}" for m, v in result.t2a.items() if m != "num_queries"))

@@ -269,14 +269,15 @@ def compare_many(systems: Sequence[Named], baseline: str, resamples: int = DEFAU
     others = [s for s in systems if s.name != baseline]
     plain = {s.name: compare_values(s.values, by_name[baseline].values, resamples, permutations, seed, metrics)
              for s in others}
-    # a direction only some systems have (t2a_multi without annotations elsewhere) gets no Holm p
-    out = {name: {d: {m: HolmDifference(**vars(r)) for m, r in rows.items()} for d, rows in dirs.items()}
-           for name, dirs in plain.items()}
+    # Holm over the systems, per direction and metric; a direction only some systems have (t2a_multi without
+    # annotations elsewhere) gets no Holm p
+    p_holm = {}
     for d in [d for d in DIRECTIONS if all(d in plain[s.name] for s in others)]:
         for m in direction_metrics(d, metrics):
-            adjusted = holm([plain[s.name][d][m].p for s in others])
-            for s, p in zip(others, adjusted):
-                out[s.name][d][m] = HolmDifference(**vars(plain[s.name][d][m]), p_holm=p)
+            for s, p in zip(others, holm([plain[s.name][d][m].p for s in others])):
+                p_holm[s.name, d, m] = p
+    out = {name: {d: {m: HolmDifference(**vars(r), p_holm=p_holm.get((name, d, m))) for m, r in rows.items()}
+                  for d, rows in dirs.items()} for name, dirs in plain.items()}
     return BaselineComparison(baseline, out, StatSettings(resamples, seed, permutations))
 
 

@@ -191,6 +191,10 @@ class Study:
     def cell_dir(self, cell: Cell) -> Path:
         return self.root / "runs" / cell.name
 
+    def archived_run(self, cell: Cell, head: str, seed: int) -> Path | None:
+        """Where the archive keeps the run's eval.json and per_query.npz (None without an archive)."""
+        return self.archive / cell.name / ablate.row_slug(head) / f"seed{seed}" if self.archive else None
+
 
 def pretrain_config(epochs: int = 6) -> PretrainConfig:
     """The study's pretraining: the demo's audio encoder (htsat-cpu), 4 s crops, batch 32."""
@@ -241,7 +245,7 @@ def run_one(study: Study, dirs: dict[str, Path], cell: Cell, head: str, seed: in
     ablate.RunBusy when another worker is training it, unless `block` (then wait for it)."""
     row = ablate.head_row(head)
     run_dir = ablate.row_dir(study.cell_dir(cell), row, seed)
-    archived = study.archive / cell.name / ablate.row_slug(head) / f"seed{seed}" if study.archive else None
+    archived = study.archived_run(cell, head, seed)
     if archived is not None and not (run_dir / "eval.json").is_file() and (archived / "eval.json").is_file():
         _archive_files(archived, run_dir, RUN_FILES)
     _with_heldout(study, dirs, cell, head, seed)
@@ -258,8 +262,9 @@ def run_one(study: Study, dirs: dict[str, Path], cell: Cell, head: str, seed: in
 def _with_heldout(study: Study, dirs: dict[str, Path], cell: Cell, head: str, seed: int) -> None:
     """A finished run of `cell` without its held-out results gets them (`ablate.add_heldout`), archived."""
     run_dir = ablate.row_dir(study.cell_dir(cell), ablate.head_row(head), seed)
-    if ablate.add_heldout(run_dir, heldout_dir(dirs, cell), study.log) and study.archive is not None:
-        _archive_files(run_dir, study.archive / cell.name / ablate.row_slug(head) / f"seed{seed}", RUN_FILES)
+    archived = study.archived_run(cell, head, seed)
+    if ablate.add_heldout(run_dir, heldout_dir(dirs, cell), study.log) and archived is not None:
+        _archive_files(run_dir, archived, RUN_FILES)
 
 
 def add_heldout_results(study: Study, dirs: dict[str, Path]) -> None:
@@ -299,9 +304,8 @@ def status(study: Study) -> list[tuple[Cell, str, int, ablate.RunState]]:
         for head in study.heads:
             for seed in range(study.seeds):
                 state = ablate.run_state(ablate.row_dir(study.cell_dir(cell), head, seed))
-                archived = (study.archive / cell.name / ablate.row_slug(head) / f"seed{seed}" / "eval.json"
-                            if study.archive else None)
-                if state.state != "finished" and archived is not None and archived.is_file():
+                archived = study.archived_run(cell, head, seed)
+                if state.state != "finished" and archived is not None and (archived / "eval.json").is_file():
                     state = ablate.RunState("finished")
                 out.append((cell, head, seed, state))
     return out
