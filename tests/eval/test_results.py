@@ -44,3 +44,27 @@ def test_direction_names_a_row_or_refuses():
     assert rec.direction("t2a") is rec.t2a and rec.direction("a2t") is rec.a2t
     with pytest.raises(ValueError, match="t2a"):
         rec.direction("t2a_multi")
+
+
+def test_retrieval_metrics_read_back_from_their_json():
+    from hade.eval.results import RetrievalMetrics
+
+    record = _record()
+    back = RetrievalMetrics.from_dict(json.loads(json.dumps(record.to_dict())), "eval.json: metrics")
+    assert back == record.retrieval() and type(back) is RetrievalMetrics  # the keys beside it are left alone
+    chance = record.chance.to_dict()
+    assert chance["t2a"]["medR"] is None  # a chance level has no median rank: read back as such
+    assert RetrievalMetrics.from_dict(chance, "chance") == record.chance
+
+
+@pytest.mark.parametrize("change, field", [({"t2a": None}, "m.t2a"), ({"num_texts": "4"}, "m.num_texts"),
+                                           ({"num_audios": True}, "m.num_audios"), ({"tie_rule": 3}, "m.tie_rule"),
+                                           ({"a2t": {"R@1": "high"}}, "m.a2t")])
+def test_retrieval_metrics_name_the_field_that_is_wrong(change, field):
+    from hade.errors import InputError
+    from hade.eval.results import RetrievalMetrics
+
+    with pytest.raises(InputError, match=field.replace(".", r"\.")):
+        RetrievalMetrics.from_dict(_record().to_dict() | change, "m")
+    with pytest.raises(InputError, match="m: expected a JSON object"):
+        RetrievalMetrics.from_dict([1, 2], "m")

@@ -34,7 +34,7 @@ def test_table3_runs_resumes_and_writes_markdown(tmp_path, tiny_model_config, mo
     base.model.head_options = {}
     summary = ablate("3", data, tmp_path / "out", seeds=2, base=base, progress=False, log=lambda s: None)
     assert list(summary) == ["dp", "dp+ld", "dp+ld+la", "dp+ld+la+ca"]
-    assert len(summary["dp"]["T2A R@1"]["values"]) == 2
+    assert len(summary["dp"].columns["T2A R@1"].values) == 2
     md = (tmp_path / "out" / "table3.md").read_text()
     assert "| dp+ld+la+ca |" in md and "40.6" in md  # the paper's number beside ours
     data_json = json.loads((tmp_path / "out" / "table3.json").read_text())
@@ -45,12 +45,12 @@ def test_table3_runs_resumes_and_writes_markdown(tmp_path, tiny_model_config, mo
 
     monkeypatch.setattr(mod, "train", lambda *a, **k: pytest.fail("retrained a finished row"))
     again = ablate("3", data, tmp_path / "out", seeds=2, base=base, progress=False, log=lambda s: None)
-    assert again["dp"]["T2A R@1"] == summary["dp"]["T2A R@1"]
+    assert again["dp"].columns["T2A R@1"] == summary["dp"].columns["T2A R@1"]
 
     # Table 1's `dcr` is Table 3's `dp+ld+la+ca` under another name: reused, not trained again
     logs = []
     table1 = ablate("1", data, tmp_path / "out", seeds=2, base=base, progress=False, log=logs.append, rows=["dcr"])
-    assert table1["dcr"]["T2A R@1"] == summary["dp+ld+la+ca"]["T2A R@1"]
+    assert table1["dcr"].columns["T2A R@1"] == summary["dp+ld+la+ca"].columns["T2A R@1"]
     assert sum("reusing its run" in line for line in logs) == 2
     reused = json.loads((tmp_path / "out" / "rows" / "dcr" / "seed1" / "eval.json").read_text())
     assert reused["row"] == "dcr" and reused["reused_from"].endswith("dp_ld_la_ca/seed1")
@@ -106,9 +106,10 @@ def test_a_run_finished_without_the_held_out_set_is_evaluated_on_it_later(tmp_pa
     assert add_heldout(run_dir, tmp_path / "ood", quiet)
     upgraded = json.loads((run_dir / "eval.json").read_text())
     with_it = run_row_seed(row, 0, base, tmp_path / "in", tmp_path / "with", False, quiet, tmp_path / "ood")
-    assert upgraded["in_domain_metrics"] == late["metrics"] and upgraded["heldout_added"]["data"] == str(tmp_path / "ood")
+    assert upgraded["in_domain_metrics"] == late.metrics.to_dict()
+    assert upgraded["heldout_added"]["data"] == str(tmp_path / "ood")
     for side in ("t2a", "a2t"):  # training is deterministic: the same model, the same held-out metrics
-        assert upgraded["metrics"][side] == with_it["metrics"][side]
+        assert upgraded["metrics"][side] == with_it.metrics.direction(side)
     pq = load_per_query(run_dir / PER_QUERY)
     reference = load_per_query(tmp_path / "with" / "rows" / "dp" / "seed0" / PER_QUERY)
     assert pq.captions_sha256 == reference.captions_sha256 != own.captions_sha256  # the held-out captions
@@ -128,17 +129,16 @@ def test_a_run_finished_without_the_held_out_set_is_evaluated_on_it_later(tmp_pa
 
 def _fake_runs(monkeypatch):
     """Replace training + evaluation by a stub that records (row, seed) and writes a plausible eval.json."""
+    from _runs import fake_result
+
     import hade.experiments.ablate as mod
-    from hade.utils.atomic import write_json_atomic
 
     calls = []
 
     def fake(row, seed, base, data_dir, run_dir, progress, log, ood_data):
         calls.append((row.name, seed))
-        side = {"R@1": 10.0 + seed, "R@5": 50.0, "R@10": 70.0, "mAP@10": 30.0}
-        result = {"row": row.name, "seed": seed, "train": {"seconds": 1.0},
-                  "metrics": {"t2a": side, "a2t": side, "score_seconds_per_1k2": 0.5}}
-        write_json_atomic(run_dir / "eval.json", result)
+        result = fake_result(row.name, seed, {"R@1": 10.0 + seed, "R@5": 50.0, "R@10": 70.0, "mAP@10": 30.0})
+        result.write(run_dir / "eval.json")
         return result
 
     monkeypatch.setattr(mod, "_train_and_evaluate", fake)
@@ -177,16 +177,14 @@ def test_a_run_being_trained_elsewhere_is_refused(tmp_path, monkeypatch):
 def test_a_worker_does_its_other_runs_first_then_waits_for_a_busy_one(tmp_path, monkeypatch):
     import threading
 
+    from _runs import fake_result
+
     from hade.experiments.ablate import row_dir, run_lock
-    from hade.utils.atomic import write_json_atomic
 
     calls = _fake_runs(monkeypatch)
     row = table_rows("3")[0]
     held, logs = threading.Event(), []
-    other_result = {"row": "dp", "seed": 0, "train": {"seconds": 1.0},
-                    "metrics": {"t2a": {"R@1": 99.0, "R@5": 99.0, "R@10": 99.0, "mAP@10": 99.0},
-                                "a2t": {"R@1": 99.0, "R@5": 99.0, "R@10": 99.0, "mAP@10": 99.0},
-                                "score_seconds_per_1k2": 0.5}}
+    other_result = fake_result("dp", 0, {"R@1": 99.0, "R@5": 99.0, "R@10": 99.0, "mAP@10": 99.0})
 
     def other_worker():  # trains dp seed 0 until this worker has run seed 1 and started waiting
         with run_lock(row_dir(tmp_path / "out", row, 0)):
@@ -194,7 +192,7 @@ def test_a_worker_does_its_other_runs_first_then_waits_for_a_busy_one(tmp_path, 
             deadline = threading.Event()
             while not any("waiting for the other worker" in line for line in logs) and not deadline.wait(0.05):
                 pass
-            write_json_atomic(row_dir(tmp_path / "out", row, 0) / "eval.json", other_result)
+            other_result.write(row_dir(tmp_path / "out", row, 0) / "eval.json")
 
     thread = threading.Thread(target=other_worker)
     thread.start()
@@ -203,16 +201,16 @@ def test_a_worker_does_its_other_runs_first_then_waits_for_a_busy_one(tmp_path, 
     thread.join(10)
     assert calls == [("dp", 1)]  # seed 0 was the other worker's: taken from its eval.json, not retrained
     assert any("training this run" in line and "other runs first" in line for line in logs)
-    assert summary["dp"]["T2A R@1"]["mean"] == pytest.approx((99.0 + 11.0) / 2)
+    assert summary["dp"].columns["T2A R@1"].mean == pytest.approx((99.0 + 11.0) / 2)
 
 
 def test_twin_configs_ignore_loader_fields_and_head_aliases():
-    from hade.config import to_dict
+    from hade.config import from_dict, to_dict
     from hade.experiments.ablate import _same_run
 
     old = to_dict(TrainConfig(model=ModelConfig(head="dp+ld+la+ca")))
     for name in ("num_workers", "prefetch_factor", "audio_cache_mb"):  # a run from before these fields
         old.pop(name, None)
-    new = to_dict(TrainConfig(model=ModelConfig(head="dcr"), num_workers=2))
-    assert _same_run(old) == _same_run(new)
-    assert _same_run(to_dict(TrainConfig(model=ModelConfig(head="dcr"), lr=1e-3))) != _same_run(new)
+    new = TrainConfig(model=ModelConfig(head="dcr"), num_workers=2)
+    assert _same_run(from_dict(TrainConfig, old)) == _same_run(new)
+    assert _same_run(TrainConfig(model=ModelConfig(head="dcr"), lr=1e-3)) != _same_run(new)

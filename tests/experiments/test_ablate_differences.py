@@ -3,12 +3,13 @@ import json
 
 import numpy as np
 import pytest
+from _runs import fake_result, set_metrics
 
 import hade.experiments.ablate as mod
 from hade.eval.metrics import retrieval_metrics
 from hade.eval.per_query import load_per_query, per_query_results, save_per_query
 from hade.experiments.ablate import ablate
-from hade.utils.atomic import write_json_atomic
+from hade.experiments.records import SetMetrics
 
 CLIPS = 40
 GAIN = {"dp": 0.0, "dp+ld": 0.2, "dp+ld+la": 0.4, "dp+ld+la+ca": 2.0, "K=6": 0.0, "K=8": 0.5, "K=10": 1.0}
@@ -30,11 +31,11 @@ def _fake(monkeypatch, with_per_query=True):
     def fake(row, seed, base, data_dir, run_dir, progress, log, ood_data):
         calls.append((row.name, seed))
         scores, text_clip, pq = _per_query(row.name, seed)
-        metrics = retrieval_metrics(scores, text_clip).to_dict()
-        result = {"row": row.name, "seed": seed, "train": {"seconds": 1.0}, "metrics": metrics}
+        metrics = retrieval_metrics(scores, text_clip)
+        result = fake_result(row.name, seed, metrics=SetMetrics(metrics, metrics, 0.5))
         if with_per_query:
             save_per_query(run_dir / "per_query.npz", pq)
-        write_json_atomic(run_dir / "eval.json", result)
+        result.write(run_dir / "eval.json")
         return result
 
     monkeypatch.setattr(mod, "_train_and_evaluate", fake)
@@ -56,7 +57,8 @@ def test_rows_get_their_difference_to_dp_with_interval_and_holm_p(tmp_path, monk
         for d, col in (("t2a", "T2A R@1"), ("a2t", "A2T R@1")):
             r = res[d]["R@1"]
             # pooling per query then averaging = the difference of the seed means
-            assert r["diff"] == pytest.approx(summary[row][col]["mean"] - summary["dp"][col]["mean"], abs=1e-9)
+            assert r["diff"] == pytest.approx(summary[row].columns[col].mean - summary["dp"].columns[col].mean,
+                                              abs=1e-9)
             assert r["ci"][0] <= r["diff"] <= r["ci"][1] and r["p"] <= r["p_holm"] <= 1
     best = diffs["rows"]["dp+ld+la+ca"]["t2a"]["R@1"]
     assert best["diff"] > 0 and best["ci"][0] > 0 and best["p_holm"] < 0.01  # better by construction
@@ -102,11 +104,9 @@ def test_an_old_run_with_a_checkpoint_is_re_evaluated_once(tmp_path, monkeypatch
         row, seed = model.split("/rows/")[1].split("/")[:2]
         name = {"dp": "dp", "dp_ld": "dp+ld", "dp_ld_la": "dp+ld+la", "dp_ld_la_ca": "dp+ld+la+ca"}[row]
         evaluated.append((name, int(seed[4:])))
-        return {}, _per_query(name, int(seed[4:]))[2]
+        return mod.Evaluated(set_metrics(), _per_query(name, int(seed[4:]))[2])
 
     monkeypatch.setattr(mod, "_evaluate_sets", evaluate_sets)
-    monkeypatch.setattr(mod, "_train_and_evaluate",
-                        _wrap_with_config(mod._train_and_evaluate))
     _run(tmp_path)
     assert len(calls) == 8 and sorted(set(evaluated)) == sorted(calls)
     assert (tmp_path / "out" / "rows" / "dp" / "seed1" / "per_query.npz").is_file()
@@ -117,19 +117,6 @@ def test_an_old_run_with_a_checkpoint_is_re_evaluated_once(tmp_path, monkeypatch
     assert len(evaluated) == n  # saved: not re-evaluated again
     diffs = json.loads((tmp_path / "out" / "table3.json").read_text())["differences"]
     assert diffs["rows"]["dp+ld+la+ca"]["t2a"]["R@1"]["diff"] > 0
-
-
-def _wrap_with_config(fake):
-    """Old runs recorded their training config in eval.json; the re-evaluation reads it."""
-    from hade.config import TrainConfig, to_dict
-
-    def wrapped(row, seed, base, data_dir, run_dir, progress, log, ood_data):
-        result = fake(row, seed, base, data_dir, run_dir, progress, log, ood_data)
-        result["config"] = to_dict(TrainConfig())
-        write_json_atomic(run_dir / "eval.json", result)
-        return result
-
-    return wrapped
 
 
 def test_hade_ablate_status_lists_each_rows_seeds(tmp_path, capsys):

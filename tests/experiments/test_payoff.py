@@ -3,9 +3,13 @@ import json
 
 import pytest
 
+from _runs import fake_result
+
 from hade.config import ModelConfig, PretrainConfig, TrainConfig
 from hade.errors import InputError
+from hade.eval.differences import HolmDifference, StatSettings
 from hade.experiments import ablate, payoff
+from hade.experiments.records import CellReport, PayoffReport, RowDifferences, RowSummary, Spread
 
 
 def test_the_command_shows_the_studys_defaults():
@@ -46,11 +50,14 @@ def _study(root, archive, base, pre):
 def test_the_study_runs_reports_plots_and_resumes_from_its_archive(tmp_path, tiny, monkeypatch):
     base, pre = tiny
     report = payoff.run_study(_study(tmp_path / "root", tmp_path / "archive", base, pre))
-    assert [c["cell"] for c in report["cells"]] == ["scratch-20", "pretrained-14"]
-    for cell in report["cells"]:
-        diff = cell["differences"]["rows"]["tha+dcr"]["t2a"]["R@1"]
-        assert cell["seeds"] == 1 and diff["ci"][0] <= diff["diff"] <= diff["ci"][1] and diff["detectable"] > 0
-        assert "p_holm_study" in diff and cell["evaluated_on"] == "held-out 420 clips"
+    assert [c.name for c in report.cells] == ["scratch-20", "pretrained-14"]
+    for cell in report.cells:
+        diff = cell.differences.rows["tha+dcr"]["t2a"]["R@1"]
+        assert cell.seeds == 1 and diff.ci[0] <= diff.diff <= diff.ci[1] and diff.detectable > 0
+        assert set(cell.study_p) == {("t2a", "R@1"), ("t2a", "mAP@10")} and cell.evaluated_on == "held-out 420 clips"
+    written = json.loads((tmp_path / "root" / "payoff.json").read_text())
+    assert written == report.to_dict() and "p_holm_study" in written["cells"][0]["differences"]["rows"]["tha+dcr"][
+        "t2a"]["R@1"]
     # the larger set holds the base clips plus pool clips, validated and tested on the base set's splits
     train = (tmp_path / "root" / "data" / "n20" / "train.jsonl").read_text().splitlines()
     assert len(train) == 20 and json.loads(train[0])["id"].startswith("synthcaps_")
@@ -68,8 +75,7 @@ def test_the_study_runs_reports_plots_and_resumes_from_its_archive(tmp_path, tin
     monkeypatch.setattr(ablate, "train", lambda *a, **k: pytest.fail("trained a run the archive holds"))
     monkeypatch.setattr("hade.train.pretrain.pretrain", lambda *a, **k: pytest.fail("pretrained again"))
     again = payoff.run_study(_study(tmp_path / "root2", tmp_path / "archive", base, pre))
-    first = report["cells"][0]["differences"]["rows"]["tha+dcr"]["t2a"]["R@1"]
-    assert again["cells"][0]["differences"]["rows"]["tha+dcr"]["t2a"]["R@1"] == first
+    assert again.cells[0].differences == report.cells[0].differences
 
 
 def test_clotho_cells_report_on_their_own_held_out_set(tmp_path, tiny, monkeypatch):
@@ -92,9 +98,9 @@ def test_clotho_cells_report_on_their_own_held_out_set(tmp_path, tiny, monkeypat
     run_dir = tmp_path / "root" / "runs" / "scratch-clotho" / "rows" / "dp" / "seed0"
     assert calls == [("add", run_dir, dirs["clotho_heldout"]), ("run", dirs["clotho"], dirs["clotho_heldout"])]
     run_dir.mkdir(parents=True)
-    (run_dir / "eval.json").write_text(json.dumps({"row": "dp", "seed": 0, "metrics": {}}))  # the old protocol
+    fake_result("dp", 0).write(run_dir / "eval.json")  # the old protocol: no held-out results
     assert payoff._finished(study, cell[0]) == {}
-    (run_dir / "eval.json").write_text(json.dumps({"row": "dp", "seed": 0, "metrics": {}, "in_domain_metrics": {}}))
+    fake_result("dp", 0, in_domain=True).write(run_dir / "eval.json")
     assert list(payoff._finished(study, cell[0])) == ["dp"]
 
 
@@ -102,12 +108,12 @@ def test_the_plot_says_how_many_seeds_a_cell_with_fewer_seeds_has(tmp_path, monk
     import matplotlib.axes
 
     def cell(start, size, seeds, diff, clotho=False):
-        row = {"t2a": {m: {"diff": diff, "ci": [diff - 1.0, diff + 1.0]} for m in ("R@1", "mAP@10")}}
-        return {"start": start, "size": size, "seeds": seeds, "train_set": "clotho" if clotho else "synthcaps",
-                "differences": {"rows": {"tha+dcr": row}}}
+        row = {"t2a": {m: HolmDifference(0.0, 0.0, diff, [diff - 1.0, diff + 1.0], 0.5) for m in ("R@1", "mAP@10")}}
+        return _cell_report(f"{start}-{size}", seeds, {"dp": seeds, "tha+dcr": seeds}, {"tha+dcr": row},
+                            start=start, train_set="clotho" if clotho else str(size), size=size)
 
-    report = {"cells": [cell("scratch", 336, 3, 0.3), cell("scratch", 1000, 2, 0.7), cell("scratch", 3000, 1, 1.1),
-                        cell("pretrained", 336, 3, 1.7), cell("pretrained", 336, 3, -0.2, clotho=True)]}
+    report = PayoffReport([cell("scratch", 336, 3, 0.3), cell("scratch", 1000, 2, 0.7), cell("scratch", 3000, 1, 1.1),
+                           cell("pretrained", 336, 3, 1.7), cell("pretrained", 336, 3, -0.2, clotho=True)], [], 4)
     notes = []
     original = matplotlib.axes.Axes.annotate
     monkeypatch.setattr(matplotlib.axes.Axes, "annotate",
@@ -128,18 +134,21 @@ def test_a_cell_pools_the_seeds_every_head_has_and_the_report_says_so(tmp_path, 
         for seed in range(seeds):
             run_dir = ablate.row_dir(study.cell_dir(cell[0]), head, seed)
             run_dir.mkdir(parents=True)
-            (run_dir / "eval.json").write_text(json.dumps({"row": head, "seed": seed, "in_domain_metrics": {}}))
+            fake_result(head, seed, in_domain=True).write(run_dir / "eval.json")
     assert {h: len(r) for h, r in payoff._finished(study, cell[0]).items()} == {"dp": 1, "tha+dcr": 1}
     assert {h: len(r) for h, r in payoff._finished_all(study, cell[0]).items()} == {"dp": 2, "tha+dcr": 1}
-    cols = ("T2A R@1", "T2A R@5", "T2A R@10", "T2A mAP@10", "A2T R@1")
-    summary = {k: {"mean": 1.0, "std": 0.0} for k in cols} | {"train seconds": 1.0}
-    report = {"cells": [{"cell": "scratch-20", "evaluated_on": "held-out", "seeds": 1,
-                         "finished_seeds": {"dp": 2, "tha+dcr": 1}, "summary": {"dp": summary},
-                         "differences": {"rows": {}}}]}
+    report = PayoffReport([_cell_report("scratch-20", 1, {"dp": 2, "tha+dcr": 1}, {})], ["dp", "tha+dcr"], 4)
     assert "- scratch-20 pools 1 seed(s) per head, the count every head has finished (dp 2, tha+dcr 1)" in \
         payoff.markdown(report)
-    report["cells"][0]["finished_seeds"] = {"dp": 1, "tha+dcr": 1}
+    report = PayoffReport([_cell_report("scratch-20", 1, {"dp": 1, "tha+dcr": 1}, {})], ["dp", "tha+dcr"], 4)
     assert "pools" not in payoff.markdown(report)
+
+
+def _cell_report(name, seeds, finished, rows, start="scratch", train_set="20", size=20):
+    cols = ("T2A R@1", "T2A R@5", "T2A R@10", "T2A mAP@10", "A2T R@1")
+    summary = RowSummary({k: Spread(1.0, 0.0, [1.0]) for k in cols}, 1.0, 0.5)
+    return CellReport(name, start, train_set, size, seeds, finished, {"dp": summary},
+                      RowDifferences("dp", StatSettings(10, 0, 10), rows), "held-out")
 
 
 def test_status_says_where_every_run_stands(tmp_path, tiny):

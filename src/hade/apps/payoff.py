@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         report = write_report(study, dirs)
     else:
         report = run_study(study)
-    if report["cells"]:
+    if report.cells:
         print(f"plot: {plot(report, args.plot or args.root / 'payoff.png')}")
     print((args.root / "payoff.md").read_text())
     return 0

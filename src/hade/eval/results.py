@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hade.data.types import Problem
+from hade.errors import InputError
 from hade.eval.differences import Intervals
 
 MetricRow = dict[str, float]  # metric name -> value (percentages, ranks, counts)
@@ -37,6 +38,26 @@ class RetrievalMetrics:
     def to_dict(self) -> dict[str, Any]:
         return {"t2a": dict(self.t2a), "a2t": dict(self.a2t), "num_texts": self.num_texts,
                 "num_audios": self.num_audios, "tie_rule": self.tie_rule}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> "RetrievalMetrics":
+        """The record `to_dict` wrote (other keys beside it, as eval.json's chance and ci, are left alone);
+        InputError naming `where` and the field when one is missing or of the wrong type."""
+        if not isinstance(data, dict):
+            raise InputError(f"{where}: expected a JSON object of retrieval metrics, got {type(data).__name__}")
+        for name, kind in (("t2a", dict), ("a2t", dict), ("num_texts", int), ("num_audios", int), ("tie_rule", str)):
+            if not isinstance(data.get(name), kind) or isinstance(data.get(name), bool):
+                raise InputError(f"{where}.{name}: expected {kind.__name__}, got {data.get(name)!r:.60}")
+        for direction in ("t2a", "a2t"):
+            bad = {k: v for k, v in data[direction].items()
+                   if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool))}
+            if bad:  # None: a metric a chance level has not (its medR)
+                raise InputError(f"{where}.{direction}: expected metric name -> number, got {bad!r:.80}")
+        return cls(dict(data["t2a"]), dict(data["a2t"]), data["num_texts"], data["num_audios"], data["tie_rule"])
+
+    def retrieval(self) -> "RetrievalMetrics":
+        """These metrics alone (an EvalMetrics without its split, chance level and the rest)."""
+        return RetrievalMetrics(dict(self.t2a), dict(self.a2t), self.num_texts, self.num_audios, self.tie_rule)
 
 
 @dataclass(frozen=True)

@@ -25,14 +25,14 @@ a run without a checkpoint makes its row's difference "n/a".
 from __future__ import annotations
 
 import copy
-import json
+import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from hade.checkpoint import load
-from hade.config import TrainConfig, from_dict, to_dict
+from hade.config import TrainConfig, to_dict
 from hade.data.readers import read_split
 from hade.errors import InputError
 from hade.data.captioner import build_captioner
@@ -44,6 +44,7 @@ from hade.eval.per_query import PerQuery, QueryValues, load_per_query, save_per_
 from hade.experiments.ablate_report import (DIFF_METRICS, METRIC_KEYS, markdown_differences,  # noqa: F401
                                             markdown_other, markdown_table, summarise)
 from hade.experiments.paper_tables import PAPER
+from hade.experiments.records import HeldoutAdded, RowDifferences, RowSummary, RunResult, SetMetrics
 from hade.experiments.runs import (RunBusy, RunState, format_run_states, run_lock,  # noqa: F401
                                     run_state)
 from hade.train.trainer import train
@@ -125,30 +126,35 @@ def row_dir(out: Path, row: Row | str, seed: int) -> Path:
     return out / "rows" / row_slug(row if isinstance(row, str) else row.name) / f"seed{seed}"
 
 
-def _timed_metrics(model, split, cfg: TrainConfig, aux: dict[str, str] | None) -> tuple[dict[str, Any], PerQuery]:
-    """eval.json's metrics (plus the all-pairs scoring time, in seconds per 1k × 1k pairs) and per-query results."""
+def _timed_metrics(model, split, cfg: TrainConfig, aux: dict[str, str] | None) -> tuple[SetMetrics, PerQuery]:
+    """The split's metrics (with the all-pairs scoring time, in seconds per 1k × 1k pairs) and per-query results."""
     run = evaluate_run(model, split, cfg.clip_seconds, cfg.eval_batch_size, progress=False, aux_captions=aux)
-    metrics = run.metrics.to_dict()
-    del metrics["split"], metrics["skipped"]  # as before: eval.json keeps metrics and chance only
-    metrics["score_seconds_per_1k2"] = run.score_seconds * 1e6 / run.scores.numel()
-    return metrics, run.per_query
+    seconds = run.score_seconds * 1e6 / run.scores.numel()
+    return SetMetrics(run.metrics.retrieval(), run.metrics.chance, seconds), run.per_query
 
 
-def _evaluate_sets(model, cfg: TrainConfig, data_dir: Path, ood_data: Path | None) -> tuple[dict, PerQuery]:
-    """Metrics on the data set's evaluation split (and on ood_data's, then the reported one) and the reported
-    set's per-query results: ``({"metrics": ..., ["in_domain_metrics": ...]}, per_query)``."""
-    out: dict[str, Any] = {}
-    reported = None
-    for key, root in (("metrics", data_dir), ("ood_metrics", ood_data)):
+@dataclass(frozen=True)
+class Evaluated:
+    """A checkpoint evaluated for its table: the reported set's `metrics` and `per_query` results, and, when
+    that is a held-out set, the run's own evaluation split's metrics (`in_domain`)."""
+
+    metrics: SetMetrics
+    per_query: PerQuery
+    in_domain: SetMetrics | None = None
+
+
+def _evaluate_sets(model, cfg: TrainConfig, data_dir: Path, ood_data: Path | None) -> Evaluated:
+    """Metrics on the data set's evaluation split, and on ood_data's (then the reported one)."""
+    found = []
+    for root in (data_dir, ood_data):
         if root is None:
             continue
         split = read_split(root, "evaluation")
         aux = (build_captioner(cfg.aux_captions, root, "evaluation", cfg.aux_error_rate, cfg.seed).caption(split.clips)
                if cfg.aux_captions else None)
-        out[key], reported = _timed_metrics(model, split, cfg, aux)
-    if ood_data is not None:
-        out["in_domain_metrics"], out["metrics"] = out["metrics"], out.pop("ood_metrics")
-    return out, reported
+        found.append(_timed_metrics(model, split, cfg, aux))
+    (metrics, per_query), in_domain = found[-1], (found[0][0] if len(found) == 2 else None)
+    return Evaluated(metrics, per_query, in_domain)
 
 
 def table_status(table: str, out: Path, seeds: int,
@@ -158,24 +164,24 @@ def table_status(table: str, out: Path, seeds: int,
             for row in table_rows(str(table)) if rows is None or row.name in rows}
 
 
-def _cached(row: Row, seeds: int, out: Path) -> list[dict[str, Any]] | None:
+def _cached(row: Row, seeds: int, out: Path) -> list[RunResult] | None:
     """The finished results of every seed of `row` in `out`, or None when one is missing."""
     files = [row_dir(out, row, seed) / "eval.json" for seed in range(seeds)]
-    return [json.loads(f.read_text()) for f in files] if all(f.is_file() for f in files) else None
+    return [RunResult.read(f) for f in files] if all(f.is_file() for f in files) else None
 
 
 def run_row_seed(row: Row, seed: int, base: TrainConfig, data_dir: Path, out: Path, progress: bool,
-                 log: Callable[[str], None], ood_data: Path | None = None, block: bool = False) -> dict[str, Any]:
+                 log: Callable[[str], None], ood_data: Path | None = None, block: bool = False) -> RunResult:
     """Train (or resume) one row with one seed and evaluate its best checkpoint; cached in eval.json.
     With `ood_data`, the reported metrics are on that set's evaluation split (in-domain ones kept too).
     RunBusy when another worker is training the run, unless `block` (then wait for it first)."""
     run_dir = row_dir(out, row, seed)
     done = run_dir / "eval.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        return RunResult.read(done)
     with run_lock(run_dir, block):
         if done.is_file():  # finished by another worker between the check above and the lock
-            return json.loads(done.read_text())
+            return RunResult.read(done)
         return _train_and_evaluate(row, seed, base, data_dir, run_dir, progress, log, ood_data)
 
 
@@ -183,10 +189,10 @@ def run_row_seed(row: Row, seed: int, base: TrainConfig, data_dir: Path, out: Pa
 LOADER_FIELDS = ("num_workers", "prefetch_factor", "audio_cache_mb")
 
 
-def _same_run(config: dict[str, Any]) -> dict[str, Any]:
-    """`config` completed with today's defaults, without the loader fields and with its head under its one
-    name, so that two runs that train the same model compare equal."""
-    out = to_dict(from_dict(TrainConfig, config, "eval.json: config"))
+def _same_run(config: TrainConfig) -> dict[str, Any]:
+    """`config` without the loader fields and with its head under its one name, so that two runs that train
+    the same model compare equal."""
+    out = to_dict(config)
     out["model"]["head"] = canonical_head(out["model"]["head"])
     for name in LOADER_FIELDS:
         out.pop(name, None)
@@ -194,28 +200,28 @@ def _same_run(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _reuse_twin(cfg: TrainConfig, row: Row, seed: int, run_dir: Path, ood_data: Path | None,
-                log: Callable[[str], None]) -> dict[str, Any] | None:
+                log: Callable[[str], None]) -> RunResult | None:
     """The finished result of another row of OUT that trained this very configuration (e.g. Table 3's
     `dp+ld+la+ca` and Table 1's `dcr`, Table 5's `alpha=0.01`), copied into `run_dir`: training is deterministic
     (tests/experiments), so a second training would repeat it to the last digit.  None when there is none."""
-    want = _same_run(to_dict(cfg))
+    want = _same_run(cfg)
     for other in sorted(run_dir.parent.parent.glob(f"*/seed{seed}/eval.json")):
         if other.parent == run_dir:
             continue
-        result = json.loads(other.read_text())
-        if ("config" not in result or not (other.parent / PER_QUERY).is_file()
-                or _same_run(result["config"]) != want or ("in_domain_metrics" in result) != (ood_data is not None)):
+        result = RunResult.read(other)
+        if (not (other.parent / PER_QUERY).is_file() or _same_run(result.config) != want
+                or (result.in_domain_metrics is not None) != (ood_data is not None)):
             continue
         log(f"row {row.name!r}, seed {seed}: same configuration as {other.parent}; reusing its run")
         shutil.copyfile(other.parent / PER_QUERY, run_dir / PER_QUERY)
-        result = {**result, "row": row.name, "config": to_dict(cfg), "reused_from": str(other.parent)}
-        write_json_atomic(run_dir / "eval.json", result)
+        result = dataclasses.replace(result, row=row.name, config=cfg, reused_from=str(other.parent))
+        result.write(run_dir / "eval.json")
         return result
     return None
 
 
 def _train_and_evaluate(row: Row, seed: int, base: TrainConfig, data_dir: Path, run_dir: Path, progress: bool,
-                        log: Callable[[str], None], ood_data: Path | None) -> dict[str, Any]:
+                        log: Callable[[str], None], ood_data: Path | None) -> RunResult:
     done = run_dir / "eval.json"
     cfg = copy.deepcopy(base)
     cfg.seed = seed
@@ -226,15 +232,14 @@ def _train_and_evaluate(row: Row, seed: int, base: TrainConfig, data_dir: Path, 
     log(f"row {row.name!r}, seed {seed}: head {cfg.model.head} {cfg.model.head_options or ''}")
     summary = train(data_dir, run_dir, cfg, progress=progress)
     model = load(run_dir / "checkpoints" / "best")
-    result = {"row": row.name, "seed": seed, "config": to_dict(cfg), "train": summary.to_dict()}
-    metrics, per_query = _evaluate_sets(model, cfg, data_dir, ood_data)
-    result.update(metrics)
-    save_per_query(run_dir / PER_QUERY, per_query)  # before eval.json: a finished run always has both
-    write_json_atomic(done, result)
+    evaluated = _evaluate_sets(model, cfg, data_dir, ood_data)
+    result = RunResult(row.name, seed, cfg, summary, evaluated.metrics, evaluated.in_domain)
+    save_per_query(run_dir / PER_QUERY, evaluated.per_query)  # before eval.json: a finished run always has both
+    result.write(done)
     return result
 
 
-def run_per_query(run_dir: Path, result: dict[str, Any], data_dir: Path, ood_data: Path | None,
+def run_per_query(run_dir: Path, result: RunResult, data_dir: Path, ood_data: Path | None,
                   log: Callable[[str], None]) -> PerQuery | None:
     """The per-query results of a finished run: its per_query.npz, or (an older run) re-evaluated from its
     checkpoint and saved; None when the run has neither (its differences are then "n/a")."""
@@ -242,11 +247,10 @@ def run_per_query(run_dir: Path, result: dict[str, Any], data_dir: Path, ood_dat
     if path.is_file():
         return load_per_query(path)
     ckpt = run_dir / "checkpoints" / "best"
-    if not ckpt.is_dir() or "config" not in result:
+    if not ckpt.is_dir():
         return None
     log(f"{run_dir}: no {PER_QUERY}; re-evaluating {ckpt} for the per-query results")
-    cfg = from_dict(TrainConfig, result["config"], f"{run_dir / 'eval.json'}: config")
-    _, per_query = _evaluate_sets(load(ckpt), cfg, data_dir, ood_data)
+    per_query = _evaluate_sets(load(ckpt), result.config, data_dir, ood_data).per_query
     save_per_query(path, per_query)
     return per_query
 
@@ -263,26 +267,24 @@ def add_heldout(run_dir: Path, heldout_data: Path, log: Callable[[str], None]) -
     InputError when the checkpoint is gone. Interruptible: the per-query results are written beside, then eval.json, then
     moved over per_query.npz (an interrupted move is finished by the next call)."""
     done, pending = run_dir / "eval.json", run_dir / PENDING_PER_QUERY
-    if not done.is_file() or ("in_domain_metrics" in json.loads(done.read_text()) and not pending.is_file()):
+    if not done.is_file() or (RunResult.read(done).in_domain_metrics is not None and not pending.is_file()):
         return False
     with run_lock(run_dir, block=True):
-        result = json.loads(done.read_text())
-        if "in_domain_metrics" in result:
+        result = RunResult.read(done)
+        if result.in_domain_metrics is not None:
             if pending.is_file():
                 pending.replace(run_dir / PER_QUERY)
             return False
         ckpt = run_dir / "checkpoints" / "best"
-        if not ckpt.is_dir() or "config" not in result:
+        if not ckpt.is_dir():
             raise InputError(f"{run_dir}: finished without the held-out set {heldout_data}, and it cannot be evaluated "
-                             f"on it now (no checkpoints/best, or no config in eval.json); delete the folder to "
-                             f"train it again")
+                             f"on it now (no checkpoints/best); delete the folder to train it again")
         log(f"{run_dir}: evaluating {ckpt} on the held-out set {heldout_data} (the run's own set's metrics are kept "
             f"as in_domain_metrics)")
-        cfg = from_dict(TrainConfig, result["config"], f"{done}: config")
-        evaluated, per_query = _evaluate_sets(load(ckpt), cfg, heldout_data, None)
-        save_per_query(pending, per_query)
-        write_json_atomic(done, {**result, "in_domain_metrics": result["metrics"], "metrics": evaluated["metrics"],
-                                 "heldout_added": {"data": str(heldout_data), "checkpoint": "checkpoints/best"}})
+        evaluated = _evaluate_sets(load(ckpt), result.config, heldout_data, None)
+        save_per_query(pending, evaluated.per_query)
+        dataclasses.replace(result, metrics=evaluated.metrics, in_domain_metrics=result.metrics,
+                            heldout_added=HeldoutAdded(str(heldout_data))).write(done)
         pending.replace(run_dir / PER_QUERY)
     return True
 
@@ -292,36 +294,32 @@ def _pooled(per_seed: list[PerQuery], where: str) -> dict[str, QueryValues]:
     return stats.pooled_directions(per_seed, [f"{where} seed {k}" for k in range(len(per_seed))], DIFF_METRICS)
 
 
-def differences(table: str, done: dict[str, list[dict[str, Any]]], out: Path, data_dir: Path,
-                ood_data: Path | None, log: Callable[[str], None]) -> dict[str, Any]:
+def differences(table: str, done: dict[str, list[RunResult]], out: Path, data_dir: Path,
+                ood_data: Path | None, log: Callable[[str], None]) -> RowDifferences:
     """Every finished row against the table's baseline (see the module docstring); rows without per-query
     results (or all rows, when the baseline has none) get None."""
     baseline = BASELINE.get(str(table), "dp")
     systems, missing, first = [], [], {}
     for name, results in done.items():
-        runs = [run_per_query(row_dir(out, name, r["seed"]), r, data_dir, ood_data, log) for r in results]
+        runs = [run_per_query(row_dir(out, name, r.seed), r, data_dir, ood_data, log) for r in results]
         if any(pq is None for pq in runs):
             missing.append(name)
         else:
             systems.append(stats.Named(name, _pooled(runs, f"row {name}")))
             first[name] = runs[0]
-    info: dict[str, Any] = {"baseline": baseline, "pooling": "each query's value averaged over the seeds",
-                            "settings": stats.StatSettings(stats.DEFAULT_RESAMPLES, stats.DEFAULT_SEED,
-                                                           stats.DEFAULT_PERMUTATIONS).to_dict(), "rows": {}}
+    settings = stats.StatSettings(stats.DEFAULT_RESAMPLES, stats.DEFAULT_SEED, stats.DEFAULT_PERMUTATIONS)
     if baseline not in {s.name for s in systems}:
-        info["rows"] = {name: None for name in done if name != baseline}
-        return info
+        return RowDifferences(baseline, settings, {name: None for name in done if name != baseline})
     for name in first:
         stats.check_same_split(first[baseline], first[name], f"row {baseline}", f"row {name}")
-    info["rows"] = {name: None for name in missing if name != baseline}
-    info["rows"].update(stats.compare_many(systems, baseline, metrics=DIFF_METRICS).to_dict()["systems"])
-    info["rows"] = {name: info["rows"][name] for name in done if name in info["rows"]}  # the table's order
-    return info
+    found = stats.compare_many(systems, baseline, metrics=DIFF_METRICS)
+    rows = {name: found.by_system.get(name) for name in done if name != baseline}  # the table's order
+    return RowDifferences(baseline, found.settings, rows)
 
 
 def ablate(table: str, data_dir: str | Path, out: str | Path, seeds: int = 3, base: TrainConfig | None = None,
            progress: bool = True, log: Callable[[str], None] = print,
-           ood_data: str | Path | None = None, rows: list[str] | None = None) -> dict[str, Any]:
+           ood_data: str | Path | None = None, rows: list[str] | None = None) -> dict[str, RowSummary]:
     """Run the table's rows (or only those named in `rows`) over `seeds` seeds and write OUT/table{N}.md/.json;
     returns the summary of every row in the written table."""
     all_rows = table_rows(str(table))
@@ -338,22 +336,23 @@ def ablate(table: str, data_dir: str | Path, out: str | Path, seeds: int = 3, ba
 
     base = base or demo_config("dp", epochs=6)
     ood = Path(ood_data) if ood_data is not None else None
-    all_results: dict[str, list[dict[str, Any] | None]] = {}
+    all_results: dict[str, list[RunResult | None]] = {}
     busy: list[tuple[Row, int]] = []  # runs another worker is training: waited for after ours
 
-    def write() -> dict[str, Any]:
+    def write() -> dict[str, RowSummary]:
         done = {name: res for name, res in all_results.items() if None not in res}
         summary = {name: summarise(res) for name, res in done.items()}
         diffs = differences(str(table), done, out, data_dir, ood, log)
-        write_json_atomic(out / f"table{table}.json", {"table": table, "seeds": seeds, "summary": summary,
-                                                       "differences": diffs, "paper": PAPER.get(str(table)),
-                                                       "runs": done})
+        write_json_atomic(out / f"table{table}.json",
+                          {"table": table, "seeds": seeds, "summary": {n: s.to_dict() for n, s in summary.items()},
+                           "differences": diffs.to_dict(), "paper": PAPER.get(str(table)),
+                           "runs": {n: [r.to_dict() for r in res] for n, res in done.items()}})
         write_text_atomic(out / f"table{table}.md", markdown_table(str(table), summary, seeds, data_dir, diffs))
         return summary
 
     for row in all_rows:
         if rows is None or row.name in rows:
-            results: list[dict[str, Any] | None] = []
+            results: list[RunResult | None] = []
             for seed in range(seeds):
                 try:
                     results.append(run_row_seed(row, seed, base, data_dir, out, progress, log, ood))

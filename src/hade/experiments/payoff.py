@@ -32,6 +32,7 @@ from what the repository holds.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
@@ -44,9 +45,12 @@ from hade.data.synthcaps import generate
 from hade.data.types import SplitData
 from hade.errors import InputError
 from hade.eval import stats
+from hade.eval.differences import Difference
 from hade.experiments import ablate
+from hade.experiments.ablate_report import diff_cell
 # the study's plot, and the sizes and headline metrics it draws; importable from here as before
 from hade.experiments.payoff_plot import HEADLINE, SIZES, plot  # noqa: F401
+from hade.experiments.records import STUDY_ROW, CellReport, PayoffReport, RunResult
 from hade.utils.atomic import write_json_atomic, write_text_atomic
 
 HEADS = ("dp", "tha", "tha+dcr")
@@ -240,7 +244,7 @@ def ensure_pretrained(study: Study) -> Path:
 
 
 def run_one(study: Study, dirs: dict[str, Path], cell: Cell, head: str, seed: int,
-            block: bool = False) -> dict[str, Any]:
+            block: bool = False) -> RunResult:
     """Train and evaluate one (cell, head, seed), or take it from the run folder or the archive.
     ablate.RunBusy when another worker is training it, unless `block` (then wait for it)."""
     row = ablate.head_row(head)
@@ -276,7 +280,7 @@ def add_heldout_results(study: Study, dirs: dict[str, Path]) -> None:
                 _with_heldout(study, dirs, cell, head, seed)
 
 
-def run_study(study: Study) -> dict[str, Any]:
+def run_study(study: Study) -> PayoffReport:
     """Every run of the study, seed by seed (so every cell gets its first seed early), then the report.
     Several workers may share a root (e.g. with different --cells): a run another worker is training is
     left for later, then waited for (the locks of `hade ablate`)."""
@@ -321,15 +325,15 @@ def format_status(rows: list[tuple[Cell, str, int, ablate.RunState]], epochs: in
 
 
 # ------------------------------------------------------------------------------------------------ report
-def _finished_all(study: Study, cell: Cell) -> dict[str, list[dict[str, Any]]]:
+def _finished_all(study: Study, cell: Cell) -> dict[str, list[RunResult]]:
     """{head: results of its seeds 0.. that are finished with their held-out results, in seed order}."""
     found = {}
     for head in study.heads:
         results = []
         for seed in range(study.seeds):
             f = ablate.row_dir(study.cell_dir(cell), head, seed) / "eval.json"
-            result = json.loads(f.read_text()) if f.is_file() else {}
-            if "in_domain_metrics" not in result:  # not finished, or not evaluated on the held-out set yet
+            result = RunResult.read(f) if f.is_file() else None
+            if result is None or result.in_domain_metrics is None:  # not finished, or no held-out results yet
                 break
             results.append(result)
         if results:
@@ -337,7 +341,7 @@ def _finished_all(study: Study, cell: Cell) -> dict[str, list[dict[str, Any]]]:
     return found
 
 
-def _finished(study: Study, cell: Cell) -> dict[str, list[dict[str, Any]]]:
+def _finished(study: Study, cell: Cell) -> dict[str, list[RunResult]]:
     """{head: results of seeds 0..k-1} for the heads whose first k seeds are finished with their held-out
     results, k the largest count all of the cell's finished heads share (so rows of a cell pool the same
     seeds on the same set)."""
@@ -348,74 +352,68 @@ def _finished(study: Study, cell: Cell) -> dict[str, list[dict[str, Any]]]:
     return {head: results[:k] for head, results in found.items()}
 
 
-def cell_report(study: Study, dirs: dict[str, Path], cell: Cell) -> dict[str, Any] | None:
+def cell_report(study: Study, dirs: dict[str, Path], cell: Cell) -> CellReport | None:
     done = _finished(study, cell)
     if not done:
         return None
     # each difference carries `detectable` (hade.eval.stats.detectable): "no difference" has a size
     diffs = ablate.differences("payoff", done, study.cell_dir(cell), dirs[cell.train_set], heldout_dir(dirs, cell),
                                study.log)
-    return {"cell": cell.name, "start": cell.start, "train_set": cell.train_set, "size": cell.size,
-            "seeds": len(done["dp"]), "finished_seeds": {h: len(r) for h, r in _finished_all(study, cell).items()},
-            "summary": {h: ablate.summarise(r) for h, r in done.items()},
-            "differences": diffs,
-            "evaluated_on": "held-out 420 clips, 10 s" if cell.train_set == "clotho" else "held-out 420 clips"}
+    return CellReport(cell.name, cell.start, cell.train_set, cell.size, seeds=len(done["dp"]),
+                      finished_seeds={h: len(r) for h, r in _finished_all(study, cell).items()},
+                      summary={h: ablate.summarise(r) for h, r in done.items()}, differences=diffs,
+                      evaluated_on="held-out 420 clips, 10 s" if cell.train_set == "clotho" else "held-out 420 clips")
 
 
-def _study_holm(cells: list[dict[str, Any]]) -> None:
-    """THA+DCR − DP headline metrics, Holm-adjusted over every cell: stored as ``p_holm_study``."""
+def _study_holm(cells: list[CellReport]) -> list[CellReport]:
+    """The cells with THA+DCR − DP's headline p-values Holm-adjusted over all of them (`CellReport.study_p`)."""
+    study_p: list[dict[tuple[str, str], float]] = [{} for _ in cells]
     for d, m in HEADLINE:
-        entries = [c["differences"]["rows"].get("tha+dcr") for c in cells]
-        entries = [e[d][m] for e in entries if e]
-        for e, p in zip(entries, stats.holm([e["p"] for e in entries])):
-            e["p_holm_study"] = p
+        having = [k for k, c in enumerate(cells) if c.differences.rows.get(STUDY_ROW)]
+        for k, p in zip(having, stats.holm([cells[k].differences.rows[STUDY_ROW][d][m].p for k in having])):
+            study_p[k][d, m] = p
+    return [dataclasses.replace(c, study_p=p) for c, p in zip(cells, study_p)]
 
 
-def write_report(study: Study, dirs: dict[str, Path]) -> dict[str, Any]:
+def write_report(study: Study, dirs: dict[str, Path]) -> PayoffReport:
     cells = [r for r in (cell_report(study, dirs, c) for c in study.cells) if r is not None]
-    _study_holm(cells)
-    report = {"cells": cells, "heads": list(study.heads), "epochs": study.epochs,
-              "power": "smallest difference detected with 80 % power at two-sided 5 %: 2.80 x bootstrap SE"}
-    write_json_atomic(study.root / "payoff.json", report)
+    report = PayoffReport(_study_holm(cells), list(study.heads), study.epochs)
+    write_json_atomic(study.root / "payoff.json", report.to_dict())
     write_text_atomic(study.root / "payoff.md", markdown(report))
     return report
 
 
-def _cell_fmt(r: dict[str, Any] | None, study_p: bool = False) -> str:
-    if r is None:
-        return "n/a"
-    p = r.get("p_holm_study") if study_p else r.get("p_holm", r["p"])
-    return (f"{r['diff']:+.1f} [{r['ci'][0]:+.1f}, {r['ci'][1]:+.1f}] p={p:.3g}, detectable "
-            f"{r['detectable']:.1f}")
+def _cell_fmt(r: Difference | None, p: float | None = None) -> str:
+    return diff_cell(r, p, det="detectable")
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: PayoffReport) -> str:
     """Two tables: each cell's rows (mean ± std over seeds), then each row's difference to DP."""
     cols = ("T2A R@1", "T2A R@5", "T2A R@10", "T2A mAP@10", "A2T R@1")
     lines = ["## Rows (mean ± std over seeds)", "",
              "| cell | evaluated on | seeds | head | " + " | ".join(cols) + " | train s |", "|---" * (len(cols) + 5) + "|"]
-    for c in report["cells"]:
-        for head, s in c["summary"].items():
-            lines.append(f"| {c['cell']} | {c['evaluated_on']} | {c['seeds']} | {head} | "
-                         + " | ".join(f"{s[k]['mean']:.1f} ± {s[k]['std']:.1f}" for k in cols)
-                         + f" | {s['train seconds']:.0f} |")
+    for c in report.cells:
+        for head, s in c.summary.items():
+            lines.append(f"| {c.name} | {c.evaluated_on} | {c.seeds} | {head} | "
+                         + " | ".join(f"{s.columns[k].mean:.1f} ± {s.columns[k].std:.1f}" for k in cols)
+                         + f" | {s.train_seconds:.0f} |")
     metrics = [("t2a", "R@1"), ("t2a", "R@10"), ("t2a", "mAP@10"), ("a2t", "R@1")]
     lines += ["", "## Difference to DP (seeds pooled per query; 95 % paired-bootstrap interval over clips; "
               "sign-flip p, Holm over the cell's rows; detectable: 80 % power at 5 %)", "",
               "| cell | row | " + " | ".join(f"{d.upper()} {m}" for d, m in metrics) + " |",
               "|---" * (len(metrics) + 2) + "|"]
-    for c in report["cells"]:
-        for row, res in c["differences"]["rows"].items():
-            lines.append(f"| {c['cell']} | {row} | "
+    for c in report.cells:
+        for row, res in c.differences.rows.items():
+            lines.append(f"| {c.name} | {row} | "
                          + " | ".join(_cell_fmt(None if res is None else res[d][m]) for d, m in metrics) + " |")
-    waiting = [f"{c['cell']} pools {c['seeds']} seed(s) per head, the count every head has finished ("
-               + ", ".join(f"{h} {n}" for h, n in c["finished_seeds"].items()) + ")"
-               for c in report["cells"] if any(n != c["seeds"] for n in c.get("finished_seeds", {}).values())]
+    waiting = [f"{c.name} pools {c.seeds} seed(s) per head, the count every head has finished ("
+               + ", ".join(f"{h} {n}" for h, n in c.finished_seeds.items()) + ")"
+               for c in report.cells if any(n != c.seeds for n in c.finished_seeds.values())]
     if waiting:
         lines += [""] + [f"- {w}" for w in waiting]
     lines += ["", "## THA+DCR − DP, Holm over all cells", "", "| cell | T2A R@1 | T2A mAP@10 |", "|---|---|---|"]
-    for c in report["cells"]:
-        res = c["differences"]["rows"].get("tha+dcr")
-        lines.append(f"| {c['cell']} | " + " | ".join(_cell_fmt(res[d][m] if res else None, study_p=True)
-                                                      for d, m in HEADLINE) + " |")
+    for c in report.cells:
+        res = c.differences.rows.get(STUDY_ROW)
+        lines.append(f"| {c.name} | " + " | ".join(_cell_fmt(res[d][m] if res else None, c.study_p.get((d, m)))
+                                                  for d, m in HEADLINE) + " |")
     return "\n".join(lines) + "\n"
