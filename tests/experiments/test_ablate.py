@@ -214,3 +214,24 @@ def test_twin_configs_ignore_loader_fields_and_head_aliases():
     new = TrainConfig(model=ModelConfig(head="dcr"), num_workers=2)
     assert _same_run(from_dict(TrainConfig, old)) == _same_run(new)
     assert _same_run(TrainConfig(model=ModelConfig(head="dcr"), lr=1e-3)) != _same_run(new)
+
+
+def test_a_twin_is_a_finished_run_of_the_same_config_and_a_damaged_one_is_passed_over(tmp_path):
+    from _runs import fake_result
+
+    from hade.experiments.ablate import PER_QUERY, _reuse_twin, head_row, row_dir
+
+    cfg = TrainConfig(model=ModelConfig(head="dcr"))
+    twin, damaged, mine = (row_dir(tmp_path, name, 0) for name in ("dp+ld+la+ca", "broken", "dcr"))
+    for folder in (twin, damaged, mine):
+        folder.mkdir(parents=True)
+    (damaged / "eval.json").write_text("{")
+    logs = []
+    assert _reuse_twin(cfg, head_row("dcr"), 0, mine, None, logs.append) is None  # only the damaged one there
+    assert any(f"{damaged / 'eval.json'}: invalid JSON" in line and "not compared as a twin" in line for line in logs)
+    fake_result("dp+ld+la+ca", 0, config=TrainConfig(model=ModelConfig(head="dp+ld+la+ca"))).write(twin / "eval.json")
+    (twin / PER_QUERY).write_bytes(b"ranks")
+    reused = _reuse_twin(cfg, head_row("dcr"), 0, mine, None, logs.append)
+    assert reused.row == "dcr" and reused.reused_from == str(twin) and reused.config == cfg
+    assert (mine / PER_QUERY).read_bytes() == b"ranks" and json.loads((mine / "eval.json").read_text())["row"] == "dcr"
+    assert _reuse_twin(cfg, head_row("dcr"), 0, mine, tmp_path / "held-out", logs.append) is None  # other protocol

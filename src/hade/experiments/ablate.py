@@ -208,7 +208,11 @@ def _reuse_twin(cfg: TrainConfig, row: Row, seed: int, run_dir: Path, ood_data: 
     for other in sorted(run_dir.parent.parent.glob(f"*/seed{seed}/eval.json")):
         if other.parent == run_dir:
             continue
-        result = RunResult.read(other)
+        try:
+            result = RunResult.read(other)
+        except InputError as e:  # another row's damaged result: not this run's concern
+            log(f"{e}; not compared as a twin of row {row.name!r}")
+            continue
         if (not (other.parent / PER_QUERY).is_file() or _same_run(result.config) != want
                 or (result.in_domain_metrics is not None) != (ood_data is not None)):
             continue
