@@ -186,3 +186,16 @@ def test_hade_payoff_status_reads_only(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "scratch-1000  dp       seed 0 pending, seed 1 pending" in out and "4 pending of 4 runs" in out
     assert not root.exists()  # nothing created: no data, no claim of the folder
+
+
+def test_the_larger_size_cells_compare_dp_with_tha_dcr_only(tmp_path):
+    """The issue's design, so that the one documented command reproduces the study: THA alone is measured
+    in the demo-size and Clotho-like cells, not as the set grows."""
+    study = payoff.Study(tmp_path, payoff.parse_cells("scratch:336,scratch:1000,pretrained:clotho"))
+    assert [study.heads_of(c) for c in study.cells] == [("dp", "tha", "tha+dcr"), ("dp", "tha+dcr"),
+                                                         ("dp", "tha", "tha+dcr")]
+    rows = payoff.status(study)
+    assert [(c.name, h) for c, h, s, _ in rows if s == 0] == [
+        ("scratch-336", "dp"), ("scratch-336", "tha"), ("scratch-336", "tha+dcr"), ("scratch-1000", "dp"),
+        ("scratch-1000", "tha+dcr"), ("pretrained-clotho", "dp"), ("pretrained-clotho", "tha"),
+        ("pretrained-clotho", "tha+dcr")]

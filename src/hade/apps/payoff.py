@@ -19,7 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, default=Path("runs/payoff"), help="data, runs and report (resumed)")
     p.add_argument("--cells", default=DEFAULT_CELLS,
                    help=f"comma-separated START:SET (START scratch|pretrained, SET clips or clotho); default {DEFAULT_CELLS}")
-    p.add_argument("--heads", default=",".join(HEADS), help=f"rows of each cell (default {','.join(HEADS)}; dp is the baseline)")
+    p.add_argument("--heads", default=",".join(HEADS),
+                   help=f"rows of each cell (default {','.join(HEADS)}; dp is the baseline; a cell larger than the "
+                        f"demo set runs only dp and tha+dcr of them)")
     p.add_argument("--seeds", type=positive_int, default=3)
     p.add_argument("--epochs", type=positive_int, default=4, help="retrieval epochs (the demo's budget: 4)")
     p.add_argument("--pretrain-epochs", type=positive_int, default=6, help="tagging epochs of the pretraining (default 6)")
