@@ -303,12 +303,10 @@ def differences(table: str, done: dict[str, list[RunResult]], out: Path, data_di
     """Every finished row against the table's baseline (see the module docstring); rows without per-query
     results (or all rows, when the baseline has none) get None."""
     baseline = BASELINE.get(str(table), "dp")
-    systems, missing, first = [], [], {}
+    systems, first = [], {}
     for name, results in done.items():
         runs = [run_per_query(row_dir(out, name, r.seed), r, data_dir, ood_data, log) for r in results]
-        if any(pq is None for pq in runs):
-            missing.append(name)
-        else:
+        if all(pq is not None for pq in runs):
             systems.append(stats.Named(name, _pooled(runs, f"row {name}")))
             first[name] = runs[0]
     settings = stats.StatSettings(stats.DEFAULT_RESAMPLES, stats.DEFAULT_SEED, stats.DEFAULT_PERMUTATIONS)
@@ -317,7 +315,8 @@ def differences(table: str, done: dict[str, list[RunResult]], out: Path, data_di
     for name in first:
         stats.check_same_split(first[baseline], first[name], f"row {baseline}", f"row {name}")
     found = stats.compare_many(systems, baseline, metrics=DIFF_METRICS)
-    rows = {name: found.by_system.get(name) for name in done if name != baseline}  # the table's order
+    # the table's order; a row without per-query results is None
+    rows = {name: found.by_system.get(name) for name in done if name != baseline}
     return RowDifferences(baseline, found.settings, rows)
 
 

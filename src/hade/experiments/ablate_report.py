@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from hade.eval.differences import DETECTABLE_NOTE, Difference
+from hade.eval.differences import DETECTABLE_NOTE, HolmDifference
 from hade.experiments.paper_tables import COLUMNS, DATASET, PAPER
 from hade.experiments.records import RowDifferences, RowSummary, RunResult, Spread
 
@@ -37,12 +37,12 @@ def markdown_other(table: str, summary: dict[str, RowSummary], seeds: int, data_
     return "\n".join(lines) + "\n"
 
 
-def diff_cell(r: Difference | None, p: float | None = None, det: str = "det.") -> str:
-    """``+Δ [lo, hi] p=…, det. …`` (p: the given one, else the Holm-adjusted one where there is one); n/a for None."""
+def diff_cell(r: HolmDifference | None, p: float | None = None, det: str = "det.") -> str:
+    """``+Δ [lo, hi] p=…, det. …`` (p: the given one, else the Holm-adjusted one, else the plain one); n/a for
+    None."""
     if r is None:
         return "n/a"
-    p = p if p is not None else getattr(r, "p_holm", None)
-    p = r.p if p is None else p
+    p = next(v for v in (p, r.p_holm, r.p) if v is not None)
     return f"{r.diff:+.1f} [{r.ci[0]:+.1f}, {r.ci[1]:+.1f}] p={p:.3g}, {det} {r.detectable:.1f}"
 
 

@@ -46,7 +46,7 @@ from hade.data.synthcaps import generate
 from hade.data.types import SplitData
 from hade.errors import InputError
 from hade.eval import stats
-from hade.eval.differences import Difference
+from hade.eval.differences import HolmDifference
 from hade.experiments import ablate
 from hade.experiments.ablate_report import diff_cell
 # the study's plot, and the sizes and headline metrics it draws; importable from here as before
@@ -391,7 +391,7 @@ def write_report(study: Study, dirs: dict[str, Path]) -> PayoffReport:
     return report
 
 
-def _cell_fmt(r: Difference | None, p: float | None = None) -> str:
+def _cell_fmt(r: HolmDifference | None, p: float | None = None) -> str:
     return diff_cell(r, p, det="detectable")
 
 
