@@ -76,6 +76,9 @@ def test_the_study_runs_reports_plots_and_resumes_from_its_archive(tmp_path, tin
     monkeypatch.setattr("hade.train.pretrain.pretrain", lambda *a, **k: pytest.fail("pretrained again"))
     again = payoff.run_study(_study(tmp_path / "root2", tmp_path / "archive", base, pre))
     assert again.cells[0].differences == report.cells[0].differences
+    # the report alone from the archive (a fresh clone): the same report, and no data set generated for it
+    fresh = payoff.report_only(_study(tmp_path / "root3", tmp_path / "archive", base, pre))
+    assert fresh.to_dict() == report.to_dict() and not (tmp_path / "root3" / "data").exists()
 
 
 def test_clotho_cells_report_on_their_own_held_out_set(tmp_path, tiny, monkeypatch):

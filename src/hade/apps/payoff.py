@@ -44,8 +44,7 @@ def run(args: argparse.Namespace) -> int:
     """Run (or resume) the study, write ROOT/payoff.md/.json and the plot, print the markdown."""
     from hade.errors import InputError
     from hade.utils.outdir import Claim, OutputKind, claim_output_dir, has_any
-    from hade.experiments.payoff import (Study, add_heldout_results, parse_cells, plot, prepare_data,
-                                         pretrain_config, run_study, write_report)
+    from hade.experiments.payoff import Study, parse_cells, plot, pretrain_config, report_only, run_study
 
     heads = tuple(h.strip() for h in args.heads.split(",") if h.strip())
     if "dp" not in heads:
@@ -61,9 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if claim_output_dir(args.root, kind, force=args.force) is Claim.OWN:
         print(f"hade payoff: note: {args.root} holds a study; resuming it (finished runs are kept)", file=sys.stderr)
     if args.report_only:
-        dirs = prepare_data(args.root, study.cells, progress=not args.quiet)
-        add_heldout_results(study, dirs)
-        report = write_report(study, dirs)
+        report = report_only(study)
     else:
         report = run_study(study)
     if report.cells:

@@ -46,11 +46,10 @@ from hade.data.synthcaps import generate
 from hade.data.types import SplitData
 from hade.errors import InputError
 from hade.eval import stats
-from hade.eval.differences import HolmDifference
 from hade.experiments import ablate
-from hade.experiments.ablate_report import diff_cell
-# the study's plot, and the sizes and headline metrics it draws; importable from here as before
+# the study's plot (and the sizes and headline metrics it draws) and its markdown; importable from here as before
 from hade.experiments.payoff_plot import HEADLINE, SIZES, plot  # noqa: F401
+from hade.experiments.payoff_report import markdown
 from hade.experiments.records import STUDY_ROW, CellReport, PayoffReport, RunResult
 from hade.utils.atomic import write_json_atomic, write_text_atomic
 
@@ -200,6 +199,10 @@ class Study:
         larger = cell.train_set != "clotho" and cell.size > BASE_CLIPS
         return tuple(h for h in self.heads if h in SIZE_HEADS) if larger else self.heads
 
+    def runs(self) -> list[tuple[Cell, str, int]]:
+        """Every (cell, head, seed) of the study, cell by cell."""
+        return [(cell, head, seed) for cell in self.cells for head in self.heads_of(cell) for seed in range(self.seeds)]
+
     def cell_dir(self, cell: Cell) -> Path:
         return self.root / "runs" / cell.name
 
@@ -256,10 +259,8 @@ def run_one(study: Study, dirs: dict[str, Path], cell: Cell, head: str, seed: in
     """Train and evaluate one (cell, head, seed), or take it from the run folder or the archive.
     ablate.RunBusy when another worker is training it, unless `block` (then wait for it)."""
     row = ablate.head_row(head)
-    run_dir = ablate.row_dir(study.cell_dir(cell), row, seed)
+    run_dir = _restore(study, cell, head, seed)
     archived = study.archived_run(cell, head, seed)
-    if archived is not None and not (run_dir / "eval.json").is_file() and (archived / "eval.json").is_file():
-        _archive_files(archived, run_dir, RUN_FILES)
     _with_heldout(study, dirs, cell, head, seed)
     if cell.start == "pretrained":
         with ablate.run_lock(study.root / "pretrain", block=True):  # one worker pretrains, the others wait
@@ -269,6 +270,15 @@ def run_one(study: Study, dirs: dict[str, Path], cell: Cell, head: str, seed: in
     if archived is not None and not (archived / "eval.json").is_file():
         _archive_files(run_dir, archived, RUN_FILES)
     return result
+
+
+def _restore(study: Study, cell: Cell, head: str, seed: int) -> Path:
+    """The run's folder, given the archive's copy of the run when it holds none."""
+    run_dir = ablate.row_dir(study.cell_dir(cell), head, seed)
+    archived = study.archived_run(cell, head, seed)
+    if archived is not None and not (run_dir / "eval.json").is_file() and (archived / "eval.json").is_file():
+        _archive_files(archived, run_dir, RUN_FILES)
+    return run_dir
 
 
 def _with_heldout(study: Study, dirs: dict[str, Path], cell: Cell, head: str, seed: int) -> None:
@@ -282,10 +292,27 @@ def _with_heldout(study: Study, dirs: dict[str, Path], cell: Cell, head: str, se
 def add_heldout_results(study: Study, dirs: dict[str, Path]) -> None:
     """Every finished run of the study gets its held-out results (what `--report-only` does before
     reporting; evaluation only)."""
-    for cell in study.cells:
-        for head in study.heads_of(cell):
-            for seed in range(study.seeds):
-                _with_heldout(study, dirs, cell, head, seed)
+    for cell, head, seed in study.runs():
+        _with_heldout(study, dirs, cell, head, seed)
+
+
+def _to_evaluate(run_dir: Path) -> bool:
+    """A finished run still to be evaluated: on its held-out set, or for its per-query results."""
+    done = run_dir / "eval.json"
+    return done.is_file() and (RunResult.read(done).in_domain_metrics is None
+                               or not (run_dir / ablate.PER_QUERY).is_file())
+
+
+def report_only(study: Study) -> PayoffReport:
+    """The report from the finished runs, here or in the archive (copied in, as a run of the study would);
+    trains nothing. The data sets are generated only when a finished run must still be evaluated."""
+    run_dirs = [_restore(study, cell, head, seed) for cell, head, seed in study.runs()]
+    if any(_to_evaluate(d) for d in run_dirs):
+        dirs = prepare_data(study.root, study.cells, study.progress)
+        add_heldout_results(study, dirs)
+    else:
+        dirs = data_dirs(study.root, study.cells)
+    return write_report(study, dirs)
 
 
 def run_study(study: Study) -> PayoffReport:
@@ -312,14 +339,12 @@ def run_study(study: Study) -> PayoffReport:
 def status(study: Study) -> list[tuple[Cell, str, int, ablate.RunState]]:
     """Every (cell, head, seed) of the study with its RunState; a run the archive holds counts as finished."""
     out = []
-    for cell in study.cells:
-        for head in study.heads_of(cell):
-            for seed in range(study.seeds):
-                state = ablate.run_state(ablate.row_dir(study.cell_dir(cell), head, seed))
-                archived = study.archived_run(cell, head, seed)
-                if state.state != "finished" and archived is not None and (archived / "eval.json").is_file():
-                    state = ablate.RunState("finished")
-                out.append((cell, head, seed, state))
+    for cell, head, seed in study.runs():
+        state = ablate.run_state(ablate.row_dir(study.cell_dir(cell), head, seed))
+        archived = study.archived_run(cell, head, seed)
+        if state.state != "finished" and archived is not None and (archived / "eval.json").is_file():
+            state = ablate.RunState("finished")
+        out.append((cell, head, seed, state))
     return out
 
 
@@ -389,39 +414,3 @@ def write_report(study: Study, dirs: dict[str, Path]) -> PayoffReport:
     write_json_atomic(study.root / "payoff.json", report.to_dict())
     write_text_atomic(study.root / "payoff.md", markdown(report))
     return report
-
-
-def _cell_fmt(r: HolmDifference | None, p: float | None = None) -> str:
-    return diff_cell(r, p, det="detectable")
-
-
-def markdown(report: PayoffReport) -> str:
-    """Two tables: each cell's rows (mean ± std over seeds), then each row's difference to DP."""
-    cols = ("T2A R@1", "T2A R@5", "T2A R@10", "T2A mAP@10", "A2T R@1")
-    lines = ["## Rows (mean ± std over seeds)", "",
-             "| cell | evaluated on | seeds | head | " + " | ".join(cols) + " | train s |", "|---" * (len(cols) + 5) + "|"]
-    for c in report.cells:
-        for head, s in c.summary.items():
-            lines.append(f"| {c.name} | {c.evaluated_on} | {c.seeds} | {head} | "
-                         + " | ".join(f"{s.columns[k].mean:.1f} ± {s.columns[k].std:.1f}" for k in cols)
-                         + f" | {s.train_seconds:.0f} |")
-    metrics = [("t2a", "R@1"), ("t2a", "R@10"), ("t2a", "mAP@10"), ("a2t", "R@1")]
-    lines += ["", "## Difference to DP (seeds pooled per query; 95 % paired-bootstrap interval over clips; "
-              "sign-flip p, Holm over the cell's rows; detectable: 80 % power at 5 %)", "",
-              "| cell | row | " + " | ".join(f"{d.upper()} {m}" for d, m in metrics) + " |",
-              "|---" * (len(metrics) + 2) + "|"]
-    for c in report.cells:
-        for row, res in c.differences.rows.items():
-            lines.append(f"| {c.name} | {row} | "
-                         + " | ".join(_cell_fmt(None if res is None else res[d][m]) for d, m in metrics) + " |")
-    waiting = [f"{c.name} pools {c.seeds} seed(s) per head, the count every head has finished ("
-               + ", ".join(f"{h} {n}" for h, n in c.finished_seeds.items()) + ")"
-               for c in report.cells if any(n != c.seeds for n in c.finished_seeds.values())]
-    if waiting:
-        lines += [""] + [f"- {w}" for w in waiting]
-    lines += ["", "## THA+DCR − DP, Holm over all cells", "", "| cell | T2A R@1 | T2A mAP@10 |", "|---|---|---|"]
-    for c in report.cells:
-        res = c.differences.rows.get(STUDY_ROW)
-        lines.append(f"| {c.name} | " + " | ".join(_cell_fmt(res[d][m] if res else None, c.study_p.get((d, m)))
-                                                  for d, m in HEADLINE) + " |")
-    return "\n".join(lines) + "\n"
