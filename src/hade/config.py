@@ -7,13 +7,13 @@ fields with a message naming the field.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from hade.errors import InputError
+from hade.utils.jsonfile import read_json
 
 # One word, one meaning (README "Vocabulary"):
 #   precision      training's mixed precision (TrainConfig.precision, `hade train --precision`)
@@ -260,11 +260,4 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def load_json_config(path: str | Path, cls: type[T]) -> T:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: config file not found") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-    return from_dict(cls, data, str(path))
+    return from_dict(cls, read_json(path, "config file"), str(path))

@@ -5,7 +5,6 @@ each is written as; `RunResult.read` reads an eval.json back, naming the file an
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from hade.eval.differences import HolmDifferences, StatSettings
 from hade.eval.results import MetricRow, RetrievalMetrics
 from hade.train.run_state import TrainSummary
 from hade.utils.atomic import write_json_atomic
+from hade.utils.jsonfile import read_json
 
 POOLING = "each query's value averaged over the seeds"
 STUDY_ROW = "tha+dcr"  # `hade payoff`'s headline row (THA+DCR − DP), its p-values Holm-adjusted over every cell
@@ -107,11 +107,7 @@ class RunResult:
 
     @classmethod
     def read(cls, path: Path) -> RunResult:
-        try:
-            data = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(read_json(path, "run result"), str(path))
 
 
 def _record(cls: type, data: Any, where: str) -> Any:
