@@ -374,26 +374,30 @@ def _finished_all(study: Study, cell: Cell) -> dict[str, list[RunResult]]:
     return found
 
 
-def _finished(study: Study, cell: Cell) -> dict[str, list[RunResult]]:
-    """{head: results of seeds 0..k-1} for the heads whose first k seeds are finished with their held-out
-    results, k the largest count all of the cell's finished heads share (so rows of a cell pool the same
-    seeds on the same set)."""
-    found = _finished_all(study, cell)
+def _common_seeds(found: dict[str, list[RunResult]]) -> dict[str, list[RunResult]]:
+    """{head: results of seeds 0..k-1} of `_finished_all`'s heads, k the largest count all of them share (so
+    rows of a cell pool the same seeds on the same set); {} without dp."""
     if "dp" not in found:
         return {}
     k = min(len(r) for r in found.values())
     return {head: results[:k] for head, results in found.items()}
 
 
+def _finished(study: Study, cell: Cell) -> dict[str, list[RunResult]]:
+    """The cell's finished results that its rows pool (`_common_seeds` of `_finished_all`)."""
+    return _common_seeds(_finished_all(study, cell))
+
+
 def cell_report(study: Study, dirs: dict[str, Path], cell: Cell) -> CellReport | None:
-    done = _finished(study, cell)
+    found = _finished_all(study, cell)  # every eval.json of the cell, read once
+    done = _common_seeds(found)
     if not done:
         return None
     # each difference carries `detectable` (hade.eval.stats.detectable): "no difference" has a size
     diffs = ablate.differences("payoff", done, study.cell_dir(cell), dirs[cell.train_set], heldout_dir(dirs, cell),
                                study.log)
     return CellReport(cell.name, cell.start, cell.train_set, cell.size, seeds=len(done["dp"]),
-                      finished_seeds={h: len(r) for h, r in _finished_all(study, cell).items()},
+                      finished_seeds={h: len(r) for h, r in found.items()},
                       summary={h: ablate.summarise(r) for h, r in done.items()}, differences=diffs,
                       evaluated_on="held-out 420 clips, 10 s" if cell.train_set == "clotho" else "held-out 420 clips")
 
